@@ -1,0 +1,1 @@
+"""bananabatch: bulk image generation on the Gemini Batch API."""

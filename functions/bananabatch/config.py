@@ -1,0 +1,186 @@
+"""Configuration, read once at the edge into a frozen settings object.
+
+The environment variable names below are the one place those names are spelled.
+The Pulumi program imports them to set each function's environment, and a test
+checks the two agree, so renaming one here renames it everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bananabatch.errors import ConfigError
+
+# --- environment variable names (shared with infra/) -------------------------------------
+ENV_BACKEND: Final = "BANANABATCH_BACKEND"
+ENV_PROVIDER: Final = "BANANABATCH_PROVIDER"
+ENV_PROJECT: Final = "GOOGLE_CLOUD_PROJECT"
+ENV_REGION: Final = "BANANABATCH_REGION"
+ENV_LOCAL_ROOT: Final = "BANANABATCH_LOCAL_ROOT"
+ENV_INBOX_BUCKET: Final = "BANANABATCH_INBOX_BUCKET"
+ENV_RESULTS_BUCKET: Final = "BANANABATCH_RESULTS_BUCKET"
+ENV_FIRESTORE_DATABASE: Final = "BANANABATCH_FIRESTORE_DATABASE"
+ENV_TOPIC_TICK: Final = "BANANABATCH_TOPIC_TICK"
+ENV_TOPIC_BATCH_DONE: Final = "BANANABATCH_TOPIC_BATCH_DONE"
+ENV_TOPIC_COMPLETIONS: Final = "BANANABATCH_TOPIC_COMPLETIONS"
+ENV_DEFAULT_MODEL: Final = "BANANABATCH_DEFAULT_MODEL"
+ENV_GEMINI_API_KEY: Final = "GEMINI_API_KEY"
+# Read by google-genai itself; we read it too so the emulator URL shows in logs and settings.
+ENV_GEMINI_BASE_URL: Final = "GOOGLE_GEMINI_BASE_URL"
+ENV_VERTEX_LOCATION: Final = "BANANABATCH_VERTEX_LOCATION"
+ENV_VERTEX_BASE_URL: Final = "GOOGLE_VERTEX_BASE_URL"
+ENV_WEBHOOK_MODE: Final = "BANANABATCH_WEBHOOK_MODE"
+ENV_WEBHOOK_URL: Final = "BANANABATCH_WEBHOOK_URL"
+ENV_WEBHOOK_SECRET: Final = "BANANABATCH_WEBHOOK_SECRET"
+ENV_WEBHOOK_JWKS_URL: Final = "BANANABATCH_WEBHOOK_JWKS_URL"
+ENV_MAX_REQUESTS_PER_BATCH: Final = "BANANABATCH_MAX_REQUESTS_PER_BATCH"
+ENV_MAX_BATCH_BYTES: Final = "BANANABATCH_MAX_BATCH_BYTES"
+ENV_MAX_BATCH_OUTPUT_BYTES: Final = "BANANABATCH_MAX_BATCH_OUTPUT_BYTES"
+ENV_MAX_INPUT_BYTES: Final = "BANANABATCH_MAX_INPUT_BYTES"
+ENV_MAX_ACTIVE_BATCHES: Final = "BANANABATCH_MAX_ACTIVE_BATCHES"
+ENV_MAX_ATTEMPTS: Final = "BANANABATCH_MAX_ATTEMPTS"
+ENV_STUCK_AFTER_HOURS: Final = "BANANABATCH_STUCK_AFTER_HOURS"
+ENV_JOB_BUDGET_USD: Final = "BANANABATCH_JOB_BUDGET_USD"
+ENV_DAILY_BUDGET_USD: Final = "BANANABATCH_DAILY_BUDGET_USD"
+ENV_PRICE_OVERRIDES: Final = "BANANABATCH_PRICE_OVERRIDES"
+ENV_LOG_LEVEL: Final = "BANANABATCH_LOG_LEVEL"
+
+#: Every name above, for the infra test that checks Pulumi sets only names we read.
+ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
+    value for name, value in dict(globals()).items() if name.startswith("ENV_")
+)
+
+
+class Backend(StrEnum):
+    LOCAL = "local"
+    GCP = "gcp"
+
+
+class ProviderKind(StrEnum):
+    EMULATOR = "emulator"
+    GEMINI = "gemini"
+    VERTEX = "vertex"
+
+
+class WebhookMode(StrEnum):
+    OFF = "off"
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+
+
+DEFAULT_MODEL: Final = "gemini-3.1-flash-image"
+
+
+class Settings(BaseModel):
+    """Everything the pipeline needs to know about where it runs. Immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Backend = Backend.LOCAL
+    provider: ProviderKind = ProviderKind.EMULATOR
+    project: str | None = None
+    region: str = "us-central1"
+    local_root: Path = Path(".bananabatch")
+    inbox_bucket: str = "inbox"
+    results_bucket: str = "results"
+    firestore_database: str = "(default)"
+    topic_tick: str = "bananabatch-tick"
+    topic_batch_done: str = "bananabatch-batch-done"
+    topic_completions: str = "bananabatch-completions"
+    default_model: str = DEFAULT_MODEL
+    gemini_api_key: str | None = Field(default=None, repr=False)
+    gemini_base_url: str | None = None
+    vertex_location: str = "global"
+    vertex_base_url: str | None = None
+    webhook_mode: WebhookMode = WebhookMode.OFF
+    webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
+    webhook_jwks_url: str | None = None
+    # Planning limits. Output bytes keep each result file comfortably collectable in one
+    # function invocation (see planning); request count stays far under provider limits.
+    max_requests_per_batch: int = Field(default=2_000, gt=0)
+    max_batch_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_batch_output_bytes: int = Field(default=1_500 * 1024 * 1024, gt=0)
+    max_input_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    max_active_batches: int = Field(default=50, gt=0)
+    max_attempts: int = Field(default=3, gt=0)
+    stuck_after_hours: float = Field(default=30.0, gt=0)
+    job_budget_usd: float | None = Field(default=None, ge=0)
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    price_overrides: Mapping[str, Mapping[str, float]] = Field(default_factory=dict)
+    log_level: str = "INFO"
+
+    @field_validator("price_overrides", mode="before")
+    @classmethod
+    def _parse_overrides(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; blank values mean "use the default"."""
+        fields: dict[str, object] = {}
+        for field_name, env_name in _FIELD_ENV.items():
+            raw = env.get(env_name)
+            if raw is not None and raw.strip() != "":
+                fields[field_name] = raw.strip()
+        try:
+            return cls.model_validate(fields)
+        except (ValidationError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"invalid configuration from environment: {exc}") from exc
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of from_env, used to hand settings to a subprocess or a test."""
+        out: dict[str, str] = {}
+        for field_name, env_name in _FIELD_ENV.items():
+            value = getattr(self, field_name)
+            if value is None:
+                continue
+            if field_name == "price_overrides":
+                out[env_name] = json.dumps(value)
+            else:
+                out[env_name] = str(value)
+        return out
+
+
+_FIELD_ENV: Final[dict[str, str]] = {
+    "backend": ENV_BACKEND,
+    "provider": ENV_PROVIDER,
+    "project": ENV_PROJECT,
+    "region": ENV_REGION,
+    "local_root": ENV_LOCAL_ROOT,
+    "inbox_bucket": ENV_INBOX_BUCKET,
+    "results_bucket": ENV_RESULTS_BUCKET,
+    "firestore_database": ENV_FIRESTORE_DATABASE,
+    "topic_tick": ENV_TOPIC_TICK,
+    "topic_batch_done": ENV_TOPIC_BATCH_DONE,
+    "topic_completions": ENV_TOPIC_COMPLETIONS,
+    "default_model": ENV_DEFAULT_MODEL,
+    "gemini_api_key": ENV_GEMINI_API_KEY,
+    "gemini_base_url": ENV_GEMINI_BASE_URL,
+    "vertex_location": ENV_VERTEX_LOCATION,
+    "vertex_base_url": ENV_VERTEX_BASE_URL,
+    "webhook_mode": ENV_WEBHOOK_MODE,
+    "webhook_url": ENV_WEBHOOK_URL,
+    "webhook_secret": ENV_WEBHOOK_SECRET,
+    "webhook_jwks_url": ENV_WEBHOOK_JWKS_URL,
+    "max_requests_per_batch": ENV_MAX_REQUESTS_PER_BATCH,
+    "max_batch_bytes": ENV_MAX_BATCH_BYTES,
+    "max_batch_output_bytes": ENV_MAX_BATCH_OUTPUT_BYTES,
+    "max_input_bytes": ENV_MAX_INPUT_BYTES,
+    "max_active_batches": ENV_MAX_ACTIVE_BATCHES,
+    "max_attempts": ENV_MAX_ATTEMPTS,
+    "stuck_after_hours": ENV_STUCK_AFTER_HOURS,
+    "job_budget_usd": ENV_JOB_BUDGET_USD,
+    "daily_budget_usd": ENV_DAILY_BUDGET_USD,
+    "price_overrides": ENV_PRICE_OVERRIDES,
+    "log_level": ENV_LOG_LEVEL,
+}
+assert set(_FIELD_ENV.values()) == set(ALL_ENV_NAMES), "every ENV_ name maps to one field"

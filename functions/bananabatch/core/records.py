@@ -1,0 +1,182 @@
+"""The persisted records: jobs/{job_id}, jobs/{job_id}/items/{key}, batches/{batch_id},
+cache/{content_hash}. Pure data; the state store keeps them as JSON-compatible documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bananabatch.core.states import BatchState, ItemState, JobState
+
+SCHEMA_VERSION: Final = 1
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class SourceObject(Record):
+    bucket: str
+    name: str
+    generation: str
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.name}"
+
+
+class Costs(Record):
+    """Money in USD. Estimated before spending, actual from usageMetadata afterwards."""
+
+    estimated_usd: float = 0.0
+    standard_equivalent_usd: float = 0.0
+    actual_usd: float = 0.0
+    saved_usd: float = 0.0
+    cost_per_accepted_image_usd: float | None = None
+
+
+class JobRecord(Record):
+    job_id: str
+    state: JobState
+    source: SourceObject
+    created_at: datetime
+    updated_at: datetime
+    default_model: str
+    results_prefix: str
+    line_count: int = 0
+    accepted_count: int = 0
+    rejected_count: int = 0
+    batch_count: int = 0
+    counts: dict[str, int] = Field(default_factory=dict)
+    costs: Costs = Field(default_factory=Costs)
+    # Set by the collector that wins the move to a terminal state, cleared once the
+    # completion message is out; a redelivery finding it unset publishes nothing.
+    completion_pending: bool = False
+    completion_published: bool = False
+    finished_at: datetime | None = None
+    error: str | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class ItemRecord(Record):
+    job_id: str
+    key: str
+    line_no: int
+    state: ItemState
+    model: str
+    aspect_ratio: str | None = None
+    image_size: str | None = None
+    prompt_preview: str = ""
+    request_hash: str | None = None
+    batch_id: str | None = None
+    attempt: int = 0
+    image_uri: str | None = None
+    mime_type: str | None = None
+    reason: str | None = None
+    finish_reason: str | None = None
+    error_code: int | None = None
+    estimated_usd: float = 0.0
+    actual_usd: float | None = None
+    usage: dict[str, Any] | None = None
+    updated_at: datetime | None = None
+
+
+class BatchRecord(Record):
+    batch_id: str
+    job_id: str
+    index: int
+    attempt: int = 1
+    state: BatchState
+    model: str
+    display_name: str
+    request_object: str
+    request_count: int
+    request_bytes: int = 0
+    expected_output_bytes: int = 0
+    provider_name: str | None = None
+    provider_state: str | None = None
+    provider_error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    submitting_since: datetime | None = None
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+    # Collector checkpoint: result lines already applied.
+    cursor: int = 0
+    submit_attempts: int = 0
+    next_submit_after: datetime | None = None
+
+
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def job_id_for(source: SourceObject) -> str:
+    """A readable, stable job id: the file's stem plus a hash of bucket, name and generation.
+
+    The same upload event always yields the same id, so a redelivered event finds its job.
+    """
+    stem = source.name.rsplit("/", 1)[-1].removesuffix(".jsonl").lower()
+    slug = _UNSAFE.sub("-", stem).strip("-")[:40] or "job"
+    digest = hashlib.sha256(
+        f"{source.bucket}\n{source.name}\n{source.generation}".encode()
+    ).hexdigest()[:12]
+    return f"{slug}-{digest}"
+
+
+def batch_id_for(job_id: str, index: int, attempt: int = 1) -> str:
+    return f"{job_id}-b{index:04d}-a{attempt}"
+
+
+def display_name_for(batch_id: str) -> str:
+    """Unique per planned batch and attempt: the key for reconciling an unknown create."""
+    return f"bananabatch-{batch_id}"
+
+
+def job_path(job_id: str) -> str:
+    return f"jobs/{job_id}"
+
+
+def items_collection(job_id: str) -> str:
+    return f"jobs/{job_id}/items"
+
+
+def item_path(job_id: str, key: str) -> str:
+    return f"jobs/{job_id}/items/{key}"
+
+
+def batch_path(batch_id: str) -> str:
+    return f"batches/{batch_id}"
+
+
+def cache_path(content_hash: str) -> str:
+    return f"cache/{content_hash}"
+
+
+def results_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"
+
+
+def request_object_name(job_id: str, index: int, attempt: int = 1) -> str:
+    suffix = "" if attempt == 1 else f"-a{attempt}"
+    return f"jobs/{job_id}/requests/batch-{index:04d}{suffix}.jsonl"
+
+
+def image_object_name(job_id: str, key: str, mime_type: str) -> str:
+    return f"jobs/{job_id}/images/{key}.{extension_for(mime_type)}"
+
+
+def extension_for(mime_type: str) -> str:
+    return {
+        "image/png": "png",
+        "image/jpeg": "jpg",
+        "image/webp": "webp",
+        "image/gif": "gif",
+    }.get(mime_type.lower(), "bin")

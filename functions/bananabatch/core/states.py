@@ -1,0 +1,162 @@
+"""The item, batch and job state machines. Pure: no I/O.
+
+Every persisted state change goes through `advance_*`, which refuses a move the machine
+does not allow. Adapters apply the result with a conditional write, so two workers racing
+on the same record cannot both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final
+
+from bananabatch.errors import InvalidTransition
+
+
+class ItemState(StrEnum):
+    PENDING = "PENDING"
+    SUBMITTED = "SUBMITTED"
+    SUCCEEDED = "SUCCEEDED"
+    BLOCKED = "BLOCKED"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+    CACHED = "CACHED"
+
+
+class BatchState(StrEnum):
+    QUEUED = "QUEUED"
+    # Written before the provider's create call; a record found in this state means the
+    # outcome of that call is unknown and must be reconciled by display name.
+    SUBMITTING = "SUBMITTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    COLLECTED = "COLLECTED"
+
+
+class JobState(StrEnum):
+    RECEIVED = "RECEIVED"
+    HELD = "HELD"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+ITEM_TERMINAL: Final = frozenset(
+    {ItemState.SUCCEEDED, ItemState.BLOCKED, ItemState.FAILED, ItemState.REJECTED, ItemState.CACHED}
+)
+# States in which the provider holds (or may hold) a live batch of ours.
+BATCH_ACTIVE: Final = frozenset({BatchState.SUBMITTING, BatchState.RUNNING})
+BATCH_PROVIDER_TERMINAL: Final = frozenset(
+    {BatchState.SUCCEEDED, BatchState.FAILED, BatchState.CANCELLED, BatchState.EXPIRED}
+)
+JOB_TERMINAL: Final = frozenset(
+    {JobState.SUCCEEDED, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED}
+)
+
+_ITEM_MOVES: Final[Mapping[ItemState, frozenset[ItemState]]] = {
+    ItemState.PENDING: frozenset(
+        {
+            ItemState.SUBMITTED,
+            ItemState.CACHED,
+            ItemState.FAILED,
+            ItemState.SUCCEEDED,
+            ItemState.BLOCKED,
+        }
+    ),
+    # SUBMITTED -> PENDING is a retry: the item goes into a new batch with attempt + 1.
+    ItemState.SUBMITTED: frozenset(
+        {ItemState.SUCCEEDED, ItemState.BLOCKED, ItemState.FAILED, ItemState.PENDING}
+    ),
+    # A user's `retry` gives a terminally FAILED item one more round.
+    ItemState.FAILED: frozenset({ItemState.PENDING}),
+    ItemState.SUCCEEDED: frozenset(),
+    ItemState.BLOCKED: frozenset(),
+    ItemState.REJECTED: frozenset(),
+    ItemState.CACHED: frozenset(),
+}
+
+_BATCH_MOVES: Final[Mapping[BatchState, frozenset[BatchState]]] = {
+    BatchState.QUEUED: frozenset({BatchState.SUBMITTING, BatchState.CANCELLED}),
+    # SUBMITTING -> QUEUED only when the provider definitely created nothing (429, or the
+    # display name is absent after reconciliation).
+    BatchState.SUBMITTING: frozenset(
+        {
+            BatchState.RUNNING,
+            BatchState.QUEUED,
+            BatchState.SUCCEEDED,
+            BatchState.FAILED,
+            BatchState.CANCELLED,
+            BatchState.EXPIRED,
+        }
+    ),
+    BatchState.RUNNING: frozenset(
+        {BatchState.SUCCEEDED, BatchState.FAILED, BatchState.CANCELLED, BatchState.EXPIRED}
+    ),
+    BatchState.SUCCEEDED: frozenset({BatchState.COLLECTED}),
+    BatchState.FAILED: frozenset({BatchState.COLLECTED}),
+    BatchState.CANCELLED: frozenset({BatchState.COLLECTED}),
+    BatchState.EXPIRED: frozenset({BatchState.COLLECTED}),
+    BatchState.COLLECTED: frozenset(),
+}
+
+_JOB_MOVES: Final[Mapping[JobState, frozenset[JobState]]] = {
+    # RECEIVED may end at once: every line rejected, or every image already cached.
+    JobState.RECEIVED: frozenset({JobState.HELD, JobState.RUNNING} | JOB_TERMINAL),
+    JobState.HELD: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(JOB_TERMINAL),
+    # A user's `retry` reopens a finished job for its failed items.
+    JobState.SUCCEEDED: frozenset(),
+    JobState.PARTIAL: frozenset({JobState.RUNNING}),
+    JobState.FAILED: frozenset({JobState.RUNNING}),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def can_advance_item(current: ItemState, target: ItemState) -> bool:
+    return target in _ITEM_MOVES[current]
+
+
+def can_advance_batch(current: BatchState, target: BatchState) -> bool:
+    return target in _BATCH_MOVES[current]
+
+
+def can_advance_job(current: JobState, target: JobState) -> bool:
+    return target in _JOB_MOVES[current]
+
+
+def advance_item(current: ItemState, target: ItemState, *, entity: str = "") -> ItemState:
+    if not can_advance_item(current, target):
+        raise InvalidTransition("item", current, target, entity=entity)
+    return target
+
+
+def advance_batch(current: BatchState, target: BatchState, *, entity: str = "") -> BatchState:
+    if not can_advance_batch(current, target):
+        raise InvalidTransition("batch", current, target, entity=entity)
+    return target
+
+
+def advance_job(current: JobState, target: JobState, *, entity: str = "") -> JobState:
+    if not can_advance_job(current, target):
+        raise InvalidTransition("job", current, target, entity=entity)
+    return target
+
+
+def job_outcome(counts: Mapping[ItemState, int], *, total_lines: int) -> JobState:
+    """The terminal job state implied by its items' terminal states.
+
+    SUCCEEDED only when every input line has its image; FAILED when none has (a provider
+    batch that "succeeded" with every row failed is still a failed job); PARTIAL between.
+    """
+    delivered = counts.get(ItemState.SUCCEEDED, 0) + counts.get(ItemState.CACHED, 0)
+    if total_lines > 0 and delivered == total_lines:
+        return JobState.SUCCEEDED
+    if delivered == 0:
+        return JobState.FAILED
+    return JobState.PARTIAL

@@ -1,0 +1,236 @@
+"""One small Protocol per external system. The pipeline talks only to these.
+
+Adapters: `adapters/local` (folder, SQLite, in-process bus), `adapters/gcp` (Cloud Storage,
+Firestore, Pub/Sub), `providers/` (Gemini Developer API, Vertex AI; the emulator is the
+Gemini adapter pointed at a loopback URL). One contract suite per port, in
+tests/contract, runs against every adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any, Literal, Protocol, runtime_checkable
+
+from bananabatch.core.states import BatchState
+
+# --- object store -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    name: str
+    size: int
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    generation: str | None = None
+    updated: datetime | None = None
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Buckets of objects. Reads and writes stream: an image or a 1 GB result file is never
+    held whole in memory by the store."""
+
+    def uri(self, bucket: str, name: str) -> str:
+        """A URI a user can paste (gs://bucket/name, or file:///... locally)."""
+        ...
+
+    def stat(self, bucket: str, name: str) -> ObjectInfo | None: ...
+
+    def open_read(self, bucket: str, name: str) -> AbstractContextManager[IO[bytes]]:
+        """A binary stream over the object. Raises NotFound when absent."""
+        ...
+
+    def open_write(
+        self,
+        bucket: str,
+        name: str,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AbstractContextManager[IO[bytes]]:
+        """A binary sink; the object appears, whole, only when the block exits cleanly."""
+        ...
+
+    def write_bytes(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
+    ) -> bool:
+        """Write a small object. With if_absent, an existing object is left alone and the
+        call returns False (a generation-0 precondition on Cloud Storage)."""
+        ...
+
+    def read_bytes(self, bucket: str, name: str) -> bytes:
+        """Read a small object whole. Raises NotFound when absent."""
+        ...
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose name starts with prefix, in name order."""
+        ...
+
+    def copy(self, src_bucket: str, src_name: str, dst_bucket: str, dst_name: str) -> None: ...
+
+    def delete(self, bucket: str, name: str) -> None:
+        """Remove an object; absent objects are not an error."""
+        ...
+
+
+# --- state store ------------------------------------------------------------------------
+
+Doc = dict[str, Any]
+FilterOp = Literal["==", "in", "<", "<=", ">", ">="]
+
+
+@dataclass(frozen=True)
+class Where:
+    field: str
+    op: FilterOp
+    value: Any
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Documents addressed by slash paths, Firestore style: "jobs/J" is a document,
+    "jobs/J/items" a collection, "jobs/J/items/K" a document in it.
+
+    Conditional writes are the lock for anything that must happen once: `create` fails
+    softly when the document exists; `update` runs a read-decide-write in a transaction.
+    """
+
+    def get(self, path: str) -> Doc | None: ...
+
+    def create(self, path: str, doc: Mapping[str, Any]) -> bool:
+        """Create the document if absent. True if this call created it."""
+        ...
+
+    def set(self, path: str, doc: Mapping[str, Any]) -> None:
+        """Create or replace the document."""
+        ...
+
+    def update(self, path: str, fn: Callable[[Doc | None], Doc | None]) -> Doc | None:
+        """Transactionally read the document, call fn with it (None when absent) and write
+        what fn returns; None from fn means "write nothing". Returns the document as it
+        stands afterwards. fn may run more than once under contention: keep it pure.
+        Exceptions from fn propagate and nothing is written."""
+        ...
+
+    def set_many(self, docs: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Create or replace many documents in as few commits as the backend allows (at
+        most 500 per commit on Firestore). Not atomic as a whole. Returns the count."""
+        ...
+
+    def query(
+        self,
+        collection: str,
+        where: Sequence[Where] = (),
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Doc]:
+        """Documents of one collection matching every filter, streamed."""
+        ...
+
+    def count(self, collection: str, where: Sequence[Where] = ()) -> int: ...
+
+    def delete(self, path: str) -> None: ...
+
+
+# --- event bus --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    """Fire-and-forget messages with string attributes. Delivery is at least once and in
+    no particular order; subscribers must be idempotent."""
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Publish and wait for the broker's acknowledgement. Returns the message id."""
+        ...
+
+
+# --- batch provider ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderBatch:
+    """A provider's batch as we understand it, whatever its wire format."""
+
+    name: str
+    display_name: str | None
+    state: BatchState  # RUNNING for pending/running; SUCCEEDED/FAILED/CANCELLED/EXPIRED
+    provider_state: str  # the raw state string, for logs and status
+    error: str | None = None
+    # Where results are: "files/batch-..." (Developer API), a gs:// directory (Vertex),
+    # or "inline" when the responses came back inside the batch itself.
+    output: str | None = None
+    request_count: int | None = None
+    create_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One line of a result file, normalised to the Developer API's shape.
+
+    row is the parsed JSON ({"key": ..., "response": {...}} or {"key": ..., "error": {...}}
+    or {"key": ..., "status": ...}); malformed is set instead when the line could not be
+    parsed at all. line_no counts from 0 in the result stream.
+    """
+
+    line_no: int
+    row: Mapping[str, Any] | None
+    malformed: str | None = None
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """A batch image-generation service: Gemini Developer API, Vertex AI, or the emulator."""
+
+    kind: str
+
+    def encode_request(self, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The line to stage for one request (the Developer API's {"key", "request"}, or
+        Vertex's {"request"} with the key carried in labels)."""
+        ...
+
+    def create(
+        self,
+        *,
+        model: str,
+        display_name: str,
+        request_bucket: str,
+        request_object: str,
+        request_count: int,
+    ) -> ProviderBatch:
+        """Create one batch from a staged request file. Never retried inside: raises
+        ProviderQuotaExceeded when refused for quota (nothing was created),
+        ProviderOutcomeUnknown when the batch may or may not exist, PermanentError when
+        the request is invalid."""
+        ...
+
+    def find(self, display_name: str) -> ProviderBatch | None:
+        """The batch with this display name, if the provider has one."""
+        ...
+
+    def get(self, name: str) -> ProviderBatch: ...
+
+    def cancel(self, name: str) -> None: ...
+
+    def iter_results(self, batch: ProviderBatch, *, start_line: int = 0) -> Iterator[ResultRow]:
+        """Stream the result rows of a finished batch, skipping the first start_line rows.
+        Memory is bounded by the largest single line."""
+        ...
+
+    def generate(self, *, model: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """One synchronous generateContent call (the urgent lane); returns the response."""
+        ...
