@@ -183,4 +183,11 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "price_overrides": ENV_PRICE_OVERRIDES,
     "log_level": ENV_LOG_LEVEL,
 }
+
+
+def env_name_for(field_name: str) -> str:
+    """The environment variable that sets a Settings field (for messages that say how)."""
+    return _FIELD_ENV[field_name]
+
+
 assert set(_FIELD_ENV.values()) == set(ALL_ENV_NAMES), "every ENV_ name maps to one field"

@@ -203,6 +203,10 @@ class BatchProvider(Protocol):
         Vertex's {"request"} with the key carried in labels)."""
         ...
 
+    def decode_request(self, line: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The inverse of encode_request: (key, request) from one staged line."""
+        ...
+
     def create(
         self,
         *,

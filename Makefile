@@ -1,0 +1,58 @@
+# `make demo` and `make test` bootstrap everything from a fresh clone (Python 3.11+ and
+# Node.js present). Stamps make reruns cheap: the venv is rebuilt only when the dependency
+# lists change.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: demo test lint typecheck unit bench chromium clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(RUNTIME_STAMP): pyproject.toml functions/requirements.txt | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+# The Firestore emulator runs on the machine's Node.js.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The gallery is tested in a real headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the gallery browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: $(RUNTIME_STAMP)
+	$(BIN)/bananabatch local run examples/prompts.jsonl
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy
+
+unit: $(DEV_STAMP)
+	$(BIN)/pytest tests/unit -q
+
+test: $(DEV_STAMP) $(NODE_STAMP) chromium lint typecheck
+	$(BIN)/pytest
+
+bench: $(DEV_STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf .bananabatch .pytest_cache .mypy_cache .ruff_cache tests/artifacts bench-out

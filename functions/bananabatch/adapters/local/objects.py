@@ -1,0 +1,351 @@
+"""ObjectStore on a folder: bucket `b` is `root/b/`, object `n` is the file `root/b/n`, so the
+images can be browsed in a file manager.
+
+Content type and metadata live in a sidecar outside the bucket folders,
+`root/.meta/<bucket>/<name>@<generation>.json`. The generation is the data file's mtime in
+nanoseconds, which every write sets to a fresh, strictly increasing value before the file is
+published. Keying the sidecar by generation lets it be written *before* the data appears, so
+a reader never pairs new bytes with old metadata, and a file a user drops into a bucket folder
+by hand (no sidecar) is still an object, with a content type guessed from its extension.
+
+Writes go to a temp file under `root/.tmp/` (same filesystem, so the final rename is atomic)
+and are published with os.replace, or os.link when the object must not exist yet: link fails
+atomically if the name is taken, so concurrent if_absent writers cannot both win.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from stat import S_ISREG
+from typing import IO, Any
+
+from bananabatch.errors import NotFound, PermanentError
+from bananabatch.ports import ObjectInfo
+
+_META_DIR = ".meta"
+_TMP_DIR = ".tmp"
+_DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_COPY_CHUNK = 1024 * 1024
+# Bucket folders sit next to .meta and .tmp, so a bucket may not start with a dot.
+_BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,221}")
+
+_generation_lock = threading.Lock()
+_last_generation = 0
+
+
+def _next_generation() -> int:
+    """Wall-clock nanoseconds, bumped so that no two writes in this process share one."""
+    global _last_generation
+    with _generation_lock:
+        _last_generation = max(time.time_ns(), _last_generation + 1)
+        return _last_generation
+
+
+class FolderObjectStore:
+    """ObjectStore on a local folder. Buckets are created on first write."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self._tmp = self.root / _TMP_DIR
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    # --- helpers for local tools ---------------------------------------------------------
+
+    def path(self, bucket: str, name: str) -> Path:
+        """Where the object's bytes are (or would be) on disk."""
+        return self._bucket_dir(bucket).joinpath(*_segments(bucket, name))
+
+    def ensure_bucket(self, bucket: str) -> Path:
+        directory = self._bucket_dir(bucket)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    # --- ObjectStore ---------------------------------------------------------------------
+
+    def uri(self, bucket: str, name: str) -> str:
+        return self.path(bucket, name).as_uri()
+
+    def stat(self, bucket: str, name: str) -> ObjectInfo | None:
+        path = self.path(bucket, name)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not _is_regular(st):
+            return None
+        return self._info(bucket, name, st)
+
+    @contextmanager
+    def open_read(self, bucket: str, name: str) -> Iterator[IO[bytes]]:
+        path = self.path(bucket, name)
+        try:
+            handle = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(
+                f"object {bucket}/{name}: expected a file at {path}, found none"
+            ) from None
+        with handle:
+            yield handle
+
+    @contextmanager
+    def open_write(
+        self,
+        bucket: str,
+        name: str,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Iterator[IO[bytes]]:
+        dest = self.path(bucket, name)
+        meta = _check_metadata(bucket, name, metadata)
+        temp = self._tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            with temp.open("wb") as sink:
+                yield sink
+            self._publish(bucket, name, dest, temp, content_type, meta, if_absent=False)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def write_bytes(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
+    ) -> bool:
+        dest = self.path(bucket, name)
+        meta = _check_metadata(bucket, name, metadata)
+        temp = self._tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            temp.write_bytes(data)
+            return self._publish(bucket, name, dest, temp, content_type, meta, if_absent)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def read_bytes(self, bucket: str, name: str) -> bytes:
+        with self.open_read(bucket, name) as source:
+            return source.read()
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._bucket_dir(bucket)
+        directory, slash, partial = prefix.rpartition("/")
+        if slash:
+            # No valid object name lies under a prefix with an empty, "." or ".." segment.
+            if any(seg in ("", ".", "..") for seg in directory.split("/")):
+                return
+            base = base.joinpath(*directory.split("/"))
+            directory += "/"
+        yield from self._walk(bucket, base, directory, partial)
+
+    def copy(self, src_bucket: str, src_name: str, dst_bucket: str, dst_name: str) -> None:
+        info = self.stat(src_bucket, src_name)
+        if info is None:
+            raise NotFound(f"copy source {src_bucket}/{src_name}: expected an object, found none")
+        with (
+            self.open_read(src_bucket, src_name) as source,
+            self.open_write(
+                dst_bucket,
+                dst_name,
+                content_type=info.content_type or _DEFAULT_CONTENT_TYPE,
+                metadata=info.metadata,
+            ) as sink,
+        ):
+            shutil.copyfileobj(source, sink, _COPY_CHUNK)
+
+    def delete(self, bucket: str, name: str) -> None:
+        path = self.path(bucket, name)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if not _is_regular(st):
+            return
+        path.unlink(missing_ok=True)
+        self._sidecar(bucket, name, st.st_mtime_ns).unlink(missing_ok=True)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _bucket_dir(self, bucket: str) -> Path:
+        if not _BUCKET_RE.fullmatch(bucket):
+            raise PermanentError(
+                f"bucket name {bucket!r}: expected letters, digits, '.', '_' or '-', "
+                "not starting with '.'"
+            )
+        return self.root / bucket
+
+    def _sidecar(self, bucket: str, name: str, generation: int) -> Path:
+        parent, _, leaf = name.rpartition("/")
+        directory = self.root / _META_DIR / bucket
+        if parent:
+            directory = directory.joinpath(*parent.split("/"))
+        return directory / f"{leaf}@{generation}.json"
+
+    def _publish(
+        self,
+        bucket: str,
+        name: str,
+        dest: Path,
+        temp: Path,
+        content_type: str,
+        metadata: dict[str, str],
+        if_absent: bool,
+    ) -> bool:
+        generation = _next_generation()
+        os.utime(temp, ns=(generation, generation))
+        st = temp.stat()
+        # Filesystems with coarse timestamps round what we set; the sidecar must match
+        # what stat will report later.
+        generation = st.st_mtime_ns
+        sidecar = self._sidecar(bucket, name, generation)
+        record = {
+            "name": name,
+            "size": st.st_size,
+            "content_type": content_type,
+            "metadata": metadata,
+        }
+        _write_atomically(sidecar, json.dumps(record).encode(), self._tmp)
+        previous = self._generation_of(dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if if_absent:
+                os.link(temp, dest)
+            else:
+                os.replace(temp, dest)
+        except FileExistsError:
+            sidecar.unlink(missing_ok=True)
+            if if_absent and dest.is_file():
+                return False
+            raise self._conflict(bucket, name, dest) from None
+        except (NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+            sidecar.unlink(missing_ok=True)
+            raise self._conflict(bucket, name, dest) from exc
+        if previous is not None and previous != generation:
+            self._sidecar(bucket, name, previous).unlink(missing_ok=True)
+        return True
+
+    def _conflict(self, bucket: str, name: str, dest: Path) -> PermanentError:
+        return PermanentError(
+            f"object {bucket}/{name}: cannot be a file at {dest}, because that path or one "
+            "of its parents is taken by a folder or file of another object"
+        )
+
+    @staticmethod
+    def _generation_of(path: Path) -> int | None:
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_mtime_ns if _is_regular(st) else None
+
+    def _info(self, bucket: str, name: str, st: os.stat_result) -> ObjectInfo:
+        record = self._read_sidecar(bucket, name, st)
+        if record is None:
+            content_type = mimetypes.guess_type(name)[0] or _DEFAULT_CONTENT_TYPE
+            metadata: dict[str, str] = {}
+        else:
+            content_type = str(record.get("content_type") or _DEFAULT_CONTENT_TYPE)
+            metadata = {str(k): str(v) for k, v in dict(record.get("metadata") or {}).items()}
+        return ObjectInfo(
+            bucket=bucket,
+            name=name,
+            size=st.st_size,
+            content_type=content_type,
+            metadata=metadata,
+            generation=str(st.st_mtime_ns),
+            updated=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC),
+        )
+
+    def _read_sidecar(self, bucket: str, name: str, st: os.stat_result) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self._sidecar(bucket, name, st.st_mtime_ns).read_bytes())
+        except (OSError, ValueError):
+            return None
+        # A file edited in place keeps its mtime only by accident; the size check catches
+        # most such edits, and a stale sidecar is then ignored rather than trusted.
+        if not isinstance(record, dict) or record.get("name") != name:
+            return None
+        if record.get("size") != st.st_size:
+            return None
+        return record
+
+    def _walk(
+        self, bucket: str, directory: Path, name_prefix: str, partial: str
+    ) -> Iterator[ObjectInfo]:
+        try:
+            with os.scandir(directory) as it:
+                entries = [e for e in it if e.name.startswith(partial)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        # Sorting a folder's entries with "/" appended to sub-folders yields names in
+        # global string order: "a-b" < "a/x" < "ab", as Cloud Storage lists them.
+        keyed = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                keyed.append((entry.name + "/", entry, True))
+            elif entry.is_file():
+                keyed.append((entry.name, entry, False))
+        keyed.sort(key=lambda item: item[0])
+        for key, entry, is_dir in keyed:
+            if is_dir:
+                yield from self._walk(bucket, Path(entry.path), name_prefix + key, "")
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            yield self._info(bucket, name_prefix + key, st)
+
+
+def _segments(bucket: str, name: str) -> list[str]:
+    segments = name.split("/")
+    if (
+        not name
+        or "\x00" in name
+        or "\\" in name
+        or any(seg in ("", ".", "..") for seg in segments)
+    ):
+        raise PermanentError(
+            f"object name {name!r} in bucket {bucket}: expected '/'-separated segments, none "
+            "empty, '.' or '..', no leading or trailing '/', no backslash or NUL"
+        )
+    return segments
+
+
+def _check_metadata(bucket: str, name: str, metadata: Mapping[str, str] | None) -> dict[str, str]:
+    checked: dict[str, str] = {}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise PermanentError(
+                f"metadata of {bucket}/{name}: expected str keys and values, found "
+                f"{type(key).__name__} {key!r} = {type(value).__name__}"
+            )
+        checked[key] = value
+    return checked
+
+
+def _is_regular(st: os.stat_result) -> bool:
+    return S_ISREG(st.st_mode)
+
+
+def _write_atomically(path: Path, data: bytes, tmp_dir: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = tmp_dir / f"{uuid.uuid4().hex}.part"
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -1,0 +1,820 @@
+"""Input lines: split a JSONL stream, validate each line, build the request to stage.
+
+Pure: no I/O beyond reading the stream it is handed. Two line forms (DESIGN.md "Input
+line"): the simple form (`prompt` plus options) and the native form (`request`, a Gemini
+GenerateContentRequest in REST form). Every rejection names the line and the field.
+
+Speed: a million simple lines must parse in a small multiple of a bare `json.loads` loop,
+so an accepted simple line takes one pydantic `model_validate_json` call and plain checks.
+Everything else (native lines, and every line the fast path refuses) goes through a slow
+path that parses again with the standard library to say precisely what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, Final, Literal, NotRequired
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+# pydantic needs typing_extensions' TypedDict on Python < 3.12.
+from typing_extensions import TypedDict
+
+from bananabatch.core.catalog import MODELS, ModelSpec, canonical_model, model_spec
+
+MAX_KEY_CHARS: Final = 128
+PREVIEW_CHARS: Final = 120
+RAW_KEEP_CHARS: Final = 2_000
+BOM: Final = b"\xef\xbb\xbf"
+# Only image output: the product delivers images, text parts would be billed at the text
+# rate for nothing, and a refusal still arrives as a finishReason (IMAGE_SAFETY, NO_IMAGE).
+RESPONSE_MODALITIES: Final = ("IMAGE",)
+PRIORITIES: Final = ("batch", "urgent")
+
+# Image types Gemini accepts as input, by file extension.
+IMAGE_MIME_BY_EXTENSION: Final[Mapping[str, str]] = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "heic": "image/heic",
+    "heif": "image/heif",
+}
+
+_READ_CHUNK: Final = 1 << 20
+_blake2b: Final = hashlib.blake2b
+_new_object: Final = object.__new__
+_KEY_BAD: Final = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]|\.\.")
+_KNOWN_MODELS: Final = ", ".join(spec.model_id for spec in MODELS)
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    max_line_bytes: int = 1_000_000
+    max_prompt_chars: int = 20_000
+
+
+DEFAULT_LIMITS: Final = IntakeLimits()
+
+
+@dataclass(frozen=True)
+class AcceptedLine:
+    line_no: int
+    key: str
+    model: str
+    # REST GenerateContentRequest, ready to stage (camelCase for the simple form; the
+    # native form as written, minus any `model` field).
+    request: dict[str, Any]
+    aspect_ratio: str | None
+    image_size: str | None
+    prompt_preview: str
+    reference_images: tuple[str, ...]
+    metadata: dict[str, Any]
+    cache: bool
+    priority: str
+    native: bool = False
+    # All text of the request, for a prompt-token estimate (prompt_preview is cut short).
+    prompt_chars: int = 0
+    key_generated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    line_no: int
+    # The key as written (or generated); it may be unsafe or a duplicate, so never use it
+    # as an object or document name: use record_key.
+    key: str | None
+    field: str | None
+    reason: str
+    raw: str
+
+    @property
+    def record_key(self) -> str:
+        """A name for this line's item record, unique per line and never equal to an
+        accepted key (accepted keys cannot start with `__`)."""
+        return f"__line-{self.line_no:06d}"
+
+
+def line_key(line_no: int) -> str:
+    """The stable key given to a line without one."""
+    return f"line-{line_no:06d}"
+
+
+# --- line shapes -------------------------------------------------------------------------
+
+
+class _SimpleLine(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    key: NotRequired[str | None]
+    prompt: str
+    aspect_ratio: NotRequired[str | None]
+    image_size: NotRequired[str | None]
+    model: NotRequired[str | None]
+    reference_images: NotRequired[list[str]]
+    metadata: NotRequired[dict[str, Any]]
+    cache: NotRequired[bool]
+    priority: NotRequired[Literal["batch", "urgent"]]
+
+
+class _NativeLine(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    key: NotRequired[str | None]
+    request: dict[str, Any]
+    model: NotRequired[str | None]
+    metadata: NotRequired[dict[str, Any]]
+    cache: NotRequired[bool]
+    priority: NotRequired[Literal["batch", "urgent"]]
+
+
+# TypedDicts rather than BaseModels: validating straight to a dict is about twice as fast,
+# and the hot path reads each field once anyway.
+_SIMPLE: Final = TypeAdapter(_SimpleLine)
+_NATIVE: Final = TypeAdapter(_NativeLine)
+_validate_simple_json: Final = _SIMPLE.validator.validate_json
+_SIMPLE_FIELDS: Final = tuple(_SimpleLine.__annotations__)
+_NATIVE_FIELDS: Final = tuple(_NativeLine.__annotations__)
+
+
+class _Reject(Exception):
+    """Internal: carries one rejection out of nested checks."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _ModelRules:
+    spec: ModelSpec
+    ratios: frozenset[str]
+    sizes: frozenset[str]
+    ratios_text: str
+    sizes_text: str
+
+
+def _rules_for(spec: ModelSpec) -> _ModelRules:
+    return _ModelRules(
+        spec=spec,
+        ratios=frozenset(spec.aspect_ratios),
+        sizes=frozenset(spec.image_sizes),
+        ratios_text=", ".join(spec.aspect_ratios),
+        sizes_text=", ".join(spec.image_sizes),
+    )
+
+
+_RULES: Final[Mapping[str, _ModelRules]] = {spec.model_id: _rules_for(spec) for spec in MODELS}
+
+
+# --- the parser --------------------------------------------------------------------------
+
+
+class LineParser:
+    """Validates the lines of one job, in order; remembers accepted keys to refuse duplicates.
+
+    Keys are remembered as 60-bit blake2b digests so a million keys fit in about 60 MB.
+    Two different keys sharing a digest would make the later one a false duplicate; with a
+    million keys the chance of that is about one in two million, and a deterministic hash
+    (unlike Python's salted `hash`) makes a retried intake reject the same lines.
+    """
+
+    def __init__(self, *, default_model: str, limits: IntakeLimits = DEFAULT_LIMITS) -> None:
+        self._default_model_input = default_model
+        self._default_model = canonical_model(default_model)
+        self._limits = limits
+        self._seen: set[int] = set()
+        self._default_rules = _RULES.get(self._default_model)
+
+    def parse(self, line_no: int, raw: bytes) -> AcceptedLine | RejectedLine | None:
+        """One line (without its newline). None for a blank line."""
+        if not raw or raw.isspace():
+            return None
+        if line_no == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+            if not raw or raw.isspace():
+                return None
+        if len(raw) > self._limits.max_line_bytes:
+            return self._reject(
+                line_no,
+                raw,
+                None,
+                None,
+                f"the line is longer than the limit of {self._limits.max_line_bytes} bytes",
+            )
+        try:
+            fields = _validate_simple_json(raw)
+        except ValidationError:
+            return self._slow(line_no, raw)
+        try:
+            return self._accept_simple(line_no, fields)
+        except _Reject as exc:
+            key = fields.get("key")
+            return self._reject(
+                line_no, raw, line_key(line_no) if key is None else key, exc.field, exc.message
+            )
+
+    # The common case: a simple line that pydantic already typed.
+    def _accept_simple(self, line_no: int, f: _SimpleLine) -> AcceptedLine:
+        key = f.get("key")
+        generated = key is None
+        if key is None:
+            key = line_key(line_no)
+        elif (
+            not key
+            or len(key) > MAX_KEY_CHARS
+            or _KEY_BAD.search(key)
+            or key.startswith("__")
+            or key == "."
+            or key.isspace()
+        ):
+            raise _Reject("key", f"{key_problem(key)}; found {_show(key)}")
+        model = f.get("model")
+        rules = (_RULES.get(model) if model is not None else self._default_rules) or self._rules(
+            model
+        )
+        prompt = f["prompt"]
+        if not prompt or prompt.isspace():
+            raise _Reject("prompt", "must not be empty or only whitespace")
+        if len(prompt) > self._limits.max_prompt_chars:
+            raise _Reject(
+                "prompt",
+                f"expected at most {self._limits.max_prompt_chars} characters; found {len(prompt)}",
+            )
+        spec = rules.spec
+        aspect = f.get("aspect_ratio")
+        if aspect is not None and aspect not in rules.ratios:
+            raise _Reject(
+                "aspect_ratio",
+                f"expected one of {rules.ratios_text} for {spec.model_id}; found {_show(aspect)}",
+            )
+        size = f.get("image_size")
+        if size is not None:
+            size = _check_size(rules, size.upper(), "image_size", shown=size)
+        parts: list[dict[str, Any]] = [{"text": prompt}]
+        refs = f.get("reference_images")
+        if refs:
+            if len(refs) > spec.max_reference_images:
+                raise _Reject(
+                    "reference_images",
+                    f"expected at most {spec.max_reference_images} for {spec.model_id}; "
+                    f"found {len(refs)}",
+                )
+            for index, uri in enumerate(refs):
+                parts.append({"fileData": {"fileUri": uri, "mimeType": _ref_mime(index, uri)}})
+        metadata = f.get("metadata")
+        if metadata:
+            _check_finite("metadata", metadata)
+        else:
+            metadata = {}
+        generation: dict[str, Any] = {"responseModalities": ["IMAGE"]}
+        if aspect is not None or size is not None:
+            image_config: dict[str, str] = {}
+            if aspect is not None:
+                image_config["aspectRatio"] = aspect
+            if size is not None:
+                image_config["imageSize"] = size
+            generation["imageConfig"] = image_config
+        self._claim(key)
+        return _accepted(
+            {
+                "line_no": line_no,
+                "key": key,
+                "model": spec.model_id,
+                "request": {
+                    "contents": [{"role": "user", "parts": parts}],
+                    "generationConfig": generation,
+                },
+                "aspect_ratio": aspect,
+                "image_size": size,
+                "prompt_preview": prompt
+                if len(prompt) <= PREVIEW_CHARS and prompt.isprintable()
+                else _preview(prompt),
+                "reference_images": tuple(refs) if refs else (),
+                "metadata": metadata,
+                "cache": f.get("cache", True),
+                "priority": f.get("priority", "batch"),
+                "native": False,
+                "prompt_chars": len(prompt),
+                "key_generated": generated,
+            }
+        )
+
+    # Everything the fast path did not accept: find the precise reason, or accept a native
+    # line.
+    def _slow(self, line_no: int, raw: bytes) -> AcceptedLine | RejectedLine:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return self._reject(
+                line_no,
+                raw,
+                None,
+                None,
+                f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
+            )
+        try:
+            obj = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            return self._reject(line_no, raw, None, None, f"not valid JSON: {exc}")
+        if not isinstance(obj, dict):
+            return self._reject(
+                line_no, raw, None, None, f"expected a JSON object; found {_json_type(obj)}"
+            )
+        raw_key = obj.get("key")
+        shown_key = raw_key if isinstance(raw_key, str) else None
+        if "key" not in obj or raw_key is None:
+            shown_key = line_key(line_no)
+        try:
+            _check_encodable(obj)
+            if "request" in obj:
+                return self._accept_native(line_no, obj)
+            try:
+                fields = _SIMPLE.validate_python(obj)
+            except ValidationError as exc:
+                raise _pydantic_reject(exc, simple=True) from None
+            return self._accept_simple(line_no, fields)
+        except _Reject as exc:
+            return self._reject(line_no, raw, shown_key, exc.field, exc.message)
+
+    def _accept_native(self, line_no: int, obj: dict[str, Any]) -> AcceptedLine:
+        try:
+            f = _NATIVE.validate_python(obj)
+        except ValidationError as exc:
+            raise _pydantic_reject(exc, simple=False) from None
+        key, generated = self._check_key(line_no, f.get("key"))
+        line_model = f.get("model")
+        request = f["request"]
+        if "config" in request:
+            raise _Reject(
+                "request.config",
+                "unknown field (the SDK's name; in a REST request the options go in "
+                '"generationConfig")',
+            )
+        inner_model = request.get("model")
+        if inner_model is not None and not isinstance(inner_model, str):
+            raise _Reject("request.model", f"expected a string; found {_show(inner_model)}")
+        if (
+            line_model is not None
+            and inner_model is not None
+            and canonical_model(line_model) != canonical_model(inner_model)
+        ):
+            raise _Reject(
+                "model",
+                f"the line says {_show(line_model)} but request.model says "
+                f"{_show(inner_model)}; one batch holds one model",
+            )
+        try:
+            rules = self._rules(line_model if line_model is not None else inner_model)
+        except _Reject as exc:
+            if line_model is None and inner_model is not None:
+                exc.field = "request.model"
+            raise
+        spec = rules.spec
+
+        contents = request.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise _Reject("request.contents", f"expected a non-empty list; found {_show(contents)}")
+        texts: list[str] = []
+        uris: list[str] = []
+        images = 0
+        for c_index, content in enumerate(contents):
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if not isinstance(parts, list):
+                raise _Reject(
+                    f"request.contents[{c_index}].parts", f"expected a list; found {_show(parts)}"
+                )
+            for part in parts:
+                if not isinstance(part, dict):
+                    continue
+                text = part.get("text")
+                if isinstance(text, str) and not part.get("thought"):
+                    texts.append(text)
+                if _either(part, "inlineData", "inline_data") is not None:
+                    images += 1
+                file_data = _either(part, "fileData", "file_data")
+                if isinstance(file_data, dict):
+                    images += 1
+                    uri = _either(file_data, "fileUri", "file_uri")
+                    if isinstance(uri, str):
+                        uris.append(uri)
+        prompt_chars = sum(len(t) for t in texts)
+        if prompt_chars > self._limits.max_prompt_chars:
+            raise _Reject(
+                "request.contents",
+                f"text parts: expected at most {self._limits.max_prompt_chars} characters in "
+                f"all; found {prompt_chars}",
+            )
+        if images > spec.max_reference_images:
+            raise _Reject(
+                "request.contents",
+                f"image parts: expected at most {spec.max_reference_images} for "
+                f"{spec.model_id}; found {images}",
+            )
+
+        aspect, size = _native_image_config(rules, request)
+        if "model" in request:
+            request = {k: v for k, v in request.items() if k != "model"}
+        self._claim(key)
+        first_text = next((t for t in texts if t.strip()), "")
+        return AcceptedLine(
+            line_no=line_no,
+            key=key,
+            model=spec.model_id,
+            request=request,
+            aspect_ratio=aspect,
+            image_size=size,
+            prompt_preview=_preview(first_text),
+            reference_images=tuple(uris),
+            metadata=f.get("metadata") or {},
+            cache=f.get("cache", True),
+            priority=f.get("priority", "batch"),
+            native=True,
+            prompt_chars=prompt_chars,
+            key_generated=generated,
+        )
+
+    def _rules(self, model: str | None) -> _ModelRules:
+        name = model if model is not None else self._default_model
+        rules = _RULES.get(name)
+        if rules is not None:
+            return rules
+        spec = model_spec(name)
+        if spec is not None:
+            return _RULES[spec.model_id]
+        shown = _show(model if model is not None else self._default_model_input)
+        origin = "" if model is not None else " (the job's default model)"
+        raise _Reject("model", f"unknown model {shown}{origin}; expected one of {_KNOWN_MODELS}")
+
+    def _check_key(self, line_no: int, key: str | None) -> tuple[str, bool]:
+        if key is None:
+            return line_key(line_no), True
+        problem = key_problem(key)
+        if problem is not None:
+            raise _Reject("key", f"{problem}; found {_show(key)}")
+        return key, False
+
+    def _claim(self, key: str) -> None:
+        digest = int.from_bytes(_blake2b(key.encode(), digest_size=8).digest(), "big") >> 4
+        seen = self._seen
+        if digest in seen:
+            raise _Reject("key", f"duplicate key {_show(key)}: an earlier line already uses it")
+        seen.add(digest)
+
+    def _reject(
+        self, line_no: int, raw: bytes, key: str | None, field: str | None, message: str
+    ) -> RejectedLine:
+        where = f"line {line_no}, field {_show(field)}" if field else f"line {line_no}"
+        return RejectedLine(
+            line_no=line_no,
+            key=key if key is None or _encodable(key) else None,
+            field=field,
+            reason=f"{where}: {message}",
+            raw=raw[: RAW_KEEP_CHARS * 4].decode("utf-8", "replace")[:RAW_KEEP_CHARS],
+        )
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def key_problem(key: str) -> str | None:
+    """Why a key is not safe as an object and document name, or None when it is."""
+    if not key or key.isspace():
+        return "must not be empty"
+    if len(key) > MAX_KEY_CHARS:
+        return f"expected at most {MAX_KEY_CHARS} characters, found {len(key)} in key"
+    bad = _KEY_BAD.search(key)
+    if bad is not None:
+        found = bad.group()
+        if found == "..":
+            return 'must not contain ".."'
+        if found in "/\\":
+            return f"must not contain {found!r} (keys become object names)"
+        return f"must not contain control character U+{ord(found):04X}"
+    if key == ".":
+        return 'must not be "."'
+    if key.startswith("__"):
+        return 'must not start with "__" (reserved)'
+    return None
+
+
+def _native_image_config(
+    rules: _ModelRules, request: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
+    """Aspect ratio and size of a native request, read in either case, checked as written."""
+    gen_name, generation = _either_named(
+        request, "generationConfig", "generation_config", "request"
+    )
+    if generation is None:
+        return None, None
+    path = f"request.{gen_name}"
+    if not isinstance(generation, dict):
+        raise _Reject(path, f"expected an object; found {_show(generation)}")
+    mod_name, modalities = _either_named(
+        generation, "responseModalities", "response_modalities", path
+    )
+    if modalities is not None:
+        field = f"{path}.{mod_name}"
+        if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+            raise _Reject(field, f"expected a list of strings; found {_show(modalities)}")
+        if "IMAGE" not in (m.upper() for m in modalities):
+            raise _Reject(field, f'expected it to include "IMAGE"; found {_show(modalities)}')
+    cfg_name, image_config = _either_named(generation, "imageConfig", "image_config", path)
+    if image_config is None:
+        return None, None
+    path = f"{path}.{cfg_name}"
+    if not isinstance(image_config, dict):
+        raise _Reject(path, f"expected an object; found {_show(image_config)}")
+    spec = rules.spec
+    ratio_name, aspect = _either_named(image_config, "aspectRatio", "aspect_ratio", path)
+    if aspect is not None and (not isinstance(aspect, str) or aspect not in rules.ratios):
+        raise _Reject(
+            f"{path}.{ratio_name}",
+            f"expected one of {rules.ratios_text} for {spec.model_id}; found {_show(aspect)}",
+        )
+    size_name, size = _either_named(image_config, "imageSize", "image_size", path)
+    if size is not None:
+        field = f"{path}.{size_name}"
+        if not isinstance(size, str):
+            raise _Reject(field, f"expected a string; found {_show(size)}")
+        # Staged as written, so no case folding here: the service refuses "2k".
+        size = _check_size(rules, size, field, shown=size)
+    return aspect, size
+
+
+def _check_size(rules: _ModelRules, size: str, field: str, *, shown: str) -> str:
+    spec = rules.spec
+    if not rules.sizes:
+        raise _Reject(
+            field,
+            f"{spec.model_id} has a single output size and takes no image size; "
+            f"found {_show(shown)}",
+        )
+    if size not in rules.sizes:
+        raise _Reject(
+            field,
+            f"expected one of {rules.sizes_text} for {spec.model_id}; found {_show(shown)}",
+        )
+    return size
+
+
+def _ref_mime(index: int, uri: str) -> str:
+    """The MIME type of a reference image URI, or a rejection naming the item."""
+    where = f"item {index + 1}: "
+    if any(ch.isspace() or ord(ch) < 32 for ch in uri):
+        raise _Reject("reference_images", f"{where}must not contain whitespace; found {_show(uri)}")
+    if uri.startswith("gs://"):
+        bucket, _, name = uri[5:].partition("/")
+        if not bucket or not name:
+            raise _Reject(
+                "reference_images",
+                f"{where}expected gs://BUCKET/OBJECT; found {_show(uri)}",
+            )
+        path = name
+    elif uri.startswith("https://"):
+        parts = urlsplit(uri)
+        if not parts.hostname:
+            raise _Reject(
+                "reference_images", f"{where}expected https://HOST/PATH; found {_show(uri)}"
+            )
+        path = parts.path
+    else:
+        raise _Reject(
+            "reference_images", f"{where}expected a gs:// or https:// URI; found {_show(uri)}"
+        )
+    extension = path.rsplit("/", 1)[-1].rpartition(".")[2].lower() if "." in path else ""
+    mime = IMAGE_MIME_BY_EXTENSION.get(extension)
+    if mime is None:
+        known = ", ".join(f".{e}" for e in IMAGE_MIME_BY_EXTENSION)
+        raise _Reject(
+            "reference_images",
+            f"{where}cannot tell the image type from the name; expected an extension among "
+            f"{known} (or use the native form with an explicit mimeType); found {_show(uri)}",
+        )
+    return mime
+
+
+def _check_finite(field: str, value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise _Reject(field, "NaN and Infinity are not JSON numbers") from None
+
+
+def _check_encodable(obj: Mapping[str, Any]) -> None:
+    """Refuse values the stdlib parser lets through but no JSON writer can emit: lone
+    surrogate escapes (\\ud800) and out-of-range numbers (1e400 becomes inf)."""
+    try:
+        json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return
+    except (ValueError, UnicodeEncodeError):
+        pass
+    for name, value in obj.items():
+        try:
+            json.dumps({name: value}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Reject(
+                name,
+                "contains an unpaired surrogate escape (\\uD800-\\uDFFF), which is not "
+                "valid Unicode",
+            ) from None
+        except ValueError:
+            raise _Reject(
+                name, "contains a number out of range (NaN, Infinity or too large)"
+            ) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _pydantic_reject(exc: ValidationError, *, simple: bool) -> _Reject:
+    error = exc.errors(include_url=False)[0]
+    loc = error["loc"]
+    field = str(loc[0]) if loc else None
+    kind = error["type"]
+    value = error.get("input")
+    if len(loc) > 1 and isinstance(loc[1], int):
+        item = f"item {loc[1] + 1}: "
+    elif len(loc) > 1:
+        item = f"{loc[1]!s}: "
+    else:
+        item = ""
+    allowed = _SIMPLE_FIELDS if simple else _NATIVE_FIELDS
+    if kind == "extra_forbidden":
+        if not simple and field in _SIMPLE_FIELDS:
+            message = 'not allowed in a native line (one with "request")'
+        else:
+            message = f"unknown field; expected one of {', '.join(allowed)}"
+    elif kind == "missing":
+        message = "required"
+    elif kind == "string_type":
+        message = f"{item}expected a string; found {_show(value)}"
+    elif kind == "bool_type":
+        message = f"{item}expected true or false; found {_show(value)}"
+    elif kind == "list_type":
+        message = f"{item}expected a list; found {_show(value)}"
+    elif kind in ("dict_type", "model_type"):
+        message = f"{item}expected an object; found {_show(value)}"
+    elif kind == "literal_error":
+        message = f"expected one of {', '.join(PRIORITIES)}; found {_show(value)}"
+    else:
+        message = f"{item}{error['msg']}; found {_show(value)}"
+    return _Reject(field, message)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _accepted(fields: dict[str, Any]) -> AcceptedLine:
+    """Build an AcceptedLine without the frozen dataclass __init__, which sets each field
+    through object.__setattr__ and costs as much as parsing the line's JSON."""
+    line: AcceptedLine = _new_object(AcceptedLine)
+    line.__dict__.update(fields)
+    return line
+
+
+def _either(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
+    value = mapping.get(camel)
+    return value if value is not None else mapping.get(snake)
+
+
+def _either_named(mapping: Mapping[str, Any], camel: str, snake: str, path: str) -> tuple[str, Any]:
+    if camel in mapping and snake in mapping:
+        raise _Reject(path, f'both "{camel}" and "{snake}" are set; keep one')
+    if camel in mapping:
+        return camel, mapping[camel]
+    return snake, mapping.get(snake)
+
+
+def _preview(text: str) -> str:
+    head = text[: PREVIEW_CHARS + 1]
+    if not head.isprintable():
+        head = " ".join(head.split())
+    if len(head) > PREVIEW_CHARS:
+        head = head[: PREVIEW_CHARS - 1] + "…"
+    return head
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _show(value: Any) -> str:
+    """A value as JSON, cut short, and always encodable (reasons end up in UTF-8 files)."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if not _encodable(text):
+        text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+
+def iter_raw_lines(
+    stream: IO[bytes], *, max_line_bytes: int, chunk_size: int = _READ_CHUNK
+) -> Iterator[tuple[int, bytes]]:
+    """Split a byte stream into (1-based line number, line) without newlines.
+
+    Strips a UTF-8 BOM from the start of the stream and a trailing CR from every line. A
+    line longer than max_line_bytes comes out cut to max_line_bytes + 1 bytes, so the
+    parser sees it is too long, and its remainder is read past without being kept: memory
+    stays within one line limit plus one read chunk.
+    """
+    cap = max_line_bytes + 2  # room for a CR, so a line of exactly the limit plus CR fits
+    line_no = 0
+    carry: list[bytes] = []  # pieces of the unfinished line, at most cap bytes in total
+    carried = 0
+
+    def finish(line: bytes) -> bytes:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > max_line_bytes:
+            line = line[: max_line_bytes + 1]
+        return line
+
+    for chunk in _chunks_without_bom(stream, chunk_size):
+        pieces = chunk.split(b"\n")
+        tail = pieces.pop()
+        if pieces:
+            if carry:
+                carry.append(pieces[0])
+                pieces[0] = b"".join(carry)
+                carry = []
+                carried = 0
+            for piece in pieces:
+                line_no += 1
+                yield line_no, finish(piece)
+        if tail and carried < cap:
+            piece = tail[: cap - carried]
+            carry.append(piece)
+            carried += len(piece)
+    if carry:
+        yield line_no + 1, finish(b"".join(carry))
+
+
+def _chunks_without_bom(stream: IO[bytes], chunk_size: int) -> Iterator[bytes]:
+    head = b""
+    # A short read may split the BOM itself, so gather three bytes before looking.
+    while len(head) < len(BOM):
+        chunk = stream.read(chunk_size)
+        if not chunk:
+            break
+        head += chunk
+    if head.startswith(BOM):
+        head = head[len(BOM) :]
+    if head:
+        yield head
+    while chunk := stream.read(chunk_size):
+        yield chunk
+
+
+# --- identity for the dedup cache ----------------------------------------------------------
+
+
+def content_hash(line: AcceptedLine) -> str:
+    """sha256 hex of the model and the canonical JSON of the request.
+
+    Native requests are normalised to camelCase keys first, so the same request written in
+    either case hashes alike. Reference images count by URI, not by their bytes.
+    """
+    request: Any = _camel_keys(line.request) if line.native else line.request
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{line.model}\n{canonical}".encode()).hexdigest()
+
+
+def _camel_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_camel(k): _camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    return value
+
+
+def _camel(name: str) -> str:
+    if "_" not in name:
+        return name
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)

@@ -1,0 +1,119 @@
+"""Batch planning: group accepted requests into provider batches within limits. Pure.
+
+One model per batch (the provider runs each batch on one model), so each model has its own
+open batch and lines of several models may interleave. A batch closes when the next
+request of its model would not fit; a request bigger than a limit on its own still gets a
+batch of its own rather than being dropped. The plan depends only on the order of
+the calls, so a retried intake stages exactly the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bananabatch.config import Settings
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    max_requests: int
+    max_request_bytes: int
+    max_output_bytes: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_requests", "max_request_bytes", "max_output_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"PlanLimits.{name} must be positive; found {getattr(self, name)}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlanLimits:
+        return cls(
+            max_requests=settings.max_requests_per_batch,
+            max_request_bytes=settings.max_batch_bytes,
+            max_output_bytes=settings.max_batch_output_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    index: int
+    model: str
+    request_count: int
+    # Bytes of the staged request file (the caller counts each line with its newline).
+    request_bytes: int
+    expected_output_bytes: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    batch_index: int
+    # Batches this add closed: they are complete, so stage and record them. Never the
+    # batch the request itself went into, which stays open until a later add or finish.
+    closed: tuple[PlannedBatch, ...]
+
+
+@dataclass
+class _Open:
+    index: int
+    model: str
+    count: int = 0
+    request_bytes: int = 0
+    output_bytes: int = 0
+
+    def planned(self) -> PlannedBatch:
+        return PlannedBatch(
+            index=self.index,
+            model=self.model,
+            request_count=self.count,
+            request_bytes=self.request_bytes,
+            expected_output_bytes=self.output_bytes,
+        )
+
+
+class BatchPlanner:
+    """Assigns each request, in order, to a batch; indexes are 1-based in opening order."""
+
+    def __init__(self, limits: PlanLimits, *, first_index: int = 1) -> None:
+        self._limits = limits
+        self._next_index = first_index
+        self._open: dict[str, _Open] = {}
+
+    @property
+    def open_batches(self) -> tuple[PlannedBatch, ...]:
+        """The batches still filling, in index order (a snapshot)."""
+        return tuple(b.planned() for b in sorted(self._open.values(), key=lambda b: b.index))
+
+    def add(self, *, model: str, line_bytes: int, expected_output_bytes: int) -> Placement:
+        if line_bytes < 0 or expected_output_bytes < 0:
+            raise ValueError(
+                f"sizes must not be negative; found line_bytes={line_bytes}, "
+                f"expected_output_bytes={expected_output_bytes}"
+            )
+        limits = self._limits
+        closed: list[PlannedBatch] = []
+        batch = self._open.get(model)
+        if batch is not None and (
+            batch.count + 1 > limits.max_requests
+            or batch.request_bytes + line_bytes > limits.max_request_bytes
+            or batch.output_bytes + expected_output_bytes > limits.max_output_bytes
+        ):
+            closed.append(self._close(model))
+            batch = None
+        if batch is None:
+            batch = _Open(index=self._next_index, model=model)
+            self._next_index += 1
+            self._open[model] = batch
+        batch.count += 1
+        batch.request_bytes += line_bytes
+        batch.output_bytes += expected_output_bytes
+        return Placement(batch_index=batch.index, closed=tuple(closed))
+
+    def finish(self) -> tuple[PlannedBatch, ...]:
+        """Close every open batch, in index order."""
+        models = sorted(self._open, key=lambda m: self._open[m].index)
+        return tuple(self._close(model) for model in models)
+
+    def _close(self, model: str) -> PlannedBatch:
+        return self._open.pop(model).planned()

@@ -1,0 +1,184 @@
+"""Published Gemini image-model prices, as data. Every figure carries its source and date.
+
+Transcribed from ../shared/reference/gemini-batch-api.md §8.2 (paid tier, USD; researched
+2026-11-21). That table states batch = 50 % of standard; where it publishes a batch figure
+it is used as published, and where it gives only the standard figure the batch one is
+derived and says so. Change prices here and nowhere else; enterprise discounts belong in
+the PriceBook overrides, not in this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+STANDARD: Final = "standard"
+BATCH: Final = "batch"
+
+_REF: Final = "shared/reference/gemini-batch-api.md §8.2"
+_SRC_25: Final = (
+    "pricing page as quoted in a 2025 discuss.ai.google.dev thread and in a 3P note "
+    "fetched 2026-06-23; same figures in the 2026-09-05 note"
+)
+_SRC_3PRO: Final = "pricing page copy; transcription 2026-09-20"
+_SRC_31: Final = "pricing page quoted verbatim, checked 2026-09-05"
+_SRC_TEXT: Final = (
+    "pricing page [DOC], as summarised in the reference: thinking/text output tokens "
+    "are billed at the model's text-output rate"
+)
+_DERIVED: Final = "derived: batch = 50 % of standard, as the reference table states"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One price in USD, with where and when it was read."""
+
+    usd: float
+    source: str
+    as_of: str
+    uncertain: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PriceEntry:
+    """One model in one lane. Token rates are USD per 1M tokens."""
+
+    model: str
+    lane: str
+    image_output_per_1m: Figure
+    input_per_1m: Figure
+    text_output_per_1m: Figure
+    # Per-image prices by size tier, exactly as published (rounded by Google).
+    per_image: Mapping[str, Figure] = field(default_factory=dict)
+
+
+def _f(usd: float, source: str, as_of: str, *, uncertain: bool = False, note: str = "") -> Figure:
+    return Figure(usd=usd, source=f"{_REF}: {source}", as_of=as_of, uncertain=uncertain, note=note)
+
+
+PRICE_TABLE: Final[tuple[PriceEntry, ...]] = (
+    # --- gemini-2.5-flash-image (Nano Banana): one ~1 MP size, 1290 tokens ---------------
+    PriceEntry(
+        model="gemini-2.5-flash-image",
+        lane=STANDARD,
+        image_output_per_1m=_f(30.0, _SRC_25, "2026-09-05"),
+        input_per_1m=_f(0.30, _SRC_25, "2026-09-05"),
+        text_output_per_1m=_f(
+            2.50,
+            "not in the reference table",
+            "2026-11-21",
+            uncertain=True,
+            note="assumed equal to Gemini 2.5 Flash's text-output rate; verify on the pricing "
+            "page (with IMAGE-only output it applies to few tokens)",
+        ),
+        per_image={"1K": _f(0.039, _SRC_25, "2026-09-05")},
+    ),
+    PriceEntry(
+        model="gemini-2.5-flash-image",
+        lane=BATCH,
+        image_output_per_1m=_f(15.0, _SRC_25, "2026-09-05", note=_DERIVED),
+        input_per_1m=_f(0.15, _SRC_25, "2026-09-05"),
+        text_output_per_1m=_f(
+            1.25,
+            "not in the reference table",
+            "2026-11-21",
+            uncertain=True,
+            note="half of the assumed standard text-output rate",
+        ),
+        per_image={"1K": _f(0.0195, _SRC_25, "2026-09-05")},
+    ),
+    # --- gemini-3-pro-image (Nano Banana Pro): 1120 tokens at 1K/2K, 2000 at 4K -----------
+    PriceEntry(
+        model="gemini-3-pro-image",
+        lane=STANDARD,
+        image_output_per_1m=_f(120.0, _SRC_3PRO, "2026-09-20"),
+        input_per_1m=_f(
+            2.00, _SRC_3PRO, "2026-09-20", note="text/image input; an input image is 560 tokens"
+        ),
+        text_output_per_1m=_f(12.0, _SRC_TEXT, "2026-11-21"),
+        per_image={
+            "1K": _f(0.134, _SRC_3PRO, "2026-09-20"),
+            "2K": _f(0.134, _SRC_3PRO, "2026-09-20"),
+            "4K": _f(0.24, _SRC_3PRO, "2026-09-20"),
+        },
+    ),
+    PriceEntry(
+        model="gemini-3-pro-image",
+        lane=BATCH,
+        image_output_per_1m=_f(60.0, _SRC_3PRO, "2026-09-20", note=_DERIVED),
+        input_per_1m=_f(
+            1.00, _SRC_3PRO, "2026-09-20", note="text input; an input image is $0.0006 in batch"
+        ),
+        text_output_per_1m=_f(6.0, _SRC_TEXT, "2026-11-21"),
+        per_image={
+            "1K": _f(0.067, _SRC_3PRO, "2026-09-20"),
+            "2K": _f(0.067, _SRC_3PRO, "2026-09-20"),
+            "4K": _f(0.12, _SRC_3PRO, "2026-09-20"),
+        },
+    ),
+    # --- gemini-3.1-flash-image (Nano Banana 2): 747 / 1120 / 1680 / 2520 tokens ----------
+    PriceEntry(
+        model="gemini-3.1-flash-image",
+        lane=STANDARD,
+        image_output_per_1m=_f(60.0, _SRC_31, "2026-09-05"),
+        input_per_1m=_f(0.50, _SRC_31, "2026-09-05"),
+        text_output_per_1m=_f(3.0, _SRC_TEXT, "2026-11-21"),
+        per_image={
+            "512": _f(
+                0.045,
+                _SRC_31,
+                "2026-09-05",
+                uncertain=True,
+                note="the API spelling of the 512 tier is UNCERTAIN (512 / 512px / 0.5K)",
+            ),
+            "1K": _f(0.067, _SRC_31, "2026-09-05"),
+            "2K": _f(
+                0.101,
+                _SRC_31,
+                "2026-09-05",
+                uncertain=True,
+                note="token count UNCERTAIN: pricing page 1680, one image-doc copy 1120",
+            ),
+            "4K": _f(
+                0.151,
+                _SRC_31,
+                "2026-09-05",
+                uncertain=True,
+                note="token count UNCERTAIN: pricing page 2520, one image-doc copy 2000",
+            ),
+        },
+    ),
+    PriceEntry(
+        model="gemini-3.1-flash-image",
+        lane=BATCH,
+        image_output_per_1m=_f(30.0, _SRC_31, "2026-09-05", note=_DERIVED),
+        input_per_1m=_f(0.25, _SRC_31, "2026-09-05"),
+        text_output_per_1m=_f(1.50, _SRC_TEXT, "2026-11-21"),
+        per_image={
+            "512": _f(
+                0.022,
+                _SRC_31,
+                "2026-09-05",
+                uncertain=True,
+                note="the API spelling of the 512 tier is UNCERTAIN (512 / 512px / 0.5K)",
+            ),
+            "1K": _f(0.034, _SRC_31, "2026-09-05"),
+            "2K": _f(
+                0.050,
+                _SRC_31,
+                "2026-09-05",
+                uncertain=True,
+                note="token count UNCERTAIN: pricing page 1680, one image-doc copy 1120",
+            ),
+            "4K": _f(
+                0.076,
+                _SRC_31,
+                "2026-09-05",
+                uncertain=True,
+                note="token count UNCERTAIN: pricing page 2520, one image-doc copy 2000",
+            ),
+        },
+    ),
+)

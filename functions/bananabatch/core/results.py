@@ -1,0 +1,523 @@
+"""Result lines: classify one row of a batch's output file. Pure.
+
+Follows ../shared/reference/gemini-batch-api.md §4: a row is `{"key", "response"}` on
+success and carries `error` or `status` on failure (which of the two is not settled, so both
+are read; Vertex puts an error string in `status` and "" on success). Field names are read in
+camelCase or snake_case. Every shape, however odd, yields an Outcome; nothing raises.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from bananabatch.core.states import ItemState
+
+TEXT_KEEP_CHARS: Final = 2_000
+
+# Policy and recitation stops: terminal, a retry of the same prompt would be refused again.
+# NO_IMAGE is here because the product treats "the model declined to draw" as a block.
+# MODEL_ARMOR is Vertex's prompt/response screening, a policy block as well.
+BLOCK_FINISH_REASONS: Final = frozenset(
+    {
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+        "NO_IMAGE",
+        "MODEL_ARMOR",
+    }
+)
+# The model finished without drawing, for no policy reason: worth a bounded retry.
+RETRY_FINISH_REASONS: Final = frozenset(
+    {"STOP", "OTHER", "IMAGE_OTHER", "MAX_TOKENS", "MALFORMED_RESPONSE"}
+)
+
+GRPC_CODE_NAMES: Final[Mapping[int, str]] = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+_GRPC_BY_NAME: Final[Mapping[str, int]] = {name: code for code, name in GRPC_CODE_NAMES.items()}
+RETRYABLE_GRPC_CODES: Final = frozenset({2, 4, 8, 10, 13, 14})
+# The HTTP statuses google-genai itself retries (reference §1.3).
+RETRYABLE_HTTP_CODES: Final = frozenset({408, 429, 500, 502, 503, 504})
+_HTTP_NAMES: Final[Mapping[int, str]] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_CANONICAL_NAME: Final = re.compile(r"\b(" + "|".join(_GRPC_BY_NAME) + r")\b")
+_HTTP_CODE: Final = re.compile(r"\b([1-5]\d\d)\b")
+# A truncated or corrupt line can still name its key near one end.
+_KEY_IN_TEXT: Final = re.compile(rb'"key"\s*:\s*"((?:[^"\\]|\\.){1,512})"')
+_IMAGE_SIGNATURES: Final = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+)
+
+
+class OutcomeKind(StrEnum):
+    IMAGE = "IMAGE"
+    BLOCKED = "BLOCKED"
+    NO_IMAGE = "NO_IMAGE"
+    ERROR = "ERROR"
+    MALFORMED = "MALFORMED"
+
+
+_ITEM_STATE: Final[Mapping[OutcomeKind, ItemState]] = {
+    OutcomeKind.IMAGE: ItemState.SUCCEEDED,
+    OutcomeKind.BLOCKED: ItemState.BLOCKED,
+    OutcomeKind.NO_IMAGE: ItemState.FAILED,
+    OutcomeKind.ERROR: ItemState.FAILED,
+    OutcomeKind.MALFORMED: ItemState.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    image_output_tokens: int
+    text_output_tokens: int
+    thought_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str | None
+    kind: OutcomeKind
+    image: bytes | None
+    mime_type: str | None
+    text: str | None
+    finish_reason: str | None
+    # promptFeedback.blockReason, or for a candidate stopped by policy its finishReason.
+    block_reason: str | None
+    error_code: int | None
+    # For ERROR the provider's message; for MALFORMED what was wrong with the row.
+    error_message: str | None
+    retryable: bool
+    usage: Usage | None
+    # Canonical status name for errors (INTERNAL, INVALID_ARGUMENT...), when known.
+    error_status: str | None = None
+    prompt_blocked: bool = False
+
+    def item_state(self) -> ItemState:
+        return _ITEM_STATE[self.kind]
+
+    def reason(self) -> str | None:
+        """One human line saying why there is no image; None for an image."""
+        kind = self.kind
+        if kind is OutcomeKind.IMAGE:
+            return None
+        if kind is OutcomeKind.BLOCKED:
+            where = "promptFeedback.blockReason" if self.prompt_blocked else "finishReason"
+            return f"blocked: {where} {self.block_reason}{_quoted(self.text)}"
+        if kind is OutcomeKind.NO_IMAGE:
+            finish = f"finishReason {self.finish_reason}" if self.finish_reason else "no candidate"
+            return f"no image: {finish}{_quoted(self.text)}"
+        if kind is OutcomeKind.ERROR:
+            head = " ".join(
+                str(p) for p in ("error", self.error_code, self.error_status) if p is not None
+            )
+            return f"{head}: {self.error_message}" if self.error_message else head
+        return f"malformed result: {self.error_message}"
+
+
+def _quoted(text: str | None) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return f' ("{flat[:197]}...")' if len(flat) > 200 else f' ("{flat}")'
+
+
+def _outcome(
+    key: str | None,
+    kind: OutcomeKind,
+    *,
+    retryable: bool,
+    image: bytes | None = None,
+    mime_type: str | None = None,
+    text: str | None = None,
+    finish_reason: str | None = None,
+    block_reason: str | None = None,
+    error_code: int | None = None,
+    error_message: str | None = None,
+    error_status: str | None = None,
+    usage: Usage | None = None,
+    prompt_blocked: bool = False,
+) -> Outcome:
+    return Outcome(
+        key=key,
+        kind=kind,
+        image=image,
+        mime_type=mime_type,
+        text=text,
+        finish_reason=finish_reason,
+        block_reason=block_reason,
+        error_code=error_code,
+        error_message=error_message,
+        retryable=retryable,
+        usage=usage,
+        error_status=error_status,
+        prompt_blocked=prompt_blocked,
+    )
+
+
+def _malformed(key: str | None, why: str, usage: Usage | None = None) -> Outcome:
+    # Retryable: nothing usable came back and nothing says a retry would fail the same way;
+    # the collector bounds retries by attempt count.
+    return _outcome(key, OutcomeKind.MALFORMED, retryable=True, error_message=why, usage=usage)
+
+
+# --- entry points ----------------------------------------------------------------------
+
+
+def parse_result_line(line: bytes) -> Outcome:
+    """Decode and classify one output-file line; bad JSON is MALFORMED, never an exception."""
+    if not line.strip():
+        return _malformed(None, "empty line")
+    try:
+        row = json.loads(line)
+    except ValueError as exc:  # includes UnicodeDecodeError
+        return _malformed(_key_from_text(line), f"not valid JSON: {exc}")
+    if not isinstance(row, dict):
+        return _malformed(None, f"expected a JSON object; found {type(row).__name__}")
+    return classify_row(row)
+
+
+def classify_row(row: Mapping[str, Any]) -> Outcome:
+    """Classify one decoded result row (file line or inlined response)."""
+    if not isinstance(row, Mapping):
+        return _malformed(None, f"expected an object; found {type(row).__name__}")
+    key = _row_key(row)
+    response = row.get("response")
+    for field in ("error", "status"):
+        if field not in row:
+            continue
+        failure = _failure(row[field])
+        if failure is None:
+            continue
+        if isinstance(failure, str):
+            return _malformed(key, f'unreadable "{field}" field: {failure}')
+        code, status, message = failure
+        usage = (
+            usage_from_metadata(_get(response, "usageMetadata", "usage_metadata"))
+            if isinstance(response, Mapping)
+            else None
+        )
+        return _outcome(
+            key,
+            OutcomeKind.ERROR,
+            retryable=_retryable(code, status),
+            error_code=code,
+            error_status=status,
+            error_message=message,
+            usage=usage,
+        )
+    if response is None:
+        return _malformed(key, 'the row has neither "response" nor "error"/"status"')
+    if not isinstance(response, Mapping):
+        return _malformed(key, f'"response": expected an object; found {type(response).__name__}')
+    return _classify_response(key, response)
+
+
+def usage_from_metadata(usage_metadata: Mapping[str, Any] | None) -> Usage | None:
+    """Token counts from usageMetadata; image tokens from the IMAGE modality entry."""
+    if not isinstance(usage_metadata, Mapping):
+        return None
+    prompt = _count(_get(usage_metadata, "promptTokenCount", "prompt_token_count"))
+    thoughts = _count(_get(usage_metadata, "thoughtsTokenCount", "thoughts_token_count"))
+    details = _get(usage_metadata, "candidatesTokensDetails", "candidates_tokens_details")
+    image = 0
+    detail_sum = 0
+    if isinstance(details, list):
+        for entry in details:
+            if not isinstance(entry, Mapping):
+                continue
+            tokens = _count(_get(entry, "tokenCount", "token_count"))
+            detail_sum += tokens
+            modality = entry.get("modality")
+            if isinstance(modality, str) and modality.upper() == "IMAGE":
+                image += tokens
+    raw_candidates = _get(usage_metadata, "candidatesTokenCount", "candidates_token_count")
+    candidates = _count(raw_candidates) if raw_candidates is not None else detail_sum
+    total_raw = _get(usage_metadata, "totalTokenCount", "total_token_count")
+    total = _count(total_raw) if total_raw is not None else prompt + candidates + thoughts
+    return Usage(
+        prompt_tokens=prompt,
+        image_output_tokens=image,
+        text_output_tokens=max(0, candidates - image),
+        thought_tokens=thoughts,
+        total_tokens=total,
+    )
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+def _classify_response(key: str | None, response: Mapping[str, Any]) -> Outcome:
+    usage = usage_from_metadata(_get(response, "usageMetadata", "usage_metadata"))
+    feedback = _get(response, "promptFeedback", "prompt_feedback")
+    prompt_block = _get(feedback, "blockReason", "block_reason") if feedback else None
+    if not isinstance(prompt_block, str) or not prompt_block:
+        prompt_block = None
+    candidates = response.get("candidates")
+    if candidates is None:
+        candidates = []
+    if not isinstance(candidates, list):
+        return _malformed(key, '"candidates": expected a list', usage)
+
+    chosen: Mapping[str, Any] | None = None
+    found: tuple[str, str | None] | None = None
+    texts: list[str] = []
+    for candidate in candidates:
+        if not isinstance(candidate, Mapping):
+            return _malformed(key, '"candidates": expected a list of objects', usage)
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, Mapping) else None
+        if parts is None:
+            parts = []
+        if not isinstance(parts, list):
+            return _malformed(key, '"content.parts": expected a list', usage)
+        cand_texts: list[str] = []
+        cand_image: tuple[str, str | None] | None = None
+        for part in parts:
+            if not isinstance(part, Mapping) or part.get("thought") is True:
+                continue  # interim "thought" images are not the deliverable
+            text = part.get("text")
+            if isinstance(text, str) and text:
+                cand_texts.append(text)
+            inline = _get(part, "inlineData", "inline_data")
+            if isinstance(inline, Mapping):
+                data = inline.get("data")
+                mime = _get(inline, "mimeType", "mime_type")
+                mime = mime.lower() if isinstance(mime, str) and mime else None
+                if isinstance(data, str) and data and (mime is None or mime.startswith("image/")):
+                    # The last one: a model that forgets to mark interim images as thoughts
+                    # still ends with its final image.
+                    cand_image = (data, mime)
+        if chosen is None or (found is None and cand_image is not None):
+            chosen, found, texts = candidate, cand_image, cand_texts
+        if found is not None:
+            break
+
+    text = "\n".join(texts)[:TEXT_KEEP_CHARS] or None
+    finish = _enum_text(chosen.get("finishReason", chosen.get("finish_reason"))) if chosen else None
+
+    if found is not None:
+        data, mime = found
+        image = _b64decode(data)
+        if image is None:
+            return _malformed(key, "the image data is not valid base64", usage)
+        mime = mime or _sniff(image)
+        if mime is not None and image:
+            return _outcome(
+                key,
+                OutcomeKind.IMAGE,
+                retryable=False,
+                image=image,
+                mime_type=mime,
+                text=text,
+                finish_reason=finish,
+                usage=usage,
+            )
+    if prompt_block is not None:
+        return _outcome(
+            key,
+            OutcomeKind.BLOCKED,
+            retryable=False,
+            text=text,
+            finish_reason=finish,
+            block_reason=prompt_block,
+            usage=usage,
+            prompt_blocked=True,
+        )
+    if finish in BLOCK_FINISH_REASONS:
+        return _outcome(
+            key,
+            OutcomeKind.BLOCKED,
+            retryable=False,
+            text=text,
+            finish_reason=finish,
+            block_reason=finish,
+            usage=usage,
+        )
+    # No finish reason at all (or an unspecified one) says nothing against a retry either.
+    retryable = finish is None or finish in RETRY_FINISH_REASONS or finish.endswith("UNSPECIFIED")
+    return _outcome(
+        key, OutcomeKind.NO_IMAGE, retryable=retryable, text=text, finish_reason=finish, usage=usage
+    )
+
+
+def _b64decode(data: str) -> bytes | None:
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
+    # proto-JSON readers accept the URL-safe alphabet and missing padding too. Still strict:
+    # the lenient decoder would drop stray characters and hand back a corrupt image.
+    try:
+        fixed = data.strip().replace("-", "+").replace("_", "/")
+        return binascii.a2b_base64(fixed + "=" * (-len(fixed) % 4), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _sniff(image: bytes) -> str | None:
+    for signature, mime in _IMAGE_SIGNATURES:
+        if image.startswith(signature):
+            return mime
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def _failure(value: Any) -> tuple[int | None, str | None, str | None] | str | None:
+    """(code, status name, message) for a failed row; None when the value means success;
+    a string explaining why the value cannot be read."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None  # Vertex writes "" beside a successful response
+        return _parse_status_text(value)
+    if isinstance(value, Mapping):
+        if not value:
+            return None
+        code = _code(value.get("code"))
+        status = value.get("status")
+        status = status.upper() if isinstance(status, str) and status else None
+        message = value.get("message")
+        message = message if isinstance(message, str) and message else None
+        if code == 0 or (code is None and status in (None, "OK") and message is None):
+            return None
+        if status is None and code is not None:
+            status = GRPC_CODE_NAMES.get(code) if code < 100 else _HTTP_NAMES.get(code)
+        return code, status, message
+    return f"expected an object or a string; found {json.dumps(value)[:80]}"
+
+
+def _parse_status_text(text: str) -> tuple[int | None, str | None, str | None]:
+    """Vertex style: "Bad Request: 400 INVALID_ARGUMENT" and similar."""
+    name_match = _CANONICAL_NAME.search(text)
+    code_match = _HTTP_CODE.search(text)
+    name = name_match.group(1) if name_match else None
+    code = int(code_match.group(1)) if code_match else None
+    if code is None and name is not None:
+        code = _GRPC_BY_NAME[name]
+    if name is None and code is not None:
+        name = _HTTP_NAMES.get(code)
+    return code, name, text
+
+
+def _retryable(code: int | None, status: str | None) -> bool:
+    if code is not None:
+        if code >= 100:
+            return code in RETRYABLE_HTTP_CODES
+        return code in RETRYABLE_GRPC_CODES
+    if status is not None:
+        return _GRPC_BY_NAME.get(status, -1) in RETRYABLE_GRPC_CODES
+    return False
+
+
+# --- small readers -----------------------------------------------------------------------
+
+
+def _row_key(row: Mapping[str, Any]) -> str | None:
+    key = row.get("key")
+    if key is None:
+        # Inlined responses carry the key in metadata (reference §5).
+        metadata = row.get("metadata")
+        key = metadata.get("key") if isinstance(metadata, Mapping) else None
+    if isinstance(key, str):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    return None
+
+
+def _key_from_text(line: bytes) -> str | None:
+    for window in (line[:4096], line[-4096:]):
+        match = _KEY_IN_TEXT.search(window)
+        if match:
+            try:
+                value = json.loads(b'"' + match.group(1) + b'"')
+            except ValueError:
+                continue
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def _get(mapping: Any, camel: str, snake: str) -> Any:
+    if not isinstance(mapping, Mapping):
+        return None
+    value = mapping.get(camel)
+    return value if value is not None else mapping.get(snake)
+
+
+def _count(value: Any) -> int:
+    """int64 fields arrive as JSON numbers or strings; anything unreadable counts as 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return max(0, int(value))
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 0
+
+
+def _code(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    if isinstance(value, str) and value.strip().upper() in _GRPC_BY_NAME:
+        return _GRPC_BY_NAME[value.strip().upper()]
+    return None
+
+
+def _enum_text(value: Any) -> str | None:
+    return value.upper() if isinstance(value, str) and value else None

@@ -1,0 +1,102 @@
+"""What can go wrong, on purpose. A FaultPlan is plain data: tests build one per run and may
+change it at runtime through `EmulatorState.faults`; the emulator consumes counted faults as
+it applies them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Literal
+
+RowFaultKind = Literal[
+    # The row fails: {"key", "error": {code, message}}.
+    "error",
+    # A candidate with finishReason IMAGE_SAFETY and no content.
+    "image_safety",
+    # No candidates, promptFeedback.blockReason set.
+    "prompt_blocked",
+    # A text-only candidate with finishReason NO_IMAGE.
+    "no_image",
+    # The row's output line is written twice.
+    "duplicate",
+    # The row has no output line at all.
+    "missing",
+]
+
+JobFaultState = Literal["FAILED", "EXPIRED"]
+
+# gRPC code 13 and the service's own wording (reference §4.4).
+INTERNAL_MESSAGE = (
+    "An internal error has occurred. Please retry or report in "
+    "https://developers.generativeai.google/guide/troubleshooting"
+)
+
+
+@dataclass
+class RowFault:
+    kind: RowFaultKind
+    code: int = 13
+    message: str = INTERNAL_MESSAGE
+    block_reason: str = "PROHIBITED_CONTENT"
+    # How many more rows this fault applies to; None means every time the key appears.
+    times: int | None = None
+
+
+@dataclass
+class JobFault:
+    state: JobFaultState
+    # fnmatch pattern over the batch display name, matched when the batch is created.
+    display_name: str = "*"
+    code: int = 13
+    message: str = "Batch failed: an internal error has occurred."
+    times: int | None = None
+
+
+@dataclass
+class FaultPlan:
+    """Per-key row faults, per-batch terminal faults and counted create faults."""
+
+    rows: dict[str, RowFault] = field(default_factory=dict)
+    jobs: list[JobFault] = field(default_factory=list)
+    # The next N batch creates are refused with 429 RESOURCE_EXHAUSTED (nothing created).
+    create_429: int = 0
+    # The next N batch creates fail with 500 INTERNAL (nothing created).
+    create_500: int = 0
+    # The next N batch creates succeed, but the caller gets a 500 instead of the answer.
+    lose_create_response: int = 0
+
+    def row_error(self, key: str, code: int = 13, message: str = INTERNAL_MESSAGE) -> FaultPlan:
+        self.rows[key] = RowFault("error", code=code, message=message)
+        return self
+
+    def row(self, key: str, kind: RowFaultKind, *, times: int | None = None) -> FaultPlan:
+        self.rows[key] = RowFault(kind, times=times)
+        return self
+
+    def job(self, state: JobFaultState, display_name: str = "*") -> FaultPlan:
+        self.jobs.append(JobFault(state, display_name=display_name))
+        return self
+
+    def take_row_fault(self, key: str | None) -> RowFault | None:
+        """The fault for this key, consuming one use of a counted fault."""
+        if key is None:
+            return None
+        fault = self.rows.get(key)
+        if fault is None:
+            return None
+        if fault.times is not None:
+            if fault.times <= 0:
+                return None
+            fault.times -= 1
+        return fault
+
+    def take_job_fault(self, display_name: str) -> JobFault | None:
+        for fault in self.jobs:
+            if fault.times is not None and fault.times <= 0:
+                continue
+            if fnmatch.fnmatchcase(display_name, fault.display_name):
+                if fault.times is not None:
+                    fault.times -= 1
+                return fault
+        return None

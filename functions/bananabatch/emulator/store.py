@@ -1,0 +1,758 @@
+"""The emulator's state: files, uploads and batches in memory behind one lock, file bodies on
+disk. Batches progress PENDING -> RUNNING -> terminal by the injected clock, evaluated
+whenever someone looks; tests force progress with `advance`/`complete` instead of sleeping.
+
+Result files are rendered the moment a batch turns SUCCEEDED (so SUCCEEDED always means
+"downloadable"), streamed to disk one line at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import math
+import re
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from bananabatch.core.catalog import model_spec
+from bananabatch.emulator.faults import FaultPlan, JobFault
+from bananabatch.emulator.generate import Json, RowOutcome, generate, pick, response_id
+
+BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
+OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
+MAX_INLINE_BYTES = 20 * 1024 * 1024
+FILE_TTL = timedelta(hours=48)
+_FILE_ID = re.compile(r"^[a-z0-9-]{1,40}$")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class ApiError(Exception):
+    """An error the API answers with: HTTP status plus the canonical status string."""
+
+    def __init__(self, http_status: int, status: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.status = status
+        self.message = message
+
+    def envelope(self) -> Json:
+        return {"error": {"code": self.http_status, "message": self.message, "status": self.status}}
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", message)
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, "INVALID_ARGUMENT", message)
+
+
+class ManualClock:
+    """A clock that only moves when told to: `EmulatorConfig(clock=clock)`."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+@dataclass
+class EmulatorConfig:
+    # Seconds a new batch stays PENDING, then RUNNING; math.inf holds it until forced.
+    pending_seconds: float = 1.0
+    running_seconds: float = 2.0
+    # None accepts any non-empty key; a value requires exactly that key.
+    api_key: str | None = None
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    clock: Callable[[], float] = time.time
+    # Where file bodies live; a fresh temporary directory (removed on close) when None.
+    workdir: Path | None = None
+    max_inline_bytes: int = MAX_INLINE_BYTES
+
+
+@dataclass
+class FileEntry:
+    file_id: str
+    display_name: str | None
+    mime_type: str
+    size: int
+    sha256: str
+    created: float
+    path: Path
+    source: Literal["UPLOADED", "GENERATED"]
+
+
+@dataclass
+class UploadSession:
+    upload_id: str
+    file_id: str
+    display_name: str | None
+    mime_type: str
+    declared_size: int | None
+    path: Path
+    received: int = 0
+    hasher: Any = field(default_factory=hashlib.sha256)
+
+
+# Stages a batch moves through; a job fault or cancel decides which terminal state it is.
+PENDING, RUNNING, FINISHED = 0, 1, 2
+
+
+@dataclass
+class Batch:
+    batch_id: str
+    seq: int
+    model: str  # models/<id>, as requested
+    display_name: str
+    input_config: Json
+    inline: bool
+    requests_path: Path  # normalised {"key", "metadata", "request"} lines
+    request_count: int
+    created: float
+    job_fault: JobFault | None
+    updated: float
+    forced: int = PENDING
+    running_since: float | None = None
+    state: str = "BATCH_STATE_PENDING"
+    end_time: float | None = None
+    error: Json | None = None
+    output_file: str | None = None
+    inlined: list[Json] | None = None
+    succeeded: int = 0
+    failed: int = 0
+    # Held while a batch is being finalised, so a render runs once and a cancel waits for it.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def name(self) -> str:
+        return f"batches/{self.batch_id}"
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        "BATCH_STATE_SUCCEEDED",
+        "BATCH_STATE_FAILED",
+        "BATCH_STATE_CANCELLED",
+        "BATCH_STATE_EXPIRED",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One request row a batch accepted for (paid) generation."""
+
+    batch_name: str
+    display_name: str
+    key: str | None
+
+
+@dataclass
+class Counters:
+    batches_created: int = 0
+    creates_refused: int = 0
+    rows_by_display_name: Counter[str] = field(default_factory=Counter)
+    sync_requests: int = 0
+    images_rendered: int = 0
+
+
+def rfc3339(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
+
+
+def _random_id(length: int) -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def _bare(name: str, collection: str) -> str:
+    return name.removeprefix(f"{collection}/")
+
+
+class EmulatorState:
+    """Everything the emulator knows, plus the control API tests and the local runner use."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self._owns_workdir = self.config.workdir is None
+        self.workdir = self.config.workdir or Path(tempfile.mkdtemp(prefix="bananabatch-emu-"))
+        (self.workdir / "files").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "uploads").mkdir(exist_ok=True)
+        (self.workdir / "batches").mkdir(exist_ok=True)
+        self._lock = threading.RLock()
+        self._files: dict[str, FileEntry] = {}
+        self._uploads: dict[str, UploadSession] = {}
+        self._batches: dict[str, Batch] = {}
+        self._seq = itertools.count()
+        self.counters = Counters()
+        self.accepted: list[Accepted] = []
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.config.faults
+
+    @faults.setter
+    def faults(self, plan: FaultPlan) -> None:
+        with self._lock:
+            self.config.faults = plan
+
+    def now(self) -> float:
+        return self.config.clock()
+
+    def close(self) -> None:
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- auth ------------------------------------------------------------------------------
+
+    def check_key(self, key: str | None) -> None:
+        if not key:
+            raise ApiError(
+                403,
+                "PERMISSION_DENIED",
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity.",
+            )
+        if self.config.api_key is not None and key != self.config.api_key:
+            raise invalid("API key not valid. Please pass a valid API key.")
+
+    # --- files -----------------------------------------------------------------------------
+
+    def start_upload(
+        self, metadata: Mapping[str, Any], header_mime: str | None, declared_size: int | None
+    ) -> UploadSession:
+        meta = pick(metadata, "file") or {}
+        wanted = pick(meta, "name")
+        if wanted:
+            file_id = _bare(str(wanted), "files")
+            if not _FILE_ID.match(file_id):
+                raise invalid(
+                    f"file name {wanted!r} is invalid: expected files/ and up to 40 lowercase "
+                    "letters, digits or dashes"
+                )
+        else:
+            file_id = _random_id(12)
+        size = pick(meta, "sizeBytes")
+        declared = declared_size if declared_size is not None else (int(size) if size else None)
+        upload_id = secrets.token_urlsafe(24)
+        session = UploadSession(
+            upload_id=upload_id,
+            file_id=file_id,
+            display_name=pick(meta, "displayName"),
+            mime_type=header_mime or pick(meta, "mimeType") or "application/octet-stream",
+            declared_size=declared,
+            path=self.workdir / "uploads" / upload_id,
+        )
+        with self._lock:
+            if file_id in self._files:
+                raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
+            session.path.touch()
+            self._uploads[upload_id] = session
+        return session
+
+    def upload_chunk(
+        self, upload_id: str, offset: int | None, data: bytes, finalize: bool
+    ) -> tuple[UploadSession, FileEntry | None]:
+        with self._lock:
+            session = self._uploads.get(upload_id)
+            if session is None:
+                raise not_found(f"upload {upload_id!r} is unknown or already finalized")
+            if offset is not None and offset != session.received:
+                raise invalid(
+                    f"upload offset mismatch: expected {session.received}, found {offset}"
+                )
+            with session.path.open("ab") as sink:
+                sink.write(data)
+            session.hasher.update(data)
+            session.received += len(data)
+            if not finalize:
+                return session, None
+            if session.declared_size is not None and session.received != session.declared_size:
+                raise invalid(
+                    f"upload size mismatch: declared {session.declared_size} bytes, "
+                    f"received {session.received}"
+                )
+            if session.file_id in self._files:
+                raise ApiError(409, "ALREADY_EXISTS", f"File files/{session.file_id} exists.")
+            path = self.workdir / "files" / session.file_id
+            session.path.replace(path)
+            del self._uploads[upload_id]
+            entry = FileEntry(
+                file_id=session.file_id,
+                display_name=session.display_name,
+                mime_type=session.mime_type,
+                size=session.received,
+                sha256=base64.b64encode(session.hasher.digest()).decode("ascii"),
+                created=self.now(),
+                path=path,
+                source="UPLOADED",
+            )
+            self._files[entry.file_id] = entry
+            return session, entry
+
+    def get_file(self, name: str) -> FileEntry:
+        with self._lock:
+            entry = self._files.get(_bare(name, "files"))
+        if entry is None:
+            raise ApiError(
+                403,
+                "PERMISSION_DENIED",
+                f"You do not have permission to access the File {_bare(name, 'files')} "
+                "or it may not exist.",
+            )
+        return entry
+
+    def list_files(self, page_size: int, page_token: str | None) -> tuple[list[FileEntry], str]:
+        with self._lock:
+            entries = sorted(reversed(self._files.values()), key=lambda e: e.created, reverse=True)
+        return _page(entries, page_size, page_token)
+
+    def delete_file(self, name: str) -> None:
+        file_id = _bare(name, "files")
+        if len(file_id) > 40:
+            # The service's own defect for batch output ids (reference §7): mirrored so
+            # clients learn to live with it.
+            raise invalid(
+                "Invalid file name: File ID (name excluding 'files/') cannot be more than "
+                "40 characters."
+            )
+        with self._lock:
+            entry = self.get_file(file_id)
+            del self._files[file_id]
+        entry.path.unlink(missing_ok=True)
+
+    def download_path(self, name: str) -> FileEntry:
+        entry = self.get_file(name)
+        if entry.source != "GENERATED":
+            raise invalid(f"Only generated files can be downloaded; files/{entry.file_id} is not.")
+        return entry
+
+    def file_json(self, entry: FileEntry, base_url: str) -> Json:
+        out: Json = {
+            "name": f"files/{entry.file_id}",
+            "mimeType": entry.mime_type,
+            "sizeBytes": str(entry.size),
+            "createTime": rfc3339(entry.created),
+            "updateTime": rfc3339(entry.created),
+            "expirationTime": rfc3339(entry.created + FILE_TTL.total_seconds()),
+            "sha256Hash": entry.sha256,
+            "uri": f"{base_url}/v1beta/files/{entry.file_id}",
+            "state": "ACTIVE",
+            "source": entry.source,
+        }
+        if entry.display_name:
+            out["displayName"] = entry.display_name
+        if entry.source == "GENERATED":
+            out["downloadUri"] = (
+                f"{base_url}/download/v1beta/files/{entry.file_id}:download?alt=media"
+            )
+        return out
+
+    # --- batches: create -------------------------------------------------------------------
+
+    def create_batch(self, model: str, body: Mapping[str, Any]) -> Batch:
+        """Create a batch, or raise ApiError. Applies create faults first."""
+        model = model if model.startswith("models/") else f"models/{model}"
+        if model_spec(model) is None:
+            raise not_found(
+                f"{model} is not found for API version v1beta, or is not supported for "
+                "batchGenerateContent. Call ListModels to see the list of available models."
+            )
+        with self._lock:
+            plan = self.faults
+            if plan.create_429 > 0:
+                plan.create_429 -= 1
+                self.counters.creates_refused += 1
+                raise ApiError(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    "You exceeded your current quota, please check your plan and billing "
+                    "details. (emulated)",
+                )
+            if plan.create_500 > 0:
+                plan.create_500 -= 1
+                self.counters.creates_refused += 1
+                raise ApiError(500, "INTERNAL", "An internal error has occurred. (emulated)")
+        spec = pick(body, "batch")
+        spec = spec if isinstance(spec, Mapping) else body
+        display_name = str(pick(spec, "displayName") or "")
+        input_config = pick(spec, "inputConfig")
+        if not isinstance(input_config, Mapping):
+            raise invalid("batch.input_config is required")
+        batch_id = _random_id(36)
+        path = self.workdir / "batches" / f"{batch_id}.requests.jsonl"
+        file_name = pick(input_config, "fileName")
+        requests = pick(input_config, "requests")
+        try:
+            if file_name:
+                keys = self._stage_file_requests(str(file_name), path)
+                emitted: Json = {"fileName": f"files/{_bare(str(file_name), 'files')}"}
+                inline = False
+            elif isinstance(requests, Mapping):
+                keys = self._stage_inline_requests(pick(requests, "requests"), path)
+                emitted = {"requests": {}}
+                inline = True
+            else:
+                raise invalid("batch.input_config needs file_name or requests")
+        except ApiError:
+            path.unlink(missing_ok=True)
+            raise
+        now = self.now()
+        with self._lock:
+            batch = Batch(
+                batch_id=batch_id,
+                seq=next(self._seq),
+                model=model,
+                display_name=display_name,
+                input_config=emitted,
+                inline=inline,
+                requests_path=path,
+                request_count=len(keys),
+                created=now,
+                updated=now,
+                job_fault=self.faults.take_job_fault(display_name),
+            )
+            self._batches[batch_id] = batch
+            self.counters.batches_created += 1
+            self.counters.rows_by_display_name[display_name] += len(keys)
+            self.accepted.extend(Accepted(batch.name, display_name, key) for key in keys)
+            if self.faults.lose_create_response > 0:
+                self.faults.lose_create_response -= 1
+                raise ApiError(500, "INTERNAL", "An internal error has occurred. (emulated)")
+        return batch
+
+    def _stage_file_requests(self, file_name: str, path: Path) -> list[str | None]:
+        entry = self.get_file(file_name)
+        keys: list[str | None] = []
+        with entry.path.open("rb") as source, path.open("w", encoding="utf-8") as sink:
+            for line_no, raw in enumerate(source, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise invalid(
+                        f"files/{entry.file_id} line {line_no}: not valid JSON ({exc.msg})"
+                    ) from exc
+                if not isinstance(line, Mapping) or not isinstance(pick(line, "request"), Mapping):
+                    raise invalid(
+                        f"files/{entry.file_id} line {line_no}: expected an object with a "
+                        "'request' object"
+                    )
+                key = line.get("key")
+                key = None if key is None else str(key)
+                keys.append(key)
+                sink.write(json.dumps({"key": key, "request": line["request"]}) + "\n")
+        if not keys:
+            raise invalid(f"files/{entry.file_id} holds no requests")
+        return keys
+
+    def _stage_inline_requests(self, requests: Any, path: Path) -> list[str | None]:
+        if not isinstance(requests, list) or not requests:
+            raise invalid("batch.input_config.requests.requests must be a non-empty list")
+        keys: list[str | None] = []
+        with path.open("w", encoding="utf-8") as sink:
+            for index, item in enumerate(requests):
+                request = pick(item, "request")
+                if not isinstance(request, Mapping):
+                    raise invalid(f"requests[{index}].request must be an object")
+                metadata = pick(item, "metadata") or {}
+                if not isinstance(metadata, Mapping):
+                    raise invalid(f"requests[{index}].metadata must be an object")
+                key = metadata.get("key")
+                keys.append(None if key is None else str(key))
+                line = {"key": keys[-1], "metadata": dict(metadata), "request": request}
+                sink.write(json.dumps(line) + "\n")
+        return keys
+
+    # --- batches: progress -----------------------------------------------------------------
+
+    def _batch(self, name: str) -> Batch:
+        batch_id = _bare(name, "batches")
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            raise not_found(f"Batch batches/{batch_id} not found.")
+        return batch
+
+    def _stage(self, batch: Batch, now: float) -> int:
+        elapsed = now - batch.created
+        pending, running = self.config.pending_seconds, self.config.running_seconds
+        by_time = (
+            PENDING if elapsed < pending else RUNNING if elapsed < pending + running else FINISHED
+        )
+        return max(by_time, batch.forced)
+
+    def _settle(self, batch: Batch) -> None:
+        """Bring a batch up to date with the clock; renders results when it finishes."""
+        with batch.lock:
+            if batch.terminal:
+                return
+            now = self.now()
+            stage = self._stage(batch, now)
+            if stage >= RUNNING and batch.running_since is None:
+                scheduled = batch.created + self.config.pending_seconds
+                batch.running_since = scheduled if batch.forced < RUNNING else now
+                with self._lock:
+                    batch.state = "BATCH_STATE_RUNNING"
+                    batch.updated = min(now, scheduled) if batch.forced < RUNNING else now
+            if stage < FINISHED:
+                return
+            fault = batch.job_fault
+            error: Json | None = None
+            if fault is None:
+                self._render(batch, limit=None)
+                state = "BATCH_STATE_SUCCEEDED"
+            else:
+                state = f"BATCH_STATE_{fault.state}"
+                # An expired batch simply ran out of time: no results and no error object.
+                if fault.state == "FAILED":
+                    error = {"code": fault.code, "message": fault.message}
+            with self._lock:
+                batch.state, batch.error = state, error
+                batch.end_time = batch.updated = now
+
+    def _render(self, batch: Batch, limit: int | None) -> None:
+        """Write the results of the first `limit` rows (all when None), in input order."""
+        spec_model = batch.model
+        inlined: list[Json] = []
+        out_id = f"batch-{batch.batch_id}"
+        out_path = self.workdir / "files" / out_id
+        hasher = hashlib.sha256()
+        size = 0
+        with ExitStack() as stack:
+            source = stack.enter_context(batch.requests_path.open("r", encoding="utf-8"))
+            sink = None if batch.inline else stack.enter_context(out_path.open("wb"))
+            for index, raw in enumerate(source):
+                if limit is not None and index >= limit:
+                    break
+                line = json.loads(raw)
+                key: str | None = line.get("key")
+                with self._lock:
+                    fault = self.faults.take_row_fault(key)
+                outcome = generate(
+                    spec_model,
+                    line["request"],
+                    fault=fault,
+                    rid=response_id(batch.batch_id, str(index)),
+                )
+                self._count(batch, outcome)
+                if fault is not None and fault.kind == "missing":
+                    continue
+                copies = 2 if fault is not None and fault.kind == "duplicate" else 1
+                if batch.inline:
+                    metadata = {k: str(v) for k, v in (line.get("metadata") or {}).items()}
+                    item = _outcome_json(outcome) | {"metadata": metadata}
+                    inlined.extend([item] * copies)
+                    continue
+                encoded = (json.dumps({"key": key} | _outcome_json(outcome)) + "\n").encode()
+                for _ in range(copies):
+                    assert sink is not None
+                    sink.write(encoded)
+                    hasher.update(encoded)
+                    size += len(encoded)
+        if batch.inline:
+            batch.inlined = inlined
+            return
+        entry = FileEntry(
+            file_id=out_id,
+            display_name=None,
+            mime_type="application/jsonl",
+            size=size,
+            sha256=base64.b64encode(hasher.digest()).decode("ascii"),
+            created=self.now(),
+            path=out_path,
+            source="GENERATED",
+        )
+        with self._lock:
+            self._files[out_id] = entry
+            batch.output_file = f"files/{out_id}"
+
+    def _count(self, batch: Batch, outcome: RowOutcome) -> None:
+        with self._lock:
+            if outcome.error is not None:
+                batch.failed += 1
+            else:
+                batch.succeeded += 1
+                self.counters.images_rendered += _has_image(outcome.response)
+
+    # --- batches: API ----------------------------------------------------------------------
+
+    def get_batch(self, name: str) -> Batch:
+        batch = self._batch(name)
+        self._settle(batch)
+        return batch
+
+    def list_batches(self, page_size: int, page_token: str | None) -> tuple[list[Batch], str]:
+        with self._lock:
+            batches = sorted(self._batches.values(), key=lambda b: b.seq, reverse=True)
+        page, token = _page(batches, page_size, page_token)
+        for batch in page:
+            self._settle(batch)
+        return page, token
+
+    def cancel_batch(self, name: str) -> None:
+        """Cancel a live batch, keeping the rows already done; a finished batch stays as is."""
+        batch = self._batch(name)
+        self._settle(batch)
+        with batch.lock:
+            if batch.terminal:
+                return
+            now = self.now()
+            done = 0
+            if batch.running_since is not None and self.config.running_seconds > 0:
+                fraction = (now - batch.running_since) / self.config.running_seconds
+                done = min(batch.request_count, math.floor(batch.request_count * fraction))
+            if done > 0:
+                self._render(batch, limit=done)
+            with self._lock:
+                batch.state = "BATCH_STATE_CANCELLED"
+                batch.end_time = batch.updated = now
+
+    def delete_batch(self, name: str) -> None:
+        batch = self._batch(name)
+        with batch.lock, self._lock:
+            self._batches.pop(batch.batch_id, None)
+
+    def operation_json(self, batch: Batch, *, for_list: bool = False) -> Json:
+        with self._lock:
+            stats: Json = {"requestCount": str(batch.request_count)}
+            if not batch.terminal:
+                stats["pendingRequestCount"] = str(batch.request_count)
+            if batch.succeeded:
+                stats["successfulRequestCount"] = str(batch.succeeded)
+            if batch.failed:
+                stats["failedRequestCount"] = str(batch.failed)
+            metadata: Json = {
+                "@type": BATCH_TYPE,
+                "name": batch.name,
+                "model": batch.model,
+                "displayName": batch.display_name,
+                "inputConfig": batch.input_config,
+                "createTime": rfc3339(batch.created),
+                "updateTime": rfc3339(batch.updated),
+                "batchStats": stats,
+                "state": batch.state,
+            }
+            if batch.end_time is not None:
+                metadata["endTime"] = rfc3339(batch.end_time)
+            output: Json | None = None
+            if batch.output_file is not None:
+                output = {"responsesFile": batch.output_file}
+            elif batch.inlined is not None and not for_list:
+                output = {"inlinedResponses": {"inlinedResponses": batch.inlined}}
+            if output is not None:
+                metadata["output"] = output
+            op: Json = {"name": batch.name, "metadata": metadata}
+            if batch.terminal:
+                op["done"] = True
+                if output is not None and batch.state == "BATCH_STATE_SUCCEEDED":
+                    op["response"] = {"@type": OUTPUT_TYPE, **output}
+                if batch.error is not None:
+                    op["error"] = batch.error
+            return op
+
+    # --- synchronous generateContent -------------------------------------------------------
+
+    def generate_now(self, model: str, request: Mapping[str, Any]) -> Json:
+        if model_spec(model) is None:
+            raise not_found(f"models/{_bare(model, 'models')} is not found.")
+        with self._lock:
+            self.counters.sync_requests += 1
+        outcome = generate(model, request)
+        if outcome.error is not None:
+            raise invalid(str(outcome.error["message"]))
+        assert outcome.response is not None
+        with self._lock:
+            self.counters.images_rendered += _has_image(outcome.response)
+        return outcome.response
+
+    # --- control API (tests, local runner) -------------------------------------------------
+
+    def advance(self, name: str) -> str:
+        """Move a batch one stage on (PENDING -> RUNNING -> terminal); returns its state."""
+        batch = self._batch(name)
+        with batch.lock:
+            stage = self._stage(batch, self.now())
+            batch.forced = min(FINISHED, stage + 1)
+        return self.get_batch(name).state
+
+    def complete(self, name: str) -> str:
+        """Finish a batch now (rendering its results); returns its terminal state."""
+        batch = self._batch(name)
+        with batch.lock:
+            batch.forced = FINISHED
+        return self.get_batch(name).state
+
+    def complete_all(self) -> list[str]:
+        """Finish every live batch; returns their names."""
+        with self._lock:
+            live = [b.name for b in self._batches.values() if not b.terminal]
+        for name in live:
+            self.complete(name)
+        return live
+
+    def batch_state(self, name: str) -> str:
+        return self.get_batch(name).state
+
+    def batch_names(self) -> list[str]:
+        with self._lock:
+            return [b.name for b in sorted(self._batches.values(), key=lambda b: b.seq)]
+
+    def submitted_keys(self, display_name_prefix: str = "") -> Counter[str | None]:
+        """How many times each key was accepted for generation, over batches whose display
+        name starts with the prefix (a job's batches share `bananabatch-<job_id>-`)."""
+        with self._lock:
+            return Counter(
+                a.key for a in self.accepted if a.display_name.startswith(display_name_prefix)
+            )
+
+    def duplicate_keys(self, display_name_prefix: str = "") -> list[str | None]:
+        counts = self.submitted_keys(display_name_prefix)
+        return sorted((k for k, n in counts.items() if n > 1), key=str)
+
+
+def _page(items: list[Any], page_size: int, page_token: str | None) -> tuple[list[Any], str]:
+    size = max(1, min(page_size or 50, 1000))
+    start = int(page_token) if page_token and page_token.isdigit() else 0
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else "")
+
+
+def _outcome_json(outcome: RowOutcome) -> Json:
+    if outcome.error is not None:
+        return {"error": outcome.error}
+    return {"response": outcome.response}
+
+
+def _has_image(response: Json | None) -> int:
+    for candidate in (response or {}).get("candidates", []):
+        for part in (candidate.get("content") or {}).get("parts", []):
+            if "inlineData" in part:
+                return 1
+    return 0

@@ -1,0 +1,111 @@
+"""What each Cloud Function does with its event: parse, label the logs, delegate, and
+translate the error family into the platform's retry decision.
+
+PermanentError: logged and swallowed (returning normally acknowledges the event, so a
+poison message is not retried forever). TransientError and anything unexpected: raised,
+so the platform redelivers the event under its retry policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Final
+
+from bananabatch import log
+from bananabatch.config import WebhookMode
+from bananabatch.errors import PermanentError
+from bananabatch.events import parse_pubsub_event, parse_storage_event
+from bananabatch.pipeline import collect, intake, tick, webhook
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.webhooks import DEFAULT_JWKS_URL, JwksCache, WebhookRejected, WebhookVerifier
+
+logger = log.get_logger(__name__)
+
+# A collector invocation stops taking new rows after this many seconds and hands the rest
+# to a fresh invocation, well inside the 540 s function timeout the infra sets.
+COLLECT_BUDGET_SECONDS: Final = 420.0
+
+
+@contextmanager
+def _handled(rt: Runtime, entry: str, event_id: str | None) -> Iterator[None]:
+    log.configure(rt.settings.log_level)
+    with log.labels(execution_id=event_id, entry_point=entry):
+        try:
+            yield
+        except PermanentError as exc:
+            logger.error(
+                "permanent failure; event acknowledged without retry",
+                extra={
+                    "error": str(exc),
+                    "error_type": type(exc).__name__,
+                    "job_id": exc.job_id,
+                    "batch_id": exc.batch_id,
+                    "key": exc.key,
+                },
+            )
+
+
+def upload(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> str | None:
+    job_id: str | None = None
+    with _handled(rt, "on_upload", attributes.get("id")):
+        obj = parse_storage_event(data)
+        job_id = intake.handle_upload(rt, obj.source(), obj.metadata)
+    return job_id
+
+
+def tick_event(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
+    with _handled(rt, "on_tick", attributes.get("id")):
+        parse_pubsub_event(data)
+        tick.handle_tick(rt)
+
+
+def batch_done(
+    rt: Runtime,
+    attributes: Mapping[str, Any],
+    data: Any,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    started = clock()
+    with _handled(rt, "on_batch_done", attributes.get("id")):
+        payload = parse_pubsub_event(data).message.payload()
+        batch_id = payload.get("batch_id")
+        if not isinstance(batch_id, str) or not batch_id:
+            raise PermanentError(
+                f"batch-done message: expected a batch_id string; found {payload!r}"
+            )
+        collect.handle_batch_done(
+            rt, batch_id, should_stop=lambda: clock() - started > COLLECT_BUDGET_SECONDS
+        )
+
+
+_verifiers: dict[tuple[str | None, str | None], WebhookVerifier] = {}
+
+
+def _verifier(rt: Runtime) -> WebhookVerifier:
+    settings = rt.settings
+    secret = settings.webhook_secret if settings.webhook_mode is WebhookMode.STATIC else None
+    jwks_url = settings.webhook_jwks_url or DEFAULT_JWKS_URL
+    cache_key = (secret, jwks_url)
+    if cache_key not in _verifiers:
+        # Kept per process so the JWKS cache survives between requests on a warm instance.
+        _verifiers[cache_key] = WebhookVerifier(secret=secret, jwks=JwksCache(jwks_url))
+    return _verifiers[cache_key]
+
+
+def gemini_webhook(
+    rt: Runtime, headers: Mapping[str, str], body: bytes
+) -> tuple[dict[str, Any], int]:
+    """Verify a Gemini webhook delivery and hand it on; answers (JSON body, HTTP status)."""
+    log.configure(rt.settings.log_level)
+    with log.labels(execution_id=headers.get("webhook-id"), entry_point="on_gemini_webhook"):
+        if rt.settings.webhook_mode is WebhookMode.OFF:
+            return {"error": "webhooks are not enabled on this deployment"}, 404
+        try:
+            delivery = _verifier(rt).verify(headers, body)
+            return webhook.handle_delivery(rt, delivery), 200
+        except WebhookRejected as exc:
+            logger.warning("webhook refused", extra={"status": exc.status, "error": str(exc)})
+            return {"error": str(exc)}, exc.status

@@ -1,0 +1,233 @@
+"""`bananabatch local run`: the deployed code path on one machine.
+
+The entry points in functions/main.py are loaded by functions-framework, exactly as Cloud
+Functions loads them, and receive the same CloudEvent envelopes Eventarc delivers: a
+storage finalization for the upload, Pub/Sub envelopes for ticks and batch-done messages.
+The in-process bus stands in for Pub/Sub push subscriptions; a failed delivery is retried
+with backoff, as the platform's retry policy would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import functions_framework
+from flask.testing import FlaskClient
+
+import bananabatch
+from bananabatch import events, wiring
+from bananabatch.adapters.local.bus import InProcessBus
+from bananabatch.config import Backend, Settings
+from bananabatch.core.records import JobRecord, job_id_for
+from bananabatch.core.states import JOB_TERMINAL, ItemState, JobState
+from bananabatch.errors import BananaError, PermanentError, TransientError
+from bananabatch.pipeline.runtime import Runtime
+
+MAIN_PY: Final = Path(bananabatch.__file__).resolve().parent.parent / "main.py"
+LOCAL_PROJECT: Final = "local"
+BATCH_DONE_SUBSCRIPTION: Final = "on-batch-done"
+COMPLETIONS_SUBSCRIPTION: Final = "local-completions"
+MAX_DELIVERIES: Final = 5
+
+
+@dataclass
+class Progress:
+    job: JobRecord | None
+    counts: dict[str, int]
+    batches: int
+    elapsed: float
+
+
+@dataclass
+class RunResult:
+    job: JobRecord
+    completions: list[dict[str, Any]]
+    summary: dict[str, Any]
+    deliveries: dict[str, int] = field(default_factory=dict)
+    failed_deliveries: int = 0
+
+
+class LocalPipeline:
+    """The three event-driven functions plus a bus and a clock-driven tick, in one process."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        if runtime.settings.backend is not Backend.LOCAL:
+            raise PermanentError(
+                "local run needs the local backend (folder, SQLite, in-process bus)"
+            )
+        if not isinstance(runtime.bus, InProcessBus):
+            raise PermanentError("local run needs the in-process bus")
+        self.runtime = runtime
+        self.bus: InProcessBus = runtime.bus
+        self.settings: Settings = runtime.settings
+        wiring.install(runtime)
+        self.clients: dict[str, FlaskClient] = {
+            name: functions_framework.create_app(  # type: ignore[no-untyped-call]
+                target=name, source=str(MAIN_PY), signature_type="cloudevent"
+            ).test_client()
+            for name in ("on_upload", "on_tick", "on_batch_done")
+        }
+        self.bus.create_subscription(BATCH_DONE_SUBSCRIPTION, self.settings.topic_batch_done)
+        self.bus.create_subscription(COMPLETIONS_SUBSCRIPTION, self.settings.topic_completions)
+        self.deliveries: dict[str, int] = {}
+        self.failed_deliveries = 0
+
+    # --- delivery ---------------------------------------------------------------------
+
+    def deliver(
+        self, function: str, attributes: Mapping[str, str], data: Mapping[str, Any]
+    ) -> None:
+        """POST one CloudEvent in binary mode; retry a failed delivery like the platform."""
+        headers = {f"ce-{k}": v for k, v in attributes.items() if k != "datacontenttype"}
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(data)
+        for attempt in range(1, MAX_DELIVERIES + 1):
+            self.deliveries[function] = self.deliveries.get(function, 0) + 1
+            response = self.clients[function].post("/", data=body, headers=headers)
+            if response.status_code < 300:
+                return
+            self.failed_deliveries += 1
+            if attempt == MAX_DELIVERIES:
+                raise TransientError(
+                    f"{function} failed {MAX_DELIVERIES} deliveries of event {attributes['id']};"
+                    f" last status {response.status_code}: {response.get_data(as_text=True)[:300]}"
+                )
+            time.sleep(min(2.0, 0.1 * 2**attempt))
+
+    def upload(
+        self, path: Path, *, name: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Copy a file into the inbox bucket and deliver its finalization. Returns the job id."""
+        objects = self.runtime.objects
+        bucket = self.settings.inbox_bucket
+        object_name = name or path.name
+        with (
+            path.open("rb") as source,
+            objects.open_write(
+                bucket, object_name, content_type="application/jsonl", metadata=metadata
+            ) as sink,
+        ):
+            while chunk := source.read(1024 * 1024):
+                sink.write(chunk)
+        info = objects.stat(bucket, object_name)
+        if info is None or info.generation is None:
+            raise PermanentError(f"upload of {path} to {bucket}/{object_name} left no object")
+        attributes, data = events.storage_finalized_event(
+            bucket=bucket,
+            name=object_name,
+            generation=info.generation,
+            size=info.size,
+            content_type="application/jsonl",
+            metadata=metadata,
+        )
+        self.deliver("on_upload", attributes, data)
+        return job_id_for(events.StorageObjectData.model_validate(data).source())
+
+    def tick(self) -> None:
+        attributes, data = events.pubsub_published_event(
+            project=LOCAL_PROJECT,
+            topic=self.settings.topic_tick,
+            subscription="on-tick",
+            data=b'{"source":"local-runner"}',
+            attributes={},
+        )
+        self.deliver("on_tick", attributes, data)
+
+    def drain(self) -> int:
+        """Deliver every queued batch-done message. Returns how many were delivered."""
+        delivered = 0
+        while messages := self.bus.pull(BATCH_DONE_SUBSCRIPTION, max_messages=50):
+            for message in messages:
+                attributes, data = events.pubsub_published_event(
+                    project=LOCAL_PROJECT,
+                    topic=self.settings.topic_batch_done,
+                    subscription=BATCH_DONE_SUBSCRIPTION,
+                    data=message.data,
+                    attributes=message.attributes,
+                    message_id=message.message_id,
+                )
+                self.deliver("on_batch_done", attributes, data)
+                delivered += 1
+        return delivered
+
+    def completions(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(m.data) for m in self.bus.pull(COMPLETIONS_SUBSCRIPTION, max_messages=1000)
+        ]
+
+    # --- the whole flow ---------------------------------------------------------------
+
+    def run_job(
+        self,
+        path: Path,
+        *,
+        tick_interval: float = 1.0,
+        timeout: float = 600.0,
+        on_progress: Callable[[Progress], None] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        started = time.monotonic()
+        job_id = self.upload(path, metadata=metadata)
+        repo = self.runtime.repo
+        completions: list[dict[str, Any]] = []
+        next_tick = time.monotonic()
+        while True:
+            self.drain()
+            completions.extend(m for m in self.completions() if m.get("job_id") == job_id)
+            job = repo.get_job(job_id)
+            if on_progress is not None:
+                on_progress(self.progress(job_id, started))
+            if (
+                job is not None
+                and job.state in JOB_TERMINAL
+                and any(m.get("state") == job.state.value for m in completions)
+            ):
+                break
+            if job is not None and job.state is JobState.HELD:
+                break
+            if time.monotonic() - started > timeout:
+                raise TransientError(
+                    f"job {job_id} did not finish within {timeout:.0f} s locally", job_id=job_id
+                )
+            if time.monotonic() >= next_tick:
+                self.tick()
+                next_tick = time.monotonic() + tick_interval
+            else:
+                time.sleep(min(0.2, tick_interval))
+        final = repo.require_job(job_id)
+        return RunResult(
+            job=final,
+            completions=completions,
+            summary=self.summary(job_id),
+            deliveries=dict(self.deliveries),
+            failed_deliveries=self.failed_deliveries,
+        )
+
+    def progress(self, job_id: str, started: float) -> Progress:
+        repo = self.runtime.repo
+        job = repo.get_job(job_id)
+        counts = {s.value: repo.count_items(job_id, s) for s in ItemState}
+        if job is not None:
+            counts[ItemState.REJECTED.value] = job.rejected_count
+        return Progress(
+            job=job,
+            counts=counts,
+            batches=job.batch_count if job else 0,
+            elapsed=time.monotonic() - started,
+        )
+
+    def summary(self, job_id: str) -> dict[str, Any]:
+        name = f"jobs/{job_id}/summary.json"
+        try:
+            doc = json.loads(self.runtime.objects.read_bytes(self.settings.results_bucket, name))
+        except BananaError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def close(self) -> None:
+        wiring.uninstall()

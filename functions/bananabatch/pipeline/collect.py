@@ -1,0 +1,260 @@
+"""Collection: a finished batch's results become images, item states and, at the end of
+the job, reports and one completion message.
+
+Rows are streamed one at a time, so memory is bounded by the largest single line. Every
+write is idempotent (an image lands at a name derived from its key; an item document is
+replaced whole), and a cursor on the batch record is checkpointed every few rows, so a
+crash or a timeout resumes where it stopped and a redelivered message does no harm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bananabatch.core import records as rec
+from bananabatch.core.pricing import Lane
+from bananabatch.core.records import BatchRecord, ItemRecord
+from bananabatch.core.results import Outcome, OutcomeKind, classify_row
+from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, BatchState, ItemState
+from bananabatch.errors import PriceUnknown
+from bananabatch.log import get_logger, labels
+from bananabatch.pipeline import finalize, submit
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import ProviderBatch, ResultRow
+from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
+
+log = get_logger(__name__)
+
+CHECKPOINT_ROWS = 50
+
+
+@dataclass
+class CollectReport:
+    batch_id: str
+    rows: int = 0
+    images: int = 0
+    duplicates: int = 0
+    unknown_keys: int = 0
+    missing: int = 0
+    resumed_from: int = 0
+    stopped_early: bool = False
+    by_state: dict[str, int] = field(default_factory=dict)
+
+
+def handle_batch_done(
+    rt: Runtime, batch_id: str, *, should_stop: Callable[[], bool] = lambda: False
+) -> CollectReport:
+    """Collect one batch. should_stop lets the entry point end cleanly before its deadline;
+    the batch is then announced again and the next invocation resumes at the cursor."""
+    batch = rt.repo.require_batch(batch_id)
+    report = CollectReport(batch_id=batch_id)
+    with labels(job_id=batch.job_id, batch_id=batch_id, batch_name=batch.provider_name):
+        if batch.state is BatchState.COLLECTED:
+            log.info("batch already collected; checking the job is finalized")
+            finalize.finalize_job_if_done(rt, batch.job_id)
+            return report
+        seen = _refresh(rt, batch)
+        if seen is None:
+            return report
+        batch = rt.repo.require_batch(batch_id)
+        _collect_rows(rt, batch, seen, report, should_stop)
+        if report.stopped_early:
+            return report
+        rt.repo.move_batch(
+            batch_id,
+            BatchState.COLLECTED,
+            expect=BATCH_PROVIDER_TERMINAL,
+            change=lambda _b: {"updated_at": rt.now()},
+        )
+        log.info(
+            "batch collected", extra={k: v for k, v in vars(report).items() if k != "batch_id"}
+        )
+        finalize.finalize_job_if_done(rt, batch.job_id)
+        return report
+
+
+def _refresh(rt: Runtime, batch: BatchRecord) -> ProviderBatch | None:
+    """The provider's view of a batch we were told is done, or None if it is not done."""
+    if batch.provider_name is None:
+        # Failed before the provider ever accepted it: there is nothing to download.
+        return None if batch.state not in BATCH_PROVIDER_TERMINAL else _no_output(batch)
+    seen = rt.provider.get(batch.provider_name)
+    if seen.state not in BATCH_PROVIDER_TERMINAL:
+        log.info(
+            "batch-done signal for a batch still %s; the tick will recheck", seen.provider_state
+        )
+        return None
+    if batch.state not in BATCH_PROVIDER_TERMINAL:
+        rt.repo.move_batch(
+            batch.batch_id,
+            seen.state,
+            expect={BatchState.RUNNING, BatchState.SUBMITTING},
+            change=lambda _b: {
+                "provider_state": seen.provider_state,
+                "provider_error": seen.error,
+                "finished_at": rt.now(),
+                "updated_at": rt.now(),
+            },
+        )
+    return seen
+
+
+def _no_output(batch: BatchRecord) -> ProviderBatch:
+    return ProviderBatch(
+        name="",
+        display_name=batch.display_name,
+        state=batch.state,
+        provider_state=batch.provider_state or batch.state.value,
+        error=batch.provider_error,
+        output=None,
+    )
+
+
+def _collect_rows(
+    rt: Runtime,
+    batch: BatchRecord,
+    seen: ProviderBatch,
+    report: CollectReport,
+    should_stop: Callable[[], bool],
+) -> None:
+    expected = rt.repo.items_of_batch(batch)
+    done = {key for key, item in expected.items() if item.state in ITEM_TERMINAL}
+    pending: list[ItemRecord] = []
+    report.resumed_from = batch.cursor
+    cursor = batch.cursor
+    rows = rt.provider.iter_results(seen, start_line=cursor) if seen.output else iter(())
+    for row in rows:
+        cursor = row.line_no + 1
+        report.rows += 1
+        updated = _apply_row(rt, row, expected, done, report)
+        if updated is not None:
+            pending.append(updated)
+            expected[updated.key] = updated
+            done.add(updated.key)
+        if report.rows % CHECKPOINT_ROWS == 0:
+            _checkpoint(rt, batch, pending, cursor)
+            pending.clear()
+            if should_stop():
+                report.stopped_early = True
+                log.warning(
+                    "stopping before the deadline; the batch will be resumed",
+                    extra={"cursor": cursor},
+                )
+                submit.publish_batch_done(rt, rt.repo.require_batch(batch.batch_id))
+                return
+    # Keys the provider never answered for: a failed, expired or cancelled batch keeps
+    # whatever outputs it has and the rest fail here; a SUCCEEDED batch with a missing
+    # line is a provider defect we surface rather than hide.
+    why = _missing_reason(seen)
+    for key, item in expected.items():
+        if key in done:
+            continue
+        report.missing += 1
+        pending.append(
+            item.model_copy(
+                update={
+                    "state": ItemState.FAILED,
+                    "reason": why,
+                    "updated_at": rt.now(),
+                }
+            )
+        )
+    for item in pending:
+        report.by_state[item.state.value] = report.by_state.get(item.state.value, 0) + 1
+    _checkpoint(rt, batch, pending, cursor)
+
+
+def _missing_reason(seen: ProviderBatch) -> str:
+    if seen.state is BatchState.SUCCEEDED:
+        return "missing from the provider's output although the batch succeeded"
+    detail = f": {seen.error}" if seen.error else ""
+    return f"no output: the batch ended {seen.state.value}{detail}"
+
+
+def _apply_row(
+    rt: Runtime,
+    row: ResultRow,
+    expected: dict[str, ItemRecord],
+    done: set[str],
+    report: CollectReport,
+) -> ItemRecord | None:
+    if row.row is None:
+        log.error("unparseable result line", extra={"line": row.line_no, "error": row.malformed})
+        return None
+    outcome = classify_row(row.row)
+    key = outcome.key
+    if key is None or key not in expected:
+        report.unknown_keys += 1
+        log.error(
+            "result line for a key this batch did not submit",
+            extra={"line": row.line_no, "key": key},
+        )
+        return None
+    if key in done:
+        # Either the provider sent two lines for one key, or this line was applied before
+        # a crash and is being replayed; in both cases the first answer stands.
+        report.duplicates += 1
+        log.warning("second output for a key; keeping the first", extra={"key": key})
+        return None
+    item = expected[key]
+    return _item_from_outcome(rt, item, outcome, report)
+
+
+def _item_from_outcome(
+    rt: Runtime, item: ItemRecord, outcome: Outcome, report: CollectReport
+) -> ItemRecord:
+    update: dict[str, Any] = {
+        "state": outcome.item_state(),
+        "finish_reason": outcome.finish_reason,
+        "error_code": outcome.error_code,
+        "reason": outcome.reason(),
+        "updated_at": rt.now(),
+    }
+    if outcome.usage is not None:
+        update["usage"] = {
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "image_output_tokens": outcome.usage.image_output_tokens,
+            "text_output_tokens": outcome.usage.text_output_tokens,
+            "thought_tokens": outcome.usage.thought_tokens,
+            "total_tokens": outcome.usage.total_tokens,
+        }
+        try:
+            update["actual_usd"] = round(
+                rt.prices.cost_of_usage(item.model, Lane.BATCH, outcome.usage), 6
+            )
+        except PriceUnknown as exc:
+            log.error("no price for a billed result; cost left unknown", extra={"error": str(exc)})
+    if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
+        mime = outcome.mime_type or "image/png"
+        name = rec.image_object_name(item.job_id, item.key, mime)
+        results = rt.settings.results_bucket
+        rt.objects.write_bytes(
+            results,
+            name,
+            outcome.image,
+            content_type=mime,
+            metadata={"job_id": item.job_id, "key": item.key},
+        )
+        rt.objects.write_bytes(
+            results,
+            thumb_object_name(item.job_id, item.key),
+            make_thumbnail(outcome.image),
+            content_type=THUMB_CONTENT_TYPE,
+        )
+        update["image_uri"] = rt.objects.uri(results, name)
+        update["mime_type"] = mime
+        report.images += 1
+    return item.model_copy(update=update)
+
+
+def _checkpoint(rt: Runtime, batch: BatchRecord, items: list[ItemRecord], cursor: int) -> None:
+    # Items first, cursor second: after a crash between the two, the rows are applied
+    # again (harmless), never skipped.
+    if items:
+        rt.repo.put_items(items)
+    rt.repo.patch_batch(
+        batch.batch_id,
+        lambda b: {"cursor": cursor, "updated_at": rt.now()} if cursor > b.cursor else None,
+    )

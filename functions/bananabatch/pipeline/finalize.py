@@ -1,0 +1,273 @@
+"""The end of a job: reports, the terminal state, and exactly one completion message.
+
+The job's move to a terminal state is a conditional write, so when several collectors
+finish the last batches at the same moment only one of them wins. Publication is claimed
+the same way (completion_pending True -> False) before the message goes out, so a
+redelivered batch-done or a concurrent finalizer never publishes a second message.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bananabatch.core import records as rec
+from bananabatch.core.messages import completion_message, encode_message, message_attributes
+from bananabatch.core.records import Costs, ItemRecord, JobRecord
+from bananabatch.core.states import (
+    JOB_TERMINAL,
+    BatchState,
+    ItemState,
+    JobState,
+    job_outcome,
+)
+from bananabatch.errors import NotFound, PermanentError
+from bananabatch.log import get_logger, labels
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.report.gallery import render_gallery
+
+log = get_logger(__name__)
+
+RESULTS_NAME = "results.jsonl"
+FAILED_NAME = "failed.jsonl"
+SUMMARY_NAME = "summary.json"
+GALLERY_NAME = "index.html"
+# The contact sheet is for looking, not for archiving: past this many items it shows the
+# first ones and says so; results.jsonl always lists everything.
+GALLERY_LIMIT = 5_000
+
+_OPEN_BATCH_STATES = frozenset(BatchState) - {BatchState.COLLECTED}
+
+
+@dataclass
+class ReportTally:
+    counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in ItemState})
+    actual_usd: float = 0.0
+    failed_keys: set[str] = field(default_factory=set)
+    gallery_items: list[ItemRecord] = field(default_factory=list)
+    gallery_truncated: bool = False
+
+
+def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
+    """Close the job when its last batch is collected; otherwise do nothing."""
+    with labels(job_id=job_id):
+        job = rt.repo.require_job(job_id)
+        if job.state in JOB_TERMINAL:
+            publish_completion_if_pending(rt, job_id)
+            return rt.repo.require_job(job_id)
+        if job.state is not JobState.RUNNING:
+            return job
+        open_batches = rt.repo.count_batches(job_id=job_id, states=_OPEN_BATCH_STATES)
+        if open_batches:
+            return job
+        return close_job(rt, job)
+
+
+def close_job(
+    rt: Runtime, job: JobRecord, *, forced: JobState | None = None, error: str | None = None
+) -> JobRecord:
+    """Write the reports, move the job to its terminal state and publish its completion."""
+    tally = write_item_reports(rt, job)
+    delivered = tally.counts[ItemState.SUCCEEDED.value] + tally.counts[ItemState.CACHED.value]
+    target = forced or job_outcome(
+        {ItemState(k): v for k, v in tally.counts.items()}, total_lines=job.line_count
+    )
+    standard = job.costs.standard_equivalent_usd
+    costs = Costs(
+        estimated_usd=job.costs.estimated_usd,
+        standard_equivalent_usd=standard,
+        actual_usd=round(tally.actual_usd, 6),
+        saved_usd=round(max(0.0, standard - tally.actual_usd), 6) if delivered else 0.0,
+        cost_per_accepted_image_usd=round(tally.actual_usd / delivered, 6) if delivered else None,
+    )
+    now = rt.now()
+    final = {
+        "counts": tally.counts,
+        "costs": costs,
+        "finished_at": now,
+        "updated_at": now,
+        "completion_pending": True,
+        **({"error": error} if error else {}),
+    }
+    # Reports first, from the record as it will be: a concurrent finalizer writes the same
+    # bytes, and a crash before the move below just means they are written again.
+    write_job_reports(rt, job.model_copy(update={**final, "state": target}), tally)
+    moved = rt.repo.move_job(
+        job.job_id, target, expect={JobState.RUNNING, JobState.RECEIVED}, change=lambda _j: final
+    )
+    if moved.moved:
+        log.info(
+            "job finished: %s",
+            target.value,
+            extra={"counts": tally.counts, "actual_usd": costs.actual_usd},
+        )
+    publish_completion_if_pending(rt, job.job_id)
+    return rt.repo.require_job(job.job_id)
+
+
+def publish_completion_if_pending(rt: Runtime, job_id: str) -> bool:
+    """Publish the job's completion message if it is owed and nobody has claimed it."""
+    won = {"claimed": False}
+
+    def take(job: JobRecord) -> dict[str, Any] | None:
+        won["claimed"] = False
+        if not job.completion_pending or job.completion_published:
+            return None
+        if job.state not in JOB_TERMINAL and job.state is not JobState.HELD:
+            return None
+        won["claimed"] = True
+        return {"completion_pending": False}
+
+    job = rt.repo.patch_job(job_id, take)
+    if not won["claimed"]:
+        return False
+    prefix = rec.results_prefix(job_id)
+    message = completion_message(
+        job,
+        results_prefix_uri=rt.results_uri(prefix),
+        summary_uri=rt.results_uri(prefix + SUMMARY_NAME),
+        gallery_uri=rt.results_uri(prefix + GALLERY_NAME),
+    )
+    try:
+        message_id = rt.bus.publish(
+            rt.settings.topic_completions, encode_message(message), message_attributes(message)
+        )
+    except Exception:
+        # Hand the claim back so the platform's retry can publish it.
+        rt.repo.patch_job(job_id, lambda _j: {"completion_pending": True})
+        raise
+    rt.repo.patch_job(job_id, lambda _j: {"completion_published": job.state is not JobState.HELD})
+    log.info("completion published", extra={"state": job.state.value, "message_id": message_id})
+    return True
+
+
+def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
+    """results.jsonl and failed.jsonl in one pass over the items, tallying as it goes."""
+    results = rt.settings.results_bucket
+    prefix = rec.results_prefix(job.job_id)
+    tally = ReportTally()
+    tally.counts[ItemState.REJECTED.value] = job.rejected_count
+    items = rt.repo.items(job.job_id, order_by="line_no")
+    with rt.objects.open_write(
+        results, prefix + RESULTS_NAME, content_type="application/jsonl"
+    ) as sink:
+        for line in heapq.merge(
+            (_item_result(item, tally) for item in items),
+            _rejected_results(rt, job),
+            key=lambda doc: int(doc["line"]),
+        ):
+            sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
+    _write_failed(rt, job, set(tally.failed_keys))
+    return tally
+
+
+def write_job_reports(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
+    """summary.json and the gallery, from the job as it ends."""
+    _write_summary(rt, job, tally)
+    rt.objects.write_bytes(
+        rt.settings.results_bucket,
+        rec.results_prefix(job.job_id) + GALLERY_NAME,
+        render_gallery(job, tally.gallery_items).encode(),
+        content_type="text/html; charset=utf-8",
+    )
+
+
+def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
+    tally.counts[item.state.value] += 1
+    tally.actual_usd += item.actual_usd or 0.0
+    if item.state is ItemState.FAILED:
+        tally.failed_keys.add(item.key)
+    if len(tally.gallery_items) < GALLERY_LIMIT:
+        tally.gallery_items.append(item)
+    else:
+        tally.gallery_truncated = True
+    return {
+        "line": item.line_no,
+        "key": item.key,
+        "status": item.state.value,
+        "image_uri": item.image_uri,
+        "mime_type": item.mime_type,
+        "error": item.reason if item.state is not ItemState.SUCCEEDED else None,
+        "cost_usd": item.actual_usd,
+        "model": item.model,
+    }
+
+
+def _rejected_results(rt: Runtime, job: JobRecord) -> Iterator[dict[str, Any]]:
+    name = rec.results_prefix(job.job_id) + "rejected.jsonl"
+    try:
+        with rt.objects.open_read(rt.settings.results_bucket, name) as stream:
+            for raw in stream:
+                doc = json.loads(raw)
+                yield {
+                    "line": doc["line"],
+                    "key": doc.get("key"),
+                    "status": ItemState.REJECTED.value,
+                    "image_uri": None,
+                    "mime_type": None,
+                    "error": doc["reason"],
+                    "cost_usd": None,
+                    "model": None,
+                }
+    except NotFound:
+        return
+
+
+def _write_failed(rt: Runtime, job: JobRecord, failed: set[str]) -> None:
+    """Failed items in input form (the native line form), ready to upload again."""
+    results = rt.settings.results_bucket
+    prefix = rec.results_prefix(job.job_id)
+    with rt.objects.open_write(
+        results, prefix + FAILED_NAME, content_type="application/jsonl"
+    ) as sink:
+        if not failed:
+            return
+        for batch in rt.repo.batches(job_id=job.job_id):
+            try:
+                with rt.objects.open_read(results, batch.request_object) as stream:
+                    for raw in stream:
+                        key, request = rt.provider.decode_request(json.loads(raw))
+                        if key in failed:
+                            failed.discard(key)
+                            line = {"key": key, "model": batch.model, "request": request}
+                            sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
+            except NotFound as exc:
+                raise PermanentError(
+                    f"staged request file {batch.request_object} is gone; cannot list failed"
+                    " items in input form",
+                    job_id=job.job_id,
+                ) from exc
+
+
+def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
+    prefix = rec.results_prefix(job.job_id)
+    uri = rt.results_uri
+    summary = {
+        "schema_version": rec.SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "source": job.source.to_doc() | {"uri": job.source.uri},
+        "line_count": job.line_count,
+        "counts": tally.counts,
+        "costs": job.costs.to_doc(),
+        "error": job.error,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "files": {
+            "images": uri(prefix + "images/"),
+            "results": uri(prefix + RESULTS_NAME),
+            "rejected": uri(prefix + "rejected.jsonl"),
+            "failed": uri(prefix + FAILED_NAME),
+            "gallery": uri(prefix + GALLERY_NAME),
+        },
+        "gallery_truncated": tally.gallery_truncated,
+    }
+    rt.objects.write_bytes(
+        rt.settings.results_bucket,
+        prefix + SUMMARY_NAME,
+        (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode(),
+        content_type="application/json",
+    )

@@ -1,0 +1,211 @@
+"""Submission through a ledger: the only code that spends money.
+
+A batch record is moved QUEUED -> SUBMITTING (a conditional write, so only one worker
+gets to try) *before* the provider's create call, and SUBMITTING -> RUNNING with the
+provider's batch name the moment create returns. A record found in SUBMITTING therefore
+means "the create may or may not have happened": it is reconciled by looking the batch
+up by its unique display name, never by calling create again.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from tenacity import RetryCallState, wait_random_exponential
+
+from bananabatch.core.records import BatchRecord
+from bananabatch.core.states import (
+    BATCH_ACTIVE,
+    BATCH_PROVIDER_TERMINAL,
+    ITEM_TERMINAL,
+    BatchState,
+    ItemState,
+)
+from bananabatch.errors import PermanentError, ProviderOutcomeUnknown, ProviderQuotaExceeded
+from bananabatch.log import get_logger, labels
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import ProviderBatch
+
+log = get_logger(__name__)
+
+# How long a SUBMITTING record may go unseen by the provider before we conclude the create
+# never happened. Long enough for a slow create call still in flight on another worker and
+# for the provider's list to catch up; short next to the 48 h the provider gives a batch.
+RECONCILE_GRACE = timedelta(minutes=10)
+
+# Backoff between submission attempts refused for quota: exponential with full jitter.
+_QUOTA_BACKOFF = wait_random_exponential(multiplier=30, max=30 * 60)
+
+
+def quota_backoff(attempt: int) -> timedelta:
+    """Delay before retrying a create refused for quota, for the given attempt number."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, attempt)
+    return timedelta(seconds=_QUOTA_BACKOFF(state))
+
+
+def submit_queued(rt: Runtime, *, job_id: str | None = None) -> int:
+    """Submit queued batches (of one job, or of all jobs) while capacity allows.
+    Returns how many were created."""
+    capacity = rt.settings.max_active_batches - rt.repo.count_batches(states=BATCH_ACTIVE)
+    created = 0
+    now = rt.now()
+    for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
+        if capacity <= 0:
+            log.info("active batch limit reached; the rest wait for the next tick")
+            break
+        if batch.next_submit_after is not None and batch.next_submit_after > now:
+            continue
+        outcome = submit_batch(rt, batch.batch_id)
+        if outcome is not None and outcome.state is not BatchState.QUEUED:
+            created += 1
+            capacity -= 1
+        elif outcome is not None and outcome.next_submit_after is not None:
+            # Refused for quota: later batches would be refused too.
+            break
+    return created
+
+
+def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
+    """Try to create one queued batch at the provider. Returns the batch as it stands."""
+    with labels(batch_id=batch_id):
+        claim = rt.repo.move_batch(
+            batch_id,
+            BatchState.SUBMITTING,
+            expect={BatchState.QUEUED},
+            change=lambda b: {
+                "submitting_since": rt.now(),
+                "submit_attempts": b.submit_attempts + 1,
+                "updated_at": rt.now(),
+            },
+        )
+        if not claim.moved:
+            return claim.record
+        batch = claim.record
+        # Items are marked before the create call, while no collector can touch them.
+        mark_items(rt, batch, ItemState.SUBMITTED)
+        with labels(job_id=batch.job_id):
+            try:
+                made = rt.provider.create(
+                    model=batch.model,
+                    display_name=batch.display_name,
+                    request_bucket=rt.settings.results_bucket,
+                    request_object=batch.request_object,
+                    request_count=batch.request_count,
+                )
+            except ProviderQuotaExceeded as exc:
+                delay = quota_backoff(batch.submit_attempts)
+                mark_items(rt, batch, ItemState.PENDING)
+                log.warning(
+                    "provider refused the batch for quota; retry in %s",
+                    delay,
+                    extra={"error": str(exc)},
+                )
+                return rt.repo.move_batch(
+                    batch_id,
+                    BatchState.QUEUED,
+                    expect={BatchState.SUBMITTING},
+                    change=lambda _b: {
+                        "next_submit_after": rt.now() + delay,
+                        "submitting_since": None,
+                        "updated_at": rt.now(),
+                    },
+                ).record
+            except ProviderOutcomeUnknown as exc:
+                log.warning(
+                    "create outcome unknown; will reconcile by display name",
+                    extra={"error": str(exc), "display_name": batch.display_name},
+                )
+                return rt.repo.get_batch(batch_id)
+            except PermanentError as exc:
+                reason = str(exc)
+                log.error("provider rejected the batch", extra={"error": reason})
+                moved = rt.repo.move_batch(
+                    batch_id,
+                    BatchState.FAILED,
+                    expect={BatchState.SUBMITTING},
+                    change=lambda _b: {
+                        "provider_error": reason,
+                        "finished_at": rt.now(),
+                        "updated_at": rt.now(),
+                    },
+                )
+                if moved.moved:
+                    publish_batch_done(rt, moved.record)
+                return moved.record
+            return record_created(rt, batch, made)
+
+
+def mark_items(rt: Runtime, batch: BatchRecord, state: ItemState) -> None:
+    now = rt.now()
+    rt.repo.put_items(
+        item.model_copy(update={"state": state, "updated_at": now})
+        for item in rt.repo.items_of_batch(batch).values()
+        if item.state not in ITEM_TERMINAL
+    )
+
+
+def record_created(rt: Runtime, batch: BatchRecord, made: ProviderBatch) -> BatchRecord:
+    """Persist the provider's batch name: the first write after a create returns."""
+    target = made.state if made.state in BATCH_PROVIDER_TERMINAL else BatchState.RUNNING
+    moved = rt.repo.move_batch(
+        batch.batch_id,
+        target,
+        expect={BatchState.SUBMITTING},
+        change=lambda _b: {
+            "provider_name": made.name,
+            "provider_state": made.provider_state,
+            "submitted_at": rt.now(),
+            "updated_at": rt.now(),
+            **({"finished_at": rt.now()} if target is not BatchState.RUNNING else {}),
+        },
+    )
+    log.info(
+        "batch created",
+        extra={"batch_name": made.name, "requests": batch.request_count, "model": batch.model},
+    )
+    if moved.moved and target is not BatchState.RUNNING:
+        publish_batch_done(rt, moved.record)
+    return moved.record
+
+
+def reconcile_submitting(rt: Runtime, batch: BatchRecord) -> BatchRecord:
+    """Resolve a batch whose create outcome is unknown, without ever creating it again."""
+    with labels(batch_id=batch.batch_id, job_id=batch.job_id):
+        found = rt.provider.find(batch.display_name)
+        if found is not None:
+            log.warning(
+                "reconciled: the provider had created the batch", extra={"batch_name": found.name}
+            )
+            return record_created(rt, batch, found)
+        since = batch.submitting_since or batch.updated_at
+        if rt.now() - since < RECONCILE_GRACE:
+            return batch
+        log.warning("reconciled: the provider never created the batch; queueing it again")
+        return rt.repo.move_batch(
+            batch.batch_id,
+            BatchState.QUEUED,
+            expect={BatchState.SUBMITTING},
+            change=lambda _b: {"submitting_since": None, "updated_at": rt.now()},
+        ).record
+
+
+def publish_batch_done(rt: Runtime, batch: BatchRecord) -> None:
+    message = {
+        "schema_version": 1,
+        "batch_id": batch.batch_id,
+        "job_id": batch.job_id,
+        "state": batch.state.value,
+        "provider_name": batch.provider_name,
+    }
+    rt.bus.publish(
+        rt.settings.topic_batch_done,
+        json.dumps(message, separators=(",", ":")).encode(),
+        {"job_id": batch.job_id, "batch_id": batch.batch_id, "state": batch.state.value},
+    )
+
+
+def is_overdue(batch: BatchRecord, now: datetime, *, stuck_after: timedelta) -> bool:
+    started = batch.submitted_at or batch.created_at
+    return now - started > stuck_after

@@ -1,0 +1,434 @@
+"""BatchProvider over the Gemini Developer API (and the emulator, which speaks the same
+protocol), with file-based batches.
+
+The SDK does the parts it does well: the resumable upload, batch create, list and cancel.
+Three things go around it over plain HTTP on the SDK's own base URL, version and key:
+- `get` reads the raw Operation, because the SDK drops the job-level `error` and
+  `batchStats` (reference §2.3);
+- `iter_results` streams the result file, because `files.download` buffers it whole;
+- `generate` posts the REST request as is, because the staged requests are REST JSON and
+  a round trip through the SDK's types would rename or drop fields.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, Final, cast
+
+import httpx
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
+from bananabatch.config import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ProviderKind, Settings
+from bananabatch.errors import (
+    ConfigError,
+    NotFound,
+    PermanentError,
+    ProviderOutcomeUnknown,
+    ProviderQuotaExceeded,
+    TransientError,
+)
+from bananabatch.log import get_logger
+from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
+from bananabatch.providers._common import batch_state, parse_time, result_rows, split_lines
+
+log = get_logger(__name__)
+
+INLINE_OUTPUT: Final = "inline"
+# The SDK timeout, in milliseconds; it also bounds each 8 MiB upload chunk.
+SDK_TIMEOUT_MS: Final = 120_000
+# Reads stall at most this long before we call the connection dead; an image generation
+# call can legitimately take a minute or two.
+HTTP_TIMEOUT: Final = httpx.Timeout(60.0, read=300.0)
+LIST_PAGE_SIZE: Final = 100
+_SPOOL_CHUNK: Final = 1024 * 1024
+_STREAM_CHUNK: Final = 1024 * 1024
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures from httpx and from httpx2, which the SDK prefers when installed."""
+    found: list[type[BaseException]] = [httpx.TransportError]
+    try:
+        httpx2 = importlib.import_module("httpx2")
+    except ImportError:
+        return tuple(found)
+    found.append(cast(type[BaseException], httpx2.TransportError))
+    return tuple(found)
+
+
+TRANSPORT_ERRORS: Final = _transport_errors()
+# The SDK raises ValueError/KeyError when the upload handshake goes wrong.
+UPLOAD_ERRORS: Final[tuple[type[BaseException], ...]] = (*TRANSPORT_ERRORS, ValueError, KeyError)
+CREATE_ERRORS: Final[tuple[type[BaseException], ...]] = (*TRANSPORT_ERRORS, ValueError)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the SDK sends requests: base URL, API version and key."""
+
+    base_url: str
+    api_version: str
+    api_key: str
+
+    @classmethod
+    def of(cls, client: genai.Client) -> Endpoint:
+        # The SDK has no public accessor for these. Reading its resolved options (rather
+        # than re-deriving them) keeps our raw calls on exactly the URL, version and key the
+        # SDK uses, whichever of http_options, GOOGLE_GEMINI_BASE_URL or
+        # GOOGLE_GENAI_API_VERSION decided them.
+        api = client._api_client
+        options = api._http_options
+        return cls(
+            base_url=(options.base_url or "https://generativelanguage.googleapis.com/").rstrip("/"),
+            api_version=options.api_version or "v1",
+            api_key=api.api_key or "",
+        )
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{self.api_version}/{path.lstrip('/')}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.api_key}
+
+
+class GeminiProvider:
+    """Gemini Developer API batches. Create is never retried here: see `create`."""
+
+    def __init__(
+        self,
+        client: genai.Client,
+        objects: ObjectStore,
+        *,
+        kind: str = ProviderKind.GEMINI.value,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.kind = kind
+        self.client = client
+        self.objects = objects
+        self.endpoint = Endpoint.of(client)
+        self._http = http or httpx.Client(timeout=HTTP_TIMEOUT)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- request lines ---------------------------------------------------------------------
+
+    def encode_request(self, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        return {"key": key, "request": dict(request)}
+
+    def decode_request(self, line: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        key, request = line.get("key"), line.get("request")
+        if not isinstance(key, str) or not isinstance(request, Mapping):
+            raise PermanentError(
+                "staged request line: expected {'key': str, 'request': object}, found keys "
+                f"{sorted(line)}"
+            )
+        return key, dict(request)
+
+    # --- create ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        model: str,
+        display_name: str,
+        request_bucket: str,
+        request_object: str,
+        request_count: int,
+    ) -> ProviderBatch:
+        """Upload the staged file, then create the batch from it.
+
+        Failures before batches.create is sent cannot have created a batch (plain
+        TransientError, or ProviderQuotaExceeded); after it is sent, anything but a definite
+        refusal is ProviderOutcomeUnknown, because the batch may exist.
+        """
+        where = f"batch {display_name} ({request_bucket}/{request_object})"
+        if any(bad in model for bad in ("..", "?", "&")):
+            # The SDK refuses these client-side; refuse them before uploading anything.
+            raise PermanentError(f"creating {where}: model {model!r} is not a valid model name")
+        with ExitStack() as stack:
+            source = stack.enter_context(self.objects.open_read(request_bucket, request_object))
+            upload = stack.enter_context(_uploadable(source))
+            try:
+                uploaded = self.client.files.upload(
+                    file=upload, config={"mime_type": "jsonl", "display_name": display_name}
+                )
+            except genai_errors.APIError as exc:
+                raise _refusal(exc, f"uploading the request file for {where}") from exc
+            except UPLOAD_ERRORS as exc:
+                raise TransientError(
+                    f"uploading the request file for {where} failed: {exc!r}; nothing was created"
+                ) from exc
+        if not uploaded.name:
+            raise TransientError(f"uploading the request file for {where}: no file name returned")
+        try:
+            job = self.client.batches.create(
+                model=model, src=uploaded.name, config={"display_name": display_name}
+            )
+        except genai_errors.APIError as exc:
+            if _is_quota(exc) or (400 <= exc.code < 500 and exc.code != 408):
+                raise _refusal(exc, f"creating {where}") from exc
+            raise ProviderOutcomeUnknown(
+                f"creating {where}: {exc.code} {exc.status} {exc.message}; the batch may exist, "
+                "reconcile by display name"
+            ) from exc
+        except CREATE_ERRORS as exc:
+            # ValueError includes pydantic failing on a 200 answer: the batch exists then.
+            raise ProviderOutcomeUnknown(
+                f"creating {where}: {exc!r}; the batch may exist, reconcile by display name"
+            ) from exc
+        if not job.name:
+            raise ProviderOutcomeUnknown(f"creating {where}: the answer named no batch")
+        provider_state = _state_text(job.state)
+        log.info("provider batch created", extra={"batch_name": job.name, "model": model})
+        return ProviderBatch(
+            name=job.name,
+            display_name=job.display_name or display_name,
+            state=batch_state(provider_state),
+            provider_state=provider_state,
+            request_count=request_count,
+            create_time=job.create_time,
+        )
+
+    # --- find, get, cancel -----------------------------------------------------------------
+
+    def find(self, display_name: str) -> ProviderBatch | None:
+        """The newest batch with this display name (list is newest first)."""
+        try:
+            for job in self.client.batches.list(config={"page_size": LIST_PAGE_SIZE}):
+                if job.display_name == display_name and job.name:
+                    return self.get(job.name)
+        except genai_errors.APIError as exc:
+            raise _read_error(exc, f"listing batches to find {display_name}") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(f"listing batches to find {display_name}: {exc!r}") from exc
+        return None
+
+    def get(self, name: str) -> ProviderBatch:
+        return batch_from_operation(self._get_operation(name))
+
+    def _get_operation(self, name: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(self.endpoint.url(name), headers=self.endpoint.headers)
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(f"getting {name}: {exc!r}") from exc
+        if response.status_code != 200:
+            raise _http_error(response, f"getting {name}")
+        body = response.json()
+        if not isinstance(body, dict):
+            raise TransientError(f"getting {name}: expected a JSON object")
+        return body
+
+    def cancel(self, name: str) -> None:
+        try:
+            self.client.batches.cancel(name=name)
+        except genai_errors.APIError as exc:
+            # Cancelling a finished batch may be refused rather than ignored (reference §6.2
+            # leaves it open); either way the batch is past cancelling.
+            if exc.code == 400 and exc.status == "FAILED_PRECONDITION":
+                return
+            raise _read_error(exc, f"cancelling {name}") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(f"cancelling {name}: {exc!r}") from exc
+        except ValueError as exc:
+            raise PermanentError(f"cancelling {name}: {exc}") from exc
+
+    # --- results ---------------------------------------------------------------------------
+
+    def iter_results(self, batch: ProviderBatch, *, start_line: int = 0) -> Iterator[ResultRow]:
+        if batch.output == INLINE_OUTPUT:
+            yield from self._inline_rows(batch, start_line)
+            return
+        if not batch.output:
+            raise PermanentError(f"batch {batch.name} ({batch.state}) has no result file")
+        file_id = batch.output.removeprefix("files/")
+        url = self.endpoint.url(f"files/{file_id}:download")
+        where = f"downloading {batch.output} of {batch.name}"
+        try:
+            with self._http.stream(
+                "GET", url, params={"alt": "media"}, headers=self.endpoint.headers
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    if response.status_code == 404:
+                        # A batch can report SUCCEEDED before its file is readable (§6.1).
+                        raise TransientError(f"{where}: not found yet")
+                    raise _http_error(response, where)
+                lines = split_lines(response.iter_bytes(_STREAM_CHUNK))
+                yield from result_rows(lines, start_line=start_line)
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(f"{where}: {exc!r}") from exc
+
+    def _inline_rows(self, batch: ProviderBatch, start_line: int) -> Iterator[ResultRow]:
+        metadata = self._get_operation(batch.name).get("metadata") or {}
+        holder = (metadata.get("output") or {}).get("inlinedResponses") or {}
+        items = holder.get("inlinedResponses") or []
+        for line_no, item in enumerate(items):
+            if line_no < start_line:
+                continue
+            if not isinstance(item, dict):
+                yield ResultRow(
+                    line_no, None, malformed=f"inline response {line_no}: not an object"
+                )
+                continue
+            row: dict[str, Any] = {"key": (item.get("metadata") or {}).get("key")}
+            for field in ("response", "error"):
+                if field in item:
+                    row[field] = item[field]
+            yield ResultRow(line_no, row)
+
+    # --- synchronous lane ------------------------------------------------------------------
+
+    def generate(self, *, model: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        bare = model.removeprefix("models/")
+        where = f"generateContent on {bare}"
+        try:
+            response = self._http.post(
+                self.endpoint.url(f"models/{bare}:generateContent"),
+                json=dict(request),
+                headers=self.endpoint.headers,
+            )
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(f"{where}: {exc!r}") from exc
+        if response.status_code != 200:
+            raise _http_error(response, where)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise TransientError(f"{where}: expected a JSON object")
+        return body
+
+
+# --- mapping -------------------------------------------------------------------------------
+
+
+def batch_from_operation(op: Mapping[str, Any]) -> ProviderBatch:
+    """A ProviderBatch from the raw Operation JSON of batches.get."""
+    metadata: Mapping[str, Any] = op.get("metadata") or {}
+    provider_state = str(metadata.get("state") or "BATCH_STATE_UNSPECIFIED")
+    output_json: Mapping[str, Any] = metadata.get("output") or op.get("response") or {}
+    output: str | None = None
+    if output_json.get("responsesFile"):
+        output = str(output_json["responsesFile"])
+    elif "inlinedResponses" in output_json:
+        output = INLINE_OUTPUT
+    error = op.get("error") or metadata.get("error")
+    stats: Mapping[str, Any] = metadata.get("batchStats") or {}
+    count = stats.get("requestCount")
+    return ProviderBatch(
+        name=str(op.get("name") or metadata.get("name") or ""),
+        display_name=metadata.get("displayName"),
+        state=batch_state(provider_state),
+        provider_state=provider_state,
+        error=_error_text(error) if error else None,
+        output=output,
+        request_count=int(count) if count is not None else None,
+        create_time=parse_time(metadata.get("createTime")),
+        end_time=parse_time(metadata.get("endTime")),
+    )
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, Mapping):
+        code, status, message = error.get("code"), error.get("status"), error.get("message")
+        head = " ".join(str(part) for part in (code, status) if part)
+        return f"{head}: {message}" if head else str(message)
+    return str(error)
+
+
+def _state_text(state: object) -> str:
+    value = getattr(state, "value", state)
+    return str(value) if value else "JOB_STATE_UNSPECIFIED"
+
+
+def _is_quota(exc: genai_errors.APIError) -> bool:
+    return exc.code == 429 or exc.status == "RESOURCE_EXHAUSTED"
+
+
+def _refusal(exc: genai_errors.APIError, what: str) -> Exception:
+    """A definite answer from the service: nothing was created."""
+    text = f"{what}: {exc.code} {exc.status} {exc.message}"
+    if _is_quota(exc):
+        return ProviderQuotaExceeded(text)
+    if 400 <= exc.code < 500 and exc.code != 408:
+        return PermanentError(text)
+    return TransientError(text + "; nothing was created")
+
+
+def _read_error(exc: genai_errors.APIError, what: str) -> Exception:
+    text = f"{what}: {exc.code} {exc.status} {exc.message}"
+    if exc.code == 404:
+        return NotFound(text)
+    if _is_quota(exc) or exc.code == 408 or exc.code >= 500:
+        return TransientError(text)
+    return PermanentError(text)
+
+
+def _http_error(response: httpx.Response, what: str) -> Exception:
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else {}
+    except ValueError:
+        error = {}
+    status = error.get("status") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    text = f"{what}: {response.status_code} {status or ''} {message or response.text[:200]}"
+    code = response.status_code
+    if code == 429 or status == "RESOURCE_EXHAUSTED":
+        return ProviderQuotaExceeded(text)
+    if code == 404:
+        return NotFound(text)
+    if code == 408 or code >= 500:
+        return TransientError(text)
+    return PermanentError(text)
+
+
+@contextmanager
+def _uploadable(stream: IO[bytes]) -> Iterator[io.IOBase]:
+    """A stream the SDK can upload from: it seeks to measure the size first. Seekable binary
+    streams (a local file, a Cloud Storage reader) go as they are; on Cloud Functions /tmp
+    is memory, so only streams that cannot seek are spooled there."""
+    if isinstance(stream, io.IOBase) and stream.seekable() and "b" in getattr(stream, "mode", "b"):
+        yield stream
+        return
+    with tempfile.TemporaryFile() as spool:
+        shutil.copyfileobj(stream, spool, _SPOOL_CHUNK)
+        spool.seek(0)
+        yield cast(io.IOBase, spool)
+
+
+# --- factory -------------------------------------------------------------------------------
+
+
+def from_settings(settings: Settings, objects: ObjectStore) -> GeminiProvider:
+    """The provider for settings.provider `gemini` (real API) or `emulator` (loopback)."""
+    emulated = settings.provider is ProviderKind.EMULATOR
+    if emulated and not settings.gemini_base_url:
+        raise ConfigError(
+            f"the emulator provider needs the emulator's URL: set {ENV_GEMINI_BASE_URL}"
+        )
+    # The emulator accepts any non-empty key unless told otherwise.
+    api_key = settings.gemini_api_key or ("emulator" if emulated else None)
+    if not api_key:
+        raise ConfigError(f"the gemini provider needs an API key: set {ENV_GEMINI_API_KEY}")
+    # No retry_options: the SDK then makes one attempt, and a create must never be resent
+    # blindly (a lost answer would become a second paid batch).
+    options = genai_types.HttpOptions(base_url=settings.gemini_base_url, timeout=SDK_TIMEOUT_MS)
+    client = genai.Client(api_key=api_key, http_options=options)
+    return GeminiProvider(client, objects, kind=settings.provider.value)
+
+
+__all__ = [
+    "INLINE_OUTPUT",
+    "Endpoint",
+    "GeminiProvider",
+    "batch_from_operation",
+    "from_settings",
+]

@@ -1,0 +1,1 @@
+"""What a finished job shows its user: thumbnails and a self-contained gallery page."""

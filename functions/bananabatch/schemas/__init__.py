@@ -1,0 +1,1 @@
+"""JSON Schemas for the messages bananabatch publishes; shipped as package data."""

@@ -1,0 +1,89 @@
+"""Settings in, a Runtime out: the one place that picks adapters.
+
+Cloud adapters are imported only when selected, so local runs and cold starts do not pay
+for client libraries they will not use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from bananabatch.config import Backend, ProviderKind, Settings
+from bananabatch.core.pricing import PriceBook
+from bananabatch.errors import ConfigError
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    objects, state, bus = _stores(settings)
+    return Runtime(
+        settings=settings,
+        objects=objects,
+        state=state,
+        bus=bus,
+        provider=build_provider(settings, objects),
+        prices=PriceBook(overrides=settings.price_overrides),
+    )
+
+
+def _stores(settings: Settings) -> tuple[ObjectStore, StateStore, EventBus]:
+    if settings.backend is Backend.LOCAL:
+        from bananabatch.adapters.local.bus import InProcessBus
+        from bananabatch.adapters.local.objects import FolderObjectStore
+        from bananabatch.adapters.local.state import SqliteStateStore
+
+        root = settings.local_root
+        root.mkdir(parents=True, exist_ok=True)
+        return (
+            FolderObjectStore(root / "buckets"),
+            SqliteStateStore(root / "state.db"),
+            InProcessBus(),
+        )
+    if not settings.project:
+        raise ConfigError("the gcp backend needs a project: set GOOGLE_CLOUD_PROJECT")
+    from bananabatch.adapters.gcp import firestore, pubsub, storage
+
+    return (
+        storage.from_settings(settings),
+        firestore.from_settings(settings),
+        pubsub.from_settings(settings),
+    )
+
+
+def build_provider(settings: Settings, objects: ObjectStore) -> BatchProvider:
+    if settings.provider is ProviderKind.VERTEX:
+        from bananabatch.providers import vertex
+
+        return vertex.from_settings(settings, objects)
+    from bananabatch.providers import gemini
+
+    if settings.provider is ProviderKind.GEMINI and not settings.gemini_api_key:
+        raise ConfigError("the gemini provider needs an API key: set GEMINI_API_KEY")
+    return gemini.from_settings(settings, objects)
+
+
+def install(runtime: Runtime) -> None:
+    """Make this runtime the one the entry points use (local mode and tests)."""
+    global _current
+    with _lock:
+        _current = runtime
+
+
+def uninstall() -> None:
+    global _current
+    with _lock:
+        _current = None
+
+
+def current() -> Runtime:
+    """The process's runtime: installed explicitly, or built once from the environment."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build_runtime(Settings.from_env(os.environ))
+        return _current

@@ -1,0 +1,961 @@
+"""The whole bananabatch pipeline on Google Cloud as one Pulumi ComponentResource.
+
+Delivery design (differs from a plain "Pub/Sub trigger" on purpose): `on_tick` and
+`on_batch_done` are fed by push subscriptions this program owns, not by Eventarc-managed
+ones, because only an owned subscription can carry a dead-letter policy; Eventarc's
+subscription would retry a poison message until retention drops it, silently. The push
+body is Pub/Sub's standard envelope, which functions-framework turns into the same
+`google.cloud.pubsub.topic.v1.messagePublished` CloudEvent Eventarc would deliver (the topic
+path in the push URL becomes the event's source). `on_upload` keeps Eventarc, which is the
+only way to receive storage finalize events as CloudEvents.
+
+IAM is bound on the narrowest resource GCP allows; the few project-level grants say why.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import bananabatch.config as cfg
+import pulumi
+import pulumi_gcp as gcp
+
+from bananabatch_infra import FUNCTIONS_DIR
+from bananabatch_infra.source import SourceArchive, build_archive
+from bananabatch_infra.stack_config import PipelineArgs
+
+RUNTIME: Final = "python312"
+STORAGE_FINALIZED: Final = "google.cloud.storage.object.v1.finalized"
+# Event-driven functions may run at most 540 s; a push subscription waits at most 600 s.
+EVENT_TIMEOUT_SECONDS: Final = 540
+PUSH_ACK_DEADLINE_SECONDS: Final = 600
+LABELS: Final = {"app": "bananabatch"}
+
+REQUIRED_APIS: Final = (
+    "cloudresourcemanager.googleapis.com",
+    "iam.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "run.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "eventarc.googleapis.com",
+    "pubsub.googleapis.com",
+    "storage.googleapis.com",
+    "firestore.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "secretmanager.googleapis.com",
+    "logging.googleapis.com",
+)
+VERTEX_API: Final = "aiplatform.googleapis.com"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    key: str
+    entry_point: str
+    memory: str
+    timeout_seconds: int
+    max_instances: int
+    description: str
+
+    def function_name(self, prefix: str) -> str:
+        return f"{prefix}-{self.entry_point.replace('_', '-')}"
+
+    def account_id(self, prefix: str) -> str:
+        return f"{prefix}-{self.key}"
+
+
+# Memory and instance caps, deliberately:
+# - upload streams an input of up to 1 GiB and stages request files; few run at once because
+#   uploads are rare and each one creates many provider batches.
+# - tick is a single instance so two ticks never race for the same batch capacity.
+# - collect decodes one image at a time from a streamed result file (images are a few MB
+#   each, base64 in JSON); parallelism across batches is where the throughput comes from.
+# - the webhook only verifies a signature and publishes, and must answer within seconds.
+UPLOAD: Final = FunctionSpec(
+    "upload",
+    "on_upload",
+    "1Gi",
+    EVENT_TIMEOUT_SECONDS,
+    5,
+    "Validate an uploaded JSONL, plan and submit its batches",
+)
+TICK: Final = FunctionSpec(
+    "tick",
+    "on_tick",
+    "512Mi",
+    EVENT_TIMEOUT_SECONDS,
+    1,
+    "Poll unfinished batches, submit queued ones, signal finished ones",
+)
+COLLECT: Final = FunctionSpec(
+    "collect",
+    "on_batch_done",
+    "2Gi",
+    EVENT_TIMEOUT_SECONDS,
+    10,
+    "Collect a finished batch's images and item states",
+)
+WEBHOOK: Final = FunctionSpec(
+    "webhook",
+    "on_gemini_webhook",
+    "256Mi",
+    30,
+    10,
+    "Receive Gemini batch webhooks, verify, publish batch-done",
+)
+PROVIDER_FUNCTIONS: Final = (UPLOAD, TICK, COLLECT)
+
+
+class Pipeline(pulumi.ComponentResource):
+    """Buckets, Firestore, topics, secrets, functions, scheduler and their IAM."""
+
+    def __init__(
+        self,
+        name: str,
+        args: PipelineArgs,
+        *,
+        source_root: Path = FUNCTIONS_DIR,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("bananabatch:index:Pipeline", name, None, opts)
+        self._name = name
+        self._args = args
+        a = args
+
+        self.apis = self._enable_apis()
+        project_number = gcp.organizations.get_project_output(project_id=a.project).number
+        storage_agent = gcp.storage.get_project_service_account_output(project=a.project)
+        pubsub_agent = gcp.projects.ServiceIdentity(
+            f"{name}-pubsub-agent",
+            project=a.project,
+            service="pubsub.googleapis.com",
+            opts=self._opts(),
+        )
+
+        # --- storage ---------------------------------------------------------------------
+        self.inbox_bucket = self._bucket("inbox", a.inbox_bucket, self._inbox_lifecycle())
+        self.results_bucket = self._bucket(
+            "results", a.results_bucket, self._results_lifecycle(), versioned=a.results_versioning
+        )
+        # Holds only content-addressed function archives; nothing public, nothing expires,
+        # because a rollback redeploys an older archive by name.
+        self.source_bucket = self._bucket("source", a.source_bucket, [])
+        self.archive: SourceArchive = build_archive(source_root)
+        self.source_object = gcp.storage.BucketObject(
+            f"{name}-source-archive",
+            bucket=self.source_bucket.name,
+            name=self.archive.object_name,
+            source=pulumi.FileAsset(str(self.archive.write())),
+            content_type="application/zip",
+            opts=self._opts(),
+        )
+
+        # --- Firestore -------------------------------------------------------------------
+        self.database = self._firestore()
+
+        # --- Pub/Sub topics --------------------------------------------------------------
+        self.tick_topic = self._topic("tick")
+        self.batch_done_topic = self._topic("batch-done")
+        # Retained for a week so a subscriber created after a job finished can still seek
+        # back to its completion message.
+        self.completions_topic = self._topic("completions", retention="604800s")
+        self.dead_letter_topic = self._topic("dead-letter")
+        self.dead_letter_subscription = gcp.pubsub.Subscription(
+            f"{name}-dead-letter-keep",
+            name=a.topic_name("dead-letter-keep"),
+            project=a.project,
+            topic=self.dead_letter_topic.id,
+            # The longest Pub/Sub keeps unacknowledged messages; never expires for inactivity,
+            # because a quiet dead-letter queue is the normal case.
+            message_retention_duration="604800s",
+            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
+            ack_deadline_seconds=60,
+            labels=LABELS,
+            opts=self._opts(),
+        )
+
+        # --- secrets ---------------------------------------------------------------------
+        self.gemini_secret: gcp.secretmanager.Secret | None = None
+        self.gemini_secret_version: gcp.secretmanager.SecretVersion | None = None
+        if a.uses_gemini and a.gemini_api_key is not None:
+            self.gemini_secret, self.gemini_secret_version = self._secret(
+                "gemini-api-key", a.gemini_api_key
+            )
+        self.webhook_secret: gcp.secretmanager.Secret | None = None
+        self.webhook_secret_version: gcp.secretmanager.SecretVersion | None = None
+        if a.webhook_mode is cfg.WebhookMode.STATIC and a.webhook_signing_secret is not None:
+            self.webhook_secret, self.webhook_secret_version = self._secret(
+                "webhook-signing-secret", a.webhook_signing_secret
+            )
+
+        # --- identities ------------------------------------------------------------------
+        specs = [*PROVIDER_FUNCTIONS, *([WEBHOOK] if a.webhook_on else [])]
+        self.accounts = {
+            spec.key: self._account(
+                spec.account_id(a.name_prefix), f"bananabatch {spec.entry_point}"
+            )
+            for spec in specs
+        }
+        # Delivers events: Eventarc's trigger identity and the push subscriptions' OIDC identity.
+        self.invoker = self._account(f"{a.name_prefix}-invoker", "bananabatch event delivery")
+        # Builds function images; the default build identity of new projects lacks the rights.
+        self.builder = self._account(f"{a.name_prefix}-build", "bananabatch function builds")
+
+        storage_agent_member = storage_agent.email_address.apply(lambda e: f"serviceAccount:{e}")
+        pubsub_agent_member = pubsub_agent.email.apply(lambda e: f"serviceAccount:{e}")
+        grants = self._runtime_grants(specs)
+
+        # Cloud Storage notifies Eventarc by publishing to a Pub/Sub topic Eventarc creates,
+        # whose name is not known in advance, so the service agent needs it on the project.
+        storage_publisher = self._project_role(
+            "storage-agent", "roles/pubsub.publisher", storage_agent_member
+        )
+        # Eventarc only accepts this role on the project.
+        event_receiver = self._project_role(
+            "invoker-events", "roles/eventarc.eventReceiver", self._member_of(self.invoker)
+        )
+        # Pub/Sub mints the OIDC tokens for push deliveries as the invoker account; projects
+        # created before April 2021 need this grant explicitly, so it is given on that account.
+        token_creator = gcp.serviceaccount.IAMMember(
+            f"{name}-pubsub-agent-token-creator",
+            service_account_id=self.invoker.name,
+            role="roles/iam.serviceAccountTokenCreator",
+            member=pubsub_agent_member,
+            opts=self._opts(),
+        )
+        self._topic_role(
+            "pubsub-agent-dead-letter",
+            self.dead_letter_topic,
+            "roles/pubsub.publisher",
+            pubsub_agent_member,
+        )
+
+        build_grants = self._build_identity(project_number)
+
+        # --- functions -------------------------------------------------------------------
+        self.functions: dict[str, gcp.cloudfunctionsv2.Function] = {}
+        webhook_url: pulumi.Output[str] | None = None
+        if a.webhook_on:
+            # Created first: the functions that create batches need its URL in dynamic mode,
+            # and it needs nothing from them, so there is no cycle.
+            self.functions[WEBHOOK.key] = self._function(
+                WEBHOOK, grants[WEBHOOK.key] + build_grants
+            )
+            webhook_url = self.functions[WEBHOOK.key].url
+        creator_env: dict[str, pulumi.Input[str]] = {}
+        if a.webhook_mode is cfg.WebhookMode.DYNAMIC and webhook_url is not None:
+            creator_env[cfg.ENV_WEBHOOK_URL] = webhook_url
+        self.functions[UPLOAD.key] = self._function(
+            UPLOAD,
+            grants[UPLOAD.key] + build_grants + [storage_publisher, event_receiver],
+            extra_env=creator_env,
+            event_trigger=gcp.cloudfunctionsv2.FunctionEventTriggerArgs(
+                trigger_region=a.trigger_region,
+                event_type=STORAGE_FINALIZED,
+                event_filters=[
+                    gcp.cloudfunctionsv2.FunctionEventTriggerEventFilterArgs(
+                        attribute="bucket", value=self.inbox_bucket.name
+                    )
+                ],
+                # A failed intake is retried; the job id is derived from the object's
+                # generation, so a redelivery finds the job and submits nothing twice.
+                retry_policy="RETRY_POLICY_RETRY",
+                service_account_email=self.invoker.email,
+            ),
+        )
+        self.functions[TICK.key] = self._function(
+            TICK, grants[TICK.key] + build_grants, extra_env=creator_env
+        )
+        self.functions[COLLECT.key] = self._function(
+            COLLECT, grants[COLLECT.key] + build_grants, extra_env=creator_env
+        )
+
+        invokers = {
+            spec.key: self._run_invoker(
+                spec.key, self.functions[spec.key], self._member_of(self.invoker)
+            )
+            for spec in PROVIDER_FUNCTIONS
+        }
+        if a.webhook_on:
+            # Gemini cannot present Google credentials; the function authenticates every
+            # delivery by its signature instead, so this one service is open to callers.
+            self._run_invoker(WEBHOOK.key, self.functions[WEBHOOK.key], "allUsers")
+
+        # --- push subscriptions ------------------------------------------------------------
+        self.tick_subscription = self._push_subscription(
+            "tick",
+            self.tick_topic,
+            self.functions[TICK.key],
+            invokers[TICK.key],
+            # A missed tick is replaced by the next one a minute later: old ticks are not
+            # worth keeping, and a backlog of them after an outage would only cost calls.
+            retention="600s",
+            min_backoff="10s",
+            max_backoff="60s",
+            max_attempts=5,
+            extra_deps=[token_creator],
+        )
+        self.batch_done_subscription = self._push_subscription(
+            "batch-done",
+            self.batch_done_topic,
+            self.functions[COLLECT.key],
+            invokers[COLLECT.key],
+            # Collection resumes from its cursor, so retries are cheap; throttling while at
+            # max instances also counts as a failed attempt, hence the generous limit. A batch
+            # that still ends in the dead-letter queue is signalled again by the next tick.
+            retention="604800s",
+            min_backoff="10s",
+            max_backoff="600s",
+            max_attempts=15,
+            extra_deps=[token_creator],
+        )
+        for label, subscription in (
+            ("tick", self.tick_subscription),
+            ("batch-done", self.batch_done_subscription),
+        ):
+            # The dead-letter forwarder acknowledges the original on the source subscription.
+            gcp.pubsub.SubscriptionIAMMember(
+                f"{name}-pubsub-agent-{label}-subscriber",
+                project=a.project,
+                subscription=subscription.name,
+                role="roles/pubsub.subscriber",
+                member=pubsub_agent_member,
+                opts=self._opts(),
+            )
+
+        self.scheduler_job = self._scheduler()
+
+        self.webhook_url = webhook_url
+        self.outputs = self._stack_outputs(webhook_url)
+        self.register_outputs(dict(self.outputs))
+
+    # --- building blocks -------------------------------------------------------------------
+
+    def _runtime_grants(self, specs: list[FunctionSpec]) -> dict[str, list[pulumi.Resource]]:
+        """Each function's runtime roles, keyed by function, so it can wait for them."""
+        a, name = self._args, self._name
+        grants: dict[str, list[pulumi.Resource]] = {spec.key: [] for spec in specs}
+
+        # Firestore has no per-collection or per-database IAM: datastore.user on the project
+        # is the narrowest grant that lets a function read and write documents.
+        for spec in specs:
+            grants[spec.key].append(
+                self._project_role(spec.key, "roles/datastore.user", self._member(spec.key))
+            )
+        grants[UPLOAD.key].append(
+            self._bucket_role(
+                "upload-inbox",
+                self.inbox_bucket,
+                "roles/storage.objectViewer",
+                self._member(UPLOAD.key),
+            )
+        )
+        # objectUser, not objectCreator: the pipeline overwrites its own reports and cursors,
+        # and overwriting needs delete; objectAdmin would add IAM rights it never uses.
+        for spec in PROVIDER_FUNCTIONS:
+            grants[spec.key].append(
+                self._bucket_role(
+                    f"{spec.key}-results",
+                    self.results_bucket,
+                    "roles/storage.objectUser",
+                    self._member(spec.key),
+                )
+            )
+        for spec in specs:
+            grants[spec.key].append(
+                self._topic_role(
+                    f"{spec.key}-batch-done",
+                    self.batch_done_topic,
+                    "roles/pubsub.publisher",
+                    self._member(spec.key),
+                )
+            )
+        for spec in PROVIDER_FUNCTIONS:
+            grants[spec.key].append(
+                self._topic_role(
+                    f"{spec.key}-completions",
+                    self.completions_topic,
+                    "roles/pubsub.publisher",
+                    self._member(spec.key),
+                )
+            )
+        if self.gemini_secret is not None:
+            for spec in PROVIDER_FUNCTIONS:
+                grants[spec.key].append(
+                    self._secret_role(
+                        f"{spec.key}-gemini-key", self.gemini_secret, self._member(spec.key)
+                    )
+                )
+        if self.webhook_secret is not None:
+            grants[WEBHOOK.key].append(
+                self._secret_role("webhook-signing", self.webhook_secret, self._member(WEBHOOK.key))
+            )
+        if a.provider is cfg.ProviderKind.VERTEX:
+            vertex_agent = gcp.projects.ServiceIdentity(
+                f"{name}-vertex-agent",
+                project=a.project,
+                service=VERTEX_API,
+                opts=self._opts(),
+            )
+            for spec in PROVIDER_FUNCTIONS:
+                # Vertex AI offers no binding narrower than the project.
+                grants[spec.key].append(
+                    self._project_role(
+                        f"{spec.key}-vertex", "roles/aiplatform.user", self._member(spec.key)
+                    )
+                )
+            # Vertex reads each batch's request file and writes its predictions itself.
+            self._bucket_role(
+                "vertex-results",
+                self.results_bucket,
+                "roles/storage.objectUser",
+                vertex_agent.email.apply(lambda e: f"serviceAccount:{e}"),
+            )
+
+        return grants
+
+    def _build_identity(self, project_number: pulumi.Output[str]) -> list[pulumi.Resource]:
+        """The image repository and the build account's grants; functions wait for them."""
+        a, name = self._args, self._name
+        self.repository = gcp.artifactregistry.Repository(
+            f"{name}-images",
+            project=a.project,
+            location=a.region,
+            repository_id=f"{a.name_prefix}-functions",
+            format="DOCKER",
+            description="bananabatch function images",
+            # Every deploy adds an image; keeping a few bounds the storage bill.
+            cleanup_policies=[
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="keep-recent",
+                    action="KEEP",
+                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                        keep_count=5
+                    ),
+                ),
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="delete-old",
+                    action="DELETE",
+                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                        older_than="2592000s"
+                    ),
+                ),
+            ],
+            labels=LABELS,
+            opts=self._opts(),
+        )
+        return [
+            # Build logs can only be granted on the project.
+            self._project_role(
+                "build-logs", "roles/logging.logWriter", self._member_of(self.builder)
+            ),
+            gcp.artifactregistry.RepositoryIamMember(
+                f"{name}-build-images",
+                project=a.project,
+                location=a.region,
+                repository=self.repository.name,
+                role="roles/artifactregistry.writer",
+                member=self._member_of(self.builder),
+                opts=self._opts(),
+            ),
+            # Cloud Functions copies the archive into its own staging bucket, which exists only
+            # after the first deploy, so read access is conditioned on that bucket's name.
+            gcp.projects.IAMMember(
+                f"{name}-build-staged-source",
+                project=a.project,
+                role="roles/storage.objectViewer",
+                member=self._member_of(self.builder),
+                condition=gcp.projects.IAMMemberConditionArgs(
+                    title="gcf-staged-source-only",
+                    description="Read the function source Cloud Functions staged for the build",
+                    expression=project_number.apply(
+                        lambda n: (
+                            'resource.name.startsWith("projects/_/buckets/'
+                            f'gcf-v2-sources-{n}-{a.region}")'
+                        )
+                    ),
+                ),
+                opts=self._opts(),
+            ),
+        ]
+
+    def _scheduler(self) -> gcp.cloudscheduler.Job:
+        a = self._args
+        return gcp.cloudscheduler.Job(
+            f"{self._name}-tick",
+            name=a.topic_name("tick"),
+            project=a.project,
+            region=a.region,
+            description="Safety-net tick: poll unfinished batches and submit queued ones",
+            schedule=a.tick_schedule,
+            time_zone=a.tick_time_zone,
+            pubsub_target=gcp.cloudscheduler.JobPubsubTargetArgs(
+                topic_name=self.tick_topic.id,
+                data=base64.b64encode(json.dumps({"kind": "tick"}).encode()).decode(),
+                attributes={"source": "cloud-scheduler"},
+            ),
+            # The next scheduled tick is the retry.
+            retry_config=gcp.cloudscheduler.JobRetryConfigArgs(retry_count=0),
+            opts=self._opts(),
+        )
+
+    def _stack_outputs(
+        self, webhook_url: pulumi.Output[str] | None
+    ) -> dict[str, pulumi.Input[str]]:
+        a = self._args
+        outputs: dict[str, pulumi.Input[str]] = {
+            "inboxBucket": self.inbox_bucket.name,
+            "resultsBucket": self.results_bucket.name,
+            "completionsTopic": self.completions_topic.id,
+            "deadLetterSubscription": self.dead_letter_subscription.id,
+            "uploadCommand": pulumi.Output.concat(
+                "gcloud storage cp prompts.jsonl gs://", self.inbox_bucket.name, "/"
+            ),
+            "subscribeCommand": pulumi.Output.concat(
+                "gcloud pubsub subscriptions create bananabatch-completions-mine --project=",
+                a.project,
+                " --topic=",
+                self.completions_topic.id,
+            ),
+            "statusCommand": self._status_command(),
+        }
+        if webhook_url is not None:
+            outputs["webhookUrl"] = webhook_url
+        return outputs
+
+    def _opts(self, *extra: pulumi.Resource) -> pulumi.ResourceOptions:
+        # Every resource waits for the APIs, or the first `pulumi up` on a fresh project fails.
+        apis: list[pulumi.Resource] = list(getattr(self, "apis", []))
+        return pulumi.ResourceOptions(parent=self, depends_on=[*apis, *extra])
+
+    def _enable_apis(self) -> list[pulumi.Resource]:
+        services = [*REQUIRED_APIS]
+        if self._args.provider is cfg.ProviderKind.VERTEX:
+            services.append(VERTEX_API)
+        return [
+            gcp.projects.Service(
+                f"{self._name}-api-{service.split('.')[0]}",
+                project=self._args.project,
+                service=service,
+                # Other workloads in the project may rely on these APIs.
+                disable_on_destroy=False,
+                disable_dependent_services=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for service in services
+        ]
+
+    def _bucket(
+        self,
+        label: str,
+        bucket_name: str,
+        lifecycle: list[gcp.storage.BucketLifecycleRuleArgs],
+        *,
+        versioned: bool = False,
+    ) -> gcp.storage.Bucket:
+        a = self._args
+        return gcp.storage.Bucket(
+            f"{self._name}-{label}",
+            name=bucket_name,
+            project=a.project,
+            location=a.buckets_location,
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",
+            versioning=gcp.storage.BucketVersioningArgs(enabled=versioned),
+            lifecycle_rules=lifecycle,
+            force_destroy=a.force_destroy,
+            labels=LABELS,
+            opts=self._opts(),
+        )
+
+    def _inbox_lifecycle(self) -> list[gcp.storage.BucketLifecycleRuleArgs]:
+        return [
+            # Intake reads an upload once; later stages work from the job's request files
+            # and reports, so the original is kept only for reference.
+            _delete_after(self._args.inbox_retention_days),
+            _abort_stale_uploads(),
+        ]
+
+    def _results_lifecycle(self) -> list[gcp.storage.BucketLifecycleRuleArgs]:
+        a = self._args
+        rules = [
+            # Staged request files (requests/batch-NNNN.jsonl), the reports (results.jsonl,
+            # rejected.jsonl, failed.jsonl, summary.json) and Vertex prediction files are all
+            # JSON or JSONL; images are not, so this rule leaves them alone.
+            _delete_after(a.report_retention_days, suffixes=[".jsonl", ".json"]),
+            _abort_stale_uploads(),
+        ]
+        if a.result_retention_days is not None:
+            rules.append(_delete_after(a.result_retention_days))
+        if a.results_versioning:
+            # Versioning is a safety net against overwrites, not an archive.
+            rules.append(
+                gcp.storage.BucketLifecycleRuleArgs(
+                    action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
+                    condition=gcp.storage.BucketLifecycleRuleConditionArgs(
+                        days_since_noncurrent_time=7, with_state="ARCHIVED"
+                    ),
+                )
+            )
+        return rules
+
+    def _firestore(self) -> gcp.firestore.Database:
+        a = self._args
+        db = gcp.firestore.Database(
+            f"{self._name}-firestore",
+            name=a.firestore_database,
+            project=a.project,
+            location_id=a.database_location,
+            type="FIRESTORE_NATIVE",
+            # Destroying the stack must not destroy job history; DEPLOY.md shows how to
+            # delete the database on purpose.
+            deletion_policy="ABANDON",
+            opts=self._opts(),
+        )
+        composite = {
+            # batches of one job, oldest first (collect and finalize walk them in order)
+            "batches-job-created": ["job_id", "created_at"],
+            # batches in a set of states, oldest first (tick: what to poll, what to submit)
+            "batches-state-created": ["state", "created_at"],
+            # batches of one job in a set of states, oldest first
+            "batches-job-state-created": ["job_id", "state", "created_at"],
+            # job_id == X and state == Y without ordering is served by merging the
+            # single-field indexes; this one keeps it to a single index scan
+            "batches-job-state": ["job_id", "state"],
+        }
+        for label, fields in composite.items():
+            gcp.firestore.Index(
+                f"{self._name}-index-{label}",
+                project=a.project,
+                database=db.name,
+                collection="batches",
+                query_scope="COLLECTION",
+                fields=[
+                    gcp.firestore.IndexFieldArgs(field_path=f, order="ASCENDING") for f in fields
+                ],
+                opts=self._opts(db),
+            )
+        # Items in one state across all jobs (collection group `items`). Setting the index
+        # config replaces the defaults, so the per-job (collection) index is listed again.
+        gcp.firestore.Field(
+            f"{self._name}-field-items-state",
+            project=a.project,
+            database=db.name,
+            collection="items",
+            field="state",
+            index_config=gcp.firestore.FieldIndexConfigArgs(
+                indexes=[
+                    gcp.firestore.FieldIndexConfigIndexArgs(
+                        query_scope="COLLECTION", order="ASCENDING"
+                    ),
+                    gcp.firestore.FieldIndexConfigIndexArgs(
+                        query_scope="COLLECTION_GROUP", order="ASCENDING"
+                    ),
+                ]
+            ),
+            opts=self._opts(db),
+        )
+        ttl_collections = ["webhook_deliveries"]
+        if a.result_retention_days is not None:
+            # Cache entries point at images; once images expire the entries must go too.
+            ttl_collections.append("cache")
+        for collection in ttl_collections:
+            gcp.firestore.Field(
+                f"{self._name}-ttl-{collection.replace('_', '-')}",
+                project=a.project,
+                database=db.name,
+                collection=collection,
+                field="expire_at",
+                ttl_config=gcp.firestore.FieldTtlConfigArgs(),
+                # Nothing queries expire_at, and indexing a timestamp that grows with time
+                # creates a write hotspot.
+                index_config=gcp.firestore.FieldIndexConfigArgs(),
+                opts=self._opts(db),
+            )
+        return db
+
+    def _topic(self, short: str, *, retention: str | None = None) -> gcp.pubsub.Topic:
+        return gcp.pubsub.Topic(
+            f"{self._name}-topic-{short}",
+            name=self._args.topic_name(short),
+            project=self._args.project,
+            message_retention_duration=retention,
+            labels=LABELS,
+            opts=self._opts(),
+        )
+
+    def _secret(
+        self, short: str, value: pulumi.Input[str]
+    ) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
+        secret = gcp.secretmanager.Secret(
+            f"{self._name}-secret-{short}",
+            secret_id=f"{self._args.name_prefix}-{short}",
+            project=self._args.project,
+            replication=gcp.secretmanager.SecretReplicationArgs(
+                auto=gcp.secretmanager.SecretReplicationAutoArgs()
+            ),
+            labels=LABELS,
+            opts=self._opts(),
+        )
+        version = gcp.secretmanager.SecretVersion(
+            f"{self._name}-secret-{short}-version",
+            secret=secret.id,
+            # Marked secret here whatever the caller passed, so it is encrypted in state.
+            secret_data=pulumi.Output.secret(value),
+            opts=self._opts(),
+        )
+        return secret, version
+
+    def _account(self, account_id: str, display_name: str) -> gcp.serviceaccount.Account:
+        return gcp.serviceaccount.Account(
+            f"{self._name}-sa-{account_id}",
+            account_id=account_id,
+            project=self._args.project,
+            display_name=display_name,
+            opts=self._opts(),
+        )
+
+    def _member(self, key: str) -> pulumi.Output[str]:
+        return self._member_of(self.accounts[key])
+
+    @staticmethod
+    def _member_of(account: gcp.serviceaccount.Account) -> pulumi.Output[str]:
+        return account.email.apply(lambda e: f"serviceAccount:{e}")
+
+    def _project_role(self, label: str, role: str, member: pulumi.Input[str]) -> pulumi.Resource:
+        return gcp.projects.IAMMember(
+            f"{self._name}-project-{label}-{role.split('/')[-1]}",
+            project=self._args.project,
+            role=role,
+            member=member,
+            opts=self._opts(),
+        )
+
+    def _bucket_role(
+        self, label: str, bucket: gcp.storage.Bucket, role: str, member: pulumi.Input[str]
+    ) -> pulumi.Resource:
+        return gcp.storage.BucketIAMMember(
+            f"{self._name}-bucket-{label}",
+            bucket=bucket.name,
+            role=role,
+            member=member,
+            opts=self._opts(),
+        )
+
+    def _topic_role(
+        self, label: str, topic: gcp.pubsub.Topic, role: str, member: pulumi.Input[str]
+    ) -> pulumi.Resource:
+        return gcp.pubsub.TopicIAMMember(
+            f"{self._name}-topic-{label}",
+            project=self._args.project,
+            topic=topic.name,
+            role=role,
+            member=member,
+            opts=self._opts(),
+        )
+
+    def _secret_role(
+        self, label: str, secret: gcp.secretmanager.Secret, member: pulumi.Input[str]
+    ) -> pulumi.Resource:
+        return gcp.secretmanager.SecretIamMember(
+            f"{self._name}-secret-{label}",
+            project=self._args.project,
+            secret_id=secret.secret_id,
+            role="roles/secretmanager.secretAccessor",
+            member=member,
+            opts=self._opts(),
+        )
+
+    def _run_invoker(
+        self, label: str, function: gcp.cloudfunctionsv2.Function, member: pulumi.Input[str]
+    ) -> pulumi.Resource:
+        # A 2nd gen function is served by a Cloud Run service of the same name; invoking it
+        # is governed by run.invoker on that service.
+        return gcp.cloudrunv2.ServiceIamMember(
+            f"{self._name}-run-invoker-{label}",
+            project=self._args.project,
+            location=self._args.region,
+            name=function.name,
+            role="roles/run.invoker",
+            member=member,
+            opts=self._opts(),
+        )
+
+    def _environment(self) -> dict[str, pulumi.Input[str]]:
+        a = self._args
+        env: dict[str, pulumi.Input[str]] = {
+            cfg.ENV_BACKEND: cfg.Backend.GCP.value,
+            cfg.ENV_PROVIDER: a.provider.value,
+            cfg.ENV_PROJECT: a.project,
+            cfg.ENV_REGION: a.region,
+            cfg.ENV_INBOX_BUCKET: self.inbox_bucket.name,
+            cfg.ENV_RESULTS_BUCKET: self.results_bucket.name,
+            cfg.ENV_FIRESTORE_DATABASE: self.database.name,
+            cfg.ENV_TOPIC_TICK: self.tick_topic.name,
+            cfg.ENV_TOPIC_BATCH_DONE: self.batch_done_topic.name,
+            cfg.ENV_TOPIC_COMPLETIONS: self.completions_topic.name,
+            cfg.ENV_DEFAULT_MODEL: a.default_model,
+            cfg.ENV_VERTEX_LOCATION: a.vertex_location,
+            cfg.ENV_MAX_ACTIVE_BATCHES: str(a.max_active_batches),
+            cfg.ENV_MAX_ATTEMPTS: str(a.max_attempts),
+            cfg.ENV_STUCK_AFTER_HOURS: str(a.stuck_after_hours),
+            cfg.ENV_LOG_LEVEL: a.log_level.upper(),
+            cfg.ENV_WEBHOOK_MODE: a.webhook_mode.value,
+            cfg.ENV_WEBHOOK_JWKS_URL: a.webhook_jwks_url,
+        }
+        if a.job_budget_usd is not None:
+            env[cfg.ENV_JOB_BUDGET_USD] = str(a.job_budget_usd)
+        if a.daily_budget_usd is not None:
+            env[cfg.ENV_DAILY_BUDGET_USD] = str(a.daily_budget_usd)
+        return env
+
+    def _secret_environment(
+        self, spec: FunctionSpec
+    ) -> list[gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs]:
+        pairs: list[tuple[str, gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]] = []
+        if spec in PROVIDER_FUNCTIONS and self.gemini_secret and self.gemini_secret_version:
+            pairs.append((cfg.ENV_GEMINI_API_KEY, self.gemini_secret, self.gemini_secret_version))
+        if spec is WEBHOOK and self.webhook_secret and self.webhook_secret_version:
+            pairs.append((cfg.ENV_WEBHOOK_SECRET, self.webhook_secret, self.webhook_secret_version))
+        return [
+            gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
+                key=key,
+                project_id=self._args.project,
+                secret=secret.secret_id,
+                # Pinned to the version this stack wrote: changing the value redeploys.
+                version=version.version,
+            )
+            for key, secret, version in pairs
+        ]
+
+    def _function(
+        self,
+        spec: FunctionSpec,
+        deps: list[pulumi.Resource],
+        *,
+        extra_env: dict[str, pulumi.Input[str]] | None = None,
+        event_trigger: gcp.cloudfunctionsv2.FunctionEventTriggerArgs | None = None,
+    ) -> gcp.cloudfunctionsv2.Function:
+        a = self._args
+        return gcp.cloudfunctionsv2.Function(
+            f"{self._name}-fn-{spec.key}",
+            name=spec.function_name(a.name_prefix),
+            project=a.project,
+            location=a.region,
+            description=spec.description,
+            build_config=gcp.cloudfunctionsv2.FunctionBuildConfigArgs(
+                runtime=RUNTIME,
+                entry_point=spec.entry_point,
+                source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceArgs(
+                    storage_source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceStorageSourceArgs(
+                        bucket=self.source_bucket.name,
+                        object=self.source_object.name,
+                    )
+                ),
+                service_account=self.builder.id,
+                docker_repository=self.repository.id,
+            ),
+            service_config=gcp.cloudfunctionsv2.FunctionServiceConfigArgs(
+                available_memory=spec.memory,
+                timeout_seconds=spec.timeout_seconds,
+                # Zero when idle: nothing is billed between jobs.
+                min_instance_count=0,
+                max_instance_count=spec.max_instances,
+                max_instance_request_concurrency=1,
+                # Callers are authenticated by IAM (run.invoker) or, for the webhook, by
+                # signature; "internal" ingress is not documented to admit Pub/Sub pushes.
+                ingress_settings="ALLOW_ALL",
+                all_traffic_on_latest_revision=True,
+                service_account_email=self.accounts[spec.key].email,
+                environment_variables={**self._environment(), **(extra_env or {})},
+                secret_environment_variables=self._secret_environment(spec),
+            ),
+            event_trigger=event_trigger,
+            labels=LABELS,
+            opts=self._opts(*deps),
+        )
+
+    def _push_subscription(
+        self,
+        short: str,
+        topic: gcp.pubsub.Topic,
+        function: gcp.cloudfunctionsv2.Function,
+        invoker_grant: pulumi.Resource,
+        *,
+        retention: str,
+        min_backoff: str,
+        max_backoff: str,
+        max_attempts: int,
+        extra_deps: list[pulumi.Resource],
+    ) -> gcp.pubsub.Subscription:
+        a = self._args
+        uri = function.service_config.uri
+        return gcp.pubsub.Subscription(
+            f"{self._name}-push-{short}",
+            name=a.topic_name(f"{short}-push"),
+            project=a.project,
+            topic=topic.id,
+            ack_deadline_seconds=PUSH_ACK_DEADLINE_SECONDS,
+            message_retention_duration=retention,
+            push_config=gcp.pubsub.SubscriptionPushConfigArgs(
+                # The topic path in the URL becomes the CloudEvent's source.
+                push_endpoint=pulumi.Output.concat(uri, "/", topic.id),
+                oidc_token=gcp.pubsub.SubscriptionPushConfigOidcTokenArgs(
+                    service_account_email=self.invoker.email,
+                    audience=uri,
+                ),
+            ),
+            retry_policy=gcp.pubsub.SubscriptionRetryPolicyArgs(
+                minimum_backoff=min_backoff, maximum_backoff=max_backoff
+            ),
+            dead_letter_policy=gcp.pubsub.SubscriptionDeadLetterPolicyArgs(
+                dead_letter_topic=self.dead_letter_topic.id,
+                max_delivery_attempts=max_attempts,
+            ),
+            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
+            labels=LABELS,
+            opts=self._opts(invoker_grant, *extra_deps),
+        )
+
+    def _status_command(self) -> pulumi.Output[str]:
+        a = self._args
+        # No provider: status only reads the state store, and naming the gemini provider
+        # would make the CLI demand an API key it does not use.
+        pairs: list[tuple[str, pulumi.Input[str]]] = [
+            (cfg.ENV_BACKEND, cfg.Backend.GCP.value),
+            (cfg.ENV_PROJECT, a.project),
+            (cfg.ENV_REGION, a.region),
+            (cfg.ENV_INBOX_BUCKET, self.inbox_bucket.name),
+            (cfg.ENV_RESULTS_BUCKET, self.results_bucket.name),
+            (cfg.ENV_FIRESTORE_DATABASE, self.database.name),
+            (cfg.ENV_TOPIC_TICK, self.tick_topic.name),
+            (cfg.ENV_TOPIC_BATCH_DONE, self.batch_done_topic.name),
+            (cfg.ENV_TOPIC_COMPLETIONS, self.completions_topic.name),
+        ]
+        parts: list[pulumi.Input[str]] = ["export"]
+        for key, value in pairs:
+            parts.extend([f" {key}='", value, "'"])
+        parts.append(" && bananabatch status")
+        return pulumi.Output.concat(*parts)
+
+
+def _delete_after(
+    days: int, *, suffixes: list[str] | None = None
+) -> gcp.storage.BucketLifecycleRuleArgs:
+    return gcp.storage.BucketLifecycleRuleArgs(
+        action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
+        condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=days, matches_suffixes=suffixes),
+    )
+
+
+def _abort_stale_uploads() -> gcp.storage.BucketLifecycleRuleArgs:
+    # Abandoned multipart (XML API) uploads keep their parts, billed as storage, until aborted.
+    return gcp.storage.BucketLifecycleRuleArgs(
+        action=gcp.storage.BucketLifecycleRuleActionArgs(type="AbortIncompleteMultipartUpload"),
+        condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=1),
+    )

@@ -1,0 +1,312 @@
+"""Typed, validated arguments for the pipeline, read from Pulumi stack configuration.
+
+Everything a stack can choose is a field of `PipelineArgs`; `load_args` turns the stack's
+config (or any object with the same two methods, which is how the tests feed it) into one,
+and refuses an unusable combination before a single resource is registered, with the
+`pulumi config set` command that fixes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import bananabatch.config as cfg
+import pulumi
+
+NAMESPACE: Final = "bananabatch"
+DEFAULT_REGION: Final = "us-central1"
+DEFAULT_JWKS_URL: Final = "https://generativelanguage.googleapis.com/.well-known/jwks.json"
+
+# Defaults the application also uses; taken from its Settings so the two agree.
+_SETTINGS_DEFAULTS: Final = {name: f.default for name, f in cfg.Settings.model_fields.items()}
+
+#: Every `bananabatch:` key the program reads (Pulumi.example.yaml is checked against it).
+KNOWN_KEYS: Final = frozenset(
+    {
+        "provider",
+        "bucketLocation",
+        "firestoreLocation",
+        "firestoreDatabase",
+        "namePrefix",
+        "inboxBucket",
+        "resultsBucket",
+        "defaultModel",
+        "vertexLocation",
+        "tickSchedule",
+        "tickTimeZone",
+        "jobBudgetUsd",
+        "dailyBudgetUsd",
+        "maxActiveBatches",
+        "maxAttempts",
+        "stuckAfterHours",
+        "inboxRetentionDays",
+        "reportRetentionDays",
+        "resultRetentionDays",
+        "resultsVersioning",
+        "webhookMode",
+        "webhookJwksUrl",
+        "logLevel",
+        "forceDestroy",
+    }
+)
+SECRET_KEYS: Final = frozenset({"geminiApiKey", "webhookSigningSecret"})
+
+# Service account ids are at most 30 characters and the longest suffix is "-collect".
+_PREFIX_RE: Final = re.compile(r"^[a-z][a-z0-9-]{1,20}[a-z0-9]$")
+_CRON_FIELD_RE: Final = re.compile(r"^[\d*/,\-A-Za-z]+$")
+# Gemini batches expire after 48 h; request files must outlive their batch and its retries.
+MIN_REPORT_RETENTION_DAYS: Final = 3
+
+
+class InfraConfigError(ValueError):
+    """The stack configuration cannot produce a working pipeline."""
+
+
+class ConfigSource(Protocol):
+    """The two methods of `pulumi.Config` the loader uses."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def get_secret(self, key: str) -> pulumi.Output[Any] | None: ...
+
+
+@dataclass(frozen=True)
+class PipelineArgs:
+    """What one deployment of the pipeline looks like. Immutable; validated on creation."""
+
+    project: str
+    region: str = DEFAULT_REGION
+    provider: cfg.ProviderKind = cfg.ProviderKind.GEMINI
+    # None means "the region": keeping data next to the functions avoids egress charges.
+    bucket_location: str | None = None
+    firestore_location: str | None = None
+    firestore_database: str = str(_SETTINGS_DEFAULTS["firestore_database"])
+    name_prefix: str = "bananabatch"
+    inbox_bucket_name: str | None = None
+    results_bucket_name: str | None = None
+    default_model: str = cfg.DEFAULT_MODEL
+    vertex_location: str = str(_SETTINGS_DEFAULTS["vertex_location"])
+    tick_schedule: str = "* * * * *"
+    tick_time_zone: str = "Etc/UTC"
+    job_budget_usd: float | None = None
+    daily_budget_usd: float | None = None
+    max_active_batches: int = int(_SETTINGS_DEFAULTS["max_active_batches"])
+    max_attempts: int = int(_SETTINGS_DEFAULTS["max_attempts"])
+    stuck_after_hours: float = float(_SETTINGS_DEFAULTS["stuck_after_hours"])
+    inbox_retention_days: int = 30
+    report_retention_days: int = 30
+    result_retention_days: int | None = None
+    results_versioning: bool = False
+    webhook_mode: cfg.WebhookMode = cfg.WebhookMode.OFF
+    webhook_jwks_url: str = DEFAULT_JWKS_URL
+    log_level: str = str(_SETTINGS_DEFAULTS["log_level"])
+    force_destroy: bool = False
+    gemini_api_key: pulumi.Input[str] | None = field(default=None, repr=False)
+    webhook_signing_secret: pulumi.Input[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise InfraConfigError("; ".join(problems))
+
+    # --- derived names ------------------------------------------------------------------
+
+    @property
+    def buckets_location(self) -> str:
+        return (self.bucket_location or self.region).upper()
+
+    @property
+    def trigger_region(self) -> str:
+        # Eventarc listens where the bucket is: a region, or "us"/"eu"/"nam4" for multi/dual.
+        return self.buckets_location.lower()
+
+    @property
+    def database_location(self) -> str:
+        return self.firestore_location or self.region
+
+    @property
+    def inbox_bucket(self) -> str:
+        return self.inbox_bucket_name or f"{self.project}-{self.name_prefix}-inbox"
+
+    @property
+    def results_bucket(self) -> str:
+        return self.results_bucket_name or f"{self.project}-{self.name_prefix}-results"
+
+    @property
+    def source_bucket(self) -> str:
+        return f"{self.project}-{self.name_prefix}-source"
+
+    def topic_name(self, short: str) -> str:
+        return f"{self.name_prefix}-{short}"
+
+    @property
+    def webhook_on(self) -> bool:
+        return self.webhook_mode is not cfg.WebhookMode.OFF
+
+    @property
+    def uses_gemini(self) -> bool:
+        return self.provider is cfg.ProviderKind.GEMINI
+
+
+def _problems(args: PipelineArgs) -> list[str]:
+    out: list[str] = []
+    if not args.project:
+        out.append("gcp:project is required: pulumi config set gcp:project <project-id>")
+    if args.provider not in (cfg.ProviderKind.GEMINI, cfg.ProviderKind.VERTEX):
+        out.append(f"provider must be gemini or vertex, found {args.provider}")
+    if not _PREFIX_RE.match(args.name_prefix):
+        out.append(
+            f"namePrefix {args.name_prefix!r} must be 3-22 lowercase letters, digits or '-' "
+            "(it becomes part of service account ids, which are at most 30 characters)"
+        )
+    fields = args.tick_schedule.split()
+    if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
+        out.append(f"tickSchedule {args.tick_schedule!r} is not a five-field cron expression")
+    for name, value in (
+        ("jobBudgetUsd", args.job_budget_usd),
+        ("dailyBudgetUsd", args.daily_budget_usd),
+    ):
+        if value is not None and value < 0:
+            out.append(f"{name} must be >= 0, found {value}")
+    for name, number in (
+        ("maxActiveBatches", args.max_active_batches),
+        ("maxAttempts", args.max_attempts),
+        ("inboxRetentionDays", args.inbox_retention_days),
+    ):
+        if number <= 0:
+            out.append(f"{name} must be > 0, found {number}")
+    if args.stuck_after_hours <= 0:
+        out.append(f"stuckAfterHours must be > 0, found {args.stuck_after_hours}")
+    if args.report_retention_days < MIN_REPORT_RETENTION_DAYS:
+        out.append(
+            f"reportRetentionDays must be >= {MIN_REPORT_RETENTION_DAYS} so a batch's request "
+            f"file outlives the batch, found {args.report_retention_days}"
+        )
+    if (
+        args.result_retention_days is not None
+        and args.result_retention_days < args.report_retention_days
+    ):
+        out.append(
+            "resultRetentionDays must not be shorter than reportRetentionDays "
+            f"({args.result_retention_days} < {args.report_retention_days})"
+        )
+    if args.provider is cfg.ProviderKind.GEMINI and args.gemini_api_key is None:
+        out.append(
+            "provider gemini needs an API key: pulumi config set --secret bananabatch:geminiApiKey"
+        )
+    if args.provider is cfg.ProviderKind.VERTEX and args.webhook_mode is not cfg.WebhookMode.OFF:
+        # Vertex batch jobs cannot carry webhooks; the scheduler tick is the only signal.
+        out.append("webhookMode must be off with provider vertex (Vertex has no batch webhooks)")
+    if args.webhook_mode is cfg.WebhookMode.STATIC and args.webhook_signing_secret is None:
+        out.append(
+            "webhookMode static needs the signing secret Gemini returned when the webhook was "
+            "registered: pulumi config set --secret bananabatch:webhookSigningSecret whsec_..."
+        )
+    if args.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        out.append(f"logLevel {args.log_level!r} is not a logging level")
+    return out
+
+
+def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
+    """Read and validate the stack configuration. Raises InfraConfigError on bad values."""
+    values: dict[str, Any] = {
+        "project": gcp_config.get("project") or "",
+        "region": gcp_config.get("region") or DEFAULT_REGION,
+    }
+    strings: Mapping[str, str] = {
+        "bucketLocation": "bucket_location",
+        "firestoreLocation": "firestore_location",
+        "firestoreDatabase": "firestore_database",
+        "namePrefix": "name_prefix",
+        "inboxBucket": "inbox_bucket_name",
+        "resultsBucket": "results_bucket_name",
+        "defaultModel": "default_model",
+        "vertexLocation": "vertex_location",
+        "tickSchedule": "tick_schedule",
+        "tickTimeZone": "tick_time_zone",
+        "webhookJwksUrl": "webhook_jwks_url",
+        "logLevel": "log_level",
+    }
+    for key, attr in strings.items():
+        raw = _get(config, key)
+        if raw is not None:
+            values[attr] = raw
+    for key, attr in (
+        ("jobBudgetUsd", "job_budget_usd"),
+        ("dailyBudgetUsd", "daily_budget_usd"),
+        ("stuckAfterHours", "stuck_after_hours"),
+    ):
+        raw = _get(config, key)
+        if raw is not None:
+            values[attr] = _number(key, raw, float)
+    for key, attr in (
+        ("maxActiveBatches", "max_active_batches"),
+        ("maxAttempts", "max_attempts"),
+        ("inboxRetentionDays", "inbox_retention_days"),
+        ("reportRetentionDays", "report_retention_days"),
+        ("resultRetentionDays", "result_retention_days"),
+    ):
+        raw = _get(config, key)
+        if raw is not None:
+            values[attr] = _number(key, raw, int)
+    for key, attr in (
+        ("resultsVersioning", "results_versioning"),
+        ("forceDestroy", "force_destroy"),
+    ):
+        raw = _get(config, key)
+        if raw is not None:
+            values[attr] = _boolean(key, raw)
+    provider = _get(config, "provider")
+    if provider is not None:
+        values["provider"] = _choice(
+            "provider",
+            provider,
+            cfg.ProviderKind,
+            allowed={cfg.ProviderKind.GEMINI, cfg.ProviderKind.VERTEX},
+        )
+    mode = _get(config, "webhookMode")
+    if mode is not None:
+        values["webhook_mode"] = _choice(
+            "webhookMode", mode, cfg.WebhookMode, allowed=set(cfg.WebhookMode)
+        )
+    values["gemini_api_key"] = config.get_secret("geminiApiKey")
+    values["webhook_signing_secret"] = config.get_secret("webhookSigningSecret")
+    return PipelineArgs(**values)
+
+
+def _get(config: ConfigSource, key: str) -> str | None:
+    raw = config.get(key)
+    if raw is None or raw.strip() == "":
+        return None
+    return raw.strip()
+
+
+def _number(key: str, raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise InfraConfigError(f"{NAMESPACE}:{key} must be {expected}, found {raw!r}") from None
+
+
+def _boolean(key: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"true", "yes", "1"}:
+        return True
+    if lowered in {"false", "no", "0"}:
+        return False
+    raise InfraConfigError(f"{NAMESPACE}:{key} must be true or false, found {raw!r}")
+
+
+def _choice(key: str, raw: str, enum: Any, *, allowed: set[Any]) -> Any:
+    try:
+        value = enum(raw.lower())
+    except ValueError:
+        value = None
+    if value not in allowed:
+        names = ", ".join(sorted(str(v) for v in allowed))
+        raise InfraConfigError(f"{NAMESPACE}:{key} must be one of {names}, found {raw!r}")
+    return value

@@ -1,0 +1,143 @@
+"""The whole flow on the local stack: a JSONL goes in through on_upload, the real SDK talks
+to the emulator, images and reports come out, one completion message is published."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+from PIL import Image
+
+from bananabatch.config import Backend, Settings
+from bananabatch.core.messages import load_completion_schema
+from bananabatch.core.states import ItemState, JobState
+from bananabatch.emulator.server import EmulatorServer
+from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from bananabatch.local.runner import LocalPipeline, RunResult
+from bananabatch.wiring import build_runtime
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    # A manual clock and zero delays: batches finish on the first poll, so nothing waits.
+    config = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
+    with EmulatorServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, emulator: EmulatorServer) -> Iterator[LocalPipeline]:
+    settings = Settings(
+        backend=Backend.LOCAL,
+        local_root=tmp_path / "state",
+        gemini_base_url=emulator.base_url,
+        gemini_api_key="test-key",
+        max_requests_per_batch=5,
+    )
+    local = LocalPipeline(build_runtime(settings))
+    yield local
+    local.close()
+
+
+def _run(pipeline: LocalPipeline, path: Path) -> RunResult:
+    return pipeline.run_job(path, tick_interval=0.0, timeout=120)
+
+
+def test_the_example_file_goes_from_upload_to_images_and_one_completion_message(
+    pipeline: LocalPipeline, emulator: EmulatorServer
+) -> None:
+    result = _run(pipeline, EXAMPLES)
+    lines = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
+
+    assert result.job.state is JobState.PARTIAL  # two lines are deliberately bad
+    counts = result.summary["counts"]
+    assert sum(counts.values()) == len(lines) == result.summary["line_count"]
+    assert counts[ItemState.REJECTED] == 2
+    assert counts[ItemState.SUCCEEDED] == len(lines) - 2
+
+    results_root = pipeline.settings.local_root / "buckets" / pipeline.settings.results_bucket
+    job_dir = results_root / "jobs" / result.job.job_id
+    for line in lines:
+        if line.get("key") in {"bad-ratio", "bad/key"}:
+            continue
+        key = line.get("key") or "line-000014"
+        with Image.open(job_dir / "images" / f"{key}.png") as image:
+            ratio = line.get("aspect_ratio") or line.get("request", {}).get(
+                "generationConfig", {}
+            ).get("imageConfig", {}).get("aspectRatio", "1:1")
+            w, h = (int(x) for x in ratio.split(":"))
+            assert image.width / image.height == pytest.approx(w / h, rel=0.03), key
+
+    rejected = [json.loads(x) for x in (job_dir / "rejected.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [15, 16]
+    assert "aspect_ratio" in rejected[0]["reason"]
+    assert "line 15" in rejected[0]["reason"]
+
+    results = [json.loads(x) for x in (job_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in results] == list(range(1, len(lines) + 1))
+
+    assert len(result.completions) == 1
+    message = result.completions[0]
+    jsonschema.validate(message, load_completion_schema())
+    assert message["job_id"] == result.job.job_id
+    assert message["counts"] == counts
+    assert message["costs"]["actual_usd"] > 0
+    assert message["costs"]["saved_usd"] > 0
+    # Nothing was paid for twice.
+    assert emulator.state.counters.batches_created == result.job.batch_count
+
+
+def test_uploading_the_same_object_event_twice_creates_one_job_and_pays_once(
+    pipeline: LocalPipeline, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "two.jsonl"
+    source.write_text('{"key": "a", "prompt": "one"}\n{"key": "b", "prompt": "two"}\n')
+    first = _run(pipeline, source)
+    objects = pipeline.runtime.objects
+    info = objects.stat(pipeline.settings.inbox_bucket, "two.jsonl")
+    assert info is not None
+    assert info.generation is not None
+    from bananabatch import events
+
+    attributes, data = events.storage_finalized_event(
+        bucket=pipeline.settings.inbox_bucket,
+        name="two.jsonl",
+        generation=info.generation,
+        size=info.size,
+        content_type="application/jsonl",
+    )
+    pipeline.deliver("on_upload", attributes, data)
+    pipeline.tick()
+    pipeline.drain()
+    assert emulator.state.counters.batches_created == 1
+    assert pipeline.runtime.repo.require_job(first.job.job_id).state is JobState.SUCCEEDED
+    assert pipeline.completions() == []
+
+
+def test_a_file_of_only_bad_lines_fails_the_job_with_every_line_rejected(
+    pipeline: LocalPipeline, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "bad.jsonl"
+    source.write_text('not json\n{"prompt": ""}\n')
+    result = _run(pipeline, source)
+    assert result.job.state is JobState.FAILED
+    assert result.summary["counts"][ItemState.REJECTED] == 2
+    assert emulator.state.counters.batches_created == 0
+    assert len(result.completions) == 1
+
+
+def test_an_empty_file_fails_with_a_reason_and_one_completion(
+    pipeline: LocalPipeline, tmp_path: Path
+) -> None:
+    source = tmp_path / "empty.jsonl"
+    source.write_text("\n\n")
+    result = _run(pipeline, source)
+    assert result.job.state is JobState.FAILED
+    assert result.job.error is not None
+    assert "empty" in result.job.error
+    assert len(result.completions) == 1

@@ -1,0 +1,149 @@
+"""Pulumi mocks that record every resource, and `deploy()` that runs the program once.
+
+The mocks fake only what GCP would compute (ids, emails, URLs), in GCP's real formats,
+because ids feed other resources. An invoke the program was not expected to make fails
+the test instead of returning an empty answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import pulumi
+from bananabatch_infra import FUNCTIONS_DIR
+from bananabatch_infra.pipeline import Pipeline
+from bananabatch_infra.stack_config import PipelineArgs
+
+from tests.infra.checks import Deployment, Recorded
+
+PROJECT: Final = "bb-test-project"
+PROJECT_NUMBER: Final = "123456789012"
+STORAGE_AGENT: Final = f"service-{PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
+PUBSUB_AGENT: Final = f"service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+VERTEX_AGENT: Final = f"service-{PROJECT_NUMBER}@gcp-sa-aiplatform.iam.gserviceaccount.com"
+_AGENTS: Final = {"pubsub.googleapis.com": PUBSUB_AGENT, "aiplatform.googleapis.com": VERTEX_AGENT}
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.resources: list[Recorded] = []
+        self.invokes: list[str] = []
+
+    def reset(self) -> None:
+        with self._lock:
+            self.resources = []
+            self.invokes = []
+
+    def new_resource(
+        self, args: pulumi.runtime.MockResourceArgs
+    ) -> tuple[str | None, dict[Any, Any]]:
+        inputs = dict(args.inputs)
+        rid, state = _fake(args.typ, args.name, inputs)
+        with self._lock:
+            self.resources.append(Recorded(args.typ, args.name, inputs, rid, state))
+        return rid, state
+
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        with self._lock:
+            self.invokes.append(args.token)
+        if args.token == "gcp:organizations/getProject:getProject":
+            project = args.args.get("projectId")
+            return {"number": PROJECT_NUMBER, "projectId": project, "name": project}, []
+        if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
+            return {
+                "emailAddress": STORAGE_AGENT,
+                "member": f"serviceAccount:{STORAGE_AGENT}",
+                "project": args.args.get("project"),
+            }, []
+        raise NotImplementedError(f"the program made an unexpected invoke: {args.token}")
+
+
+def _fake(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    project = inputs.get("project") or PROJECT
+    state = dict(inputs)
+    if typ == "gcp:serviceaccount/account:Account":
+        email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
+        path = f"projects/{project}/serviceAccounts/{email}"
+        state.update(email=email, member=f"serviceAccount:{email}", name=path)
+        return path, state
+    if typ == "gcp:pubsub/topic:Topic":
+        return f"projects/{project}/topics/{inputs['name']}", state
+    if typ == "gcp:pubsub/subscription:Subscription":
+        return f"projects/{project}/subscriptions/{inputs['name']}", state
+    if typ == "gcp:storage/bucket:Bucket":
+        state["url"] = f"gs://{inputs['name']}"
+        return str(inputs["name"]), state
+    if typ == "gcp:secretmanager/secret:Secret":
+        state["name"] = f"projects/{PROJECT_NUMBER}/secrets/{inputs['secretId']}"
+        return f"projects/{project}/secrets/{inputs['secretId']}", state
+    if typ == "gcp:secretmanager/secretVersion:SecretVersion":
+        state.update(version="1", name=f"{inputs['secret']}/versions/1")
+        return f"{inputs['secret']}/versions/1", state
+    if typ == "gcp:cloudfunctionsv2/function:Function":
+        fn, region = inputs["name"], inputs["location"]
+        state["url"] = f"https://{region}-{project}.cloudfunctions.net/{fn}"
+        state["serviceConfig"] = {
+            **inputs.get("serviceConfig", {}),
+            "uri": f"https://{fn}-x7k2p9q4ra-uc.a.run.app",
+            "service": f"projects/{project}/locations/{region}/services/{fn}",
+        }
+        return f"projects/{project}/locations/{region}/functions/{fn}", state
+    if typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+        email = _AGENTS[inputs["service"]]
+        state.update(email=email, member=f"serviceAccount:{email}")
+        return f"projects/{project}/services/{inputs['service']}", state
+    if typ == "gcp:artifactregistry/repository:Repository":
+        state["name"] = inputs["repositoryId"]
+        return (
+            f"projects/{project}/locations/{inputs['location']}/repositories/{inputs['repositoryId']}",
+            state,
+        )
+    if typ == "gcp:firestore/database:Database":
+        return f"projects/{project}/databases/{inputs['name']}", state
+    if typ == "gcp:cloudscheduler/job:Job":
+        return f"projects/{project}/locations/{inputs['region']}/jobs/{inputs['name']}", state
+    return f"{name}-id", state
+
+
+MOCKS: Final = RecordingMocks()
+
+
+def install_mocks() -> None:
+    # preview=False: in preview, computed values are unknown and apply() callbacks never run.
+    pulumi.runtime.set_mocks(MOCKS, project="bananabatch", stack="test", preview=False)
+
+
+def run_program(program: Callable[[], Any]) -> None:
+    """Run `program` under the mocks and wait for every registration and output it started.
+
+    pulumi.runtime.test does the waiting; without it apply() callbacks never run and checks
+    on their results pass vacuously.
+    """
+    decorate: Callable[[Callable[[], Any]], Callable[[], None]] = pulumi.runtime.test
+    decorate(program)()
+
+
+def deploy(args: PipelineArgs, *, source_root: Path = FUNCTIONS_DIR) -> Deployment:
+    """Run the Pipeline component with `args` and return every resource it registered."""
+    MOCKS.reset()
+    captured: dict[str, Any] = {}
+
+    def program() -> pulumi.Output[None]:
+        pipeline = Pipeline("bb", args, source_root=source_root)
+        captured["archive"] = pipeline.archive
+        outputs = {k: pulumi.Output.from_input(v) for k, v in pipeline.outputs.items()}
+        return pulumi.Output.all(**outputs).apply(lambda values: captured.update(outputs=values))
+
+    run_program(program)
+    return Deployment(
+        resources=tuple(MOCKS.resources),
+        outputs=dict(captured["outputs"]),
+        archive_files=captured["archive"].files,
+        archive_object=captured["archive"].object_name,
+    )

@@ -1,0 +1,214 @@
+"""What the deployment must look like, written independently of the program that builds it.
+
+The least-privilege table and the environment each function gets are spelled out here from
+what each function does (see the module docstrings in functions/bananabatch/pipeline), so a
+change to the program's IAM or environment shows up as a difference against this spec.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Final
+
+import bananabatch.config as cfg
+from bananabatch_infra.stack_config import PipelineArgs
+
+from tests.infra import harness
+from tests.infra.checks import Deployment, Grant
+
+GEMINI_KEY: Final = "AIza-test-gemini-key"
+SIGNING_SECRET: Final = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA=="
+
+ENTRY_POINTS: Final = ("on_upload", "on_tick", "on_batch_done", "on_gemini_webhook")
+PROVIDER_CALLERS: Final = ("on_upload", "on_tick", "on_batch_done")
+ACCOUNT_KEYS: Final = {
+    "on_upload": "upload",
+    "on_tick": "tick",
+    "on_batch_done": "collect",
+    "on_gemini_webhook": "webhook",
+}
+
+# Names every function reads, whatever the configuration.
+COMMON_ENV: Final = frozenset(
+    {
+        cfg.ENV_BACKEND,
+        cfg.ENV_PROVIDER,
+        cfg.ENV_PROJECT,
+        cfg.ENV_REGION,
+        cfg.ENV_INBOX_BUCKET,
+        cfg.ENV_RESULTS_BUCKET,
+        cfg.ENV_FIRESTORE_DATABASE,
+        cfg.ENV_TOPIC_TICK,
+        cfg.ENV_TOPIC_BATCH_DONE,
+        cfg.ENV_TOPIC_COMPLETIONS,
+        cfg.ENV_DEFAULT_MODEL,
+        cfg.ENV_VERTEX_LOCATION,
+        cfg.ENV_MAX_ACTIVE_BATCHES,
+        cfg.ENV_MAX_ATTEMPTS,
+        cfg.ENV_STUCK_AFTER_HOURS,
+        cfg.ENV_LOG_LEVEL,
+        cfg.ENV_WEBHOOK_MODE,
+        cfg.ENV_WEBHOOK_JWKS_URL,
+    }
+)
+
+
+def scenario(name: str) -> PipelineArgs:
+    p = harness.PROJECT
+    if name == "gemini":
+        return PipelineArgs(project=p, gemini_api_key=GEMINI_KEY)
+    if name == "gemini-budgets":
+        return PipelineArgs(
+            project=p,
+            gemini_api_key=GEMINI_KEY,
+            job_budget_usd=20.0,
+            daily_budget_usd=100.0,
+            result_retention_days=180,
+            results_versioning=True,
+        )
+    if name == "gemini-static":
+        return PipelineArgs(
+            project=p,
+            gemini_api_key=GEMINI_KEY,
+            webhook_mode=cfg.WebhookMode.STATIC,
+            webhook_signing_secret=SIGNING_SECRET,
+        )
+    if name == "gemini-dynamic":
+        return PipelineArgs(
+            project=p, gemini_api_key=GEMINI_KEY, webhook_mode=cfg.WebhookMode.DYNAMIC
+        )
+    if name == "vertex":
+        return PipelineArgs(project=p, provider=cfg.ProviderKind.VERTEX, bucket_location="US")
+    raise KeyError(name)
+
+
+SCENARIOS: Final = ("gemini", "gemini-budgets", "gemini-static", "gemini-dynamic", "vertex")
+
+
+@cache
+def deployed(name: str) -> Deployment:
+    """One mocked run per scenario, shared by the tests that only read it."""
+    return harness.deploy(scenario(name))
+
+
+def email(args: PipelineArgs, key: str) -> str:
+    return f"{args.name_prefix}-{key}@{args.project}.iam.gserviceaccount.com"
+
+
+def sa(args: PipelineArgs, key: str) -> str:
+    return f"serviceAccount:{email(args, key)}"
+
+
+def function_name(args: PipelineArgs, entry_point: str) -> str:
+    return f"{args.name_prefix}-{entry_point.replace('_', '-')}"
+
+
+def entry_points(args: PipelineArgs) -> tuple[str, ...]:
+    return ENTRY_POINTS if args.webhook_on else PROVIDER_CALLERS
+
+
+def expected_grants(args: PipelineArgs) -> set[Grant]:
+    """The minimum IAM, by what each identity must do."""
+    project = f"project:{args.project}"
+    inbox, results = f"bucket:{args.inbox_bucket}", f"bucket:{args.results_bucket}"
+    batch_done = f"topic:{args.topic_name('batch-done')}"
+    completions = f"topic:{args.topic_name('completions')}"
+    invoker = sa(args, "invoker")
+    builder = sa(args, "build")
+    pubsub_agent = f"serviceAccount:{harness.PUBSUB_AGENT}"
+    grants = {
+        # The storage service agent publishes object notifications for Eventarc.
+        Grant(project, "roles/pubsub.publisher", f"serviceAccount:{harness.STORAGE_AGENT}"),
+        # The delivery identity: receives Eventarc events, invokes the three event functions.
+        Grant(project, "roles/eventarc.eventReceiver", invoker),
+        # Pub/Sub forwards undeliverable messages, and mints push tokens as the invoker.
+        Grant(f"topic:{args.topic_name('dead-letter')}", "roles/pubsub.publisher", pubsub_agent),
+        Grant(
+            f"subscription:{args.topic_name('tick-push')}", "roles/pubsub.subscriber", pubsub_agent
+        ),
+        Grant(
+            f"subscription:{args.topic_name('batch-done-push')}",
+            "roles/pubsub.subscriber",
+            pubsub_agent,
+        ),
+        Grant(
+            f"service-account:{email(args, 'invoker')}",
+            "roles/iam.serviceAccountTokenCreator",
+            pubsub_agent,
+        ),
+        # The build identity: logs, images in our repository, the staged source.
+        Grant(project, "roles/logging.logWriter", builder),
+        Grant(f"repository:{args.name_prefix}-functions", "roles/artifactregistry.writer", builder),
+        Grant(
+            project,
+            "roles/storage.objectViewer",
+            builder,
+            condition='resource.name.startsWith("projects/_/buckets/'
+            f'gcf-v2-sources-{harness.PROJECT_NUMBER}-{args.region}")',
+        ),
+    }
+    for entry_point in PROVIDER_CALLERS:
+        grants.add(Grant(f"run:{function_name(args, entry_point)}", "roles/run.invoker", invoker))
+    for entry_point in entry_points(args):
+        member = sa(args, ACCOUNT_KEYS[entry_point])
+        grants.add(Grant(project, "roles/datastore.user", member))
+        grants.add(Grant(batch_done, "roles/pubsub.publisher", member))
+    for entry_point in PROVIDER_CALLERS:
+        member = sa(args, ACCOUNT_KEYS[entry_point])
+        grants.add(Grant(results, "roles/storage.objectUser", member))
+        grants.add(Grant(completions, "roles/pubsub.publisher", member))
+        if args.uses_gemini:
+            grants.add(
+                Grant(
+                    f"secret:{args.name_prefix}-gemini-api-key",
+                    "roles/secretmanager.secretAccessor",
+                    member,
+                )
+            )
+        else:
+            grants.add(Grant(project, "roles/aiplatform.user", member))
+    grants.add(Grant(inbox, "roles/storage.objectViewer", sa(args, "upload")))
+    if not args.uses_gemini:
+        grants.add(
+            Grant(results, "roles/storage.objectUser", f"serviceAccount:{harness.VERTEX_AGENT}")
+        )
+    if args.webhook_on:
+        grants.add(
+            Grant(
+                f"run:{function_name(args, 'on_gemini_webhook')}", "roles/run.invoker", "allUsers"
+            )
+        )
+    if args.webhook_mode is cfg.WebhookMode.STATIC:
+        grants.add(
+            Grant(
+                f"secret:{args.name_prefix}-webhook-signing-secret",
+                "roles/secretmanager.secretAccessor",
+                sa(args, "webhook"),
+            )
+        )
+    return grants
+
+
+def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
+    env = set(COMMON_ENV)
+    if args.job_budget_usd is not None:
+        env.add(cfg.ENV_JOB_BUDGET_USD)
+    if args.daily_budget_usd is not None:
+        env.add(cfg.ENV_DAILY_BUDGET_USD)
+    out = {ep: set(env) for ep in entry_points(args)}
+    if args.webhook_mode is cfg.WebhookMode.DYNAMIC:
+        for ep in PROVIDER_CALLERS:
+            out[ep].add(cfg.ENV_WEBHOOK_URL)
+    return out
+
+
+def expected_secret_env(args: PipelineArgs) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {ep: {} for ep in entry_points(args)}
+    if args.uses_gemini:
+        for ep in PROVIDER_CALLERS:
+            out[ep][cfg.ENV_GEMINI_API_KEY] = f"{args.name_prefix}-gemini-api-key"
+    if args.webhook_mode is cfg.WebhookMode.STATIC:
+        out["on_gemini_webhook"][cfg.ENV_WEBHOOK_SECRET] = (
+            f"{args.name_prefix}-webhook-signing-secret"
+        )
+    return out

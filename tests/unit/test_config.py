@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from bananabatch import config
+from bananabatch.config import Backend, ProviderKind, Settings
+from bananabatch.errors import ConfigError
+
+
+def test_settings_read_every_field_from_its_environment_variable() -> None:
+    env = {
+        config.ENV_BACKEND: "gcp",
+        config.ENV_PROVIDER: "vertex",
+        config.ENV_PROJECT: "my-project",
+        config.ENV_MAX_ACTIVE_BATCHES: "7",
+        config.ENV_DAILY_BUDGET_USD: "12.5",
+        config.ENV_PRICE_OVERRIDES: '{"gemini-3-pro-image": {"batch_multiplier": 0.8}}',
+    }
+    settings = Settings.from_env(env)
+    assert settings.backend is Backend.GCP
+    assert settings.provider is ProviderKind.VERTEX
+    assert settings.project == "my-project"
+    assert settings.max_active_batches == 7
+    assert settings.daily_budget_usd == 12.5
+    assert settings.price_overrides == {"gemini-3-pro-image": {"batch_multiplier": 0.8}}
+
+
+def test_blank_environment_values_fall_back_to_defaults() -> None:
+    settings = Settings.from_env({config.ENV_MAX_ACTIVE_BATCHES: "  "})
+    assert settings.max_active_batches == Settings().max_active_batches
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.max_attempts = 9  # type: ignore[misc]
+
+
+def test_an_invalid_value_is_a_config_error_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="max_active_batches"):
+        Settings.from_env({config.ENV_MAX_ACTIVE_BATCHES: "zero"})
+
+
+def test_to_env_round_trips_through_from_env() -> None:
+    original = Settings(
+        backend=Backend.GCP, project="p", job_budget_usd=3.0, price_overrides={"m": {"x": 1.0}}
+    )
+    assert Settings.from_env(original.to_env()) == original
+
+
+def test_every_env_constant_is_a_distinct_name() -> None:
+    names = [v for k, v in vars(config).items() if k.startswith("ENV_")]
+    assert len(names) == len(set(names)) == len(config.ALL_ENV_NAMES)
+
+
+def test_secrets_do_not_appear_in_the_settings_repr() -> None:
+    settings = Settings(gemini_api_key="sk-very-secret", webhook_secret="whsec_abc")
+    assert "sk-very-secret" not in repr(settings)
+    assert "whsec_abc" not in repr(settings)

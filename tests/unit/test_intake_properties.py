@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import io
+import json
+import unicodedata
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from bananabatch.core.catalog import MODELS
+from bananabatch.core.intake import (
+    _SIMPLE,
+    AcceptedLine,
+    IntakeLimits,
+    LineParser,
+    RejectedLine,
+    iter_raw_lines,
+    key_problem,
+)
+
+LIMITS = IntakeLimits(max_line_bytes=2_000, max_prompt_chars=500)
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+field_names = st.sampled_from(
+    [
+        *("key", "prompt", "aspect_ratio", "image_size", "model", "reference_images"),
+        *("metadata", "cache", "priority", "request", "extra"),
+    ]
+)
+# Objects that look like input lines, with values of any type: they reach every branch.
+line_like = st.dictionaries(
+    field_names,
+    json_values
+    | st.sampled_from(["1:1", "2K", "gemini-3-pro-image", "batch", "gs://b/x.png", "a/b", "__x"])
+    | st.just({"contents": [{"parts": [{"text": "hi"}]}]}),
+    max_size=6,
+)
+raw_lines = (
+    st.binary(max_size=300)
+    | line_like.map(lambda d: json.dumps(d).encode())
+    | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))
+)
+
+
+def is_object_name_safe(key: str) -> bool:
+    return (
+        0 < len(key) <= 128
+        and "/" not in key
+        and "\\" not in key
+        and ".." not in key
+        and key not in (".", "..")
+        and not key.startswith("__")
+        and not any(unicodedata.category(ch) == "Cc" for ch in key)
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(raw_lines, max_size=12))
+def test_the_parser_never_raises_and_answers_once_per_line(lines: list[bytes]) -> None:
+    p = LineParser(default_model="gemini-3-pro-image", limits=LIMITS)
+    accepted_keys: list[str] = []
+    for line_no, raw in enumerate(lines, start=1):
+        result = p.parse(line_no, raw)
+        if result is None:
+            body = raw[3:] if line_no == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
+            assert body == b"" or body.isspace()
+            continue
+        assert isinstance(result, AcceptedLine | RejectedLine)
+        assert result.line_no == line_no
+        if isinstance(result, AcceptedLine):
+            accepted_keys.append(result.key)
+            # Whatever was accepted can be staged the way the pipeline stages it.
+            json.dumps(result.request, ensure_ascii=False, allow_nan=False).encode()
+        else:
+            assert result.reason.startswith(f"line {line_no}")
+            assert len(result.raw) <= 2000
+            json.dumps([result.reason, result.raw, result.key], ensure_ascii=False).encode()
+    assert len(accepted_keys) == len(set(accepted_keys))
+    assert all(is_object_name_safe(key) for key in accepted_keys)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(raw_lines, max_size=10), st.integers(min_value=1, max_value=64))
+def test_every_streamed_line_gets_exactly_one_result(lines: list[bytes], chunk: int) -> None:
+    # Newlines inside generated lines split them further; count what the file really has.
+    data = b"\n".join(lines)
+    body = without_bom(data)
+    expected = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+    p = LineParser(default_model="gemini-3-pro-image", limits=LIMITS)
+    numbers = []
+    for line_no, raw in iter_raw_lines(
+        io.BytesIO(data), max_line_bytes=LIMITS.max_line_bytes, chunk_size=chunk
+    ):
+        numbers.append(line_no)
+        p.parse(line_no, raw)
+    assert numbers == list(range(1, expected + 1))
+
+
+def without_bom(data: bytes) -> bytes:
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def reference_split(data: bytes, max_line_bytes: int) -> list[tuple[int, bytes]]:
+    data = without_bom(data)
+    if not data:
+        return []
+    pieces = data.split(b"\n")
+    if pieces[-1] == b"":
+        pieces.pop()
+    out = []
+    for number, piece in enumerate(pieces, start=1):
+        if piece.endswith(b"\r"):
+            piece = piece[:-1]
+        out.append((number, piece[: max_line_bytes + 1]))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=400)
+    | st.lists(st.sampled_from([b"a", b"\n", b"\r", b"\xef\xbb\xbf", b"xyz"])).map(b"".join),
+    st.integers(min_value=1, max_value=50),
+    st.integers(min_value=1, max_value=40),
+)
+def test_streaming_split_matches_a_plain_split(data: bytes, chunk: int, limit: int) -> None:
+    got = list(iter_raw_lines(io.BytesIO(data), max_line_bytes=limit, chunk_size=chunk))
+    want = reference_split(data, limit)
+    # A cut line may keep a CR that the plain split would have removed past the cut.
+    assert [n for n, _ in got] == [n for n, _ in want]
+    for (_, g), (_, w) in zip(got, want, strict=True):
+        if len(w) <= limit:
+            assert g == w
+        else:
+            assert len(g) == limit + 1
+            assert w.startswith(g[:limit])
+
+
+safe_keys = st.text(
+    alphabet=st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="/\\\u2028\u2029"),
+    min_size=1,
+    max_size=128,
+).filter(lambda k: key_problem(k) is None)
+prompts = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=500).filter(
+    lambda t: not t.isspace()
+)
+
+
+@st.composite
+def simple_lines(draw: st.DrawFn) -> dict[str, Any]:
+    spec = draw(st.sampled_from(MODELS))
+    doc: dict[str, Any] = {"prompt": draw(prompts), "model": spec.model_id}
+    if draw(st.booleans()):
+        doc["key"] = draw(safe_keys)
+    if draw(st.booleans()):
+        doc["aspect_ratio"] = draw(st.sampled_from(spec.aspect_ratios))
+    if draw(st.booleans()) and spec.image_sizes:
+        doc["image_size"] = draw(st.sampled_from(spec.image_sizes))
+    if draw(st.booleans()):
+        doc["reference_images"] = draw(
+            st.lists(
+                st.sampled_from(["gs://b/r.png", "https://h.example/p/q.JPG", "gs://b/x/y.webp"]),
+                max_size=spec.max_reference_images,
+            )
+        )
+    if draw(st.booleans()):
+        doc["metadata"] = draw(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+    if draw(st.booleans()):
+        doc["priority"] = draw(st.sampled_from(["batch", "urgent"]))
+    if draw(st.booleans()):
+        doc["cache"] = draw(st.booleans())
+    return doc
+
+
+@settings(max_examples=300, deadline=None)
+@given(simple_lines(), st.integers(min_value=1, max_value=2_000_000), st.booleans())
+def test_a_valid_simple_line_is_always_accepted_and_keeps_its_prompt(
+    doc: dict[str, Any], line_no: int, ascii_only: bool
+) -> None:
+    raw = json.dumps(doc, ensure_ascii=ascii_only).encode()
+    result = LineParser(default_model="gemini-3-pro-image", limits=LIMITS).parse(line_no, raw)
+    assert isinstance(result, AcceptedLine), result
+    assert result.request["contents"][0]["parts"][0] == {"text": doc["prompt"]}
+    assert result.key == doc.get("key", f"line-{line_no:06d}")
+    assert result.model == doc["model"]
+    assert result.aspect_ratio == doc.get("aspect_ratio")
+    assert result.image_size == doc.get("image_size")
+    assert result.reference_images == tuple(doc.get("reference_images", ()))
+    assert result.metadata == doc.get("metadata", {})
+    assert len(result.prompt_preview) <= 120
+
+
+@settings(max_examples=400, deadline=None)
+@given(line_like)
+def test_the_fast_path_and_the_exact_path_agree_on_the_shape(doc: dict[str, Any]) -> None:
+    raw = json.dumps(doc).encode()
+    try:
+        fast: Any = _SIMPLE.validate_json(raw)
+    except ValidationError:
+        fast = None
+    try:
+        exact: Any = _SIMPLE.validate_python(json.loads(raw))
+    except ValidationError:
+        exact = None
+    assert (fast is None) == (exact is None)
+    if not any(v != v for v in _floats(doc)):  # NaN never equals itself
+        assert fast == exact
+
+
+def _floats(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in _floats(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in _floats(v)]
+    return [value] if isinstance(value, float) else []

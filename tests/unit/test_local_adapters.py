@@ -1,0 +1,536 @@
+"""What the local adapters promise beyond the port contracts: file layout, SQLite details,
+Firestore-like filter semantics, and the bus's subscriptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import UTC
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from bananabatch.adapters.local import state as state_module
+from bananabatch.adapters.local.bus import InProcessBus
+from bananabatch.adapters.local.objects import FolderObjectStore
+from bananabatch.adapters.local.state import SqliteStateStore
+from bananabatch.errors import NotFound, PermanentError
+from bananabatch.ports import EventBus, ObjectStore, StateStore, Where
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _files_under(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file())
+
+
+# --- FolderObjectStore --------------------------------------------------------------------
+
+
+@pytest.fixture
+def objects(tmp_path: Path) -> FolderObjectStore:
+    return FolderObjectStore(tmp_path / "root")
+
+
+def test_folder_store_satisfies_the_object_store_protocol(objects: FolderObjectStore) -> None:
+    assert isinstance(objects, ObjectStore)
+
+
+def test_an_object_is_a_plain_file_in_its_bucket_folder(
+    objects: FolderObjectStore, tmp_path: Path
+) -> None:
+    objects.write_bytes("results", "jobs/j1/images/k.png", b"png", content_type="image/png")
+    expected = tmp_path / "root" / "results" / "jobs" / "j1" / "images" / "k.png"
+    assert expected.read_bytes() == b"png"
+    assert objects.path("results", "jobs/j1/images/k.png") == expected
+    assert objects.uri("results", "jobs/j1/images/k.png") == expected.as_uri()
+    assert objects.uri("results", "jobs/j1/images/k.png").startswith("file:///")
+
+
+def test_bucket_folders_hold_only_object_files(objects: FolderObjectStore) -> None:
+    objects.write_bytes("results", "a.json", b"{}", content_type="application/json")
+    objects.write_bytes("results", "a.json", b"{ }", content_type="application/json")
+    with objects.open_write("results", "b/c.txt", content_type="text/plain", metadata={"k": "v"}):
+        pass
+    objects.copy("results", "a.json", "results", "b/d.json")
+    bucket = objects.root / "results"
+    assert [p.relative_to(bucket).as_posix() for p in _files_under(bucket)] == [
+        "a.json",
+        "b/c.txt",
+        "b/d.json",
+    ]
+
+
+def test_one_sidecar_per_object_outside_the_bucket_and_none_after_delete(
+    objects: FolderObjectStore,
+) -> None:
+    for i in range(3):
+        objects.write_bytes("results", "x.txt", str(i).encode(), content_type="text/plain")
+    sidecars = _files_under(objects.root / ".meta" / "results")
+    assert len(sidecars) == 1
+    assert json.loads(sidecars[0].read_text())["content_type"] == "text/plain"
+    objects.delete("results", "x.txt")
+    assert _files_under(objects.root / ".meta" / "results") == []
+
+
+def test_no_temp_file_survives_a_write_or_a_failed_write(objects: FolderObjectStore) -> None:
+    objects.write_bytes("b1", "ok.txt", b"x", content_type="text/plain")
+    with pytest.raises(ZeroDivisionError), objects.open_write("b1", "bad", content_type="t/p"):
+        _ = 1 / 0
+    objects.write_bytes("b1", "ok.txt", b"y", content_type="text/plain", if_absent=True)
+    assert _files_under(objects.root / ".tmp") == []
+
+
+@pytest.mark.parametrize(
+    "name", ["../escape", "a/../../escape", "/etc/passwd", "a//b", "a/", "", ".", "a/./b", "a\\b"]
+)
+def test_names_that_could_escape_or_alias_the_bucket_are_rejected(
+    objects: FolderObjectStore, name: str
+) -> None:
+    with pytest.raises(PermanentError, match="object name"):
+        objects.write_bytes("b1", name, b"x", content_type="text/plain")
+    with pytest.raises(PermanentError):
+        objects.read_bytes("b1", name)
+    with pytest.raises(PermanentError):
+        objects.stat("b1", name)
+    with pytest.raises(PermanentError):
+        objects.path("b1", name)
+    assert _files_under(objects.root.parent) == []
+
+
+@pytest.mark.parametrize("bucket", [".meta", ".tmp", "..", "a/b", "", "-x"])
+def test_bucket_names_that_clash_with_the_layout_are_rejected(
+    objects: FolderObjectStore, bucket: str
+) -> None:
+    with pytest.raises(PermanentError, match="bucket name"):
+        objects.write_bytes(bucket, "x", b"x", content_type="text/plain")
+
+
+def test_a_file_dropped_into_a_bucket_folder_is_an_object(objects: FolderObjectStore) -> None:
+    dropped = objects.ensure_bucket("inbox") / "prompts.jsonl"
+    dropped.write_bytes(b'{"prompt": "a banana"}\n')
+    info = objects.stat("inbox", "prompts.jsonl")
+    assert info is not None
+    assert info.size == dropped.stat().st_size
+    assert info.generation == str(dropped.stat().st_mtime_ns)
+    assert info.updated is not None
+    assert info.updated.tzinfo is UTC
+    assert dict(info.metadata) == {}
+    assert [i.name for i in objects.list("inbox")] == ["prompts.jsonl"]
+    assert objects.read_bytes("inbox", "prompts.jsonl") == b'{"prompt": "a banana"}\n'
+
+
+def test_content_type_of_a_hand_made_file_is_guessed_from_its_extension(
+    objects: FolderObjectStore,
+) -> None:
+    (objects.ensure_bucket("inbox") / "cat.png").write_bytes(b"png")
+    (objects.root / "inbox" / "blob").write_bytes(b"?")
+    png = objects.stat("inbox", "cat.png")
+    blob = objects.stat("inbox", "blob")
+    assert png is not None
+    assert blob is not None
+    assert png.content_type == "image/png"
+    assert blob.content_type == "application/octet-stream"
+
+
+def test_a_file_replaced_by_hand_does_not_keep_the_old_metadata(
+    objects: FolderObjectStore,
+) -> None:
+    objects.write_bytes("b1", "f.bin", b"abc", content_type="x/custom", metadata={"m": "1"})
+    path = objects.path("b1", "f.bin")
+    path.write_bytes(b"a longer replacement")
+    info = objects.stat("b1", "f.bin")
+    assert info is not None
+    assert info.content_type == "application/octet-stream"
+    assert dict(info.metadata) == {}
+
+
+def test_every_write_gets_a_new_generation(objects: FolderObjectStore) -> None:
+    generations = set()
+    for i in range(50):
+        objects.write_bytes("b1", "g.txt", str(i).encode(), content_type="text/plain")
+        info = objects.stat("b1", "g.txt")
+        assert info is not None
+        generations.add(info.generation)
+    assert len(generations) == 50
+
+
+def test_an_object_cannot_sit_where_another_objects_folder_is(
+    objects: FolderObjectStore,
+) -> None:
+    objects.write_bytes("b1", "a", b"file a", content_type="text/plain")
+    with pytest.raises(PermanentError, match="a/b"):
+        objects.write_bytes("b1", "a/b", b"x", content_type="text/plain")
+    objects.write_bytes("b1", "d/e", b"x", content_type="text/plain")
+    with pytest.raises(PermanentError, match="b1/d"):
+        objects.write_bytes("b1", "d", b"x", content_type="text/plain")
+    assert objects.read_bytes("b1", "a") == b"file a"
+    assert objects.stat("b1", "d") is None
+
+
+def test_if_absent_returns_false_when_a_hand_made_file_is_there(
+    objects: FolderObjectStore,
+) -> None:
+    (objects.ensure_bucket("b1") / "taken").write_bytes(b"mine")
+    assert not objects.write_bytes("b1", "taken", b"yours", content_type="t/p", if_absent=True)
+    assert objects.read_bytes("b1", "taken") == b"mine"
+
+
+def test_metadata_values_must_be_strings(objects: FolderObjectStore) -> None:
+    with pytest.raises(PermanentError, match="metadata of b1/m"):
+        objects.write_bytes("b1", "m", b"x", content_type="t/p", metadata=cast(Any, {"n": 1}))
+    assert objects.stat("b1", "m") is None
+
+
+def test_reading_from_a_bucket_that_was_never_written_raises_not_found(
+    objects: FolderObjectStore,
+) -> None:
+    with pytest.raises(NotFound, match="nobucket/x"):
+        objects.read_bytes("nobucket", "x")
+    assert list(objects.list("nobucket")) == []
+
+
+def test_list_of_a_prefix_no_valid_name_can_have_is_empty(objects: FolderObjectStore) -> None:
+    objects.write_bytes("b1", "abs/x", b"x", content_type="text/plain")
+    assert list(objects.list("b1", "/abs")) == []
+    assert list(objects.list("b1", "abs//")) == []
+    assert list(objects.list("b1", "../b1/abs/")) == []
+    assert [i.name for i in objects.list("b1", "abs/")] == ["abs/x"]
+
+
+def test_a_folder_is_not_an_object(objects: FolderObjectStore) -> None:
+    objects.write_bytes("b1", "dir/file", b"x", content_type="text/plain")
+    assert objects.stat("b1", "dir") is None
+    with pytest.raises(NotFound):
+        objects.read_bytes("b1", "dir")
+    objects.delete("b1", "dir")
+    assert objects.read_bytes("b1", "dir/file") == b"x"
+
+
+# --- SqliteStateStore ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "bananabatch.sqlite3"
+
+
+@pytest.fixture
+def state(db_path: Path) -> Any:
+    store = SqliteStateStore(db_path)
+    yield store
+    store.close()
+
+
+def test_sqlite_store_satisfies_the_state_store_protocol(state: SqliteStateStore) -> None:
+    assert isinstance(state, StateStore)
+
+
+def test_the_database_file_is_in_wal_mode_with_one_docs_table(
+    state: SqliteStateStore, db_path: Path
+) -> None:
+    state.set("jobs/j1", {"x": 1})
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        rows = raw.execute("SELECT collection, id, data FROM docs").fetchall()
+    assert rows == [("jobs", "j1", '{"x":1}')]
+
+
+def test_another_process_reads_what_this_one_wrote_while_it_stays_open(
+    state: SqliteStateStore, db_path: Path
+) -> None:
+    state.set("jobs/j1", {"state": "RUNNING", "n": 1})
+    code = (
+        "import json, sys\n"
+        "from bananabatch.adapters.local.state import SqliteStateStore\n"
+        "store = SqliteStateStore(sys.argv[1])\n"
+        "print(json.dumps([store.get('jobs/j1'), store.count('jobs')]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "functions")}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(db_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
+    )
+    assert json.loads(result.stdout) == [{"state": "RUNNING", "n": 1}, 1]
+    state.set("jobs/j1", {"state": "SUCCEEDED"})  # still writable afterwards
+    assert state.get("jobs/j1") == {"state": "SUCCEEDED"}
+
+
+def test_a_reader_is_not_blocked_by_an_open_write_transaction(
+    state: SqliteStateStore, db_path: Path
+) -> None:
+    state.set("jobs/j1", {"v": "committed"})
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute('UPDATE docs SET data = \'{"v":"uncommitted"}\'')
+        reader = SqliteStateStore(db_path, busy_timeout_s=0.5)
+        assert reader.get("jobs/j1") == {"v": "committed"}
+        reader.close()
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+    assert state.get("jobs/j1") == {"v": "uncommitted"}
+
+
+def test_two_stores_on_one_file_lose_no_concurrent_update(db_path: Path) -> None:
+    stores = [SqliteStateStore(db_path), SqliteStateStore(db_path)]
+    stores[0].set("counters/c", {"n": 0})
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work(store: SqliteStateStore) -> None:
+        try:
+            start.wait()
+            for _ in range(25):
+                store.update("counters/c", lambda d: {"n": (d or {"n": 0})["n"] + 1})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(stores[i % 2],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert stores[1].get("counters/c") == {"n": 200}
+    for store in stores:
+        store.close()
+
+
+def test_an_in_memory_store_is_one_database_shared_by_all_threads() -> None:
+    store = SqliteStateStore(":memory:")
+    thread = threading.Thread(target=store.set, args=("jobs/j1", {"from": "thread"}))
+    thread.start()
+    thread.join()
+    assert store.get("jobs/j1") == {"from": "thread"}
+
+
+def test_64_bit_integers_round_trip_exactly(state: SqliteStateStore) -> None:
+    doc = {"max": 2**63 - 1, "min": -(2**63), "past_double": 2**53 + 1}
+    state.set("n/ints", doc)
+    assert state.get("n/ints") == doc
+    assert [d["max"] for d in state.query("n", [Where("past_double", "==", 2**53 + 1)])] == [
+        2**63 - 1
+    ]
+
+
+def test_a_failing_update_leaves_no_transaction_open(state: SqliteStateStore) -> None:
+    with pytest.raises(KeyError):
+        state.update("jobs/j1", lambda d: cast(dict[str, Any], {})["missing"])
+    state.set("jobs/j1", {"ok": True})
+    assert state.update("jobs/j1", lambda d: {"ok": False}) == {"ok": False}
+
+
+def test_filters_match_only_values_of_their_own_type(state: SqliteStateStore) -> None:
+    state.set_many(
+        [
+            ("t/bool", {"id": "bool", "v": True}),
+            ("t/one", {"id": "one", "v": 1}),
+            ("t/text", {"id": "text", "v": "1"}),
+            ("t/null", {"id": "null", "v": None}),
+            ("t/missing", {"id": "missing"}),
+        ]
+    )
+
+    def ids(*where: Where) -> list[str]:
+        return sorted(d["id"] for d in state.query("t", list(where)))
+
+    assert ids(Where("v", "==", True)) == ["bool"]
+    assert ids(Where("v", "==", 1)) == ["one"]
+    assert ids(Where("v", "==", 1.0)) == ["one"]
+    assert ids(Where("v", "==", "1")) == ["text"]
+    assert ids(Where("v", "==", None)) == ["null"]
+    assert ids(Where("v", ">=", 0)) == ["one"]
+    assert ids(Where("v", ">", "")) == ["text"]
+    assert ids(Where("v", "in", [True, "1"])) == ["bool", "text"]
+
+
+def test_order_by_leaves_out_documents_without_the_field(state: SqliteStateStore) -> None:
+    state.set_many(
+        [("t/a", {"id": "a", "k": 2}), ("t/b", {"id": "b"}), ("t/c", {"id": "c", "k": None})]
+    )
+    assert [d["id"] for d in state.query("t", order_by="k")] == ["c", "a"]
+
+
+def test_streaming_pages_through_ties_and_nulls_without_loss_or_repeat(
+    state: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "PAGE_SIZE", 3)
+    values: list[Any] = [None, None, 1, 1, 1, 1, 1, 2.5, "a", "a", "b", None, 1]
+    state.set_many((f"t/d{i:02d}", {"id": f"d{i:02d}", "k": v}) for i, v in enumerate(values))
+    ordered = list(state.query("t", order_by="k"))
+    assert sorted(d["id"] for d in ordered) == [f"d{i:02d}" for i in range(len(values))]
+    keys = [d["k"] for d in ordered]
+    assert keys == [None, None, None, 1, 1, 1, 1, 1, 1, 2.5, "a", "a", "b"]
+    assert len(list(state.query("t"))) == len(values)
+    assert [d["id"] for d in state.query("t", order_by="k", limit=4)] == [
+        "d00",
+        "d01",
+        "d11",
+        "d02",
+    ]
+
+
+def test_filtering_on_state_uses_the_index(state: SqliteStateStore) -> None:
+    clauses, params = state_module._compile("jobs/J/items", [Where("state", "==", "FAILED")])
+    sql = "EXPLAIN QUERY PLAN SELECT data FROM docs WHERE " + " AND ".join(clauses)  # noqa: S608
+    with sqlite3.connect(state.path) as raw:
+        plan = raw.execute(sql, params).fetchall()
+    assert "docs_by_state" in " ".join(str(row) for row in plan)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (Where("v", "in", []), "1 to 30 values"),
+        (Where("v", "in", list(range(31))), "1 to 30 values"),
+        (Where("v", "in", "abc"), "expects a list"),
+        (Where("v", "<", None), "expects a str, number or bool"),
+        (Where("v", "==", {"a": 1}), "expects a str, number or bool"),
+        (Where("v", cast(Any, "!="), 1), "not one of"),
+        (Where("", "==", 1), "field path"),
+    ],
+)
+def test_unsupported_filters_are_rejected(
+    state: SqliteStateStore, where: Where, message: str
+) -> None:
+    with pytest.raises(PermanentError, match=message):
+        list(state.query("t", [where]))
+
+
+@pytest.mark.parametrize(
+    "doc", [{"x": float("nan")}, {"x": {1, 2}}, {"x": b"bytes"}, cast(Any, ["not", "a", "map"])]
+)
+def test_documents_that_are_not_json_are_rejected_naming_the_path(
+    state: SqliteStateStore, doc: Any
+) -> None:
+    with pytest.raises(PermanentError, match="jobs/j1"):
+        state.set("jobs/j1", doc)
+    assert state.get("jobs/j1") is None
+
+
+@pytest.mark.parametrize("path", ["jobs/__id__", "jobs/..", "a//b/c", "/jobs/j1"])
+def test_paths_with_empty_or_reserved_ids_are_rejected(state: SqliteStateStore, path: str) -> None:
+    with pytest.raises(PermanentError, match="path"):
+        state.get(path)
+
+
+# --- InProcessBus ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bus() -> InProcessBus:
+    return InProcessBus()
+
+
+def test_in_process_bus_satisfies_the_event_bus_protocol(bus: InProcessBus) -> None:
+    assert isinstance(bus, EventBus)
+
+
+def test_a_message_to_a_topic_without_subscriptions_is_dropped(bus: InProcessBus) -> None:
+    bus.publish("t", b"lost", {})
+    bus.create_subscription("s", "t")
+    assert bus.pending("s") == 0
+    bus.publish("t", b"kept", {})
+    assert [m.data for m in bus.pull("s")] == [b"kept"]
+
+
+def test_every_subscription_of_a_topic_gets_its_own_copy(bus: InProcessBus) -> None:
+    bus.create_subscription("s1", "t")
+    bus.create_subscription("s2", "t")
+    bus.create_subscription("other", "u")
+    message_id = bus.publish("t", b"x", {"a": "1"})
+    [m1] = bus.pull("s1")
+    m1.attributes["a"] = "changed"
+    [m2] = bus.pull("s2")
+    assert (m2.message_id, m2.topic, m2.data, m2.attributes) == (message_id, "t", b"x", {"a": "1"})
+    assert m2.publish_time.tzinfo is UTC
+    assert bus.pending("other") == 0
+
+
+def test_pull_takes_messages_oldest_first_up_to_max_and_removes_them(bus: InProcessBus) -> None:
+    bus.create_subscription("s", "t")
+    for i in range(5):
+        bus.publish("t", str(i).encode(), {})
+    assert [m.data for m in bus.pull("s", max_messages=2)] == [b"0", b"1"]
+    assert bus.pending("s") == 3
+    assert [m.data for m in bus.pull("s")] == [b"2", b"3", b"4"]
+    assert bus.pull("s") == []
+
+
+def test_pull_with_a_timeout_returns_once_a_message_is_published(bus: InProcessBus) -> None:
+    bus.create_subscription("s", "t")
+    publisher = threading.Thread(target=bus.publish, args=("t", b"late", {}))
+    publisher.start()
+    got = bus.pull("s", timeout=60)
+    publisher.join()
+    assert [m.data for m in got] == [b"late"]
+
+
+def test_pull_from_an_unknown_subscription_raises_not_found(bus: InProcessBus) -> None:
+    with pytest.raises(NotFound, match="nope"):
+        bus.pull("nope")
+    with pytest.raises(NotFound, match="nope"):
+        bus.pending("nope")
+
+
+def test_creating_a_subscription_again_keeps_its_messages(bus: InProcessBus) -> None:
+    bus.create_subscription("s", "t")
+    bus.publish("t", b"x", {})
+    bus.create_subscription("s", "t")
+    assert bus.pending("s") == 1
+    with pytest.raises(PermanentError, match="already attached to topic t"):
+        bus.create_subscription("s", "u")
+
+
+@pytest.mark.parametrize(
+    ("data", "attributes", "message"),
+    [
+        (b"x" * 10_000_001, {}, "at most 10000000 bytes"),
+        (b"", {}, "needs data or an attribute"),
+        (b"x", {"googthing": "v"}, "not start with 'goog'"),
+        (b"x", {"k" * 257: "v"}, "1 to 256 bytes"),
+        (b"x", {"k": "v" * 1025}, "at most 1024 bytes"),
+        (b"x", {f"k{i}": "v" for i in range(101)}, "at most 100 attributes"),
+        (bytearray(b"x"), {}, "data must be bytes"),
+    ],
+)
+def test_messages_pub_sub_would_refuse_are_refused(
+    bus: InProcessBus, data: Any, attributes: dict[str, str], message: str
+) -> None:
+    bus.create_subscription("s", "t")
+    with pytest.raises(PermanentError, match=message):
+        bus.publish("t", data, attributes)
+    assert bus.pending("s") == 0
+
+
+def test_concurrent_publishers_lose_nothing_and_share_no_id(bus: InProcessBus) -> None:
+    bus.create_subscription("s", "t")
+    start = threading.Barrier(8)
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def publish_many(n: int) -> None:
+        start.wait()
+        for i in range(100):
+            message_id = bus.publish("t", f"{n}-{i}".encode(), {})
+            with lock:
+                ids.append(message_id)
+
+    threads = [threading.Thread(target=publish_many, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert bus.pending("s") == 800
+    assert len(set(ids)) == 800
+    assert len({m.data for m in bus.pull("s", max_messages=1000)}) == 800
