@@ -19,8 +19,9 @@ import json
 import sys
 from typing import Any
 
-from bananabatch.core.messages import load_completion_schema
 from google.cloud import pubsub_v1
+
+from bananabatch.core.messages import load_completion_schema
 
 try:
     import jsonschema

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pulumi
+
 from bananabatch_infra.pipeline import Pipeline
 from bananabatch_infra.stack_config import NAMESPACE, load_args
 

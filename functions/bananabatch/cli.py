@@ -1,7 +1,11 @@
 """The `bananabatch` command. Parses, wires, delegates; no pipeline logic lives here.
 
+It works against the local stack (BANANABATCH_BACKEND=local, the default: a folder, SQLite
+and the emulator) and a deployed one (BANANABATCH_BACKEND=gcp with the project and buckets
+set) alike. Every command has --json for scripts.
+
 Exit codes: 0 success, 1 error, 2 usage error, 3 job ended PARTIAL, 4 job ended FAILED or
-CANCELLED, 5 job HELD for approval.
+CANCELLED, 5 job HELD for approval, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +21,24 @@ from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
+from bananabatch import log
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord
-from bananabatch.core.states import ITEM_TERMINAL, ItemState, JobState
-from bananabatch.errors import BananaError
+from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState, JobState
+from bananabatch.errors import BananaError, PermanentError
+from bananabatch.pipeline.runtime import Runtime
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -44,6 +60,9 @@ console = Console()
 err = Console(stderr=True)
 _state: dict[str, bool] = {"debug": False}
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+JobArg = Annotated[str, typer.Argument(help="The job id (see `bananabatch ls`).")]
+
 
 @app.callback()
 def _root(
@@ -63,19 +82,40 @@ def exit_code_for(job: JobRecord) -> int:
 
 
 @contextmanager
-def _errors_as_one_line() -> Iterator[None]:
+def errors_as_one_line() -> Iterator[None]:
+    """A BananaError becomes one red line and exit code 1 (a traceback only with --debug)."""
     try:
         yield
     except BananaError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _settings(**overrides: Any) -> Settings:
+def settings_from_env(**overrides: Any) -> Settings:
     base = Settings.from_env(os.environ)
     return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def open_runtime(*, with_provider: bool = False, **overrides: Any) -> Runtime:
+    from bananabatch.wiring import build_runtime
+
+    settings = settings_from_env(**overrides)
+    if settings.backend is Backend.LOCAL:
+        _quiet_pipeline_logs(settings)
+    return build_runtime(settings, with_provider=with_provider)
+
+
+def _quiet_pipeline_logs(settings: Settings) -> None:
+    # The pipeline logs JSON for Cloud Logging; on a terminal it goes to a file instead.
+    logs = settings.local_root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log.configure(settings.log_level, (logs / "pipeline.jsonl").open("a"), replace=True)
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
 
 # --- local run ------------------------------------------------------------------------------
@@ -89,11 +129,11 @@ def local_run(
     ),
     provider: Annotated[
         ProviderKind,
-        typer.Option(help="emulator (default, free) or gemini (needs GEMINI_API_KEY)."),
+        typer.Option(help="emulator (default, free) or gemini (real, paid: needs GEMINI_API_KEY)."),
     ] = ProviderKind.EMULATOR,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run FILE through the whole pipeline locally and print a summary.
+    """Run FILE through the whole pipeline on this machine and print a summary.
 
     Example: bananabatch local run examples/prompts.jsonl
     """
@@ -101,10 +141,11 @@ def local_run(
     from bananabatch.local.runner import Progress as RunProgress
     from bananabatch.wiring import build_runtime
 
-    with _errors_as_one_line(), _provider_for(provider) as provider_overrides:
-        settings = _settings(
+    with errors_as_one_line(), _provider_for(provider) as provider_overrides:
+        settings = settings_from_env(
             backend=Backend.LOCAL, local_root=root, provider=provider, **provider_overrides
         )
+        _quiet_pipeline_logs(settings)
         pipeline = LocalPipeline(build_runtime(settings))
         try:
             if as_json:
@@ -113,23 +154,15 @@ def local_run(
                 with _job_progress() as (progress, task):
 
                     def show(p: RunProgress) -> None:
-                        total = p.job.line_count if p.job and p.job.line_count else None
-                        done = sum(v for k, v in p.counts.items() if ItemState(k) in ITEM_TERMINAL)
-                        progress.update(
-                            task,
-                            total=total,
-                            completed=done,
-                            description=_progress_line(p.job, p.counts),
-                        )
+                        _show_progress(progress, task, p.job, p.counts)
 
                     result = pipeline.run_job(file, on_progress=show)
         finally:
             pipeline.close()
-        summary = result.summary
         if as_json:
-            console.print_json(json.dumps(summary))
+            print_json(result.summary)
         else:
-            _print_summary(summary, root)
+            print_summary(result.summary)
         raise typer.Exit(exit_code_for(result.job))
 
 
@@ -153,18 +186,27 @@ def demo_emulator_config() -> Any:
 
 
 @contextmanager
-def _job_progress() -> Iterator[tuple[Progress, Any]]:
+def _job_progress(*, disable: bool = False) -> Iterator[tuple[Progress, Any]]:
+    # Progress goes to stderr so stdout stays clean for summaries and --json.
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
-        transient=False,
+        TimeRemainingColumn(),
+        console=err,
+        disable=disable,
     )
     with progress:
-        task = progress.add_task("uploading", total=None)
-        yield progress, task
+        yield progress, progress.add_task("uploading", total=None)
+
+
+def _show_progress(
+    progress: Progress, task: Any, job: JobRecord | None, counts: dict[str, int]
+) -> None:
+    total = job.line_count if job and job.line_count else None
+    done = sum(v for k, v in counts.items() if ItemState(k) in ITEM_TERMINAL)
+    progress.update(task, total=total, completed=done, description=_progress_line(job, counts))
 
 
 def _progress_line(job: JobRecord | None, counts: dict[str, int]) -> str:
@@ -174,16 +216,18 @@ def _progress_line(job: JobRecord | None, counts: dict[str, int]) -> str:
     for state in (ItemState.SUBMITTED, ItemState.SUCCEEDED, ItemState.BLOCKED, ItemState.FAILED):
         if counts.get(state.value):
             parts.append(f"{state.value.lower()} {counts[state.value]}")
+    spent = job.costs.actual_usd or job.costs.estimated_usd
+    parts.append(f"${spent:.4f}")
     return " · ".join(parts)
 
 
-def _print_summary(summary: dict[str, Any], root: Path) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     if not summary:
         err.print("[red]the job left no summary.json[/]")
         return
     counts: dict[str, int] = summary["counts"]
     costs: dict[str, Any] = summary["costs"]
-    table = Table(title=f"job {summary['job_id']}: {summary['state']}", show_header=True)
+    table = Table(title=f"job {summary['job_id']}: {summary['state']}")
     table.add_column("item state")
     table.add_column("count", justify="right")
     for state, count in counts.items():
@@ -191,7 +235,7 @@ def _print_summary(summary: dict[str, Any], root: Path) -> None:
             table.add_row(state, str(count))
     table.add_row("[bold]input lines[/]", f"[bold]{summary['line_count']}[/]")
     console.print(table)
-    cost = Table(title="cost (USD)", show_header=True)
+    cost = Table(title="cost (USD)")
     cost.add_column("")
     cost.add_column("amount", justify="right")
     cost.add_row("estimate at standard price", f"${costs['standard_equivalent_usd']:.4f}")
@@ -202,6 +246,8 @@ def _print_summary(summary: dict[str, Any], root: Path) -> None:
     if per_image is not None:
         cost.add_row("per accepted image", f"${per_image:.4f}")
     console.print(cost)
+    if summary.get("error"):
+        console.print(f"[red]reason:[/] {summary['error']}", soft_wrap=True)
     files = summary["files"]
     console.print("[bold]results[/]")
     for label, key in (
@@ -209,11 +255,22 @@ def _print_summary(summary: dict[str, Any], root: Path) -> None:
         ("results.jsonl", "results"),
         ("rejected.jsonl", "rejected"),
         ("failed.jsonl", "failed"),
-        ("gallery", "gallery"),
     ):
-        console.print(f"  {label:<15} {files[key]}")
-    console.print(f"  {'summary.json':<15} {files['results'].rsplit('/', 1)[0]}/summary.json")
-    _ = root
+        console.print(f"  {label:<15} {_display_path(files[key])}", soft_wrap=True)
+    summary_uri = files["results"].rsplit("/", 1)[0] + "/summary.json"
+    console.print(f"  {'summary.json':<15} {_display_path(summary_uri)}", soft_wrap=True)
+    console.print(f"[bold]gallery[/]          {_display_path(files['gallery'])}", soft_wrap=True)
+
+
+def _display_path(uri: str) -> str:
+    """Local results as paths relative to the working directory; cloud URIs unchanged."""
+    if not uri.startswith("file://"):
+        return uri
+    path = Path(uri.removeprefix("file://"))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 # --- emulator -------------------------------------------------------------------------------
@@ -226,7 +283,7 @@ def emulator(
 ) -> None:
     """Serve the Gemini Batch emulator until interrupted.
 
-    Example: bananabatch emulator --port 8765, then GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:8765
+    Example: bananabatch emulator --port 8765   (then GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:8765)
     """
     from bananabatch.emulator.server import run_forever
 
@@ -234,67 +291,321 @@ def emulator(
     run_forever(host, port, demo_emulator_config())
 
 
-# --- status and ls --------------------------------------------------------------------------
+# --- submit, status, ls, watch ----------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="A local JSONL path or a gs:// URI.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload FILE to the inbox and start its job; prints the job id.
+
+    Example: bananabatch submit prompts.jsonl
+    """
+    with errors_as_one_line():
+        rt = open_runtime(with_provider=True)
+        if rt.settings.backend is Backend.LOCAL:
+            from bananabatch.local.runner import LocalPipeline
+
+            path = Path(file)
+            if not path.is_file():
+                raise PermanentError(f"no such file: {file} (the local backend takes a local path)")
+            pipeline = LocalPipeline(rt)
+            try:
+                job_id = pipeline.upload(path)
+            finally:
+                pipeline.close()
+        else:
+            from bananabatch.deployed import submit_file
+
+            job_id = submit_file(rt.settings, file)
+        if as_json:
+            print_json({"job_id": job_id})
+        else:
+            console.print(job_id)
 
 
 @app.command()
 def status(
-    job: Annotated[
-        str | None, typer.Argument(help="A job id; all recent jobs when omitted.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    job: Annotated[str | None, typer.Argument(help="A job id; recent jobs when omitted.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Show a job's counts per state and cost (or a table of recent jobs).
+    """Show a job's counts per state, cost and age (or a table of recent jobs).
 
-    Example: bananabatch status prompts-3f2a9c1d7e44
+    Example: bananabatch status prompts-3f2a9c1d7e44 --json
     """
-    from bananabatch.wiring import build_runtime
-
-    with _errors_as_one_line():
-        rt = build_runtime(_settings())
+    with errors_as_one_line():
+        rt = open_runtime()
         if job is None:
-            jobs = list(rt.repo.list_jobs())
+            jobs = recent_jobs(rt)
             if as_json:
-                console.print_json(json.dumps([j.to_doc() for j in jobs]))
+                print_json([job_view(rt, j) for j in jobs])
             else:
-                _print_jobs(jobs)
+                print_jobs(rt, jobs)
             return
         record = rt.repo.require_job(job)
-        counts = {s.value: rt.repo.count_items(job, s) for s in ItemState}
-        counts[ItemState.REJECTED.value] = record.rejected_count
         if as_json:
-            console.print_json(json.dumps(record.to_doc() | {"live_counts": counts}))
+            print_json(job_view(rt, record))
         else:
-            _print_jobs([record], counts=counts)
+            print_jobs(rt, [record])
         raise typer.Exit(exit_code_for(record))
 
 
 @app.command("ls")
-def list_jobs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List recent jobs.
+def list_jobs(
+    limit: Annotated[int, typer.Option(help="How many of the newest jobs to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent jobs, newest first.
 
-    Example: bananabatch ls --json
+    Example: bananabatch ls --limit 5
     """
-    status(None, as_json)
+    with errors_as_one_line():
+        rt = open_runtime()
+        jobs = recent_jobs(rt)[:limit]
+        if as_json:
+            print_json([job_view(rt, j) for j in jobs])
+        else:
+            print_jobs(rt, jobs)
 
 
-def _print_jobs(jobs: list[JobRecord], counts: dict[str, int] | None = None) -> None:
-    table = Table(show_header=True)
-    for column in ("job", "state", "lines", "succeeded", "blocked", "failed", "rejected", "cost"):
-        table.add_column(column)
+def recent_jobs(rt: Runtime) -> list[JobRecord]:
+    return sorted(rt.repo.list_jobs(), key=lambda j: j.created_at, reverse=True)
+
+
+def live_counts(rt: Runtime, job: JobRecord) -> dict[str, int]:
+    counts = {s.value: rt.repo.count_items(job.job_id, s) for s in ItemState}
+    counts[ItemState.REJECTED.value] = job.rejected_count
+    return counts
+
+
+def job_view(rt: Runtime, job: JobRecord) -> dict[str, Any]:
+    counts = job.counts if job.state in JOB_TERMINAL else live_counts(rt, job)
+    age = (rt.now() - job.created_at).total_seconds()
+    return {
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "source": job.source.uri,
+        "line_count": job.line_count,
+        "counts": counts,
+        "costs": job.costs.to_doc(),
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "age_seconds": round(age, 1),
+        "results_prefix": job.results_prefix,
+        "error": job.error,
+    }
+
+
+def print_jobs(rt: Runtime, jobs: list[JobRecord]) -> None:
+    table = Table()
+    for column in (
+        "job",
+        "state",
+        "lines",
+        "done",
+        "succeeded",
+        "blocked",
+        "failed",
+        "rejected",
+        "cost",
+        "age",
+    ):
+        table.add_column(column, justify="right" if column not in {"job", "state"} else "left")
     for job in jobs:
-        c = counts or job.counts
+        view = job_view(rt, job)
+        c = view["counts"]
+        done = sum(v for k, v in c.items() if ItemState(k) in ITEM_TERMINAL)
+        spent = job.costs.actual_usd or job.costs.estimated_usd
         table.add_row(
             job.job_id,
             job.state.value,
             str(job.line_count),
-            str(c.get("SUCCEEDED", 0)),
+            str(done),
+            str(c.get("SUCCEEDED", 0) + c.get("CACHED", 0)),
             str(c.get("BLOCKED", 0)),
             str(c.get("FAILED", 0)),
             str(c.get("REJECTED", 0)),
-            f"${job.costs.actual_usd or job.costs.estimated_usd:.4f}",
+            f"${spent:.4f}",
+            _age(view["age_seconds"]),
         )
     console.print(table)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@app.command()
+def watch(
+    job: JobArg,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 48 * 3600,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow a job with a live progress bar until it ends; exits with the job's code.
+
+    On the local backend, watch also plays the scheduler: it ticks and delivers the batch-done
+    messages, so run `bananabatch emulator` and set GOOGLE_GEMINI_BASE_URL first.
+
+    Example: bananabatch watch prompts-3f2a9c1d7e44
+    """
+    with errors_as_one_line():
+        local = settings_from_env().backend is Backend.LOCAL
+        rt = open_runtime(with_provider=local)
+        driver = _local_driver(rt) if local else None
+        started = time.monotonic()
+        try:
+            with _job_progress(disable=as_json) as (progress, task):
+                while True:
+                    if driver is not None:
+                        driver.tick()
+                        driver.drain()
+                    record = rt.repo.require_job(job)
+                    _show_progress(progress, task, record, live_counts(rt, record))
+                    if record.state in JOB_TERMINAL or record.state is JobState.HELD:
+                        break
+                    if time.monotonic() - started > timeout:
+                        raise PermanentError(
+                            f"job {job} still {record.state.value} after {timeout:.0f} s"
+                        )
+                    time.sleep(interval)
+        finally:
+            if driver is not None:
+                driver.close()
+        if as_json:
+            print_json(job_view(rt, record))
+        raise typer.Exit(exit_code_for(record))
+
+
+def _local_driver(rt: Runtime) -> Any:
+    from bananabatch.local.runner import LocalPipeline
+
+    return LocalPipeline(rt)
+
+
+# --- fetch, retry, cancel ---------------------------------------------------------------------
+
+
+@app.command()
+def fetch(
+    job: JobArg,
+    to: Annotated[Path, typer.Option("--to", help="Folder to download the images into.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a job's images with a progress bar; rerun to resume (finished files are skipped).
+
+    Example: bananabatch fetch prompts-3f2a9c1d7e44 --to ./images
+    """
+    with errors_as_one_line():
+        rt = open_runtime()
+        rt.repo.require_job(job)
+        bucket = rt.settings.results_bucket
+        objects = list(rt.objects.list(bucket, f"jobs/{job}/images/"))
+        to.mkdir(parents=True, exist_ok=True)
+        fetched = skipped = 0
+        total = sum(o.size for o in objects)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=as_json,
+        ) as progress:
+            task = progress.add_task(f"fetching {len(objects)} images", total=total)
+            for info in objects:
+                target = to / info.name.rsplit("/", 1)[-1]
+                if target.is_file() and target.stat().st_size == info.size:
+                    skipped += 1
+                    progress.advance(task, info.size)
+                    continue
+                partial = target.with_name(target.name + ".part")
+                with rt.objects.open_read(bucket, info.name) as source, partial.open("wb") as sink:
+                    while chunk := source.read(1024 * 1024):
+                        sink.write(chunk)
+                        progress.advance(task, len(chunk))
+                partial.replace(target)
+                fetched += 1
+        result = {
+            "job_id": job,
+            "to": str(to),
+            "fetched": fetched,
+            "skipped": skipped,
+            "images": len(objects),
+        }
+        if as_json:
+            print_json(result)
+        else:
+            console.print(f"{fetched} fetched, {skipped} already there, in {to}")
+
+
+@app.command()
+def retry(job: JobArg, as_json: JsonOpt = False) -> None:
+    """Resubmit a finished job's failed items as a new job (from its failed.jsonl).
+
+    Example: bananabatch retry prompts-3f2a9c1d7e44
+    """
+    import tempfile
+
+    with errors_as_one_line():
+        rt = open_runtime(with_provider=True)
+        record = rt.repo.require_job(job)
+        if record.state not in JOB_TERMINAL:
+            raise PermanentError(
+                f"job {job} is still {record.state.value}; retry once it has ended"
+            )
+        failed = rt.objects.read_bytes(rt.settings.results_bucket, f"jobs/{job}/failed.jsonl")
+        if not failed.strip():
+            raise PermanentError(f"job {job} has no failed items to retry")
+        stem = record.source.name.rsplit("/", 1)[-1].removesuffix(".jsonl")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"{stem}-retry-of-{job}.jsonl"
+            path.write_bytes(failed)
+            if rt.settings.backend is Backend.LOCAL:
+                from bananabatch.local.runner import LocalPipeline
+
+                pipeline = LocalPipeline(rt)
+                try:
+                    new_job = pipeline.upload(path)
+                finally:
+                    pipeline.close()
+            else:
+                from bananabatch.deployed import submit_file
+
+                new_job = submit_file(rt.settings, str(path))
+        lines = failed.count(b"\n")
+        if as_json:
+            print_json({"job_id": job, "retry_job_id": new_job, "items": lines})
+        else:
+            console.print(f"{lines} failed items resubmitted as job {new_job}")
+
+
+@app.command()
+def cancel(job: JobArg, as_json: JsonOpt = False) -> None:
+    """Cancel a job: queued batches never start, running ones are cancelled at the provider.
+
+    Images already generated are kept; the job ends CANCELLED.
+
+    Example: bananabatch cancel prompts-3f2a9c1d7e44
+    """
+    from bananabatch.pipeline.control import cancel_job
+
+    with errors_as_one_line():
+        rt = open_runtime(with_provider=True)
+        outcome = cancel_job(rt, job)
+        if as_json:
+            print_json(outcome)
+        else:
+            console.print(
+                f"job {job}: {outcome['cancelled_batches']} batches cancelled;"
+                " it ends CANCELLED once they are collected"
+            )
 
 
 def main() -> None:

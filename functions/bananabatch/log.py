@@ -50,13 +50,16 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "INFO", stream: Any = None) -> None:
-    """Install the JSON handler on the package logger once per process."""
+def configure(level: str = "INFO", stream: Any = None, *, replace: bool = False) -> None:
+    """Install the JSON handler on the package logger once per process. replace=True
+    redirects it (the CLI sends pipeline logs to a file so they don't bury its output)."""
     global _CONFIGURED
     logger = logging.getLogger("bananabatch")
     logger.setLevel(level.upper())
-    if _CONFIGURED:
+    if _CONFIGURED and not replace:
         return
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(CloudLoggingFormatter())
     logger.addHandler(handler)

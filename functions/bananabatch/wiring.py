@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any, cast
 
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.pricing import PriceBook
@@ -19,16 +20,32 @@ _lock = threading.Lock()
 _current: Runtime | None = None
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, *, with_provider: bool = True) -> Runtime:
+    """with_provider=False is for commands that only read and write state (status, fetch):
+    they must work without a Gemini key."""
     objects, state, bus = _stores(settings)
     return Runtime(
         settings=settings,
         objects=objects,
         state=state,
         bus=bus,
-        provider=build_provider(settings, objects),
+        provider=build_provider(settings, objects)
+        if with_provider
+        else cast(BatchProvider, NoProvider()),
         prices=PriceBook(overrides=settings.price_overrides),
     )
+
+
+class NoProvider:
+    """Stands in where no provider is configured; any use says what to configure."""
+
+    kind = "none"
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConfigError(
+            f"this command needs a batch provider ({name}): set GEMINI_API_KEY for gemini, or"
+            " run `bananabatch emulator` and set GOOGLE_GEMINI_BASE_URL to its address"
+        )
 
 
 def _stores(settings: Settings) -> tuple[ObjectStore, StateStore, EventBus]:
@@ -46,12 +63,14 @@ def _stores(settings: Settings) -> tuple[ObjectStore, StateStore, EventBus]:
         )
     if not settings.project:
         raise ConfigError("the gcp backend needs a project: set GOOGLE_CLOUD_PROJECT")
-    from bananabatch.adapters.gcp import firestore, pubsub, storage
+    from bananabatch.adapters.gcp.firestore import FirestoreStateStore
+    from bananabatch.adapters.gcp.pubsub import PubSubEventBus
+    from bananabatch.adapters.gcp.storage import GcsObjectStore
 
     return (
-        storage.from_settings(settings),
-        firestore.from_settings(settings),
-        pubsub.from_settings(settings),
+        GcsObjectStore.from_settings(settings),
+        FirestoreStateStore.from_settings(settings),
+        PubSubEventBus.from_settings(settings),
     )
 
 

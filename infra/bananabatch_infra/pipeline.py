@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import bananabatch.config as cfg
 import pulumi
 import pulumi_gcp as gcp
 
+import bananabatch.config as cfg
 from bananabatch_infra import FUNCTIONS_DIR
 from bananabatch_infra.source import SourceArchive, build_archive
 from bananabatch_infra.stack_config import PipelineArgs

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-import bananabatch.config as cfg
 import pulumi
+
+import bananabatch.config as cfg
 
 NAMESPACE: Final = "bananabatch"
 DEFAULT_REGION: Final = "us-central1"

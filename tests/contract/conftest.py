@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from bananabatch.adapters.local.bus import InProcessBus
 from bananabatch.adapters.local.objects import FolderObjectStore
 from bananabatch.adapters.local.state import SqliteStateStore
-
 from tests.contract.harness import (
     BusUnderTest,
     ObjectsUnderTest,

@@ -6,8 +6,8 @@ from collections import Counter
 from typing import Any, cast
 
 import pytest
-from bananabatch.errors import PermanentError
 
+from bananabatch.errors import PermanentError
 from tests.contract.harness import BusUnderTest
 
 

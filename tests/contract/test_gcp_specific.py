@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import google.cloud.pubsub_v1 as pubsub_v1  # type: ignore[import-untyped]  # no py.typed
@@ -24,6 +25,7 @@ from bananabatch.adapters.gcp.storage import GcsObjectStore
 from bananabatch.config import Settings
 from bananabatch.errors import ConfigError, NotFound, PermanentError, TransientError
 from bananabatch.ports import Doc, Where
+from tests.support import emulators
 from tests.support.emulators import (
     ENV_FIRESTORE,
     ENV_PUBSUB,
@@ -143,7 +145,13 @@ def test_open_read_fetches_a_large_object_in_bounded_ranges(
             got += piece
 
     assert bytes(got) == data
-    ranges = [r.headers.get("range", "") for r in gcs_proxy.requests if "alt" in r.query]
+    downloads = [r for r in gcs_proxy.requests if "alt" in r.query]
+    info = store.stat(bucket, "big.bin")
+    assert info is not None
+    # Every range comes from the generation seen at open, so an overwrite mid-read fails
+    # instead of splicing two versions together.
+    assert {tuple(r.query.get("generation", [])) for r in downloads} == {(info.generation,)}
+    ranges = [r.headers.get("range", "") for r in downloads]
     assert len(ranges) >= size // chunk
     for header in ranges:
         first, last = header.removeprefix("bytes=").split("-")
@@ -212,7 +220,7 @@ def proxied_state(firestore_proxy: GrpcFaultProxy, gcp_project: str) -> Firestor
     return FirestoreStateStore.from_settings(Settings(project=gcp_project))
 
 
-def test_integers_beyond_2_53_reach_firestore_as_exact_int64(state: FirestoreStateStore) -> None:
+def test_integers_beyond_2_53_reach_firestore_as_exact_int64() -> None:
     # The emulator keeps JavaScript numbers and cannot store these; check the encoding the
     # library sends and decodes, through the adapter's own conversions.
     doc = {"big": 2**53 + 1, "max": 2**63 - 1, "min": -(2**63)}
@@ -536,3 +544,28 @@ def test_a_subscription_filter_on_attributes_selects_messages(
     subscriber.close()
     assert [m.data for m in got] == [b"bad"]
     assert sorted(m.data for m in everything) == [b"bad", b"ok"]
+
+
+# --- the emulators themselves -----------------------------------------------------------
+
+
+def test_the_firestore_emulator_refuses_to_start_without_npm_ci_and_says_what_to_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(emulators, "FIRESTORE_EMULATOR_PACKAGE", tmp_path / "absent")
+    with pytest.raises(emulators.EmulatorError, match="make test"):
+        emulators.FirestoreEmulator().start()
+
+
+def test_an_emulator_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    emulator = emulators.StorageEmulator()
+    emulator.start()
+    process = emulator.process
+    assert process is not None
+    assert process.stdin is not None
+    try:
+        # Closing our end of its stdin is what the kernel does when the test run is killed.
+        process.stdin.close()
+        assert process.wait(timeout=DEADLINE_S) == 0
+    finally:
+        emulator.stop()

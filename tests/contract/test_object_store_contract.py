@@ -7,8 +7,8 @@ import random
 import threading
 
 import pytest
-from bananabatch.errors import NotFound
 
+from bananabatch.errors import NotFound
 from tests.contract.harness import ObjectsUnderTest
 
 CHUNK = 64 * 1024

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from bananabatch.errors import PermanentError
 from bananabatch.ports import Doc, StateStore, Where
-
 from tests.contract.harness import StateUnderTest
 
 THREADS = 8

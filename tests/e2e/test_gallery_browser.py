@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
+
 from bananabatch.core.records import Costs, ItemRecord, JobRecord, SourceObject, extension_for
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.report.gallery import gallery_object_name, render_gallery
 from bananabatch.report.thumbs import make_thumbnail, thumb_object_name
-from PIL import Image, ImageDraw
-
 from tests.support.browser import assert_gallery_renders, assert_rendered, inspect_page
 
 pytestmark = pytest.mark.browser

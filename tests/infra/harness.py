@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import pulumi
+
 from bananabatch_infra import FUNCTIONS_DIR
 from bananabatch_infra.pipeline import Pipeline
 from bananabatch_infra.stack_config import PipelineArgs
-
 from tests.infra.checks import Deployment, Recorded
 
 PROJECT: Final = "bb-test-project"

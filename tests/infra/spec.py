@@ -12,7 +12,6 @@ from typing import Final
 
 import bananabatch.config as cfg
 from bananabatch_infra.stack_config import PipelineArgs
-
 from tests.infra import harness
 from tests.infra.checks import Deployment, Grant
 

@@ -11,9 +11,9 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-import bananabatch.config as cfg
 import pytest
 
+import bananabatch.config as cfg
 from tests.infra import spec
 from tests.infra.checks import (
     BUCKET,

@@ -6,9 +6,9 @@ import base64
 import json
 from typing import Any
 
-import bananabatch.config as cfg
 import pulumi
 
+import bananabatch.config as cfg
 from tests.infra import harness, spec
 from tests.infra.checks import BUCKET, SECRET, TOPIC, Recorded, check_secret_values_hidden
 

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from bananabatch_infra import FUNCTIONS_DIR
 from bananabatch_infra.source import build_archive, is_excluded, source_files
 

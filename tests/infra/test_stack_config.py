@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import bananabatch.config as cfg
 import pulumi
 import pytest
 import yaml
+
+import bananabatch.config as cfg
 from bananabatch_infra.stack_config import (
     KNOWN_KEYS,
     SECRET_KEYS,

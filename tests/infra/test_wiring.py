@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import bananabatch.config as cfg
 import pytest
 
+import bananabatch.config as cfg
 from tests.infra import spec
 from tests.infra.checks import (
     FUNCTION,

@@ -99,11 +99,14 @@ class _Process:
         self._log_file: IO[bytes] | None = None
 
     def _spawn(self, argv: list[str], *, stdout_pipe: bool = False) -> subprocess.Popen[bytes]:
+        self._logdir.mkdir(parents=True, exist_ok=True)  # stop() removes it; start() may follow
         self._log_file = self.log.open("ab")
         self.process = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
+            # The child exits when this pipe closes, so a test run killed outright leaves
+            # no emulator behind.
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE if stdout_pipe else self._log_file,
             stderr=self._log_file,
             start_new_session=True,
@@ -121,8 +124,10 @@ class _Process:
                 process.wait(timeout=10)
             except ProcessLookupError:
                 pass
-        if process is not None and process.stdout is not None:
-            process.stdout.close()
+        if process is not None:
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -145,6 +150,15 @@ class _Process:
         raise NotImplementedError
 
 
+# gcp-storage-emulator's own entry point, plus an exit when stdin closes (see _spawn).
+_STORAGE_LAUNCHER: Final = """
+import os, sys, threading
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+from gcp_storage_emulator.__main__ import main
+main(sys.argv[1:])
+"""
+
+
 class StorageEmulator(_Process):
     """gcp-storage-emulator, in memory, in a subprocess. `start()` returns the URL for
     STORAGE_EMULATOR_HOST."""
@@ -160,14 +174,15 @@ class StorageEmulator(_Process):
             process = self._spawn(
                 [
                     sys.executable,
-                    "-m",
-                    "gcp_storage_emulator",
+                    "-c",
+                    _STORAGE_LAUNCHER,
                     "start",
                     "--host",
                     "127.0.0.1",
                     "--port",
                     str(port),
                     "--in-memory",
+                    "--quiet",
                 ]
             )
             try:
@@ -185,6 +200,8 @@ class StorageEmulator(_Process):
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -213,8 +230,9 @@ class FirestoreEmulator(_Process):
         assert process.stdout is not None
         line = _read_line(process, deadline_s=START_DEADLINE_S)
         if not line.startswith("READY "):
+            message = f"the Firestore emulator did not start: {line!r}" + _tail(self.log)
             self.stop()
-            raise EmulatorError(f"the Firestore emulator did not start: {line!r}" + _tail(self.log))
+            raise EmulatorError(message)
         port = int(line.split()[1])
         wait_for_port(port, process=process, log=self.log)
         self.host = f"127.0.0.1:{port}"

@@ -215,3 +215,7 @@ const stop = () => {
 };
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
+// The parent holds our stdin open; when it goes (even killed outright), so do we.
+process.stdin.on("end", stop);
+process.stdin.on("error", stop);
+process.stdin.resume();

@@ -22,7 +22,7 @@ import pytest
 from google.api_core.exceptions import DeadlineExceeded
 from google.auth.credentials import AnonymousCredentials
 
-from bananabatch.adapters.gcp.firestore import FirestoreStateStore
+from bananabatch.adapters.gcp.firestore import FirestoreStateStore, firestore_client
 from bananabatch.adapters.gcp.pubsub import PubSubEventBus
 from bananabatch.adapters.gcp.storage import GcsObjectStore
 from bananabatch.config import Settings
@@ -65,11 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the gcp marker added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is None or "gcp" not in callspec.params.values():
             continue
+        item.add_marker(pytest.mark.gcp)
         name = getattr(item, "originalname", item.name)
         reason = EMULATOR_GAPS.get(name)
         marker = item.get_closest_marker("emulator_gap")
@@ -147,9 +149,9 @@ def gcp_objects_under_test(storage_emulator: str, gcp_project: str) -> ObjectsUn
 
 @pytest.fixture
 def gcp_state_under_test(firestore_emulator: str, gcp_project: str) -> Iterator[StateUnderTest]:
-    store = FirestoreStateStore.from_settings(Settings(project=gcp_project))
-    yield StateUnderTest(store=store)
-    store._client.close()  # type: ignore[no-untyped-call]  # untyped in the library
+    client = firestore_client(Settings(project=gcp_project))
+    yield StateUnderTest(store=FirestoreStateStore(client))
+    client.close()  # type: ignore[no-untyped-call]  # untyped in the library
 
 
 @pytest.fixture
@@ -164,9 +166,8 @@ def gcp_bus_under_test(pubsub_emulator: str, gcp_project: str) -> Iterator[BusUn
     def receive(count: int) -> list[ReceivedMessage]:
         return pull(subscriber, subscription, count, deadline_s=RECEIVE_DEADLINE_S)
 
-    bus = PubSubEventBus.from_settings(Settings(project=gcp_project))
+    bus = PubSubEventBus(publisher, gcp_project)
     yield BusUnderTest(bus=bus, topic=CONTRACT_TOPIC, receive=receive)
-    bus._publisher.stop()
     publisher.stop()
     subscriber.close()
 

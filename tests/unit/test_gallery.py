@@ -7,6 +7,8 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from PIL import Image
+
 from bananabatch.core.records import Costs, ItemRecord, JobRecord, SourceObject
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.errors import PermanentError
@@ -18,7 +20,6 @@ from bananabatch.report.gallery import (
     thumb_href,
 )
 from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
-from PIL import Image
 
 JOB_ID = "spring-0123456789ab"
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+
 from bananabatch.adapters.local import state as state_module
 from bananabatch.adapters.local.bus import InProcessBus
 from bananabatch.adapters.local.objects import FolderObjectStore

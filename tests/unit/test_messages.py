@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 
 import jsonschema  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bananabatch.core.messages import (
     completion_message,
     encode_message,
@@ -18,8 +21,6 @@ from bananabatch.core.messages import (
 from bananabatch.core.records import SCHEMA_VERSION, Costs, JobRecord, SourceObject
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.errors import PermanentError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # jsonschema checks "date-time" and "uri" only when optional packages are installed; these
 # stand-ins make the format checks real here without adding a dependency.

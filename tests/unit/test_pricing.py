@@ -140,19 +140,29 @@ def test_a_book_without_a_lane_refuses_rather_than_charging_nothing() -> None:
 # --- estimates and actual cost --------------------------------------------------------------
 
 
+def typical_extra_tokens(model: str) -> int:
+    spec = model_spec(model)
+    assert spec is not None
+    return spec.typical_text_tokens + spec.typical_thought_tokens
+
+
 def test_an_estimate_is_image_tokens_at_the_image_rate_plus_the_prompt_at_the_input_rate() -> None:
+    extra = typical_extra_tokens("gemini-3-pro-image")
     got = BOOK.estimate_request("gemini-3-pro-image", "4K", Lane.BATCH, prompt_tokens=1000)
-    assert close(got, 2000 * 60 / 1e6 + 1000 * 1.00 / 1e6)
+    assert close(got, (2000 * 60 + extra * 6 + 1000 * 1.00) / 1e6)
+    extra = typical_extra_tokens("gemini-3.1-flash-image")
     got = BOOK.estimate_request("gemini-3.1-flash-image", "2K", Lane.STANDARD)
-    assert close(got, 1680 * 60 / 1e6)
+    assert close(got, (1680 * 60 + extra * 3) / 1e6)
 
 
 def test_an_estimate_counts_the_models_typical_text_and_thinking_tokens() -> None:
-    spec = model_spec("gemini-3-pro-image")
-    assert spec is not None
-    extra = spec.typical_text_tokens + spec.typical_thought_tokens
-    got = BOOK.estimate_request("gemini-3-pro-image", "1K", Lane.BATCH)
-    assert close(got, (1120 * 60 + extra * 6) / 1e6)
+    without = PriceBook(overrides={"gemini-3-pro-image": {"batch.text_output_per_1m": 0.0}})
+    with_text = PriceBook(overrides={"gemini-3-pro-image": {"batch.text_output_per_1m": 1e6}})
+    difference = with_text.estimate_request(
+        "gemini-3-pro-image", "1K", Lane.BATCH
+    ) - without.estimate_request("gemini-3-pro-image", "1K", Lane.BATCH)
+    # At $1 per token, the difference is the number of typical text and thinking tokens.
+    assert close(difference, typical_extra_tokens("gemini-3-pro-image"))
 
 
 def test_the_cost_of_usage_bills_each_kind_of_token_at_its_rate() -> None:

@@ -5,7 +5,7 @@ line"): the simple form (`prompt` plus options) and the native form (`request`, 
 GenerateContentRequest in REST form). Every rejection names the line and the field.
 
 Speed: a million simple lines must parse in a small multiple of a bare `json.loads` loop,
-so an accepted simple line takes one pydantic `model_validate_json` call and plain checks.
+so an accepted simple line takes one pydantic `validate_json` call and plain checks.
 Everything else (native lines, and every line the fast path refuses) goes through a slow
 path that parses again with the standard library to say precisely what is wrong.
 """
@@ -179,10 +179,11 @@ _RULES: Final[Mapping[str, _ModelRules]] = {spec.model_id: _rules_for(spec) for 
 class LineParser:
     """Validates the lines of one job, in order; remembers accepted keys to refuse duplicates.
 
-    Keys are remembered as 60-bit blake2b digests so a million keys fit in about 60 MB.
-    Two different keys sharing a digest would make the later one a false duplicate; with a
-    million keys the chance of that is about one in two million, and a deterministic hash
-    (unlike Python's salted `hash`) makes a retried intake reject the same lines.
+    Keys are remembered as 60-bit blake2b digests, not as strings: a million keys take about
+    64 MB (32-byte ints plus the set's table) whatever the keys' length. Two different keys
+    sharing a digest would make the later one a false duplicate (rejected, never merged);
+    with a million keys the chance of that is about one in two million. The hash is
+    deterministic, unlike Python's salted `hash`, so a retried intake rejects the same lines.
     """
 
     def __init__(self, *, default_model: str, limits: IntakeLimits = DEFAULT_LIMITS) -> None:

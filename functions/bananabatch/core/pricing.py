@@ -26,7 +26,12 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from bananabatch.core.catalog import canonical_model, effective_size, model_spec
+from bananabatch.core.catalog import (
+    INPUT_IMAGE_TOKENS,
+    canonical_model,
+    effective_size,
+    model_spec,
+)
 from bananabatch.core.price_table import PRICE_TABLE, Figure, PriceEntry
 from bananabatch.core.results import Usage
 from bananabatch.errors import ConfigError, PriceUnknown
@@ -64,6 +69,11 @@ def estimate_prompt_tokens(text: str) -> int:
     """About four characters per token: an approximation for estimates only (the real count
     comes back in usageMetadata)."""
     return math.ceil(len(text) / 4)
+
+
+def line_prompt_tokens(line: AcceptedLine) -> int:
+    """Input tokens of an accepted line, counted the way usageMetadata counts them."""
+    return math.ceil(line.prompt_chars / 4) + len(line.reference_images) * INPUT_IMAGE_TOKENS
 
 
 class PriceBook:
@@ -130,9 +140,10 @@ class PriceBook:
         ) / PER_MILLION
 
     def estimate_line(self, line: AcceptedLine, lane: Lane) -> float:
-        """estimate_request for an accepted input line, prompt tokens from its text."""
+        """estimate_request for an accepted input line: prompt tokens from its whole text,
+        plus the fixed input-token count of each reference image."""
         return self.estimate_request(
-            line.model, line.image_size, lane, prompt_tokens=math.ceil(line.prompt_chars / 4)
+            line.model, line.image_size, lane, prompt_tokens=line_prompt_tokens(line)
         )
 
     def cost_of_usage(self, model: str, lane: Lane, usage: Usage) -> float:

@@ -41,6 +41,11 @@ class Costs(Record):
     actual_usd: float = 0.0
     saved_usd: float = 0.0
     cost_per_accepted_image_usd: float | None = None
+    # What cache hits and in-file duplicates would have cost at their lane's price.
+    cache_saved_usd: float = 0.0
+    # The actual cost split by lane: batch items, and urgent items at the standard price.
+    batch_actual_usd: float = 0.0
+    urgent_actual_usd: float = 0.0
 
 
 class JobRecord(Record):
@@ -64,6 +69,8 @@ class JobRecord(Record):
     finished_at: datetime | None = None
     error: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # UTC day (budget/{day}) holding this job's reservation, once it has one.
+    budget_day: str | None = None
 
 
 class ItemRecord(Record):
@@ -87,6 +94,12 @@ class ItemRecord(Record):
     actual_usd: float | None = None
     usage: dict[str, Any] | None = None
     updated_at: datetime | None = None
+    # How the item is served: "batch", "urgent" (synchronous API), "cache" (copied from an
+    # earlier image) or "duplicate" (copies duplicate_of's image when the job ends).
+    lane: str | None = None
+    duplicate_of: str | None = None
+    # For cache hits and duplicates: what the item would have cost had it been generated.
+    saved_usd: float | None = None
 
 
 class BatchRecord(Record):
@@ -158,6 +171,10 @@ def batch_path(batch_id: str) -> str:
 
 def cache_path(content_hash: str) -> str:
     return f"cache/{content_hash}"
+
+
+def budget_path(day: str) -> str:
+    return f"budget/{day}"
 
 
 def results_prefix(job_id: str) -> str:

@@ -6,16 +6,18 @@ HTTP: auth, JSON in and out, the resumable upload protocol, and streamed downloa
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from bananabatch.emulator import vertex
 from bananabatch.emulator.store import ApiError, EmulatorState, invalid, not_found
 from bananabatch.log import get_logger
 
@@ -172,8 +174,25 @@ async def files_item(state: EmulatorState, request: Request) -> Response:
 
 def _download(state: EmulatorState, name: str) -> Response:
     entry = state.download_path(name)
+    if state.faults.take_truncated_download():
+        return _truncated(entry.path)
     # FileResponse streams from disk and answers Range requests.
     return FileResponse(entry.path, media_type="application/octet-stream")
+
+
+def _truncated(path: Path) -> Response:
+    """Half the file under a Content-Length for all of it: the server drops the connection
+    when the body runs short, as a download cut off mid-transfer does."""
+    body = path.read_bytes()
+
+    async def half() -> AsyncIterator[bytes]:
+        yield body[: len(body) // 2]
+
+    return StreamingResponse(
+        half(),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(len(body))},
+    )
 
 
 @_api()
@@ -241,8 +260,25 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return _envelope(ApiError(500, "INTERNAL", f"emulator error: {type(exc).__name__}: {exc}"))
 
 
+@_api()
+async def webhooks_create(state: EmulatorState, request: Request) -> Response:
+    body = await _json_body(request)
+    uri = body.get("uri")
+    if not isinstance(uri, str) or not uri:
+        raise invalid("webhook.uri is required")
+    events = [str(e) for e in body.get("subscribed_events") or []]
+    return JSONResponse(state.webhooks.register(uri, events, body.get("name")))
+
+
+async def jwks(request: Request) -> Response:
+    state: EmulatorState = request.app.state.emulator
+    return JSONResponse(state.webhooks.jwks())
+
+
 def create_app(state: EmulatorState) -> Starlette:
     routes = [
+        Route("/{version}/webhooks", webhooks_create, methods=["POST"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/upload/{version}/files", upload, methods=["POST"]),
         Route("/download/{version}/files/{rest}", download_alias, methods=["GET"]),
         Route("/{version}/files", files_list, methods=["GET"]),
@@ -250,6 +286,8 @@ def create_app(state: EmulatorState) -> Starlette:
         Route("/{version}/batches", batches_list, methods=["GET"]),
         Route("/{version}/batches/{rest}", batches_item, methods=["GET", "POST", "DELETE"]),
         Route("/{version}/models/{rest}", models_item, methods=["POST"]),
+        # Vertex AI batch prediction (GCS in/out), beside the Developer API.
+        *vertex.routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -65,6 +65,9 @@ class FaultPlan:
     create_500: int = 0
     # The next N batch creates succeed, but the caller gets a 500 instead of the answer.
     lose_create_response: int = 0
+    # The next N result downloads stop halfway through while promising the whole file
+    # (Content-Length of the full size): the client sees the connection drop mid-body.
+    truncate_downloads: int = 0
 
     def row_error(self, key: str, code: int = 13, message: str = INTERNAL_MESSAGE) -> FaultPlan:
         self.rows[key] = RowFault("error", code=code, message=message)
@@ -90,6 +93,12 @@ class FaultPlan:
                 return None
             fault.times -= 1
         return fault
+
+    def take_truncated_download(self) -> bool:
+        if self.truncate_downloads <= 0:
+            return False
+        self.truncate_downloads -= 1
+        return True
 
     def take_job_fault(self, display_name: str) -> JobFault | None:
         for fault in self.jobs:

@@ -8,8 +8,10 @@ Cheap on purpose (a demo renders a dozen images, benchmarks thousands): the grad
 from __future__ import annotations
 
 import io
+import random
 import textwrap
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
@@ -62,3 +64,44 @@ def render_png(prompt: str, aspect_ratio: str | None, image_size: str | None) ->
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
+
+
+# A private ancillary chunk type (lowercase first letter: decoders skip it), so a padded
+# image still decodes to the same pixels.
+_PAD_CHUNK = b"paDd"
+
+
+def pad_png(png: bytes, target_bytes: int) -> bytes:
+    """The PNG grown to about target_bytes with one chunk of random (incompressible) bytes
+    inserted before IEND; unchanged when it is already that big. Benchmarks use this to
+    produce result files of realistic size without rendering large images."""
+    overhead = 12  # length, type and CRC of the inserted chunk
+    missing = target_bytes - len(png) - overhead
+    if missing <= 0:
+        return png
+    iend = png.rindex(b"IEND") - 4  # the IEND chunk starts at its length field
+    payload = _noise(missing)
+    chunk = (
+        len(payload).to_bytes(4, "big")
+        + _PAD_CHUNK
+        + payload
+        + zlib.crc32(_PAD_CHUNK + payload).to_bytes(4, "big")
+    )
+    return png[:iend] + chunk + png[iend:]
+
+
+def _noise(size: int) -> bytes:
+    # Seeded, so a padded image is as deterministic as an unpadded one.
+    return random.Random(size).randbytes(size)
+
+
+def padded_renderer(target_bytes: int) -> Callable[[str, str | None, str | None], bytes]:
+    """A renderer whose images are padded to target_bytes. One image per (ratio, size) is
+    rendered and padded, then reused for every prompt: a 1 GB result file is then written at
+    disk speed instead of being dominated by rendering."""
+
+    @lru_cache(maxsize=8)
+    def render(_prompt: str, aspect_ratio: str | None, image_size: str | None) -> bytes:
+        return pad_png(render_png("padded", aspect_ratio, image_size), target_bytes)
+
+    return render

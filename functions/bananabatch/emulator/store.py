@@ -30,7 +30,16 @@ from typing import Any, Literal
 
 from bananabatch.core.catalog import model_spec
 from bananabatch.emulator.faults import FaultPlan, JobFault
-from bananabatch.emulator.generate import Json, RowOutcome, generate, pick, response_id
+from bananabatch.emulator.generate import (
+    Json,
+    Renderer,
+    RowOutcome,
+    generate,
+    pick,
+    response_id,
+)
+from bananabatch.emulator.render import padded_renderer, render_png
+from bananabatch.emulator.webhooks import WebhookDispatcher
 
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
@@ -89,6 +98,12 @@ class EmulatorConfig:
     # Where file bodies live; a fresh temporary directory (removed on close) when None.
     workdir: Path | None = None
     max_inline_bytes: int = MAX_INLINE_BYTES
+    # Cloud Storage for Vertex batch jobs (emulator/vertex.py): a storage emulator URL;
+    # None falls back to STORAGE_EMULATOR_HOST.
+    storage_emulator_host: str | None = None
+    # Pad every image to about this many bytes (benchmarks: realistic result-file sizes
+    # without rendering large images); None leaves images as rendered.
+    result_image_bytes: int | None = None
 
 
 @dataclass
@@ -143,6 +158,8 @@ class Batch:
     failed: int = 0
     # Held while a batch is being finalised, so a render runs once and a cancel waits for it.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # webhookConfig from the create call: per-job URIs and user_metadata (dynamic webhooks).
+    webhook_config: Json | None = None
 
     @property
     def name(self) -> str:
@@ -211,6 +228,9 @@ class EmulatorState:
         self._seq = itertools.count()
         self.counters = Counters()
         self.accepted: list[Accepted] = []
+        self.webhooks = WebhookDispatcher()
+        target = self.config.result_image_bytes
+        self._renderer: Renderer = padded_renderer(target) if target else render_png
 
     @property
     def faults(self) -> FaultPlan:
@@ -436,6 +456,7 @@ class EmulatorState:
                 created=now,
                 updated=now,
                 job_fault=self.faults.take_job_fault(display_name),
+                webhook_config=_webhook_config(spec),
             )
             self._batches[batch_id] = batch
             self.counters.batches_created += 1
@@ -536,6 +557,7 @@ class EmulatorState:
             with self._lock:
                 batch.state, batch.error = state, error
                 batch.end_time = batch.updated = now
+            self.webhooks.batch_finished(batch.name, state, batch.webhook_config)
 
     def _render(self, batch: Batch, limit: int | None) -> None:
         """Write the results of the first `limit` rows (all when None), in input order."""
@@ -560,6 +582,7 @@ class EmulatorState:
                     line["request"],
                     fault=fault,
                     rid=response_id(batch.batch_id, str(index)),
+                    render=self._renderer,
                 )
                 self._count(batch, outcome)
                 if fault is not None and fault.kind == "missing":
@@ -633,6 +656,7 @@ class EmulatorState:
             with self._lock:
                 batch.state = "BATCH_STATE_CANCELLED"
                 batch.end_time = batch.updated = now
+            self.webhooks.batch_finished(batch.name, batch.state, batch.webhook_config)
 
     def delete_batch(self, name: str) -> None:
         batch = self._batch(name)
@@ -717,6 +741,10 @@ class EmulatorState:
             self.complete(name)
         return live
 
+    def flush_webhooks(self) -> list[int]:
+        """Send every queued webhook delivery now (see emulator/webhooks.py)."""
+        return self.webhooks.flush()
+
     def batch_state(self, name: str) -> str:
         return self.get_batch(name).state
 
@@ -735,6 +763,11 @@ class EmulatorState:
     def duplicate_keys(self, display_name_prefix: str = "") -> list[str | None]:
         counts = self.submitted_keys(display_name_prefix)
         return sorted((k for k, n in counts.items() if n > 1), key=str)
+
+
+def _webhook_config(spec: Mapping[str, Any]) -> Json | None:
+    config = pick(spec, "webhookConfig")
+    return dict(config) if isinstance(config, Mapping) else None
 
 
 def _page(items: list[Any], page_size: int, page_token: str | None) -> tuple[list[Any], str]:

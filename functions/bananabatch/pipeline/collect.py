@@ -9,7 +9,9 @@ crash or a timeout resumes where it stopped and a redelivered message does no ha
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +21,9 @@ from bananabatch.core.records import BatchRecord, ItemRecord
 from bananabatch.core.results import Outcome, OutcomeKind, classify_row
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, BatchState, ItemState
 from bananabatch.errors import PriceUnknown
+from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import finalize, submit
+from bananabatch.pipeline import finalize, retry, submit
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch, ResultRow
 from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
@@ -28,6 +31,36 @@ from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_
 log = get_logger(__name__)
 
 CHECKPOINT_ROWS = 50
+# Image and thumbnail writes run on a small pool: decoding a PNG for its thumbnail and
+# uploading are mostly outside the GIL, so they overlap with reading the next rows. The
+# bound on writes in flight keeps memory at a few images whatever the file size.
+WRITE_WORKERS = 4
+MAX_WRITES_IN_FLIGHT = 8
+
+
+class _Writes:
+    """A bounded queue of object writes. `drain` waits for all of them and re-raises the
+    first failure, so a checkpoint never moves the cursor past a row whose image is not
+    stored."""
+
+    def __init__(self, workers: int = WRITE_WORKERS, limit: int = MAX_WRITES_IN_FLIGHT) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="collect-write")
+        self._in_flight: deque[Future[None]] = deque()
+        self._limit = limit
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        while len(self._in_flight) >= self._limit:
+            self._in_flight.popleft().result()
+        self._in_flight.append(self._pool.submit(fn))
+
+    def drain(self) -> None:
+        while self._in_flight:
+            self._in_flight.popleft().result()
+
+    def close(self) -> None:
+        # After a failure: writes not started are dropped (the rows are replayed from the
+        # cursor), writes under way finish before the invocation returns.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -39,6 +72,7 @@ class CollectReport:
     unknown_keys: int = 0
     missing: int = 0
     resumed_from: int = 0
+    retried: int = 0
     stopped_early: bool = False
     by_state: dict[str, int] = field(default_factory=dict)
 
@@ -59,9 +93,18 @@ def handle_batch_done(
         if seen is None:
             return report
         batch = rt.repo.require_batch(batch_id)
-        _collect_rows(rt, batch, seen, report, should_stop)
+        writes = _Writes()
+        try:
+            _collect_rows(rt, batch, seen, report, should_stop, writes)
+        finally:
+            writes.close()
         if report.stopped_early:
             return report
+        crash_point("collect.after_rows")
+        # Before COLLECTED, so the job cannot finalize between the two; idempotent.
+        plan = retry.stage_retries(rt, rt.repo.require_batch(batch_id))
+        report.retried = len(plan.keys)
+        crash_point("collect.after_retry_staged")
         rt.repo.move_batch(
             batch_id,
             BatchState.COLLECTED,
@@ -71,6 +114,9 @@ def handle_batch_done(
         log.info(
             "batch collected", extra={k: v for k, v in vars(report).items() if k != "batch_id"}
         )
+        crash_point("collect.after_collected")
+        if plan.retry_batch_id is not None:
+            submit.submit_queued(rt, job_id=batch.job_id)
         finalize.finalize_job_if_done(rt, batch.job_id)
         return report
 
@@ -118,6 +164,7 @@ def _collect_rows(
     seen: ProviderBatch,
     report: CollectReport,
     should_stop: Callable[[], bool],
+    writes: _Writes,
 ) -> None:
     expected = rt.repo.items_of_batch(batch)
     done = {key for key, item in expected.items() if item.state in ITEM_TERMINAL}
@@ -128,13 +175,13 @@ def _collect_rows(
     for row in rows:
         cursor = row.line_no + 1
         report.rows += 1
-        updated = _apply_row(rt, row, expected, done, report)
+        updated = _apply_row(rt, row, expected, done, report, writes)
         if updated is not None:
             pending.append(updated)
             expected[updated.key] = updated
             done.add(updated.key)
         if report.rows % CHECKPOINT_ROWS == 0:
-            _checkpoint(rt, batch, pending, cursor)
+            _checkpoint(rt, batch, pending, cursor, writes)
             pending.clear()
             if should_stop():
                 report.stopped_early = True
@@ -163,14 +210,15 @@ def _collect_rows(
         )
     for item in pending:
         report.by_state[item.state.value] = report.by_state.get(item.state.value, 0) + 1
-    _checkpoint(rt, batch, pending, cursor)
+    _checkpoint(rt, batch, pending, cursor, writes)
 
 
 def _missing_reason(seen: ProviderBatch) -> str:
+    # The retry path recognises these reasons as "worth another attempt".
     if seen.state is BatchState.SUCCEEDED:
-        return "missing from the provider's output although the batch succeeded"
+        return retry.MISSING_SUCCEEDED
     detail = f": {seen.error}" if seen.error else ""
-    return f"no output: the batch ended {seen.state.value}{detail}"
+    return f"{retry.NO_OUTPUT_PREFIX}{seen.state.value}{detail}"
 
 
 def _apply_row(
@@ -179,6 +227,7 @@ def _apply_row(
     expected: dict[str, ItemRecord],
     done: set[str],
     report: CollectReport,
+    writes: _Writes,
 ) -> ItemRecord | None:
     if row.row is None:
         log.error("unparseable result line", extra={"line": row.line_no, "error": row.malformed})
@@ -199,11 +248,11 @@ def _apply_row(
         log.warning("second output for a key; keeping the first", extra={"key": key})
         return None
     item = expected[key]
-    return _item_from_outcome(rt, item, outcome, report)
+    return _item_from_outcome(rt, item, outcome, report, writes)
 
 
 def _item_from_outcome(
-    rt: Runtime, item: ItemRecord, outcome: Outcome, report: CollectReport
+    rt: Runtime, item: ItemRecord, outcome: Outcome, report: CollectReport, writes: _Writes
 ) -> ItemRecord:
     update: dict[str, Any] = {
         "state": outcome.item_state(),
@@ -230,28 +279,36 @@ def _item_from_outcome(
         mime = outcome.mime_type or "image/png"
         name = rec.image_object_name(item.job_id, item.key, mime)
         results = rt.settings.results_bucket
-        rt.objects.write_bytes(
-            results,
-            name,
-            outcome.image,
-            content_type=mime,
-            metadata={"job_id": item.job_id, "key": item.key},
-        )
-        rt.objects.write_bytes(
-            results,
-            thumb_object_name(item.job_id, item.key),
-            make_thumbnail(outcome.image),
-            content_type=THUMB_CONTENT_TYPE,
-        )
+        image = outcome.image
+
+        def write() -> None:
+            rt.objects.write_bytes(
+                results,
+                name,
+                image,
+                content_type=mime,
+                metadata={"job_id": item.job_id, "key": item.key},
+            )
+            rt.objects.write_bytes(
+                results,
+                thumb_object_name(item.job_id, item.key),
+                make_thumbnail(image),
+                content_type=THUMB_CONTENT_TYPE,
+            )
+
+        writes.submit(write)
         update["image_uri"] = rt.objects.uri(results, name)
         update["mime_type"] = mime
         report.images += 1
     return item.model_copy(update=update)
 
 
-def _checkpoint(rt: Runtime, batch: BatchRecord, items: list[ItemRecord], cursor: int) -> None:
-    # Items first, cursor second: after a crash between the two, the rows are applied
-    # again (harmless), never skipped.
+def _checkpoint(
+    rt: Runtime, batch: BatchRecord, items: list[ItemRecord], cursor: int, writes: _Writes
+) -> None:
+    # Images first, items second, cursor third: after a crash between any two, the rows
+    # are applied again (harmless), never skipped.
+    writes.drain()
     if items:
         rt.repo.put_items(items)
     rt.repo.patch_batch(

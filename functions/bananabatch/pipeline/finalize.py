@@ -25,7 +25,9 @@ from bananabatch.core.states import (
     job_outcome,
 )
 from bananabatch.errors import NotFound, PermanentError
+from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
+from bananabatch.pipeline import budget, cache, urgent
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.report.gallery import render_gallery
 
@@ -46,6 +48,12 @@ _OPEN_BATCH_STATES = frozenset(BatchState) - {BatchState.COLLECTED}
 class ReportTally:
     counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in ItemState})
     actual_usd: float = 0.0
+    # The cost report's split: actual cost per lane, items per lane, and what cache hits
+    # and in-file duplicates would have cost.
+    batch_actual_usd: float = 0.0
+    urgent_actual_usd: float = 0.0
+    cache_saved_usd: float = 0.0
+    lanes: dict[str, int] = field(default_factory=dict)
     failed_keys: set[str] = field(default_factory=set)
     gallery_items: list[ItemRecord] = field(default_factory=list)
     gallery_truncated: bool = False
@@ -61,15 +69,19 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
         if job.state is not JobState.RUNNING:
             return job
         open_batches = rt.repo.count_batches(job_id=job_id, states=_OPEN_BATCH_STATES)
-        if open_batches:
+        if open_batches or urgent.pending_count(rt, job_id):
             return job
-        return close_job(rt, job)
+        # A user's cancel wins over what the items say (pipeline.control.cancel_job).
+        forced = JobState.CANCELLED if job.options.get("cancel_requested") == "1" else None
+        return close_job(rt, job, forced=forced)
 
 
 def close_job(
     rt: Runtime, job: JobRecord, *, forced: JobState | None = None, error: str | None = None
 ) -> JobRecord:
     """Write the reports, move the job to its terminal state and publish its completion."""
+    # In-file duplicates take their first occurrence's outcome now that it is known.
+    cache.resolve_duplicates(rt, job)
     tally = write_item_reports(rt, job)
     delivered = tally.counts[ItemState.SUCCEEDED.value] + tally.counts[ItemState.CACHED.value]
     target = forced or job_outcome(
@@ -82,6 +94,9 @@ def close_job(
         actual_usd=round(tally.actual_usd, 6),
         saved_usd=round(max(0.0, standard - tally.actual_usd), 6) if delivered else 0.0,
         cost_per_accepted_image_usd=round(tally.actual_usd / delivered, 6) if delivered else None,
+        cache_saved_usd=round(tally.cache_saved_usd, 6),
+        batch_actual_usd=round(tally.batch_actual_usd, 6),
+        urgent_actual_usd=round(tally.urgent_actual_usd, 6),
     )
     now = rt.now()
     final = {
@@ -96,8 +111,14 @@ def close_job(
     # bytes, and a crash before the move below just means they are written again.
     write_job_reports(rt, job.model_copy(update={**final, "state": target}), tally)
     moved = rt.repo.move_job(
-        job.job_id, target, expect={JobState.RUNNING, JobState.RECEIVED}, change=lambda _j: final
+        job.job_id,
+        target,
+        expect={JobState.RUNNING, JobState.RECEIVED, JobState.HELD},
+        change=lambda _j: final,
     )
+    # Both idempotent, so a redelivery after a crash here simply does them again.
+    cache.populate(rt, moved.record)
+    budget.settle(rt, moved.record, moved.record.costs.actual_usd)
     if moved.moved:
         log.info(
             "job finished: %s",
@@ -119,11 +140,14 @@ def publish_completion_if_pending(rt: Runtime, job_id: str) -> bool:
         if job.state not in JOB_TERMINAL and job.state is not JobState.HELD:
             return None
         won["claimed"] = True
-        return {"completion_pending": False}
+        # updated_at dates the claim, so the tick can tell a publisher that died after
+        # claiming (re-armed after a few minutes) from one that is publishing right now.
+        return {"completion_pending": False, "updated_at": rt.now()}
 
     job = rt.repo.patch_job(job_id, take)
     if not won["claimed"]:
         return False
+    crash_point("finalize.after_claim")
     prefix = rec.results_prefix(job_id)
     message = completion_message(
         job,
@@ -178,6 +202,14 @@ def write_job_reports(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
 def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
     tally.counts[item.state.value] += 1
     tally.actual_usd += item.actual_usd or 0.0
+    lane = item.lane or cache.LANE_BATCH
+    tally.lanes[lane] = tally.lanes.get(lane, 0) + 1
+    if lane == cache.LANE_URGENT:
+        tally.urgent_actual_usd += item.actual_usd or 0.0
+    else:
+        tally.batch_actual_usd += item.actual_usd or 0.0
+    if item.state is ItemState.CACHED:
+        tally.cache_saved_usd += item.saved_usd or 0.0
     if item.state is ItemState.FAILED:
         tally.failed_keys.add(item.key)
     if len(tally.gallery_items) < GALLERY_LIMIT:
@@ -253,6 +285,8 @@ def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
         "line_count": job.line_count,
         "counts": tally.counts,
         "costs": job.costs.to_doc(),
+        # Items per lane: batch, urgent (synchronous, standard price), cache, duplicate.
+        "lanes": dict(sorted(tally.lanes.items())),
         "error": job.error,
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,

@@ -17,15 +17,17 @@ from typing import IO, Any
 from bananabatch.config import env_name_for
 from bananabatch.core import records as rec
 from bananabatch.core.catalog import expected_result_bytes
+from bananabatch.core.estimate import cache_enabled_for, lane_of
 from bananabatch.core.intake import (
     AcceptedLine,
     IntakeLimits,
     LineParser,
     RejectedLine,
+    content_hash,
     iter_raw_lines,
 )
 from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
-from bananabatch.core.pricing import Lane, estimate_prompt_tokens
+from bananabatch.core.pricing import Lane
 from bananabatch.core.records import (
     BatchRecord,
     Costs,
@@ -34,9 +36,11 @@ from bananabatch.core.records import (
     SourceObject,
 )
 from bananabatch.core.states import BatchState, ItemState, JobState
+from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import finalize, submit
+from bananabatch.pipeline import budget, cache, finalize
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.pipeline.urgent import urgent_object_name
 
 log = get_logger(__name__)
 
@@ -58,8 +62,11 @@ class _IntakeTally:
     lines: int = 0
     accepted: int = 0
     rejected: int = 0
+    # What will be paid: batch lines at the batch price, urgent lines at the standard one.
     estimated_batch_usd: float = 0.0
     estimated_standard_usd: float = 0.0
+    cache_saved_usd: float = 0.0
+    urgent: int = 0
     batches: list[PlannedBatch] = field(default_factory=list)
 
 
@@ -84,6 +91,7 @@ def handle_upload(rt: Runtime, source: SourceObject, metadata: Mapping[str, str]
                 options={k: v for k, v in metadata.items() if k.startswith("bananabatch-")},
             )
         )
+        crash_point("intake.after_job_created")
         job = rt.repo.require_job(job_id)
         if not created and job.state is not JobState.RECEIVED:
             log.info("duplicate upload event: job already %s", job.state.value)
@@ -121,21 +129,40 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
     costs = Costs(
         estimated_usd=round(tally.estimated_batch_usd, 6),
         standard_equivalent_usd=round(tally.estimated_standard_usd, 6),
+        cache_saved_usd=round(tally.cache_saved_usd, 6),
     )
     counts = {ItemState.REJECTED.value: tally.rejected, ItemState.PENDING.value: tally.accepted}
+    staged = {
+        "line_count": tally.lines,
+        "accepted_count": tally.accepted,
+        "rejected_count": tally.rejected,
+        "batch_count": len(tally.batches),
+        "counts": counts,
+        "costs": costs,
+    }
+    hold, day = budget.admit(rt, job, costs.estimated_usd) if tally.accepted else (None, None)
+    if hold is not None:
+        # Over a cap: nothing is reserved or submitted until a person approves or rejects.
+        held = rt.repo.move_job(
+            job.job_id,
+            JobState.HELD,
+            expect={JobState.RECEIVED},
+            change=lambda _j: {
+                **staged,
+                "error": hold,
+                "completion_pending": True,
+                "updated_at": rt.now(),
+            },
+        )
+        log.warning("job held over budget: %s", hold)
+        if held.moved:
+            finalize.publish_completion_if_pending(rt, job.job_id)
+        return
     moved = rt.repo.move_job(
         job.job_id,
         JobState.RUNNING,
         expect={JobState.RECEIVED},
-        change=lambda _j: {
-            "line_count": tally.lines,
-            "accepted_count": tally.accepted,
-            "rejected_count": tally.rejected,
-            "batch_count": len(tally.batches),
-            "counts": counts,
-            "costs": costs,
-            "updated_at": rt.now(),
-        },
+        change=lambda _j: {**staged, "budget_day": day, "updated_at": rt.now()},
     )
     log.info(
         "intake finished",
@@ -149,10 +176,12 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
     )
     if not moved.moved:
         return
+    # A crash here leaves queued batches and a RUNNING job; the tick submits them.
+    crash_point("intake.after_stage")
     if tally.accepted == 0:
         finalize.finalize_job_if_done(rt, job.job_id)
         return
-    submit.submit_queued(rt, job_id=job.job_id)
+    budget.start_running(rt, job.job_id)
 
 
 def source_bucket(job: JobRecord) -> str:
@@ -172,6 +201,11 @@ def _read_and_stage(rt: Runtime, job: JobRecord) -> _IntakeTally:
     )
     tally = _IntakeTally()
     items: list[ItemRecord] = []
+    use_cache = cache_enabled_for(job.options)
+    # First key of each request seen in this file, for in-file dedup. It grows with the
+    # number of distinct cacheable requests (about 100 bytes each).
+    first_key: dict[str, str] = {}
+    urgent_sink: IO[bytes] | None = None
     open_batches: dict[int, _OpenBatch] = {}
     results = settings.results_bucket
 
@@ -206,6 +240,25 @@ def _read_and_stage(rt: Runtime, job: JobRecord) -> _IntakeTally:
                 rejected_sink.write(_rejected_json(parsed))
                 continue
             tally.accepted += 1
+            digest = content_hash(parsed)
+            if use_cache and parsed.cache:
+                served = _served_without_generating(rt, job, parsed, digest, first_key, tally)
+                if served is not None:
+                    items.append(served)
+                    continue
+                first_key[digest] = parsed.key
+            if lane_of(parsed) is Lane.STANDARD:
+                if urgent_sink is None:
+                    urgent_sink = stack.enter_context(
+                        rt.objects.open_write(
+                            results,
+                            urgent_object_name(job.job_id),
+                            content_type="application/jsonl",
+                        )
+                    )
+                urgent_sink.write(_urgent_json(parsed))
+                items.append(_item_for(rt, job, parsed, None, tally, digest))
+                continue
             line = (
                 json.dumps(
                     rt.provider.encode_request(parsed.key, parsed.request),
@@ -238,7 +291,7 @@ def _read_and_stage(rt: Runtime, job: JobRecord) -> _IntakeTally:
             batch.sink.write(line)
             batch.count += 1
             batch.bytes += len(line)
-            items.append(_item_for(rt, job, parsed, placement.batch_index, tally))
+            items.append(_item_for(rt, job, parsed, placement.batch_index, tally, digest))
             if len(items) >= ITEM_FLUSH:
                 rt.repo.put_items(items)
                 items.clear()
@@ -249,18 +302,73 @@ def _read_and_stage(rt: Runtime, job: JobRecord) -> _IntakeTally:
     return tally
 
 
+def _served_without_generating(
+    rt: Runtime,
+    job: JobRecord,
+    line: AcceptedLine,
+    digest: str,
+    first_key: dict[str, str],
+    tally: _IntakeTally,
+) -> ItemRecord | None:
+    """A CACHED item for a cache hit, a pending duplicate for a repeat within the file
+    (it copies the first occurrence's outcome when the job ends), else None."""
+    original = first_key.get(digest)
+    entry = None if original is not None else cache.lookup(rt, digest)
+    if original is None and entry is None:
+        return None
+    price = rt.prices.estimate_line(line, lane_of(line))
+    tally.estimated_standard_usd += rt.prices.estimate_line(line, Lane.STANDARD)
+    tally.cache_saved_usd += price
+    item = ItemRecord(
+        job_id=job.job_id,
+        key=line.key,
+        line_no=line.line_no,
+        state=ItemState.PENDING,
+        model=line.model,
+        aspect_ratio=line.aspect_ratio,
+        image_size=line.image_size,
+        prompt_preview=line.prompt_preview,
+        request_hash=digest,
+        estimated_usd=0.0,
+        saved_usd=round(price, 6),
+        lane=cache.LANE_DUPLICATE,
+        duplicate_of=original,
+        updated_at=rt.now(),
+    )
+    if entry is None:
+        return item
+    # Copying costs nothing, so it may happen before the budget decision.
+    uri = cache.copy_into(rt, job.job_id, line.key, entry)
+    return item.model_copy(
+        update={
+            "state": ItemState.CACHED,
+            "lane": cache.LANE_CACHE,
+            "image_uri": uri,
+            "mime_type": entry.mime_type,
+            "reason": f"cached: same request as job {entry.job_id} key {entry.key}",
+        }
+    )
+
+
+def _urgent_json(line: AcceptedLine) -> bytes:
+    doc = {"key": line.key, "model": line.model, "request": line.request}
+    return (json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
 def _item_for(
-    rt: Runtime, job: JobRecord, line: AcceptedLine, batch_index: int, tally: _IntakeTally
+    rt: Runtime,
+    job: JobRecord,
+    line: AcceptedLine,
+    batch_index: int | None,
+    tally: _IntakeTally,
+    digest: str,
 ) -> ItemRecord:
-    prompt_tokens = estimate_prompt_tokens(line.prompt_preview)
-    batch_price = rt.prices.estimate_request(
-        line.model, line.image_size, Lane.BATCH, prompt_tokens=prompt_tokens
-    )
-    standard_price = rt.prices.estimate_request(
-        line.model, line.image_size, Lane.STANDARD, prompt_tokens=prompt_tokens
-    )
-    tally.estimated_batch_usd += batch_price
+    lane = lane_of(line)
+    standard_price = rt.prices.estimate_line(line, Lane.STANDARD)
+    price = standard_price if lane is Lane.STANDARD else rt.prices.estimate_line(line, lane)
+    tally.estimated_batch_usd += price
     tally.estimated_standard_usd += standard_price
+    tally.urgent += lane is Lane.STANDARD
     return ItemRecord(
         job_id=job.job_id,
         key=line.key,
@@ -270,9 +378,11 @@ def _item_for(
         aspect_ratio=line.aspect_ratio,
         image_size=line.image_size,
         prompt_preview=line.prompt_preview,
-        batch_id=rec.batch_id_for(job.job_id, batch_index),
+        request_hash=digest,
+        batch_id=None if batch_index is None else rec.batch_id_for(job.job_id, batch_index),
         attempt=1,
-        estimated_usd=round(batch_price, 6),
+        estimated_usd=round(price, 6),
+        lane=cache.LANE_BATCH if batch_index is not None else cache.LANE_URGENT,
         updated_at=rt.now(),
     )
 
@@ -295,6 +405,8 @@ def _record_batch(rt: Runtime, job: JobRecord, planned: PlannedBatch) -> None:
             expected_output_bytes=planned.expected_output_bytes,
             created_at=now,
             updated_at=now,
+            # Not submittable until the job passes the budget check and runs.
+            next_submit_after=budget.HOLD_UNTIL,
         )
     )
 

@@ -23,6 +23,7 @@ from bananabatch.core.states import (
     ItemState,
 )
 from bananabatch.errors import PermanentError, ProviderOutcomeUnknown, ProviderQuotaExceeded
+from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch
@@ -85,6 +86,8 @@ def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
         batch = claim.record
         # Items are marked before the create call, while no collector can touch them.
         mark_items(rt, batch, ItemState.SUBMITTED)
+        # A crash here leaves SUBMITTING with nothing created: reconciled after the grace.
+        crash_point("submit.after_claim")
         with labels(job_id=batch.job_id):
             try:
                 made = rt.provider.create(
@@ -134,6 +137,8 @@ def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
                 if moved.moved:
                     publish_batch_done(rt, moved.record)
                 return moved.record
+            # A crash here loses the provider's answer: reconciled by display name.
+            crash_point("submit.after_create")
             return record_created(rt, batch, made)
 
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from bananabatch.core.records import BatchRecord
-from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, BatchState
+from bananabatch.core.records import BatchRecord, JobRecord
+from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, BatchState, JobState
 from bananabatch.errors import TransientError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import submit
+from bananabatch.pipeline import budget, finalize, submit
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import Where
 
 log = get_logger(__name__)
 
@@ -26,6 +27,10 @@ log = get_logger(__name__)
 # that a collector is working on right now (it checkpoints, which bumps updated_at) is not
 # handed to a second collector.
 REANNOUNCE_AFTER = timedelta(minutes=3)
+# A completion claimed this long ago and still not published lost its publisher (a crash
+# between the claim and the publish). Far longer than one publish takes, so a live
+# publisher is never doubled; the window is the only way two messages could go out.
+REARM_COMPLETION_AFTER = timedelta(minutes=5)
 
 
 @dataclass
@@ -36,6 +41,8 @@ class TickReport:
     reconciled: int = 0
     cancelled_stuck: int = 0
     submitted: int = 0
+    rearmed: int = 0
+    released: int = 0
 
 
 def _fields(values: dict[str, Any]) -> Callable[[BatchRecord], dict[str, Any]]:
@@ -59,6 +66,19 @@ def handle_tick(rt: Runtime) -> TickReport:
             except TransientError as exc:
                 log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
                 continue
+            if seen.state not in BATCH_PROVIDER_TERMINAL and submit.is_overdue(
+                batch, rt.now(), stuck_after=stuck_after
+            ):
+                # Cancelling keeps whatever rows are done; collection then hands the rest
+                # to the retry path, so they are resubmitted within the attempt budget.
+                log.warning("batch stuck past the watchdog limit; cancelling it")
+                try:
+                    rt.provider.cancel(batch.provider_name)
+                    seen = rt.provider.get(batch.provider_name)
+                except TransientError as exc:
+                    log.warning("could not cancel a stuck batch", extra={"error": str(exc)})
+                    continue
+                report.cancelled_stuck += 1
             if seen.state in BATCH_PROVIDER_TERMINAL:
                 finished = {
                     "provider_state": seen.provider_state,
@@ -76,10 +96,6 @@ def handle_tick(rt: Runtime) -> TickReport:
                     report.finished += 1
                     log.info("batch finished: %s", seen.state.value)
                     submit.publish_batch_done(rt, moved.record)
-            elif submit.is_overdue(batch, rt.now(), stuck_after=stuck_after):
-                log.warning("batch stuck past the watchdog limit; cancelling it")
-                rt.provider.cancel(batch.provider_name)
-                report.cancelled_stuck += 1
     # Finished but never collected: the batch-done message was lost or is still queued.
     # Re-announcing is harmless because collection is idempotent.
     for batch in rt.repo.batches(states=BATCH_PROVIDER_TERMINAL):
@@ -89,6 +105,62 @@ def handle_tick(rt: Runtime) -> TickReport:
             log.warning("finished batch not collected yet; announcing it again")
         submit.publish_batch_done(rt, batch)
         report.reannounced += 1
+    report.released = release_orphaned_holds(rt)
     report.submitted = submit.submit_queued(rt)
+    report.rearmed = rearm_completions(rt)
     log.info("tick done", extra=vars(report))
     return report
+
+
+def rearm_completions(rt: Runtime) -> int:
+    """Give an owed completion whose publisher died after claiming it a new chance."""
+    owed = rt.state.query(
+        "jobs",
+        [
+            Where("state", "in", [s.value for s in JOB_TERMINAL]),
+            Where("completion_pending", "==", False),
+            Where("completion_published", "==", False),
+        ],
+    )
+    rearmed = 0
+    cutoff = rt.now() - REARM_COMPLETION_AFTER
+    for doc in owed:
+        job = JobRecord.model_validate(doc)
+        if job.updated_at > cutoff:
+            continue
+
+        def rearm(current: JobRecord) -> dict[str, Any] | None:
+            stuck = (
+                current.state in JOB_TERMINAL
+                and not current.completion_pending
+                and not current.completion_published
+                and current.updated_at <= cutoff
+            )
+            return {"completion_pending": True} if stuck else None
+
+        with labels(job_id=job.job_id):
+            after = rt.repo.patch_job(job.job_id, rearm)
+            if after.completion_pending:
+                log.warning("completion claimed but never published; publishing it now")
+                rearmed += finalize.publish_completion_if_pending(rt, job.job_id)
+    return rearmed
+
+
+def release_orphaned_holds(rt: Runtime) -> int:
+    """Batches still held for budget although their job already runs: the intake that
+    moved the job to RUNNING died before releasing them, and the redelivered upload event
+    finds the job RUNNING and (rightly) does nothing, so only the tick can let them go."""
+    released = 0
+    jobs: dict[str, bool] = {}
+    for batch in rt.repo.batches(states=[BatchState.QUEUED]):
+        if batch.next_submit_after != budget.HOLD_UNTIL:
+            continue
+        if batch.job_id not in jobs:
+            job = rt.repo.get_job(batch.job_id)
+            jobs[batch.job_id] = job is not None and job.state is JobState.RUNNING
+        if jobs[batch.job_id]:
+            with labels(job_id=batch.job_id, batch_id=batch.batch_id):
+                log.warning("job runs but its batch was never released; releasing it")
+            budget.release_hold(rt, batch.job_id)
+            released += 1
+    return released

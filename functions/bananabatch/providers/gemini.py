@@ -26,7 +26,13 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from bananabatch.config import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ProviderKind, Settings
+from bananabatch.config import (
+    ENV_GEMINI_API_KEY,
+    ENV_GEMINI_BASE_URL,
+    ProviderKind,
+    Settings,
+    WebhookMode,
+)
 from bananabatch.errors import (
     ConfigError,
     NotFound,
@@ -109,8 +115,11 @@ class GeminiProvider:
         *,
         kind: str = ProviderKind.GEMINI.value,
         http: httpx.Client | None = None,
+        webhook_url: str | None = None,
     ) -> None:
         self.kind = kind
+        # Set in dynamic webhook mode: every batch names this URI and its own id.
+        self.webhook_url = webhook_url
         self.client = client
         self.objects = objects
         self.endpoint = Endpoint.of(client)
@@ -170,9 +179,14 @@ class GeminiProvider:
         if not uploaded.name:
             raise TransientError(f"uploading the request file for {where}: no file name returned")
         try:
-            job = self.client.batches.create(
-                model=model, src=uploaded.name, config={"display_name": display_name}
-            )
+            config: dict[str, Any] = {"display_name": display_name}
+            if self.webhook_url:
+                # user_metadata stays snake_case on the wire (reference: webhooks §2).
+                config["webhook_config"] = {
+                    "uris": [self.webhook_url],
+                    "user_metadata": {"display_name": display_name},
+                }
+            job = self.client.batches.create(model=model, src=uploaded.name, config=config)  # type: ignore[arg-type]
         except genai_errors.APIError as exc:
             if _is_quota(exc) or (400 <= exc.code < 500 and exc.code != 408):
                 raise _refusal(exc, f"creating {where}") from exc
@@ -422,7 +436,13 @@ def from_settings(settings: Settings, objects: ObjectStore) -> GeminiProvider:
     # blindly (a lost answer would become a second paid batch).
     options = genai_types.HttpOptions(base_url=settings.gemini_base_url, timeout=SDK_TIMEOUT_MS)
     client = genai.Client(api_key=api_key, http_options=options)
-    return GeminiProvider(client, objects, kind=settings.provider.value)
+    dynamic = settings.webhook_mode is WebhookMode.DYNAMIC and settings.webhook_url
+    return GeminiProvider(
+        client,
+        objects,
+        kind=settings.provider.value,
+        webhook_url=settings.webhook_url if dynamic else None,
+    )
 
 
 __all__ = [

@@ -171,14 +171,13 @@ class FirestoreStateStore:
         order_by: str | None = None,
         limit: int | None = None,
     ) -> Iterator[Doc]:
+        # Built before the first next(), so a bad path or filter fails at the call.
         query = self._query(collection, where)
         if order_by is not None:
             query = query.order_by(order_by)
         if limit is not None:
             query = query.limit(limit)
-        with _translated("query", collection):
-            for snapshot in query.stream():
-                yield _from_firestore(snapshot.to_dict())
+        return _stream(query, collection)
 
     def count(self, collection: str, where: Sequence[Where] = ()) -> int:
         aggregation = self._query(collection, where).count(alias="n")
@@ -209,6 +208,12 @@ class FirestoreStateStore:
                 value = _in_values(collection, clause)
             query = query.where(filter=FieldFilter(clause.field, op, _to_firestore(value, "")))
         return query
+
+
+def _stream(query: Any, collection: str) -> Iterator[Doc]:
+    with _translated("query", collection):
+        for snapshot in query.stream():
+            yield _from_firestore(snapshot.to_dict())
 
 
 def firestore_client(settings: Settings) -> firestore.Client:

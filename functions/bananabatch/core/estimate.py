@@ -1,0 +1,232 @@
+"""What a file will cost, before anything is spent. Pure: the caller hands in parsed lines,
+a way to ask whether a request is already in the dedup cache, and the item counts of
+earlier finished jobs.
+
+For each model and size tier the estimate gives three figures:
+- standard: every accepted line at the synchronous (standard) price;
+- batch: what bananabatch would charge without dedup (batch lines at the batch price,
+  urgent lines at the standard price, since they go through the synchronous API);
+- after dedup: the same, minus lines that repeat an earlier line of the file or whose
+  request already has an image in the cache (those are copied, not paid).
+
+The expected cost per accepted image corrects the price for what earlier jobs saw:
+price × (1 + regeneration rate) ÷ accept rate, where the regeneration rate is the share of
+attempted items that failed (and are re-run) and the accept rate is the share that were
+not blocked by safety filters (a blocked image is paid and never delivered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from bananabatch.core.catalog import effective_size, model_spec
+from bananabatch.core.intake import AcceptedLine, RejectedLine, content_hash
+from bananabatch.core.pricing import Lane, PriceBook
+from bananabatch.core.states import ItemState
+
+URGENT: Final = "urgent"
+CACHE_OFF_VALUES: Final = frozenset({"off", "false", "no", "0"})
+
+
+def lane_of(line: AcceptedLine) -> Lane:
+    """Urgent lines go through the synchronous API at the standard price."""
+    return Lane.STANDARD if line.priority == URGENT else Lane.BATCH
+
+
+def size_tier(line: AcceptedLine) -> str:
+    spec = model_spec(line.model)
+    return effective_size(spec, line.image_size) if spec else (line.image_size or "1K")
+
+
+@dataclass(frozen=True)
+class ObservedRates:
+    """Outcomes of items in earlier finished jobs (cached and rejected items excluded)."""
+
+    jobs: int
+    attempted: int
+    blocked: int
+    failed: int
+
+    @property
+    def block_rate(self) -> float:
+        return self.blocked / self.attempted if self.attempted else 0.0
+
+    @property
+    def regeneration_rate(self) -> float:
+        return self.failed / self.attempted if self.attempted else 0.0
+
+    @property
+    def accept_rate(self) -> float:
+        return 1.0 - self.block_rate
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "attempted_items": self.attempted,
+            "block_rate": round(self.block_rate, 6),
+            "regeneration_rate": round(self.regeneration_rate, 6),
+            "accept_rate": round(self.accept_rate, 6),
+        }
+
+
+def observed_rates(job_counts: Iterable[Mapping[str, int]]) -> ObservedRates | None:
+    """Rates from the per-state item counts of finished jobs; None when nothing was attempted."""
+    jobs = attempted = blocked = failed = 0
+    for counts in job_counts:
+        ok = int(counts.get(ItemState.SUCCEEDED.value, 0))
+        b = int(counts.get(ItemState.BLOCKED.value, 0))
+        f = int(counts.get(ItemState.FAILED.value, 0))
+        if ok + b + f == 0:
+            continue
+        jobs += 1
+        attempted += ok + b + f
+        blocked += b
+        failed += f
+    if attempted == 0:
+        return None
+    return ObservedRates(jobs=jobs, attempted=attempted, blocked=blocked, failed=failed)
+
+
+def expected_cost_per_accepted_image(price: float, rates: ObservedRates | None) -> float | None:
+    """price × (1 + regeneration rate) ÷ accept rate; None when nothing is ever accepted."""
+    if rates is None:
+        return price
+    if rates.accept_rate <= 0:
+        return None
+    return price * (1.0 + rates.regeneration_rate) / rates.accept_rate
+
+
+@dataclass
+class GroupEstimate:
+    model: str
+    image_size: str
+    lines: int = 0
+    urgent_lines: int = 0
+    duplicate_lines: int = 0
+    cached_lines: int = 0
+    standard_usd: float = 0.0
+    batch_usd: float = 0.0
+    after_dedup_usd: float = 0.0
+    expected_per_accepted_image_usd: float | None = None
+
+    @property
+    def paid_lines(self) -> int:
+        return self.lines - self.duplicate_lines - self.cached_lines
+
+    def to_doc(self) -> dict[str, Any]:
+        per = self.expected_per_accepted_image_usd
+        return {
+            "model": self.model,
+            "image_size": self.image_size,
+            "lines": self.lines,
+            "urgent_lines": self.urgent_lines,
+            "duplicate_lines": self.duplicate_lines,
+            "cached_lines": self.cached_lines,
+            "standard_usd": round(self.standard_usd, 6),
+            "batch_usd": round(self.batch_usd, 6),
+            "after_dedup_usd": round(self.after_dedup_usd, 6),
+            "expected_per_accepted_image_usd": None if per is None else round(per, 6),
+        }
+
+
+@dataclass
+class FileEstimate:
+    groups: list[GroupEstimate]
+    lines: int
+    accepted: int
+    rejected: int
+    rates: ObservedRates | None
+
+    @property
+    def standard_usd(self) -> float:
+        return sum(g.standard_usd for g in self.groups)
+
+    @property
+    def batch_usd(self) -> float:
+        return sum(g.batch_usd for g in self.groups)
+
+    @property
+    def after_dedup_usd(self) -> float:
+        return sum(g.after_dedup_usd for g in self.groups)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "groups": [g.to_doc() for g in self.groups],
+            "totals": {
+                "standard_usd": round(self.standard_usd, 6),
+                "batch_usd": round(self.batch_usd, 6),
+                "after_dedup_usd": round(self.after_dedup_usd, 6),
+                "dedup_saved_usd": round(self.batch_usd - self.after_dedup_usd, 6),
+            },
+            "observed_rates": None if self.rates is None else self.rates.to_doc(),
+        }
+
+
+@dataclass
+class FileEstimator:
+    """Feed it every parsed line in order; `result` gives the estimate.
+
+    is_cached answers whether a content hash already has an image (the caller's lookup);
+    cache_enabled False is the per-job opt-out (object metadata `bananabatch-cache: off`).
+    """
+
+    prices: PriceBook
+    is_cached: Callable[[str], bool] = lambda _hash: False
+    cache_enabled: bool = True
+    lines: int = 0
+    rejected: int = 0
+    _groups: dict[tuple[str, str], GroupEstimate] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
+
+    def add(self, line: AcceptedLine | RejectedLine) -> None:
+        self.lines += 1
+        if isinstance(line, RejectedLine):
+            self.rejected += 1
+            return
+        tier = size_tier(line)
+        group = self._groups.get((line.model, tier))
+        if group is None:
+            group = self._groups[(line.model, tier)] = GroupEstimate(line.model, tier)
+        lane = lane_of(line)
+        standard = self.prices.estimate_line(line, Lane.STANDARD)
+        charged = standard if lane is Lane.STANDARD else self.prices.estimate_line(line, lane)
+        group.lines += 1
+        group.urgent_lines += lane is Lane.STANDARD
+        group.standard_usd += standard
+        group.batch_usd += charged
+        if not (self.cache_enabled and line.cache):
+            group.after_dedup_usd += charged
+            return
+        digest = content_hash(line)
+        if digest in self._seen:
+            group.duplicate_lines += 1
+        elif self.is_cached(digest):
+            self._seen.add(digest)
+            group.cached_lines += 1
+        else:
+            self._seen.add(digest)
+            group.after_dedup_usd += charged
+
+    def result(self, rates: ObservedRates | None = None) -> FileEstimate:
+        groups = sorted(self._groups.values(), key=lambda g: (g.model, g.image_size))
+        for group in groups:
+            price = group.batch_usd / group.lines if group.lines else 0.0
+            group.expected_per_accepted_image_usd = expected_cost_per_accepted_image(price, rates)
+        accepted = sum(g.lines for g in groups)
+        return FileEstimate(
+            groups=groups,
+            lines=self.lines,
+            accepted=accepted,
+            rejected=self.rejected,
+            rates=rates,
+        )
+
+
+def cache_enabled_for(options: Mapping[str, str]) -> bool:
+    """The per-job opt-out: object metadata `bananabatch-cache: off`."""
+    return options.get("bananabatch-cache", "on").strip().lower() not in CACHE_OFF_VALUES

@@ -1,0 +1,146 @@
+"""`bananabatch estimate FILE`, `approve JOB`, `reject JOB`: the bill before and the budget
+decisions. Plain functions; cli.py registers them with `app.command()(...)`.
+
+They work against the state store the environment configures (the local one by default),
+so `estimate` sees that store's dedup cache and the outcomes of its finished jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bananabatch.config import Settings
+from bananabatch.core.estimate import FileEstimate, FileEstimator, observed_rates
+from bananabatch.core.intake import IntakeLimits, LineParser, iter_raw_lines
+from bananabatch.core.states import JOB_TERMINAL
+from bananabatch.errors import BananaError
+from bananabatch.pipeline import budget, cache
+from bananabatch.pipeline.runtime import Runtime
+
+EXIT_ERROR: Final = 1
+
+console = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def _errors_as_one_line() -> Iterator[None]:
+    try:
+        yield
+    except BananaError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _runtime(*, with_provider: bool) -> Runtime:
+    from bananabatch.wiring import build_runtime
+
+    return build_runtime(Settings.from_env(os.environ), with_provider=with_provider)
+
+
+def estimate_file(rt: Runtime, path: Path, *, cache_on: bool = True) -> FileEstimate:
+    """Parse FILE as intake would and price it against rt's cache and finished jobs."""
+    limits = IntakeLimits()
+    parser = LineParser(default_model=rt.settings.default_model, limits=limits)
+    estimator = FileEstimator(
+        rt.prices,
+        is_cached=lambda digest: cache.lookup(rt, digest) is not None,
+        cache_enabled=cache_on,
+    )
+    with path.open("rb") as stream:
+        for line_no, raw in iter_raw_lines(stream, max_line_bytes=limits.max_line_bytes):
+            parsed = parser.parse(line_no, raw)
+            if parsed is not None:
+                estimator.add(parsed)
+    rates = observed_rates(job.counts for job in rt.repo.list_jobs() if job.state in JOB_TERMINAL)
+    return estimator.result(rates)
+
+
+def estimate(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Price as if uploaded with bananabatch-cache: off.")
+    ] = False,
+) -> None:
+    """Price FILE before uploading it: standard, batch and after-dedup cost per model and size.
+
+    Example: bananabatch estimate examples/prompts.jsonl --json
+    """
+    with _errors_as_one_line():
+        rt = _runtime(with_provider=False)
+        result = estimate_file(rt, file, cache_on=not no_cache)
+        if as_json:
+            typer.echo(json.dumps(result.to_doc(), indent=2))
+            return
+        _print_estimate(result)
+
+
+def _usd(value: float | None) -> str:
+    return "—" if value is None else f"${value:,.4f}"
+
+
+def _print_estimate(result: FileEstimate) -> None:
+    table = Table(title=f"Estimate: {result.accepted} accepted lines, {result.rejected} rejected")
+    for column in ("model", "size", "lines", "urgent", "dups", "cached"):
+        table.add_column(column, justify="left" if column in ("model", "size") else "right")
+    for column in ("standard", "batch", "after dedup", "per accepted image"):
+        table.add_column(column, justify="right")
+    for g in result.groups:
+        table.add_row(
+            g.model,
+            g.image_size,
+            str(g.lines),
+            str(g.urgent_lines),
+            str(g.duplicate_lines),
+            str(g.cached_lines),
+            _usd(g.standard_usd),
+            _usd(g.batch_usd),
+            _usd(g.after_dedup_usd),
+            _usd(g.expected_per_accepted_image_usd),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        str(result.accepted),
+        "",
+        "",
+        "",
+        _usd(result.standard_usd),
+        _usd(result.batch_usd),
+        _usd(result.after_dedup_usd),
+        "",
+    )
+    console.print(table)
+    rates = result.rates
+    if rates is None:
+        console.print("No finished jobs yet: per-image cost assumes every image is accepted.")
+    else:
+        console.print(
+            f"From {rates.jobs} finished job(s): block rate {rates.block_rate:.1%}, "
+            f"regeneration rate {rates.regeneration_rate:.1%}."
+        )
+
+
+def approve(job: Annotated[str, typer.Argument(help="The HELD job's id.")]) -> None:
+    """Start a job HELD over budget: its estimate is reserved and its batches submitted."""
+    with _errors_as_one_line():
+        record = budget.approve(_runtime(with_provider=True), job)
+        console.print(f"{record.job_id}: {record.state.value}")
+
+
+def reject(job: Annotated[str, typer.Argument(help="The HELD job's id.")]) -> None:
+    """Cancel a job HELD over budget: nothing is generated, its items fail "rejected by user"."""
+    with _errors_as_one_line():
+        record = budget.reject(_runtime(with_provider=True), job)
+        console.print(f"{record.job_id}: {record.state.value}")

@@ -1,0 +1,213 @@
+"""The emulator's webhook deliveries (reference: gemini-webhooks.md), both schemes:
+
+- static: `POST /v1/webhooks` registers a URI and returns `new_signing_secret`
+  ("whsec_..."); deliveries are signed "v1,<HMAC-SHA256>" per Standard Webhooks;
+- dynamic: a batch created with `webhookConfig.uris` is announced to those URIs only,
+  signed with the emulator's own RSA key as an RS256 JWT in `webhook-signature` (or, with
+  `dynamic_scheme = "ed25519"`, as "v1a,<Ed25519>"); the public keys are served at
+  `/.well-known/jwks.json`.
+
+Nothing is sent by a timer: deliveries queue up when a batch turns terminal and go out
+when a test (or the local runner) calls `flush()`, so no test depends on timing. Fault
+switches drop, duplicate or hold deliveries; held ones go out after `release()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from standardwebhooks import Webhook
+
+Sender = Callable[[str, Mapping[str, str], bytes], int]
+KID_RSA = "emulator-rsa-1"
+KID_ED25519 = "emulator-ed25519-1"
+EVENT_BY_STATE = {
+    "BATCH_STATE_SUCCEEDED": "batch.succeeded",
+    "BATCH_STATE_FAILED": "batch.failed",
+    "BATCH_STATE_CANCELLED": "batch.cancelled",
+    "BATCH_STATE_EXPIRED": "batch.expired",
+}
+
+
+@dataclass
+class WebhookFaults:
+    # The next N deliveries vanish (the receiver never hears of them).
+    drop: int = 0
+    # The next N deliveries are sent twice, with the same webhook-id.
+    duplicate: int = 0
+    # The next N deliveries are held until release().
+    delay: int = 0
+
+
+@dataclass
+class Registration:
+    webhook_id: str
+    uri: str
+    secret: str
+    events: list[str]
+
+
+@dataclass
+class Pending:
+    uri: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def _http_send(uri: str, headers: Mapping[str, str], body: bytes) -> int:
+    return httpx.post(uri, content=body, headers=dict(headers), timeout=10.0).status_code
+
+
+@dataclass
+class WebhookDispatcher:
+    # Wall-clock seconds by default: receivers check the timestamp against their own clock.
+    clock: Callable[[], float] = time.time
+    sender: Sender = _http_send
+    dynamic_scheme: Literal["jwt", "ed25519"] = "jwt"
+    faults: WebhookFaults = field(default_factory=WebhookFaults)
+    registrations: dict[str, Registration] = field(default_factory=dict)
+    delivered: list[tuple[str, int]] = field(default_factory=list)
+    _queue: list[Pending] = field(default_factory=list)
+    _held: list[Pending] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _rsa: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    _ed: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
+
+    # --- registration and keys ----------------------------------------------------------
+
+    def register(self, uri: str, events: list[str], name: str | None = None) -> dict[str, Any]:
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        hook = Registration(uuid.uuid4().hex[:36], uri, secret, events)
+        with self._lock:
+            self.registrations[hook.webhook_id] = hook
+        return {
+            "id": hook.webhook_id,
+            "name": name or "",
+            "uri": uri,
+            "subscribed_events": events,
+            "state": "enabled",
+            "new_signing_secret": secret,
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._rsa.public_key()))
+        ed_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self._ed.public_key()))
+        return {
+            "keys": [
+                rsa_jwk | {"kid": KID_RSA, "alg": "RS256", "use": "sig"},
+                ed_jwk | {"kid": KID_ED25519, "alg": "EdDSA", "use": "sig"},
+            ]
+        }
+
+    # --- events -------------------------------------------------------------------------
+
+    def batch_finished(
+        self, batch_name: str, state: str, webhook_config: Mapping[str, Any] | None
+    ) -> None:
+        """Queue the deliveries a batch's terminal state causes."""
+        event = EVENT_BY_STATE.get(state)
+        if event is None:
+            return
+        data: dict[str, Any] = {"id": batch_name}
+        config = dict(webhook_config or {})
+        if config.get("user_metadata"):
+            data["user_metadata"] = config["user_metadata"]
+        stamp = int(self.clock())
+        body = json.dumps(
+            {"type": event, "version": "v1", "timestamp": _rfc3339(stamp), "data": data}
+        ).encode()
+        uris = [str(u) for u in config.get("uris") or []]
+        out: list[Pending] = []
+        if uris:
+            # Per-job URIs replace the project's registered webhooks for this job.
+            for uri in uris:
+                out.append(Pending(uri, self._dynamic_headers(stamp, body), body))
+        else:
+            with self._lock:
+                hooks = list(self.registrations.values())
+            for hook in hooks:
+                if hook.events and event not in hook.events:
+                    continue
+                msg_id = f"msg_{uuid.uuid4()}"
+                signature = Webhook(hook.secret).sign(msg_id, _dt(stamp), body.decode())
+                headers = {
+                    "webhook-id": msg_id,
+                    "webhook-timestamp": str(stamp),
+                    "webhook-signature": signature,
+                    "content-type": "application/json",
+                }
+                out.append(Pending(hook.uri, headers, body))
+        with self._lock:
+            for pending in out:
+                if self.faults.drop > 0:
+                    self.faults.drop -= 1
+                    continue
+                # One fault per delivery, in this order, so counts compose predictably.
+                if self.faults.duplicate > 0:
+                    self.faults.duplicate -= 1
+                    self._queue.extend([pending, pending])
+                elif self.faults.delay > 0:
+                    self.faults.delay -= 1
+                    self._held.append(pending)
+                else:
+                    self._queue.append(pending)
+
+    def _dynamic_headers(self, stamp: int, body: bytes) -> dict[str, str]:
+        msg_id = f"msg_{uuid.uuid4()}"
+        if self.dynamic_scheme == "ed25519":
+            signed = self._ed.sign(f"{msg_id}.{stamp}.".encode() + body)
+            signature = "v1a," + base64.b64encode(signed).decode()
+        else:
+            signature = jwt.encode(
+                {"iat": stamp, "exp": stamp + 300, "iss": "emulator"},
+                self._rsa,
+                algorithm="RS256",
+                headers={"kid": KID_RSA},
+            )
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": signature,
+            "content-type": "application/json",
+        }
+
+    def flush(self) -> list[int]:
+        """Send every queued delivery now; returns the HTTP statuses received."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        statuses = []
+        for pending in batch:
+            status = self.sender(pending.uri, pending.headers, pending.body)
+            statuses.append(status)
+            with self._lock:
+                self.delivered.append((pending.headers["webhook-id"], status))
+        return statuses
+
+    def release(self) -> int:
+        """Let held deliveries go out on the next flush; returns how many."""
+        with self._lock:
+            held, self._held = self._held, []
+            self._queue.extend(held)
+        return len(held)
+
+
+def _dt(stamp: int) -> datetime:
+    return datetime.fromtimestamp(stamp, UTC)
+
+
+def _rfc3339(stamp: int) -> str:
+    return _dt(stamp).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,233 @@
+"""Budget caps: a per-job cap and a rolling daily cap, with reserve-then-spend accounting.
+
+A job's estimate is reserved in `budget/{UTC day}` inside one StateStore.update
+transaction that also checks the daily cap, so concurrent uploads cannot exceed it
+together: the second transaction sees the first one's reservation. A job that would
+exceed a cap is HELD (no reservation) until `approve` (reserves without the cap, since a
+person decided) or `reject` (CANCELLED, its items FAILED "rejected by user").
+
+The reservation becomes actual spend when the job ends (finalize calls `settle`): the
+whole reservation is released and the job's actual cost recorded, so items that ended
+without cost (blocked, failed, cached) give their share back at that moment. Settling per
+job rather than per item keeps the collector (not ours) untouched; the daily total is
+therefore conservative while a job runs.
+
+The day document keeps one entry per job, which makes reserve and settle idempotent under
+event redelivery: {"day": ..., "jobs": {job_id: {"reserved": usd, "spent": usd}}}.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from bananabatch.config import env_name_for
+from bananabatch.core import records as rec
+from bananabatch.core.records import JobRecord
+from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState, JobState
+from bananabatch.errors import PermanentError
+from bananabatch.log import get_logger, labels
+from bananabatch.pipeline import finalize, submit, urgent
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import Doc
+
+log = get_logger(__name__)
+
+JOB_BUDGET_KEY: Final = "bananabatch-budget-usd"
+REJECTED_REASON: Final = "rejected by user"
+# Batches are staged with this "not before" time so that no tick submits them while the
+# job is still RECEIVED or HELD; it is cleared when the job moves to RUNNING.
+HOLD_UNTIL: Final = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    day: str
+    reserved_usd: float
+    spent_usd: float
+
+    @property
+    def committed_usd(self) -> float:
+        return self.reserved_usd + self.spent_usd
+
+
+def budget_day(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def job_cap(job: JobRecord, default: float | None) -> tuple[float | None, str]:
+    """The job's cap and where it came from. Object metadata beats the configured default."""
+    raw = job.options.get(JOB_BUDGET_KEY)
+    if raw is None:
+        return default, env_name_for("job_budget_usd")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise PermanentError(
+            f"object metadata {JOB_BUDGET_KEY}: expected a number of USD >= 0; found {raw!r}",
+            job_id=job.job_id,
+        )
+    return value, f"object metadata {JOB_BUDGET_KEY}"
+
+
+def totals(doc: Mapping[str, Any] | None, day: str) -> DayTotals:
+    jobs = (doc or {}).get("jobs") or {}
+    return DayTotals(
+        day=day,
+        reserved_usd=sum(float(v.get("reserved", 0.0)) for v in jobs.values()),
+        spent_usd=sum(float(v.get("spent", 0.0)) for v in jobs.values()),
+    )
+
+
+def day_totals(rt: Runtime, day: str | None = None) -> DayTotals:
+    day = day or budget_day(rt.now())
+    return totals(rt.state.get(rec.budget_path(day)), day)
+
+
+def reserve(
+    rt: Runtime, job_id: str, amount: float, *, day: str, cap: float | None
+) -> tuple[bool, DayTotals]:
+    """Reserve amount for job_id on day unless it would take the day over cap. Returns
+    whether the job holds a reservation now, and the day's totals as this call saw them."""
+    seen: dict[str, Any] = {}
+
+    def fn(doc: Doc | None) -> Doc | None:
+        current = totals(doc, day)
+        jobs = dict((doc or {}).get("jobs") or {})
+        seen["totals"], seen["ok"] = current, True
+        if job_id in jobs:
+            return None  # a redelivery: the first reservation stands
+        if cap is not None and current.committed_usd + amount > cap + 1e-9:
+            seen["ok"] = False
+            return None
+        jobs[job_id] = {"reserved": round(amount, 6), "spent": 0.0}
+        return {"day": day, "jobs": jobs}
+
+    rt.state.update(rec.budget_path(day), fn)
+    return bool(seen["ok"]), seen["totals"]
+
+
+def settle(rt: Runtime, job: JobRecord, actual_usd: float) -> None:
+    """Turn the job's reservation into its actual spend (idempotent)."""
+    if job.budget_day is None:
+        return
+
+    def fn(doc: Doc | None) -> Doc | None:
+        jobs = dict((doc or {}).get("jobs") or {})
+        entry = {"reserved": 0.0, "spent": round(actual_usd, 6)}
+        if jobs.get(job.job_id) == entry:
+            return None
+        jobs[job.job_id] = entry
+        return {"day": job.budget_day, "jobs": jobs}
+
+    rt.state.update(rec.budget_path(job.budget_day), fn)
+
+
+def admit(rt: Runtime, job: JobRecord, estimate_usd: float) -> tuple[str | None, str]:
+    """Check both caps; reserve on the daily budget when they allow. Returns the reason to
+    hold the job (None to go ahead) and the budget day."""
+    day = budget_day(rt.now())
+    try:
+        cap, source = job_cap(job, rt.settings.job_budget_usd)
+    except PermanentError as exc:
+        return exc.message, day
+    if cap is not None and estimate_usd > cap + 1e-9:
+        return (
+            f"estimated ${estimate_usd:.4f} exceeds the job budget ${cap:.4f} ({source}); "
+            f"approve or reject the job",
+            day,
+        )
+    daily = rt.settings.daily_budget_usd
+    ok, seen = reserve(rt, job.job_id, estimate_usd, day=day, cap=daily)
+    if not ok:
+        return (
+            f"estimated ${estimate_usd:.4f} would take {day}'s spend to "
+            f"${seen.committed_usd + estimate_usd:.4f}, over the daily budget ${daily:.4f} "
+            f"({env_name_for('daily_budget_usd')}); approve or reject the job",
+            day,
+        )
+    return None, day
+
+
+def release_hold(rt: Runtime, job_id: str) -> None:
+    for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
+        rt.repo.patch_batch(
+            batch.batch_id,
+            lambda b: {"next_submit_after": None} if b.next_submit_after == HOLD_UNTIL else None,
+        )
+
+
+def start_running(rt: Runtime, job_id: str) -> None:
+    """What follows a job's move to RUNNING: urgent lines first (they must not wait for the
+    batch), then the batches. An urgent failure is recorded on its item and never stops
+    the batch part."""
+    release_hold(rt, job_id)
+    try:
+        urgent.run_urgent(rt, job_id)
+    except Exception:
+        log.exception("urgent lane stopped; the batch part goes on")
+    if rt.repo.count_batches(job_id=job_id, states=list(BatchState)) == 0:
+        finalize.finalize_job_if_done(rt, job_id)
+        return
+    submit.submit_queued(rt, job_id=job_id)
+
+
+def approve(rt: Runtime, job_id: str) -> JobRecord:
+    """HELD -> RUNNING: reserve the estimate regardless of the caps and start the job."""
+    with labels(job_id=job_id):
+        job = rt.repo.require_job(job_id)
+        if job.state is not JobState.HELD:
+            raise PermanentError(
+                f"only a HELD job can be approved; expected HELD, found {job.state.value}",
+                job_id=job_id,
+            )
+        day = budget_day(rt.now())
+        reserve(rt, job_id, job.costs.estimated_usd, day=day, cap=None)
+        moved = rt.repo.move_job(
+            job_id,
+            JobState.RUNNING,
+            expect={JobState.HELD},
+            change=lambda _j: {"budget_day": day, "error": None, "updated_at": rt.now()},
+        )
+        if not moved.moved:
+            raise PermanentError(
+                f"approve lost a race: expected HELD, found {moved.record.state.value}",
+                job_id=job_id,
+            )
+        log.info("held job approved")
+        start_running(rt, job_id)
+        return rt.repo.require_job(job_id)
+
+
+def reject(rt: Runtime, job_id: str) -> JobRecord:
+    """HELD -> CANCELLED: every open item FAILED "rejected by user", one final message."""
+    with labels(job_id=job_id):
+        job = rt.repo.require_job(job_id)
+        if job.state is not JobState.HELD:
+            raise PermanentError(
+                f"only a HELD job can be rejected; expected HELD, found {job.state.value}",
+                job_id=job_id,
+            )
+        now = rt.now()
+        failed = [
+            item.model_copy(
+                update={"state": ItemState.FAILED, "reason": REJECTED_REASON, "updated_at": now}
+            )
+            for item in rt.repo.items(job_id)
+            if item.state not in ITEM_TERMINAL
+        ]
+        rt.repo.put_items(failed)
+        for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
+            rt.repo.move_batch(
+                batch.batch_id, BatchState.CANCELLED, change=lambda _b: {"updated_at": now}
+            )
+            rt.repo.move_batch(
+                batch.batch_id, BatchState.COLLECTED, change=lambda _b: {"updated_at": now}
+            )
+        log.info("held job rejected", extra={"items": len(failed)})
+        return finalize.close_job(rt, job, forced=JobState.CANCELLED, error=REJECTED_REASON)

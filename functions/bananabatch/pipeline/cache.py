@@ -1,0 +1,150 @@
+"""The dedup cache: cache/{content_hash} maps a normalized request to an image we already
+have, so an identical request is copied instead of paid for again.
+
+Lookups happen at intake (a hit is copied into the new job and the item is CACHED);
+entries are written when a job ends, from its SUCCEEDED items (finalize), because the
+collector is not ours to hook. In-file duplicates are resolved at the same moment: they
+copy their first occurrence's image, or share its failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bananabatch.core import records as rec
+from bananabatch.core.records import ItemRecord, JobRecord
+from bananabatch.core.states import ItemState
+from bananabatch.errors import NotFound
+from bananabatch.log import get_logger
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import Where
+from bananabatch.report.thumbs import thumb_object_name
+
+log = get_logger(__name__)
+
+LANE_BATCH = "batch"
+LANE_URGENT = "urgent"
+LANE_CACHE = "cache"
+LANE_DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    content_hash: str
+    bucket: str
+    name: str
+    mime_type: str
+    job_id: str
+    key: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "content_hash": self.content_hash,
+            "bucket": self.bucket,
+            "name": self.name,
+            "mime_type": self.mime_type,
+            "job_id": self.job_id,
+            "key": self.key,
+        }
+
+
+def lookup(rt: Runtime, content_hash: str) -> CacheEntry | None:
+    """The cached image for a request, if its entry exists and its image is still there."""
+    doc = rt.state.get(rec.cache_path(content_hash))
+    if not doc:
+        return None
+    entry = CacheEntry(
+        content_hash=content_hash,
+        bucket=str(doc["bucket"]),
+        name=str(doc["name"]),
+        mime_type=str(doc["mime_type"]),
+        job_id=str(doc["job_id"]),
+        key=str(doc["key"]),
+    )
+    # A deleted or expired image makes the entry useless: generate again rather than fail.
+    if rt.objects.stat(entry.bucket, entry.name) is None:
+        return None
+    return entry
+
+
+def copy_into(rt: Runtime, job_id: str, key: str, source: CacheEntry | ItemRecord) -> str:
+    """Copy an image (and its thumbnail, when there is one) into job_id's results as key's.
+    Returns the new image's URI."""
+    results = rt.settings.results_bucket
+    if isinstance(source, CacheEntry):
+        bucket, name, mime = source.bucket, source.name, source.mime_type
+        src_job, src_key = source.job_id, source.key
+    else:
+        mime = source.mime_type or "image/png"
+        bucket, name = results, rec.image_object_name(source.job_id, source.key, mime)
+        src_job, src_key = source.job_id, source.key
+    target = rec.image_object_name(job_id, key, mime)
+    rt.objects.copy(bucket, name, results, target)
+    thumb = thumb_object_name(src_job, src_key)
+    if rt.objects.stat(results, thumb) is not None:
+        rt.objects.copy(results, thumb, results, thumb_object_name(job_id, key))
+    return rt.objects.uri(results, target)
+
+
+def populate(rt: Runtime, job: JobRecord) -> int:
+    """Record every SUCCEEDED item of the job with a request hash; existing entries win."""
+    added = 0
+    where = [Where("state", "==", ItemState.SUCCEEDED.value)]
+    for item in rt.repo.items(job.job_id, where=where):
+        if not item.request_hash or not item.mime_type:
+            continue
+        entry = CacheEntry(
+            content_hash=item.request_hash,
+            bucket=rt.settings.results_bucket,
+            name=rec.image_object_name(item.job_id, item.key, item.mime_type),
+            mime_type=item.mime_type,
+            job_id=item.job_id,
+            key=item.key,
+        )
+        added += rt.state.create(rec.cache_path(item.request_hash), entry.to_doc())
+    return added
+
+
+def resolve_duplicates(rt: Runtime, job: JobRecord) -> int:
+    """Give each in-file duplicate the outcome of its first occurrence. Returns how many."""
+    where = [Where("lane", "==", LANE_DUPLICATE), Where("state", "==", ItemState.PENDING.value)]
+    resolved: list[ItemRecord] = []
+    for item in rt.repo.items(job.job_id, where=where):
+        original = rt.repo.get_item(job.job_id, item.duplicate_of or "")
+        resolved.append(_resolve(rt, item, original))
+    if resolved:
+        rt.repo.put_items(resolved)
+    return len(resolved)
+
+
+def _resolve(rt: Runtime, item: ItemRecord, original: ItemRecord | None) -> ItemRecord:
+    now = rt.now()
+    if original is not None and original.state in (ItemState.SUCCEEDED, ItemState.CACHED):
+        try:
+            uri = copy_into(rt, item.job_id, item.key, original)
+        except NotFound:
+            uri = None
+        if uri is not None:
+            return item.model_copy(
+                update={
+                    "state": ItemState.CACHED,
+                    "image_uri": uri,
+                    "mime_type": original.mime_type,
+                    "reason": f"same request as key {original.key}",
+                    "updated_at": now,
+                }
+            )
+    found = "missing" if original is None else original.state.value
+    state = ItemState.BLOCKED if found == ItemState.BLOCKED.value else ItemState.FAILED
+    return item.model_copy(
+        update={
+            "state": state,
+            "saved_usd": None,
+            "reason": (
+                f"same request as key {item.duplicate_of}, which ended {found}: "
+                f"expected an image to copy"
+            ),
+            "updated_at": now,
+        }
+    )

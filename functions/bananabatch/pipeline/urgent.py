@@ -1,0 +1,227 @@
+"""The urgent lane: lines marked `"priority": "urgent"` go through the synchronous
+generateContent API at the standard price, right after the job starts, while its batches
+wait. Results land in the same layout as batch results (images/, thumbs/, item state and
+actual cost, here at Lane.STANDARD).
+
+Intake stages the urgent requests to `jobs/<id>/requests/urgent.jsonl` (so an approved
+HELD job can run them later). Each item is claimed PENDING -> SUBMITTED in a transaction
+before its call, so a redelivered event never pays for it twice; the price of that rule is
+that a crash in the middle of a call leaves that one item SUBMITTED (outcome unknown).
+
+Calls share a per-process token bucket (the synchronous API has per-minute quotas) and are
+retried a few times, only on TransientError (429, 5xx, timeouts).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from bananabatch.core import records as rec
+from bananabatch.core.pricing import Lane
+from bananabatch.core.records import ItemRecord
+from bananabatch.core.results import OutcomeKind, classify_row
+from bananabatch.core.states import ItemState
+from bananabatch.errors import BananaError, PriceUnknown, TransientError
+from bananabatch.log import get_logger
+from bananabatch.pipeline.cache import LANE_URGENT
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import Doc, Where
+from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
+
+log = get_logger(__name__)
+
+URGENT_NAME: Final = "urgent.jsonl"
+# Requests per second through the synchronous API from one process, and the burst size.
+RATE_PER_SECOND: Final = 2.0
+BURST: Final = 5
+ATTEMPTS: Final = 3
+
+
+def urgent_object_name(job_id: str) -> str:
+    return f"jobs/{job_id}/requests/{URGENT_NAME}"
+
+
+class TokenBucket:
+    """A classic token bucket; `acquire` blocks until a token is free."""
+
+    def __init__(
+        self,
+        rate: float,
+        capacity: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.capacity = float(capacity)
+        self._tokens = float(capacity)
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self.rate
+            self._sleep(wait)
+
+
+BUCKET: Final = TokenBucket(RATE_PER_SECOND, BURST)
+
+
+@dataclass
+class UrgentReport:
+    attempted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+def pending_count(rt: Runtime, job_id: str) -> int:
+    """Urgent items not yet answered: the job cannot end while there are any."""
+    return rt.state.count(
+        rec.items_collection(job_id),
+        [
+            Where("lane", "==", LANE_URGENT),
+            Where("state", "in", [ItemState.PENDING.value, ItemState.SUBMITTED.value]),
+        ],
+    )
+
+
+def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> UrgentReport:
+    """Generate every PENDING urgent item of the job. Never raises for one item's failure."""
+    report = UrgentReport()
+    name = urgent_object_name(job_id)
+    results = rt.settings.results_bucket
+    if rt.objects.stat(results, name) is None:
+        return report
+    with rt.objects.open_read(results, name) as stream:
+        for raw in stream:
+            if not raw.strip():
+                continue
+            staged = json.loads(raw)
+            key, model, request = str(staged["key"]), str(staged["model"]), staged["request"]
+            if not _claim(rt, job_id, key):
+                continue
+            report.attempted += 1
+            item = rt.repo.get_item(job_id, key)
+            if item is None:
+                continue
+            done = _generate_one(rt, item, model, request, bucket)
+            rt.repo.put_items([done])
+            if done.state is ItemState.SUCCEEDED:
+                report.succeeded += 1
+            else:
+                report.failed += 1
+    log.info("urgent lane done", extra=vars(report))
+    return report
+
+
+def _claim(rt: Runtime, job_id: str, key: str) -> bool:
+    won = {"claimed": False}
+
+    def fn(doc: Doc | None) -> Doc | None:
+        won["claimed"] = False
+        if doc is None or doc.get("state") != ItemState.PENDING.value:
+            return None
+        won["claimed"] = True
+        return {**doc, "state": ItemState.SUBMITTED.value}
+
+    rt.state.update(rec.item_path(job_id, key), fn)
+    return won["claimed"]
+
+
+def _call(
+    rt: Runtime, model: str, request: Mapping[str, Any], bucket: TokenBucket
+) -> Mapping[str, Any]:
+    for attempt in Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(ATTEMPTS),
+        wait=wait_exponential(multiplier=0.5, max=4.0),
+        reraise=True,
+    ):
+        with attempt:
+            bucket.acquire()
+            return rt.provider.generate(model=model, request=request)
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+
+def _generate_one(
+    rt: Runtime,
+    item: ItemRecord,
+    model: str,
+    request: Mapping[str, Any],
+    bucket: TokenBucket,
+) -> ItemRecord:
+    now = rt.now()
+    try:
+        response = _call(rt, model, request, bucket)
+    except BananaError as exc:
+        log.warning("urgent request failed", extra={"key": item.key, "error": str(exc)})
+        return item.model_copy(
+            update={
+                "state": ItemState.FAILED,
+                "reason": f"urgent request failed after up to {ATTEMPTS} attempts: {exc}",
+                "updated_at": now,
+            }
+        )
+    outcome = classify_row({"key": item.key, "response": dict(response)})
+    update: dict[str, Any] = {
+        "state": outcome.item_state(),
+        "finish_reason": outcome.finish_reason,
+        "error_code": outcome.error_code,
+        "reason": outcome.reason(),
+        "updated_at": now,
+    }
+    if outcome.usage is not None:
+        update["usage"] = {
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "image_output_tokens": outcome.usage.image_output_tokens,
+            "text_output_tokens": outcome.usage.text_output_tokens,
+            "thought_tokens": outcome.usage.thought_tokens,
+            "total_tokens": outcome.usage.total_tokens,
+        }
+        try:
+            update["actual_usd"] = round(
+                rt.prices.cost_of_usage(item.model, Lane.STANDARD, outcome.usage), 6
+            )
+        except PriceUnknown as exc:
+            log.error("no price for a billed result; cost left unknown", extra={"error": str(exc)})
+    if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
+        mime = outcome.mime_type or "image/png"
+        name = rec.image_object_name(item.job_id, item.key, mime)
+        results = rt.settings.results_bucket
+        rt.objects.write_bytes(
+            results,
+            name,
+            outcome.image,
+            content_type=mime,
+            metadata={"job_id": item.job_id, "key": item.key},
+        )
+        try:
+            thumb = make_thumbnail(outcome.image)
+        except BananaError:
+            thumb = None
+        if thumb is not None:
+            rt.objects.write_bytes(
+                results,
+                thumb_object_name(item.job_id, item.key),
+                thumb,
+                content_type=THUMB_CONTENT_TYPE,
+            )
+        update["image_uri"] = rt.objects.uri(results, name)
+        update["mime_type"] = mime
+    return item.model_copy(update=update)

@@ -1,0 +1,178 @@
+"""Every CLI command on the local stack, through typer's test runner, with --json parsed."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from bananabatch import cli, config
+from bananabatch.emulator.faults import FaultPlan
+from bananabatch.emulator.server import EmulatorServer
+from bananabatch.emulator.store import EmulatorConfig, ManualClock
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "prompts.jsonl"
+runner = CliRunner()
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    config_ = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
+    with EmulatorServer(config_) as server:
+        yield server
+
+
+@pytest.fixture
+def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer) -> Path:
+    root = tmp_path / "state"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(config.ENV_BACKEND, "local")
+    monkeypatch.setenv(config.ENV_LOCAL_ROOT, str(root))
+    monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator.base_url)
+    monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "test-key")
+    return root
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(cli.app, list(args))
+
+
+def as_json(result: Any) -> Any:
+    assert result.stdout.strip(), result.output
+    return json.loads(result.stdout)
+
+
+def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_local_run_json_reports_counts_that_add_up_and_exits_3_for_a_partial_job(
+    local_env: Path,
+) -> None:
+    result = invoke("local", "run", str(EXAMPLES), "--root", str(local_env), "--json")
+    assert result.exit_code == cli.EXIT_PARTIAL, result.output
+    summary = as_json(result)
+    assert sum(summary["counts"].values()) == summary["line_count"] == 16
+    assert summary["counts"]["SUCCEEDED"] == 14
+    assert summary["costs"]["actual_usd"] < summary["costs"]["standard_equivalent_usd"]
+
+
+def test_local_run_prints_a_human_summary_ending_with_the_gallery_path(local_env: Path) -> None:
+    result = invoke("local", "run", str(EXAMPLES), "--root", str(local_env))
+    assert result.exit_code == cli.EXIT_PARTIAL, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("gallery")
+    assert last.endswith("index.html")
+    for words in (
+        "estimate at standard price",
+        "estimate at batch price",
+        "saved",
+        "rejected.jsonl",
+    ):
+        assert words in result.stdout
+
+
+def test_submit_watch_status_ls_and_fetch_follow_one_job(local_env: Path, tmp_path: Path) -> None:
+    source = write_jsonl(
+        tmp_path / "three.jsonl",
+        [{"key": f"k{i}", "prompt": f"prompt {i}", "aspect_ratio": "1:1"} for i in range(3)],
+    )
+    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+
+    watched = invoke("watch", job_id, "--interval", "0", "--json")
+    assert watched.exit_code == cli.EXIT_OK, watched.output
+    assert as_json(watched)["state"] == "SUCCEEDED"
+
+    status = invoke("status", job_id, "--json")
+    assert status.exit_code == cli.EXIT_OK
+    view = as_json(status)
+    assert view["counts"]["SUCCEEDED"] == 3
+    assert view["costs"]["actual_usd"] > 0
+
+    listed = as_json(invoke("ls", "--json"))
+    assert [j["job_id"] for j in listed] == [job_id]
+
+    target = tmp_path / "downloaded"
+    first = as_json(invoke("fetch", job_id, "--to", str(target), "--json"))
+    assert first == {"job_id": job_id, "to": str(target), "fetched": 3, "skipped": 0, "images": 3}
+    assert sorted(p.name for p in target.iterdir()) == ["k0.png", "k1.png", "k2.png"]
+    again = as_json(invoke("fetch", job_id, "--to", str(target), "--json"))
+    assert again["fetched"] == 0
+    assert again["skipped"] == 3
+
+
+def test_retry_resubmits_only_the_failed_items_as_a_new_job(
+    local_env: Path, tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    emulator.state.faults = FaultPlan().row_error("bad", 3, "Request contains an invalid argument.")
+    source = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [{"key": "good", "prompt": "fine"}, {"key": "bad", "prompt": "fails once"}],
+    )
+    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+    assert invoke("watch", job_id, "--interval", "0").exit_code == cli.EXIT_PARTIAL
+
+    emulator.state.faults = FaultPlan()
+    retried = as_json(invoke("retry", job_id, "--json"))
+    assert retried["items"] == 1
+    new_job = retried["retry_job_id"]
+    assert new_job != job_id
+    assert invoke("watch", new_job, "--interval", "0").exit_code == cli.EXIT_OK
+    assert as_json(invoke("status", new_job, "--json"))["counts"]["SUCCEEDED"] == 1
+
+
+def test_cancel_stops_a_running_job_which_then_ends_cancelled(
+    local_env: Path, tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    emulator.state.config.pending_seconds = math.inf
+    source = write_jsonl(tmp_path / "slow.jsonl", [{"key": "a", "prompt": "never finishes"}])
+    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+    cancelled = as_json(invoke("cancel", job_id, "--json"))
+    assert cancelled["cancelled_batches"] == 1
+    watched = invoke("watch", job_id, "--interval", "0", "--timeout", "30", "--json")
+    assert watched.exit_code == cli.EXIT_FAILED, watched.output
+    assert as_json(watched)["state"] == "CANCELLED"
+
+
+def test_an_unknown_job_is_one_clear_error_line_and_exit_code_1(local_env: Path) -> None:
+    result = invoke("status", "no-such-job")
+    assert result.exit_code == cli.EXIT_ERROR
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "no job no-such-job" in lines[0]
+
+
+def test_a_usage_error_exits_2() -> None:
+    assert invoke("fetch").exit_code == cli.EXIT_USAGE
+
+
+def _commands() -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for info in cli.app.registered_commands:
+        assert info.name or info.callback is not None
+        found.append(((info.name or info.callback.__name__.replace("_", "-")),))  # type: ignore[union-attr]
+    for group in cli.app.registered_groups:
+        assert group.typer_instance is not None
+        for info in group.typer_instance.registered_commands:
+            found.append((str(group.name), str(info.name)))
+    return found
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_every_command_has_help_with_an_example_and_appears_in_the_readme(
+    command: tuple[str, ...],
+) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example: bananabatch" in result.output
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(rf"`bananabatch {' '.join(command)}\b", readme), command

@@ -1,0 +1,114 @@
+"""Each benchmark's code path at a tiny size: behaviour only, never timings (speed goals
+live in benchmarks/, run by `make bench`)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bananabatch.config import Settings
+from bananabatch.core.catalog import expected_result_bytes
+from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
+from bananabatch.emulator.render import pad_png, padded_renderer, render_png
+from benchmarks import collect, intake, overhead
+
+
+@pytest.fixture(autouse=True)
+def _bench_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Relative bench-out/ lands in the test's own directory.
+    monkeypatch.chdir(tmp_path)
+
+
+def test_padded_png_reaches_the_target_size_and_still_decodes_to_the_same_pixels() -> None:
+    png = render_png("x", "1:1", "512")
+    padded = pad_png(png, len(png) + 50_000)
+    assert len(padded) == len(png) + 50_000
+    # The padding is incompressible, so it survives any transport compression.
+    assert len(zlib.compress(padded)) > len(png) + 45_000
+    with (
+        Image.open(io.BytesIO(padded)) as a,
+        Image.open(io.BytesIO(png)) as b,
+    ):
+        assert a.tobytes() == b.tobytes()
+    assert pad_png(png, 10) == png
+    # Every chunk's length and CRC are right, so strict readers accept it too.
+    pos = 8
+    while pos < len(padded):
+        (length,) = struct.unpack(">I", padded[pos : pos + 4])
+        body = padded[pos + 4 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", padded[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(body) == crc
+        pos += 12 + length
+    assert pos == len(padded)
+    render = padded_renderer(200_000)
+    assert len(render("a", "1:1", "512")) == 200_000
+    # One image per size, reused: every prompt gets the same bytes.
+    assert render("a", "1:1", "512") == render("b", "1:1", "512")
+
+
+def test_collect_benchmark_runs_all_three_variants_on_the_same_file() -> None:
+    result = collect.run(lines=3, image_bytes=30_000, naive=True)
+    for variant in ("raw", "collector", "naive"):
+        assert result[variant]["images"] == 3, variant
+        assert result[variant]["peak_rss_mb"] > 0
+    assert result["bytes"] > 3 * 30_000
+    assert result["ratio"] > 0
+
+
+def test_intake_benchmark_accepts_every_line() -> None:
+    result = intake.run(lines=50)
+    assert result["bare"]["lines"] == 50
+    assert result["intake"]["accepted"] == 50
+    assert result["intake"]["state"] == "RUNNING"
+
+
+def test_overhead_benchmark_counts_operations_of_a_real_run() -> None:
+    result = overhead.run(lines=3)
+    counts = result["counted"]["counts"]
+    assert result["counted"]["images"] == 3
+    # At least: one image + one thumbnail per item, one item write per line.
+    assert counts["gcs_class_a"] >= 6
+    assert counts["firestore_write"] >= 3
+    assert result["counted"]["invocations"] >= 2
+    assert 0 < result["fraction"] < 1
+
+
+def test_counting_state_counts_one_write_per_document_of_set_many() -> None:
+    class Store:
+        def set_many(self, docs: object) -> int:
+            return len(list(docs))  # type: ignore[call-overload]
+
+    counts: Counter[str] = Counter()
+    proxy = overhead.CountingState(Store(), counts)
+    assert proxy.set_many((f"items/{n}", {}) for n in range(7)) == 7
+    assert counts["firestore_write"] == 7
+
+
+def test_planning_closes_a_batch_before_its_output_would_exceed_the_limit() -> None:
+    settings = Settings()
+    per_image = expected_result_bytes("gemini-3.1-flash-image", "4K")
+    planner = BatchPlanner(
+        PlanLimits(
+            max_requests=settings.max_requests_per_batch,
+            max_request_bytes=settings.max_batch_bytes,
+            max_output_bytes=settings.max_batch_output_bytes,
+        )
+    )
+    closed: list[PlannedBatch] = []
+    for _ in range(200):
+        placement = planner.add(
+            model="gemini-3.1-flash-image", line_bytes=200, expected_output_bytes=per_image
+        )
+        closed.extend(placement.closed)
+    closed.extend(planner.finish())
+    assert sum(b.request_count for b in closed) == 200
+    assert all(b.expected_output_bytes <= settings.max_batch_output_bytes for b in closed)
+    assert len(closed) > 1
+    # The default leaves room under the 2 GB result-file ceiling of the Files API.
+    assert settings.max_batch_output_bytes < 2 * 1024**3

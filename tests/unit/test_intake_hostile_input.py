@@ -1,0 +1,106 @@
+"""Bad input never hurts good input: a hostile file mixed with good lines, end to end on
+the local stack. Every bad line gets a precise reason in rejected.jsonl; every good line
+gets its image; whole-file problems fail the job with a reason and pay for nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bananabatch.core.states import ItemState, JobState
+from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from tests.e2e.test_fault_matrix import Stack, _stack, assert_invariants
+
+GOOD = [b'{"key": "good-1", "prompt": "a lighthouse"}', b'{"key": "good-2", "prompt": "a fox"}']
+HOSTILE: list[tuple[bytes, str]] = [
+    (b"{not json", "JSON"),
+    (b'{"key": "t", "prompt": 42}', "prompt"),
+    (b'{"key": "u", "prompt": "x", "colour": "red"}', "colour"),
+    (b'{"key": "e", "prompt": ""}', "prompt"),
+    (b'{"key": "long", "prompt": "' + b"x" * 200_000 + b'"}', "prompt"),
+    (b'{"key": "../etc/passwd", "prompt": "x"}', "key"),
+    (b'{"key": "good-1", "prompt": "again"}', "duplicate"),
+    (b'{"key": "u8", "prompt": "\xff\xfe"}', "UTF-8"),
+    (b"[1, 2, 3]", "object"),
+    (b'{"key": "r", "prompt": "x", "reference_images": 7}', "reference_images"),
+]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    config = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
+    yield from _stack(tmp_path, config)
+
+
+def _rejected(stack: Stack, job_id: str) -> list[dict[str, object]]:
+    root = stack.pipeline.settings.local_root / "buckets" / stack.pipeline.settings.results_bucket
+    path = root / "jobs" / job_id / "rejected.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_hostile_lines_are_rejected_with_a_precise_reason_and_good_lines_still_succeed(
+    stack: Stack,
+) -> None:
+    # A BOM, CRLF line ends and blank lines around the hostile ones.
+    body = b"\xef\xbb\xbf" + GOOD[0] + b"\r\n\r\n"
+    body += b"\n".join(line for line, _ in HOSTILE) + b"\n\n" + GOOD[1] + b"\r\n"
+    path = stack.tmp / "hostile.jsonl"
+    path.write_bytes(body)
+    job_id = stack.pipeline.upload(path)
+    summary = assert_invariants(stack, job_id, stack.settle(job_id))
+    assert summary["counts"][ItemState.SUCCEEDED] == 2
+    assert summary["counts"][ItemState.REJECTED] == len(HOSTILE)
+    rejected = _rejected(stack, job_id)
+    assert len(rejected) == len(HOSTILE)
+    for doc, (_, why) in zip(rejected, HOSTILE, strict=True):
+        reason = str(doc["reason"])
+        assert f"line {doc['line']}" in reason, reason
+        assert why.lower() in reason.lower(), (why, reason)
+    assert stack.pipeline.runtime.repo.require_job(job_id).state is JobState.PARTIAL
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.jsonl", b"", "empty"),
+        ("image.jsonl", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, None),
+    ],
+)
+def test_a_file_that_is_not_jsonl_fails_or_rejects_without_paying(
+    stack: Stack, name: str, content: bytes, expected: str | None
+) -> None:
+    path = stack.tmp / name
+    path.write_bytes(content)
+    job_id = stack.pipeline.upload(path)
+    completions = stack.settle(job_id)
+    job = stack.pipeline.runtime.repo.require_job(job_id)
+    assert job.state is JobState.FAILED
+    if expected is not None:
+        assert expected in (job.error or "")
+    assert stack.emulator.state.counters.batches_created == 0
+    assert len(completions) == 1
+
+
+def test_an_object_not_named_jsonl_is_ignored(stack: Stack) -> None:
+    path = stack.tmp / "x.json"
+    path.write_text('{"prompt": "a"}\n')
+    assert stack.pipeline.runtime.repo.get_job(stack.pipeline.upload(path)) is None
+    assert stack.emulator.state.counters.batches_created == 0
+
+
+def test_a_file_over_the_size_limit_fails_the_job_with_the_limit_named(tmp_path: Path) -> None:
+    config = EmulatorConfig(pending_seconds=0.0, running_seconds=math.inf, clock=ManualClock())
+    for stack in _stack(tmp_path, config, max_input_bytes=64):
+        path = stack.tmp / "big.jsonl"
+        path.write_bytes(b"\n".join(GOOD * 4))
+        job_id = stack.pipeline.upload(path)
+        completions = stack.settle(job_id)
+        job = stack.pipeline.runtime.repo.require_job(job_id)
+        assert job.state is JobState.FAILED
+        assert "limit is 64 bytes" in (job.error or "")
+        assert stack.emulator.state.counters.batches_created == 0
+        assert len(completions) == 1
