@@ -78,7 +78,7 @@ class Stack:
         return path
 
     def settle(
-        self, job_id: str, *, rounds: int = 12, between: Callable[[], None] | None = None
+        self, job_id: str, *, rounds: int = 12, between: Callable[[], object] | None = None
     ) -> list[dict[str, Any]]:
         """Drain, tick and move the clock until the job is terminal and announced."""
         completions: list[dict[str, Any]] = []
