@@ -133,14 +133,20 @@ def _print_estimate(result: FileEstimate) -> None:
 
 
 def approve(job: Annotated[str, typer.Argument(help="The HELD job's id.")]) -> None:
-    """Start a job HELD over budget: its estimate is reserved and its batches submitted."""
+    """Start a job HELD over budget: its estimate is reserved and its batches submitted.
+
+    Example: bananabatch approve prompts-82cb098d8bfb
+    """
     with _errors_as_one_line():
         record = budget.approve(_runtime(with_provider=True), job)
         console.print(f"{record.job_id}: {record.state.value}")
 
 
 def reject(job: Annotated[str, typer.Argument(help="The HELD job's id.")]) -> None:
-    """Cancel a job HELD over budget: nothing is generated, its items fail "rejected by user"."""
+    """Cancel a job HELD over budget: nothing is generated, its items fail "rejected by user".
+
+    Example: bananabatch reject prompts-82cb098d8bfb
+    """
     with _errors_as_one_line():
         record = budget.reject(_runtime(with_provider=True), job)
         console.print(f"{record.job_id}: {record.state.value}")

@@ -410,3 +410,5 @@ def test_an_urgent_failure_never_stops_the_batch_part(
     assert now.reason is not None
     assert "400 INVALID_ARGUMENT" in now.reason
     assert later.state is ItemState.SUCCEEDED
+    failed = _images_dir(pipeline, result.job.job_id).parent / "failed.jsonl"
+    assert [json.loads(line)["key"] for line in failed.read_text().splitlines()] == ["now"]

@@ -141,3 +141,27 @@ def test_an_empty_file_fails_with_a_reason_and_one_completion(
     assert result.job.error is not None
     assert "empty" in result.job.error
     assert len(result.completions) == 1
+
+
+def test_the_demo_jobs_gallery_renders_every_image_in_a_real_chromium(
+    pipeline: LocalPipeline,
+) -> None:
+    from tests.support.browser import assert_gallery_renders
+
+    result = _run(pipeline, EXAMPLES)
+    job_dir = (
+        pipeline.settings.local_root
+        / "buckets"
+        / pipeline.settings.results_bucket
+        / "jobs"
+        / result.job.job_id
+    )
+    succeeded = {
+        json.loads(line)["key"]
+        for line in (job_dir / "results.jsonl").read_text().splitlines()
+        if json.loads(line)["status"] == "SUCCEEDED"
+    }
+    assert len(succeeded) == 14
+    screenshot = Path(__file__).resolve().parents[1] / "artifacts" / "demo-gallery.png"
+    assert_gallery_renders(job_dir / "index.html", succeeded, screenshot)
+    assert screenshot.stat().st_size > 10_000

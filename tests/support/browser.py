@@ -110,7 +110,13 @@ def inspect_page(page: Path, screenshot: Path) -> PageReport:
     """Open `page` from disk, wait for it and its `img[data-key]` images, screenshot it."""
     url = page.resolve().as_uri()
     with _chromium() as websocket_url:
-        return asyncio.run(_inspect(websocket_url, url, screenshot))
+        # A private loop, never installed as the thread's current one: asyncio.run would leave
+        # the thread without a loop, and Pulumi's mocks (tests/infra) bind to that loop.
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(_inspect(websocket_url, url, screenshot))
+        finally:
+            loop.close()
 
 
 @contextmanager

@@ -180,7 +180,7 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
     ) as sink:
         for line in heapq.merge(
             (_item_result(item, tally) for item in items),
-            _rejected_results(rt, job),
+            _rejected_results(rt, job, tally),
             key=lambda doc: int(doc["line"]),
         ):
             sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
@@ -228,12 +228,25 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
     }
 
 
-def _rejected_results(rt: Runtime, job: JobRecord) -> Iterator[dict[str, Any]]:
+def _rejected_results(rt: Runtime, job: JobRecord, tally: ReportTally) -> Iterator[dict[str, Any]]:
     name = rec.results_prefix(job.job_id) + "rejected.jsonl"
     try:
         with rt.objects.open_read(rt.settings.results_bucket, name) as stream:
             for raw in stream:
                 doc = json.loads(raw)
+                if len(tally.gallery_items) < GALLERY_LIMIT:
+                    # The gallery lists rejected lines with their reasons too.
+                    tally.gallery_items.append(
+                        ItemRecord(
+                            job_id=job.job_id,
+                            key=f"__line-{int(doc['line']):06d}",
+                            line_no=int(doc["line"]),
+                            state=ItemState.REJECTED,
+                            model=job.default_model,
+                            prompt_preview=str(doc.get("input", ""))[:120],
+                            reason=str(doc["reason"]),
+                        )
+                    )
                 yield {
                     "line": doc["line"],
                     "key": doc.get("key"),
@@ -272,6 +285,13 @@ def _write_failed(rt: Runtime, job: JobRecord, failed: set[str]) -> None:
                     " items in input form",
                     job_id=job.job_id,
                 ) from exc
+        # Urgent requests are staged apart from the batches, already in this line form.
+        urgent_name = urgent.urgent_object_name(job.job_id)
+        if failed and rt.objects.stat(results, urgent_name) is not None:
+            with rt.objects.open_read(results, urgent_name) as stream:
+                for raw in stream:
+                    if raw.strip() and json.loads(raw)["key"] in failed:
+                        sink.write(raw.rstrip(b"\n") + b"\n")
 
 
 def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
