@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bananabatch import log
+from bananabatch import cost_cli, log
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState, JobState
@@ -606,6 +606,12 @@ def cancel(job: JobArg, as_json: JsonOpt = False) -> None:
                 f"job {job}: {outcome['cancelled_batches']} batches cancelled;"
                 " it ends CANCELLED once they are collected"
             )
+
+
+# Cost commands live with the budget and cache code they drive.
+app.command()(cost_cli.estimate)
+app.command()(cost_cli.approve)
+app.command()(cost_cli.reject)
 
 
 def main() -> None:
