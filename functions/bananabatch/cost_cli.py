@@ -132,21 +132,37 @@ def _print_estimate(result: FileEstimate) -> None:
         )
 
 
-def approve(job: Annotated[str, typer.Argument(help="The HELD job's id.")]) -> None:
+def approve(
+    job: Annotated[str, typer.Argument(help="The HELD job's id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the job's id and state as JSON.")
+    ] = False,
+) -> None:
     """Start a job HELD over budget: its estimate is reserved and its batches submitted.
 
     Example: bananabatch approve prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
         record = budget.approve(_runtime(with_provider=True), job)
+        if as_json:
+            typer.echo(json.dumps({"job_id": record.job_id, "state": record.state.value}))
+            return
         console.print(f"{record.job_id}: {record.state.value}")
 
 
-def reject(job: Annotated[str, typer.Argument(help="The HELD job's id.")]) -> None:
+def reject(
+    job: Annotated[str, typer.Argument(help="The HELD job's id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the job's id and state as JSON.")
+    ] = False,
+) -> None:
     """Cancel a job HELD over budget: nothing is generated, its items fail "rejected by user".
 
     Example: bananabatch reject prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
         record = budget.reject(_runtime(with_provider=True), job)
+        if as_json:
+            typer.echo(json.dumps({"job_id": record.job_id, "state": record.state.value}))
+            return
         console.print(f"{record.job_id}: {record.state.value}")
