@@ -5,7 +5,7 @@ the same code the end-to-end tests receive from."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -14,9 +14,18 @@ from standardwebhooks import Webhook
 from bananabatch.emulator.webhooks import Pending, WebhookDispatcher
 from bananabatch.webhooks import JwksCache, WebhookRejected, WebhookVerifier
 
-# Real time, read once: the standardwebhooks library and PyJWT check timestamps against
-# the wall clock themselves, and a whole module runs well inside their 5-minute window.
+# Real time, read afresh before every test (fixture below): the standardwebhooks library and
+# PyJWT check timestamps against the wall clock themselves, so a value read at collection
+# would go stale when the whole suite takes longer than their 5-minute window.
 NOW = float(int(time.time()))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    global NOW
+    NOW = float(int(time.time()))
+
+
 BODY = b'{"type":"batch.succeeded","version":"v1","data":{"id":"batches/abc"}}'
 
 
@@ -36,7 +45,8 @@ def _verifier(dispatcher: WebhookDispatcher, secret: str | None = None) -> Webho
     return WebhookVerifier(secret=secret, jwks=jwks, clock=lambda: NOW)
 
 
-def _static(secret: str, stamp: float = NOW, msg_id: str = "msg_1") -> dict[str, str]:
+def _static(secret: str, stamp: float | None = None, msg_id: str = "msg_1") -> dict[str, str]:
+    stamp = NOW if stamp is None else stamp
     when = datetime.fromtimestamp(stamp, UTC)
     return {
         "webhook-id": msg_id,
@@ -60,20 +70,20 @@ def test_a_static_delivery_signed_with_the_secret_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("headers", "status", "why"),
     [
-        ({}, 401, "unsigned"),
-        ({"webhook-id": "msg_1", "webhook-timestamp": str(int(NOW))}, 401, "unsigned"),
-        (_static("whsec_" + "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA=="), 401, "forged"),
-        (_static(SECRET, stamp=NOW - 301), 401, "stale"),
-        (_static(SECRET, stamp=NOW + 301), 401, "stale"),
-        ({**_static(SECRET), "webhook-timestamp": "soon"}, 400, "Unix seconds"),
+        (lambda: {}, 401, "unsigned"),
+        (lambda: {"webhook-id": "msg_1", "webhook-timestamp": str(int(NOW))}, 401, "unsigned"),
+        (lambda: _static("whsec_" + "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA=="), 401, "forged"),
+        (lambda: _static(SECRET, stamp=NOW - 301), 401, "stale"),
+        (lambda: _static(SECRET, stamp=NOW + 301), 401, "stale"),
+        (lambda: {**_static(SECRET), "webhook-timestamp": "soon"}, 400, "Unix seconds"),
     ],
     ids=["no-headers", "no-signature", "forged", "stale-past", "stale-future", "bad-stamp"],
 )
 def test_unsigned_forged_and_stale_static_deliveries_are_refused_with_a_clear_4xx(
-    headers: dict[str, str], status: int, why: str
+    headers: Callable[[], dict[str, str]], status: int, why: str
 ) -> None:
     with pytest.raises(WebhookRejected, match=why) as refused:
-        _verifier(WebhookDispatcher(), SECRET).verify(headers, BODY)
+        _verifier(WebhookDispatcher(), SECRET).verify(headers(), BODY)
     assert refused.value.status == status
 
 
