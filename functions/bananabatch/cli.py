@@ -304,8 +304,11 @@ def submit(
     Example: bananabatch submit prompts.jsonl
     """
     with errors_as_one_line():
-        rt = open_runtime(with_provider=True)
-        if rt.settings.backend is Backend.LOCAL:
+        # Locally, on_upload runs in this process and submits, so it needs the provider; a
+        # deployed stack only needs the upload (the cloud function does the rest).
+        local = settings_from_env().backend is Backend.LOCAL
+        rt = open_runtime(with_provider=local)
+        if local:
             from bananabatch.local.runner import LocalPipeline
 
             path = Path(file)
