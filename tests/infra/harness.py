@@ -27,6 +27,10 @@ VERTEX_AGENT: Final = f"service-{PROJECT_NUMBER}@gcp-sa-aiplatform.iam.gservicea
 _AGENTS: Final = {"pubsub.googleapis.com": PUBSUB_AGENT, "aiplatform.googleapis.com": VERTEX_AGENT}
 
 
+class UnexpectedInvoke(AssertionError):
+    """The program called a provider function the mocks do not know."""
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -61,7 +65,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "member": f"serviceAccount:{STORAGE_AGENT}",
                 "project": args.args.get("project"),
             }, []
-        raise NotImplementedError(f"the program made an unexpected invoke: {args.token}")
+        # Unknown tokens must fail loudly: a mock answering them would let a misspelt
+        # invoke pass with None values (reference pulumi-gcp.md, fact 4).
+        raise UnexpectedInvoke(f"the program made an unexpected invoke: {args.token}")
 
 
 def _fake(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

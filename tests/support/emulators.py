@@ -7,6 +7,7 @@ waits a fixed time.
 
 from __future__ import annotations
 
+import abc
 import http.client
 import json
 import os
@@ -86,7 +87,7 @@ def _tail(log: Path | None, lines: int = 30) -> str:
     return "\n--- emulator log ---\n" + "\n".join(text)
 
 
-class _Process:
+class _Process(abc.ABC):
     """A child in its own process group, stopped by signalling the whole group."""
 
     name = "emulator"
@@ -146,8 +147,9 @@ class _Process:
     ) -> None:
         self.stop()
 
+    @abc.abstractmethod
     def start(self) -> str:
-        raise NotImplementedError
+        """Start the emulator and return the host:port the client libraries should use."""
 
 
 # gcp-storage-emulator's own entry point, plus an exit when stdin closes (see _spawn).

@@ -13,20 +13,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-from bananabatch.core import records as rec
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import BatchRecord, ItemRecord
 from bananabatch.core.results import Outcome, OutcomeKind, classify_row
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, BatchState, ItemState
-from bananabatch.errors import PriceUnknown
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import finalize, retry, submit
+from bananabatch.pipeline.outcomes import image_location, outcome_fields, write_image
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch, ResultRow
-from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
 
 log = get_logger(__name__)
 
@@ -254,51 +251,13 @@ def _apply_row(
 def _item_from_outcome(
     rt: Runtime, item: ItemRecord, outcome: Outcome, report: CollectReport, writes: _Writes
 ) -> ItemRecord:
-    update: dict[str, Any] = {
-        "state": outcome.item_state(),
-        "finish_reason": outcome.finish_reason,
-        "error_code": outcome.error_code,
-        "reason": outcome.reason(),
-        "updated_at": rt.now(),
-    }
-    if outcome.usage is not None:
-        update["usage"] = {
-            "prompt_tokens": outcome.usage.prompt_tokens,
-            "image_output_tokens": outcome.usage.image_output_tokens,
-            "text_output_tokens": outcome.usage.text_output_tokens,
-            "thought_tokens": outcome.usage.thought_tokens,
-            "total_tokens": outcome.usage.total_tokens,
-        }
-        try:
-            update["actual_usd"] = round(
-                rt.prices.cost_of_usage(item.model, Lane.BATCH, outcome.usage), 6
-            )
-        except PriceUnknown as exc:
-            log.error("no price for a billed result; cost left unknown", extra={"error": str(exc)})
+    update = outcome_fields(rt, item, outcome, Lane.BATCH)
     if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
         mime = outcome.mime_type or "image/png"
-        name = rec.image_object_name(item.job_id, item.key, mime)
-        results = rt.settings.results_bucket
+        name, located = image_location(rt, item, mime)
         image = outcome.image
-
-        def write() -> None:
-            rt.objects.write_bytes(
-                results,
-                name,
-                image,
-                content_type=mime,
-                metadata={"job_id": item.job_id, "key": item.key},
-            )
-            rt.objects.write_bytes(
-                results,
-                thumb_object_name(item.job_id, item.key),
-                make_thumbnail(image),
-                content_type=THUMB_CONTENT_TYPE,
-            )
-
-        writes.submit(write)
-        update["image_uri"] = rt.objects.uri(results, name)
-        update["mime_type"] = mime
+        writes.submit(lambda: write_image(rt, item, name, image, mime))
+        update.update(located)
         report.images += 1
     return item.model_copy(update=update)
 

@@ -28,12 +28,12 @@ from bananabatch.core.pricing import Lane
 from bananabatch.core.records import ItemRecord
 from bananabatch.core.results import OutcomeKind, classify_row
 from bananabatch.core.states import ItemState
-from bananabatch.errors import BananaError, PriceUnknown, TransientError
+from bananabatch.errors import BananaError, TransientError
 from bananabatch.log import get_logger
 from bananabatch.pipeline.cache import LANE_URGENT
+from bananabatch.pipeline.outcomes import image_location, outcome_fields, write_image
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc, Where
-from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
 
 log = get_logger(__name__)
 
@@ -179,49 +179,11 @@ def _generate_one(
             }
         )
     outcome = classify_row({"key": item.key, "response": dict(response)})
-    update: dict[str, Any] = {
-        "state": outcome.item_state(),
-        "finish_reason": outcome.finish_reason,
-        "error_code": outcome.error_code,
-        "reason": outcome.reason(),
-        "updated_at": now,
-    }
-    if outcome.usage is not None:
-        update["usage"] = {
-            "prompt_tokens": outcome.usage.prompt_tokens,
-            "image_output_tokens": outcome.usage.image_output_tokens,
-            "text_output_tokens": outcome.usage.text_output_tokens,
-            "thought_tokens": outcome.usage.thought_tokens,
-            "total_tokens": outcome.usage.total_tokens,
-        }
-        try:
-            update["actual_usd"] = round(
-                rt.prices.cost_of_usage(item.model, Lane.STANDARD, outcome.usage), 6
-            )
-        except PriceUnknown as exc:
-            log.error("no price for a billed result; cost left unknown", extra={"error": str(exc)})
+    update = outcome_fields(rt, item, outcome, Lane.STANDARD)
+    update["updated_at"] = now
     if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
         mime = outcome.mime_type or "image/png"
-        name = rec.image_object_name(item.job_id, item.key, mime)
-        results = rt.settings.results_bucket
-        rt.objects.write_bytes(
-            results,
-            name,
-            outcome.image,
-            content_type=mime,
-            metadata={"job_id": item.job_id, "key": item.key},
-        )
-        try:
-            thumb = make_thumbnail(outcome.image)
-        except BananaError:
-            thumb = None
-        if thumb is not None:
-            rt.objects.write_bytes(
-                results,
-                thumb_object_name(item.job_id, item.key),
-                thumb,
-                content_type=THUMB_CONTENT_TYPE,
-            )
-        update["image_uri"] = rt.objects.uri(results, name)
-        update["mime_type"] = mime
+        name, located = image_location(rt, item, mime)
+        write_image(rt, item, name, outcome.image, mime, tolerate_bad_thumbnail=True)
+        update.update(located)
     return item.model_copy(update=update)

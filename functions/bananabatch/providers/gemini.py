@@ -216,14 +216,10 @@ class GeminiProvider:
 
     def find(self, display_name: str) -> ProviderBatch | None:
         """The newest batch with this display name (list is newest first)."""
-        try:
+        with sdk_errors(f"listing batches to find {display_name}"):
             for job in self.client.batches.list(config={"page_size": LIST_PAGE_SIZE}):
                 if job.display_name == display_name and job.name:
                     return self.get(job.name)
-        except genai_errors.APIError as exc:
-            raise _read_error(exc, f"listing batches to find {display_name}") from exc
-        except TRANSPORT_ERRORS as exc:
-            raise TransientError(f"listing batches to find {display_name}: {exc!r}") from exc
         return None
 
     def get(self, name: str) -> ProviderBatch:
@@ -242,18 +238,10 @@ class GeminiProvider:
         return body
 
     def cancel(self, name: str) -> None:
-        try:
+        # Cancelling a finished batch may be refused rather than ignored (reference §6.2
+        # leaves it open); either way the batch is past cancelling.
+        with sdk_errors(f"cancelling {name}", finished_ok=True):
             self.client.batches.cancel(name=name)
-        except genai_errors.APIError as exc:
-            # Cancelling a finished batch may be refused rather than ignored (reference §6.2
-            # leaves it open); either way the batch is past cancelling.
-            if exc.code == 400 and exc.status == "FAILED_PRECONDITION":
-                return
-            raise _read_error(exc, f"cancelling {name}") from exc
-        except TRANSPORT_ERRORS as exc:
-            raise TransientError(f"cancelling {name}: {exc!r}") from exc
-        except ValueError as exc:
-            raise PermanentError(f"cancelling {name}: {exc}") from exc
 
     # --- results ---------------------------------------------------------------------------
 
@@ -374,6 +362,22 @@ def _refusal(exc: genai_errors.APIError, what: str) -> Exception:
     if 400 <= exc.code < 500 and exc.code != 408:
         return PermanentError(text)
     return TransientError(text + "; nothing was created")
+
+
+@contextmanager
+def sdk_errors(what: str, *, finished_ok: bool = False) -> Iterator[None]:
+    """Translate the errors of an SDK call that reads or cancels into the error family.
+    Never used around create: its failures need the ledger's finer mapping."""
+    try:
+        yield
+    except genai_errors.APIError as exc:
+        if finished_ok and exc.code == 400 and exc.status == "FAILED_PRECONDITION":
+            return
+        raise _read_error(exc, what) from exc
+    except TRANSPORT_ERRORS as exc:
+        raise TransientError(f"{what}: {exc!r}") from exc
+    except ValueError as exc:
+        raise PermanentError(f"{what}: {exc}") from exc
 
 
 def _read_error(exc: genai_errors.APIError, what: str) -> Exception:

@@ -51,9 +51,9 @@ from bananabatch.providers.gemini import (
     TRANSPORT_ERRORS,
     _http_error,
     _is_quota,
-    _read_error,
     _refusal,
     _state_text,
+    sdk_errors,
 )
 
 log = get_logger(__name__)
@@ -265,39 +265,21 @@ class VertexProvider:
         config = genai_types.ListBatchJobsConfig(
             page_size=LIST_PAGE_SIZE, filter=f'display_name="{display_name}"'
         )
-        try:
+        with sdk_errors(f"listing batch jobs to find {display_name}"):
             for job in self.client.batches.list(config=config):
                 if job.display_name == display_name and job.name:
                     return batch_from_job(job)
-        except genai_errors.APIError as exc:
-            raise _read_error(exc, f"listing batch jobs to find {display_name}") from exc
-        except TRANSPORT_ERRORS as exc:
-            raise TransientError(f"listing batch jobs to find {display_name}: {exc!r}") from exc
         return None
 
     def get(self, name: str) -> ProviderBatch:
-        try:
+        with sdk_errors(f"getting {name}"):
             job = self.client.batches.get(name=name)
-        except genai_errors.APIError as exc:
-            raise _read_error(exc, f"getting {name}") from exc
-        except TRANSPORT_ERRORS as exc:
-            raise TransientError(f"getting {name}: {exc!r}") from exc
-        except ValueError as exc:
-            raise PermanentError(f"getting {name}: {exc}") from exc
         return batch_from_job(job)
 
     def cancel(self, name: str) -> None:
-        try:
+        # A finished job cannot be cancelled; either way it is past cancelling.
+        with sdk_errors(f"cancelling {name}", finished_ok=True):
             self.client.batches.cancel(name=name)
-        except genai_errors.APIError as exc:
-            # A finished job cannot be cancelled; either way it is past cancelling.
-            if exc.code == 400 and exc.status == "FAILED_PRECONDITION":
-                return
-            raise _read_error(exc, f"cancelling {name}") from exc
-        except TRANSPORT_ERRORS as exc:
-            raise TransientError(f"cancelling {name}: {exc!r}") from exc
-        except ValueError as exc:
-            raise PermanentError(f"cancelling {name}: {exc}") from exc
 
     # --- results ---------------------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""What a classified result does to its item, shared by the batch collector and the
+urgent lane: state, reason, usage and cost fields, and where the image and thumbnail go."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bananabatch.core import records as rec
+from bananabatch.core.pricing import Lane
+from bananabatch.core.records import ItemRecord
+from bananabatch.core.results import Outcome
+from bananabatch.errors import BananaError, PriceUnknown
+from bananabatch.log import get_logger
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
+
+log = get_logger(__name__)
+
+
+def outcome_fields(rt: Runtime, item: ItemRecord, outcome: Outcome, lane: Lane) -> dict[str, Any]:
+    """The item fields an outcome sets, with the actual cost at the lane's prices."""
+    fields: dict[str, Any] = {
+        "state": outcome.item_state(),
+        "finish_reason": outcome.finish_reason,
+        "error_code": outcome.error_code,
+        "reason": outcome.reason(),
+        "updated_at": rt.now(),
+    }
+    if outcome.usage is not None:
+        fields["usage"] = {
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "image_output_tokens": outcome.usage.image_output_tokens,
+            "text_output_tokens": outcome.usage.text_output_tokens,
+            "thought_tokens": outcome.usage.thought_tokens,
+            "total_tokens": outcome.usage.total_tokens,
+        }
+        try:
+            fields["actual_usd"] = round(
+                rt.prices.cost_of_usage(item.model, lane, outcome.usage), 6
+            )
+        except PriceUnknown as exc:
+            log.error("no price for a billed result; cost left unknown", extra={"error": str(exc)})
+    return fields
+
+
+def image_location(rt: Runtime, item: ItemRecord, mime: str) -> tuple[str, dict[str, Any]]:
+    """The image's object name and the item fields that point at it."""
+    name = rec.image_object_name(item.job_id, item.key, mime)
+    return name, {
+        "image_uri": rt.objects.uri(rt.settings.results_bucket, name),
+        "mime_type": mime,
+    }
+
+
+def write_image(
+    rt: Runtime,
+    item: ItemRecord,
+    name: str,
+    image: bytes,
+    mime: str,
+    *,
+    tolerate_bad_thumbnail: bool = False,
+) -> None:
+    """Write the image and its thumbnail (idempotent: both names derive from the key)."""
+    results = rt.settings.results_bucket
+    rt.objects.write_bytes(
+        results, name, image, content_type=mime, metadata={"job_id": item.job_id, "key": item.key}
+    )
+    try:
+        thumb = make_thumbnail(image)
+    except BananaError:
+        if not tolerate_bad_thumbnail:
+            raise
+        return
+    rt.objects.write_bytes(
+        results, thumb_object_name(item.job_id, item.key), thumb, content_type=THUMB_CONTENT_TYPE
+    )
