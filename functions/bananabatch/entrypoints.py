@@ -8,8 +8,7 @@ so the platform redelivers the event under its retry policy.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -61,13 +60,8 @@ def tick_event(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
         tick.handle_tick(rt)
 
 
-def batch_done(
-    rt: Runtime,
-    attributes: Mapping[str, Any],
-    data: Any,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
+def batch_done(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
+    clock = rt.monotonic
     started = clock()
     with _handled(rt, "on_batch_done", attributes.get("id")):
         payload = parse_pubsub_event(data).message.payload()

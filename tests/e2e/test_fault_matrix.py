@@ -1,8 +1,10 @@
 """The fault matrix: each fault the emulator can inject, and a crash at every step boundary,
-on the local stack. Every scenario ends with the same four checks (`assert_invariants`):
+on the local stack and on the emulated Google Cloud stack (tests/support/stacks.py; ids read
+test_x[local] and test_x[gcp]). Every scenario ends with the same four checks
+(`assert_invariants`, in tests/support/stacks.py):
 
 1. every input line ends in exactly one terminal state;
-2. every SUCCEEDED item has its image in the results bucket;
+2. every SUCCEEDED item has its image in the results bucket (read through the ObjectStore);
 3. nothing was paid for twice. Precisely: the emulator records every row it accepted for
    generation; for each key of the job, the accepted rows are exactly one per attempt
    1..item.attempt. A retry of a FAILED row is a new attempt (a new, deliberate request
@@ -12,33 +14,43 @@ on the local stack. Every scenario ends with the same four checks (`assert_invar
 4. exactly one completion message was published for the job.
 
 Time never passes by itself: the emulator runs on a ManualClock with zero delays, and the
-runtime's clock is a FakeClock the scenario moves forward (grace periods, backoff, the
-stuck-batch watchdog).
+runtime's clock (on which the collector also measures its deadline) is a FakeClock the
+scenario moves forward (grace periods, backoff, the stuck-batch watchdog, a slow download).
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import math
 import threading
+import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from standardwebhooks import Webhook
 
 from bananabatch import entrypoints, events, faults
-from bananabatch.config import Backend, Settings
-from bananabatch.core.records import display_name_for, job_id_for
-from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, BatchState, ItemState
-from bananabatch.emulator.faults import FaultPlan
-from bananabatch.emulator.server import EmulatorServer
-from bananabatch.emulator.store import EmulatorConfig, ManualClock
-from bananabatch.local.runner import LocalPipeline
-from bananabatch.wiring import build_runtime
+from bananabatch.core.records import job_id_for
+from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState
+from bananabatch.emulator.faults import RowFault
+from bananabatch.emulator.webhooks import KID_RSA
+from bananabatch.pipeline import collect
+from tests.support.stacks import (
+    STACKS,
+    Stack,
+    StackKind,
+    WebhookScheme,
+    assert_invariants,
+    held,
+    open_stack,
+)
 
 PROMPTS = [
     '{"key": "k1", "prompt": "a red apple"}',
@@ -47,137 +59,26 @@ PROMPTS = [
     '{"key": "k4", "prompt": "a purple plum"}',
     '{"key": "k5", "prompt": "an orange orange"}',
 ]
-STEP = timedelta(minutes=15)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
-@dataclass
-class Stack:
-    pipeline: LocalPipeline
-    emulator: EmulatorServer
-    clock: FakeClock
-    tmp: Path
-
-    @property
-    def faults(self) -> FaultPlan:
-        return self.emulator.state.faults
-
-    def write(self, lines: list[str], name: str = "prompts.jsonl") -> Path:
-        path = self.tmp / name
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def settle(
-        self, job_id: str, *, rounds: int = 12, between: Callable[[], object] | None = None
-    ) -> list[dict[str, Any]]:
-        """Drain, tick and move the clock until the job is terminal and announced."""
-        completions: list[dict[str, Any]] = []
-        repo = self.pipeline.runtime.repo
-        for _ in range(rounds):
-            self.pipeline.drain()
-            completions += [m for m in self.pipeline.completions() if m["job_id"] == job_id]
-            job = repo.get_job(job_id)
-            if job is not None and job.state in JOB_TERMINAL and completions:
-                break
-            if between is not None:
-                between()
-            self.clock.advance(STEP)
-            self.pipeline.tick()
-        # One more full round: late signals must not produce anything new.
-        self.pipeline.tick()
-        self.pipeline.drain()
-        completions += [m for m in self.pipeline.completions() if m["job_id"] == job_id]
-        return completions
-
-
-def _stack(tmp_path: Path, config: EmulatorConfig, **settings: Any) -> Iterator[Stack]:
-    clock = FakeClock()
-    with EmulatorServer(config) as server:
-        runtime = build_runtime(
-            Settings(
-                backend=Backend.LOCAL,
-                local_root=tmp_path / "state",
-                gemini_base_url=server.base_url,
-                gemini_api_key="test-key",
-                max_requests_per_batch=3,
-                **settings,
-            )
-        )
-        runtime.clock = clock
-        pipeline = LocalPipeline(runtime)
-        try:
-            yield Stack(pipeline, server, clock, tmp_path)
-        finally:
-            faults.reset()
-            pipeline.close()
+@pytest.fixture(params=STACKS)
+def kind(request: pytest.FixtureRequest) -> StackKind:
+    kind: StackKind = request.param
+    return kind
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    config = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
-    yield from _stack(tmp_path, config)
-
-
-@pytest.fixture
-def held_stack(tmp_path: Path) -> Iterator[Stack]:
-    # Batches never finish on their own: only emu.state.complete() moves them.
-    config = EmulatorConfig(pending_seconds=math.inf, running_seconds=math.inf, clock=ManualClock())
-    yield from _stack(tmp_path, config)
-
-
-def assert_invariants(
-    stack: Stack, job_id: str, completions: list[dict[str, Any]]
-) -> dict[str, Any]:
-    runtime = stack.pipeline.runtime
-    job = runtime.repo.require_job(job_id)
-    assert job.state in JOB_TERMINAL, job.state
-    items = list(runtime.repo.items(job_id))
-    # 1. one terminal state per input line
-    assert all(item.state in ITEM_TERMINAL for item in items), [
-        (i.key, i.state) for i in items if i.state not in ITEM_TERMINAL
-    ]
-    summary = stack.pipeline.summary(job_id)
-    assert sum(summary["counts"].values()) == job.line_count == summary["line_count"]
-    assert len(items) + job.rejected_count == job.line_count
-    # 2. every success has its image
-    results = (
-        stack.pipeline.settings.local_root / "buckets" / stack.pipeline.settings.results_bucket
-    )
-    for item in items:
-        if item.state is ItemState.SUCCEEDED:
-            assert item.image_uri is not None
-            assert (results / "jobs" / job_id / "images" / f"{item.key}.png").is_file(), item.key
-    # 3. nothing paid twice: one accepted row per (key, attempt)
-    prefix = display_name_for(f"{job_id}-")
-    accepted = stack.emulator.state.submitted_keys(prefix)
-    submitted = {i.key: i.attempt for i in items if i.state is not ItemState.CACHED}
-    assert {k: n for k, n in accepted.items() if n} == {
-        k: a for k, a in submitted.items() if k in accepted
-    }
-    retried = sorted(k for k, a in submitted.items() if a > 1)
-    assert stack.emulator.state.duplicate_keys(prefix) == retried
-    # 4. exactly one completion
-    assert len(completions) == 1, completions
-    assert completions[0]["state"] == job.state.value
-    return summary
+def stack(request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path) -> Iterator[Stack]:
+    with open_stack(request, kind, tmp_path) as opened:
+        yield opened
 
 
 def _upload(stack: Stack, lines: list[str]) -> str:
-    return stack.pipeline.upload(stack.write(lines))
+    return stack.upload(stack.write(lines))
 
 
 def _items(stack: Stack, job_id: str) -> dict[str, Any]:
-    return {i.key: i for i in stack.pipeline.runtime.repo.items(job_id)}
+    return {i.key: i for i in stack.repo.items(job_id)}
 
 
 # --- the clean run ---------------------------------------------------------------------
@@ -195,34 +96,18 @@ def test_a_clean_run_satisfies_every_invariant(stack: Stack) -> None:
 def test_a_redelivered_and_a_concurrent_duplicate_upload_event_create_one_job(
     stack: Stack,
 ) -> None:
-    path = stack.write(PROMPTS)
-    objects = stack.pipeline.runtime.objects
-    bucket = stack.pipeline.settings.inbox_bucket
-    with (
-        path.open("rb") as source,
-        objects.open_write(bucket, "prompts.jsonl", content_type="application/jsonl") as sink,
-    ):
-        sink.write(source.read())
-    info = objects.stat(bucket, "prompts.jsonl")
-    assert info is not None
-    assert info.generation is not None
-    attributes, data = events.storage_finalized_event(
-        bucket=bucket,
-        name="prompts.jsonl",
-        generation=info.generation,
-        size=info.size,
-        content_type="application/jsonl",
-    )
+    name = stack.put_inbox(stack.write(PROMPTS))
+    attributes, data = stack.finalized_event(name)
     job_id = job_id_for(events.StorageObjectData.model_validate(data).source())
     threads = [
-        threading.Thread(target=stack.pipeline.deliver, args=("on_upload", attributes, data))
+        threading.Thread(target=stack.deliver, args=("on_upload", attributes, data))
         for _ in range(3)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    stack.pipeline.deliver("on_upload", attributes, data)
+    stack.deliver("on_upload", attributes, data)
     assert_invariants(stack, job_id, stack.settle(job_id))
     assert len(stack.emulator.state.batch_names()) == 2
 
@@ -235,7 +120,7 @@ def test_quota_refusals_leave_batches_queued_and_the_tick_submits_them_later(
 ) -> None:
     stack.faults.create_429 = 3
     job_id = _upload(stack, PROMPTS)
-    queued = list(stack.pipeline.runtime.repo.batches(job_id=job_id, states=[BatchState.QUEUED]))
+    queued = list(stack.repo.batches(job_id=job_id, states=[BatchState.QUEUED]))
     # The first refusal backs that batch off and stops the round: the rest would be
     # refused too, so they wait, QUEUED, for the tick.
     assert len(queued) == 2
@@ -263,12 +148,13 @@ def test_a_create_that_failed_with_500_is_requeued_after_the_grace_and_created_o
     assert stack.emulator.state.counters.batches_created == 2
 
 
-def test_the_tick_keeps_under_the_active_batch_limit(tmp_path: Path) -> None:
-    config = EmulatorConfig(pending_seconds=math.inf, running_seconds=math.inf, clock=ManualClock())
-    for stack in _stack(tmp_path, config, max_active_batches=1):
+def test_the_tick_keeps_under_the_active_batch_limit(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    with open_stack(request, kind, tmp_path, held(), max_active_batches=1) as stack:
         job_id = _upload(stack, PROMPTS)
         assert len(stack.emulator.state.batch_names()) == 1
-        stack.pipeline.tick()
+        stack.tick()
         assert len(stack.emulator.state.batch_names()) == 1
         completions = stack.settle(job_id, between=stack.emulator.state.complete_all)
         assert len(stack.emulator.state.batch_names()) == 2
@@ -281,7 +167,7 @@ def test_the_tick_keeps_under_the_active_batch_limit(tmp_path: Path) -> None:
 def test_each_row_outcome_ends_terminal_and_only_retryable_failures_are_retried(
     stack: Stack,
 ) -> None:
-    stack.faults.rows["k1"] = _once("error")  # INTERNAL once: retried, then succeeds
+    stack.faults.rows["k1"] = RowFault("error", times=1)  # INTERNAL once: retried, then succeeds
     stack.faults.row_error("k2", code=3, message="Invalid request")  # permanent
     stack.faults.row("k3", "image_safety")
     stack.faults.row("k4", "duplicate")
@@ -303,7 +189,7 @@ def test_a_row_that_always_fails_retryably_stops_at_max_attempts(stack: Stack) -
     job_id = _upload(stack, PROMPTS)
     assert_invariants(stack, job_id, stack.settle(job_id))
     item = _items(stack, job_id)["k1"]
-    max_attempts = stack.pipeline.settings.max_attempts
+    max_attempts = stack.settings.max_attempts
     assert (item.state, item.attempt) == (ItemState.FAILED, max_attempts)
     assert stack.emulator.state.submitted_keys()["k1"] == max_attempts
 
@@ -321,18 +207,25 @@ def test_a_failed_or_expired_batch_is_resubmitted_once_in_a_new_batch(
 
 
 def test_a_batch_stuck_past_the_watchdog_is_cancelled_and_its_items_resubmitted_once(
-    held_stack: Stack,
+    stack: Stack,
 ) -> None:
-    stack = held_stack
+    # First attempts never finish, whatever the emulator's timing; their resubmissions do.
+    stack.faults.stick("*-a1")
     job_id = _upload(stack, PROMPTS[:2])
-    stack.clock.advance(timedelta(hours=stack.pipeline.settings.stuck_after_hours + 1))
-    stack.pipeline.tick()
-    stack.pipeline.drain()
+    stack.tick()
+    assert stack.drain() == 0
+    (first,) = stack.emulator.state.batch_names()
+    assert stack.emulator.state.batch_state(first) == "BATCH_STATE_RUNNING"
+    stack.clock.advance(timedelta(hours=stack.settings.stuck_after_hours - 1))
+    stack.tick()
+    assert stack.emulator.state.batch_names() == [first]  # not yet past the watchdog
+    stack.clock.advance(timedelta(hours=2))
+    stack.tick()
+    stack.drain()
     names = stack.emulator.state.batch_names()
     assert len(names) == 2
-    assert stack.emulator.state.batch_state(names[0]) == "BATCH_STATE_CANCELLED"
-    completions = stack.settle(job_id, between=stack.emulator.state.complete_all)
-    assert_invariants(stack, job_id, completions)
+    assert stack.emulator.state.batch_state(first) == "BATCH_STATE_CANCELLED"
+    assert_invariants(stack, job_id, stack.settle(job_id))
     items = _items(stack, job_id)
     assert {(i.state, i.attempt) for i in items.values()} == {(ItemState.SUCCEEDED, 2)}
 
@@ -346,9 +239,40 @@ def test_a_truncated_download_is_not_collected_and_is_resumed_on_redelivery(
     stack.faults.truncate_downloads = 1
     job_id = _upload(stack, PROMPTS)
     completions = stack.settle(job_id)
-    assert stack.pipeline.failed_deliveries >= 1
+    assert stack.failed_deliveries >= 1
     assert_invariants(stack, job_id, completions)
     assert all(i.state is ItemState.SUCCEEDED for i in _items(stack, job_id).values())
+
+
+def test_a_slow_download_stops_at_the_deadline_and_a_continuation_resumes_at_the_cursor(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    rows = collect.CHECKPOINT_ROWS + 10
+    with open_stack(request, kind, tmp_path, max_requests_per_batch=rows) as stack:
+        lines = [json.dumps({"key": f"s{n:03d}", "prompt": f"picture {n}"}) for n in range(rows)]
+        # Each 64 KiB served takes a quarter of the collector's budget on the stack's clock,
+        # so the budget is gone after five chunks; the first checkpoint's rows (tens of KiB
+        # each) are many more chunks than that, however far the server runs ahead.
+        stack.faults.slow_download(
+            stack.clock.advance_seconds,
+            chunk_bytes=64 * 1024,
+            seconds_per_chunk=entrypoints.COLLECT_BUDGET_SECONDS / 4,
+        )
+        job_id = _upload(stack, lines)
+        stack.tick()  # the batch finished at once: the tick announces it
+        assert stack.drain(limit=1) == 1
+        (batch,) = stack.repo.batches(job_id=job_id)
+        assert batch.state is BatchState.SUCCEEDED  # stopped early, not collected
+        assert batch.cursor == collect.CHECKPOINT_ROWS
+        done = Counter(i.state for i in stack.repo.items(job_id))
+        assert done[ItemState.SUCCEEDED] == collect.CHECKPOINT_ROWS
+        # The collector announced the batch again before it stopped: the continuation.
+        assert stack.drain() == 1
+        assert stack.repo.require_batch(batch.batch_id).state is BatchState.COLLECTED
+        assert sum(stack.emulator.state.counters.downloads.values()) == 2
+        assert stack.failed_deliveries == 0
+        assert_invariants(stack, job_id, stack.settle(job_id))
+        assert Counter(i.state for i in stack.repo.items(job_id)) == {ItemState.SUCCEEDED: rows}
 
 
 def test_a_claimed_but_unpublished_completion_is_published_by_a_later_tick(
@@ -356,16 +280,16 @@ def test_a_claimed_but_unpublished_completion_is_published_by_a_later_tick(
 ) -> None:
     faults.arm("finalize.after_claim")
     job_id = _upload(stack, PROMPTS[:1])
-    stack.pipeline.tick()
+    stack.tick()
     # The redelivered batch-done finds the claim taken and publishes nothing: the claim
     # is what makes a second message impossible, so recovery has to come from the tick.
-    stack.pipeline.drain()
-    assert (faults.hits("finalize.after_claim"), stack.pipeline.failed_deliveries) == (1, 1)
-    job = stack.pipeline.runtime.repo.require_job(job_id)
+    stack.drain()
+    assert (faults.hits("finalize.after_claim"), stack.failed_deliveries) == (1, 1)
+    job = stack.repo.require_job(job_id)
     assert job.state in JOB_TERMINAL
     assert (job.completion_pending, job.completion_published) == (False, False)
-    stack.pipeline.tick()  # too soon: a live publisher may still be at work
-    assert stack.pipeline.completions() == []
+    stack.tick()  # too soon: a live publisher may still be at work
+    assert stack.completions() == []
     completions = stack.settle(job_id)
     assert_invariants(stack, job_id, completions)
 
@@ -375,20 +299,16 @@ def test_a_claimed_but_unpublished_completion_is_published_by_a_later_tick(
 
 @pytest.mark.parametrize("point", [p for p in faults.POINTS if p != "finalize.after_claim"])
 def test_a_crash_at_each_step_boundary_is_recovered_by_redelivery(stack: Stack, point: str) -> None:
-    stack.faults.rows["k2"] = _once("error")  # so the retry path's boundaries are crossed
+    stack.faults.rows["k2"] = RowFault(
+        "error", times=1
+    )  # so the retry path's boundaries are crossed
     faults.arm(point)
     job_id = _upload(stack, PROMPTS)
     completions = stack.settle(job_id)
     assert faults.hits(point) == 1
-    assert stack.pipeline.failed_deliveries == 1
+    assert stack.failed_deliveries == 1
     assert_invariants(stack, job_id, completions)
     assert Counter(i.state for i in _items(stack, job_id).values()) == {ItemState.SUCCEEDED: 5}
-
-
-def _once(kind: str) -> Any:
-    from bananabatch.emulator.faults import RowFault
-
-    return RowFault(kind, times=1)  # type: ignore[arg-type]
 
 
 def test_json_lines_in_the_matrix_are_valid() -> None:
@@ -396,57 +316,121 @@ def test_json_lines_in_the_matrix_are_valid() -> None:
 
 
 # --- push completion: webhooks with poll reconciliation ---------------------------------
+#
+# Batches are held until a test completes them, so only webhooks or ticks announce them.
+# static: a project webhook, Standard Webhooks HMAC with the secret the emulator handed out;
+# dynamic: per-batch URIs, an RS256 JWT checked against the emulator's JWKS.
 
 
-def _webhook_stack(tmp_path: Path) -> Iterator[Stack]:
-    """Dynamic per-batch webhooks (RS256 JWT, keys from the emulator's JWKS endpoint);
-    batches are held until a test completes them, so only webhooks or ticks announce them."""
-    config = EmulatorConfig(pending_seconds=math.inf, running_seconds=math.inf, clock=ManualClock())
-    for stack in _stack(
-        tmp_path,
-        config,
-        webhook_mode="dynamic",
-        webhook_url="http://functions.local/on_gemini_webhook",
-    ):
-        runtime = stack.pipeline.runtime
-        # The JWKS URL is the emulator's, known only once it listens.
-        jwks_url = stack.emulator.base_url + "/.well-known/jwks.json"
-        runtime.settings = runtime.settings.model_copy(update={"webhook_jwks_url": jwks_url})
-
-        def to_function(_uri: str, headers: Any, body: bytes, rt: Any = runtime) -> int:
-            return entrypoints.gemini_webhook(rt, headers, body)[1]
-
-        stack.emulator.state.webhooks.sender = to_function
-        yield stack
+@pytest.fixture(params=["static", "dynamic"])
+def scheme(request: pytest.FixtureRequest) -> WebhookScheme:
+    scheme: WebhookScheme = request.param
+    return scheme
 
 
 def test_webhooks_announce_finished_batches_and_duplicates_or_late_ones_are_harmless(
-    tmp_path: Path,
+    request: pytest.FixtureRequest, kind: StackKind, scheme: WebhookScheme, tmp_path: Path
 ) -> None:
-    for stack in _webhook_stack(tmp_path):
+    with open_stack(request, kind, tmp_path, held(), webhooks=scheme) as stack:
         hooks = stack.emulator.state.webhooks
         hooks.faults.duplicate, hooks.faults.delay = 1, 1
         job_id = _upload(stack, PROMPTS)
         stack.emulator.state.complete_all()
         # The duplicate carries the same webhook-id: the replay is refused with 409.
         assert sorted(stack.emulator.state.flush_webhooks()) == [200, 409]
-        stack.pipeline.drain()
-        assert stack.pipeline.completions() == []
+        assert stack.drain() == 1
+        assert stack.completions() == []
         assert hooks.release() == 1
         assert stack.emulator.state.flush_webhooks() == [200]
         completions = stack.settle(job_id, rounds=1)
         assert_invariants(stack, job_id, completions)
 
 
-def test_a_lost_webhook_delays_nothing_beyond_one_tick(tmp_path: Path) -> None:
-    for stack in _webhook_stack(tmp_path):
+def test_a_lost_webhook_delays_nothing_beyond_one_tick(
+    request: pytest.FixtureRequest, kind: StackKind, scheme: WebhookScheme, tmp_path: Path
+) -> None:
+    with open_stack(request, kind, tmp_path, held(), webhooks=scheme) as stack:
         stack.emulator.state.webhooks.faults.drop = 2
         job_id = _upload(stack, PROMPTS)
         stack.emulator.state.complete_all()
         assert stack.emulator.state.flush_webhooks() == []
-        assert stack.pipeline.drain() == 0
-        stack.pipeline.tick()
-        stack.pipeline.drain()
-        job = stack.pipeline.runtime.repo.require_job(job_id)
-        assert job.state in JOB_TERMINAL
+        assert stack.drain() == 0
+        stack.tick()
+        stack.drain()
+        assert stack.repo.require_job(job_id).state in JOB_TERMINAL
+        assert_invariants(stack, job_id, stack.settle(job_id, rounds=1))
+
+
+def _event_body(batch_name: str, stamp: int) -> bytes:
+    event = {"type": "batch.succeeded", "version": "v1", "timestamp": stamp}
+    return json.dumps(event | {"data": {"id": batch_name}}).encode()
+
+
+Forgery = tuple[dict[str, str], bytes]
+
+
+def _forgeries(stack: Stack, scheme: WebhookScheme, batch_name: str) -> dict[str, Forgery]:
+    """Deliveries about a real batch that must be refused, by what is wrong with them."""
+    now = int(time.time())  # the receiver checks the timestamp against the wall clock
+    stale = now - 10 * 60
+    body = _event_body(batch_name, now)
+
+    def dated(stamp: int = now) -> dict[str, str]:
+        return {
+            "webhook-id": f"msg_{uuid.uuid4()}",
+            "webhook-timestamp": str(stamp),
+            "content-type": "application/json",
+        }
+
+    if scheme == "static":
+        secret = stack.settings.webhook_secret
+        assert secret is not None
+        impostor = "whsec_" + base64.b64encode(b"a secret nobody handed out").decode()
+
+        def signed(key: str, stamp: int = now) -> dict[str, str]:
+            headers = dated(stamp)
+            when = datetime.fromtimestamp(stamp, UTC)
+            signature = Webhook(key).sign(headers["webhook-id"], when, body.decode())
+            return headers | {"webhook-signature": signature}
+
+        return {
+            "unsigned": (dated(), body),
+            "forged": (signed(impostor), body),
+            "stale": (signed(secret, stale), body),
+            "tampered": (signed(secret), _event_body("batches/another", now)),
+            "undated": (signed(secret) | {"webhook-timestamp": "soon"}, body),
+        }
+    # dynamic: an RS256 JWT under the emulator's key id, signed by a key it never published
+    impostor_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def token(stamp: int = now) -> str:
+        claims = {"iat": stamp, "exp": stamp + 300, "iss": "emulator"}
+        return jwt.encode(claims, impostor_key, algorithm="RS256", headers={"kid": KID_RSA})
+
+    return {
+        "unsigned": (dated(), body),
+        "forged": (dated() | {"webhook-signature": token()}, body),
+        "stale": (dated(stale) | {"webhook-signature": token(stale)}, body),
+        "undated": (dated() | {"webhook-timestamp": "soon", "webhook-signature": token()}, body),
+    }
+
+
+def test_a_forged_stale_or_unsigned_webhook_is_refused_with_a_4xx_and_changes_nothing(
+    request: pytest.FixtureRequest, kind: StackKind, scheme: WebhookScheme, tmp_path: Path
+) -> None:
+    with open_stack(request, kind, tmp_path, held(), webhooks=scheme) as stack:
+        job_id = _upload(stack, PROMPTS)
+        names = stack.emulator.state.complete_all()  # genuine deliveries queue up, unsent
+        forgeries = _forgeries(stack, scheme, names[0])
+        statuses = {why: stack.webhook(*forgery) for why, forgery in forgeries.items()}
+        assert statuses == {why: 400 if why == "undated" else 401 for why in forgeries}
+        # Nothing was announced, recorded or collected.
+        assert stack.drain() == 0
+        for headers, _ in forgeries.values():
+            assert stack.runtime.state.get(f"webhook_deliveries/{headers['webhook-id']}") is None
+        assert {b.state for b in stack.repo.batches(job_id=job_id)} == {BatchState.RUNNING}
+        assert stack.repo.require_job(job_id).state not in JOB_TERMINAL
+        # The genuine deliveries still go through, and the job completes.
+        assert stack.emulator.state.flush_webhooks() == [200, 200]
+        assert stack.drain() == 2
         assert_invariants(stack, job_id, stack.settle(job_id, rounds=1))

@@ -4,7 +4,8 @@ emulator, the storage-finalized CloudEvent Eventarc would deliver drives on_uplo
 functions-framework, Pub/Sub push envelopes drive on_tick and on_batch_done (batch-done
 messages are pulled from a subscription on the Pub/Sub fake), images land in the results
 bucket, item and job state in the Firestore emulator, and the completion message is pulled
-from a subscription on the completions topic.
+from a subscription on the completions topic. The driver is `GcpStack`
+(tests/support/stacks.py), which the fault matrix runs on too.
 
 Nothing waits on a clock: the emulators' batches finish on the first poll (a ManualClock
 with zero delays), and empty pulls return at once.
@@ -15,236 +16,36 @@ from __future__ import annotations
 import io
 import json
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import functions_framework
-import google.cloud.pubsub_v1 as pubsub_v1  # type: ignore[import-untyped]  # no py.typed
 import jsonschema
 import pytest
-from flask.testing import FlaskClient
 from PIL import Image
 
-from bananabatch import events, wiring
-from bananabatch.adapters.gcp.firestore import FirestoreStateStore
-from bananabatch.adapters.gcp.pubsub import PubSubEventBus
-from bananabatch.adapters.gcp.storage import GcsObjectStore
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.messages import load_completion_schema
-from bananabatch.core.pricing import PriceBook
-from bananabatch.core.records import JobRecord, job_id_for
-from bananabatch.core.states import JOB_TERMINAL, ItemState, JobState
-from bananabatch.deployed import Stores, job_status, submit_file
-from bananabatch.emulator import EmulatorConfig, EmulatorServer, ManualClock
+from bananabatch.core.states import ItemState, JobState
+from bananabatch.deployed import job_status, submit_file
 from bananabatch.emulator.vertex import jobs_for
 from bananabatch.errors import NotFound, PermanentError
-from bananabatch.local.runner import MAIN_PY
-from bananabatch.pipeline.runtime import Runtime
-from bananabatch.wiring import build_provider
 from tests.support.gcp_plugin import anonymous_storage_client
+from tests.support.stacks import GcpStack, open_stack
 
 # Starts the Cloud Storage (and, end to end, Firestore and Pub/Sub) emulators.
 pytestmark = pytest.mark.gcp
 
 EXAMPLES: Final = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
-BATCH_DONE_SUB: Final = "on-batch-done"
-COMPLETIONS_SUB: Final = "completions-check"
-MAX_ROUNDS: Final = 20
-MAX_DELIVERIES: Final = 5
-
-
-@dataclass
-class GcpPipeline:
-    """The three event-driven functions on the GCP adapters; this test plays Eventarc."""
-
-    runtime: Runtime
-    emulator: EmulatorServer
-    subscriber: Any
-    clients: dict[str, FlaskClient] = field(default_factory=dict)
-    failed_deliveries: int = 0
-
-    @property
-    def settings(self) -> Settings:
-        return self.runtime.settings
-
-    def subscription(self, name: str) -> str:
-        return str(self.subscriber.subscription_path(self.settings.project, name))
-
-    def deliver(self, function: str, attributes: Mapping[str, str], data: Any) -> None:
-        """POST one binary-mode CloudEvent; a failed delivery is redelivered, as the
-        platform's retry policy would (without its backoff: nothing here needs time)."""
-        headers = {f"ce-{k}": v for k, v in attributes.items() if k != "datacontenttype"}
-        headers["Content-Type"] = "application/json"
-        for _ in range(MAX_DELIVERIES):
-            response = self.clients[function].post("/", data=json.dumps(data), headers=headers)
-            if response.status_code < 300:
-                return
-            self.failed_deliveries += 1
-        raise AssertionError(f"{function} refused {MAX_DELIVERIES} deliveries: {response.text}")
-
-    def finalized(self, name: str) -> str:
-        """Deliver the finalization of an inbox object; returns the job id it starts."""
-        info = self.runtime.objects.stat(self.settings.inbox_bucket, name)
-        assert info is not None
-        assert info.generation is not None
-        attributes, data = events.storage_finalized_event(
-            bucket=self.settings.inbox_bucket,
-            name=name,
-            generation=info.generation,
-            size=info.size,
-            content_type="application/jsonl",
-        )
-        self.deliver("on_upload", attributes, data)
-        return job_id_for(events.StorageObjectData.model_validate(data).source())
-
-    def tick(self) -> None:
-        attributes, data = events.pubsub_published_event(
-            project=str(self.settings.project),
-            topic=self.settings.topic_tick,
-            subscription="on-tick",
-            data=b'{"source":"cloud-scheduler"}',
-            attributes={},
-        )
-        self.deliver("on_tick", attributes, data)
-
-    def pull(self, subscription: str) -> list[Any]:
-        """Every message waiting now, acknowledged. An empty pull answers at once."""
-        path = self.subscription(subscription)
-        got: list[Any] = []
-        while True:
-            with warnings.catch_warnings():
-                # Deprecated for production (it can return nothing while messages wait), but
-                # both the fake and the official emulator honour it, and it is what lets a
-                # test ask "anything now?" without waiting out a pull deadline.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                response = self.subscriber.pull(
-                    request={"subscription": path, "max_messages": 100, "return_immediately": True}
-                )
-            if not response.received_messages:
-                return got
-            self.subscriber.acknowledge(
-                subscription=path, ack_ids=[r.ack_id for r in response.received_messages]
-            )
-            got.extend(r.message for r in response.received_messages)
-
-    def drain(self) -> int:
-        delivered = 0
-        while messages := self.pull(BATCH_DONE_SUB):
-            for message in messages:
-                attributes, data = events.pubsub_published_event(
-                    project=str(self.settings.project),
-                    topic=self.settings.topic_batch_done,
-                    subscription=BATCH_DONE_SUB,
-                    data=bytes(message.data),
-                    attributes=dict(message.attributes),
-                    message_id=message.message_id,
-                )
-                self.deliver("on_batch_done", attributes, data)
-                delivered += 1
-        return delivered
-
-    def completions(self) -> list[tuple[dict[str, Any], dict[str, str]]]:
-        return [(json.loads(bytes(m.data)), dict(m.attributes)) for m in self.pull(COMPLETIONS_SUB)]
-
-    def run(self, job_id: str) -> tuple[JobRecord, list[tuple[dict[str, Any], dict[str, str]]]]:
-        """Tick and deliver batch-done messages until the job is terminal and announced."""
-        completions: list[tuple[dict[str, Any], dict[str, str]]] = []
-        for _ in range(MAX_ROUNDS):
-            self.drain()
-            completions += [c for c in self.completions() if c[0].get("job_id") == job_id]
-            job = self.runtime.repo.get_job(job_id)
-            if job is not None and job.state in JOB_TERMINAL and completions:
-                return job, completions
-            self.tick()
-        raise AssertionError(f"job {job_id} not finished after {MAX_ROUNDS} ticks")
-
-    def upload(self, path: Path) -> str:
-        """Write the file to the inbox bucket (as `bananabatch submit` does), deliver its
-        finalization, return the job id."""
-        job_id = submit_file(self.settings, str(path), stores=self.stores)
-        assert self.finalized(path.name) == job_id
-        return job_id
-
-    @property
-    def stores(self) -> Stores:
-        return Stores(objects=self.runtime.objects, state=self.runtime.state)
 
 
 @pytest.fixture(params=[ProviderKind.EMULATOR, ProviderKind.VERTEX], ids=["gemini", "vertex"])
-def gcp(
-    request: pytest.FixtureRequest,
-    storage_emulator: str,
-    firestore_emulator: str,
-    pubsub_emulator: str,
-    gcp_project: str,
-) -> Iterator[GcpPipeline]:
-    suffix = uuid.uuid4().hex[:12]
-    storage_client = anonymous_storage_client(gcp_project)
-    inbox, results = f"inbox-{suffix}", f"results-{suffix}"
-    for bucket in (inbox, results):
-        storage_client.create_bucket(bucket)
-    config = EmulatorConfig(
-        pending_seconds=0.0,
-        running_seconds=0.0,
-        clock=ManualClock(),
-        storage_emulator_host=storage_emulator,
-    )
-    with EmulatorServer(config) as emu:
-        provider_kind: ProviderKind = request.param
-        settings = Settings(
-            backend=Backend.GCP,
-            provider=provider_kind,
-            project=gcp_project,
-            inbox_bucket=inbox,
-            results_bucket=results,
-            gemini_base_url=emu.base_url,
-            gemini_api_key="test-key",
-            vertex_location="us-central1",
-            vertex_base_url=emu.base_url,
-            max_requests_per_batch=5,
-        )
-        publisher = pubsub_v1.PublisherClient()
-        subscriber = pubsub_v1.SubscriberClient()
-        for topic in (settings.topic_tick, settings.topic_batch_done, settings.topic_completions):
-            publisher.create_topic(name=publisher.topic_path(gcp_project, topic))
-        for sub, topic in (
-            (BATCH_DONE_SUB, settings.topic_batch_done),
-            (COMPLETIONS_SUB, settings.topic_completions),
-        ):
-            subscriber.create_subscription(
-                name=subscriber.subscription_path(gcp_project, sub),
-                topic=publisher.topic_path(gcp_project, topic),
-            )
-        objects = GcsObjectStore.from_settings(settings)
-        state = FirestoreStateStore.from_settings(settings)
-        bus = PubSubEventBus.from_settings(settings)
-        runtime = Runtime(
-            settings=settings,
-            objects=objects,
-            state=state,
-            bus=bus,
-            provider=build_provider(settings, objects),
-            prices=PriceBook(overrides=settings.price_overrides),
-        )
-        wiring.install(runtime)
-        pipeline = GcpPipeline(runtime=runtime, emulator=emu, subscriber=subscriber)
-        pipeline.clients = {
-            name: functions_framework.create_app(  # type: ignore[no-untyped-call]
-                target=name, source=str(MAIN_PY), signature_type="cloudevent"
-            ).test_client()
-            for name in ("on_upload", "on_tick", "on_batch_done")
-        }
-        try:
-            yield pipeline
-        finally:
-            wiring.uninstall()
-            bus._publisher.stop()
-            publisher.stop()
-            subscriber.close()
-            state._client.close()  # type: ignore[no-untyped-call]  # untyped in the library
+def gcp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GcpStack]:
+    with open_stack(
+        request, "gcp", tmp_path, provider=request.param, max_requests_per_batch=5
+    ) as stack:
+        assert isinstance(stack, GcpStack)
+        yield stack
 
 
 def _expected_ratio(line: Mapping[str, Any]) -> float:
@@ -255,16 +56,16 @@ def _expected_ratio(line: Mapping[str, Any]) -> float:
     return w / h
 
 
-def _provider_batches(gcp: GcpPipeline) -> int:
+def _provider_batches(gcp: GcpStack) -> int:
     if gcp.settings.provider is ProviderKind.VERTEX:
         return len(jobs_for(gcp.emulator.state).names())
     return gcp.emulator.state.counters.batches_created
 
 
 def test_the_example_file_goes_from_the_inbox_bucket_to_images_firestore_and_one_completion(
-    gcp: GcpPipeline,
+    gcp: GcpStack,
 ) -> None:
-    job_id = gcp.upload(EXAMPLES)
+    job_id = gcp.submit(EXAMPLES)
     job, completions = gcp.run(job_id)
     lines = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
     results, objects = gcp.settings.results_bucket, gcp.runtime.objects
@@ -299,7 +100,7 @@ def test_the_example_file_goes_from_the_inbox_bucket_to_images_firestore_and_one
 
     # Exactly one completion message, valid against the published schema.
     assert len(completions) == 1
-    message, attributes = completions[0]
+    message, attributes = completions[0].message, completions[0].attributes
     jsonschema.validate(message, load_completion_schema())
     assert message["job_id"] == job_id
     assert message["counts"] == counts
@@ -311,11 +112,11 @@ def test_the_example_file_goes_from_the_inbox_bucket_to_images_firestore_and_one
 
 
 def test_a_redelivered_upload_event_creates_one_job_and_pays_once(
-    gcp: GcpPipeline, tmp_path: Path
+    gcp: GcpStack, tmp_path: Path
 ) -> None:
     source = tmp_path / "two.jsonl"
     source.write_text('{"key": "a", "prompt": "one"}\n{"key": "B.2", "prompt": "two"}\n')
-    job_id = gcp.upload(source)
+    job_id = gcp.submit(source)
     job, _ = gcp.run(job_id)
     assert job.state is JobState.SUCCEEDED
     gcp.finalized("two.jsonl")
@@ -327,7 +128,7 @@ def test_a_redelivered_upload_event_creates_one_job_and_pays_once(
 
 
 def test_the_cli_submits_a_gs_uri_from_another_bucket_and_reads_status_without_a_provider(
-    gcp: GcpPipeline, gcp_project: str
+    gcp: GcpStack, gcp_project: str
 ) -> None:
     elsewhere = f"elsewhere-{uuid.uuid4().hex[:12]}"
     anonymous_storage_client(gcp_project).create_bucket(elsewhere)
@@ -365,7 +166,7 @@ def test_the_cli_submits_a_gs_uri_from_another_bucket_and_reads_status_without_a
     assert again == job_id
 
 
-def test_the_cli_refuses_what_would_never_start_a_job(gcp: GcpPipeline, tmp_path: Path) -> None:
+def test_the_cli_refuses_what_would_never_start_a_job(gcp: GcpStack, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("{}\n")
     with pytest.raises(PermanentError, match=r"\*\.jsonl"):

@@ -6,7 +6,7 @@ HTTP: auth, JSON in and out, the resumable upload protocol, and streamed downloa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,8 +174,13 @@ async def files_item(state: EmulatorState, request: Request) -> Response:
 
 def _download(state: EmulatorState, name: str) -> Response:
     entry = state.download_path(name)
-    if state.faults.take_truncated_download():
+    faults = state.faults
+    if faults.take_truncated_download():
         return _truncated(entry.path)
+    if faults.take_slow_download():
+        return _slow(
+            entry.path, faults.slow_chunk_bytes, faults.slow_chunk_seconds, faults.on_slow_chunk
+        )
     # FileResponse streams from disk and answers Range requests.
     return FileResponse(entry.path, media_type="application/octet-stream")
 
@@ -192,6 +197,27 @@ def _truncated(path: Path) -> Response:
         half(),
         media_type="application/octet-stream",
         headers={"Content-Length": str(len(body))},
+    )
+
+
+def _slow(
+    path: Path, chunk_bytes: int, seconds: float, on_chunk: Callable[[float], None] | None
+) -> Response:
+    """The whole file in small chunks, calling on_chunk(seconds) before each: a transfer that
+    takes `seconds` per chunk on the clock the hook moves, and no time on any other."""
+
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as source:
+            while chunk := source.read(chunk_bytes):
+                if on_chunk is not None:
+                    on_chunk(seconds)
+                yield chunk
+
+    # A plain iterator: Starlette runs it in its thread pool, so the hook may block.
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(path.stat().st_size)},
     )
 
 

@@ -6,6 +6,7 @@ it applies them.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,7 +56,8 @@ class JobFault:
 
 @dataclass
 class FaultPlan:
-    """Per-key row faults, per-batch terminal faults and counted create faults."""
+    """Per-key row faults, per-batch terminal and stuck faults, counted create faults and
+    download faults."""
 
     rows: dict[str, RowFault] = field(default_factory=dict)
     jobs: list[JobFault] = field(default_factory=list)
@@ -68,6 +70,19 @@ class FaultPlan:
     # The next N result downloads stop halfway through while promising the whole file
     # (Content-Length of the full size): the client sees the connection drop mid-body.
     truncate_downloads: int = 0
+    # fnmatch patterns over batch display names, matched when a batch is created: such a
+    # batch never finishes by itself, whatever the timing config. It reaches RUNNING and
+    # stays there, doing no work; only a cancel (or an explicit advance/complete from the
+    # control API) ends it.
+    stuck: list[str] = field(default_factory=list)
+    # The next N result downloads are slow: the file goes out in chunks of
+    # slow_chunk_bytes, and on_slow_chunk(slow_chunk_seconds) is called before each one.
+    # Nothing sleeps: the hook is where a test moves its own clocks forward, so a slow
+    # download is slow on the test's clock and takes no wall-clock time.
+    slow_downloads: int = 0
+    slow_chunk_bytes: int = 64 * 1024
+    slow_chunk_seconds: float = 60.0
+    on_slow_chunk: Callable[[float], None] | None = None
 
     def row_error(self, key: str, code: int = 13, message: str = INTERNAL_MESSAGE) -> FaultPlan:
         self.rows[key] = RowFault("error", code=code, message=message)
@@ -79,6 +94,31 @@ class FaultPlan:
 
     def job(self, state: JobFaultState, display_name: str = "*") -> FaultPlan:
         self.jobs.append(JobFault(state, display_name=display_name))
+        return self
+
+    def stick(self, display_name: str = "*") -> FaultPlan:
+        """Batches whose display name matches never finish on their own."""
+        self.stuck.append(display_name)
+        return self
+
+    def is_stuck(self, display_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(display_name, pattern) for pattern in self.stuck)
+
+    def slow_download(
+        self,
+        on_chunk: Callable[[float], None],
+        *,
+        times: int = 1,
+        chunk_bytes: int = 64 * 1024,
+        seconds_per_chunk: float = 60.0,
+    ) -> FaultPlan:
+        """The next `times` downloads call on_chunk(seconds_per_chunk) per chunk served."""
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be positive, found {chunk_bytes}")
+        self.slow_downloads = times
+        self.slow_chunk_bytes = chunk_bytes
+        self.slow_chunk_seconds = seconds_per_chunk
+        self.on_slow_chunk = on_chunk
         return self
 
     def take_row_fault(self, key: str | None) -> RowFault | None:
@@ -98,6 +138,12 @@ class FaultPlan:
         if self.truncate_downloads <= 0:
             return False
         self.truncate_downloads -= 1
+        return True
+
+    def take_slow_download(self) -> bool:
+        if self.slow_downloads <= 0:
+            return False
+        self.slow_downloads -= 1
         return True
 
     def take_job_fault(self, display_name: str) -> JobFault | None:

@@ -1,6 +1,7 @@
 """The emulator's state: files, uploads and batches in memory behind one lock, file bodies on
 disk. Batches progress PENDING -> RUNNING -> terminal by the injected clock, evaluated
 whenever someone looks; tests force progress with `advance`/`complete` instead of sleeping.
+A batch matching FaultPlan.stuck never finishes by the clock at all.
 
 Result files are rendered the moment a batch turns SUCCEEDED (so SUCCEEDED always means
 "downloadable"), streamed to disk one line at a time.
@@ -160,6 +161,8 @@ class Batch:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # webhookConfig from the create call: per-job URIs and user_metadata (dynamic webhooks).
     webhook_config: Json | None = None
+    # FaultPlan.stuck matched its display name: time never finishes it and it does no work.
+    stuck: bool = False
 
     @property
     def name(self) -> str:
@@ -196,6 +199,8 @@ class Counters:
     rows_by_display_name: Counter[str] = field(default_factory=Counter)
     sync_requests: int = 0
     images_rendered: int = 0
+    # Result-file download requests, per file id.
+    downloads: Counter[str] = field(default_factory=Counter)
 
 
 def rfc3339(epoch: float) -> str:
@@ -370,6 +375,8 @@ class EmulatorState:
         entry = self.get_file(name)
         if entry.source != "GENERATED":
             raise invalid(f"Only generated files can be downloaded; files/{entry.file_id} is not.")
+        with self._lock:
+            self.counters.downloads[entry.file_id] += 1
         return entry
 
     def file_json(self, entry: FileEntry, base_url: str) -> Json:
@@ -457,6 +464,7 @@ class EmulatorState:
                 updated=now,
                 job_fault=self.faults.take_job_fault(display_name),
                 webhook_config=_webhook_config(spec),
+                stuck=self.faults.is_stuck(display_name),
             )
             self._batches[batch_id] = batch
             self.counters.batches_created += 1
@@ -527,6 +535,8 @@ class EmulatorState:
         by_time = (
             PENDING if elapsed < pending else RUNNING if elapsed < pending + running else FINISHED
         )
+        if batch.stuck:
+            by_time = min(by_time, RUNNING)
         return max(by_time, batch.forced)
 
     def _settle(self, batch: Batch) -> None:
@@ -648,7 +658,12 @@ class EmulatorState:
                 return
             now = self.now()
             done = 0
-            if batch.running_since is not None and self.config.running_seconds > 0:
+            # A stuck batch made no progress, so it has no rows to keep.
+            if (
+                batch.running_since is not None
+                and self.config.running_seconds > 0
+                and not batch.stuck
+            ):
                 fraction = (now - batch.running_since) / self.config.running_seconds
                 done = min(batch.request_count, math.floor(batch.request_count * fraction))
             if done > 0:

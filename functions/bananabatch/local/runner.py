@@ -55,7 +55,9 @@ class RunResult:
 class LocalPipeline:
     """The three event-driven functions plus a bus and a clock-driven tick, in one process."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        """sleep waits out the backoff between redeliveries; tests pass one that returns at
+        once, since nothing in a redelivery depends on the time between attempts."""
         if runtime.settings.backend is not Backend.LOCAL:
             raise PermanentError(
                 "local run needs the local backend (folder, SQLite, in-process bus)"
@@ -76,6 +78,7 @@ class LocalPipeline:
         self.bus.create_subscription(COMPLETIONS_SUBSCRIPTION, self.settings.topic_completions)
         self.deliveries: dict[str, int] = {}
         self.failed_deliveries = 0
+        self._sleep = sleep
 
     # --- delivery ---------------------------------------------------------------------
 
@@ -97,7 +100,7 @@ class LocalPipeline:
                     f"{function} failed {MAX_DELIVERIES} deliveries of event {attributes['id']};"
                     f" last status {response.status_code}: {response.get_data(as_text=True)[:300]}"
                 )
-            time.sleep(min(2.0, 0.1 * 2**attempt))
+            self._sleep(min(2.0, 0.1 * 2**attempt))
 
     def upload(
         self, path: Path, *, name: str | None = None, metadata: Mapping[str, str] | None = None
@@ -138,10 +141,16 @@ class LocalPipeline:
         )
         self.deliver("on_tick", attributes, data)
 
-    def drain(self) -> int:
-        """Deliver every queued batch-done message. Returns how many were delivered."""
+    def drain(self, limit: int | None = None) -> int:
+        """Deliver queued batch-done messages, including those the deliveries publish, until
+        none is left (or `limit` were delivered). Returns how many were delivered."""
         delivered = 0
-        while messages := self.bus.pull(BATCH_DONE_SUBSCRIPTION, max_messages=50):
+        while (limit is None or delivered < limit) and (
+            messages := self.bus.pull(
+                BATCH_DONE_SUBSCRIPTION,
+                max_messages=50 if limit is None else min(50, limit - delivered),
+            )
+        ):
             for message in messages:
                 attributes, data = events.pubsub_published_event(
                     project=LOCAL_PROJECT,

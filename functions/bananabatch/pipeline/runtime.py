@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ class Runtime:
     provider: BatchProvider
     prices: PriceBook
     clock: Callable[[], datetime] = utcnow
+    # Seconds for measuring how long an invocation has run (the collector's deadline);
+    # tests swap it with `clock` so a deadline passes only when they move time.
+    monotonic: Callable[[], float] = time.monotonic
     repo: Repo = field(init=False)
 
     def __post_init__(self) -> None:

@@ -1,6 +1,7 @@
 """Bad input never hurts good input: a hostile file mixed with good lines, end to end on
-the local stack. Every bad line gets a precise reason in rejected.jsonl; every good line
-gets its image; whole-file problems fail the job with a reason and pay for nothing."""
+the local stack and on the emulated Google Cloud stack. Every bad line gets a precise reason
+in rejected.jsonl; every good line gets its image; whole-file problems fail the job with a
+reason and pay for nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
-from tests.e2e.test_fault_matrix import Stack, _stack, assert_invariants
+from tests.support.stacks import STACKS, Stack, StackKind, assert_invariants, open_stack
 
 GOOD = [b'{"key": "good-1", "prompt": "a lighthouse"}', b'{"key": "good-2", "prompt": "a fox"}']
 HOSTILE: list[tuple[bytes, str]] = [
@@ -30,16 +31,21 @@ HOSTILE: list[tuple[bytes, str]] = [
 ]
 
 
+@pytest.fixture(params=STACKS)
+def kind(request: pytest.FixtureRequest) -> StackKind:
+    kind: StackKind = request.param
+    return kind
+
+
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    config = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
-    yield from _stack(tmp_path, config)
+def stack(request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path) -> Iterator[Stack]:
+    with open_stack(request, kind, tmp_path) as opened:
+        yield opened
 
 
 def _rejected(stack: Stack, job_id: str) -> list[dict[str, object]]:
-    root = stack.pipeline.settings.local_root / "buckets" / stack.pipeline.settings.results_bucket
-    path = root / "jobs" / job_id / "rejected.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    body = stack.read_result(f"jobs/{job_id}/rejected.jsonl")
+    return [json.loads(line) for line in body.splitlines()]
 
 
 def test_hostile_lines_are_rejected_with_a_precise_reason_and_good_lines_still_succeed(
@@ -50,7 +56,7 @@ def test_hostile_lines_are_rejected_with_a_precise_reason_and_good_lines_still_s
     body += b"\n".join(line for line, _ in HOSTILE) + b"\n\n" + GOOD[1] + b"\r\n"
     path = stack.tmp / "hostile.jsonl"
     path.write_bytes(body)
-    job_id = stack.pipeline.upload(path)
+    job_id = stack.upload(path)
     summary = assert_invariants(stack, job_id, stack.settle(job_id))
     assert summary["counts"][ItemState.SUCCEEDED] == 2
     assert summary["counts"][ItemState.REJECTED] == len(HOSTILE)
@@ -60,7 +66,7 @@ def test_hostile_lines_are_rejected_with_a_precise_reason_and_good_lines_still_s
         reason = str(doc["reason"])
         assert f"line {doc['line']}" in reason, reason
         assert why.lower() in reason.lower(), (why, reason)
-    assert stack.pipeline.runtime.repo.require_job(job_id).state is JobState.PARTIAL
+    assert stack.repo.require_job(job_id).state is JobState.PARTIAL
 
 
 @pytest.mark.parametrize(
@@ -75,9 +81,9 @@ def test_a_file_that_is_not_jsonl_fails_or_rejects_without_paying(
 ) -> None:
     path = stack.tmp / name
     path.write_bytes(content)
-    job_id = stack.pipeline.upload(path)
+    job_id = stack.upload(path)
     completions = stack.settle(job_id)
-    job = stack.pipeline.runtime.repo.require_job(job_id)
+    job = stack.repo.require_job(job_id)
     assert job.state is JobState.FAILED
     if expected is not None:
         assert expected in (job.error or "")
@@ -88,18 +94,20 @@ def test_a_file_that_is_not_jsonl_fails_or_rejects_without_paying(
 def test_an_object_not_named_jsonl_is_ignored(stack: Stack) -> None:
     path = stack.tmp / "x.json"
     path.write_text('{"prompt": "a"}\n')
-    assert stack.pipeline.runtime.repo.get_job(stack.pipeline.upload(path)) is None
+    assert stack.repo.get_job(stack.upload(path)) is None
     assert stack.emulator.state.counters.batches_created == 0
 
 
-def test_a_file_over_the_size_limit_fails_the_job_with_the_limit_named(tmp_path: Path) -> None:
+def test_a_file_over_the_size_limit_fails_the_job_with_the_limit_named(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
     config = EmulatorConfig(pending_seconds=0.0, running_seconds=math.inf, clock=ManualClock())
-    for stack in _stack(tmp_path, config, max_input_bytes=64):
+    with open_stack(request, kind, tmp_path, config, max_input_bytes=64) as stack:
         path = stack.tmp / "big.jsonl"
         path.write_bytes(b"\n".join(GOOD * 4))
-        job_id = stack.pipeline.upload(path)
+        job_id = stack.upload(path)
         completions = stack.settle(job_id)
-        job = stack.pipeline.runtime.repo.require_job(job_id)
+        job = stack.repo.require_job(job_id)
         assert job.state is JobState.FAILED
         assert "limit is 64 bytes" in (job.error or "")
         assert stack.emulator.state.counters.batches_created == 0
