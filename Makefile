@@ -10,7 +10,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench chromium clean
+.PHONY: demo test lint typecheck unit matrix bench chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ unit: $(DEV_STAMP)
 
 test: $(DEV_STAMP) $(NODE_STAMP) chromium lint typecheck
 	$(BIN)/pytest
+
+# The fault matrix alone, one line per scenario and stack (part of `make test` too).
+matrix: $(DEV_STAMP) $(NODE_STAMP)
+	$(BIN)/pytest tests/e2e/test_fault_matrix.py tests/e2e/test_intake_hostile_input.py -v -p no:cacheprovider
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks
