@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ from bananabatch.emulator.faults import RowFault
 from bananabatch.emulator.webhooks import KID_RSA
 from bananabatch.pipeline import collect
 from tests.support.stacks import (
-    STACKS,
     Stack,
     StackKind,
     WebhookScheme,
@@ -59,18 +57,6 @@ PROMPTS = [
     '{"key": "k4", "prompt": "a purple plum"}',
     '{"key": "k5", "prompt": "an orange orange"}',
 ]
-
-
-@pytest.fixture(params=STACKS)
-def kind(request: pytest.FixtureRequest) -> StackKind:
-    kind: StackKind = request.param
-    return kind
-
-
-@pytest.fixture
-def stack(request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path) -> Iterator[Stack]:
-    with open_stack(request, kind, tmp_path) as opened:
-        yield opened
 
 
 def _upload(stack: Stack, lines: list[str]) -> str:

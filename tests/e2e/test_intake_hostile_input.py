@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
-from tests.support.stacks import STACKS, Stack, StackKind, assert_invariants, open_stack
+from tests.support.stacks import Stack, StackKind, assert_invariants, open_stack
 
 GOOD = [b'{"key": "good-1", "prompt": "a lighthouse"}', b'{"key": "good-2", "prompt": "a fox"}']
 HOSTILE: list[tuple[bytes, str]] = [
@@ -29,18 +28,6 @@ HOSTILE: list[tuple[bytes, str]] = [
     (b"[1, 2, 3]", "object"),
     (b'{"key": "r", "prompt": "x", "reference_images": 7}', "reference_images"),
 ]
-
-
-@pytest.fixture(params=STACKS)
-def kind(request: pytest.FixtureRequest) -> StackKind:
-    kind: StackKind = request.param
-    return kind
-
-
-@pytest.fixture
-def stack(request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path) -> Iterator[Stack]:
-    with open_stack(request, kind, tmp_path) as opened:
-        yield opened
 
 
 def _rejected(stack: Stack, job_id: str) -> list[dict[str, object]]:
