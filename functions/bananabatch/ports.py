@@ -109,6 +109,13 @@ class StateStore(Protocol):
 
     def get(self, path: str) -> Doc | None: ...
 
+    def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc]:
+        """The documents of one collection with these ids that exist, keyed by id (absent
+        ones are left out), read in as few round trips as the backend allows (Firestore's
+        get_all). For lookups of many keys at once, such as a chunk of input lines in the
+        dedup cache. Not a snapshot as a whole."""
+        ...
+
     def create(self, path: str, doc: Mapping[str, Any]) -> bool:
         """Create the document if absent. True if this call created it."""
         ...

@@ -234,6 +234,64 @@ def test_set_many_of_nothing_returns_zero(state_under_test: StateUnderTest) -> N
     assert state_under_test.store.set_many([]) == 0
 
 
+def test_get_many_returns_the_documents_that_exist_keyed_by_id(
+    widgets: StateStore,
+) -> None:
+    got = widgets.get_many("widgets", ["w1", "absent", "w7"])
+    assert got == {
+        "w1": {"id": "w1", "n": 1, "colour": "green", "even": False, "half": 0.5},
+        "w7": {"id": "w7", "n": 7, "colour": "green", "even": False, "half": 3.5},
+    }
+
+
+def test_get_many_of_nothing_or_only_absent_ids_is_empty(widgets: StateStore) -> None:
+    assert widgets.get_many("widgets", []) == {}
+    assert widgets.get_many("widgets", ["nope", "none"]) == {}
+    assert widgets.get_many("gadgets", ["w1"]) == {}
+
+
+def test_get_many_reads_more_than_one_page_and_repeated_ids_once(
+    state_under_test: StateUnderTest,
+) -> None:
+    store = state_under_test.store
+    store.set_many((f"cache/h{i:04d}", {"i": i}) for i in range(0, 1200, 2))
+    ids = [f"h{i:04d}" for i in range(1200)] + ["h0000", "h0002"]
+    got = store.get_many("cache", ids)
+    assert len(got) == 600
+    assert got["h0000"] == {"i": 0}
+    assert got["h1198"] == {"i": 1198}
+    assert "h0001" not in got
+
+
+def test_get_many_in_a_subcollection_sees_only_that_collection(
+    state_under_test: StateUnderTest,
+) -> None:
+    store = state_under_test.store
+    store.set("jobs/j1/items/k1", {"job": "j1"})
+    store.set("jobs/j2/items/k1", {"job": "j2"})
+    assert store.get_many("jobs/j2/items", ["k1", "k2"]) == {"k1": {"job": "j2"}}
+
+
+def test_get_many_returns_copies(state_under_test: StateUnderTest) -> None:
+    store = state_under_test.store
+    store.set("cache/h", {"nested": {"a": 1}})
+    store.get_many("cache", ["h"])["h"]["nested"]["a"] = 2
+    assert store.get("cache/h") == {"nested": {"a": 1}}
+
+
+@pytest.mark.parametrize("bad", ["", "a/b"])
+def test_get_many_refuses_an_id_that_is_not_one_path_segment(
+    state_under_test: StateUnderTest, bad: str
+) -> None:
+    with pytest.raises(PermanentError, match="get_many in cache"):
+        state_under_test.store.get_many("cache", ["fine", bad])
+
+
+def test_get_many_refuses_a_document_path_as_collection(state_under_test: StateUnderTest) -> None:
+    with pytest.raises(PermanentError):
+        state_under_test.store.get_many("jobs/j1", ["x"])
+
+
 def test_query_without_filters_returns_every_document_of_the_collection(
     widgets: StateStore,
 ) -> None:

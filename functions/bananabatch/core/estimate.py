@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from bananabatch.core.catalog import effective_size, model_spec
 from bananabatch.core.intake import AcceptedLine, RejectedLine, content_hash
-from bananabatch.core.pricing import Lane, PriceBook
+from bananabatch.core.pricing import Lane, LinePrices, PriceBook
 from bananabatch.core.states import ItemState
 
 URGENT: Final = "urgent"
@@ -182,6 +182,7 @@ class FileEstimator:
     rejected: int = 0
     _groups: dict[tuple[str, str], GroupEstimate] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
+    _prices: LinePrices | None = None
 
     def add(self, line: AcceptedLine | RejectedLine) -> None:
         self.lines += 1
@@ -193,8 +194,11 @@ class FileEstimator:
         if group is None:
             group = self._groups[(line.model, tier)] = GroupEstimate(line.model, tier)
         lane = lane_of(line)
-        standard = self.prices.estimate_line(line, Lane.STANDARD)
-        charged = standard if lane is Lane.STANDARD else self.prices.estimate_line(line, lane)
+        prices = self._prices
+        if prices is None or prices.book is not self.prices:
+            prices = self._prices = LinePrices(self.prices)
+        standard = prices.line(line, Lane.STANDARD)
+        charged = standard if lane is Lane.STANDARD else prices.line(line, lane)
         group.lines += 1
         group.urgent_lines += lane is Lane.STANDARD
         group.standard_usd += standard

@@ -61,6 +61,9 @@ class _Open:
     count: int = 0
     request_bytes: int = 0
     output_bytes: int = 0
+    # The answer for every add that closes nothing: immutable, so one per batch will do
+    # (add runs once per input line; a new Placement each time would be most of its cost).
+    placement: Placement | None = None
 
     def planned(self) -> PlannedBatch:
         return PlannedBatch(
@@ -86,29 +89,36 @@ class BatchPlanner:
         return tuple(b.planned() for b in sorted(self._open.values(), key=lambda b: b.index))
 
     def add(self, *, model: str, line_bytes: int, expected_output_bytes: int) -> Placement:
+        return self.place(model, line_bytes, expected_output_bytes)
+
+    def place(self, model: str, line_bytes: int, expected_output_bytes: int) -> Placement:
+        """add, with positional arguments: intake calls it once per line."""
         if line_bytes < 0 or expected_output_bytes < 0:
             raise ValueError(
                 f"sizes must not be negative; found line_bytes={line_bytes}, "
                 f"expected_output_bytes={expected_output_bytes}"
             )
         limits = self._limits
-        closed: list[PlannedBatch] = []
+        closed: tuple[PlannedBatch, ...] = ()
         batch = self._open.get(model)
         if batch is not None and (
             batch.count + 1 > limits.max_requests
             or batch.request_bytes + line_bytes > limits.max_request_bytes
             or batch.output_bytes + expected_output_bytes > limits.max_output_bytes
         ):
-            closed.append(self._close(model))
+            closed = (self._close(model),)
             batch = None
         if batch is None:
             batch = _Open(index=self._next_index, model=model)
+            batch.placement = Placement(batch_index=batch.index, closed=())
             self._next_index += 1
             self._open[model] = batch
         batch.count += 1
         batch.request_bytes += line_bytes
         batch.output_bytes += expected_output_bytes
-        return Placement(batch_index=batch.index, closed=tuple(closed))
+        if closed or batch.placement is None:
+            return Placement(batch_index=batch.index, closed=closed)
+        return batch.placement
 
     def finish(self) -> tuple[PlannedBatch, ...]:
         """Close every open batch, in index order."""

@@ -272,6 +272,37 @@ class PriceBook:
         )
 
 
+class LinePrices:
+    """PriceBook.estimate_request remembered per (model, size, lane, prompt tokens).
+
+    An estimate depends on nothing else, and a file's lines share a few models and sizes
+    and a few thousand prompt lengths at most, so a million-line intake asks the book a few
+    thousand times instead of twice per line. The answers are the book's own floats, so
+    sums over them are exactly what asking per line would give.
+    """
+
+    # A bound on the remembered answers, so no input can grow this without limit.
+    MAX_ENTRIES: Final = 100_000
+
+    def __init__(self, book: PriceBook) -> None:
+        self.book = book
+        self._cache: dict[tuple[str, str | None, Lane, int], float] = {}
+
+    def request(self, model: str, image_size: str | None, lane: Lane, prompt_tokens: int) -> float:
+        key = (model, image_size, lane, prompt_tokens)
+        price = self._cache.get(key)
+        if price is None:
+            price = self.book.estimate_request(model, image_size, lane, prompt_tokens=prompt_tokens)
+            if len(self._cache) >= self.MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = price
+        return price
+
+    def line(self, line: AcceptedLine, lane: Lane) -> float:
+        """PriceBook.estimate_line, remembered."""
+        return self.request(line.model, line.image_size, lane, line_prompt_tokens(line))
+
+
 def _number(model_key: str, field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(

@@ -126,6 +126,14 @@ class BatchRecord(Record):
     cursor: int = 0
     submit_attempts: int = 0
     next_submit_after: datetime | None = None
+    # The batch's items before they are item records (core/manifest.py): intake writes
+    # this object instead of one document per line, and the records are created from it
+    # when the batch is first claimed for submission, cancelled or rejected. None for
+    # batches whose items already exist (retry batches).
+    manifest_object: str | None = None
+    # Set once the item records of manifest_object exist; until then the batch's
+    # request_count items count as PENDING without documents (Repo.count_items).
+    items_materialized: bool = False
 
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
@@ -184,6 +192,11 @@ def results_prefix(job_id: str) -> str:
 def request_object_name(job_id: str, index: int, attempt: int = 1) -> str:
     suffix = "" if attempt == 1 else f"-a{attempt}"
     return f"jobs/{job_id}/requests/batch-{index:04d}{suffix}.jsonl"
+
+
+def manifest_object_name(job_id: str, index: int) -> str:
+    # Apart from requests/, which holds exactly what was submitted (the storage contract).
+    return f"jobs/{job_id}/manifests/batch-{index:04d}.jsonl"
 
 
 def image_object_name(job_id: str, key: str, mime_type: str) -> str:

@@ -31,6 +31,7 @@ from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState, JobSta
 from bananabatch.errors import PermanentError
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import finalize, submit, urgent
+from bananabatch.pipeline.repo import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc
 
@@ -214,6 +215,8 @@ def reject(rt: Runtime, job_id: str) -> JobRecord:
                 job_id=job_id,
             )
         now = rt.now()
+        # Items written at intake (urgent lines, in-file duplicates) first, then each
+        # batch's items from its manifest: a held job's batches were never submitted.
         failed = [
             item.model_copy(
                 update={"state": ItemState.FAILED, "reason": REJECTED_REASON, "updated_at": now}
@@ -221,13 +224,16 @@ def reject(rt: Runtime, job_id: str) -> JobRecord:
             for item in rt.repo.items(job_id)
             if item.state not in ITEM_TERMINAL
         ]
-        rt.repo.put_items(failed)
+        count = rt.repo.put_items(failed)
         for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
+            # Before the batch turns terminal, so a crash in between leaves it QUEUED and
+            # a second reject does it again.
+            count += materialize_items(rt, batch, ItemState.FAILED, reason=REJECTED_REASON)
             rt.repo.move_batch(
                 batch.batch_id, BatchState.CANCELLED, change=lambda _b: {"updated_at": now}
             )
             rt.repo.move_batch(
                 batch.batch_id, BatchState.COLLECTED, change=lambda _b: {"updated_at": now}
             )
-        log.info("held job rejected", extra={"items": len(failed)})
+        log.info("held job rejected", extra={"items": count})
         return finalize.close_job(rt, job, forced=JobState.CANCELLED, error=REJECTED_REASON)

@@ -9,6 +9,7 @@ copy their first occurrence's image, or share its failure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,10 @@ LANE_BATCH = "batch"
 LANE_URGENT = "urgent"
 LANE_CACHE = "cache"
 LANE_DUPLICATE = "duplicate"
+# The collection of rec.cache_path documents.
+CACHE_COLLECTION = rec.cache_path("x").rpartition("/")[0]
+# Resolved duplicates written per put_items call.
+RESOLVE_FLUSH = 500
 
 
 @dataclass(frozen=True)
@@ -51,21 +56,27 @@ class CacheEntry:
 
 def lookup(rt: Runtime, content_hash: str) -> CacheEntry | None:
     """The cached image for a request, if its entry exists and its image is still there."""
-    doc = rt.state.get(rec.cache_path(content_hash))
-    if not doc:
-        return None
-    entry = CacheEntry(
-        content_hash=content_hash,
-        bucket=str(doc["bucket"]),
-        name=str(doc["name"]),
-        mime_type=str(doc["mime_type"]),
-        job_id=str(doc["job_id"]),
-        key=str(doc["key"]),
-    )
-    # A deleted or expired image makes the entry useless: generate again rather than fail.
-    if rt.objects.stat(entry.bucket, entry.name) is None:
-        return None
-    return entry
+    return lookup_many(rt, [content_hash]).get(content_hash)
+
+
+def lookup_many(rt: Runtime, content_hashes: Iterable[str]) -> dict[str, CacheEntry]:
+    """lookup for many requests in one state-store read per page (intake asks per chunk of
+    lines, not per line). Only hits whose image is still there are returned."""
+    found: dict[str, CacheEntry] = {}
+    for content_hash, doc in rt.state.get_many(CACHE_COLLECTION, content_hashes).items():
+        entry = CacheEntry(
+            content_hash=content_hash,
+            bucket=str(doc["bucket"]),
+            name=str(doc["name"]),
+            mime_type=str(doc["mime_type"]),
+            job_id=str(doc["job_id"]),
+            key=str(doc["key"]),
+        )
+        # A deleted or expired image makes the entry useless: generate again rather than
+        # fail.
+        if rt.objects.stat(entry.bucket, entry.name) is not None:
+            found[entry.content_hash] = entry
+    return found
 
 
 def copy_into(rt: Runtime, job_id: str, key: str, source: CacheEntry | ItemRecord) -> str:
@@ -107,15 +118,53 @@ def populate(rt: Runtime, job: JobRecord) -> int:
 
 
 def resolve_duplicates(rt: Runtime, job: JobRecord) -> int:
-    """Give each in-file duplicate the outcome of its first occurrence. Returns how many."""
+    """Give each in-file duplicate the outcome of its first occurrence. Returns how many.
+
+    Intake remembers only which requests it has seen (a set of 64-bit digests: a map to
+    the first key would not fit a million lines in memory), so a duplicate does not name
+    its original: the original is the earliest other item with the same request hash. The
+    items are streamed once in line order to find them, only when there are duplicates.
+    A duplicate without an original (intake's 64-bit set matched two different requests,
+    about once in 37 million million-line files) fails, naming its request hash.
+    """
     where = [Where("lane", "==", LANE_DUPLICATE), Where("state", "==", ItemState.PENDING.value)]
+    wanted = {item.request_hash or "" for item in rt.repo.items(job.job_id, where=where)} - {""}
+    if not wanted:
+        return 0
+    originals: dict[str, ItemRecord] = {}
+    for item in rt.repo.items(job.job_id, order_by="line_no"):
+        digest = item.request_hash
+        if (
+            digest in wanted
+            and digest not in originals
+            and item.lane != LANE_DUPLICATE
+            and item.state is not ItemState.REJECTED
+        ):
+            originals[digest] = _original_view(item)
+            if len(originals) == len(wanted):
+                break
     resolved: list[ItemRecord] = []
+    count = 0
     for item in rt.repo.items(job.job_id, where=where):
-        original = rt.repo.get_item(job.job_id, item.duplicate_of or "")
-        resolved.append(_resolve(rt, item, original))
+        resolved.append(_resolve(rt, item, originals.get(item.request_hash or "")))
+        if len(resolved) >= RESOLVE_FLUSH:
+            count += rt.repo.put_items(resolved)
+            resolved.clear()
     if resolved:
-        rt.repo.put_items(resolved)
-    return len(resolved)
+        count += rt.repo.put_items(resolved)
+    return count
+
+
+def _original_view(item: ItemRecord) -> ItemRecord:
+    # Only what _resolve reads: many originals may be held at once.
+    return ItemRecord(
+        job_id=item.job_id,
+        key=item.key,
+        line_no=item.line_no,
+        state=item.state,
+        model=item.model,
+        mime_type=item.mime_type,
+    )
 
 
 def _resolve(rt: Runtime, item: ItemRecord, original: ItemRecord | None) -> ItemRecord:
@@ -129,6 +178,7 @@ def _resolve(rt: Runtime, item: ItemRecord, original: ItemRecord | None) -> Item
             return item.model_copy(
                 update={
                     "state": ItemState.CACHED,
+                    "duplicate_of": original.key,
                     "image_uri": uri,
                     "mime_type": original.mime_type,
                     "reason": f"same request as key {original.key}",
@@ -137,14 +187,13 @@ def _resolve(rt: Runtime, item: ItemRecord, original: ItemRecord | None) -> Item
             )
     found = "missing" if original is None else original.state.value
     state = ItemState.BLOCKED if found == ItemState.BLOCKED.value else ItemState.FAILED
+    what = f"key {original.key}" if original is not None else f"request {item.request_hash}"
     return item.model_copy(
         update={
             "state": state,
             "saved_usd": None,
-            "reason": (
-                f"same request as key {item.duplicate_of}, which ended {found}: "
-                f"expected an image to copy"
-            ),
+            "duplicate_of": original.key if original is not None else None,
+            "reason": f"same request as {what}, which ended {found}: expected an image to copy",
             "updated_at": now,
         }
     )

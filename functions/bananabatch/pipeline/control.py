@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bananabatch.core.states import JOB_TERMINAL, BatchState, JobState
+from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState, JobState
 from bananabatch.errors import PermanentError
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import finalize, submit
+from bananabatch.pipeline.repo import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
@@ -34,6 +35,11 @@ def cancel_job(rt: Runtime, job_id: str) -> dict[str, Any]:
         cancelled = 0
         for batch in rt.repo.batches(job_id=job_id):
             if batch.state is BatchState.QUEUED:
+                # Its items must exist before it turns terminal: the collector then fails
+                # them ("no output: the batch ended CANCELLED"), as for any cancelled batch.
+                # PENDING and only where absent, so a submitter that claimed the batch
+                # meanwhile (and so wins the move below) keeps its SUBMITTED items.
+                materialize_items(rt, batch, ItemState.PENDING, only_absent=True)
                 moved = rt.repo.move_batch(
                     batch.batch_id,
                     BatchState.CANCELLED,

@@ -28,6 +28,7 @@ from bananabatch.errors import NotFound, PermanentError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import budget, cache, urgent
+from bananabatch.pipeline.repo import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.report.gallery import render_gallery
 
@@ -80,6 +81,21 @@ def close_job(
     rt: Runtime, job: JobRecord, *, forced: JobState | None = None, error: str | None = None
 ) -> JobRecord:
     """Write the reports, move the job to its terminal state and publish its completion."""
+    # Every line ends in exactly one terminal state, so a batch closed without its items
+    # ever being created (none should be: submission, cancel and reject create them
+    # first) gets them now, failed, rather than missing from the reports.
+    for batch in list(rt.repo.unmaterialized_batches(job.job_id)):
+        log.error(
+            "job closing with a batch whose items were never created",
+            extra={"batch_id": batch.batch_id},
+        )
+        materialize_items(
+            rt,
+            batch,
+            ItemState.FAILED,
+            reason=f"never submitted: job {job.job_id} closed before batch {batch.batch_id} "
+            "was sent to the provider",
+        )
     # In-file duplicates take their first occurrence's outcome now that it is known.
     cache.resolve_duplicates(rt, job)
     tally = write_item_reports(rt, job)

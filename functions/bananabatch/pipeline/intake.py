@@ -4,30 +4,52 @@ The whole input is streamed once: each line is validated, placed in a batch by t
 planner and written straight into that batch's staged request file, so memory does not
 grow with the file. Nothing here spends money; submission starts only after the job has
 moved to RUNNING, which is why a crash anywhere in intake can simply be redone.
+
+A batch-lane line gets no item record here: a million document writes do not fit in one
+invocation (nor under Firestore's 500/50/5 ramp-up rule). Its batch's manifest
+(core/manifest.py), written next to the request file, holds what the record needs; the
+records are created per batch when it is submitted (pipeline.repo.materialize_items), so
+the writes spread over the job's life at the pace of max_active_batches. Urgent lines,
+cache hits and in-file duplicates, which are served apart from batches, still get their
+records here, in batches of writes.
+
+Per line the work is kept to what depends on the line: a simple line without reference
+images (nearly all lines) is validated into a FastLine, and its staged request line,
+content hash, price and manifest line come from per-shape templates and caches.
 """
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any
 
 from bananabatch.config import env_name_for
 from bananabatch.core import records as rec
 from bananabatch.core.catalog import expected_result_bytes
-from bananabatch.core.estimate import cache_enabled_for, lane_of
+from bananabatch.core.estimate import URGENT, cache_enabled_for, lane_of
 from bananabatch.core.intake import (
+    PREVIEW_CHARS,
+    PROMPT_SLOT,
     AcceptedLine,
+    FastLine,
     IntakeLimits,
     LineParser,
+    LineShape,
     RejectedLine,
     content_hash,
-    iter_raw_lines,
+    encode_json_string,
+    iter_line_chunks,
 )
+from bananabatch.core.manifest import ManifestEntry, encode_entry, entry_tail, fast_entry_line
 from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
-from bananabatch.core.pricing import Lane
+from bananabatch.core.pricing import Lane, LinePrices
 from bananabatch.core.records import (
     BatchRecord,
     Costs,
@@ -44,17 +66,25 @@ from bananabatch.pipeline.urgent import urgent_object_name
 
 log = get_logger(__name__)
 
+# Item records written per put_items call (urgent lines, cache hits, in-file duplicates).
 ITEM_FLUSH = 500
+# Accepted lines looked up in the dedup cache with one state-store read, and waiting for
+# it; also bounded in input bytes, since a line may be up to a megabyte.
+CACHE_CHUNK = 2000
+CHUNK_BYTES = 4 * 1024 * 1024
+# Lines (and bytes) buffered per open batch before one write to its request file and
+# manifest.
+WRITE_LINES = 1024
+WRITE_BYTES = 1024 * 1024
+# Writes each publisher thread may be behind the read loop: with the bounds above, a few MB.
+PUBLISH_QUEUE = 4
+# Publisher threads. Object writes wait on the store, not the CPU: on Cloud Storage each
+# object costs tens of milliseconds of latency, two per batch, which one thread would make
+# the bottleneck of a million-line intake (as for the collector's image writes).
+PUBLISH_THREADS = 4
 REJECTED_NAME = "rejected.jsonl"
-
-
-@dataclass
-class _OpenBatch:
-    index: int
-    model: str
-    sink: IO[bytes]
-    count: int = 0
-    bytes: int = 0
+# The key placeholder of the request line templates (see _request_template).
+KEY_SLOT = "\x00bananabatch-key\x00"
 
 
 @dataclass
@@ -189,165 +219,649 @@ def source_bucket(job: JobRecord) -> str:
 
 
 def _read_and_stage(rt: Runtime, job: JobRecord) -> _IntakeTally:
-    settings = rt.settings
-    limits = IntakeLimits()
-    parser = LineParser(default_model=job.default_model, limits=limits)
-    planner = BatchPlanner(
-        PlanLimits(
-            max_requests=settings.max_requests_per_batch,
-            max_request_bytes=settings.max_batch_bytes,
-            max_output_bytes=settings.max_batch_output_bytes,
-        )
-    )
-    tally = _IntakeTally()
-    items: list[ItemRecord] = []
-    use_cache = cache_enabled_for(job.options)
-    # First key of each request seen in this file, for in-file dedup. It grows with the
-    # number of distinct cacheable requests (about 100 bytes each).
-    first_key: dict[str, str] = {}
-    urgent_sink: IO[bytes] | None = None
-    open_batches: dict[int, _OpenBatch] = {}
-    results = settings.results_bucket
+    stager = _Stager(rt, job)
+    stager.run()
+    return stager.tally
 
-    with ExitStack() as stack:
-        source = stack.enter_context(rt.objects.open_read(source_bucket(job), job.source.name))
-        rejected_sink = stack.enter_context(
+
+class _Publisher:
+    """Writes the staged batch files and the batch records on background threads.
+
+    Creating and publishing objects is I/O (seconds over a thousand batches, on Cloud
+    Storage or a local disk alike) while the read loop is CPU; on threads of their own
+    the one overlaps the other. All messages of one batch go to the same thread, in
+    order, so a batch's files are whole and published before its record is created,
+    exactly as when done inline. The first failure is kept and raised to the read loop at
+    its next message (and by finish); the files of batches not yet closed are then
+    discarded, never published partly.
+    """
+
+    _STOP = object()
+
+    def __init__(self, rt: Runtime, job: JobRecord, threads: int | None = None) -> None:
+        threads = threads or PUBLISH_THREADS
+        self.rt = rt
+        self.job = job
+        self.error: BaseException | None = None
+        # Bounded, so the loop cannot run ahead of the store by more than a few MB.
+        self._queues: list[queue.Queue[Any]] = [
+            queue.Queue(maxsize=PUBLISH_QUEUE) for _ in range(threads)
+        ]
+        # Batch index -> its open files; each index is only ever touched by one thread.
+        self._open: dict[int, ExitStack] = {}
+        self._sinks: dict[int, tuple[IO[bytes], IO[bytes]]] = {}
+        self._threads = [
+            threading.Thread(
+                target=self._work, args=(n, q), name=f"intake-publisher-{n}", daemon=True
+            )
+            for n, q in enumerate(self._queues)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- the read loop's side ------------------------------------------------------------
+
+    def write(self, index: int, requests: bytes, manifest: bytes) -> None:
+        self._put(index, ("write", index, requests, manifest))
+
+    def close_batch(self, planned: PlannedBatch, closed_at: datetime) -> None:
+        self._put(planned.index, ("close", planned, closed_at))
+
+    def finish(self) -> None:
+        """Wait for every message; raise the first failure."""
+        self._stop()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """Stop after a failure in the read loop: open files are discarded."""
+        if self.error is None:
+            self.error = RuntimeError("intake stopped")
+        self._stop()
+
+    def _put(self, index: int, message: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queues[index % len(self._queues)].put(message)
+
+    def _stop(self) -> None:
+        for q in self._queues:
+            q.put(self._STOP)
+        for thread in self._threads:
+            thread.join()
+
+    # --- the threads ---------------------------------------------------------------------
+
+    def _work(self, owner: int, messages: queue.Queue[Any]) -> None:
+        while True:
+            message = messages.get()
+            if message is self._STOP:
+                if self.error is not None:
+                    self._discard(owner)
+                return
+            if self.error is not None:
+                continue  # drain, so the loop never blocks on a full queue
+            try:
+                self._handle(message)
+            # Whatever it is, the read loop re-raises it (finish, or its next message).
+            except BaseException as exc:  # noqa: BLE001
+                if self.error is None:
+                    self.error = exc
+                self._discard(owner)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "write":
+            _, index, requests, manifest = message
+            sinks = self._sinks.get(index)
+            if sinks is None:
+                sinks = self._open_batch(index)
+            sinks[0].write(requests)
+            sinks[1].write(manifest)
+        elif kind == "close":
+            planned: PlannedBatch = message[1]
+            closed_at: datetime = message[2]
+            self._sinks.pop(planned.index, None)
+            stack = self._open.pop(planned.index, None)
+            if stack is not None:
+                # Published here, whole: a batch record never points at a partial file.
+                stack.close()
+            _record_batch(self.rt, self.job, planned, closed_at)
+
+    def _open_batch(self, index: int) -> tuple[IO[bytes], IO[bytes]]:
+        rt, job_id = self.rt, self.job.job_id
+        results = rt.settings.results_bucket
+        stack = ExitStack()
+        self._open[index] = stack
+        requests = stack.enter_context(
             rt.objects.open_write(
-                results,
-                rec.results_prefix(job.job_id) + REJECTED_NAME,
-                content_type="application/jsonl",
+                results, rec.request_object_name(job_id, index), content_type="application/jsonl"
             )
         )
-        # Staged request files stay open while their batch fills; each is closed (and so
-        # published) as soon as the planner closes its batch.
-        batch_stack = stack.enter_context(ExitStack())
-        sinks: dict[int, ExitStack] = {}
-
-        def close_batch(planned: PlannedBatch) -> None:
-            sinks.pop(planned.index).close()
-            open_batches.pop(planned.index, None)
-            _record_batch(rt, job, planned)
-            tally.batches.append(planned)
-
-        for line_no, raw in iter_raw_lines(source, max_line_bytes=limits.max_line_bytes):
-            parsed = parser.parse(line_no, raw)
-            if parsed is None:
-                # Blank lines are layout, not input: they get no item and no count.
-                continue
-            tally.lines += 1
-            if isinstance(parsed, RejectedLine):
-                tally.rejected += 1
-                rejected_sink.write(_rejected_json(parsed))
-                continue
-            tally.accepted += 1
-            digest = content_hash(parsed)
-            if use_cache and parsed.cache:
-                served = _served_without_generating(rt, job, parsed, digest, first_key, tally)
-                if served is not None:
-                    items.append(served)
-                    continue
-                first_key[digest] = parsed.key
-            if lane_of(parsed) is Lane.STANDARD:
-                if urgent_sink is None:
-                    urgent_sink = stack.enter_context(
-                        rt.objects.open_write(
-                            results,
-                            urgent_object_name(job.job_id),
-                            content_type="application/jsonl",
-                        )
-                    )
-                urgent_sink.write(_urgent_json(parsed))
-                items.append(_item_for(rt, job, parsed, None, tally, digest))
-                continue
-            line = (
-                json.dumps(
-                    rt.provider.encode_request(parsed.key, parsed.request),
-                    separators=(",", ":"),
-                    ensure_ascii=False,
-                )
-                + "\n"
-            ).encode()
-            placement = planner.add(
-                model=parsed.model,
-                line_bytes=len(line),
-                expected_output_bytes=expected_result_bytes(parsed.model, parsed.image_size),
+        manifest = stack.enter_context(
+            rt.objects.open_write(
+                results, rec.manifest_object_name(job_id, index), content_type="application/jsonl"
             )
-            for planned in placement.closed:
-                close_batch(planned)
-            batch = open_batches.get(placement.batch_index)
-            if batch is None:
-                sink_stack = ExitStack()
-                sink = sink_stack.enter_context(
-                    rt.objects.open_write(
-                        results,
-                        rec.request_object_name(job.job_id, placement.batch_index),
-                        content_type="application/jsonl",
-                    )
-                )
-                sinks[placement.batch_index] = sink_stack
-                batch_stack.callback(sink_stack.close)
-                batch = _OpenBatch(placement.batch_index, parsed.model, sink)
-                open_batches[placement.batch_index] = batch
-            batch.sink.write(line)
-            batch.count += 1
-            batch.bytes += len(line)
-            items.append(_item_for(rt, job, parsed, placement.batch_index, tally, digest))
-            if len(items) >= ITEM_FLUSH:
-                rt.repo.put_items(items)
-                items.clear()
-        for planned in planner.finish():
-            close_batch(planned)
-    if items:
-        rt.repo.put_items(items)
-    return tally
+        )
+        self._sinks[index] = (requests, manifest)
+        return requests, manifest
+
+    def _discard(self, owner: int) -> None:
+        """Discard the open files of the batches this thread owns (index % threads)."""
+        threads = len(self._queues)
+        for index in [i for i in list(self._open) if i % threads == owner]:
+            self._sinks.pop(index, None)
+            stack = self._open.pop(index)
+            # Raising into the sinks' context managers discards the partial objects.
+            try:
+                stack.__exit__(RuntimeError, RuntimeError("intake stopped"), None)
+            except Exception:
+                log.exception("could not discard a partial staged file")
 
 
-def _served_without_generating(
-    rt: Runtime,
-    job: JobRecord,
-    line: AcceptedLine,
-    digest: str,
-    first_key: dict[str, str],
-    tally: _IntakeTally,
-) -> ItemRecord | None:
-    """A CACHED item for a cache hit, a pending duplicate for a repeat within the file
-    (it copies the first occurrence's outcome when the job ends), else None."""
-    original = first_key.get(digest)
-    entry = None if original is not None else cache.lookup(rt, digest)
-    if original is None and entry is None:
+class _OpenBatch:
+    """A batch still filling: its lines wait here as text, so that each encode and each
+    write covers up to WRITE_LINES lines or WRITE_BYTES bytes."""
+
+    __slots__ = ("buffered", "index", "manifest_lines", "request_lines")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.request_lines: list[str] = []
+        self.manifest_lines: list[str] = []
+        self.buffered = 0  # request bytes in request_lines
+
+    def add(self, request: str, size: int, manifest: str, publisher: _Publisher) -> None:
+        self.request_lines.append(request)
+        self.manifest_lines.append(manifest)
+        self.buffered += size
+        if len(self.request_lines) >= WRITE_LINES or self.buffered >= WRITE_BYTES:
+            self.flush(publisher)
+
+    def flush(self, publisher: _Publisher) -> None:
+        if self.request_lines:
+            publisher.write(
+                self.index,
+                ("\n".join(self.request_lines) + "\n").encode(),
+                "".join(self.manifest_lines).encode(),
+            )
+            self.request_lines.clear()
+            self.manifest_lines.clear()
+            self.buffered = 0
+
+
+class _ShapePlan:
+    """What every batch-lane line of one LineShape shares: the lane, the expected output
+    size, the staged request line as a template around the key and the prompt, and the
+    prices and manifest tail per prompt length."""
+
+    __slots__ = (
+        "expected_output",
+        "head",
+        "lane",
+        "middle",
+        "model",
+        "prices",
+        "tail",
+        "template",
+        "verified",
+    )
+
+    def __init__(self, rt: Runtime, shape: LineShape) -> None:
+        self.model = shape.model
+        self.lane = Lane.STANDARD if shape.priority == URGENT else Lane.BATCH
+        self.expected_output = expected_result_bytes(shape.model, shape.image_size)
+        self.template = _request_template(rt, shape)
+        # The first line of the shape is also encoded the generic way and compared.
+        self.verified = False
+        self.prices: dict[int, tuple[float, float, str]] = {}
+        # The template's parts once it is checked, for a batch-lane shape; head None means
+        # "take the general path" (_Stager._place).
+        self.head: str | None = None
+        self.middle = self.tail = ""
+
+    def checked(self, ok: bool) -> None:
+        self.verified = True
+        if not ok:
+            self.template = None
+        if self.template is not None and self.lane is Lane.BATCH:
+            self.head, self.middle, self.tail = self.template
+
+
+def _request_template(rt: Runtime, shape: LineShape) -> tuple[str, str, str] | None:
+    """The staged line of a shape cut around the key and the prompt, or None when the
+    provider's encoding does not carry both verbatim (Vertex puts the key in labels)."""
+    text = json.dumps(
+        rt.provider.encode_request(KEY_SLOT, shape.request(PROMPT_SLOT)),
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    key, prompt = encode_json_string(KEY_SLOT), encode_json_string(PROMPT_SLOT)
+    if text.count(key) != 1 or text.count(prompt) != 1 or text.index(key) > text.index(prompt):
         return None
-    price = rt.prices.estimate_line(line, lane_of(line))
-    tally.estimated_standard_usd += rt.prices.estimate_line(line, Lane.STANDARD)
-    tally.cache_saved_usd += price
-    item = ItemRecord(
-        job_id=job.job_id,
-        key=line.key,
-        line_no=line.line_no,
-        state=ItemState.PENDING,
-        model=line.model,
-        aspect_ratio=line.aspect_ratio,
-        image_size=line.image_size,
-        prompt_preview=line.prompt_preview,
-        request_hash=digest,
-        estimated_usd=0.0,
-        saved_usd=round(price, 6),
-        lane=cache.LANE_DUPLICATE,
-        duplicate_of=original,
-        updated_at=rt.now(),
-    )
-    if entry is None:
-        return item
-    # Copying costs nothing, so it may happen before the budget decision.
-    uri = cache.copy_into(rt, job.job_id, line.key, entry)
-    return item.model_copy(
-        update={
-            "state": ItemState.CACHED,
-            "lane": cache.LANE_CACHE,
-            "image_uri": uri,
-            "mime_type": entry.mime_type,
-            "reason": f"cached: same request as job {entry.job_id} key {entry.key}",
-        }
-    )
+    head, rest = text.split(key)
+    middle, tail = rest.split(prompt)
+    return head, middle, tail
+
+
+# An accepted line waiting in a chunk: the line, its prompt as a JSON string (FastLine only),
+# its content hash, and the hash's in-file dedup value (None: the line opted out of dedup).
+_Waiting = tuple[FastLine | AcceptedLine, str | None, str, int | None]
+
+
+class _Stager:
+    """One pass over the input: validate, dedup, plan, and write the staged files.
+
+    Per batch-lane line this writes one request line and one manifest line, no state
+    store document (see core/manifest.py). Lines are looked up in the dedup cache a chunk
+    at a time; to keep the staged order equal to the input order, every accepted line
+    waits in the chunk, and the chunk is placed in order once its lookup is answered.
+    """
+
+    def __init__(self, rt: Runtime, job: JobRecord) -> None:
+        settings = rt.settings
+        self.rt = rt
+        self.job = job
+        self.limits = IntakeLimits()
+        self.parser = LineParser(default_model=job.default_model, limits=self.limits)
+        self.planner = BatchPlanner(
+            PlanLimits(
+                max_requests=settings.max_requests_per_batch,
+                max_request_bytes=settings.max_batch_bytes,
+                max_output_bytes=settings.max_batch_output_bytes,
+            )
+        )
+        self.prices = LinePrices(rt.prices)
+        self.tally = _IntakeTally()
+        self.use_cache = cache_enabled_for(job.options)
+        # Hashes of the content hashes of the requests this file generates, for in-file
+        # dedup: an int set takes about 80 MB per million lines, where a map from content
+        # hash to first key would take three times that and break the 256 MB budget. A
+        # duplicate finds its original by request hash when the job ends
+        # (cache.resolve_duplicates).
+        self.seen: set[int] = set()
+        self.items: list[ItemRecord] = []
+        self.open_batches: dict[int, _OpenBatch] = {}
+        self.shape_plans: dict[LineShape, _ShapePlan] = {}
+        self.urgent_sink: IO[bytes] | None = None
+        self.stack = ExitStack()
+        self.publisher: _Publisher | None = None
+
+    # --- the pass ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        rt, job = self.rt, self.job
+        results = rt.settings.results_bucket
+        tally = self.tally
+        with self.stack as stack:
+            source = stack.enter_context(rt.objects.open_read(source_bucket(job), job.source.name))
+            rejected_sink = stack.enter_context(
+                rt.objects.open_write(
+                    results,
+                    rec.results_prefix(job.job_id) + REJECTED_NAME,
+                    content_type="application/jsonl",
+                )
+            )
+            publisher = self.publisher = _Publisher(rt, job)
+            # The loop allocates millions of short-lived tuples and dicts and creates no
+            # reference cycles, while the dedup sets hold millions of entries that every
+            # full collection would walk: with the cyclic collector on, it took a tenth of
+            # the loop's time. Reference counting still frees everything as it goes.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._read(source, rejected_sink)
+                for planned in self.planner.finish():
+                    self._close_batch(planned)
+                publisher.finish()
+            except BaseException:
+                publisher.abandon()
+                raise
+            finally:
+                if collecting:
+                    gc.enable()
+        self._flush_items(force=True)
+        log.info("intake read", extra={"lines": tally.lines, "batches": len(tally.batches)})
+
+    def _read(self, source: IO[bytes], rejected_sink: IO[bytes]) -> None:
+        tally = self.tally
+        parse = self.parser.parse_fast
+        use_cache = self.use_cache
+        place_chunk = self._place_chunk
+        chunk: list[_Waiting] = []
+        append = chunk.append
+        # Content hashes of the chunk to look up: not yet seen in the file (a line seen
+        # earlier in the same chunk is looked up needlessly, which is harmless).
+        wanted: list[str] = []
+        seen = self.seen
+        lines = accepted = rejected = 0
+        waiting = 0  # input bytes of the lines in chunk
+        for first, raws in iter_line_chunks(source, max_line_bytes=self.limits.max_line_bytes):
+            for line_no, raw in enumerate(raws, first):
+                parsed = parse(line_no, raw)
+                if parsed is None:
+                    # Blank lines are layout, not input: they get no item and no count.
+                    continue
+                lines += 1
+                if type(parsed) is FastLine:
+                    shape = parsed[3]  # .shape and .prompt: indexing is cheaper
+                    encoded: str | None = encode_json_string(parsed[2])
+                    # shape.content_hash(encoded), inlined: the hash of the fixed head is
+                    # computed once per shape, and copied.
+                    hashing = shape.hash_state.copy()
+                    hashing.update(encoded.encode())  # type: ignore[union-attr]
+                    hashing.update(shape.hash_tail_bytes)
+                    digest = hashing.hexdigest()
+                    cacheable = shape.cache
+                elif type(parsed) is RejectedLine:
+                    rejected += 1
+                    rejected_sink.write(_rejected_json(parsed))
+                    continue
+                else:
+                    assert isinstance(parsed, AcceptedLine)
+                    encoded = None
+                    digest = content_hash(parsed)
+                    cacheable = parsed.cache
+                accepted += 1
+                # hash(), not the digest's bits: in-file dedup only needs equality here,
+                # and str's hash is the cheapest 64 bits of it. Two requests sharing it
+                # (about one chance in 37 million per million-line file) would make the
+                # later a duplicate of nothing: cache.resolve_duplicates then fails that one
+                # line, saying so; it is never paid for nor given another line's image.
+                mark = hash(digest) if use_cache and cacheable else None
+                append((parsed, encoded, digest, mark))
+                if mark is not None and mark not in seen:
+                    wanted.append(digest)
+                waiting += len(raw)
+                if len(chunk) >= CACHE_CHUNK or waiting >= CHUNK_BYTES:
+                    place_chunk(chunk, wanted)
+                    chunk.clear()
+                    wanted.clear()
+                    waiting = 0
+        if chunk:
+            place_chunk(chunk, wanted)
+        tally.lines, tally.accepted, tally.rejected = lines, accepted, rejected
+
+    def _place_chunk(self, chunk: list[_Waiting], wanted: list[str]) -> None:
+        """Dedup a chunk of accepted lines against the file so far and the cache (one
+        state-store read), then stage each, in input order.
+
+        The batch-lane FastLine case is written out here rather than in _place: it runs
+        once per line of nearly every file, and a call per step would double its cost."""
+        seen = self.seen
+        hits = cache.lookup_many(self.rt, wanted) if wanted else {}
+        plans = self.shape_plans
+        place = self.planner.place
+        open_batches = self.open_batches
+        tally = self.tally
+        publisher = self.publisher
+        assert publisher is not None
+        preview_chars, write_lines, write_bytes = PREVIEW_CHARS, WRITE_LINES, WRITE_BYTES
+        # The batch the previous line went to; a closed batch never comes back, so its
+        # index is never reused.
+        index = -1
+        batch: _OpenBatch | None = None
+        # The previous line's shape and what its plan says, in locals.
+        last_shape: LineShape | None = None
+        head = middle = tail = model = ""
+        expected_output = 0
+        prices: dict[int, tuple[float, float, str]] = {}
+        # The job's estimates, added to per line in input order exactly as every other
+        # path adds to them (so the float sums are the same as line by line); in locals
+        # here, and handed back around each call that adds to them itself.
+        charged, standard = tally.estimated_batch_usd, tally.estimated_standard_usd
+
+        def general(call: Callable[..., None], *args: Any) -> None:
+            nonlocal charged, standard
+            tally.estimated_batch_usd, tally.estimated_standard_usd = charged, standard
+            call(*args)
+            charged, standard = tally.estimated_batch_usd, tally.estimated_standard_usd
+
+        for parsed, encoded, digest, mark in chunk:
+            if mark is not None:
+                if mark in seen:
+                    general(self._served, parsed, digest, None)
+                    continue
+                if hits:
+                    entry = hits.get(digest)
+                    if entry is not None:
+                        # Cache hits stay out of `seen`: a later repeat is a hit too.
+                        general(self._served, parsed, digest, entry)
+                        continue
+                seen.add(mark)
+            if type(parsed) is not FastLine or encoded is None:
+                general(self._place, parsed, encoded, digest)
+                continue
+            line_no, key, prompt, shape, _, _ = parsed
+            if shape is not last_shape:
+                plan = plans.get(shape)
+                if plan is None or plan.head is None:
+                    general(self._place, parsed, encoded, digest)
+                    continue
+                # A plan's template never changes once checked (head is set then).
+                last_shape = shape
+                head, middle, tail = plan.head, plan.middle, plan.tail
+                model, expected_output, prices = plan.model, plan.expected_output, plan.prices
+            # _place for a batch-lane shape with a checked template, inline.
+            tokens = (len(prompt) + 3) // 4  # line_prompt_tokens without reference images
+            priced = prices.get(tokens)
+            if priced is None:
+                priced = prices[tokens] = self._priced(shape, tokens)
+            key_json = encode_json_string(key)
+            request = f"{head}{key_json}{middle}{encoded}{tail}"
+            preview = (
+                encoded
+                if len(prompt) <= preview_chars and prompt.isprintable()
+                else encode_json_string(parsed.prompt_preview)
+            )
+            # Bytes with the newline; str.isascii is O(1), so ASCII lines are not encoded.
+            size = (len(request) if request.isascii() else len(request.encode())) + 1
+            placement = place(model, size, expected_output)
+            if placement.closed:
+                for planned in placement.closed:
+                    self._close_batch(planned)
+            if placement.batch_index != index:
+                index = placement.batch_index
+                batch = open_batches.get(index)
+                if batch is None:
+                    batch = open_batches[index] = _OpenBatch(index)
+            assert batch is not None
+            requests = batch.request_lines
+            requests.append(request)
+            batch.manifest_lines.append(f'[{key_json},{line_no},"{digest}",{preview}{priced[2]}')
+            buffered = batch.buffered = batch.buffered + size
+            if len(requests) >= write_lines or buffered >= write_bytes:
+                batch.flush(publisher)
+            charged += priced[0]
+            standard += priced[1]
+        tally.estimated_batch_usd, tally.estimated_standard_usd = charged, standard
+
+    def _place(self, parsed: FastLine | AcceptedLine, encoded: str | None, digest: str) -> None:
+        """Stage one line that is to be generated (the general case of _place_chunk)."""
+        tally = self.tally
+        if type(parsed) is FastLine:
+            shape = parsed.shape
+            plan = self.shape_plans.get(shape)
+            if plan is None:
+                plan = self.shape_plans[shape] = _ShapePlan(self.rt, shape)
+            if plan.lane is Lane.STANDARD:
+                self._urgent(parsed.accepted(), digest)
+                return
+            prompt = parsed.prompt
+            tokens = (len(prompt) + 3) // 4  # line_prompt_tokens without reference images
+            priced = plan.prices.get(tokens)
+            if priced is None:
+                priced = plan.prices[tokens] = self._priced(shape, tokens)
+            key_json = encode_json_string(parsed.key)
+            prompt_json = encoded if encoded is not None else encode_json_string(prompt)
+            generic = self._request_json(parsed.key, shape.request(prompt))
+            template = plan.template
+            if not plan.verified:
+                # The first line of a shape checks its template against the provider's
+                # own encoding; a mismatch drops the template for good.
+                ok = template is not None and generic == (
+                    f"{template[0]}{key_json}{template[1]}{prompt_json}{template[2]}"
+                )
+                if template is not None and not ok:
+                    log.warning("staging template disagrees with the provider; not used")
+                plan.checked(ok)
+            preview_json = (
+                prompt_json
+                if len(prompt) <= PREVIEW_CHARS and prompt.isprintable()
+                else encode_json_string(parsed.prompt_preview)
+            )
+            manifest = fast_entry_line(key_json, parsed.line_no, digest, preview_json, priced[2])
+            self._stage(shape.model, generic, manifest, plan.expected_output)
+            tally.estimated_batch_usd += priced[0]
+            tally.estimated_standard_usd += priced[1]
+            return
+        assert isinstance(parsed, AcceptedLine)
+        lane = lane_of(parsed)
+        if lane is Lane.STANDARD:
+            self._urgent(parsed, digest)
+            return
+        standard = self.prices.line(parsed, Lane.STANDARD)
+        charged = self.prices.line(parsed, lane)
+        manifest = encode_entry(
+            ManifestEntry(
+                key=parsed.key,
+                line_no=parsed.line_no,
+                request_hash=digest,
+                prompt_preview=parsed.prompt_preview,
+                aspect_ratio=parsed.aspect_ratio,
+                image_size=parsed.image_size,
+                estimated_usd=round(charged, 6),
+            )
+        )
+        self._stage(
+            parsed.model,
+            self._request_json(parsed.key, parsed.request),
+            manifest,
+            expected_result_bytes(parsed.model, parsed.image_size),
+        )
+        tally.estimated_batch_usd += charged
+        tally.estimated_standard_usd += standard
+
+    def _stage(self, model: str, request: str, manifest: str, expected_output: int) -> None:
+        """Put a request line (text, no newline) and its manifest line into a batch."""
+        size = (len(request) if request.isascii() else len(request.encode())) + 1
+        placement = self.planner.add(
+            model=model, line_bytes=size, expected_output_bytes=expected_output
+        )
+        for planned in placement.closed:
+            self._close_batch(planned)
+        batch = self.open_batches.get(placement.batch_index)
+        if batch is None:
+            batch = self.open_batches[placement.batch_index] = _OpenBatch(placement.batch_index)
+        assert self.publisher is not None
+        batch.add(request, size, manifest, self.publisher)
+
+    def _close_batch(self, planned: PlannedBatch) -> None:
+        batch = self.open_batches.pop(planned.index)
+        assert self.publisher is not None
+        batch.flush(self.publisher)
+        self.publisher.close_batch(planned, self.rt.now())
+        self.tally.batches.append(planned)
+
+    def _priced(self, shape: LineShape, tokens: int) -> tuple[float, float, str]:
+        charged = self.prices.request(shape.model, shape.image_size, Lane.BATCH, tokens)
+        standard = self.prices.request(shape.model, shape.image_size, Lane.STANDARD, tokens)
+        tail = entry_tail(shape.aspect_ratio, shape.image_size, round(charged, 6))
+        return charged, standard, tail
+
+    def _request_json(self, key: str, request: dict[str, Any]) -> str:
+        return json.dumps(
+            self.rt.provider.encode_request(key, request),
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    # --- lines that get item records at intake -----------------------------------------
+
+    def _urgent(self, line: AcceptedLine, digest: str) -> None:
+        """An urgent line: staged for the synchronous lane, with its item written now (the
+        lane reads items; there are few such lines)."""
+        rt, job = self.rt, self.job
+        if self.urgent_sink is None:
+            self.urgent_sink = self.stack.enter_context(
+                rt.objects.open_write(
+                    rt.settings.results_bucket,
+                    urgent_object_name(job.job_id),
+                    content_type="application/jsonl",
+                )
+            )
+        self.urgent_sink.write(_urgent_json(line))
+        price = self.prices.line(line, Lane.STANDARD)
+        tally = self.tally
+        tally.estimated_batch_usd += price
+        tally.estimated_standard_usd += price
+        tally.urgent += 1
+        self._add_item(
+            ItemRecord(
+                job_id=job.job_id,
+                key=line.key,
+                line_no=line.line_no,
+                state=ItemState.PENDING,
+                model=line.model,
+                aspect_ratio=line.aspect_ratio,
+                image_size=line.image_size,
+                prompt_preview=line.prompt_preview,
+                request_hash=digest,
+                attempt=1,
+                estimated_usd=round(price, 6),
+                lane=cache.LANE_URGENT,
+                updated_at=rt.now(),
+            )
+        )
+
+    def _served(
+        self, parsed: FastLine | AcceptedLine, digest: str, entry: cache.CacheEntry | None
+    ) -> None:
+        """A repeat of an earlier line of the file (a pending duplicate that copies the
+        first occurrence's outcome when the job ends), or a cache hit (CACHED now)."""
+        rt, job = self.rt, self.job
+        line = parsed.accepted() if isinstance(parsed, FastLine) else parsed
+        price = self.prices.line(line, lane_of(line))
+        tally = self.tally
+        tally.estimated_standard_usd += self.prices.line(line, Lane.STANDARD)
+        tally.cache_saved_usd += price
+        item = ItemRecord(
+            job_id=job.job_id,
+            key=line.key,
+            line_no=line.line_no,
+            state=ItemState.PENDING,
+            model=line.model,
+            aspect_ratio=line.aspect_ratio,
+            image_size=line.image_size,
+            prompt_preview=line.prompt_preview,
+            request_hash=digest,
+            estimated_usd=0.0,
+            saved_usd=round(price, 6),
+            lane=cache.LANE_DUPLICATE,
+            updated_at=rt.now(),
+        )
+        if entry is not None:
+            # Copying costs nothing, so it may happen before the budget decision.
+            uri = cache.copy_into(rt, job.job_id, line.key, entry)
+            item = item.model_copy(
+                update={
+                    "state": ItemState.CACHED,
+                    "lane": cache.LANE_CACHE,
+                    "image_uri": uri,
+                    "mime_type": entry.mime_type,
+                    "reason": f"cached: same request as job {entry.job_id} key {entry.key}",
+                }
+            )
+        self._add_item(item)
+
+    def _add_item(self, item: ItemRecord) -> None:
+        self.items.append(item)
+        self._flush_items()
+
+    def _flush_items(self, *, force: bool = False) -> None:
+        if self.items and (force or len(self.items) >= ITEM_FLUSH):
+            self.rt.repo.put_items(self.items)
+            self.items.clear()
 
 
 def _urgent_json(line: AcceptedLine) -> bytes:
@@ -355,41 +869,11 @@ def _urgent_json(line: AcceptedLine) -> bytes:
     return (json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
-def _item_for(
-    rt: Runtime,
-    job: JobRecord,
-    line: AcceptedLine,
-    batch_index: int | None,
-    tally: _IntakeTally,
-    digest: str,
-) -> ItemRecord:
-    lane = lane_of(line)
-    standard_price = rt.prices.estimate_line(line, Lane.STANDARD)
-    price = standard_price if lane is Lane.STANDARD else rt.prices.estimate_line(line, lane)
-    tally.estimated_batch_usd += price
-    tally.estimated_standard_usd += standard_price
-    tally.urgent += lane is Lane.STANDARD
-    return ItemRecord(
-        job_id=job.job_id,
-        key=line.key,
-        line_no=line.line_no,
-        state=ItemState.PENDING,
-        model=line.model,
-        aspect_ratio=line.aspect_ratio,
-        image_size=line.image_size,
-        prompt_preview=line.prompt_preview,
-        request_hash=digest,
-        batch_id=None if batch_index is None else rec.batch_id_for(job.job_id, batch_index),
-        attempt=1,
-        estimated_usd=round(price, 6),
-        lane=cache.LANE_BATCH if batch_index is not None else cache.LANE_URGENT,
-        updated_at=rt.now(),
-    )
-
-
-def _record_batch(rt: Runtime, job: JobRecord, planned: PlannedBatch) -> None:
+def _record_batch(rt: Runtime, job: JobRecord, planned: PlannedBatch, now: datetime) -> None:
+    """The QUEUED record of a staged batch. `now` is when the read loop closed it: records
+    are created on several threads, and created_at must still follow the batches' order
+    (submission takes queued batches oldest first)."""
     batch_id = rec.batch_id_for(job.job_id, planned.index)
-    now = rt.now()
     rt.repo.create_batch(
         BatchRecord(
             batch_id=batch_id,
@@ -400,6 +884,7 @@ def _record_batch(rt: Runtime, job: JobRecord, planned: PlannedBatch) -> None:
             model=planned.model,
             display_name=rec.display_name_for(batch_id),
             request_object=rec.request_object_name(job.job_id, planned.index),
+            manifest_object=rec.manifest_object_name(job.job_id, planned.index),
             request_count=planned.request_count,
             request_bytes=planned.request_bytes,
             expected_output_bytes=planned.expected_output_bytes,

@@ -25,6 +25,7 @@ from bananabatch.core.states import (
 from bananabatch.errors import PermanentError, ProviderOutcomeUnknown, ProviderQuotaExceeded
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
+from bananabatch.pipeline.repo import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch
 
@@ -84,8 +85,11 @@ def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
         if not claim.moved:
             return claim.record
         batch = claim.record
-        # Items are marked before the create call, while no collector can touch them.
-        mark_items(rt, batch, ItemState.SUBMITTED)
+        # The batch's item records are created from its manifest (or, for a retry batch,
+        # moved) before the create call, while no collector can touch them: once the
+        # provider has the batch, collection needs every item to exist. Idempotent, so a
+        # claim again after a reconcile or a quota refusal repeats it harmlessly.
+        materialize_items(rt, batch, ItemState.SUBMITTED)
         # A crash here leaves SUBMITTING with nothing created: reconciled after the grace.
         crash_point("submit.after_claim")
         with labels(job_id=batch.job_id):
@@ -143,6 +147,7 @@ def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
 
 
 def mark_items(rt: Runtime, batch: BatchRecord, state: ItemState) -> None:
+    """Move the batch's existing open items to state (terminal ones stay as they are)."""
     now = rt.now()
     rt.repo.put_items(
         item.model_copy(update={"state": state, "updated_at": now})

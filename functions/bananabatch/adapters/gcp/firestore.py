@@ -30,6 +30,8 @@ MAX_WRITES_PER_COMMIT: Final = 500
 MAX_BYTES_PER_COMMIT: Final = 8 * 1024 * 1024
 # Firestore's limit on the values of an "in" filter.
 MAX_IN_VALUES: Final = 30
+# Documents asked for in one get_all call (BatchGetDocuments); a page of cache lookups.
+MAX_GET_ALL: Final = 500
 # The library's default is 5 attempts; a hot document (a job's counters) can see more
 # contention than that when many collectors finish at once.
 TRANSACTION_ATTEMPTS: Final = 20
@@ -83,6 +85,25 @@ class FirestoreStateStore:
         with _translated("get", path):
             snapshot = ref.get()
         return _from_firestore(snapshot.to_dict()) if snapshot.exists else None
+
+    def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc]:
+        parent = self._collection(collection)
+        wanted = list(dict.fromkeys(ids))
+        for doc_id in wanted:
+            if not doc_id or "/" in doc_id:
+                raise PermanentError(
+                    f"get_many in {collection}: expected document ids without '/' and not "
+                    f"empty; found {doc_id!r}"
+                )
+        found: dict[str, Doc] = {}
+        # get_all is one BatchGetDocuments stream per call; pages keep each request small.
+        for start in range(0, len(wanted), MAX_GET_ALL):
+            refs = [parent.document(doc_id) for doc_id in wanted[start : start + MAX_GET_ALL]]
+            with _translated("get_many", f"{collection}/{wanted[start]}"):
+                for snapshot in self._client.get_all(refs):
+                    if snapshot.exists:
+                        found[snapshot.id] = _from_firestore(snapshot.to_dict())
+        return found
 
     def create(self, path: str, doc: Mapping[str, Any]) -> bool:
         ref = self._doc(path)

@@ -95,6 +95,22 @@ class SqliteStateStore:
             ).fetchone()
         return None if row is None else _decode(row[0])
 
+    def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc]:
+        _collection_path(collection)
+        wanted = _checked_ids(collection, ids)
+        found: dict[str, Doc] = {}
+        for start in range(0, len(wanted), MAX_BATCH):
+            page = wanted[start : start + MAX_BATCH]
+            marks = ",".join("?" * len(page))
+            with self._lock, self._errors(collection):
+                rows = self._conn.execute(
+                    f"SELECT id, data FROM docs WHERE collection = ? AND id IN ({marks})",  # noqa: S608
+                    (collection, *page),
+                ).fetchall()
+            for doc_id, data in rows:
+                found[doc_id] = _decode(data)
+        return found
+
     def create(self, path: str, doc: Mapping[str, Any]) -> bool:
         collection, doc_id = _doc_path(path)
         raw = _encode(path, doc)
@@ -288,6 +304,35 @@ def _doc_path(path: str) -> tuple[str, str]:
             f"(collection/id[/collection/id]), found {len(segments)}"
         )
     return "/".join(segments[:-1]), segments[-1]
+
+
+def _checked_ids(collection: str, ids: Iterable[str]) -> list[str]:
+    """Distinct document ids, each checked as _segments checks a path segment. get_many
+    is called with hundreds of ids at a time, so the checks run over all of them at once
+    and look at single ids only to name a bad one."""
+    wanted = list(dict.fromkeys(ids))
+    # Delimited by NUL, every rule is one string search over all ids; a hit (even a false
+    # one, from an id holding NUL) only sends them through the exact per-id check.
+    joined = "\x00" + "\x00".join(wanted) + "\x00"
+    if (
+        "/" in joined
+        or "\x00__" in joined
+        or "\x00\x00" in joined
+        or "\x00.\x00" in joined
+        or "\x00..\x00" in joined
+    ):
+        for doc_id in wanted:
+            if (
+                not doc_id
+                or "/" in doc_id
+                or doc_id in (".", "..")
+                or _RESERVED_ID.fullmatch(doc_id) is not None
+            ):
+                raise PermanentError(
+                    f"get_many in {collection}: expected document ids without '/', none "
+                    f"empty, '.', '..' or '__x__'; found {doc_id!r}"
+                )
+    return wanted
 
 
 def _collection_path(path: str) -> str:

@@ -1,0 +1,188 @@
+"""LineParser.parse_fast against LineParser.parse: the same verdict and the same reason for
+every line, a FastLine standing for exactly the AcceptedLine parse gives, and per-shape
+templates (content hash, manifest line) that reproduce the general encoders byte for byte."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bananabatch.core.intake import (
+    AcceptedLine,
+    FastLine,
+    LineParser,
+    RejectedLine,
+    content_hash,
+    encode_json_string,
+    iter_line_chunks,
+    iter_raw_lines,
+)
+from bananabatch.core.manifest import (
+    ManifestEntry,
+    encode_entry,
+    entry_tail,
+    fast_entry_line,
+)
+from bananabatch.core.planning import BatchPlanner, PlanLimits
+from bananabatch.core.pricing import Lane, LinePrices, PriceBook, line_prompt_tokens
+from tests.unit.test_intake_properties import LIMITS, line_like, prompts, raw_lines, simple_lines
+
+MODEL = "gemini-3-pro-image"
+
+
+def _both(lines: list[bytes]) -> list[tuple[Any, Any]]:
+    fast = LineParser(default_model=MODEL, limits=LIMITS)
+    exact = LineParser(default_model=MODEL, limits=LIMITS)
+    # Line 1 takes the full path in parse_fast (BOM handling); start at 2 as well.
+    return [(fast.parse_fast(n, raw), exact.parse(n, raw)) for n, raw in enumerate(lines, start=2)]
+
+
+def _agree(fast: Any, exact: Any) -> None:
+    if isinstance(fast, FastLine):
+        assert isinstance(exact, AcceptedLine), (fast, exact)
+        assert fast.accepted() == exact
+        assert content_hash(fast) == content_hash(exact)
+        assert fast.prompt_preview == exact.prompt_preview
+    else:
+        assert fast == exact
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(raw_lines, max_size=6))
+def test_parse_fast_and_parse_agree_on_any_line(lines: list[bytes]) -> None:
+    for fast, exact in _both(lines):
+        _agree(fast, exact)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(simple_lines(), min_size=1, max_size=5), st.booleans())
+def test_parse_fast_and_parse_agree_on_valid_simple_lines(
+    docs: list[dict[str, Any]], ascii_only: bool
+) -> None:
+    lines = [json.dumps(d, ensure_ascii=ascii_only).encode() for d in docs]
+    for fast, exact in _both(lines):
+        _agree(fast, exact)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(line_like, max_size=5))
+def test_parse_fast_and_parse_agree_on_line_like_objects(docs: list[dict[str, Any]]) -> None:
+    for fast, exact in _both([json.dumps(d).encode() for d in docs]):
+        _agree(fast, exact)
+
+
+def test_a_plain_simple_line_comes_back_as_a_fast_line_with_an_interned_shape() -> None:
+    p = LineParser(default_model=MODEL)
+    a = p.parse_fast(2, b'{"key": "a", "prompt": "x", "image_size": "2k"}')
+    b = p.parse_fast(3, b'{"key": "b", "prompt": "y", "image_size": "2K"}')
+    assert isinstance(a, FastLine)
+    assert isinstance(b, FastLine)
+    assert a.shape is b.shape
+    assert (a.shape.model, a.shape.image_size, a.shape.cache) == (MODEL, "2K", True)
+
+
+def test_lines_with_references_or_metadata_are_full_accepted_lines() -> None:
+    p = LineParser(default_model=MODEL)
+    refs = p.parse_fast(2, b'{"prompt": "x", "reference_images": ["gs://b/r.png"]}')
+    meta = p.parse_fast(3, b'{"prompt": "x", "metadata": {"a": 1}}')
+    assert isinstance(refs, AcceptedLine)
+    assert isinstance(meta, FastLine)
+    assert meta.accepted().metadata == {"a": 1}
+
+
+def test_a_duplicate_key_is_rejected_the_same_way_on_both_paths() -> None:
+    lines = [b'{"key": "k", "prompt": "a"}', b'{"key": "k", "prompt": "b"}']
+    (first_fast, _), (second_fast, second_exact) = _both(lines)
+    assert isinstance(first_fast, FastLine)
+    assert isinstance(second_fast, RejectedLine)
+    assert second_fast == second_exact
+    assert (
+        second_fast.reason
+        == 'line 3, field "key": duplicate key "k": an earlier line already uses it'
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(prompts, st.sampled_from([None, "1:1", "16:9"]), st.sampled_from([None, "1K", "4K"]))
+def test_the_shape_template_hashes_like_the_canonical_request(
+    prompt: str, aspect: str | None, size: str | None
+) -> None:
+    p = LineParser(default_model=MODEL, limits=LIMITS)
+    doc: dict[str, Any] = {"prompt": prompt, "aspect_ratio": aspect, "image_size": size}
+    line = p.parse_fast(2, json.dumps(doc).encode())
+    assert isinstance(line, FastLine)
+    assert line.shape.content_hash(encode_json_string(prompt)) == content_hash(line.accepted())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(min_size=1, max_size=30),
+    st.integers(min_value=1, max_value=10**7),
+    st.text(max_size=130),
+    st.sampled_from([None, "1:1", "21:9"]),
+    st.sampled_from([None, "512", "2K"]),
+    st.floats(min_value=0, max_value=10, allow_nan=False),
+)
+def test_the_fast_manifest_line_is_the_encoded_entry(
+    key: str, line_no: int, preview: str, aspect: str | None, size: str | None, usd: float
+) -> None:
+    digest = "ab" * 32
+    entry = ManifestEntry(key, line_no, digest, preview, aspect, size, round(usd, 6))
+    fast = fast_entry_line(
+        encode_json_string(key),
+        line_no,
+        digest,
+        encode_json_string(preview),
+        entry_tail(aspect, size, round(usd, 6)),
+    )
+    assert fast == encode_entry(entry)
+
+
+def test_line_prices_are_the_books_answers() -> None:
+    book = PriceBook()
+    prices = LinePrices(book)
+    p = LineParser(default_model=MODEL)
+    line = p.parse(2, b'{"prompt": "a long prompt about bananas", "image_size": "4K"}')
+    assert isinstance(line, AcceptedLine)
+    for lane in Lane:
+        assert prices.line(line, lane) == book.estimate_line(line, lane)
+        assert prices.request(line.model, line.image_size, lane, line_prompt_tokens(line)) == (
+            book.estimate_line(line, lane)
+        )
+
+
+def test_place_is_add_with_positional_arguments() -> None:
+    limits = PlanLimits(max_requests=2, max_request_bytes=100, max_output_bytes=100)
+    a, b = BatchPlanner(limits), BatchPlanner(limits)
+    for model, size in [("m", 10), ("m", 10), ("n", 5), ("m", 10)]:
+        assert a.place(model, size, 1) == b.add(
+            model=model, line_bytes=size, expected_output_bytes=1
+        )
+    assert a.finish() == b.finish()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400), st.integers(min_value=1, max_value=64), st.integers(1, 50))
+def test_line_chunks_are_the_raw_lines_in_order(data: bytes, chunk: int, limit: int) -> None:
+    chunked = [
+        (n, line)
+        for first, lines in iter_line_chunks(
+            io.BytesIO(data), max_line_bytes=limit, chunk_size=chunk
+        )
+        for n, line in enumerate(lines, first)
+    ]
+    assert chunked == list(iter_raw_lines(io.BytesIO(data), max_line_bytes=limit, chunk_size=chunk))
+    # And both against a plain split (CR stripped, long lines cut to limit + 1).
+    expected = []
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    pieces = body.split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()
+    for n, piece in enumerate(pieces, start=1):
+        piece = piece[:-1] if piece.endswith(b"\r") else piece
+        expected.append((n, piece[: limit + 1]))
+    assert [(n, line) for n, line in chunked] == expected
