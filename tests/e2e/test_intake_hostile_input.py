@@ -5,11 +5,13 @@ reason and pay for nothing."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
@@ -27,7 +29,36 @@ HOSTILE: list[tuple[bytes, str]] = [
     (b'{"key": "u8", "prompt": "\xff\xfe"}', "UTF-8"),
     (b"[1, 2, 3]", "object"),
     (b'{"key": "r", "prompt": "x", "reference_images": 7}', "reference_images"),
+    (
+        b'{"key": "many", "prompt": "x", "reference_images": ['
+        + b",".join(b'"gs://refs-bucket/r%d.png"' % i for i in range(15))
+        + b"]}",
+        "expected at most 14",
+    ),
+    # Reference images in the results bucket (written by the test): one absent, one that
+    # is text under an image name, then the same in a native request.
+    (
+        b'{"key": "gone", "prompt": "x", "reference_images": ["gs://RESULTS/refs/gone.png"]}',
+        "found none at gs://RESULTS/refs/gone.png",
+    ),
+    (
+        b'{"key": "text", "prompt": "x", "reference_images": ["gs://RESULTS/refs/notes.png"]}',
+        "expected a PNG, JPEG, WebP or HEIC/HEIF image",
+    ),
+    (
+        b'{"key": "native-gone", "request": {"contents": [{"parts": [{"text": "x"}, '
+        b'{"fileData": {"fileUri": "gs://RESULTS/refs/gone.png", "mimeType": "image/png"}}]}]}}',
+        "found none at gs://RESULTS/refs/gone.png",
+    ),
 ]
+# A line whose reference image is readable: it is generated like any other.
+WITH_REFERENCE = b'{"key": "good-3", "prompt": "a fox like this", "reference_images": ["gs://RESULTS/refs/fox.png"]}'
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "orange").save(out, format="PNG")
+    return out.getvalue()
 
 
 def _rejected(stack: Stack, job_id: str) -> list[dict[str, object]]:
@@ -38,18 +69,27 @@ def _rejected(stack: Stack, job_id: str) -> list[dict[str, object]]:
 def test_hostile_lines_are_rejected_with_a_precise_reason_and_good_lines_still_succeed(
     stack: Stack,
 ) -> None:
+    results = stack.settings.results_bucket.encode()
+    objects = stack.runtime.objects
+    objects.write_bytes(results.decode(), "refs/fox.png", _png(), content_type="image/png")
+    objects.write_bytes(results.decode(), "refs/notes.png", b"notes", content_type="image/png")
+    hostile = [
+        (line.replace(b"RESULTS", results), why.replace("RESULTS", results.decode()))
+        for line, why in HOSTILE
+    ]
     # A BOM, CRLF line ends and blank lines around the hostile ones.
     body = b"\xef\xbb\xbf" + GOOD[0] + b"\r\n\r\n"
-    body += b"\n".join(line for line, _ in HOSTILE) + b"\n\n" + GOOD[1] + b"\r\n"
+    body += b"\n".join(line for line, _ in hostile) + b"\n\n" + GOOD[1] + b"\r\n"
+    body += WITH_REFERENCE.replace(b"RESULTS", results) + b"\n"
     path = stack.tmp / "hostile.jsonl"
     path.write_bytes(body)
     job_id = stack.upload(path)
     summary = assert_invariants(stack, job_id, stack.settle(job_id))
-    assert summary["counts"][ItemState.SUCCEEDED] == 2
+    assert summary["counts"][ItemState.SUCCEEDED] == 3
     assert summary["counts"][ItemState.REJECTED] == len(HOSTILE)
     rejected = _rejected(stack, job_id)
     assert len(rejected) == len(HOSTILE)
-    for doc, (_, why) in zip(rejected, HOSTILE, strict=True):
+    for doc, (_, why) in zip(rejected, hostile, strict=True):
         reason = str(doc["reason"])
         assert f"line {doc['line']}" in reason, reason
         assert why.lower() in reason.lower(), (why, reason)

@@ -83,6 +83,9 @@ def _lines() -> list[dict[str, Any]]:
 def _stage(rt: Runtime, docs: list[dict[str, Any]]) -> tuple[JobRecord, Any]:
     data = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
     rt.objects.write_bytes(rt.settings.inbox_bucket, "in.jsonl", data, content_type="x")
+    # The reference image some lines name: intake checks that it exists and is an image.
+    png = b"\x89PNG\r\n\x1a\n" + bytes(24)
+    rt.objects.write_bytes("b", "ref.png", png, content_type="image/png")
     job = JobRecord(
         job_id="job-1",
         state=JobState.RECEIVED,

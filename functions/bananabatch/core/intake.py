@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import IO, Any, Final, Literal, NamedTuple, NotRequired
@@ -319,8 +319,18 @@ class LineParser:
     reject a different line, and nothing is paid before intake finishes anyway.
     """
 
-    def __init__(self, *, default_model: str, limits: IntakeLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        *,
+        default_model: str,
+        limits: IntakeLimits = DEFAULT_LIMITS,
+        check_references: Callable[[Sequence[str]], str | None] | None = None,
+    ) -> None:
         self._default_model_input = default_model
+        # Says why a line's gs:// reference images cannot be read, or None; it does the
+        # I/O, so the parser stays pure. Called before the key is claimed, so a corrected
+        # line later in the file may reuse the key.
+        self._check_references = check_references
         self._default_model = canonical_model(default_model)
         self._limits = limits
         self._max_line_bytes = limits.max_line_bytes
@@ -513,6 +523,7 @@ class LineParser:
                 )
             for index, uri in enumerate(refs):
                 parts.append({"fileData": {"fileUri": uri, "mimeType": _ref_mime(index, uri)}})
+            self._readable("reference_images", refs)
         metadata = f.get("metadata")
         if metadata:
             _check_finite("metadata", metadata)
@@ -667,6 +678,8 @@ class LineParser:
         aspect, size = _native_image_config(rules, request)
         if "model" in request:
             request = {k: v for k, v in request.items() if k != "model"}
+        if uris:
+            self._readable("request.contents", uris)
         self._claim(key)
         first_text = next((t for t in texts if t.strip()), "")
         return AcceptedLine(
@@ -705,6 +718,12 @@ class LineParser:
         if problem is not None:
             raise _Reject("key", f"{problem}; found {_show(key)}")
         return key, False
+
+    def _readable(self, field: str, uris: Sequence[str]) -> None:
+        if self._check_references is not None:
+            problem = self._check_references(uris)
+            if problem is not None:
+                raise _Reject(field, f"reference image {problem}")
 
     def _claim(self, key: str) -> None:
         digest = hash(key) >> 4

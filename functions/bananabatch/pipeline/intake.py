@@ -61,6 +61,7 @@ from bananabatch.core.states import BatchState, ItemState, JobState
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import budget, cache, finalize
+from bananabatch.pipeline.references import ReferenceChecker
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.urgent import urgent_object_name
 
@@ -463,7 +464,11 @@ class _Stager:
         self.rt = rt
         self.job = job
         self.limits = IntakeLimits()
-        self.parser = LineParser(default_model=job.default_model, limits=self.limits)
+        self.parser = LineParser(
+            default_model=job.default_model,
+            limits=self.limits,
+            check_references=ReferenceChecker(rt.objects).problem,
+        )
         self.planner = BatchPlanner(
             PlanLimits(
                 max_requests=settings.max_requests_per_batch,
