@@ -36,11 +36,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from standardwebhooks import Webhook
 
 from bananabatch import entrypoints, events, faults
-from bananabatch.core.records import job_id_for
-from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState
+from bananabatch.core.records import CANCEL_OPTION, job_id_for
+from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState, JobState
 from bananabatch.emulator.faults import RowFault
 from bananabatch.emulator.webhooks import KID_RSA
-from bananabatch.pipeline import collect
+from bananabatch.pipeline import collect, control
 from tests.support.stacks import (
     Stack,
     StackKind,
@@ -145,6 +145,66 @@ def test_the_tick_keeps_under_the_active_batch_limit(
         completions = stack.settle(job_id, between=stack.emulator.state.complete_all)
         assert len(stack.emulator.state.batch_names()) == 2
         assert_invariants(stack, job_id, completions)
+
+
+# --- cancellation racing a create whose outcome is unknown ------------------------------
+
+
+def _cancelled_everywhere(stack: Stack, job_id: str) -> None:
+    """The job ended CANCELLED, every line FAILED or CANCELLED-by-batch, nothing running."""
+    job = stack.repo.require_job(job_id)
+    assert job.state is JobState.CANCELLED, job.state
+    state = stack.emulator.state
+    assert {state.batch_state(n) for n in state.batch_names()} <= {"BATCH_STATE_CANCELLED"}
+
+
+def test_a_cancel_while_a_create_answer_is_lost_cancels_that_batch_once_it_is_found(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    with open_stack(request, kind, tmp_path, held()) as stack:
+        stack.faults.lose_create_response = 1
+        job_id = _upload(stack, PROMPTS)
+        control.cancel_job(stack.runtime, job_id)
+        # The batch whose answer was lost was SUBMITTING during the cancel, so the cancel
+        # could not reach it; the tick finds it by display name and cancels it there.
+        completions = stack.settle(job_id)
+        assert_invariants(stack, job_id, completions)
+        _cancelled_everywhere(stack, job_id)
+        assert stack.emulator.state.counters.batches_created == 2
+
+
+def test_a_cancel_while_a_create_failed_never_lets_that_batch_be_created(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    with open_stack(request, kind, tmp_path, held()) as stack:
+        stack.faults.create_500 = 1
+        job_id = _upload(stack, PROMPTS)
+        control.cancel_job(stack.runtime, job_id)
+        completions = stack.settle(job_id)  # runs past the reconcile grace
+        assert_invariants(stack, job_id, completions)
+        _cancelled_everywhere(stack, job_id)
+        assert stack.emulator.state.counters.batches_created == 1
+        (unsent,) = [b.batch_id for b in stack.repo.batches(job_id=job_id) if not b.provider_name]
+        never_sent = [i for i in stack.repo.items(job_id) if i.batch_id == unsent]
+        assert {i.reason for i in never_sent} == {
+            "no output: the batch ended CANCELLED: cancelled by user before submission"
+        }
+
+
+def test_a_queued_batch_of_a_job_cancelled_behind_its_back_is_cancelled_not_submitted(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    with open_stack(request, kind, tmp_path, held()) as stack:
+        stack.faults.create_429 = 1
+        job_id = _upload(stack, PROMPTS)
+        assert len(list(stack.repo.batches(job_id=job_id, states=[BatchState.QUEUED]))) == 2
+        # As if a cancel's pass over the batches ran while they were SUBMITTING and they
+        # went back to QUEUED afterwards: only the job's flag says to stop.
+        stack.repo.patch_job(job_id, lambda j: {"options": {**j.options, CANCEL_OPTION: "1"}})
+        completions = stack.settle(job_id)
+        assert_invariants(stack, job_id, completions)
+        assert stack.repo.require_job(job_id).state is JobState.CANCELLED
+        assert stack.emulator.state.counters.batches_created == 0
 
 
 # --- outcomes and retries --------------------------------------------------------------

@@ -48,6 +48,10 @@ class Costs(Record):
     urgent_actual_usd: float = 0.0
 
 
+# JobRecord.options key set by a cancel request.
+CANCEL_OPTION: Final = "cancel_requested"
+
+
 class JobRecord(Record):
     job_id: str
     state: JobState
@@ -71,6 +75,17 @@ class JobRecord(Record):
     options: dict[str, str] = Field(default_factory=dict)
     # UTC day (budget/{day}) holding this job's reservation, once it has one.
     budget_day: str | None = None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """The user asked to stop spending on this job (`bananabatch cancel`)."""
+        return self.options.get(CANCEL_OPTION) == "1"
+
+    @property
+    def may_spend(self) -> bool:
+        """Whether new paid requests may be made for this job now: it runs and nobody
+        asked to stop it. RECEIVED and HELD jobs wait; ended or cancelled ones never spend."""
+        return self.state is JobState.RUNNING and not self.cancel_requested
 
 
 class ItemRecord(Record):

@@ -73,7 +73,7 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
         if open_batches or urgent.pending_count(rt, job_id):
             return job
         # A user's cancel wins over what the items say (pipeline.control.cancel_job).
-        forced = JobState.CANCELLED if job.options.get("cancel_requested") == "1" else None
+        forced = JobState.CANCELLED if job.cancel_requested else None
         return close_job(rt, job, forced=forced)
 
 

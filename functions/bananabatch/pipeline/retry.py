@@ -65,7 +65,7 @@ def stage_retries(rt: Runtime, batch: BatchRecord) -> RetryPlan:
     if attempt > rt.settings.max_attempts:
         return plan
     job = rt.repo.get_job(batch.job_id)
-    if job is not None and job.options.get("cancel_requested") == "1":
+    if job is not None and job.cancel_requested:
         # The user stopped spending on this job: a cancelled batch's rows end FAILED.
         return plan
     retry_id = rec.batch_id_for(batch.job_id, batch.index, attempt)

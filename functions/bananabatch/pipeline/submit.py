@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from bananabatch.core.records import BatchRecord
+from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import (
     BATCH_ACTIVE,
     BATCH_PROVIDER_TERMINAL,
     ITEM_TERMINAL,
+    JOB_TERMINAL,
     BatchState,
     ItemState,
 )
@@ -35,6 +36,8 @@ log = get_logger(__name__)
 # never happened. Long enough for a slow create call still in flight on another worker and
 # for the provider's list to catch up; short next to the 48 h the provider gives a batch.
 RECONCILE_GRACE = timedelta(minutes=10)
+
+CANCELLED_BEFORE_SUBMISSION = "cancelled by user before submission"
 
 # Backoff between submission attempts refused for quota: exponential with full jitter.
 _QUOTA_BACKOFF = wait_random_exponential(multiplier=30, max=30 * 60)
@@ -53,7 +56,17 @@ def submit_queued(rt: Runtime, *, job_id: str | None = None) -> int:
     capacity = rt.settings.max_active_batches - rt.repo.count_batches(states=BATCH_ACTIVE)
     created = 0
     now = rt.now()
+    jobs: dict[str, JobRecord | None] = {}
     for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
+        if batch.job_id not in jobs:
+            jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
+        job = jobs[batch.job_id]
+        if job is None or not job.may_spend:
+            # Ended or cancelled jobs never spend again (a batch can come back to QUEUED
+            # after a cancel, by reconciliation); RECEIVED and HELD jobs wait for approval.
+            if job is None or job.cancel_requested or job.state in JOB_TERMINAL:
+                cancel_unsubmitted(rt, batch, _stopped_reason(job))
+            continue
         if capacity <= 0:
             log.info("active batch limit reached; the rest wait for the next tick")
             break
@@ -146,6 +159,39 @@ def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
             return record_created(rt, batch, made)
 
 
+def cancel_unsubmitted(rt: Runtime, batch: BatchRecord, reason: str) -> bool:
+    """End a batch that never reached the provider (QUEUED, or SUBMITTING with nothing
+    created) as CANCELLED and announce it, so its collection fails its items with the
+    reason. True if this call moved it."""
+    # Its items must exist before it turns terminal. PENDING and only where absent, so
+    # a submitter that claimed the batch meanwhile (and so wins the move) keeps its
+    # SUBMITTED items.
+    materialize_items(rt, batch, ItemState.PENDING, only_absent=True)
+    moved = rt.repo.move_batch(
+        batch.batch_id,
+        BatchState.CANCELLED,
+        expect={BatchState.QUEUED, BatchState.SUBMITTING},
+        change=lambda _b: {
+            "finished_at": rt.now(),
+            "updated_at": rt.now(),
+            "submitting_since": None,
+            "provider_error": reason,
+        },
+    )
+    if moved.moved:
+        with labels(batch_id=batch.batch_id, job_id=batch.job_id):
+            log.warning("batch cancelled before submission", extra={"reason": reason})
+        publish_batch_done(rt, moved.record)
+    return moved.moved
+
+
+def _stopped_reason(job: JobRecord | None) -> str:
+    if job is not None and job.cancel_requested:
+        return CANCELLED_BEFORE_SUBMISSION
+    state = "gone" if job is None else job.state.value
+    return f"not submitted: its job ended ({state}) before this batch was sent"
+
+
 def mark_items(rt: Runtime, batch: BatchRecord, state: ItemState) -> None:
     """Move the batch's existing open items to state (terminal ones stay as they are)."""
     now = rt.now()
@@ -192,6 +238,11 @@ def reconcile_submitting(rt: Runtime, batch: BatchRecord) -> BatchRecord:
         since = batch.submitting_since or batch.updated_at
         if rt.now() - since < RECONCILE_GRACE:
             return batch
+        job = rt.repo.get_job(batch.job_id)
+        if job is None or job.cancel_requested or job.state in JOB_TERMINAL:
+            log.warning("reconciled: the provider never created the batch; its job is over")
+            cancel_unsubmitted(rt, batch, _stopped_reason(job))
+            return rt.repo.get_batch(batch.batch_id) or batch
         log.warning("reconciled: the provider never created the batch; queueing it again")
         return rt.repo.move_batch(
             batch.batch_id,

@@ -56,6 +56,7 @@ def handle_tick(rt: Runtime) -> TickReport:
         before = batch.state
         after = submit.reconcile_submitting(rt, batch)
         report.reconciled += after.state is not before
+    jobs: dict[str, JobRecord | None] = {}
     for batch in rt.repo.batches(states=[BatchState.RUNNING]):
         if batch.provider_name is None:
             continue
@@ -66,7 +67,17 @@ def handle_tick(rt: Runtime) -> TickReport:
             except TransientError as exc:
                 log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
                 continue
-            if seen.state not in BATCH_PROVIDER_TERMINAL and submit.is_overdue(
+            if seen.state not in BATCH_PROVIDER_TERMINAL and _cancel_requested(rt, batch, jobs):
+                # The create was still in flight when the user cancelled (cancel_job only
+                # reaches batches that are RUNNING at that moment): stop it now.
+                log.warning("batch of a cancelled job still running; cancelling it")
+                try:
+                    rt.provider.cancel(batch.provider_name)
+                    seen = rt.provider.get(batch.provider_name)
+                except TransientError as exc:
+                    log.warning("could not cancel the batch", extra={"error": str(exc)})
+                    continue
+            elif seen.state not in BATCH_PROVIDER_TERMINAL and submit.is_overdue(
                 batch, rt.now(), stuck_after=stuck_after
             ):
                 # Cancelling keeps whatever rows are done; collection then hands the rest
@@ -110,6 +121,13 @@ def handle_tick(rt: Runtime) -> TickReport:
     report.rearmed = rearm_completions(rt)
     log.info("tick done", extra=vars(report))
     return report
+
+
+def _cancel_requested(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord | None]) -> bool:
+    if batch.job_id not in jobs:
+        jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
+    job = jobs[batch.job_id]
+    return job is not None and job.cancel_requested
 
 
 def rearm_completions(rt: Runtime) -> int:
