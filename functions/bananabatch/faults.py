@@ -24,6 +24,7 @@ POINTS: Final = (
     "collect.after_retry_staged",
     "collect.after_collected",
     "finalize.after_claim",
+    "urgent.after_claim",
 )
 
 _lock = threading.Lock()

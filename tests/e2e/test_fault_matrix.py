@@ -40,7 +40,7 @@ from bananabatch.core.records import CANCEL_OPTION, job_id_for
 from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState, JobState
 from bananabatch.emulator.faults import RowFault
 from bananabatch.emulator.webhooks import KID_RSA
-from bananabatch.pipeline import collect, control
+from bananabatch.pipeline import collect, control, urgent
 from tests.support.stacks import (
     Stack,
     StackKind,
@@ -340,10 +340,42 @@ def test_a_claimed_but_unpublished_completion_is_published_by_a_later_tick(
     assert_invariants(stack, job_id, completions)
 
 
+def test_an_urgent_call_cut_off_by_a_crash_is_failed_not_repeated_and_the_rest_run(
+    stack: Stack,
+) -> None:
+    faults.arm("urgent.after_claim")
+    lines = [
+        *PROMPTS[:2],
+        '{"key": "now", "prompt": "a hero banner", "priority": "urgent"}',
+        '{"key": "soon", "prompt": "a hero logo", "priority": "urgent"}',
+    ]
+    job_id = _upload(stack, lines)
+    assert faults.hits("urgent.after_claim") == 1
+    # The lane died with "now" claimed and "soon" not reached; the batch part went on.
+    items = _items(stack, job_id)
+    assert (items["now"].state, items["soon"].state) == (ItemState.SUBMITTED, ItemState.PENDING)
+    calls_before = stack.emulator.state.counters.sync_requests
+    completions = stack.settle(job_id)  # moves the clock past urgent.ORPHANED_AFTER
+    assert_invariants(stack, job_id, completions)
+    items = _items(stack, job_id)
+    assert (items["now"].state, items["now"].reason) == (ItemState.FAILED, urgent.ORPHANED_REASON)
+    assert items["soon"].state is ItemState.SUCCEEDED
+    # Only "soon" was called: "now" (whose call may or may not have happened) never again.
+    assert stack.emulator.state.counters.sync_requests == calls_before + 1
+    assert stack.repo.require_job(job_id).state is JobState.PARTIAL
+
+
 # --- a crash at every step boundary, then the event again --------------------------------
 
 
-@pytest.mark.parametrize("point", [p for p in faults.POINTS if p != "finalize.after_claim"])
+# Both have scenarios of their own: finalize.after_claim is recovered by a tick, not by
+# redelivery, and urgent.after_claim needs urgent lines.
+REDELIVERED_POINTS = [
+    p for p in faults.POINTS if p not in ("finalize.after_claim", "urgent.after_claim")
+]
+
+
+@pytest.mark.parametrize("point", REDELIVERED_POINTS)
 def test_a_crash_at_each_step_boundary_is_recovered_by_redelivery(stack: Stack, point: str) -> None:
     stack.faults.rows["k2"] = RowFault(
         "error", times=1

@@ -17,7 +17,7 @@ from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, BatchState, JobState
 from bananabatch.errors import TransientError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, finalize, submit
+from bananabatch.pipeline import budget, finalize, submit, urgent
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 
@@ -43,6 +43,8 @@ class TickReport:
     submitted: int = 0
     rearmed: int = 0
     released: int = 0
+    urgent_orphaned: int = 0
+    urgent_resumed: int = 0
 
 
 def _fields(values: dict[str, Any]) -> Callable[[BatchRecord], dict[str, Any]]:
@@ -117,6 +119,10 @@ def handle_tick(rt: Runtime) -> TickReport:
         submit.publish_batch_done(rt, batch)
         report.reannounced += 1
     report.released = release_orphaned_holds(rt)
+    recovered = urgent.recover(rt)
+    report.urgent_orphaned, report.urgent_resumed = recovered.orphaned, recovered.resumed
+    for job_id in recovered.jobs:
+        finalize.finalize_job_if_done(rt, job_id)
     report.submitted = submit.submit_queued(rt)
     report.rearmed = rearm_completions(rt)
     log.info("tick done", extra=vars(report))

@@ -18,7 +18,8 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -27,9 +28,10 @@ from bananabatch.core import records as rec
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import ItemRecord
 from bananabatch.core.results import OutcomeKind, classify_row
-from bananabatch.core.states import ItemState
+from bananabatch.core.states import ItemState, JobState
 from bananabatch.errors import BananaError, TransientError
-from bananabatch.log import get_logger
+from bananabatch.faults import crash_point
+from bananabatch.log import get_logger, labels
 from bananabatch.pipeline.cache import LANE_URGENT
 from bananabatch.pipeline.outcomes import image_location, outcome_fields, write_image
 from bananabatch.pipeline.runtime import Runtime
@@ -42,6 +44,13 @@ URGENT_NAME: Final = "urgent.jsonl"
 RATE_PER_SECOND: Final = 2.0
 BURST: Final = 5
 ATTEMPTS: Final = 3
+# A claimed urgent item untouched this long lost its process: one call with its retries
+# takes seconds, and a function invocation is stopped after 9 minutes.
+ORPHANED_AFTER: Final = timedelta(minutes=15)
+ORPHANED_REASON: Final = (
+    "urgent request outcome unknown: the worker stopped during the call, and calling again "
+    "could pay twice; resubmit it with `bananabatch retry` if no image arrived"
+)
 
 
 def urgent_object_name(job_id: str) -> str:
@@ -114,8 +123,11 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
                 continue
             staged = json.loads(raw)
             key, model, request = str(staged["key"]), str(staged["model"]), staged["request"]
-            if not _claim(rt, job_id, key):
+            if not claim(rt, job_id, key):
                 continue
+            # A crash here leaves the item SUBMITTED with no call made; nobody can tell
+            # that from a call made and lost, so recover() fails it after a while.
+            crash_point("urgent.after_claim")
             report.attempted += 1
             item = rt.repo.get_item(job_id, key)
             if item is None:
@@ -130,18 +142,90 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
     return report
 
 
-def _claim(rt: Runtime, job_id: str, key: str) -> bool:
+def claim(rt: Runtime, job_id: str, key: str) -> bool:
+    """PENDING -> SUBMITTED for this process, stamped, so a claim whose process died can
+    be told from one still at work (see recover)."""
     won = {"claimed": False}
+    stamp = rt.now()
 
     def fn(doc: Doc | None) -> Doc | None:
         won["claimed"] = False
         if doc is None or doc.get("state") != ItemState.PENDING.value:
             return None
         won["claimed"] = True
-        return {**doc, "state": ItemState.SUBMITTED.value}
+        claimed = ItemRecord.model_validate(doc).model_copy(
+            update={"state": ItemState.SUBMITTED, "updated_at": stamp}
+        )
+        return claimed.to_doc()
 
     rt.state.update(rec.item_path(job_id, key), fn)
     return won["claimed"]
+
+
+@dataclass
+class Recovery:
+    orphaned: int = 0
+    resumed: int = 0
+    # Jobs whose urgent items changed: the caller sees whether they can end now.
+    jobs: list[str] = field(default_factory=list)
+
+
+def recover(rt: Runtime) -> Recovery:
+    """The tick's rule for urgent items of RUNNING jobs that a dead process left behind.
+
+    A SUBMITTED item claimed longer than ORPHANED_AFTER ago lost its process in the middle
+    of a call whose outcome nobody knows: calling again could pay twice, so it ends FAILED
+    with a reason that says so (it is in failed.jsonl, ready for `bananabatch retry`).
+    A PENDING item that old was never reached (the process died before it): the lane runs
+    again for its job. A live run of the lane may be at work on the same job; claims are
+    transactional, so the two only share the work, never pay twice."""
+    done = Recovery()
+    now = rt.now()
+    for doc in rt.state.query("jobs", [Where("state", "==", JobState.RUNNING.value)]):
+        job_id = str(doc["job_id"])
+        if not pending_count(rt, job_id):
+            continue
+        stale_pending = orphaned = 0
+        with labels(job_id=job_id):
+            for item_doc in rt.state.query(
+                rec.items_collection(job_id),
+                [
+                    Where("lane", "==", LANE_URGENT),
+                    Where("state", "in", [ItemState.PENDING.value, ItemState.SUBMITTED.value]),
+                ],
+            ):
+                item = ItemRecord.model_validate(item_doc)
+                if item.updated_at is not None and now - item.updated_at < ORPHANED_AFTER:
+                    continue
+                if item.state is ItemState.PENDING:
+                    stale_pending += 1
+                elif _fail_orphan(rt, item):
+                    orphaned += 1
+                    log.error("urgent call outcome unknown; not repeated", extra={"key": item.key})
+            if stale_pending:
+                done.resumed += run_urgent(rt, job_id).attempted
+        done.orphaned += orphaned
+        if stale_pending or orphaned:
+            done.jobs.append(job_id)
+    return done
+
+
+def _fail_orphan(rt: Runtime, item: ItemRecord) -> bool:
+    stamp = rt.now()
+    moved = {"done": False}
+
+    def fn(doc: Doc | None) -> Doc | None:
+        moved["done"] = False
+        if doc is None or doc.get("state") != ItemState.SUBMITTED.value:
+            return None
+        moved["done"] = True
+        failed = ItemRecord.model_validate(doc).model_copy(
+            update={"state": ItemState.FAILED, "reason": ORPHANED_REASON, "updated_at": stamp}
+        )
+        return failed.to_doc()
+
+    rt.state.update(rec.item_path(item.job_id, item.key), fn)
+    return moved["done"]
 
 
 def _call(
