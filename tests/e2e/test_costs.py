@@ -229,6 +229,30 @@ def test_identical_lines_in_one_file_are_generated_once_and_copied(
     assert result.summary["lanes"] == {"batch": 2, "duplicate": 1}
 
 
+def test_a_duplicate_of_a_failed_line_is_in_failed_jsonl_with_the_request_it_repeats(
+    make_pipeline: Factory, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    emulator.state.faults.row_error("a", code=3, message="Invalid request")
+    pipeline = make_pipeline(emulator)
+    path = _file(
+        tmp_path,
+        "dups-failed.jsonl",
+        {"key": "a", "prompt": "a kite"},
+        {"key": "b", "prompt": "a kite"},
+        {"key": "c", "prompt": "a lighthouse"},
+    )
+    result = _run(pipeline, path)
+    assert result.job.state is JobState.PARTIAL
+    b = pipeline.runtime.repo.get_item(result.job.job_id, "b")
+    assert b is not None
+    assert (b.state, b.duplicate_of) == (ItemState.FAILED, "a")
+    failed = _images_dir(pipeline, result.job.job_id).parent / "failed.jsonl"
+    lines = [json.loads(line) for line in failed.read_text().splitlines()]
+    assert [line["key"] for line in lines] == ["a", "b"]
+    assert lines[0]["request"] == lines[1]["request"]
+    assert lines[1]["request"]["contents"][0]["parts"][0]["text"] == "a kite"
+
+
 def test_a_job_that_opts_out_of_the_cache_pays_again(
     make_pipeline: Factory, emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -56,6 +56,9 @@ class ReportTally:
     cache_saved_usd: float = 0.0
     lanes: dict[str, int] = field(default_factory=dict)
     failed_keys: set[str] = field(default_factory=set)
+    # Failed in-file duplicates, by the key whose staged request they repeat: they have
+    # no request file line of their own, yet belong in failed.jsonl like any failure.
+    failed_copies: dict[str, list[str]] = field(default_factory=dict)
     gallery_items: list[ItemRecord] = field(default_factory=list)
     gallery_truncated: bool = False
 
@@ -200,7 +203,7 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
             key=lambda doc: int(doc["line"]),
         ):
             sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
-    _write_failed(rt, job, set(tally.failed_keys))
+    _write_failed(rt, job, set(tally.failed_keys), dict(tally.failed_copies))
     return tally
 
 
@@ -227,7 +230,10 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
     if item.state is ItemState.CACHED:
         tally.cache_saved_usd += item.saved_usd or 0.0
     if item.state is ItemState.FAILED:
-        tally.failed_keys.add(item.key)
+        if lane == cache.LANE_DUPLICATE and item.duplicate_of is not None:
+            tally.failed_copies.setdefault(item.duplicate_of, []).append(item.key)
+        else:
+            tally.failed_keys.add(item.key)
     if len(tally.gallery_items) < GALLERY_LIMIT:
         tally.gallery_items.append(item)
     else:
@@ -277,23 +283,28 @@ def _rejected_results(rt: Runtime, job: JobRecord, tally: ReportTally) -> Iterat
         return
 
 
-def _write_failed(rt: Runtime, job: JobRecord, failed: set[str]) -> None:
-    """Failed items in input form (the native line form), ready to upload again."""
+def _write_failed(
+    rt: Runtime, job: JobRecord, failed: set[str], copies: dict[str, list[str]]
+) -> None:
+    """Failed items in input form (the native line form), ready to upload again; a failed
+    in-file duplicate is written with the request of the key it repeats (`copies`)."""
     results = rt.settings.results_bucket
     prefix = rec.results_prefix(job.job_id)
     with rt.objects.open_write(
         results, prefix + FAILED_NAME, content_type="application/jsonl"
     ) as sink:
-        if not failed:
+        if not failed and not copies:
             return
         for batch in rt.repo.batches(job_id=job.job_id):
             try:
                 with rt.objects.open_read(results, batch.request_object) as stream:
                     for raw in stream:
                         key, request = rt.provider.decode_request(json.loads(raw))
-                        if key in failed:
-                            failed.discard(key)
-                            line = {"key": key, "model": batch.model, "request": request}
+                        keys = [key] if key in failed else []
+                        keys += copies.pop(key, [])
+                        failed.discard(key)
+                        for out in keys:
+                            line = {"key": out, "model": batch.model, "request": request}
                             sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
             except NotFound as exc:
                 raise PermanentError(
@@ -303,11 +314,17 @@ def _write_failed(rt: Runtime, job: JobRecord, failed: set[str]) -> None:
                 ) from exc
         # Urgent requests are staged apart from the batches, already in this line form.
         urgent_name = urgent.urgent_object_name(job.job_id)
-        if failed and rt.objects.stat(results, urgent_name) is not None:
+        if (failed or copies) and rt.objects.stat(results, urgent_name) is not None:
             with rt.objects.open_read(results, urgent_name) as stream:
                 for raw in stream:
-                    if raw.strip() and json.loads(raw)["key"] in failed:
-                        sink.write(raw.rstrip(b"\n") + b"\n")
+                    if not raw.strip():
+                        continue
+                    staged = json.loads(raw)
+                    key = staged["key"]
+                    keys = [key] if key in failed else []
+                    for out in keys + copies.pop(key, []):
+                        line = {**staged, "key": out}
+                        sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
 
 
 def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
