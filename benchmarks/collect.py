@@ -2,14 +2,22 @@
 (a) a raw baseline: stream the same download, base64-decode, write the images, nothing else;
 (b) the naive approach: SDK files.download of the whole file into memory, then split.
 
-Each variant runs in its own process (peak RSS is per process). Targets: collector
-throughput >= 0.8 of the raw baseline, collector peak RSS <= 200 MB.
+Each variant runs in its own process (peak RSS is per process); raw and collector run
+alternately for a few rounds and each is judged by its best (the machine may be shared).
+Every variant also reports the CPU seconds it used, all threads together. Targets:
+collector throughput >= 0.8 of the raw baseline, collector peak RSS <= 200 MB.
+
+The emulator pads each image to size with an ancillary chunk of random bytes after a small
+rendered PNG: the file has a realistic size, but the pixels decode about 5 times faster
+than those of a real image of that size, so the collector's thumbnails cost less here than
+they will in production.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +60,7 @@ def raw_variant(url: str, out_dir: str) -> dict[str, Any]:
     from bananabatch.providers._common import split_lines
 
     out = fresh_dir(Path(out_dir))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     read = 0
     with (
         httpx.Client(timeout=300) as client,
@@ -69,7 +77,12 @@ def raw_variant(url: str, out_dir: str) -> dict[str, Any]:
                 yield chunk
 
         images, _written = _write_rows(split_lines(chunks()), out)
-    return {"seconds": time.perf_counter() - started, "images": images, "bytes_read": read}
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "images": images,
+        "bytes_read": read,
+    }
 
 
 def naive_variant(base_url: str, file_name: str, out_dir: str) -> dict[str, Any]:
@@ -77,11 +90,16 @@ def naive_variant(base_url: str, file_name: str, out_dir: str) -> dict[str, Any]
     from google import genai
 
     out = fresh_dir(Path(out_dir))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     client = genai.Client(api_key=API_KEY, http_options={"base_url": base_url})
     body = client.files.download(file=file_name)
     images, _ = _write_rows(body.splitlines(), out)
-    return {"seconds": time.perf_counter() - started, "images": images, "bytes_read": len(body)}
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "images": images,
+        "bytes_read": len(body),
+    }
 
 
 def collector_variant(root: str, base_url: str, batch_id: str) -> dict[str, Any]:
@@ -90,9 +108,14 @@ def collector_variant(root: str, base_url: str, batch_id: str) -> dict[str, Any]
     from bananabatch.wiring import build_runtime
 
     rt = build_runtime(local_settings(Path(root), base_url))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     report = collect.handle_batch_done(rt, batch_id)
-    return {"seconds": time.perf_counter() - started, "images": report.images, "rows": report.rows}
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "images": report.images,
+        "rows": report.rows,
+    }
 
 
 def prepare(work: Path, emulator: Any, lines: int) -> dict[str, Any]:
@@ -125,7 +148,19 @@ def prepare(work: Path, emulator: Any, lines: int) -> dict[str, Any]:
     }
 
 
-def run(*, lines: int = 500, image_bytes: int = 1_500_000, naive: bool = True) -> dict[str, Any]:
+def _restore(snapshot: Path, root: Path) -> None:
+    """The local stack as prepare() left it: each collector round collects the same batch."""
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(snapshot, root)
+
+
+def run(
+    *, lines: int = 500, image_bytes: int = 1_500_000, naive: bool = True, rounds: int = 3
+) -> dict[str, Any]:
+    """rounds: raw and collector run alternately this many times and each is judged by its
+    best round (as timeit does), so a burst of load from other processes on the machine
+    does not decide the ratio; every round is printed. Peak RSS is the highest of any
+    round."""
     from bananabatch.emulator import EmulatorConfig, EmulatorServer
 
     work = OUT / "collect"
@@ -140,16 +175,28 @@ def run(*, lines: int = 500, image_bytes: int = 1_500_000, naive: bool = True) -
         setup = prepare(work, emulator, lines)
         setup_seconds = time.perf_counter() - started
         size = setup["file_bytes"]
-        # Raw first also warms the page cache for everyone after it.
-        raw = run_variant(
-            "benchmarks.collect:raw_variant", url=setup["url"], out_dir=str(work / "raw")
-        )
-        ours = run_variant(
-            "benchmarks.collect:collector_variant",
-            root=setup["root"],
-            base_url=emulator.base_url,
-            batch_id=setup["batch_id"],
-        )
+        root = Path(setup["root"])
+        snapshot = work / "state-prepared"
+        shutil.copytree(root, snapshot)
+        raws: list[dict[str, Any]] = []
+        ours: list[dict[str, Any]] = []
+        for round_no in range(max(1, rounds)):
+            # Raw first also warms the page cache for everyone after it.
+            raws.append(
+                run_variant(
+                    "benchmarks.collect:raw_variant", url=setup["url"], out_dir=str(work / "raw")
+                )
+            )
+            if round_no:
+                _restore(snapshot, root)
+            ours.append(
+                run_variant(
+                    "benchmarks.collect:collector_variant",
+                    root=str(root),
+                    base_url=emulator.base_url,
+                    batch_id=setup["batch_id"],
+                )
+            )
         naive_result = (
             run_variant(
                 "benchmarks.collect:naive_variant",
@@ -160,15 +207,22 @@ def run(*, lines: int = 500, image_bytes: int = 1_500_000, naive: bool = True) -
             if naive
             else None
         )
-    ratio = raw["seconds"] / ours["seconds"]
+    raw = _best(raws)
+    collector = _best(ours)
+    ratio = raw["seconds"] / collector["seconds"]
     print(f"\n== collector: {lines} rows, {size / 1e6:,.0f} MB result file ==")
     print(f"  set-up (intake, submit, emulator render): {setup_seconds:.1f} s")
-    for name, result in (("raw baseline", raw), ("collector", ours), ("naive", naive_result)):
+    if len(raws) > 1:
+        for name, results in (("raw baseline", raws), ("collector", ours)):
+            rates = ", ".join(f"{size / r['seconds'] / 1e6:.1f}" for r in results)
+            print(f"  {name:13s} rounds: {rates} MB/s")
+    for name, result in (("raw baseline", raw), ("collector", collector), ("naive", naive_result)):
         if result is None:
             continue
         rate = size / result["seconds"] / 1e6
         print(
             f"  {name:13s} {result['seconds']:7.2f} s  {rate:7.1f} MB/s  "
+            f"CPU {result['cpu_seconds']:5.2f} s  "
             f"peak RSS {mb(result['peak_rss_mb'])}  images {result['images']}"
         )
     print(
@@ -176,7 +230,22 @@ def run(*, lines: int = 500, image_bytes: int = 1_500_000, naive: bool = True) -
         f"(target >= {THROUGHPUT_TARGET}: {target(ratio >= THROUGHPUT_TARGET)})"
     )
     print(
-        f"  collector peak RSS {mb(ours['peak_rss_mb'])} "
-        f"(target <= {RSS_TARGET_MB:.0f} MB: {target(ours['peak_rss_mb'] <= RSS_TARGET_MB)})"
+        f"  collector peak RSS {mb(collector['peak_rss_mb'])} "
+        f"(target <= {RSS_TARGET_MB:.0f} MB: "
+        f"{target(collector['peak_rss_mb'] <= RSS_TARGET_MB)})"
     )
-    return {"raw": raw, "collector": ours, "naive": naive_result, "ratio": ratio, "bytes": size}
+    return {
+        "raw": raw,
+        "collector": collector,
+        "naive": naive_result,
+        "ratio": ratio,
+        "bytes": size,
+        "rounds": {"raw": raws, "collector": ours},
+    }
+
+
+def _best(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest round, carrying the highest peak RSS of all rounds."""
+    best = dict(min(results, key=lambda r: r["seconds"]))
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    return best

@@ -9,6 +9,7 @@ crash or a timeout resumes where it stopped and a redelivered message does no ha
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,34 +22,73 @@ from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, Batc
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import finalize, retry, submit
-from bananabatch.pipeline.outcomes import image_location, outcome_fields, write_image
+from bananabatch.pipeline.outcomes import (
+    image_location,
+    outcome_fields,
+    write_cost,
+    write_image,
+)
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch, ResultRow
 
 log = get_logger(__name__)
 
 CHECKPOINT_ROWS = 50
-# Image and thumbnail writes run on a small pool: decoding a PNG for its thumbnail and
-# uploading are mostly outside the GIL, so they overlap with reading the next rows. The
-# bound on writes in flight keeps memory at a few images whatever the file size.
-WRITE_WORKERS = 4
-MAX_WRITES_IN_FLIGHT = 8
+# Image and thumbnail writes run on a small pool: decoding an image for its thumbnail,
+# shrinking it and writing are mostly outside the GIL, so they overlap with reading and
+# parsing the next rows on the main thread. Two workers: on the 2-vCPU benchmark machine,
+# more threads (3, 4, or 8 with at most 2 decoding at once) only took CPU from the stream
+# the whole batch waits on (profiled, see README).
+WRITE_WORKERS = 2
+# What the pool may hold at once: the encoded bytes of every queued or running write plus
+# the pixels each will decode for its thumbnail. Memory stays at about this much plus the
+# line being parsed, whatever the file size; one write is always admitted, so an image
+# bigger than the whole budget still goes through, alone.
+MAX_WRITE_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 
 
 class _Writes:
-    """A bounded queue of object writes. `drain` waits for all of them and re-raises the
-    first failure, so a checkpoint never moves the cursor past a row whose image is not
-    stored."""
+    """A pool of object writes bounded by bytes in flight. `drain` waits for all of them
+    and re-raises the first failure, so a checkpoint never moves the cursor past a row whose
+    image is not stored; `submit` also re-raises a failure it finds, to stop early."""
 
-    def __init__(self, workers: int = WRITE_WORKERS, limit: int = MAX_WRITES_IN_FLIGHT) -> None:
+    def __init__(
+        self, workers: int = WRITE_WORKERS, max_bytes: int = MAX_WRITE_BYTES_IN_FLIGHT
+    ) -> None:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="collect-write")
         self._in_flight: deque[Future[None]] = deque()
-        self._limit = limit
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self.peak_bytes = 0
+        self._released = threading.Condition()
 
-    def submit(self, fn: Callable[[], None]) -> None:
-        while len(self._in_flight) >= self._limit:
-            self._in_flight.popleft().result()
-        self._in_flight.append(self._pool.submit(fn))
+    @property
+    def bytes_in_flight(self) -> int:
+        with self._released:
+            return self._bytes
+
+    def submit(self, fn: Callable[[], None], size: int) -> None:
+        """Run fn on the pool, once `size` more bytes fit in the budget."""
+        with self._released:
+            while self._bytes and self._bytes + size > self._max_bytes:
+                self._released.wait()
+            self._bytes += size
+            self.peak_bytes = max(self.peak_bytes, self._bytes)
+        try:
+            future = self._pool.submit(fn)
+        except BaseException:
+            self._release(size)
+            raise
+        future.add_done_callback(lambda _done: self._release(size))
+        in_flight = self._in_flight
+        in_flight.append(future)
+        while in_flight and in_flight[0].done():
+            in_flight.popleft().result()
+
+    def _release(self, size: int) -> None:
+        with self._released:
+            self._bytes -= size
+            self._released.notify_all()
 
     def drain(self) -> None:
         while self._in_flight:
@@ -256,7 +296,7 @@ def _item_from_outcome(
         mime = outcome.mime_type or "image/png"
         name, located = image_location(rt, item, mime)
         image = outcome.image
-        writes.submit(lambda: write_image(rt, item, name, image, mime))
+        writes.submit(lambda: write_image(rt, item, name, image, mime), write_cost(image))
         update.update(located)
         report.images += 1
     return item.model_copy(update=update)

@@ -12,7 +12,12 @@ from bananabatch.core.results import Outcome
 from bananabatch.errors import BananaError, PriceUnknown
 from bananabatch.log import get_logger
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
+from bananabatch.report.thumbs import (
+    THUMB_CONTENT_TYPE,
+    decode_bytes,
+    make_thumbnail,
+    thumb_object_name,
+)
 
 log = get_logger(__name__)
 
@@ -50,6 +55,12 @@ def image_location(rt: Runtime, item: ItemRecord, mime: str) -> tuple[str, dict[
         "image_uri": rt.objects.uri(rt.settings.results_bucket, name),
         "mime_type": mime,
     }
+
+
+def write_cost(image: bytes) -> int:
+    """The memory write_image holds for an image at its peak: the encoded bytes plus the
+    pixels its thumbnail decodes."""
+    return len(image) + decode_bytes(image)
 
 
 def write_image(

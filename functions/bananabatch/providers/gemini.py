@@ -43,7 +43,8 @@ from bananabatch.errors import (
 )
 from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
-from bananabatch.providers._common import batch_state, parse_time, result_rows, split_lines
+from bananabatch.providers._common import batch_state, parse_time, split_lines
+from bananabatch.providers._lines import result_rows
 
 log = get_logger(__name__)
 
@@ -55,7 +56,6 @@ SDK_TIMEOUT_MS: Final = 120_000
 HTTP_TIMEOUT: Final = httpx.Timeout(60.0, read=300.0)
 LIST_PAGE_SIZE: Final = 100
 _SPOOL_CHUNK: Final = 1024 * 1024
-_STREAM_CHUNK: Final = 1024 * 1024
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -264,7 +264,9 @@ class GeminiProvider:
                         # A batch can report SUCCEEDED before its file is readable (§6.1).
                         raise TransientError(f"{where}: not found yet")
                     raise _http_error(response, where)
-                lines = split_lines(response.iter_bytes(_STREAM_CHUNK))
+                # Chunks as they come off the socket: re-chunking to a fixed size would
+                # copy every byte twice more before split_lines joins a line's pieces once.
+                lines = split_lines(response.iter_bytes())
                 yield from result_rows(lines, start_line=start_line)
         except TRANSPORT_ERRORS as exc:
             raise TransientError(f"{where}: {exc!r}") from exc

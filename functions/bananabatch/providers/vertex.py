@@ -42,7 +42,8 @@ from bananabatch.errors import (
 )
 from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
-from bananabatch.providers._common import batch_state, parse_row, split_lines
+from bananabatch.providers._common import batch_state, split_lines
+from bananabatch.providers._lines import parse_line
 from bananabatch.providers.gemini import (
     CREATE_ERRORS,
     HTTP_TIMEOUT,
@@ -310,7 +311,7 @@ class VertexProvider:
                     if not line:
                         continue
                     if line_no >= start_line:
-                        yield normalise_row(parse_row(line_no, line), keys)
+                        yield normalise_row(parse_line(line_no, line), keys)
                     line_no += 1
 
     # --- synchronous lane ------------------------------------------------------------------
