@@ -151,7 +151,7 @@ def test_result_rows_skips_blank_lines_and_counts_skipped_rows_like_common() -> 
     lines = [json.dumps(_image_row()).encode(), b"", b"  ", b"{oops", b"[1]", b'{"key": "d"}']
 
     for start in range(5):
-        assert list(_lines.result_rows(lines, start_line=start)) == list(
+        assert list(result_rows(lines, start_line=start, parse=_lines.parse_line)) == list(
             result_rows(lines, start_line=start)
         )
 

@@ -802,20 +802,8 @@ class _Stager:
         tally.estimated_standard_usd += price
         tally.urgent += 1
         self._add_item(
-            ItemRecord(
-                job_id=job.job_id,
-                key=line.key,
-                line_no=line.line_no,
-                state=ItemState.PENDING,
-                model=line.model,
-                aspect_ratio=line.aspect_ratio,
-                image_size=line.image_size,
-                prompt_preview=line.prompt_preview,
-                request_hash=digest,
-                attempt=1,
-                estimated_usd=round(price, 6),
-                lane=cache.LANE_URGENT,
-                updated_at=rt.now(),
+            self._pending_item(
+                line, digest, cache.LANE_URGENT, attempt=1, estimated_usd=round(price, 6)
             )
         )
 
@@ -830,20 +818,8 @@ class _Stager:
         tally = self.tally
         tally.estimated_standard_usd += self.prices.line(line, Lane.STANDARD)
         tally.cache_saved_usd += price
-        item = ItemRecord(
-            job_id=job.job_id,
-            key=line.key,
-            line_no=line.line_no,
-            state=ItemState.PENDING,
-            model=line.model,
-            aspect_ratio=line.aspect_ratio,
-            image_size=line.image_size,
-            prompt_preview=line.prompt_preview,
-            request_hash=digest,
-            estimated_usd=0.0,
-            saved_usd=round(price, 6),
-            lane=cache.LANE_DUPLICATE,
-            updated_at=rt.now(),
+        item = self._pending_item(
+            line, digest, cache.LANE_DUPLICATE, estimated_usd=0.0, saved_usd=round(price, 6)
         )
         if entry is not None:
             # Copying costs nothing, so it may happen before the budget decision.
@@ -858,6 +834,25 @@ class _Stager:
                 }
             )
         self._add_item(item)
+
+    def _pending_item(
+        self, line: AcceptedLine, digest: str, lane: str, **fields: Any
+    ) -> ItemRecord:
+        """The item record of a line served outside the batch lane, written at intake."""
+        return ItemRecord(
+            job_id=self.job.job_id,
+            key=line.key,
+            line_no=line.line_no,
+            state=ItemState.PENDING,
+            model=line.model,
+            aspect_ratio=line.aspect_ratio,
+            image_size=line.image_size,
+            prompt_preview=line.prompt_preview,
+            request_hash=digest,
+            lane=lane,
+            updated_at=self.rt.now(),
+            **fields,
+        )
 
     def _add_item(self, item: ItemRecord) -> None:
         self.items.append(item)

@@ -31,6 +31,9 @@ REANNOUNCE_AFTER = timedelta(minutes=3)
 # between the claim and the publish). Far longer than one publish takes, so a live
 # publisher is never doubled; the window is the only way two messages could go out.
 REARM_COMPLETION_AFTER = timedelta(minutes=5)
+# Why the tick cancels a running batch at the provider (also the log message).
+_STUCK = "batch stuck past the watchdog limit"
+_OF_CANCELLED_JOB = "batch of a cancelled job still running"
 
 
 @dataclass
@@ -69,29 +72,26 @@ def handle_tick(rt: Runtime) -> TickReport:
             except TransientError as exc:
                 log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
                 continue
-            if seen.state not in BATCH_PROVIDER_TERMINAL and _cancel_requested(rt, batch, jobs):
+            why: str | None = None
+            if seen.state in BATCH_PROVIDER_TERMINAL:
+                pass
+            elif _cancel_requested(rt, batch, jobs):
                 # The create was still in flight when the user cancelled (cancel_job only
                 # reaches batches that are RUNNING at that moment): stop it now.
-                log.warning("batch of a cancelled job still running; cancelling it")
+                why = _OF_CANCELLED_JOB
+            elif submit.is_overdue(batch, rt.now(), stuck_after=stuck_after):
+                # Cancelling keeps whatever rows are done; collection then hands the rest
+                # to the retry path, so they are resubmitted within the attempt budget.
+                why = _STUCK
+            if why is not None:
+                log.warning("%s; cancelling it", why)
                 try:
                     rt.provider.cancel(batch.provider_name)
                     seen = rt.provider.get(batch.provider_name)
                 except TransientError as exc:
                     log.warning("could not cancel the batch", extra={"error": str(exc)})
                     continue
-            elif seen.state not in BATCH_PROVIDER_TERMINAL and submit.is_overdue(
-                batch, rt.now(), stuck_after=stuck_after
-            ):
-                # Cancelling keeps whatever rows are done; collection then hands the rest
-                # to the retry path, so they are resubmitted within the attempt budget.
-                log.warning("batch stuck past the watchdog limit; cancelling it")
-                try:
-                    rt.provider.cancel(batch.provider_name)
-                    seen = rt.provider.get(batch.provider_name)
-                except TransientError as exc:
-                    log.warning("could not cancel a stuck batch", extra={"error": str(exc)})
-                    continue
-                report.cancelled_stuck += 1
+                report.cancelled_stuck += why is _STUCK
             if seen.state in BATCH_PROVIDER_TERMINAL:
                 finished = {
                     "provider_state": seen.provider_state,

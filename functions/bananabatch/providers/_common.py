@@ -5,7 +5,7 @@ memory, and reading provider timestamps and states. Pure: no I/O.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Final
 
@@ -61,16 +61,22 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def result_rows(lines: Iterable[bytes], *, start_line: int = 0) -> Iterator[ResultRow]:
+def result_rows(
+    lines: Iterable[bytes],
+    *,
+    start_line: int = 0,
+    parse: Callable[[int, bytes], ResultRow] | None = None,
+) -> Iterator[ResultRow]:
     """ResultRows from raw lines, skipping blank ones and the first start_line rows (which
-    are counted but not parsed)."""
+    are counted but not parsed); `parse` defaults to parse_row."""
+    parse_one = parse or parse_row
     line_no = 0
     for raw in lines:
         line = raw.strip()
         if not line:
             continue
         if line_no >= start_line:
-            yield parse_row(line_no, line)
+            yield parse_one(line_no, line)
         line_no += 1
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, Final
 
 from bananabatch.ports import ResultRow
@@ -38,19 +38,6 @@ _KEY_WINDOW: Final = 64
 # Not in the base64 alphabet, so no lifted string can contain a placeholder.
 _PLACEHOLDER: Final = "~bananabatch-lifted-{}~"
 _PLACEHOLDER_HEAD: Final = "~bananabatch-lifted-"
-
-
-def result_rows(lines: Iterable[bytes], *, start_line: int = 0) -> Iterator[ResultRow]:
-    """As `_common.result_rows`: rows from raw lines, blank lines skipped, the first
-    start_line rows counted but not parsed."""
-    line_no = 0
-    for raw in lines:
-        line = raw.strip()
-        if not line:
-            continue
-        if line_no >= start_line:
-            yield parse_line(line_no, line)
-        line_no += 1
 
 
 def parse_line(line_no: int, line: bytes) -> ResultRow:

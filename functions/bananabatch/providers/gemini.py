@@ -43,8 +43,8 @@ from bananabatch.errors import (
 )
 from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
-from bananabatch.providers._common import batch_state, parse_time, split_lines
-from bananabatch.providers._lines import result_rows
+from bananabatch.providers._common import batch_state, parse_time, result_rows, split_lines
+from bananabatch.providers._lines import parse_line
 
 log = get_logger(__name__)
 
@@ -267,7 +267,7 @@ class GeminiProvider:
                 # Chunks as they come off the socket: re-chunking to a fixed size would
                 # copy every byte twice more before split_lines joins a line's pieces once.
                 lines = split_lines(response.iter_bytes())
-                yield from result_rows(lines, start_line=start_line)
+                yield from result_rows(lines, start_line=start_line, parse=parse_line)
         except TRANSPORT_ERRORS as exc:
             raise TransientError(f"{where}: {exc!r}") from exc
 
