@@ -230,6 +230,25 @@ def test_each_row_outcome_ends_terminal_and_only_retryable_failures_are_retried(
     assert summary["counts"]["SUCCEEDED"] == 3
 
 
+def test_blocked_prompts_and_no_image_answers_end_blocked_and_are_never_retried(
+    stack: Stack,
+) -> None:
+    stack.faults.row("k1", "prompt_blocked")  # promptFeedback.blockReason, no candidates
+    stack.faults.row("k2", "no_image")  # a text-only answer, finishReason NO_IMAGE
+    stack.faults.row("k3", "image_safety")
+    job_id = _upload(stack, PROMPTS)
+    summary = assert_invariants(stack, job_id, stack.settle(job_id))
+    items = _items(stack, job_id)
+    for key in ("k1", "k2", "k3"):
+        assert (items[key].state, items[key].attempt) == (ItemState.BLOCKED, 1), key
+        assert items[key].image_uri is None
+    assert "PROHIBITED_CONTENT" in (items["k1"].reason or "")
+    assert "NO_IMAGE" in (items["k2"].finish_reason or items["k2"].reason or "")
+    assert summary["counts"]["BLOCKED"] == 3
+    assert summary["counts"]["SUCCEEDED"] == 2
+    assert stack.repo.require_job(job_id).state is JobState.PARTIAL
+
+
 def test_a_row_that_always_fails_retryably_stops_at_max_attempts(stack: Stack) -> None:
     stack.faults.row_error("k1")
     job_id = _upload(stack, PROMPTS)
