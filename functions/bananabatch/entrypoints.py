@@ -16,7 +16,7 @@ from bananabatch import log
 from bananabatch.config import WebhookMode
 from bananabatch.errors import PermanentError
 from bananabatch.events import parse_pubsub_event, parse_storage_event
-from bananabatch.pipeline import collect, intake, tick, webhook
+from bananabatch.pipeline import collect, intake, thumbnails, tick, webhook
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.webhooks import DEFAULT_JWKS_URL, JwksCache, WebhookRejected, WebhookVerifier
 
@@ -25,6 +25,9 @@ logger = log.get_logger(__name__)
 # A collector invocation stops taking new rows after this many seconds and hands the rest
 # to a fresh invocation, well inside the 540 s function timeout the infra sets.
 COLLECT_BUDGET_SECONDS: Final = 420.0
+# What a batch-done message without a `kind` is: every message published before thumbnails
+# had their own kind, and every "collect this batch" message since.
+BATCH_DONE_KIND: Final = "batch_done"
 
 
 @contextmanager
@@ -61,10 +64,22 @@ def tick_event(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
 
 
 def batch_done(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
+    """The batch-done topic carries two kinds of message: "a batch is done, collect it"
+    (no `kind`, the original shape, still what the tick and webhooks publish) and the
+    collector's "make these thumbnails" (`kind` "thumbnails")."""
     clock = rt.monotonic
     started = clock()
     with _handled(rt, "on_batch_done", attributes.get("id")):
         payload = parse_pubsub_event(data).message.payload()
+        kind = payload.get("kind", BATCH_DONE_KIND)
+        if kind == thumbnails.KIND:
+            thumbnails.handle_thumbnails(rt, thumbnails.parse_request(payload))
+            return
+        if kind != BATCH_DONE_KIND:
+            raise PermanentError(
+                f"batch-done message: expected kind {BATCH_DONE_KIND!r} or "
+                f"{thumbnails.KIND!r}; found {kind!r}"
+            )
         batch_id = payload.get("batch_id")
         if not isinstance(batch_id, str) or not batch_id:
             raise PermanentError(

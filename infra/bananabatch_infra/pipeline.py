@@ -75,6 +75,8 @@ class FunctionSpec:
 # - tick is a single instance so two ticks never race for the same batch capacity.
 # - collect decodes one image at a time from a streamed result file (images are a few MB
 #   each, base64 in JSON); parallelism across batches is where the throughput comes from.
+#   The same function makes thumbnails, on `kind: thumbnails` messages of the same topic
+#   (50 images each, a second or two): no new topic, subscription or filter.
 # - the webhook only verifies a signature and publishes, and must answer within seconds.
 UPLOAD: Final = FunctionSpec(
     "upload",

@@ -154,9 +154,24 @@ def test_every_thumbnail_renders_in_chromium_and_problems_show_their_reasons(
         assert shot.height > 900
 
 
-def test_a_missing_thumbnail_is_reported_as_not_rendered(tmp_path: Path) -> None:
+def test_a_missing_thumbnail_falls_back_to_the_full_image(tmp_path: Path) -> None:
+    index, with_images = _build_results(tmp_path)
+    # Thumbnails are made after the page is written, by other invocations: one may be late.
+    (tmp_path / thumb_object_name(JOB_ID, "sku-1003")).unlink()
+
+    report = inspect_page(index, tmp_path / "fallback.png")
+
+    assert_rendered(report, with_images)
+    assert report.sources["sku-1003"] == "images/sku-1003.png"
+    assert report.sources["sku-1001"] == "thumbs/sku-1001.jpg"
+
+
+def test_an_item_with_neither_thumbnail_nor_image_is_reported_as_not_rendered(
+    tmp_path: Path,
+) -> None:
     index, with_images = _build_results(tmp_path)
     (tmp_path / thumb_object_name(JOB_ID, "sku-1003")).unlink()
+    (tmp_path / f"jobs/{JOB_ID}/images/sku-1003.png").unlink()
 
     with pytest.raises(AssertionError, match="sku-1003"):
         assert_gallery_renders(index, with_images, tmp_path / "broken.png")

@@ -30,6 +30,7 @@ from bananabatch.core.states import ItemState, JobState
 from bananabatch.deployed import job_status, submit_file
 from bananabatch.emulator.vertex import jobs_for
 from bananabatch.errors import NotFound, PermanentError
+from bananabatch.report.thumbs import thumb_object_name
 from tests.support.gcp_plugin import anonymous_storage_client
 from tests.support.stacks import GcpStack, open_stack
 
@@ -89,6 +90,12 @@ def test_the_example_file_goes_from_the_inbox_bucket_to_images_firestore_and_one
         data = objects.read_bytes(results, f"jobs/{job_id}/images/{key}.png")
         with Image.open(io.BytesIO(data)) as image:
             assert image.width / image.height == pytest.approx(_expected_ratio(line), rel=0.03)
+        # Made by a separate on_batch_done invocation the collector asked for; the job has
+        # settled (every batch-done message delivered), so it is there.
+        thumb = objects.read_bytes(results, thumb_object_name(job_id, key))
+        with Image.open(io.BytesIO(thumb)) as image:
+            assert image.format == "JPEG", key
+            assert max(image.size) <= 256, key
 
     rejected = [
         json.loads(x)

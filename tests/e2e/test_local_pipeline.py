@@ -17,6 +17,7 @@ from bananabatch.core.states import ItemState, JobState
 from bananabatch.emulator.server import EmulatorServer
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
 from bananabatch.local.runner import LocalPipeline, RunResult
+from bananabatch.report.thumbs import thumb_object_name
 from bananabatch.wiring import build_runtime
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
@@ -72,6 +73,16 @@ def test_the_example_file_goes_from_upload_to_images_and_one_completion_message(
             ).get("imageConfig", {}).get("aspectRatio", "1:1")
             w, h = (int(x) for x in ratio.split(":"))
             assert image.width / image.height == pytest.approx(w / h, rel=0.03), key
+
+    # Thumbnails are made by separate on_batch_done invocations the collector asks for;
+    # once the job has settled, every succeeded item has one.
+    items = pipeline.runtime.repo.items(result.job.job_id)
+    succeeded = [i.key for i in items if i.state is ItemState.SUCCEEDED]
+    assert len(succeeded) == counts[ItemState.SUCCEEDED]
+    for key in succeeded:
+        with Image.open(results_root / thumb_object_name(result.job.job_id, key)) as thumb:
+            assert thumb.format == "JPEG", key
+            assert max(thumb.size) <= 256, key
 
     rejected = [json.loads(x) for x in (job_dir / "rejected.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rejected] == [15, 16]

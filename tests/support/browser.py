@@ -52,9 +52,14 @@ _FLAGS = (
     "--remote-debugging-port=0",
 )
 
+# [key, rendered, settled, the src attribute it ended with]. A broken image whose onerror
+# handler is still set has not run it yet (the gallery's handler clears itself as it swaps
+# in the full image), so it is not settled: waiting on that, not on time, makes the result
+# of a fallback deterministic.
 _IMAGES_JS = (
     "Array.from(document.querySelectorAll('img[data-key]'))"
-    ".map(i => [i.dataset.key, i.complete && i.naturalWidth > 0, i.complete])"
+    ".map(i => [i.dataset.key, i.complete && i.naturalWidth > 0,"
+    " i.complete && (i.naturalWidth > 0 || i.onerror === null), i.getAttribute('src')])"
 )
 # Lazy images below the fold never load in a viewport nobody scrolls; the test wants them all.
 _EAGER_JS = (
@@ -70,6 +75,7 @@ class BrowserMissing(RuntimeError):
 @dataclass(frozen=True)
 class PageReport:
     images: dict[str, bool]  # data-key -> rendered (complete with a natural width)
+    sources: dict[str, str]  # data-key -> the src it rendered (or failed) from
     text: str  # document.body.innerText
     screenshot: Path
 
@@ -233,10 +239,10 @@ async def _inspect(websocket_url: str, url: str, screenshot: Path) -> PageReport
             state, href = await cdp.evaluate(_EAGER_JS)
             images = await cdp.evaluate(_IMAGES_JS)
             loaded = href == url and state == "complete"
-            if loaded and all(done for _key, _ok, done in images):
+            if loaded and all(done for _key, _ok, done, _src in images):
                 break
             if time.monotonic() > deadline:
-                pending = [key for key, _ok, done in images if not done]
+                pending = [key for key, _ok, done, _src in images if not done]
                 raise AssertionError(
                     f"{url} not loaded within {_LOAD_DEADLINE_S:.0f}s: at {href}, "
                     f"readyState={state}, images still loading: {pending[:20]}"
@@ -246,7 +252,8 @@ async def _inspect(websocket_url: str, url: str, screenshot: Path) -> PageReport
         text = await cdp.evaluate("document.body ? document.body.innerText : ''")
         await _screenshot(cdp, screenshot)
     return PageReport(
-        images={str(key): bool(ok) for key, ok, _done in images},
+        images={str(key): bool(ok) for key, ok, _done, _src in images},
+        sources={str(key): str(src) for key, _ok, _done, src in images},
         text=str(text),
         screenshot=screenshot,
     )

@@ -48,6 +48,7 @@ from bananabatch.emulator.server import EmulatorServer
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
 from bananabatch.errors import NotFound
 from bananabatch.local.runner import COMPLETIONS_SUBSCRIPTION, MAIN_PY, LocalPipeline
+from bananabatch.pipeline import thumbnails
 from bananabatch.pipeline.repo import Repo
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.wiring import build_runtime
@@ -239,7 +240,9 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     def drain(self, limit: int | None = None) -> int:
         """Deliver batch-done messages (continuations included) until none is left, or
-        `limit` were delivered; returns how many were delivered."""
+        `limit` were delivered; returns how many were delivered. The collector's thumbnails
+        requests share the topic: they are delivered too, but not counted, so the count is
+        of batch signals."""
 
     @abc.abstractmethod
     def _pull_completions(self) -> list[Completion]: ...
@@ -425,7 +428,8 @@ class GcpStack(Stack):
                     message_id=message.message_id,
                 )
                 self.deliver("on_batch_done", attributes, data)
-                delivered += 1
+                if message.attributes.get("kind") != thumbnails.KIND:
+                    delivered += 1
         return delivered
 
     def _pull_completions(self) -> list[Completion]:

@@ -46,10 +46,39 @@ def test_padded_png_reaches_the_target_size_and_still_decodes_to_the_same_pixels
         assert zlib.crc32(body) == crc
         pos += 12 + length
     assert pos == len(padded)
+
+
+def test_a_padded_render_is_mostly_noisy_pixels_so_it_decodes_like_a_real_image() -> None:
     render = padded_renderer(200_000)
-    assert len(render("a", "1:1", "512")) == 200_000
-    # One image per size, reused: every prompt gets the same bytes.
-    assert render("a", "1:1", "512") == render("b", "1:1", "512")
+    image = render("a", "1:1", "512")
+    assert len(image) == 200_000
+    # The pixel data (IDAT) carries nearly all of the size; padding only tops it up.
+    idat = _chunk_bytes(image, b"IDAT")
+    assert idat > 0.95 * len(image)
+    with (
+        Image.open(io.BytesIO(image)) as decoded,
+        Image.open(io.BytesIO(render_png("padded", "1:1", "512"))) as plain,
+    ):
+        assert decoded.size == plain.size == (512, 512)
+        assert decoded.tobytes() != plain.tobytes()
+    # Deterministic per request; not one image for every prompt.
+    assert render("a", "1:1", "512") == padded_renderer(200_000)("a", "1:1", "512")
+    assert len({render(f"prompt {n}", "1:1", "512") for n in range(40)}) > 1
+
+
+def test_a_target_smaller_than_the_bare_render_gets_the_bare_render() -> None:
+    png = render_png("padded", "1:1", "512")
+    assert padded_renderer(len(png) // 2)("a", "1:1", "512") == png
+
+
+def _chunk_bytes(png: bytes, kind: bytes) -> int:
+    pos, total = 8, 0
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        if png[pos + 4 : pos + 8] == kind:
+            total += length
+        pos += 12 + length
+    return total
 
 
 def test_collect_benchmark_runs_all_three_variants_on_the_same_file() -> None:
@@ -59,6 +88,9 @@ def test_collect_benchmark_runs_all_three_variants_on_the_same_file() -> None:
         assert result[variant]["peak_rss_mb"] > 0
     assert result["bytes"] > 3 * 30_000
     assert result["ratio"] > 0
+    # The collector only asks for thumbnails; the workers' run makes every one.
+    assert result["collector"]["thumbnail_messages"] == 1
+    assert result["thumbnails"]["images"] == 3
 
 
 def test_intake_benchmark_accepts_every_line() -> None:

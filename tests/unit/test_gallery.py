@@ -109,8 +109,10 @@ def test_gallery_is_one_self_contained_document() -> None:
     assert "<style>" in html
     assert _tags(html, "script") == []
     assert _tags(html, "link") == []
+    # No policy that would forbid the thumbnails' inline fallback handler.
+    assert "content-security-policy" not in html.lower()
     # Nothing outside the results folder: no scheme, no protocol-relative, no absolute path.
-    for tag, attribute in (("img", "src"), ("a", "href")):
+    for tag, attribute in (("img", "src"), ("img", "data-full"), ("a", "href")):
         for attrs in _tags(html, tag):
             target = attrs[attribute] or ""
             assert not re.match(r"^([a-z][a-z0-9+.-]*:|/)", target), target
@@ -127,6 +129,19 @@ def test_succeeded_and_cached_items_show_thumbnails_linked_to_full_images() -> N
     assert images["sku-1"]["src"] == "thumbs/sku-1.jpg"
     links = [attrs["href"] for attrs in _tags(html, "a")]
     assert links == ["images/sku-1.png", "images/sku-2.png", "images/sku-5.png"]
+
+
+def test_a_thumbnail_that_fails_to_load_falls_back_once_to_its_full_image() -> None:
+    html = render_gallery(_job(), [*_items(), _item("sku 5&<", 5, ItemState.CACHED)])
+
+    links = [attrs["href"] for attrs in _tags(html, "a")]
+    images = _tags(html, "img")
+    # The fallback is the image the card links to, through an attribute (escaped like any
+    # other) rather than a path spliced into script.
+    assert [attrs["data-full"] for attrs in images] == links
+    assert {attrs["onerror"] for attrs in images} == {
+        "this.onerror=null;this.src=this.dataset.full"
+    }
 
 
 def test_cards_follow_input_line_order() -> None:

@@ -2,7 +2,9 @@
 
 Cheap on purpose (a demo renders a dozen images, benchmarks thousands): the gradient is a
 256-step ramp resized, PNG is written at compression level 1. Deterministic for a given
-(prompt, ratio, size), so tests can compare bytes.
+(prompt, ratio, size), so tests can compare bytes. Benchmarks ask for images of a given
+byte size (padded_renderer): those get noise in their pixels, so they are as slow to
+decode as real images of that size.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import zlib
 from collections.abc import Callable
 from functools import lru_cache
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from bananabatch.core.catalog import image_dimensions
 
@@ -95,13 +97,79 @@ def _noise(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
 
+# How many distinct noisy images a padded renderer makes per (ratio, size): each costs a
+# PNG encode of realistic size (about 0.1 s at 1K), too slow to repeat for each of the
+# thousands of rows of a benchmark file, while 16 already defeat any cache between one
+# decode and the next.
+_VARIANTS = 16
+# Noise strength, 0 (the bare gradient) to _MAX_STRENGTH: up to _SPARSE a channel value is
+# raised by 1 with probability strength/256 (up to 1 bit of entropy per byte: even 1-bit
+# noise makes a small image's PNG bigger than many targets), beyond it the noise is
+# uniform over strength - _SPARSE + 2 levels (3 to 255).
+_SPARSE = 128
+_MAX_STRENGTH = _SPARSE + 253
+
+
+def _noise_table(strength: int) -> tuple[bytes, int]:
+    """The byte translation turning uniform random bytes into noise of this strength, and
+    the offset that centres it."""
+    if strength <= _SPARSE:
+        return bytes(1 if v < strength else 0 for v in range(256)), 0
+    levels = strength - _SPARSE + 2
+    # A byte maps to [0, levels) by its high bits: uniform.
+    return bytes((v * levels) >> 8 for v in range(256)), -(levels // 2)
+
+
+def noisy_png(base: bytes, strength: int, seed: int) -> bytes:
+    """base's pixels with seeded noise of `strength` added to every channel, as a PNG at
+    render_png's compression. Noise is what makes a real image's pixel data large and slow
+    to decode (an ancillary chunk of padding is skipped by decoders); the gradient
+    underneath still shows through."""
+    with Image.open(io.BytesIO(base)) as opened:
+        image = opened.convert("RGB")
+    if strength > 0:
+        table, offset = _noise_table(strength)
+        noise = random.Random(seed).randbytes(image.width * image.height * 3).translate(table)
+        image = ImageChops.add(image, Image.frombytes("RGB", image.size, noise), offset=offset)
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def _strength_for(base: bytes, target_bytes: int) -> int:
+    """The strongest noise whose PNG is at most target_bytes (the PNG grows with the
+    strength), found by bisection; 0 when even the bare image is too big."""
+    low, high = 0, _MAX_STRENGTH
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(noisy_png(base, middle, seed=0)) <= target_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def padded_renderer(target_bytes: int) -> Callable[[str, str | None, str | None], bytes]:
-    """A renderer whose images are padded to target_bytes. One image per (ratio, size) is
-    rendered and padded, then reused for every prompt: a 1 GB result file is then written at
-    disk speed instead of being dominated by rendering."""
+    """A renderer of images of target_bytes whose pixel data is most of that size, so they
+    cost what a real image of that size costs to decode: render_png's image with seeded
+    noise mixed in (its strength found once per ratio and size), then padded to the exact
+    size with pad_png. Deterministic per request: the prompt, ratio and size pick one of a
+    few variants per ratio and size, each rendered once, so a 1 GB result file is written
+    at about disk speed instead of being dominated by PNG encoding."""
 
     @lru_cache(maxsize=8)
-    def render(_prompt: str, aspect_ratio: str | None, image_size: str | None) -> bytes:
-        return pad_png(render_png("padded", aspect_ratio, image_size), target_bytes)
+    def strength(aspect_ratio: str | None, image_size: str | None) -> int:
+        return _strength_for(render_png("padded", aspect_ratio, image_size), target_bytes)
+
+    @lru_cache(maxsize=4 * _VARIANTS)
+    def variant(number: int, aspect_ratio: str | None, image_size: str | None) -> bytes:
+        base = render_png("padded", aspect_ratio, image_size)
+        seed = zlib.crc32(f"{number}|{aspect_ratio}|{image_size}".encode())
+        noisy = noisy_png(base, strength(aspect_ratio, image_size), seed)
+        return pad_png(noisy, target_bytes)
+
+    def render(prompt: str, aspect_ratio: str | None, image_size: str | None) -> bytes:
+        number = zlib.crc32(f"{prompt}|{aspect_ratio}|{image_size}".encode()) % _VARIANTS
+        return variant(number, aspect_ratio, image_size)
 
     return render

@@ -26,6 +26,7 @@ from bananabatch.config import Backend, Settings
 from bananabatch.core.records import JobRecord, job_id_for
 from bananabatch.core.states import JOB_TERMINAL, ItemState, JobState
 from bananabatch.errors import BananaError, PermanentError, TransientError
+from bananabatch.pipeline import thumbnails
 from bananabatch.pipeline.runtime import Runtime
 
 MAIN_PY: Final = Path(bananabatch.__file__).resolve().parent.parent / "main.py"
@@ -143,7 +144,9 @@ class LocalPipeline:
 
     def drain(self, limit: int | None = None) -> int:
         """Deliver queued batch-done messages, including those the deliveries publish, until
-        none is left (or `limit` were delivered). Returns how many were delivered."""
+        none is left (or `limit` were delivered). Returns how many were delivered, not
+        counting the collector's thumbnails requests: they go to on_batch_done on the same
+        topic and are delivered here too, but they signal no batch."""
         delivered = 0
         while (limit is None or delivered < limit) and (
             messages := self.bus.pull(
@@ -161,7 +164,8 @@ class LocalPipeline:
                     message_id=message.message_id,
                 )
                 self.deliver("on_batch_done", attributes, data)
-                delivered += 1
+                if message.attributes.get("kind") != thumbnails.KIND:
+                    delivered += 1
         return delivered
 
     def completions(self) -> list[dict[str, Any]]:

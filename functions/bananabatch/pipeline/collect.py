@@ -5,6 +5,9 @@ Rows are streamed one at a time, so memory is bounded by the largest single line
 write is idempotent (an image lands at a name derived from its key; an item document is
 replaced whole), and a cursor on the batch record is checkpointed every few rows, so a
 crash or a timeout resumes where it stopped and a redelivered message does no harm.
+
+Thumbnails are not made here: each checkpoint publishes one message listing the images it
+stored, and pipeline/thumbnails.py makes theirs in separate invocations (see there why).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from bananabatch.core.results import Outcome, OutcomeKind, classify_row
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, BatchState, ItemState
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import finalize, retry, submit
+from bananabatch.pipeline import finalize, retry, submit, thumbnails
 from bananabatch.pipeline.outcomes import (
     image_location,
     outcome_fields,
@@ -34,16 +37,16 @@ from bananabatch.ports import ProviderBatch, ResultRow
 log = get_logger(__name__)
 
 CHECKPOINT_ROWS = 50
-# Image and thumbnail writes run on a small pool: decoding an image for its thumbnail,
-# shrinking it and writing are mostly outside the GIL, so they overlap with reading and
-# parsing the next rows on the main thread. Two workers: on the 2-vCPU benchmark machine,
-# more threads (3, 4, or 8 with at most 2 decoding at once) only took CPU from the stream
-# the whole batch waits on (profiled, see README).
+# Image writes run on a small pool: a write (a file, or an upload to Cloud Storage) mostly
+# waits outside the GIL, so it overlaps with reading and parsing the next rows on the main
+# thread. Two workers keep one write going while the next is handed over; on the 2-vCPU
+# benchmark machine more threads only took CPU from the stream the whole batch waits on
+# (profiled, see README).
 WRITE_WORKERS = 2
-# What the pool may hold at once: the encoded bytes of every queued or running write plus
-# the pixels each will decode for its thumbnail. Memory stays at about this much plus the
-# line being parsed, whatever the file size; one write is always admitted, so an image
-# bigger than the whole budget still goes through, alone.
+# What the pool may hold at once: the encoded bytes of every queued or running write.
+# Memory stays at about this much plus the line being parsed, whatever the file size; one
+# write is always admitted, so an image bigger than the whole budget still goes through,
+# alone.
 MAX_WRITE_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 
 
@@ -206,20 +209,24 @@ def _collect_rows(
     expected = rt.repo.items_of_batch(batch)
     done = {key for key, item in expected.items() if item.state in ITEM_TERMINAL}
     pending: list[ItemRecord] = []
+    # (key, mime type) of each image written since the last checkpoint: the next thumbnails
+    # message lists them.
+    written: list[tuple[str, str]] = []
     report.resumed_from = batch.cursor
     cursor = batch.cursor
     rows = rt.provider.iter_results(seen, start_line=cursor) if seen.output else iter(())
     for row in rows:
         cursor = row.line_no + 1
         report.rows += 1
-        updated = _apply_row(rt, row, expected, done, report, writes)
+        updated = _apply_row(rt, row, expected, done, report, writes, written)
         if updated is not None:
             pending.append(updated)
             expected[updated.key] = updated
             done.add(updated.key)
         if report.rows % CHECKPOINT_ROWS == 0:
-            _checkpoint(rt, batch, pending, cursor, writes)
+            _checkpoint(rt, batch, pending, cursor, writes, written)
             pending.clear()
+            written.clear()
             if should_stop():
                 report.stopped_early = True
                 log.warning(
@@ -247,7 +254,7 @@ def _collect_rows(
         )
     for item in pending:
         report.by_state[item.state.value] = report.by_state.get(item.state.value, 0) + 1
-    _checkpoint(rt, batch, pending, cursor, writes)
+    _checkpoint(rt, batch, pending, cursor, writes, written)
 
 
 def _missing_reason(seen: ProviderBatch) -> str:
@@ -265,6 +272,7 @@ def _apply_row(
     done: set[str],
     report: CollectReport,
     writes: _Writes,
+    written: list[tuple[str, str]],
 ) -> ItemRecord | None:
     if row.row is None:
         log.error("unparseable result line", extra={"line": row.line_no, "error": row.malformed})
@@ -285,11 +293,16 @@ def _apply_row(
         log.warning("second output for a key; keeping the first", extra={"key": key})
         return None
     item = expected[key]
-    return _item_from_outcome(rt, item, outcome, report, writes)
+    return _item_from_outcome(rt, item, outcome, report, writes, written)
 
 
 def _item_from_outcome(
-    rt: Runtime, item: ItemRecord, outcome: Outcome, report: CollectReport, writes: _Writes
+    rt: Runtime,
+    item: ItemRecord,
+    outcome: Outcome,
+    report: CollectReport,
+    writes: _Writes,
+    written: list[tuple[str, str]],
 ) -> ItemRecord:
     update = outcome_fields(rt, item, outcome, Lane.BATCH)
     if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
@@ -298,16 +311,28 @@ def _item_from_outcome(
         image = outcome.image
         writes.submit(lambda: write_image(rt, item, name, image, mime), write_cost(image))
         update.update(located)
+        written.append((item.key, mime))
         report.images += 1
     return item.model_copy(update=update)
 
 
 def _checkpoint(
-    rt: Runtime, batch: BatchRecord, items: list[ItemRecord], cursor: int, writes: _Writes
+    rt: Runtime,
+    batch: BatchRecord,
+    items: list[ItemRecord],
+    cursor: int,
+    writes: _Writes,
+    written: list[tuple[str, str]],
 ) -> None:
-    # Images first, items second, cursor third: after a crash between any two, the rows
-    # are applied again (harmless), never skipped.
+    # Images first, then the thumbnails request, items, cursor: after a crash between any
+    # two, the rows are applied again (harmless), never skipped. The request goes out once
+    # its images are stored (so every listed image exists) and before the items turn
+    # terminal: a replay after a crash re-applies only rows whose items are not terminal,
+    # so publishing after the items could lose a request; publishing before may ask twice,
+    # which rewrites the same thumbnails.
     writes.drain()
+    if written:
+        thumbnails.publish_request(rt, batch.job_id, batch.batch_id, written)
     if items:
         rt.repo.put_items(items)
     rt.repo.patch_batch(

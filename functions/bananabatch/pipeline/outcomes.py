@@ -12,12 +12,7 @@ from bananabatch.core.results import Outcome
 from bananabatch.errors import BananaError, PriceUnknown
 from bananabatch.log import get_logger
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.report.thumbs import (
-    THUMB_CONTENT_TYPE,
-    decode_bytes,
-    make_thumbnail,
-    thumb_object_name,
-)
+from bananabatch.report.thumbs import THUMB_CONTENT_TYPE, make_thumbnail, thumb_object_name
 
 log = get_logger(__name__)
 
@@ -58,31 +53,37 @@ def image_location(rt: Runtime, item: ItemRecord, mime: str) -> tuple[str, dict[
 
 
 def write_cost(image: bytes) -> int:
-    """The memory write_image holds for an image at its peak: the encoded bytes plus the
-    pixels its thumbnail decodes."""
-    return len(image) + decode_bytes(image)
+    """The memory write_image holds for an image: its encoded bytes (it decodes nothing;
+    thumbnails are made elsewhere, see pipeline/thumbnails.py)."""
+    return len(image)
 
 
-def write_image(
-    rt: Runtime,
-    item: ItemRecord,
-    name: str,
-    image: bytes,
-    mime: str,
-    *,
-    tolerate_bad_thumbnail: bool = False,
-) -> None:
-    """Write the image and its thumbnail (idempotent: both names derive from the key)."""
-    results = rt.settings.results_bucket
+def write_image(rt: Runtime, item: ItemRecord, name: str, image: bytes, mime: str) -> None:
+    """Write the image (idempotent: its name derives from the key)."""
     rt.objects.write_bytes(
-        results, name, image, content_type=mime, metadata={"job_id": item.job_id, "key": item.key}
+        rt.settings.results_bucket,
+        name,
+        image,
+        content_type=mime,
+        metadata={"job_id": item.job_id, "key": item.key},
     )
+
+
+def write_thumbnail_if_decodable(rt: Runtime, item: ItemRecord, image: bytes) -> bool:
+    """Make and write the image's thumbnail in place, for the few images of the urgent
+    lane; an undecodable image gets none (the gallery then shows the image itself)."""
     try:
         thumb = make_thumbnail(image)
-    except BananaError:
-        if not tolerate_bad_thumbnail:
-            raise
-        return
+    except BananaError as exc:
+        log.warning(
+            "no thumbnail: the image does not decode",
+            extra={"job_id": item.job_id, "key": item.key, "error": str(exc)},
+        )
+        return False
     rt.objects.write_bytes(
-        results, thumb_object_name(item.job_id, item.key), thumb, content_type=THUMB_CONTENT_TYPE
+        rt.settings.results_bucket,
+        thumb_object_name(item.job_id, item.key),
+        thumb,
+        content_type=THUMB_CONTENT_TYPE,
     )
+    return True

@@ -33,7 +33,12 @@ from bananabatch.errors import BananaError, TransientError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline.cache import LANE_URGENT
-from bananabatch.pipeline.outcomes import image_location, outcome_fields, write_image
+from bananabatch.pipeline.outcomes import (
+    image_location,
+    outcome_fields,
+    write_image,
+    write_thumbnail_if_decodable,
+)
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc, Where
 
@@ -268,6 +273,9 @@ def _generate_one(
     if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
         mime = outcome.mime_type or "image/png"
         name, located = image_location(rt, item, mime)
-        write_image(rt, item, name, outcome.image, mime, tolerate_bad_thumbnail=True)
+        write_image(rt, item, name, outcome.image, mime)
+        # Inline, unlike the batch collector's: the lane is a few items, called one by one
+        # at the synchronous API's pace, so the thumbnail never holds anything up.
+        write_thumbnail_if_decodable(rt, item, outcome.image)
         update.update(located)
     return item.model_copy(update=update)

@@ -1,8 +1,16 @@
 """The per-job contact sheet, `jobs/<job_id>/index.html`. Pure: records in, HTML out.
 
-One self-contained document (inline CSS, no scripts, no external resources) that refers to
+One self-contained document (inline CSS, no external resources) that refers to
 thumbnails and images by paths relative to itself, so the same file works opened from a
 local results folder and served from the results bucket.
+
+The only script is one inline `onerror` attribute per thumbnail: thumbnails are made
+after the images, by separate invocations (pipeline/thumbnails.py), so a page written when
+the job finishes may list thumbnails that are not there yet, or never will be (an image
+that does not decode); the card then loads the full image instead. The page carries no
+Content-Security-Policy and the results bucket serves none, so the handler runs; under a
+policy that forbade inline handlers the card would show a broken thumbnail, no worse than
+without it.
 """
 
 from __future__ import annotations
@@ -45,6 +53,12 @@ _STATE_LABEL: Final[Mapping[ItemState, str]] = {
 _ALWAYS_SHOWN: Final = frozenset(
     {ItemState.SUCCEEDED, ItemState.BLOCKED, ItemState.FAILED, ItemState.REJECTED}
 )
+
+
+# A missing thumbnail shows the full image. Removing the handler first means a full image
+# that fails too stays broken instead of retrying forever. No quotes inside, so it sits in
+# a double-quoted attribute as it is; the image's path comes from data-full, escaped there.
+_FALLBACK: Final = "this.onerror=null;this.src=this.dataset.full"
 
 
 def gallery_object_name(job_id: str) -> str:
@@ -181,7 +195,8 @@ def _card(item: ItemRecord) -> str:
         frame = (
             f'<a class="frame" href="{_e(image_href(item))}" title="open the full image">'
             f'<img src="{_e(thumb_href(item.key))}" alt="{_e(item.prompt_preview or item.key)}"'
-            f' data-key="{key}" loading="lazy" decoding="async"></a>'
+            f' data-key="{key}" data-full="{_e(image_href(item))}" onerror="{_FALLBACK}"'
+            ' loading="lazy" decoding="async"></a>'
         )
     else:
         why = _reason(item)
