@@ -76,7 +76,9 @@ class FunctionSpec:
 # - collect decodes one image at a time from a streamed result file (images are a few MB
 #   each, base64 in JSON); parallelism across batches is where the throughput comes from.
 #   The same function makes thumbnails, on `kind: thumbnails` messages of the same topic
-#   (50 images each, a second or two): no new topic, subscription or filter.
+#   (50 images each, a second or two): no new topic, subscription or filter. They share
+#   its instances, so the cap is twice what collection alone needs: a throttled push is
+#   retried, and every retry counts toward the dead-letter limit.
 # - the webhook only verifies a signature and publishes, and must answer within seconds.
 UPLOAD: Final = FunctionSpec(
     "upload",
@@ -99,8 +101,8 @@ COLLECT: Final = FunctionSpec(
     "on_batch_done",
     "2Gi",
     EVENT_TIMEOUT_SECONDS,
-    10,
-    "Collect a finished batch's images and item states",
+    20,
+    "Collect a finished batch's images and item states; make thumbnails",
 )
 WEBHOOK: Final = FunctionSpec(
     "webhook",
