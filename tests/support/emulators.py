@@ -87,7 +87,30 @@ def _tail(log: Path | None, lines: int = 30) -> str:
     return "\n--- emulator log ---\n" + "\n".join(text)
 
 
-class _Process(abc.ABC):
+class _Service(abc.ABC):
+    """Something a test starts on loopback and must stop: usable as a context manager."""
+
+    @abc.abstractmethod
+    def start(self) -> str:
+        """Start it and return where clients should connect."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _Process(_Service):
     """A child in its own process group, stopped by signalling the whole group."""
 
     name = "emulator"
@@ -134,22 +157,6 @@ class _Process(abc.ABC):
             self._log_file = None
         self.host = None
         shutil.rmtree(self._logdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @abc.abstractmethod
-    def start(self) -> str:
-        """Start the emulator and return the host:port the client libraries should use."""
 
 
 # gcp-storage-emulator's own entry point, plus an exit when stdin closes (see _spawn).
@@ -263,7 +270,7 @@ def _read_line(process: subprocess.Popen[bytes], *, deadline_s: float) -> str:
     return buf.split(b"\n", 1)[0].decode(errors="replace")
 
 
-class PubSubFake:
+class PubSubFake(_Service):
     """The in-process Pub/Sub gRPC fake (see pubsub_fake.py). `start()` returns host:port
     for PUBSUB_EMULATOR_HOST."""
 
@@ -281,18 +288,6 @@ class PubSubFake:
     def stop(self) -> None:
         self.server.stop()
         self.host = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --- proxies that record and inject faults ---------------------------------------------
@@ -323,7 +318,7 @@ class _HttpRule:
     times: int | None  # None: for ever
 
 
-class HttpFaultProxy:
+class HttpFaultProxy(_Service):
     """An HTTP reverse proxy on loopback in front of an emulator URL."""
 
     def __init__(self, upstream: str) -> None:
@@ -445,18 +440,6 @@ class HttpFaultProxy:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 # Firestore methods by streaming shape; the proxy must know it to relay raw bytes.
 _FIRESTORE_UNARY_STREAM: Final = frozenset(
@@ -465,7 +448,7 @@ _FIRESTORE_UNARY_STREAM: Final = frozenset(
 _FIRESTORE_STREAM_STREAM: Final = frozenset({"Listen", "Write"})
 
 
-class GrpcFaultProxy:
+class GrpcFaultProxy(_Service):
     """A gRPC proxy on loopback that relays raw messages to `upstream` (host:port), records
     (method, request bytes), and fails chosen calls with a status code."""
 
@@ -558,15 +541,3 @@ class GrpcFaultProxy:
             self._server.stop(grace=None).wait(timeout=10)
             self._server = None
         self._channel.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -178,29 +178,17 @@ class GeminiProvider:
                 ) from exc
         if not uploaded.name:
             raise TransientError(f"uploading the request file for {where}: no file name returned")
-        try:
-            config: dict[str, Any] = {"display_name": display_name}
-            if self.webhook_url:
-                # user_metadata stays snake_case on the wire (reference: webhooks §2).
-                config["webhook_config"] = {
-                    "uris": [self.webhook_url],
-                    "user_metadata": {"display_name": display_name},
-                }
+        config: dict[str, Any] = {"display_name": display_name}
+        if self.webhook_url:
+            # user_metadata stays snake_case on the wire (reference: webhooks §2).
+            config["webhook_config"] = {
+                "uris": [self.webhook_url],
+                "user_metadata": {"display_name": display_name},
+            }
+        with create_errors(f"creating {where}", "batch"):
             job = self.client.batches.create(model=model, src=uploaded.name, config=config)  # type: ignore[arg-type]
-        except genai_errors.APIError as exc:
-            if _is_quota(exc) or (400 <= exc.code < 500 and exc.code != 408):
-                raise _refusal(exc, f"creating {where}") from exc
-            raise ProviderOutcomeUnknown(
-                f"creating {where}: {exc.code} {exc.status} {exc.message}; the batch may exist, "
-                "reconcile by display name"
-            ) from exc
-        except CREATE_ERRORS as exc:
-            # ValueError includes pydantic failing on a 200 answer: the batch exists then.
-            raise ProviderOutcomeUnknown(
-                f"creating {where}: {exc!r}; the batch may exist, reconcile by display name"
-            ) from exc
-        if not job.name:
-            raise ProviderOutcomeUnknown(f"creating {where}: the answer named no batch")
+            if not job.name:
+                raise ProviderOutcomeUnknown(f"creating {where}: the answer named no batch")
         provider_state = _state_text(job.state)
         log.info("provider batch created", extra={"batch_name": job.name, "model": model})
         return ProviderBatch(
@@ -364,6 +352,27 @@ def _refusal(exc: genai_errors.APIError, what: str) -> Exception:
     if 400 <= exc.code < 500 and exc.code != 408:
         return PermanentError(text)
     return TransientError(text + "; nothing was created")
+
+
+@contextmanager
+def create_errors(what: str, noun: str) -> Iterator[None]:
+    """Translate the errors of a create call for the ledger: a definite refusal (quota,
+    other 4xx) means nothing was created; anything else leaves the `noun`'s existence open,
+    to be reconciled by display name, never by creating again."""
+    try:
+        yield
+    except genai_errors.APIError as exc:
+        if _is_quota(exc) or (400 <= exc.code < 500 and exc.code != 408):
+            raise _refusal(exc, what) from exc
+        raise ProviderOutcomeUnknown(
+            f"{what}: {exc.code} {exc.status} {exc.message}; the {noun} may exist, "
+            "reconcile by display name"
+        ) from exc
+    except CREATE_ERRORS as exc:
+        # ValueError includes pydantic failing on a 200 answer: the batch exists then.
+        raise ProviderOutcomeUnknown(
+            f"{what}: {exc!r}; the {noun} may exist, reconcile by display name"
+        ) from exc
 
 
 @contextmanager

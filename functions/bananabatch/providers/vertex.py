@@ -27,7 +27,6 @@ import google.auth.transport.requests
 import httpx
 from google import genai
 from google.auth.credentials import Credentials
-from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from google.oauth2.credentials import Credentials as TokenCredentials
 
@@ -45,15 +44,13 @@ from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
 from bananabatch.providers._common import batch_state, split_lines
 from bananabatch.providers._lines import parse_line
 from bananabatch.providers.gemini import (
-    CREATE_ERRORS,
     HTTP_TIMEOUT,
     LIST_PAGE_SIZE,
     SDK_TIMEOUT_MS,
     TRANSPORT_ERRORS,
     _http_error,
-    _is_quota,
-    _refusal,
     _state_text,
+    create_errors,
     sdk_errors,
 )
 
@@ -229,21 +226,10 @@ class VertexProvider:
         config = genai_types.CreateBatchJobConfig(
             display_name=display_name, dest=destination_for(request_bucket, request_object)
         )
-        try:
+        with create_errors(f"creating {where}", "job"):
             job = self.client.batches.create(model=model, src=source, config=config)
-        except genai_errors.APIError as exc:
-            if _is_quota(exc) or (400 <= exc.code < 500 and exc.code != 408):
-                raise _refusal(exc, f"creating {where}") from exc
-            raise ProviderOutcomeUnknown(
-                f"creating {where}: {exc.code} {exc.status} {exc.message}; the job may exist, "
-                "reconcile by display name"
-            ) from exc
-        except CREATE_ERRORS as exc:
-            raise ProviderOutcomeUnknown(
-                f"creating {where}: {exc!r}; the job may exist, reconcile by display name"
-            ) from exc
-        if not job.name:
-            raise ProviderOutcomeUnknown(f"creating {where}: the answer named no job")
+            if not job.name:
+                raise ProviderOutcomeUnknown(f"creating {where}: the answer named no job")
         log.info("vertex batch job created", extra={"batch_name": job.name, "model": model})
         made = batch_from_job(job)
         return ProviderBatch(
