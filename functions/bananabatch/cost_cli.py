@@ -21,6 +21,7 @@ from rich.table import Table
 from bananabatch.config import Settings
 from bananabatch.core.estimate import FileEstimate, FileEstimator, observed_rates
 from bananabatch.core.intake import IntakeLimits, LineParser, iter_raw_lines
+from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError
 from bananabatch.pipeline import budget, cache
@@ -132,6 +133,13 @@ def _print_estimate(result: FileEstimate) -> None:
         )
 
 
+def _print_job_state(record: JobRecord, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"job_id": record.job_id, "state": record.state.value}))
+    else:
+        console.print(f"{record.job_id}: {record.state.value}")
+
+
 def approve(
     job: Annotated[str, typer.Argument(help="The HELD job's id.")],
     as_json: Annotated[
@@ -143,11 +151,7 @@ def approve(
     Example: bananabatch approve prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
-        record = budget.approve(_runtime(with_provider=True), job)
-        if as_json:
-            typer.echo(json.dumps({"job_id": record.job_id, "state": record.state.value}))
-            return
-        console.print(f"{record.job_id}: {record.state.value}")
+        _print_job_state(budget.approve(_runtime(with_provider=True), job), as_json)
 
 
 def reject(
@@ -161,8 +165,4 @@ def reject(
     Example: bananabatch reject prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
-        record = budget.reject(_runtime(with_provider=True), job)
-        if as_json:
-            typer.echo(json.dumps({"job_id": record.job_id, "state": record.state.value}))
-            return
-        console.print(f"{record.job_id}: {record.state.value}")
+        _print_job_state(budget.reject(_runtime(with_provider=True), job), as_json)

@@ -356,26 +356,16 @@ def _classify_response(key: str | None, response: Mapping[str, Any]) -> Outcome:
                 finish_reason=finish,
                 usage=usage,
             )
-    if prompt_block is not None:
+    if prompt_block is not None or finish in BLOCK_FINISH_REASONS:
         return _outcome(
             key,
             OutcomeKind.BLOCKED,
             retryable=False,
             text=text,
             finish_reason=finish,
-            block_reason=prompt_block,
+            block_reason=prompt_block if prompt_block is not None else finish,
             usage=usage,
-            prompt_blocked=True,
-        )
-    if finish in BLOCK_FINISH_REASONS:
-        return _outcome(
-            key,
-            OutcomeKind.BLOCKED,
-            retryable=False,
-            text=text,
-            finish_reason=finish,
-            block_reason=finish,
-            usage=usage,
+            prompt_blocked=prompt_block is not None,
         )
     # No finish reason at all (or an unspecified one) says nothing against a retry either.
     retryable = finish is None or finish in RETRY_FINISH_REASONS or finish.endswith("UNSPECIFIED")

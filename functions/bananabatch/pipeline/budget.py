@@ -178,15 +178,20 @@ def start_running(rt: Runtime, job_id: str) -> None:
     submit.submit_queued(rt, job_id=job_id)
 
 
+def _held_job(rt: Runtime, job_id: str, verb: str) -> JobRecord:
+    job = rt.repo.require_job(job_id)
+    if job.state is not JobState.HELD:
+        raise PermanentError(
+            f"only a HELD job can be {verb}; expected HELD, found {job.state.value}",
+            job_id=job_id,
+        )
+    return job
+
+
 def approve(rt: Runtime, job_id: str) -> JobRecord:
     """HELD -> RUNNING: reserve the estimate regardless of the caps and start the job."""
     with labels(job_id=job_id):
-        job = rt.repo.require_job(job_id)
-        if job.state is not JobState.HELD:
-            raise PermanentError(
-                f"only a HELD job can be approved; expected HELD, found {job.state.value}",
-                job_id=job_id,
-            )
+        job = _held_job(rt, job_id, "approved")
         day = budget_day(rt.now())
         reserve(rt, job_id, job.costs.estimated_usd, day=day, cap=None)
         moved = rt.repo.move_job(
@@ -208,12 +213,7 @@ def approve(rt: Runtime, job_id: str) -> JobRecord:
 def reject(rt: Runtime, job_id: str) -> JobRecord:
     """HELD -> CANCELLED: every open item FAILED "rejected by user", one final message."""
     with labels(job_id=job_id):
-        job = rt.repo.require_job(job_id)
-        if job.state is not JobState.HELD:
-            raise PermanentError(
-                f"only a HELD job can be rejected; expected HELD, found {job.state.value}",
-                job_id=job_id,
-            )
+        job = _held_job(rt, job_id, "rejected")
         now = rt.now()
         # Items written at intake (urgent lines, in-file duplicates) first, then each
         # batch's items from its manifest: a held job's batches were never submitted.

@@ -21,6 +21,7 @@ from bananabatch.core.states import (
     ItemState,
     JobState,
     can_advance_batch,
+    can_advance_item,
     can_advance_job,
 )
 from bananabatch.errors import NotFound, PermanentError
@@ -106,6 +107,26 @@ class Repo:
     def get_item(self, job_id: str, key: str) -> ItemRecord | None:
         doc = self.store.get(rec.item_path(job_id, key))
         return ItemRecord.model_validate(doc) if doc else None
+
+    def move_item(
+        self,
+        job_id: str,
+        key: str,
+        target: ItemState,
+        *,
+        expect: Iterable[ItemState],
+        change: Mapping[str, Any] | None = None,
+    ) -> Move[ItemRecord]:
+        """Move one item to target if it is still in one of `expect` (a conditional write:
+        of two workers racing for the same item, exactly one moves it)."""
+        allowed = frozenset(expect)
+
+        def decide(item: ItemRecord) -> ItemRecord | None:
+            if item.state not in allowed or not can_advance_item(item.state, target):
+                return None
+            return item.model_copy(update={**(change or {}), "state": target})
+
+        return self._move(rec.item_path(job_id, key), ItemRecord, decide)
 
     def items(
         self, job_id: str, *, where: Iterable[Where] = (), order_by: str | None = None

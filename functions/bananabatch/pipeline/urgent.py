@@ -29,7 +29,7 @@ from bananabatch.core.pricing import Lane
 from bananabatch.core.records import ItemRecord
 from bananabatch.core.results import OutcomeKind, classify_row
 from bananabatch.core.states import ItemState, JobState
-from bananabatch.errors import BananaError, TransientError
+from bananabatch.errors import BananaError, NotFound, TransientError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline.cache import LANE_URGENT
@@ -40,7 +40,7 @@ from bananabatch.pipeline.outcomes import (
     write_thumbnail_if_decodable,
 )
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.ports import Doc, Where
+from bananabatch.ports import Where
 
 log = get_logger(__name__)
 
@@ -150,21 +150,16 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
 def claim(rt: Runtime, job_id: str, key: str) -> bool:
     """PENDING -> SUBMITTED for this process, stamped, so a claim whose process died can
     be told from one still at work (see recover)."""
-    won = {"claimed": False}
-    stamp = rt.now()
-
-    def fn(doc: Doc | None) -> Doc | None:
-        won["claimed"] = False
-        if doc is None or doc.get("state") != ItemState.PENDING.value:
-            return None
-        won["claimed"] = True
-        claimed = ItemRecord.model_validate(doc).model_copy(
-            update={"state": ItemState.SUBMITTED, "updated_at": stamp}
-        )
-        return claimed.to_doc()
-
-    rt.state.update(rec.item_path(job_id, key), fn)
-    return won["claimed"]
+    try:
+        return rt.repo.move_item(
+            job_id,
+            key,
+            ItemState.SUBMITTED,
+            expect={ItemState.PENDING},
+            change={"updated_at": rt.now()},
+        ).moved
+    except NotFound:
+        return False
 
 
 @dataclass
@@ -216,21 +211,13 @@ def recover(rt: Runtime) -> Recovery:
 
 
 def _fail_orphan(rt: Runtime, item: ItemRecord) -> bool:
-    stamp = rt.now()
-    moved = {"done": False}
-
-    def fn(doc: Doc | None) -> Doc | None:
-        moved["done"] = False
-        if doc is None or doc.get("state") != ItemState.SUBMITTED.value:
-            return None
-        moved["done"] = True
-        failed = ItemRecord.model_validate(doc).model_copy(
-            update={"state": ItemState.FAILED, "reason": ORPHANED_REASON, "updated_at": stamp}
-        )
-        return failed.to_doc()
-
-    rt.state.update(rec.item_path(item.job_id, item.key), fn)
-    return moved["done"]
+    return rt.repo.move_item(
+        item.job_id,
+        item.key,
+        ItemState.FAILED,
+        expect={ItemState.SUBMITTED},
+        change={"reason": ORPHANED_REASON, "updated_at": rt.now()},
+    ).moved
 
 
 def _call(
