@@ -64,6 +64,8 @@ class JobRecord(Record):
     accepted_count: int = 0
     rejected_count: int = 0
     batch_count: int = 0
+    # Lines for the synchronous lane: only jobs with some need urgent-item queries.
+    urgent_count: int = 0
     counts: dict[str, int] = Field(default_factory=dict)
     costs: Costs = Field(default_factory=Costs)
     # Set by the collector that wins the move to a terminal state, cleared once the

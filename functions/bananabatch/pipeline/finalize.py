@@ -73,7 +73,7 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
         if job.state is not JobState.RUNNING:
             return job
         open_batches = rt.repo.count_batches(job_id=job_id, states=_OPEN_BATCH_STATES)
-        if open_batches or urgent.pending_count(rt, job_id):
+        if open_batches or (job.urgent_count and urgent.pending_count(rt, job_id)):
             return job
         # A user's cancel wins over what the items say (pipeline.control.cancel_job).
         forced = JobState.CANCELLED if job.cancel_requested else None

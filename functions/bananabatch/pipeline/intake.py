@@ -168,6 +168,7 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
         "accepted_count": tally.accepted,
         "rejected_count": tally.rejected,
         "batch_count": len(tally.batches),
+        "urgent_count": tally.urgent,
         "counts": counts,
         "costs": costs,
     }

@@ -183,7 +183,8 @@ def recover(rt: Runtime) -> Recovery:
     now = rt.now()
     for doc in rt.state.query("jobs", [Where("state", "==", JobState.RUNNING.value)]):
         job_id = str(doc["job_id"])
-        if not pending_count(rt, job_id):
+        # Most jobs have no urgent line: skip them without a query each, every tick.
+        if not doc.get("urgent_count") or not pending_count(rt, job_id):
             continue
         stale_pending = orphaned = 0
         with labels(job_id=job_id):
