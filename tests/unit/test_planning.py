@@ -168,3 +168,46 @@ def test_the_same_input_order_gives_the_same_plan(
     lim: PlanLimits, reqs: list[tuple[str, int, int]]
 ) -> None:
     assert run(lim, reqs) == run(lim, reqs)
+
+
+# Runs of one model with one expected output size, as intake places them, between single
+# requests of any model.
+runs = st.lists(
+    st.tuples(
+        st.sampled_from(["m1", "m2"]),
+        st.lists(st.integers(min_value=0, max_value=400), max_size=25),
+        st.integers(min_value=0, max_value=3000),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(limits, runs)
+def test_place_run_gives_the_batches_place_gives_request_by_request(
+    lim: PlanLimits, stretches: list[tuple[str, list[int], int]]
+) -> None:
+    one_by_one = BatchPlanner(lim)
+    expected: list[tuple[int, tuple[PlannedBatch, ...]]] = []
+    for model, sizes, out in stretches:
+        for size in sizes:
+            placement = one_by_one.place(model, size, out)
+            expected.append((placement.batch_index, placement.closed))
+
+    by_run = BatchPlanner(lim)
+    got: list[tuple[int, tuple[PlannedBatch, ...]]] = []
+    for model, sizes, out in stretches:
+        start = 0
+        for index, end, closed in by_run.place_run(model, sizes, out):
+            assert end > start, "every stretch holds at least one request"
+            got.append((index, closed))
+            got.extend((index, ()) for _ in range(start + 1, end))
+            start = end
+        assert start == len(sizes)
+    assert got == expected
+    assert by_run.finish() == one_by_one.finish()
+
+
+def test_place_run_refuses_negative_sizes() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        BatchPlanner(PlanLimits(2, 100, 100)).place_run("m", [3, -1], 5)

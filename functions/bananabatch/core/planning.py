@@ -9,7 +9,10 @@ the calls, so a retried intake stages exactly the same batches.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -119,6 +122,65 @@ class BatchPlanner:
         if closed or batch.placement is None:
             return Placement(batch_index=batch.index, closed=closed)
         return batch.placement
+
+    def place_run(
+        self, model: str, sizes: Sequence[int], expected_output_bytes: int
+    ) -> list[tuple[int, int, tuple[PlannedBatch, ...]]]:
+        """place for consecutive requests of one model that expect the same output: the same
+        batches as calling place for each size in turn, found a stretch at a time.
+
+        Returns (batch index, end, closed) per stretch: sizes[previous end:end] went into
+        that batch, and `closed` are the batches place would have reported closed at the
+        stretch's first request. Intake places a file's lines thousands at a time, and a
+        stretch is a whole batch: the work is per batch, not per request.
+        """
+        if expected_output_bytes < 0 or (sizes and min(sizes) < 0):
+            raise ValueError(
+                f"sizes must not be negative; found line sizes down to {min(sizes, default=0)}"
+                f", expected_output_bytes={expected_output_bytes}"
+            )
+        ends = list(accumulate(sizes))  # ends[i]: bytes of sizes[:i + 1]
+        stretches: list[tuple[int, int, tuple[PlannedBatch, ...]]] = []
+        start, count = 0, len(sizes)
+        while start < count:
+            before = ends[start - 1] if start else 0
+            closed: tuple[PlannedBatch, ...] = ()
+            batch = self._open.get(model)
+            room = (
+                0
+                if batch is None
+                else self._room(batch, ends, start, before, expected_output_bytes)
+            )
+            if batch is not None and room == 0:
+                closed = (self._close(model),)
+                batch = None
+            if batch is None:
+                batch = _Open(index=self._next_index, model=model)
+                batch.placement = Placement(batch_index=batch.index, closed=())
+                self._next_index += 1
+                self._open[model] = batch
+                # An empty batch takes its first request whatever its size (see place).
+                room = max(1, self._room(batch, ends, start, before, expected_output_bytes))
+            end = start + room
+            batch.count += room
+            batch.request_bytes += ends[end - 1] - before
+            batch.output_bytes += room * expected_output_bytes
+            stretches.append((batch.index, end, closed))
+            start = end
+        return stretches
+
+    def _room(self, batch: _Open, ends: list[int], start: int, before: int, output: int) -> int:
+        """How many of the requests from `start` on fit in the batch as it is."""
+        limits = self._limits
+        room = min(len(ends) - start, limits.max_requests - batch.count)
+        if output:
+            room = min(room, (limits.max_output_bytes - batch.output_bytes) // output)
+        elif batch.output_bytes > limits.max_output_bytes:
+            return 0  # over already (an oversize first request): place closes it too
+        if room <= 0:
+            return 0
+        budget = limits.max_request_bytes - batch.request_bytes + before
+        return bisect_right(ends, budget, start, start + room) - start
 
     def finish(self) -> tuple[PlannedBatch, ...]:
         """Close every open batch, in index order."""
