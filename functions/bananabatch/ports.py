@@ -35,6 +35,11 @@ class ObjectStore(Protocol):
     """Buckets of objects. Reads and writes stream: an image or a 1 GB result file is never
     held whole in memory by the store."""
 
+    # How many writes pay off running at once: a network store hides its latency behind
+    # concurrent requests; a local folder's writes are system calls, which on threads
+    # would only contend for the GIL (1: write inline).
+    write_concurrency: int
+
     def uri(self, bucket: str, name: str) -> str:
         """A URI a user can paste (gs://bucket/name, or file:///... locally)."""
         ...

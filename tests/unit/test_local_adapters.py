@@ -70,12 +70,47 @@ def test_one_sidecar_per_object_outside_the_bucket_and_none_after_delete(
     objects: FolderObjectStore,
 ) -> None:
     for i in range(3):
-        objects.write_bytes("results", "x.txt", str(i).encode(), content_type="text/plain")
+        objects.write_bytes("results", "x.txt", str(i).encode(), content_type="text/markdown")
     sidecars = _files_under(objects.root / ".meta" / "results")
     assert len(sidecars) == 1
-    assert json.loads(sidecars[0].read_text())["content_type"] == "text/plain"
+    assert json.loads(sidecars[0].read_text())["content_type"] == "text/markdown"
     objects.delete("results", "x.txt")
     assert _files_under(objects.root / ".meta" / "results") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("a.png", "image/png"), ("b/c.jsonl", "application/jsonl"), ("d", "application/octet-stream")],
+)
+def test_an_object_typed_as_its_name_says_and_without_metadata_has_no_sidecar(
+    objects: FolderObjectStore, name: str, content_type: str
+) -> None:
+    objects.write_bytes("results", name, b"x", content_type=content_type)
+    with objects.open_write("results", "copy-" + name, content_type=content_type) as sink:
+        sink.write(b"y")
+    assert _files_under(objects.root / ".meta") == []
+    for written in (name, "copy-" + name):
+        info = objects.stat("results", written)
+        assert info is not None
+        assert (info.content_type, dict(info.metadata)) == (content_type, {})
+
+
+def test_a_sidecar_is_written_for_metadata_or_an_unexpected_type_and_dropped_when_no_longer_needed(
+    objects: FolderObjectStore,
+) -> None:
+    objects.write_bytes("results", "a.png", b"1", content_type="image/png", metadata={"k": "v"})
+    objects.write_bytes("results", "b.png", b"2", content_type="image/webp")
+    assert len(_files_under(objects.root / ".meta" / "results")) == 2
+    a, b = objects.stat("results", "a.png"), objects.stat("results", "b.png")
+    assert a is not None
+    assert b is not None
+    assert (a.content_type, dict(a.metadata)) == ("image/png", {"k": "v"})
+    assert b.content_type == "image/webp"
+    objects.write_bytes("results", "a.png", b"3", content_type="image/png")
+    assert len(_files_under(objects.root / ".meta" / "results")) == 1
+    a = objects.stat("results", "a.png")
+    assert a is not None
+    assert (a.content_type, dict(a.metadata)) == ("image/png", {})
 
 
 def test_no_temp_file_survives_a_write_or_a_failed_write(objects: FolderObjectStore) -> None:

@@ -5,8 +5,12 @@ Content type and metadata live in a sidecar outside the bucket folders,
 `root/.meta/<bucket>/<name>@<generation>.json`. The generation is the data file's mtime in
 nanoseconds, which every write sets to a fresh, strictly increasing value before the file is
 published. Keying the sidecar by generation lets it be written *before* the data appears, so
-a reader never pairs new bytes with old metadata, and a file a user drops into a bucket folder
-by hand (no sidecar) is still an object, with a content type guessed from its extension.
+a reader never pairs new bytes with old metadata (and no reader looks for it before it is
+whole, so it needs no temp file of its own), and a file a user drops into a bucket folder by
+hand (no sidecar) is still an object, with a content type guessed from its extension. A write
+whose content type is that guess and which has no metadata writes no sidecar either: it would
+say nothing the name does not, and most objects (images, JSONL) are such, so a write costs
+one file creation instead of two.
 
 Writes go to a temp file under `root/.tmp/` (same filesystem, so the final rename is atomic)
 and are published with os.replace, or os.link when the object must not exist yet: link fails
@@ -54,6 +58,9 @@ def _next_generation() -> int:
 
 class FolderObjectStore:
     """ObjectStore on a local folder. Buckets are created on first write."""
+
+    # System calls, not network waits: nothing to overlap (see ObjectStore).
+    write_concurrency = 1
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
@@ -113,9 +120,11 @@ class FolderObjectStore:
         try:
             with temp.open("wb") as sink:
                 yield sink
+            # Renamed into place: nothing left to remove.
             self._publish(bucket, name, dest, temp, content_type, meta, if_absent=False)
-        finally:
+        except BaseException:
             temp.unlink(missing_ok=True)
+            raise
 
     def write_bytes(
         self,
@@ -210,14 +219,17 @@ class FolderObjectStore:
         # Filesystems with coarse timestamps round what we set; the sidecar must match
         # what stat will report later.
         generation = st.st_mtime_ns
-        sidecar = self._sidecar(bucket, name, generation)
-        record = {
-            "name": name,
-            "size": st.st_size,
-            "content_type": content_type,
-            "metadata": metadata,
-        }
-        _write_atomically(sidecar, json.dumps(record).encode(), self._tmp)
+        sidecar: Path | None = None
+        if metadata or content_type != guessed_content_type(name):
+            sidecar = self._sidecar(bucket, name, generation)
+            record = {
+                "name": name,
+                "size": st.st_size,
+                "content_type": content_type,
+                "metadata": metadata,
+            }
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            sidecar.write_bytes(json.dumps(record).encode())
         previous = self._generation_of(dest)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -226,12 +238,14 @@ class FolderObjectStore:
             else:
                 os.replace(temp, dest)
         except FileExistsError:
-            sidecar.unlink(missing_ok=True)
+            if sidecar is not None:
+                sidecar.unlink(missing_ok=True)
             if if_absent and dest.is_file():
                 return False
             raise self._conflict(bucket, name, dest) from None
         except (NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-            sidecar.unlink(missing_ok=True)
+            if sidecar is not None:
+                sidecar.unlink(missing_ok=True)
             raise self._conflict(bucket, name, dest) from exc
         if previous is not None and previous != generation:
             self._sidecar(bucket, name, previous).unlink(missing_ok=True)
@@ -254,7 +268,7 @@ class FolderObjectStore:
     def _info(self, bucket: str, name: str, st: os.stat_result) -> ObjectInfo:
         record = self._read_sidecar(bucket, name, st)
         if record is None:
-            content_type = mimetypes.guess_type(name)[0] or _DEFAULT_CONTENT_TYPE
+            content_type = guessed_content_type(name)
             metadata: dict[str, str] = {}
         else:
             content_type = str(record.get("content_type") or _DEFAULT_CONTENT_TYPE)
@@ -341,11 +355,13 @@ def _is_regular(st: os.stat_result) -> bool:
     return S_ISREG(st.st_mode)
 
 
-def _write_atomically(path: Path, data: bytes, tmp_dir: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = tmp_dir / f"{uuid.uuid4().hex}.part"
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+# Types mimetypes does not know (it depends on the machine's mime.types) but this project
+# writes by the thousand.
+_TYPES_BY_SUFFIX = {".jsonl": "application/jsonl"}
+
+
+def guessed_content_type(name: str) -> str:
+    """The content type of an object without a sidecar, from its name."""
+    suffix = name[name.rfind(".") :] if "." in name.rpartition("/")[2] else ""
+    known = _TYPES_BY_SUFFIX.get(suffix.lower())
+    return known or mimetypes.guess_type(name)[0] or _DEFAULT_CONTENT_TYPE
