@@ -105,7 +105,7 @@ def test_request_files_and_manifests_agree_and_match_the_generic_encoding(
 ) -> None:
     # Small buffers and chunks, so that flushing by size and by count both happen.
     monkeypatch.setattr(intake, "WRITE_BYTES", 64 * 1024)
-    monkeypatch.setattr(intake, "CHUNK_BYTES", 256 * 1024)
+    monkeypatch.setattr(intake, "CHUNK_LINES", 50)
     rt = _runtime(tmp_path, provider)
     docs = _lines()
     job, tally = _stage(rt, docs)
