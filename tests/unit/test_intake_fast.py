@@ -8,9 +8,11 @@ import io
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bananabatch.core import intake as intake_module
 from bananabatch.core.intake import (
     AcceptedLine,
     FastLine,
@@ -186,3 +188,127 @@ def test_line_chunks_are_the_raw_lines_in_order(data: bytes, chunk: int, limit: 
         piece = piece[:-1] if piece.endswith(b"\r") else piece
         expected.append((n, piece[: limit + 1]))
     assert [(n, line) for n, line in chunked] == expected
+
+
+# --- parse_chunk --------------------------------------------------------------------------
+
+# Values at the edges of the plain-line patterns: keys the patterns admit but key_problem
+# refuses, keys and prompts that need escaping, whitespace-only and overlong prompts.
+_edge_keys = st.sampled_from(
+    [
+        *["a", "k1", "..", "a..b", "__x", "_x", ".", "x.y", "a b", "é", "a/b", "a\\b", 'q"x'],
+        *["k" * 128, "k" * 129, "line-000003", ""],
+    ]
+) | st.text(max_size=8)
+_edge_prompts = st.sampled_from(["ok", "   ", "\t", "é ✓", "a\nb", 'say "hi"', "x" * 501, ""]) | (
+    st.text(max_size=20)
+)
+_separators = st.sampled_from([b": ", b":", b":\t", b" : "])
+_commas = st.sampled_from([b", ", b",", b" ,\t"])
+
+
+@st.composite
+def _string_bytes(draw: st.DrawFn, value: str) -> bytes:
+    """The value as a JSON string, or written raw between quotes (maybe not valid JSON), or
+    as bytes that may not be UTF-8."""
+    way = draw(st.sampled_from(["json", "ascii-json", "raw", "bytes"]))
+    if way == "json":
+        return json.dumps(value, ensure_ascii=False).encode()
+    if way == "ascii-json":
+        return json.dumps(value).encode()
+    if way == "raw":
+        return b'"' + value.encode("utf-8", "surrogatepass") + b'"'
+    return b'"' + draw(st.binary(max_size=6)) + b'"'
+
+
+@st.composite
+def _nearly_plain_lines(draw: st.DrawFn) -> bytes:
+    sep, comma = draw(_separators), draw(_commas)
+    key = b'"key"' + sep + draw(_string_bytes(draw(_edge_keys)))
+    prompt = b'"prompt"' + sep + draw(_string_bytes(draw(_edge_prompts)))
+    fields = draw(st.sampled_from([[key, prompt], [prompt, key], [prompt], [key]]))
+    pad = draw(st.sampled_from([b"", b" ", b"\t"]))
+    return pad + b"{" + pad + comma.join(fields) + pad + b"}" + pad
+
+
+def _chunk_and_lines(lines: list[bytes]) -> tuple[Any, list[Any]]:
+    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
+    by_line = LineParser(default_model=MODEL, limits=LIMITS)
+    return by_chunk.parse_chunk(2, lines), [
+        by_line.parse_fast(n, r) for n, r in enumerate(lines, 2)
+    ]
+
+
+def _agree_chunk(chunk: Any, singles: list[Any]) -> None:
+    rows: list[Any] = []
+    others: list[tuple[int, Any]] = []
+    for single in singles:
+        if isinstance(single, FastLine) and single.metadata is None:
+            rows.append(single)
+        elif single is not None:
+            others.append((len(rows), single))
+    assert len(chunk.line_nos) == len(rows)
+    for row, single in enumerate(rows):
+        got = chunk.fast_line(row)
+        assert got.accepted() == single.accepted()
+        assert chunk.digests[row] == content_hash(single)
+        assert chunk.encoded[row] == encode_json_string(single.prompt)
+    assert [at for at, _ in chunk.others] == [at for at, _ in others]
+    for (_, got_other), (_, single) in zip(chunk.others, others, strict=True):
+        if isinstance(single, FastLine):
+            assert got_other.accepted() == single.accepted()
+        else:
+            assert got_other == single
+
+
+PLAIN_FIRST = b'{"key": "first", "prompt": "primes the plain shape"}'
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_nearly_plain_lines() | raw_lines, max_size=12))
+def test_parse_chunk_gives_what_parse_fast_gives_line_by_line(lines: list[bytes]) -> None:
+    # The first line is plain, so the plain patterns are in use for the rest.
+    _agree_chunk(*_chunk_and_lines([PLAIN_FIRST, *lines]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(simple_lines(), min_size=1, max_size=8), st.booleans())
+def test_parse_chunk_agrees_on_valid_simple_lines(
+    docs: list[dict[str, Any]], ascii_only: bool
+) -> None:
+    lines = [json.dumps(d, ensure_ascii=ascii_only).encode() for d in docs]
+    _agree_chunk(*_chunk_and_lines([PLAIN_FIRST, *lines]))
+
+
+def test_parse_chunk_takes_plain_lines_without_a_json_parse_and_rejects_repeated_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed: list[bytes] = []
+    validate = intake_module._validate_simple_json
+
+    def counting(raw: bytes) -> Any:
+        parsed.append(raw)
+        return validate(raw)
+
+    monkeypatch.setattr(intake_module, "_validate_simple_json", counting)
+    parser = LineParser(default_model=MODEL, limits=LIMITS)
+    lines = [
+        PLAIN_FIRST,
+        b'{"key":"b","prompt":"two"}',
+        b'{"prompt": "three"}',
+        b'{"prompt": "four", "key": "b"}',
+        b'{"key": "c", "prompt": "five", "image_size": "2K"}',
+        b"",
+    ]
+    chunk = parser.parse_chunk(2, lines)
+    assert chunk.keys == ["first", "b", "line-000004", "c"]
+    assert chunk.line_nos == [2, 3, 4, 6]
+    assert chunk.generated == [False, False, True, False]
+    [(at, duplicate)] = chunk.others
+    assert at == 3
+    assert isinstance(duplicate, RejectedLine)
+    assert duplicate.line_no == 5
+    assert 'duplicate key "b"' in duplicate.reason
+    # The first plain line sets the plain shape; after it only the line with an option is
+    # parsed as JSON.
+    assert parsed == [PLAIN_FIRST, lines[4]]

@@ -194,3 +194,60 @@ def test_a_failed_staged_write_stops_intake_and_publishes_no_partial_batch(
     for index in indexes:
         name = rec.request_object_name("job-1", index)
         assert len(rt.objects.read_bytes(results, name).splitlines()) == 40
+
+
+def _repeating_lines() -> list[dict[str, Any]]:
+    """Plain lines whose prompts repeat at every distance, a few with options, one whose
+    request is in the cache, and one urgent line."""
+    docs: list[dict[str, Any]] = []
+    for n in range(1, 121):
+        doc: dict[str, Any] = {"key": f"k{n}", "prompt": f"prompt {n % 37}"}
+        if n % 9 == 0:
+            doc["image_size"] = "2K"
+        docs.append(doc)
+    docs.append({"key": "cached", "prompt": "already made"})
+    docs.append({"key": "cached-again", "prompt": "already made"})
+    docs.append({"key": "now", "prompt": "right now", "priority": "urgent"})
+    return docs
+
+
+def _staged(rt: Runtime, docs: list[dict[str, Any]]) -> tuple[Any, ...]:
+    parsed = LineParser(default_model=MODEL).parse(1, b'{"prompt": "already made"}')
+    assert isinstance(parsed, AcceptedLine)
+    digest = content_hash(parsed)
+    rt.objects.write_bytes("old", "made.png", b"\x89PNG", content_type="image/png")
+    rt.state.set(
+        rec.cache_path(digest),
+        {"bucket": "old", "name": "made.png", "mime_type": "image/png", "job_id": "j0", "key": "x"},
+    )
+    job, tally = _stage(rt, docs)
+    results = rt.settings.results_bucket
+    read = rt.objects.read_bytes
+    files = [
+        (b.index, read(results, b.request_object), read(results, b.manifest_object))
+        for b in rt.repo.batches(job_id=job.job_id)
+    ]
+    items = sorted(
+        (i.key, i.state.value, i.lane, i.request_hash, i.reason) for i in rt.repo.items(job.job_id)
+    )
+    counts = (tally.lines, tally.accepted, tally.rejected, tally.urgent, len(tally.batches))
+    money = (tally.estimated_batch_usd, tally.estimated_standard_usd, tally.cache_saved_usd)
+    return counts, money, files, items
+
+
+@pytest.mark.parametrize("chunk_lines", [1, 2, 3, 7, 50])
+def test_lines_staged_a_chunk_at_a_time_give_what_one_chunk_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_lines: int
+) -> None:
+    # Repeats and cache hits then fall in the same chunk, the next one, or further on;
+    # the chunk still waiting for its lookup (LOOKAHEAD) must not change any answer.
+    docs = _repeating_lines()
+    whole = _staged(_runtime(tmp_path / "whole", KeyedProvider()), docs)
+    monkeypatch.setattr(intake, "CHUNK_LINES", chunk_lines)
+    assert _staged(_runtime(tmp_path / "chunked", KeyedProvider()), docs) == whole
+    _, _, _, items = whole
+    lanes = [lane for _, _, lane, _, _ in items]
+    # Not vacuous: in-file repeats, a cache hit and its repeat, and the urgent line.
+    assert lanes.count("duplicate") > 50
+    assert [state for key, state, *_ in items if key.startswith("cached")] == ["CACHED", "CACHED"]
+    assert "urgent" in lanes
