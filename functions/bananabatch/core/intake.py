@@ -66,16 +66,20 @@ def _plain_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
 
     Each pattern admits only strings that need no JSON unescaping, so the captured bytes
     are the values themselves once decoded: a key of printable ASCII without space, `"`,
-    `/` or `\\`, of at most MAX_KEY_CHARS; a prompt without `"`, `\\` or a control
-    character (JSON forbids raw ones), still to be decoded as UTF-8 and checked. Anything
-    else (escapes, other fields, other spacing than spaces and tabs) fails the match and
-    takes the general path, which accepts or rejects it on its own.
+    `/` or `\\`, of at most MAX_KEY_CHARS, that key_problem accepts; a prompt without `"`,
+    `\\` or a control character (JSON forbids raw ones), still to be decoded as UTF-8 and
+    checked. Anything else (escapes, other fields, other spacing than spaces and tabs)
+    fails the match and takes the general path, which accepts or rejects it on its own.
 
     (key first: groups key, prompt), (prompt first: groups prompt, key or None).
     """
     ws = rb"[ \t]*"
     comma = ws + rb"," + ws
-    key = rb'"key"' + ws + rb":" + ws + rb'"([!#-.0-\[\]-~]{1,%d})"' % MAX_KEY_CHARS
+    # key_problem's rules: not "__"-prefixed, not ".", no ".." anywhere (the lookahead
+    # stops at the closing quote, which the key cannot hold).
+    key = (
+        rb'"key"' + ws + rb":" + ws + rb'"(?!__|\.")(?![^"]*\.\.)([!#-.0-\[\]-~]{1,%d})"'
+    ) % MAX_KEY_CHARS
     prompt = rb'"prompt"' + ws + rb":" + ws + rb'"([^"\\\x00-\x1f]+)"'
     open_, close = ws + rb"\{" + ws, ws + rb"\}" + ws
     return (
@@ -539,21 +543,7 @@ class LineParser:
                         prompt = prompt_bytes.decode()
                     except UnicodeDecodeError:
                         prompt = ""  # parse_fast says why
-                    if (
-                        prompt
-                        and len(prompt) <= max_chars
-                        and not prompt.isspace()
-                        # Printable ASCII without space, `/` or `\` by the pattern; the
-                        # rest of key_problem's rules:
-                        and (
-                            key_bytes is None
-                            or not (
-                                b".." in key_bytes
-                                or key_bytes.startswith(b"__")
-                                or key_bytes == b"."
-                            )
-                        )
-                    ):
+                    if prompt and len(prompt) <= max_chars and not prompt.isspace():
                         key = line_key(line_no) if key_bytes is None else key_bytes.decode()
                         # One probe of the million-entry set (add, then compare sizes).
                         known = len(seen)
