@@ -7,9 +7,15 @@ submission), then submit: max_active_batches=1 so submission sends one batch (cr
 items) and the rest stay queued for the tick, as a real deployment would with capacity
 full. Targets: <= 3x the bare pass, peak RSS <= 256 MB.
 
-Both variants share the machine with whatever else runs on it; the intake also creates a
-few thousand files, so a busy or slow disk shows in its time and not in the bare pass's.
-The intake's process CPU time is printed next to its wall time for that reason.
+The intake's local stand-ins keep their files in RAM when the machine has a tmpfs
+(/dev/shm; $BANANABATCH_BENCH_STATE picks another folder): the intake creates ~2,800 files,
+and on this development VM's ext4 the time to create a file swings tenfold with what was
+deleted before (seconds of kernel time in `perf`: find_inode_bit, recently_deleted), which
+measured the disk, not the intake. In production those files are Cloud Storage objects.
+One more run with the files on disk is printed for reference.
+
+Both variants share the machine with whatever else runs on it, so they alternate for
+ROUNDS rounds and the best of each is compared; every round is printed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from benchmarks.common import OUT, fresh_dir, local_settings, mb, target, write_
 
 TIME_TARGET = 3.0
 RSS_TARGET_MB = 256.0
+# Alternating rounds of the two variants; the best of each is reported (as timeit does:
+# the least disturbed run), and every round is printed.
+ROUNDS = 3
+STATE_ENV = "BANANABATCH_BENCH_STATE"
 
 
 def bare_variant(path: str) -> dict[str, Any]:
@@ -81,45 +91,49 @@ def intake_variant(path: str, root: str, base_url: str) -> dict[str, Any]:
     }
 
 
-def run(*, lines: int = 1_000_000) -> dict[str, Any]:
+def state_dir() -> tuple[Path, str]:
+    """Where the intake's local stand-ins (folder store, SQLite) keep their files, and how
+    to name it: $BANANABATCH_BENCH_STATE if set, else a RAM-backed folder when the machine
+    has one (/dev/shm), else bench-out/ on the disk."""
+    chosen = os.environ.get(STATE_ENV)
+    if chosen:
+        return Path(chosen), f"${STATE_ENV} ({chosen})"
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / "bananabatch-bench", "RAM (/dev/shm)"
+    return OUT / "intake", "disk (bench-out/)"
+
+
+def run(*, lines: int = 1_000_000, rounds: int = ROUNDS) -> dict[str, Any]:
     from bananabatch.emulator import EmulatorConfig, EmulatorServer
 
-    work = OUT / "intake"
-    path = work / f"prompts-{lines}.jsonl"
+    path = OUT / "intake" / f"prompts-{lines}.jsonl"
     if not path.exists():
         write_prompts(path, lines)
-    # A new state folder per run, and the old ones removed only after the measurement:
-    # deleting the previous run's ~10,000 files just before it made ext4 scan past their
-    # freshly freed inodes for every file the intake then created, which cost seconds of
-    # kernel time inside the measured intake (seen as recently_deleted and find_inode_bit
-    # in `perf`) and measured the harness's cleanup rather than the intake.
-    stale = sorted(work.glob("state*"))
-    root = work / f"state-{os.getpid()}-{time.time_ns()}"
-    root.mkdir(parents=True)
+    ram, where = state_dir()
+    disk = OUT / "intake"
     config = EmulatorConfig(workdir=fresh_dir(OUT / "intake-emulator"))
-    try:
-        with EmulatorServer(config) as emulator:
-            bare = run_variant("benchmarks.intake:bare_variant", path=str(path))
-            ours = run_variant(
-                "benchmarks.intake:intake_variant",
-                path=str(path),
-                root=str(root),
-                base_url=emulator.base_url,
-            )
-    finally:
-        for old in [*stale, root]:
-            shutil.rmtree(old, ignore_errors=True)
+    bares: list[dict[str, Any]] = []
+    intakes: list[dict[str, Any]] = []
+    with EmulatorServer(config) as emulator:
+        for _ in range(rounds):
+            bares.append(run_variant("benchmarks.intake:bare_variant", path=str(path)))
+            intakes.append(_intake_in(ram, path, emulator.base_url))
+        on_disk = _intake_in(disk, path, emulator.base_url) if ram != disk else None
+    bare = min(bares, key=lambda r: r["seconds"])
+    ours = min(intakes, key=lambda r: r["seconds"])
     ratio = ours["seconds"] / bare["seconds"]
     size = path.stat().st_size
-    print(f"\n== intake: {lines:,} lines, {size / 1e6:,.0f} MB ==")
+    print(f"\n== intake: {lines:,} lines, {size / 1e6:,.0f} MB; stand-ins' files in {where} ==")
+    for n, (b, i) in enumerate(zip(bares, intakes, strict=True), 1):
+        print(
+            f"  round {n}: bare json.loads {b['seconds']:6.2f} s, intake {i['seconds']:6.2f} s "
+            f"(cpu {i['cpu_seconds']:5.2f} s) = {i['seconds'] / b['seconds']:.2f}x"
+        )
     print(
-        f"  bare json.loads {bare['seconds']:7.2f} s  (cpu {bare['cpu_seconds']:6.2f} s)  "
-        f"peak RSS {mb(bare['peak_rss_mb'])}"
-    )
-    print(
-        f"  intake          {ours['seconds']:7.2f} s  (cpu {ours['cpu_seconds']:6.2f} s)  "
-        f"peak RSS {mb(ours['peak_rss_mb'])}  accepted {ours['accepted']:,} in "
-        f"{ours['batches']} batches, job {ours['state']}"
+        f"  best of {rounds}: bare {bare['seconds']:.2f} s (peak RSS {mb(bare['peak_rss_mb'])}), "
+        f"intake {ours['seconds']:.2f} s (peak RSS {mb(ours['peak_rss_mb'])}); accepted "
+        f"{ours['accepted']:,} in {ours['batches']} batches, job {ours['state']}"
     )
     print(
         f"  intake time / bare json.loads = {ratio:.2f} (target <= {TIME_TARGET}: "
@@ -129,8 +143,25 @@ def run(*, lines: int = 1_000_000) -> dict[str, Any]:
         f"  intake peak RSS {mb(ours['peak_rss_mb'])} (target <= {RSS_TARGET_MB:.0f} MB: "
         f"{target(ours['peak_rss_mb'] <= RSS_TARGET_MB)}); one invocation allows 540 s, 1 GiB"
     )
-    print(
-        f"  intake cpu / bare json.loads cpu = {ours['cpu_seconds'] / bare['cpu_seconds']:.2f}"
-        "  (both threads of the intake process; the disk's own work is not in it)"
-    )
-    return {"bare": bare, "intake": ours, "ratio": ratio}
+    if on_disk is not None:
+        print(
+            f"  for reference, the same intake with its files on disk: {on_disk['seconds']:.2f} s"
+            f" = {on_disk['seconds'] / bare['seconds']:.2f}x the best bare pass (this disk's "
+            "file creation, not the intake's work; in production the files go to Cloud Storage)"
+        )
+    return {"bare": bare, "intake": ours, "ratio": ratio, "on_disk": on_disk}
+
+
+def _intake_in(parent: Path, path: Path, base_url: str) -> dict[str, Any]:
+    # A new state folder per run, removed only after the measurement: deleting the previous
+    # run's thousands of files just before it made ext4 scan past their freshly freed inodes
+    # for every file the intake then created, which cost seconds of kernel time inside the
+    # measured intake (seen as recently_deleted and find_inode_bit in `perf`).
+    root = parent / f"state-{os.getpid()}-{time.time_ns()}"
+    root.mkdir(parents=True)
+    try:
+        return run_variant(
+            "benchmarks.intake:intake_variant", path=str(path), root=str(root), base_url=base_url
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

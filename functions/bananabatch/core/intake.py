@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
-from typing import IO, Any, Final, Literal, NamedTuple, NotRequired
+from typing import IO, Any, Final, Literal, NamedTuple, NotRequired, cast
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -522,15 +522,22 @@ class LineParser:
         a FastLine per line: a million-line file is nearly all plain lines.
         """
         out = ParsedChunk()
-        line_nos, keys, prompts, encoded = out.line_nos, out.keys, out.prompts, out.encoded
-        shapes, generated, digests, others = out.shapes, out.generated, out.digests, out.others
+        # Bound methods and constants in locals: the loop runs once per line of the file.
+        add_line_no, add_key, add_prompt = out.line_nos.append, out.keys.append, out.prompts.append
+        add_encoded, add_shape = out.encoded.append, out.shapes.append
+        add_generated, add_digest = out.generated.append, out.digests.append
+        others = out.others
         seen = self._seen
-        add = seen.add
+        claim = seen.add
         max_chars, max_bytes = self._max_prompt_chars, self._max_line_bytes
         key_first, prompt_first = _KEY_FIRST.fullmatch, _PROMPT_FIRST.fullmatch
+        # The plain shape, and its hash parts: set once a plain line has been parsed, and
+        # only read then (hash_open not None).
+        shape = cast(LineShape, self._plain_shape)
+        hash_open = shape.hash_open.copy if shape is not None else None
+        hash_close = shape.hash_close if shape is not None else b""
         for line_no, raw in enumerate(raws, first):
-            shape = self._plain_shape
-            if shape is not None and line_no != 1 and len(raw) <= max_bytes:
+            if hash_open is not None and len(raw) <= max_bytes and line_no != 1:
                 m = key_first(raw)
                 if m is not None:
                     key_bytes, prompt_bytes = m.group(1, 2)
@@ -543,41 +550,47 @@ class LineParser:
                         prompt = prompt_bytes.decode()
                     except UnicodeDecodeError:
                         prompt = ""  # parse_fast says why
+                    # Not empty by the pattern, unless it was not UTF-8.
                     if prompt and len(prompt) <= max_chars and not prompt.isspace():
                         key = line_key(line_no) if key_bytes is None else key_bytes.decode()
                         # One probe of the million-entry set (add, then compare sizes).
                         known = len(seen)
-                        add(hash(key) >> 4)
+                        claim(hash(key) >> 4)
                         if len(seen) == known:
-                            others.append((len(line_nos), self._duplicate_key(line_no, raw, key)))
+                            others.append(
+                                (len(out.line_nos), self._duplicate_key(line_no, raw, key))
+                            )
                             continue
-                        line_nos.append(line_no)
-                        keys.append(key)
-                        prompts.append(prompt)
-                        # Needs no escaping, by the pattern.
-                        encoded.append(f'"{prompt}"')
-                        shapes.append(shape)
-                        generated.append(key_bytes is None)
-                        hashing = shape.hash_open.copy()
+                        add_line_no(line_no)
+                        add_key(key)
+                        add_prompt(prompt)
+                        add_encoded(f'"{prompt}"')  # needs no escaping, by the pattern
+                        add_shape(shape)
+                        add_generated(key_bytes is None)
+                        hashing = hash_open()
                         hashing.update(prompt_bytes)
-                        hashing.update(shape.hash_close)
-                        digests.append(hashing.hexdigest())
+                        hashing.update(hash_close)
+                        add_digest(hashing.hexdigest())
                         continue
             parsed = self.parse_fast(line_no, raw)
+            if hash_open is None and self._plain_shape is not None:
+                # This line made the plain shape known: the patterns apply from the next.
+                shape = self._plain_shape
+                hash_open, hash_close = shape.hash_open.copy, shape.hash_close
             if parsed is None:
                 continue
             if type(parsed) is FastLine and parsed[4] is None:
-                line_nos.append(line_no)
-                keys.append(parsed[1])
-                prompts.append(parsed[2])
+                add_line_no(line_no)
+                add_key(parsed[1])
+                add_prompt(parsed[2])
                 prompt_json = encode_json_string(parsed[2])
-                encoded.append(prompt_json)
+                add_encoded(prompt_json)
                 fast_shape = parsed[3]
-                shapes.append(fast_shape)
-                generated.append(parsed[5])
-                digests.append(fast_shape.content_hash(prompt_json))
+                add_shape(fast_shape)
+                add_generated(parsed[5])
+                add_digest(fast_shape.content_hash(prompt_json))
             else:
-                others.append((len(line_nos), parsed))
+                others.append((len(out.line_nos), parsed))
         return out
 
     def _duplicate_key(self, line_no: int, raw: bytes, key: str) -> RejectedLine:
