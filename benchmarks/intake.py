@@ -34,7 +34,7 @@ TIME_TARGET = 3.0
 RSS_TARGET_MB = 256.0
 # Alternating rounds of the two variants; the best of each is reported (as timeit does:
 # the least disturbed run), and every round is printed.
-ROUNDS = 3
+ROUNDS = 5
 STATE_ENV = "BANANABATCH_BENCH_STATE"
 
 

@@ -122,7 +122,8 @@ def test_request_files_and_manifests_agree_and_match_the_generic_encoding(
     total = 0.0
     results = rt.settings.results_bucket
     batches = list(rt.repo.batches(job_id=job.job_id))
-    # Records are made on publisher threads, yet ordered as the batches were closed.
+    # Records are made as the batches close (on publisher threads for a network store),
+    # and ordered as they were closed.
     assert [b.index for b in batches] == [planned.index for planned in tally.batches]
     for batch in batches:
         raw_requests = rt.objects.read_bytes(results, batch.request_object).splitlines()
@@ -163,11 +164,13 @@ class _Boom(Exception):
 
 
 class FailingObjects:
-    """The local object store, failing the open of one object."""
+    """The local object store, failing the open of one object; its writes run inline or on
+    threads, as write_concurrency says."""
 
-    def __init__(self, inner: Any, fail_on: str) -> None:
+    def __init__(self, inner: Any, fail_on: str, write_concurrency: int) -> None:
         self._inner = inner
         self._fail_on = fail_on
+        self.write_concurrency = write_concurrency
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -178,12 +181,13 @@ class FailingObjects:
         return self._inner.open_write(bucket, name, **kw)
 
 
+@pytest.mark.parametrize("write_concurrency", [1, 4])
 def test_a_failed_staged_write_stops_intake_and_publishes_no_partial_batch(
-    tmp_path: Path,
+    tmp_path: Path, write_concurrency: int
 ) -> None:
     rt = _runtime(tmp_path, KeyedProvider())
     docs = [{"key": f"k{n}", "prompt": f"p{n}"} for n in range(1, 201)]
-    rt.objects = FailingObjects(rt.objects, "manifests/batch-0003.jsonl")
+    rt.objects = FailingObjects(rt.objects, "manifests/batch-0003.jsonl", write_concurrency)
     with pytest.raises(_Boom):
         _stage(rt, docs)
     results = rt.settings.results_bucket
@@ -245,6 +249,10 @@ def test_lines_staged_a_chunk_at_a_time_give_what_one_chunk_gives(
     whole = _staged(_runtime(tmp_path / "whole", KeyedProvider()), docs)
     monkeypatch.setattr(intake, "CHUNK_LINES", chunk_lines)
     assert _staged(_runtime(tmp_path / "chunked", KeyedProvider()), docs) == whole
+    # Staged on publisher threads, as for a network store: the same files and records.
+    threaded = _runtime(tmp_path / "threaded", KeyedProvider())
+    threaded.objects = FailingObjects(threaded.objects, "never", write_concurrency=4)
+    assert _staged(threaded, docs) == whole
     _, _, _, items = whole
     lanes = [lane for _, _, lane, _, _ in items]
     # Not vacuous: in-file repeats, a cache hit and its repeat, and the urgent line.
