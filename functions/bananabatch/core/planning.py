@@ -112,10 +112,7 @@ class BatchPlanner:
             closed = (self._close(model),)
             batch = None
         if batch is None:
-            batch = _Open(index=self._next_index, model=model)
-            batch.placement = Placement(batch_index=batch.index, closed=())
-            self._next_index += 1
-            self._open[model] = batch
+            batch = self._open_new(model)
         batch.count += 1
         batch.request_bytes += line_bytes
         batch.output_bytes += expected_output_bytes
@@ -155,10 +152,7 @@ class BatchPlanner:
                 closed = (self._close(model),)
                 batch = None
             if batch is None:
-                batch = _Open(index=self._next_index, model=model)
-                batch.placement = Placement(batch_index=batch.index, closed=())
-                self._next_index += 1
-                self._open[model] = batch
+                batch = self._open_new(model)
                 # An empty batch takes its first request whatever its size (see place).
                 room = max(1, self._room(batch, ends, start, before, expected_output_bytes))
             end = start + room
@@ -181,6 +175,13 @@ class BatchPlanner:
             return 0
         budget = limits.max_request_bytes - batch.request_bytes + before
         return bisect_right(ends, budget, start, start + room) - start
+
+    def _open_new(self, model: str) -> _Open:
+        batch = _Open(index=self._next_index, model=model)
+        batch.placement = Placement(batch_index=batch.index, closed=())
+        self._next_index += 1
+        self._open[model] = batch
+        return batch
 
     def finish(self) -> tuple[PlannedBatch, ...]:
         """Close every open batch, in index order."""
