@@ -226,11 +226,16 @@ def _staged(rt: Runtime, docs: list[dict[str, Any]]) -> tuple[Any, ...]:
     )
     job, tally = _stage(rt, docs)
     results = rt.settings.results_bucket
-    read = rt.objects.read_bytes
-    files = [
-        (b.index, read(results, b.request_object), read(results, b.manifest_object))
-        for b in rt.repo.batches(job_id=job.job_id)
-    ]
+    files = []
+    for batch in rt.repo.batches(job_id=job.job_id):
+        assert batch.manifest_object is not None
+        files.append(
+            (
+                batch.index,
+                rt.objects.read_bytes(results, batch.request_object),
+                rt.objects.read_bytes(results, batch.manifest_object),
+            )
+        )
     items = sorted(
         (i.key, i.state.value, i.lane, i.request_hash, i.reason) for i in rt.repo.items(job.job_id)
     )
