@@ -184,9 +184,7 @@ class LineShape:
         "hash_close",
         "hash_head",
         "hash_open",
-        "hash_state",
         "hash_tail",
-        "hash_tail_bytes",
         "image_size",
         "model",
         "priority",
@@ -212,10 +210,8 @@ class LineShape:
             raise AssertionError(f"prompt slot not found exactly once in {canonical!r}")
         self.hash_head = f"{model}\n{head}"
         self.hash_tail = tail
-        # sha256 fed with the head, to copy (intake hashes a million lines of one shape).
-        self.hash_state = _sha256(self.hash_head.encode())
-        self.hash_tail_bytes = tail.encode()
-        # The same, cut inside the prompt's quotes, for a prompt that needs no escaping.
+        # sha256 fed with the head up to the prompt's opening quote, to copy for a prompt
+        # that needs no escaping (intake hashes a million lines of one shape), and the rest.
         self.hash_open = _sha256(f'{self.hash_head}"'.encode())
         self.hash_close = f'"{tail}'.encode()
 

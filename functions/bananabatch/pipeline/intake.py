@@ -400,8 +400,7 @@ class _OpenBatch:
         self.request_lines.append(request)
         self.manifest_lines.append(manifest)
         self.buffered += size
-        if len(self.request_lines) >= WRITE_LINES or self.buffered >= WRITE_BYTES:
-            self.flush(publisher)
+        self.flush_if_full(publisher)
 
     def extend(
         self, requests: list[str], manifests: list[str], size: int, publisher: _Publisher
@@ -410,6 +409,9 @@ class _OpenBatch:
         self.request_lines += requests
         self.manifest_lines += manifests
         self.buffered += size
+        self.flush_if_full(publisher)
+
+    def flush_if_full(self, publisher: _Publisher) -> None:
         if len(self.request_lines) >= WRITE_LINES or self.buffered >= WRITE_BYTES:
             self.flush(publisher)
 
@@ -488,9 +490,10 @@ _Waiting = tuple[FastLine | AcceptedLine, str | None, str, int | None]
 class _Chunk:
     """Lines read and waiting for their cache lookup: the parser's columns (ParsedChunk),
     each row's in-file dedup mark (None: opted out), and the accepted lines outside the
-    columns, each with the number of rows before it."""
+    columns, each with the number of rows before it. `wanted` and `dedup_marks` are the
+    content hashes and marks of every line that takes part in dedup (rows, then others)."""
 
-    __slots__ = ("lines", "marks", "others")
+    __slots__ = ("dedup_marks", "lines", "marks", "others", "wanted")
 
     def __init__(
         self, lines: ParsedChunk, marks: list[int | None], others: list[tuple[int, _Waiting]]
@@ -498,20 +501,16 @@ class _Chunk:
         self.lines = lines
         self.marks = marks
         self.others = others
-
-    def wanted(self) -> list[str]:
-        """The content hashes to look up in the cache (those with a mark)."""
-        digests = self.lines.digests
-        if None in self.marks:
-            digests = [d for d, m in zip(digests, self.marks, strict=True) if m is not None]
-        extra = [w[2] for _, w in self.others if w[3] is not None]
-        return digests + extra if extra else digests
-
-    def all_marks(self) -> list[int]:
-        marks = self.marks
-        found = [m for m in marks if m is not None] if None in marks else marks
-        extra = [w[3] for _, w in self.others if w[3] is not None]
-        return found + extra if extra else found  # type: ignore[return-value]
+        wanted, kept = lines.digests, marks
+        if None in marks:
+            pairs = [(d, m) for d, m in zip(wanted, marks, strict=True) if m is not None]
+            wanted, kept = [d for d, _ in pairs], [m for _, m in pairs]
+        extra = [(w[2], w[3]) for _, w in others if w[3] is not None]
+        if extra:
+            wanted = wanted + [d for d, _ in extra]
+            kept = kept + [m for _, m in extra]
+        self.wanted: list[str] = wanted
+        self.dedup_marks: list[int] = kept  # type: ignore[assignment]
 
 
 class _Stager:
@@ -626,20 +625,16 @@ class _Stager:
                 ]
             others: list[tuple[int, _Waiting]] = []
             for row, line in parsed.others:
-                if type(line) is RejectedLine:
+                if isinstance(line, RejectedLine):
                     rejected += 1
                     rejected_sink.write(_rejected_json(line))
                     continue
-                if type(line) is FastLine:  # one with metadata
-                    encoded: str | None = encode_json_string(line.prompt)
-                    assert encoded is not None
-                    digest = line.shape.content_hash(encoded)
-                    cacheable = line.shape.cache
+                encoded: str | None = None
+                if isinstance(line, FastLine):  # one with metadata
+                    encoded, cacheable = encode_json_string(line.prompt), line.shape.cache
                 else:
-                    assert isinstance(line, AcceptedLine)
-                    encoded = None
-                    digest = content_hash(line)
                     cacheable = line.cache
+                digest = content_hash(line)
                 accepted += 1
                 others.append(
                     (
@@ -650,10 +645,8 @@ class _Stager:
             lines += rows + len(parsed.others)
             accepted += rows
             chunk = _Chunk(parsed, marks, others)
-            wanted = chunk.wanted()
-            behind.append(
-                (chunk, lookups.submit(cache.lookup_many, rt, wanted) if wanted else None)
-            )
+            lookup = lookups.submit(cache.lookup_many, rt, chunk.wanted) if chunk.wanted else None
+            behind.append((chunk, lookup))
             if len(behind) > LOOKAHEAD:
                 self._place_chunk(*behind.popleft())
         while behind:
@@ -670,7 +663,7 @@ class _Stager:
         # The usual chunk: no cache hit, and no line repeating an earlier one of the file
         # or of the chunk. Then its marks join `seen` in one call, and no line needs a
         # probe of that million-entry set of its own.
-        marks = chunk.all_marks()
+        marks = chunk.dedup_marks
         clean = not hits and seen.isdisjoint(marks) and len(set(marks)) == len(marks)
         if clean:
             seen.update(marks)
