@@ -10,6 +10,9 @@ Messages name the job, the line or key, what was expected and what was found.
 
 from __future__ import annotations
 
+from datetime import timedelta
+from enum import StrEnum
+
 
 class BananaError(Exception):
     """Base of every error bananabatch raises on purpose."""
@@ -64,11 +67,56 @@ class NotFound(PermanentError):
     """A job, batch or object that was expected to exist does not."""
 
 
+class QuotaKind(StrEnum):
+    """Which of the provider's 429s it was: each one calls for a different response
+    (shared/reference/field-2026-12.md §1 row 6)."""
+
+    #: "Your prepayment credits are depleted": billing, not retryable; pause every submission.
+    CREDITS_DEPLETED = "credits_depleted"
+    #: The spend-based limit per rolling 10-minute window: pause submission for the window.
+    SPEND_WINDOW = "spend_window"
+    #: Quota or rate limits (RPM, enqueued tokens, active jobs): back off, honour RetryInfo.
+    RATE_LIMIT = "rate_limit"
+    #: A 429 whose text we do not recognise: handled as RATE_LIMIT, alerted after N tries.
+    UNKNOWN = "unknown"
+
+
 class ProviderQuotaExceeded(TransientError):
     """The provider refused to create a batch for quota (HTTP 429 / RESOURCE_EXHAUSTED).
 
     The refusal is definite: nothing was created, so the batch may go back to QUEUED.
+    `kind` says which 429 it was; `retry_after` is the provider's own RetryInfo delay when
+    the error carried one.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: QuotaKind = QuotaKind.UNKNOWN,
+        retry_after: timedelta | None = None,
+        job_id: str | None = None,
+        key: str | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id, key=key, batch_id=batch_id)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class ProviderAuthError(ConfigError):
+    """The provider refused our credentials (401, or 400 "API key not valid"): a fatal
+    configuration error. Never retried; alerted once; nothing works until someone fixes
+    the key."""
+
+
+class ModelUnavailable(PermanentError):
+    """The provider answered "model not found / not supported" for a model: a permanent
+    error for every batch of that model, never a retry loop."""
+
+    def __init__(self, message: str, *, model: str, batch_id: str | None = None) -> None:
+        super().__init__(message, batch_id=batch_id)
+        self.model = model
 
 
 class ProviderOutcomeUnknown(TransientError):
