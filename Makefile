@@ -53,9 +53,10 @@ unit: $(DEV_STAMP)
 test: $(DEV_STAMP) $(NODE_STAMP) chromium lint typecheck
 	$(BIN)/pytest
 
-# The fault matrix alone, one line per scenario and stack (part of `make test` too).
+# The fault matrix alone (every tests/e2e/test_fault_matrix*.py), one line per scenario and
+# stack (part of `make test` too).
 matrix: $(DEV_STAMP) $(NODE_STAMP)
-	$(BIN)/pytest tests/e2e/test_fault_matrix.py tests/e2e/test_intake_hostile_input.py -v -p no:cacheprovider
+	$(BIN)/pytest tests/e2e/test_fault_matrix*.py tests/e2e/test_intake_hostile_input.py -v -p no:cacheprovider
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks
