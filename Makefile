@@ -35,7 +35,7 @@ chromium:
 	  echo "installing Debian's chromium for the gallery browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# The example holds two deliberately bad lines, so its job ends PARTIAL (exit code 3):
+# The example holds three deliberately bad lines, so its job ends PARTIAL (exit code 3):
 # that is the expected demo outcome, not a failure of `make demo`.
 demo: $(RUNTIME_STAMP)
 	$(BIN)/bananabatch local run examples/prompts.jsonl || [ $$? -eq 3 ]

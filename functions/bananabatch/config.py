@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bananabatch.core import catalog
 from bananabatch.errors import ConfigError
 
 # --- environment variable names (shared with infra/) -------------------------------------
@@ -50,6 +52,9 @@ ENV_JOB_BUDGET_USD: Final = "BANANABATCH_JOB_BUDGET_USD"
 ENV_DAILY_BUDGET_USD: Final = "BANANABATCH_DAILY_BUDGET_USD"
 ENV_PRICE_OVERRIDES: Final = "BANANABATCH_PRICE_OVERRIDES"
 ENV_LOG_LEVEL: Final = "BANANABATCH_LOG_LEVEL"
+ENV_PRICE_MAX_AGE_DAYS: Final = "BANANABATCH_PRICE_MAX_AGE_DAYS"
+ENV_VERTEX_STUCK_AFTER_HOURS: Final = "BANANABATCH_VERTEX_STUCK_AFTER_HOURS"
+ENV_FILES_STORE_WARN_BYTES: Final = "BANANABATCH_FILES_STORE_WARN_BYTES"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -74,7 +79,26 @@ class WebhookMode(StrEnum):
     DYNAMIC = "dynamic"
 
 
-DEFAULT_MODEL: Final = "gemini-3.1-flash-image"
+# The one default lives in the catalog, beside the facts that make it a good one.
+DEFAULT_MODEL: Final = catalog.DEFAULT_MODEL
+
+#: Why an `AIza…` key is refused (field-2026-12.md §1 row 1), shared with `bananabatch doctor`.
+AUTH_KEY_SENTENCE: Final = (
+    "Google AI Studio issues only auth keys (they start with 'AQ.' and are bound to a "
+    "service account) since 2026-05-28, and the Gemini API rejects every standard 'AIza' "
+    "key since September 2026: create an auth key in AI Studio and set "
+    f"{ENV_GEMINI_API_KEY} to it."
+)
+
+# Vertex batch limits (field-2026-12.md §1 row 7): 200,000 requests and 1 GB of input per
+# job; a job may queue 72 h and then runs up to about 24 h, after which the service itself
+# ends it keeping completed work. The watchdog waits past both, with an hour's margin.
+VERTEX_MAX_REQUESTS_PER_JOB: Final = 200_000
+VERTEX_MAX_INPUT_BYTES: Final = 1_000_000_000
+VERTEX_QUEUE_HOURS: Final = 72
+VERTEX_RUN_HOURS: Final = 24
+# Files API store per project (reference §7): warn well below it.
+FILES_STORE_LIMIT_BYTES: Final = 20 * 1024**3
 
 
 class Settings(BaseModel):
@@ -115,6 +139,55 @@ class Settings(BaseModel):
     daily_budget_usd: float | None = Field(default=None, ge=0)
     price_overrides: Mapping[str, Mapping[str, float]] = Field(default_factory=dict)
     log_level: str = "INFO"
+    # An estimate made with a price read longer ago than this says so.
+    price_max_age_days: int = Field(default=90, gt=0)
+    # The watchdog on Vertex: its queue limit plus its run limit plus a margin.
+    vertex_stuck_after_hours: float = Field(default=VERTEX_QUEUE_HOURS + VERTEX_RUN_HOURS + 1, gt=0)
+    # Bytes we leave in the project's Files API store (result files cannot be deleted):
+    # past this, a WARNING with "alert": "files_store_high". Half the 20 GB limit.
+    files_store_warn_bytes: int = Field(default=FILES_STORE_LIMIT_BYTES // 2, gt=0)
+
+    @field_validator("gemini_api_key")
+    @classmethod
+    def _refuse_standard_keys(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().startswith("AIza"):
+            raise ValueError(f"a standard API key (AIza…) is refused. {AUTH_KEY_SENTENCE}")
+        return value
+
+    @field_validator("default_model")
+    @classmethod
+    def _default_model_is_served(cls, value: str) -> str:
+        spec = catalog.model_spec(value)
+        if spec is None:
+            known = ", ".join(s.model_id for s in catalog.MODELS)
+            raise ValueError(f"unknown default model {value!r}; expected one of {known}")
+        problem = catalog.lifecycle_problem(value, datetime.now(UTC).date())
+        if problem is not None:
+            raise ValueError(f"the default model cannot be used: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _vertex_limits(self) -> Settings:
+        if self.provider is ProviderKind.VERTEX:
+            if self.max_requests_per_batch > VERTEX_MAX_REQUESTS_PER_JOB:
+                raise ValueError(
+                    f"max_requests_per_batch is {self.max_requests_per_batch}; a Vertex batch "
+                    f"job takes at most {VERTEX_MAX_REQUESTS_PER_JOB} requests"
+                )
+            if self.max_batch_bytes > VERTEX_MAX_INPUT_BYTES:
+                raise ValueError(
+                    f"max_batch_bytes is {self.max_batch_bytes}; a Vertex batch job's input "
+                    f"file may hold at most {VERTEX_MAX_INPUT_BYTES} bytes"
+                )
+        return self
+
+    @property
+    def watchdog_hours(self) -> float:
+        """How long a batch may stay unfinished before the tick cancels it: the provider's
+        own limits decide (Gemini expires at 48 h; Vertex queues 72 h, then runs 24 h)."""
+        if self.provider is ProviderKind.VERTEX:
+            return self.vertex_stuck_after_hours
+        return self.stuck_after_hours
 
     @field_validator("price_overrides", mode="before")
     @classmethod
@@ -182,6 +255,9 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "daily_budget_usd": ENV_DAILY_BUDGET_USD,
     "price_overrides": ENV_PRICE_OVERRIDES,
     "log_level": ENV_LOG_LEVEL,
+    "price_max_age_days": ENV_PRICE_MAX_AGE_DAYS,
+    "vertex_stuck_after_hours": ENV_VERTEX_STUCK_AFTER_HOURS,
+    "files_store_warn_bytes": ENV_FILES_STORE_WARN_BYTES,
 }
 
 

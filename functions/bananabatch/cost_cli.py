@@ -18,9 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bananabatch.config import Settings
+from bananabatch.config import ProviderKind, Settings
 from bananabatch.core.estimate import FileEstimate, FileEstimator, observed_rates
 from bananabatch.core.intake import IntakeLimits, LineParser, iter_raw_lines
+from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError
@@ -51,7 +52,12 @@ def _runtime(*, with_provider: bool) -> Runtime:
 def estimate_file(rt: Runtime, path: Path, *, cache_on: bool = True) -> FileEstimate:
     """Parse FILE as intake would and price it against rt's cache and finished jobs."""
     limits = IntakeLimits()
-    parser = LineParser(default_model=rt.settings.default_model, limits=limits)
+    parser = LineParser(
+        default_model=rt.settings.default_model,
+        limits=limits,
+        today=rt.now().date(),
+        vertex=rt.settings.provider is ProviderKind.VERTEX,
+    )
     estimator = FileEstimator(
         rt.prices,
         is_cached=lambda digest: cache.lookup(rt, digest) is not None,
@@ -63,7 +69,14 @@ def estimate_file(rt: Runtime, path: Path, *, cache_on: bool = True) -> FileEsti
             if parsed is not None:
                 estimator.add(parsed)
     rates = observed_rates(job.counts for job in rt.repo.list_jobs() if job.state in JOB_TERMINAL)
-    return estimator.result(rates)
+    result = estimator.result(rates)
+    result.price_warnings = price_warnings(
+        rt.prices,
+        parser.models_used(),
+        rt.now().date(),
+        rt.settings.price_max_age_days,
+    )
+    return result
 
 
 def estimate(
@@ -123,6 +136,8 @@ def _print_estimate(result: FileEstimate) -> None:
         "",
     )
     console.print(table)
+    for warning in result.price_warnings:
+        console.print(f"[yellow]price warning:[/] {warning}")
     rates = result.rates
     if rates is None:
         console.print("No finished jobs yet: per-image cost assumes every image is accepted.")

@@ -60,7 +60,7 @@ def test_local_run_json_reports_counts_that_add_up_and_exits_3_for_a_partial_job
     result = invoke("local", "run", str(EXAMPLES), "--root", str(local_env), "--json")
     assert result.exit_code == cli.EXIT_PARTIAL, result.output
     summary = as_json(result)
-    assert sum(summary["counts"].values()) == summary["line_count"] == 16
+    assert sum(summary["counts"].values()) == summary["line_count"] == 17
     assert summary["counts"]["SUCCEEDED"] == 14
     assert summary["costs"]["actual_usd"] < summary["costs"]["standard_equivalent_usd"]
 

@@ -57,7 +57,9 @@ def make_pipeline(tmp_path: Path) -> Iterator[Factory]:
             gemini_base_url=server.base_url,
             gemini_api_key="test-key",
             max_requests_per_batch=5,
-            **overrides,
+            # These files price every size tier: the model that offers them all (deprecated,
+            # still served by the emulator).
+            **({"default_model": "gemini-3.1-flash-image"} | overrides),
         )
         local = LocalPipeline(build_runtime(settings))
         made.append(local)

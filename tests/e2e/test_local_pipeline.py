@@ -55,16 +55,21 @@ def test_the_example_file_goes_from_upload_to_images_and_one_completion_message(
     result = _run(pipeline, EXAMPLES)
     lines = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
 
-    assert result.job.state is JobState.PARTIAL  # two lines are deliberately bad
+    assert result.job.state is JobState.PARTIAL  # three lines are deliberately bad
     counts = result.summary["counts"]
     assert sum(counts.values()) == len(lines) == result.summary["line_count"]
-    assert counts[ItemState.REJECTED] == 2
-    assert counts[ItemState.SUCCEEDED] == len(lines) - 2
+    assert counts[ItemState.REJECTED] == 3
+    assert counts[ItemState.SUCCEEDED] == len(lines) - 3
+    # The line on the deprecated model is made, and the summary says what it risks.
+    assert any(
+        w.startswith("gemini-3.1-flash-image is deprecated") and "gemini-nano-banana-2.1" in w
+        for w in result.summary["warnings"]
+    ), result.summary["warnings"]
 
     results_root = pipeline.settings.local_root / "buckets" / pipeline.settings.results_bucket
     job_dir = results_root / "jobs" / result.job.job_id
     for line in lines:
-        if line.get("key") in {"bad-ratio", "bad/key"}:
+        if line.get("key") in {"old-nano-banana", "bad-ratio", "bad/key"}:
             continue
         key = line.get("key") or "line-000014"
         with Image.open(job_dir / "images" / f"{key}.png") as image:
@@ -85,9 +90,11 @@ def test_the_example_file_goes_from_upload_to_images_and_one_completion_message(
             assert max(thumb.size) <= 256, key
 
     rejected = [json.loads(x) for x in (job_dir / "rejected.jsonl").read_text().splitlines()]
-    assert [r["line"] for r in rejected] == [15, 16]
-    assert "aspect_ratio" in rejected[0]["reason"]
-    assert "line 15" in rejected[0]["reason"]
+    assert [r["line"] for r in rejected] == [15, 16, 17]
+    assert "shut down" in rejected[0]["reason"]
+    assert "use gemini-3.1-flash-lite-image" in rejected[0]["reason"]
+    assert "aspect_ratio" in rejected[1]["reason"]
+    assert "line 16" in rejected[1]["reason"]
 
     results = [json.loads(x) for x in (job_dir / "results.jsonl").read_text().splitlines()]
     assert [r["line"] for r in results] == list(range(1, len(lines) + 1))

@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 import tracemalloc
+from datetime import date
 from typing import Any
 
 import pytest
@@ -21,10 +22,13 @@ from bananabatch.core.intake import (
 )
 
 MODEL = "gemini-3-pro-image"
+# A day gemini-2.5-flash-image (the single-size model these rules are shown on) was still
+# served; its shutdown is tested in test_model_lifecycle_intake.py.
+SERVED_DAY = date(2026, 9, 1)
 
 
 def parser(**limits: int) -> LineParser:
-    return LineParser(default_model=MODEL, limits=IntakeLimits(**limits))
+    return LineParser(default_model=MODEL, limits=IntakeLimits(**limits), today=SERVED_DAY)
 
 
 def line(doc: Any) -> bytes:

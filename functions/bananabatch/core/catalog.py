@@ -1,15 +1,32 @@
-"""What each image model accepts and produces. Pure data, from
-../shared/reference/gemini-batch-api.md §8.1 (image-generation docs; pricing footnotes for
-token counts). Intake validates against it, planning sizes batches with it, pricing and
-the emulator read its token counts.
+"""What each image model accepts and produces, and where it stands in its life. Pure,
+dated data: facts that change with the world live here and in price_table.py, nowhere else.
+
+Sources: ../shared/reference/gemini-batch-api.md §8.1 (image-generation docs; pricing
+footnotes for token counts) and ../shared/reference/field-2026-12.md §1 rows 2-5 and §2
+(the December 2026 model table, which wins where the two disagree). Intake validates
+against it (and rejects lines naming a shut-down model), planning sizes batches with it,
+pricing and the emulator read its token counts, `bananabatch doctor` compares it with
+the service's `models.list`.
+
+When the world moves: change a ModelSpec's lifecycle or batch_support, add the source and
+the date you read it, and move CATALOG_AS_OF. The default model is DEFAULT_MODEL below, and
+only there (the stack config and BANANABATCH_DEFAULT_MODEL override it per deployment).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
 from typing import Final
+
+#: The day the lifecycles and batch-support facts below were last checked.
+CATALOG_AS_OF: Final = date(2026, 12, 7)
+
+_FIELD: Final = "shared/reference/field-2026-12.md"
+_REF: Final = "shared/reference/gemini-batch-api.md"
 
 BASE_RATIOS: Final = (
     "1:1",
@@ -43,6 +60,51 @@ INPUT_IMAGE_TOKENS: Final = 560
 TYPICAL_THOUGHT_TOKENS: Final = 178
 
 
+class Status(StrEnum):
+    """Where a model stands on a given day."""
+
+    GA = "ga"
+    #: Still served, but announced to go away: accepted, with a warning in summary.json.
+    DEPRECATED = "deprecated"
+    #: Served only to projects that used it before: accepted, with a warning.
+    RESTRICTED = "restricted"
+    #: No longer served: a line naming it is rejected at intake, naming the replacement.
+    SHUT_DOWN = "shut_down"
+
+
+class BatchSupport(StrEnum):
+    """Whether a Google model page documents Batch API support for the model."""
+
+    YES = "yes"
+    NO = "no"
+    #: Not documented either way: accepted with a warning until a real batch job succeeds.
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The dated events of a model's life, with where each was read."""
+
+    source: str
+    released: date | None = None
+    deprecated: date | None = None
+    restricted: date | None = None
+    shutdown: date | None = None
+    # What to use instead, once the model is deprecated or gone.
+    replacement: str | None = None
+    # Conflicts and uncertainty about these dates, said plainly.
+    note: str = ""
+
+    def status_on(self, day: date) -> Status:
+        if self.shutdown is not None and day >= self.shutdown:
+            return Status.SHUT_DOWN
+        if self.restricted is not None and day >= self.restricted:
+            return Status.RESTRICTED
+        if self.deprecated is not None and day >= self.deprecated:
+            return Status.DEPRECATED
+        return Status.GA
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     model_id: str
@@ -60,11 +122,29 @@ class ModelSpec:
     # text tokens). Real thought counts vary more; observed rates correct the estimate.
     typical_text_tokens: int
     typical_thought_tokens: int
+    lifecycle: Lifecycle
+    batch_support: BatchSupport
+    batch_source: str
+    display_name: str = ""
+    # Sizes whose token count is inferred rather than published (estimates are uncertain).
+    uncertain_tokens: tuple[str, ...] = ()
+    # Anything else about this entry that is not confirmed (ratios, limits), said plainly.
+    notes: tuple[str, ...] = ()
 
+    @property
+    def thinks(self) -> bool:
+        return self.typical_thought_tokens > 0
+
+    def status_on(self, day: date) -> Status:
+        return self.lifecycle.status_on(day)
+
+
+R14: Final = BASE_RATIOS + EXTRA_RATIOS
 
 MODELS: Final[tuple[ModelSpec, ...]] = (
     ModelSpec(
         model_id="gemini-2.5-flash-image",
+        display_name="Nano Banana",
         aliases=("gemini-2.5-flash-image-preview", "nano-banana"),
         aspect_ratios=BASE_RATIOS,
         image_sizes=(),
@@ -73,9 +153,22 @@ MODELS: Final[tuple[ModelSpec, ...]] = (
         max_reference_images=3,
         typical_text_tokens=0,
         typical_thought_tokens=0,
+        lifecycle=Lifecycle(
+            source=f"{_FIELD} §1 row 5, §2 (changelog; deprecations page)",
+            released=date(2025, 10, 2),
+            restricted=date(2026, 9, 18),
+            shutdown=date(2026, 10, 2),
+            replacement="gemini-3.1-flash-lite-image",
+            note="restricted to projects that used it before on 2026-09-18; the deprecations "
+            "page listed the shutdown for 2026-10-02; 3P: Gemini 2.5 withdrawn 2026-11-12 "
+            "with 503 (UNVERIFIED). Kept in the emulator's fixtures only.",
+        ),
+        batch_support=BatchSupport.YES,
+        batch_source=f"{_REF} §8.2 (batch price published while it was served)",
     ),
     ModelSpec(
         model_id="gemini-3-pro-image",
+        display_name="Nano Banana Pro",
         aliases=("gemini-3-pro-image-preview", "nano-banana-pro"),
         aspect_ratios=BASE_RATIOS,
         image_sizes=("1K", "2K", "4K"),
@@ -84,19 +177,105 @@ MODELS: Final[tuple[ModelSpec, ...]] = (
         max_reference_images=14,
         typical_text_tokens=0,
         typical_thought_tokens=TYPICAL_THOUGHT_TOKENS,
+        lifecycle=Lifecycle(
+            source=f"{_FIELD} §2 (changelog); {_REF} §8.3",
+            released=date(2026, 5, 28),
+            note="GA id since 2026-05-28; the -preview id was shut down 2026-06-25.",
+        ),
+        batch_support=BatchSupport.YES,
+        batch_source=f"{_FIELD} §2 (batch price published on the pricing page)",
     ),
     ModelSpec(
         model_id="gemini-3.1-flash-image",
+        display_name="Nano Banana 2",
         aliases=("gemini-3.1-flash-image-preview", "nano-banana-2"),
-        aspect_ratios=BASE_RATIOS + EXTRA_RATIOS,
+        aspect_ratios=R14,
         image_sizes=("512", "1K", "2K", "4K"),
         default_size="1K",
         image_tokens={"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
         max_reference_images=14,
         typical_text_tokens=0,
         typical_thought_tokens=TYPICAL_THOUGHT_TOKENS,
+        lifecycle=Lifecycle(
+            source=f"{_FIELD} §1 row 4, §2 (changelog?hl=zh-cn)",
+            released=date(2026, 5, 28),
+            deprecated=date(2026, 10, 6),
+            replacement="gemini-nano-banana-2.1",
+            note="shutdown CONFLICT: the changelog says no shutdown date is announced; two "
+            "third parties say it shut down on 2026-10-29; one proxy still serves it. Kept "
+            "as deprecated; a 'model not found' at create is a permanent model error.",
+        ),
+        batch_support=BatchSupport.YES,
+        batch_source=f"{_FIELD} §2 (model page: batch supported while served)",
+        uncertain_tokens=("2K", "4K"),
+        notes=(
+            "2K/4K tokens: pricing page 1680/2520, one image-doc copy 1120/2000",
+            "the 512 tier's API spelling is UNCERTAIN (512 / 512px / 0.5K)",
+        ),
+    ),
+    ModelSpec(
+        model_id="gemini-3.1-flash-lite-image",
+        display_name="Nano Banana 2 Lite",
+        aliases=("nano-banana-2-lite",),
+        aspect_ratios=R14,
+        image_sizes=("1K",),
+        default_size="1K",
+        # $0.0168 per image at $15 / 1M batch (ARITHMETIC: 0.0168 / 15e-6 = 1120).
+        image_tokens={"1K": 1120},
+        max_reference_images=14,
+        typical_text_tokens=0,
+        typical_thought_tokens=TYPICAL_THOUGHT_TOKENS,
+        lifecycle=Lifecycle(
+            source=f"{_FIELD} §1 row 3, §2 (models/gemini-3.1-flash-lite-image?hl=zh-cn)",
+            released=date(2026, 6, 30),
+        ),
+        batch_support=BatchSupport.YES,
+        batch_source=f"{_FIELD} §1 row 3 (model page: Batch yes; no Flex, Priority, caching)",
+        notes=(
+            "the 14 ratios are the same set as 3.1 Flash Image: UNVERIFIED",
+            "reference-image limit not published; 14 assumed as on 3.1 Flash Image",
+            "thinking assumed on, as on the other Gemini 3 image models (INFERENCE)",
+        ),
+    ),
+    ModelSpec(
+        model_id="gemini-nano-banana-2.1",
+        display_name="Nano Banana 2.1",
+        aliases=("nano-banana-2.1",),
+        aspect_ratios=R14,
+        image_sizes=("1K", "2K", "4K"),
+        default_size="1K",
+        # 1K: $0.0336 at $30 / 1M (ARITHMETIC). 2K/4K unknown: 1680/2520 as on 3.1 Flash
+        # Image (INFERENCE).
+        image_tokens={"1K": 1120, "2K": 1680, "4K": 2520},
+        max_reference_images=14,
+        typical_text_tokens=0,
+        typical_thought_tokens=TYPICAL_THOUGHT_TOKENS,
+        lifecycle=Lifecycle(
+            source=f"{_FIELD} §1 row 2, §2 (changelog?hl=zh-cn; 3P TanStack/ai)",
+            released=date(2026, 10, 6),
+        ),
+        batch_support=BatchSupport.UNKNOWN,
+        batch_source=f"{_FIELD} §1 row 2, §6 item 1: Developer API batch support and its "
+        "batch price are not confirmed by a Google model page (3P: batch works through "
+        "Vertex only)",
+        uncertain_tokens=("2K", "4K"),
+        notes=(
+            "no 512 tier",
+            "2K/4K token counts unknown; 1680/2520 assumed as on 3.1 Flash Image (INFERENCE)",
+            "reference-image limit not published; 14 assumed as on 3.1 Flash Image",
+            "not a default until one real batch job on it has succeeded",
+        ),
     ),
 )
+
+#: The model for lines that name none. ONE place: config, the stack config and the
+#: emulator read it from here. It must be GA with documented batch support (a test checks):
+#: the cheapest such model on CATALOG_AS_OF (field-2026-12.md §1 row 3).
+DEFAULT_MODEL: Final = "gemini-3.1-flash-lite-image"
+
+#: Vertex batch produces 1K images only, for every image model (field-2026-12.md §1 row 7;
+#: the Vertex batch-inference page).
+VERTEX_BATCH_SIZES: Final = ("1K",)
 
 _BY_NAME: Final[Mapping[str, ModelSpec]] = {
     name: spec for spec in MODELS for name in (spec.model_id, *spec.aliases)
@@ -132,3 +311,47 @@ def expected_result_bytes(model: str, image_size: str | None) -> int:
     spec = model_spec(model)
     size = effective_size(spec, image_size) if spec else (image_size or "1K")
     return _TIER_RESULT_BYTES.get(size, _TIER_RESULT_BYTES["4K"])
+
+
+def lifecycle_problem(model: str, day: date) -> str | None:
+    """Why a line naming `model` must be rejected on `day` (shut down), or None."""
+    spec = model_spec(model)
+    if spec is None or spec.status_on(day) is not Status.SHUT_DOWN:
+        return None
+    life = spec.lifecycle
+    use = f"; use {life.replacement} instead" if life.replacement else ""
+    when = life.shutdown.isoformat() if life.shutdown else "an unknown date"
+    return f"{spec.model_id} was shut down on {when} (source: {life.source}){use}"
+
+
+def model_warnings(models: Iterable[str], day: date) -> list[str]:
+    """What a job using these models should be told on `day`: deprecated or restricted
+    models, and models whose batch support is undocumented. Sorted, one per problem."""
+    out: list[str] = []
+    for name in sorted({canonical_model(m) for m in models}):
+        spec = model_spec(name)
+        if spec is None:
+            continue
+        life = spec.lifecycle
+        status = spec.status_on(day)
+        use = f"; move to {life.replacement}" if life.replacement else ""
+        if status is Status.DEPRECATED:
+            assert life.deprecated is not None
+            out.append(
+                f"{name} is deprecated since {life.deprecated.isoformat()} and may stop being "
+                f"served without notice{use} (source: {life.source})"
+            )
+        elif status is Status.RESTRICTED:
+            assert life.restricted is not None
+            out.append(
+                f"{name} is restricted since {life.restricted.isoformat()} to projects that "
+                f"used it before{use} (source: {life.source})"
+            )
+        if spec.batch_support is BatchSupport.UNKNOWN:
+            out.append(
+                f"{name}: Batch API support is not documented ({spec.batch_source}); a "
+                "create answered 'not supported' ends these lines as a model error"
+            )
+        elif spec.batch_support is BatchSupport.NO:
+            out.append(f"{name}: no Batch API support is documented ({spec.batch_source})")
+    return out

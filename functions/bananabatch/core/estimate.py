@@ -138,6 +138,8 @@ class FileEstimate:
     accepted: int
     rejected: int
     rates: ObservedRates | None
+    # Stale or uncertain prices behind these figures (pricing.price_warnings).
+    price_warnings: list[str] = field(default_factory=list)
 
     @property
     def standard_usd(self) -> float:
@@ -164,6 +166,7 @@ class FileEstimate:
                 "dedup_saved_usd": round(self.batch_usd - self.after_dedup_usd, 6),
             },
             "observed_rates": None if self.rates is None else self.rates.to_doc(),
+            "price_warnings": self.price_warnings,
         }
 
 

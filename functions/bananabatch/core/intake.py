@@ -21,6 +21,8 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache
 from json.encoder import encode_basestring
 from typing import IO, Any, Final, Literal, NamedTuple, NotRequired, cast
 from urllib.parse import urlsplit
@@ -30,7 +32,15 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 # pydantic needs typing_extensions' TypedDict on Python < 3.12.
 from typing_extensions import TypedDict
 
-from bananabatch.core.catalog import MODELS, ModelSpec, canonical_model, model_spec
+from bananabatch.core.catalog import (
+    MODELS,
+    VERTEX_BATCH_SIZES,
+    ModelSpec,
+    Status,
+    canonical_model,
+    lifecycle_problem,
+    model_spec,
+)
 
 MAX_KEY_CHARS: Final = 128
 PREVIEW_CHARS: Final = 120
@@ -362,19 +372,40 @@ class _ModelRules:
     sizes: frozenset[str]
     ratios_text: str
     sizes_text: str
+    # Said after a size rejection when the lane, not the model, limits the sizes.
+    sizes_note: str = ""
 
 
-def _rules_for(spec: ModelSpec) -> _ModelRules:
+_VERTEX_SIZES_NOTE: Final = (
+    " (Vertex batch produces 1K images only; send 2K/4K lines to a deployment with provider=gemini)"
+)
+
+
+def _rules_for(spec: ModelSpec, *, vertex: bool = False) -> _ModelRules:
+    sizes = spec.image_sizes
+    note = ""
+    if vertex and sizes:
+        sizes = tuple(size for size in sizes if size in VERTEX_BATCH_SIZES)
+        note = _VERTEX_SIZES_NOTE if sizes != spec.image_sizes else ""
     return _ModelRules(
         spec=spec,
         ratios=frozenset(spec.aspect_ratios),
-        sizes=frozenset(spec.image_sizes),
+        sizes=frozenset(sizes),
         ratios_text=", ".join(spec.aspect_ratios),
-        sizes_text=", ".join(spec.image_sizes),
+        sizes_text=", ".join(sizes),
+        sizes_note=note,
     )
 
 
-_RULES: Final[Mapping[str, _ModelRules]] = {spec.model_id: _rules_for(spec) for spec in MODELS}
+@cache
+def _rules_table(day: date, vertex: bool) -> Mapping[str, _ModelRules]:
+    """The models a line may name on `day`: a shut-down model has no rules, so every path
+    falls through to LineParser._rules, which says why and names the replacement."""
+    return {
+        spec.model_id: _rules_for(spec, vertex=vertex)
+        for spec in MODELS
+        if spec.status_on(day) is not Status.SHUT_DOWN
+    }
 
 
 # --- the parser --------------------------------------------------------------------------
@@ -399,8 +430,16 @@ class LineParser:
         default_model: str,
         limits: IntakeLimits = DEFAULT_LIMITS,
         check_references: Callable[[Sequence[str]], str | None] | None = None,
+        today: date | None = None,
+        vertex: bool = False,
     ) -> None:
+        """`today` decides which models are shut down (the catalog's lifecycles); `vertex`
+        limits sizes to what Vertex batch produces."""
         self._default_model_input = default_model
+        self._today = today or datetime.now(UTC).date()
+        self._table = _rules_table(self._today, vertex)
+        # Models of accepted lines that did not come back as FastLines (whose shapes say).
+        self._models_seen: set[str] = set()
         # Says why a line's gs:// reference images cannot be read, or None; it does the
         # I/O, so the parser stays pure. Called before the key is claimed, so a corrected
         # line later in the file may reuse the key.
@@ -410,7 +449,7 @@ class LineParser:
         self._max_line_bytes = limits.max_line_bytes
         self._max_prompt_chars = limits.max_prompt_chars
         self._seen: set[int] = set()
-        self._default_rules = _RULES.get(self._default_model)
+        self._default_rules = self._table.get(self._default_model)
         self._shapes: dict[tuple[str, str | None, str | None, bool, str], LineShape] = {}
         # The shape of a line with no option set (the job's default model, batch lane).
         self._plain_shape: LineShape | None = None
@@ -449,7 +488,7 @@ class LineParser:
             model = f.get("model")
             aspect = f.get("aspect_ratio")
             size = f.get("image_size")
-            rules = self._default_rules if model is None else _RULES.get(model)
+            rules = self._default_rules if model is None else self._table.get(model)
             if size is not None:
                 size = size.upper()
         if (
@@ -589,6 +628,10 @@ class LineParser:
                 others.append((len(out.line_nos), parsed))
         return out
 
+    def models_used(self) -> set[str]:
+        """The models of every line accepted so far (for the job's lifecycle warnings)."""
+        return self._models_seen | {shape.model for shape in self._shapes.values()}
+
     def _duplicate_key(self, line_no: int, raw: bytes, key: str) -> RejectedLine:
         return self._reject(
             line_no, raw, key, "key", f"duplicate key {_show(key)}: an earlier line already uses it"
@@ -647,9 +690,9 @@ class LineParser:
         ):
             raise _Reject("key", f"{key_problem(key)}; found {_show(key)}")
         model = f.get("model")
-        rules = (_RULES.get(model) if model is not None else self._default_rules) or self._rules(
-            model
-        )
+        rules = (
+            self._table.get(model) if model is not None else self._default_rules
+        ) or self._rules(model)
         prompt = f["prompt"]
         if not prompt or prompt.isspace():
             raise _Reject("prompt", "must not be empty or only whitespace")
@@ -696,6 +739,7 @@ class LineParser:
             if shape is None:
                 shape = self._shapes[shape_key] = LineShape(*shape_key)
             return FastLine(line_no, key, prompt, shape, metadata or None, generated)
+        self._models_seen.add(spec.model_id)
         return _accepted(
             {
                 "line_no": line_no,
@@ -837,6 +881,7 @@ class LineParser:
         if uris:
             self._readable("request.contents", uris)
         self._claim(key)
+        self._models_seen.add(spec.model_id)
         first_text = next((t for t in texts if t.strip()), "")
         return AcceptedLine(
             line_no=line_no,
@@ -857,12 +902,17 @@ class LineParser:
 
     def _rules(self, model: str | None) -> _ModelRules:
         name = model if model is not None else self._default_model
-        rules = _RULES.get(name)
+        rules = self._table.get(name)
         if rules is not None:
             return rules
         spec = model_spec(name)
         if spec is not None:
-            return _RULES[spec.model_id]
+            rules = self._table.get(spec.model_id)
+            if rules is not None:
+                return rules
+            problem = lifecycle_problem(spec.model_id, self._today)
+            origin = "" if model is not None else " (the job's default model)"
+            raise _Reject("model", f"{problem}{origin}")
         shown = _show(model if model is not None else self._default_model_input)
         origin = "" if model is not None else " (the job's default model)"
         raise _Reject("model", f"unknown model {shown}{origin}; expected one of {_KNOWN_MODELS}")
@@ -980,7 +1030,8 @@ def _check_size(rules: _ModelRules, size: str, field: str, *, shown: str) -> str
     if size not in rules.sizes:
         raise _Reject(
             field,
-            f"expected one of {rules.sizes_text} for {spec.model_id}; found {_show(shown)}",
+            f"expected one of {rules.sizes_text} for {spec.model_id}; found {_show(shown)}"
+            f"{rules.sizes_note}",
         )
     return size
 

@@ -1,10 +1,13 @@
 """Published Gemini image-model prices, as data. Every figure carries its source and date.
 
 Transcribed from ../shared/reference/gemini-batch-api.md §8.2 (paid tier, USD; researched
-2026-11-21). That table states batch = 50 % of standard; where it publishes a batch figure
-it is used as published, and where it gives only the standard figure the batch one is
-derived and says so. Change prices here and nowhere else; enterprise discounts belong in
-the PriceBook overrides, not in this table.
+2026-11-21) and, for the models added in December 2026, ../shared/reference/field-2026-12.md
+§2 (read 2026-12-07). `as_of` is the day the figure was read at its source: an estimate
+made with a figure older than BANANABATCH_PRICE_MAX_AGE_DAYS says so
+(pricing.price_warnings). The first reference states batch = 50 % of standard; where it
+publishes a batch figure it is used as published, and where it gives only the standard
+figure the batch one is derived and says so. Change prices here and nowhere else;
+enterprise discounts belong in the PriceBook overrides, not in this table.
 """
 
 from __future__ import annotations
@@ -56,6 +59,23 @@ class PriceEntry:
 
 def _f(usd: float, source: str, as_of: str, *, uncertain: bool = False, note: str = "") -> Figure:
     return Figure(usd=usd, source=f"{_REF}: {source}", as_of=as_of, uncertain=uncertain, note=note)
+
+
+_FIELD: Final = "shared/reference/field-2026-12.md §2"
+_SRC_LITE: Final = "3P laozhang.ai (citing Google, July 2026) and muapi; another 3P: $0.034"
+_SRC_NB21: Final = "3P BerriAI/litellm discussion #44983 (2026-10)"
+_ASSUMED_31: Final = (
+    "not published for this model; assumed equal to gemini-3.1-flash-image's rate until a "
+    "Google pricing page lists it"
+)
+_FIELD_AS_OF: Final = "2026-12-07"
+
+
+def _g(usd: float, source: str, *, uncertain: bool = True, note: str = "") -> Figure:
+    """A figure from the December 2026 sheet; most of its figures are third-party."""
+    return Figure(
+        usd=usd, source=f"{_FIELD}: {source}", as_of=_FIELD_AS_OF, uncertain=uncertain, note=note
+    )
 
 
 PRICE_TABLE: Final[tuple[PriceEntry, ...]] = (
@@ -179,6 +199,48 @@ PRICE_TABLE: Final[tuple[PriceEntry, ...]] = (
                 uncertain=True,
                 note="token count UNCERTAIN: pricing page 2520, one image-doc copy 2000",
             ),
+        },
+    ),
+    # --- gemini-3.1-flash-lite-image (Nano Banana 2 Lite): 1K only, 1120 tokens ----------
+    PriceEntry(
+        model="gemini-3.1-flash-lite-image",
+        lane=STANDARD,
+        image_output_per_1m=_g(30.0, _SRC_LITE, note="ARITHMETIC: $0.0336 / 1120 tokens"),
+        input_per_1m=_g(0.50, "not published", note=_ASSUMED_31),
+        text_output_per_1m=_g(3.0, "not published", note=_ASSUMED_31),
+        per_image={"1K": _g(0.0336, _SRC_LITE)},
+    ),
+    PriceEntry(
+        model="gemini-3.1-flash-lite-image",
+        lane=BATCH,
+        image_output_per_1m=_g(15.0, _SRC_LITE + " ($15 / 1M)"),
+        input_per_1m=_g(0.25, "not published", note=_ASSUMED_31),
+        text_output_per_1m=_g(1.50, "not published", note=_ASSUMED_31),
+        per_image={"1K": _g(0.0168, _SRC_LITE)},
+    ),
+    # --- gemini-nano-banana-2.1 (Nano Banana 2.1): 1K/2K/4K, batch price unpublished ------
+    PriceEntry(
+        model="gemini-nano-banana-2.1",
+        lane=STANDARD,
+        image_output_per_1m=_g(30.0, _SRC_NB21),
+        input_per_1m=_g(0.50, "not published", note=_ASSUMED_31),
+        text_output_per_1m=_g(3.0, "not published", note=_ASSUMED_31),
+        per_image={
+            "1K": _g(0.0336, _SRC_NB21),
+            "2K": _g(0.0504, _SRC_NB21, note="INFERENCE: 1680 tokens as on 3.1 Flash Image"),
+            "4K": _g(0.0756, _SRC_NB21, note="INFERENCE: 2520 tokens as on 3.1 Flash Image"),
+        },
+    ),
+    PriceEntry(
+        model="gemini-nano-banana-2.1",
+        lane=BATCH,
+        image_output_per_1m=_g(15.0, "not published", note="ARITHMETIC: the usual 50 %"),
+        input_per_1m=_g(0.25, "not published", note=_ASSUMED_31),
+        text_output_per_1m=_g(1.50, "not published", note=_ASSUMED_31),
+        per_image={
+            "1K": _g(0.0168, "not published", note="ARITHMETIC: 50 % of $0.0336"),
+            "2K": _g(0.0252, "not published", note="ARITHMETIC and INFERENCE (2K tokens)"),
+            "4K": _g(0.0378, "not published", note="ARITHMETIC and INFERENCE (4K tokens)"),
         },
     ),
 )

@@ -20,8 +20,10 @@ multipliers do not apply to it, and a per-model one beats a "*" one.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
@@ -301,6 +303,37 @@ class LinePrices:
     def line(self, line: AcceptedLine, lane: Lane) -> float:
         """PriceBook.estimate_line, remembered."""
         return self.request(line.model, line.image_size, lane, line_prompt_tokens(line))
+
+
+def price_warnings(
+    book: PriceBook, models: Iterable[str], today: date, max_age_days: int
+) -> list[str]:
+    """What an estimate for these models must say about its prices: figures read longer
+    than `max_age_days` before `today`, and figures that are uncertain. One line per model;
+    overridden (configured) figures are the owner's and never stale."""
+    out: list[str] = []
+    for model in sorted({canonical_model(m) for m in models}):
+        try:
+            sources = book.sources(model)
+        except PriceUnknown:
+            continue
+        dated = [s for s in sources if _ISO_DAY.fullmatch(s.as_of)]
+        if dated:
+            oldest = min(date.fromisoformat(s.as_of) for s in dated)
+            age = (today - oldest).days
+            if age > max_age_days:
+                out.append(
+                    f"{model}: prices read on {oldest.isoformat()}, {age} days ago (older than "
+                    f"{max_age_days} days, BANANABATCH_PRICE_MAX_AGE_DAYS); check the pricing "
+                    "page and update core/price_table.py or BANANABATCH_PRICE_OVERRIDES"
+                )
+        uncertain = sorted({f"{s.lane}.{s.figure}" for s in sources if s.uncertain})
+        if uncertain:
+            out.append(f"{model}: uncertain price figures: {', '.join(uncertain)}")
+    return out
+
+
+_ISO_DAY: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _number(model_key: str, field: str, value: object) -> float:

@@ -77,6 +77,9 @@ class JobRecord(Record):
     options: dict[str, str] = Field(default_factory=dict)
     # UTC day (budget/{day}) holding this job's reservation, once it has one.
     budget_day: str | None = None
+    # Said at intake about the models the lines use (deprecated, restricted, batch support
+    # undocumented); repeated in summary.json.
+    warnings: list[str] = Field(default_factory=list)
 
     @property
     def cancel_requested(self) -> bool:

@@ -119,6 +119,48 @@ def parse_request(spec: ModelSpec, request: Any, *, batch_model: str) -> ImageRe
     )
 
 
+def generate_text(model_id: str, request: Any, *, rid: str = "") -> RowOutcome:
+    """A text model's answer: one text part, usage counted as for the image models."""
+    if not isinstance(request, Mapping):
+        return RowOutcome(error={"code": INVALID_ARGUMENT, "message": "request must be an object"})
+    contents = pick(request, "contents")
+    if isinstance(contents, Mapping):
+        contents = [contents]
+    if not isinstance(contents, list) or not contents:
+        return RowOutcome(error={"code": INVALID_ARGUMENT, "message": "contents is not specified"})
+    texts = [
+        part_text(part)
+        for content in contents
+        if isinstance(content, Mapping)
+        for part in pick(content, "parts") or []
+        if isinstance(part, Mapping)
+    ]
+    prompt = "\n".join(t for t in texts if t).strip()
+    if not prompt:
+        return RowOutcome(error={"code": INVALID_ARGUMENT, "message": "contents has no text"})
+    answer = f"An answer to: {prompt[:80]}"
+    prompt_count, output = prompt_tokens(prompt), math.ceil(len(answer) / 4)
+    usage: Json = {
+        "promptTokenCount": prompt_count,
+        "candidatesTokenCount": output,
+        "totalTokenCount": prompt_count + output,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_count}],
+    }
+    candidate = {
+        "content": {"role": "model", "parts": [{"text": answer}]},
+        "finishReason": "STOP",
+        "index": 0,
+    }
+    return RowOutcome(
+        response={
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": model_id,
+            "responseId": rid or response_id(model_id, prompt),
+        }
+    )
+
+
 def part_text(part: Mapping[str, Any]) -> str:
     text = pick(part, "text")
     return text if isinstance(text, str) else ""
@@ -141,7 +183,7 @@ def text_output_tokens(prompt: str) -> int:
 
 
 def thinks(spec: ModelSpec) -> bool:
-    return spec.model_id.startswith("gemini-3")
+    return spec.thinks
 
 
 def thought_tokens(prompt: str) -> int:
@@ -208,10 +250,12 @@ def generate(
     """The outcome of one request for `model` (`models/<id>` or a bare id)."""
     model_id = model.removeprefix("models/")
     spec = model_spec(model_id)
-    if spec is None:
-        return RowOutcome(error={"code": 5, "message": f"models/{model_id} is not found"})
     if fault is not None and fault.kind == "error":
         return RowOutcome(error={"code": fault.code, "message": fault.message})
+    if spec is None:
+        # Not an image model of the catalog: the caller served it as a text model (the
+        # service runs text batches too).
+        return generate_text(model_id, request, rid=rid)
     try:
         req = parse_request(spec, request, batch_model=model)
     except RequestInvalid as exc:

@@ -341,6 +341,7 @@ def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
         # Items per lane: batch, urgent (synchronous, standard price), cache, duplicate.
         "lanes": dict(sorted(tally.lanes.items())),
         "error": job.error,
+        "warnings": job.warnings,
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "files": {

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from bananabatch.config import env_name_for
+from bananabatch.config import ProviderKind, env_name_for
 from bananabatch.core import records as rec
-from bananabatch.core.catalog import expected_result_bytes
+from bananabatch.core.catalog import expected_result_bytes, model_warnings
 from bananabatch.core.estimate import URGENT, cache_enabled_for, lane_of
 from bananabatch.core.intake import (
     PREVIEW_CHARS,
@@ -53,7 +53,7 @@ from bananabatch.core.intake import (
 )
 from bananabatch.core.manifest import ManifestEntry, encode_entry, entry_tail, fast_entry_line
 from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
-from bananabatch.core.pricing import Lane, LinePrices
+from bananabatch.core.pricing import Lane, LinePrices, price_warnings
 from bananabatch.core.records import (
     BatchRecord,
     Costs,
@@ -105,6 +105,8 @@ class _IntakeTally:
     cache_saved_usd: float = 0.0
     urgent: int = 0
     batches: list[PlannedBatch] = field(default_factory=list)
+    # Deprecated or restricted models, undocumented batch support (core/catalog.py).
+    warnings: list[str] = field(default_factory=list)
 
 
 def handle_upload(rt: Runtime, source: SourceObject, metadata: Mapping[str, str]) -> str | None:
@@ -177,7 +179,10 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
         "urgent_count": tally.urgent,
         "counts": counts,
         "costs": costs,
+        "warnings": tally.warnings,
     }
+    for warning in tally.warnings:
+        log.warning("model warning: %s", warning)
     hold, day = budget.admit(rt, job, costs.estimated_usd) if tally.accepted else (None, None)
     if hold is not None:
         # Over a cap: nothing is reserved or submitted until a person approves or rejects.
@@ -531,6 +536,8 @@ class _Stager:
             default_model=job.default_model,
             limits=self.limits,
             check_references=ReferenceChecker(rt.objects).problem,
+            today=rt.now().date(),
+            vertex=settings.provider is ProviderKind.VERTEX,
         )
         self.planner = BatchPlanner(
             PlanLimits(
@@ -593,6 +600,10 @@ class _Stager:
                 if collecting:
                     gc.enable()
         self._flush_items(force=True)
+        used, today = self.parser.models_used(), rt.now().date()
+        tally.warnings = model_warnings(used, today) + price_warnings(
+            rt.prices, used, today, rt.settings.price_max_age_days
+        )
         log.info("intake read", extra={"lines": tally.lines, "batches": len(tally.batches)})
 
     def _read(self, source: IO[bytes], rejected_sink: IO[bytes]) -> None:

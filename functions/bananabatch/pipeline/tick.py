@@ -56,7 +56,7 @@ def _fields(values: dict[str, Any]) -> Callable[[BatchRecord], dict[str, Any]]:
 
 def handle_tick(rt: Runtime) -> TickReport:
     report = TickReport()
-    stuck_after = timedelta(hours=rt.settings.stuck_after_hours)
+    stuck_after = timedelta(hours=rt.settings.watchdog_hours)
     for batch in rt.repo.batches(states=[BatchState.SUBMITTING]):
         before = batch.state
         after = submit.reconcile_submitting(rt, batch)
