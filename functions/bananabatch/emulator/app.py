@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from bananabatch.emulator import vertex
-from bananabatch.emulator.store import ApiError, EmulatorState, invalid, not_found
+from bananabatch.emulator.store import ApiError, EmulatorState, invalid, not_found, page
 from bananabatch.log import get_logger
 
 VERSIONS = frozenset({"v1", "v1beta"})
@@ -263,8 +263,26 @@ async def batches_item(state: EmulatorState, request: Request) -> Response:
 
 
 @_api()
+async def models_list(state: EmulatorState, request: Request) -> Response:
+    """models.list: every served model with its supportedGenerationMethods, paged."""
+    size, token = _page_args(request)
+    models, next_token = page(list(state.models.all()), size, token)
+    body: dict[str, Any] = {"models": [m.to_json() for m in models]}
+    if next_token:
+        body["nextPageToken"] = next_token
+    return JSONResponse(body)
+
+
+@_api()
 async def models_item(state: EmulatorState, request: Request) -> Response:
     model, verb = _split_verb(request.path_params["rest"])
+    if request.method == "GET":
+        if verb is not None:
+            raise not_found(f"unknown method GET models/{request.path_params['rest']}")
+        served = state.models.get(model)
+        if served is None:
+            raise not_found(f"models/{model} is not found for API version v1beta.")
+        return JSONResponse(served.to_json())
     body = await _json_body(request, limit=state.config.max_inline_bytes)
     if verb == "batchGenerateContent":
         batch = await run_in_threadpool(state.create_batch, f"models/{model}", body)
@@ -296,6 +314,22 @@ async def webhooks_create(state: EmulatorState, request: Request) -> Response:
     return JSONResponse(state.webhooks.register(uri, events, body.get("name")))
 
 
+@_api()
+async def webhooks_list(state: EmulatorState, request: Request) -> Response:
+    """The project's registered webhooks, as `webhooks.list` answers (no secrets)."""
+    hooks = [
+        {
+            "id": hook.webhook_id,
+            "name": f"webhooks/{hook.webhook_id}",
+            "uri": hook.uri,
+            "subscribed_events": list(hook.events),
+            "state": "enabled",
+        }
+        for hook in list(state.webhooks.registrations.values())
+    ]
+    return JSONResponse({"webhooks": hooks})
+
+
 async def jwks(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     return JSONResponse(state.webhooks.jwks())
@@ -304,6 +338,7 @@ async def jwks(request: Request) -> Response:
 def create_app(state: EmulatorState) -> Starlette:
     routes = [
         Route("/{version}/webhooks", webhooks_create, methods=["POST"]),
+        Route("/{version}/webhooks", webhooks_list, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/upload/{version}/files", upload, methods=["POST"]),
         Route("/download/{version}/files/{rest}", download_alias, methods=["GET"]),
@@ -311,7 +346,8 @@ def create_app(state: EmulatorState) -> Starlette:
         Route("/{version}/files/{rest}", files_item, methods=["GET", "DELETE"]),
         Route("/{version}/batches", batches_list, methods=["GET"]),
         Route("/{version}/batches/{rest}", batches_item, methods=["GET", "POST", "DELETE"]),
-        Route("/{version}/models/{rest}", models_item, methods=["POST"]),
+        Route("/{version}/models", models_list, methods=["GET"]),
+        Route("/{version}/models/{rest}", models_item, methods=["GET", "POST"]),
         # Vertex AI batch prediction (GCS in/out), beside the Developer API.
         *vertex.routes(),
     ]

@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from bananabatch.core.catalog import model_spec
 from bananabatch.emulator.faults import FaultPlan, JobFault
 from bananabatch.emulator.generate import (
     Json,
@@ -38,6 +37,15 @@ from bananabatch.emulator.generate import (
     generate,
     pick,
     response_id,
+)
+from bananabatch.emulator.models import (
+    BATCH as BATCH_METHOD,
+)
+from bananabatch.emulator.models import (
+    DEFAULT_SERVED_MODELS,
+    GENERATE,
+    ModelDirectory,
+    ServedModel,
 )
 from bananabatch.emulator.render import padded_renderer, render_png
 from bananabatch.emulator.webhooks import WebhookDispatcher
@@ -105,6 +113,8 @@ class EmulatorConfig:
     # Pad every image to about this many bytes (benchmarks: realistic result-file sizes
     # without rendering large images); None leaves images as rendered.
     result_image_bytes: int | None = None
+    # What models.list answers, and which models take which methods (emulator/models.py).
+    served_models: tuple[ServedModel, ...] = DEFAULT_SERVED_MODELS
 
 
 @dataclass
@@ -234,6 +244,7 @@ class EmulatorState:
         self.counters = Counters()
         self.accepted: list[Accepted] = []
         self.webhooks = WebhookDispatcher()
+        self.models = ModelDirectory(self.config.served_models)
         target = self.config.result_image_bytes
         self._renderer: Renderer = padded_renderer(target) if target else render_png
 
@@ -355,7 +366,7 @@ class EmulatorState:
     def list_files(self, page_size: int, page_token: str | None) -> tuple[list[FileEntry], str]:
         with self._lock:
             entries = sorted(reversed(self._files.values()), key=lambda e: e.created, reverse=True)
-        return _page(entries, page_size, page_token)
+        return page(entries, page_size, page_token)
 
     def delete_file(self, name: str) -> None:
         file_id = _bare(name, "files")
@@ -405,11 +416,7 @@ class EmulatorState:
     def create_batch(self, model: str, body: Mapping[str, Any]) -> Batch:
         """Create a batch, or raise ApiError. Applies create faults first."""
         model = model if model.startswith("models/") else f"models/{model}"
-        if model_spec(model) is None:
-            raise not_found(
-                f"{model} is not found for API version v1beta, or is not supported for "
-                "batchGenerateContent. Call ListModels to see the list of available models."
-            )
+        self.served(model, BATCH_METHOD)
         with self._lock:
             plan = self.faults
             if plan.create_429 > 0:
@@ -644,10 +651,10 @@ class EmulatorState:
     def list_batches(self, page_size: int, page_token: str | None) -> tuple[list[Batch], str]:
         with self._lock:
             batches = sorted(self._batches.values(), key=lambda b: b.seq, reverse=True)
-        page, token = _page(batches, page_size, page_token)
-        for batch in page:
+        shown, token = page(batches, page_size, page_token)
+        for batch in shown:
             self._settle(batch)
-        return page, token
+        return shown, token
 
     def cancel_batch(self, name: str) -> None:
         """Cancel a live batch, keeping the rows already done; a finished batch stays as is."""
@@ -718,9 +725,20 @@ class EmulatorState:
 
     # --- synchronous generateContent -------------------------------------------------------
 
+    def served(self, model: str, method: str) -> ServedModel:
+        """The served model, or the service's 404 for a model it does not serve with
+        `method` (the same answer whether the model is unknown or lacks the method)."""
+        served = self.models.get(model)
+        if served is None or not served.supports(method):
+            raise not_found(
+                f"models/{_bare(model, 'models')} is not found for API version v1beta, or is "
+                f"not supported for {method}. Call ListModels to see the list of available "
+                "models and their supported methods."
+            )
+        return served
+
     def generate_now(self, model: str, request: Mapping[str, Any]) -> Json:
-        if model_spec(model) is None:
-            raise not_found(f"models/{_bare(model, 'models')} is not found.")
+        self.served(model, GENERATE)
         with self._lock:
             self.counters.sync_requests += 1
         outcome = generate(model, request)
@@ -785,7 +803,7 @@ def _webhook_config(spec: Mapping[str, Any]) -> Json | None:
     return dict(config) if isinstance(config, Mapping) else None
 
 
-def _page(items: list[Any], page_size: int, page_token: str | None) -> tuple[list[Any], str]:
+def page(items: list[Any], page_size: int, page_token: str | None) -> tuple[list[Any], str]:
     size = max(1, min(page_size or 50, 1000))
     start = int(page_token) if page_token and page_token.isdigit() else 0
     end = start + size

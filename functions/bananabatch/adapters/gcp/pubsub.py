@@ -71,6 +71,10 @@ class PubSubEventBus:
             )
         return f"projects/{self._project}/topics/{topic}"
 
+    def check_topic(self, topic: str) -> None:
+        """Raise unless the topic exists and the caller may read it (`bananabatch doctor`)."""
+        self._publisher.get_topic(topic=self.topic_path(topic), timeout=self._timeout_s)
+
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
         path = self.topic_path(topic)
         if not isinstance(data, bytes):
