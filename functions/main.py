@@ -9,6 +9,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from bananabatch import entrypoints, wiring
+from bananabatch.webhooks import MAX_BODY_BYTES
 
 
 @functions_framework.cloud_event
@@ -32,6 +33,9 @@ def on_batch_done(event: CloudEvent) -> None:
 @functions_framework.http
 def on_gemini_webhook(request: flask.Request) -> tuple[dict[str, Any], int]:
     """A Gemini webhook delivery (HTTP): verified, then announced as batch-done."""
+    # Read at most one byte past the cap: a bigger body is refused (413) without being read.
+    body = request.stream.read(MAX_BODY_BYTES + 1)
+    # No provider: the receiver only verifies and publishes (it holds no Gemini key).
     return entrypoints.gemini_webhook(
-        wiring.current(), dict(request.headers), request.get_data(cache=False)
+        wiring.current(with_provider=False), dict(request.headers), body
     )

@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bananabatch import cost_cli, doctor_cli, log
+from bananabatch import cost_cli, doctor_cli, log, webhook_cli
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState, JobState
@@ -616,6 +616,7 @@ app.command()(cost_cli.estimate)
 app.command()(cost_cli.approve)
 app.command()(cost_cli.reject)
 app.command()(doctor_cli.doctor)
+app.command()(webhook_cli.webhook_register)
 
 
 def main() -> None:

@@ -41,6 +41,10 @@ ENV_WEBHOOK_MODE: Final = "BANANABATCH_WEBHOOK_MODE"
 ENV_WEBHOOK_URL: Final = "BANANABATCH_WEBHOOK_URL"
 ENV_WEBHOOK_SECRET: Final = "BANANABATCH_WEBHOOK_SECRET"
 ENV_WEBHOOK_JWKS_URL: Final = "BANANABATCH_WEBHOOK_JWKS_URL"
+ENV_WEBHOOK_AUDIENCE: Final = "BANANABATCH_WEBHOOK_AUDIENCE"
+ENV_WEBHOOK_ISSUER: Final = "BANANABATCH_WEBHOOK_ISSUER"
+ENV_WEBHOOK_API_VERSION: Final = "BANANABATCH_WEBHOOK_API_VERSION"
+ENV_RESULT_RETENTION_DAYS: Final = "BANANABATCH_RESULT_RETENTION_DAYS"
 ENV_MAX_REQUESTS_PER_BATCH: Final = "BANANABATCH_MAX_REQUESTS_PER_BATCH"
 ENV_MAX_BATCH_BYTES: Final = "BANANABATCH_MAX_BATCH_BYTES"
 ENV_MAX_BATCH_OUTPUT_BYTES: Final = "BANANABATCH_MAX_BATCH_OUTPUT_BYTES"
@@ -99,6 +103,12 @@ VERTEX_QUEUE_HOURS: Final = 72
 VERTEX_RUN_HOURS: Final = 24
 # Files API store per project (reference §7): warn well below it.
 FILES_STORE_LIMIT_BYTES: Final = 20 * 1024**3
+# The issuer per-job webhook JWTs are expected to name. The documentation gives no value
+# (reference gemini-webhooks.md §2); this is the service's own origin, and it is configurable.
+DEFAULT_WEBHOOK_ISSUER: Final = "https://generativelanguage.googleapis.com"
+# Webhooks are a Beta API served under /v1beta/ (field sheet §1 row 8), whatever the SDK's
+# default version is.
+DEFAULT_WEBHOOK_API_VERSION: Final = "v1beta"
 
 
 class Settings(BaseModel):
@@ -126,6 +136,14 @@ class Settings(BaseModel):
     webhook_url: str | None = None
     webhook_secret: str | None = Field(default=None, repr=False)
     webhook_jwks_url: str | None = None
+    # What a per-job webhook JWT must name as `aud` (default: webhook_url) and `iss`.
+    webhook_audience: str | None = None
+    webhook_issuer: str = DEFAULT_WEBHOOK_ISSUER
+    # The API version used to register static webhooks.
+    webhook_api_version: str = DEFAULT_WEBHOOK_API_VERSION
+    # Days result images are kept (the bucket's lifecycle); None keeps them forever. Cache
+    # entries pointing at images expire with them.
+    result_retention_days: int | None = Field(default=None, gt=0)
     # Planning limits. Output bytes keep each result file comfortably collectable in one
     # function invocation (see planning); request count stays far under provider limits.
     max_requests_per_batch: int = Field(default=2_000, gt=0)
@@ -244,6 +262,10 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "webhook_url": ENV_WEBHOOK_URL,
     "webhook_secret": ENV_WEBHOOK_SECRET,
     "webhook_jwks_url": ENV_WEBHOOK_JWKS_URL,
+    "webhook_audience": ENV_WEBHOOK_AUDIENCE,
+    "webhook_issuer": ENV_WEBHOOK_ISSUER,
+    "webhook_api_version": ENV_WEBHOOK_API_VERSION,
+    "result_retention_days": ENV_RESULT_RETENTION_DAYS,
     "max_requests_per_batch": ENV_MAX_REQUESTS_PER_BATCH,
     "max_batch_bytes": ENV_MAX_BATCH_BYTES,
     "max_batch_output_bytes": ENV_MAX_BATCH_OUTPUT_BYTES,

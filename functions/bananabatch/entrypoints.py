@@ -14,11 +14,11 @@ from typing import Any, Final
 
 from bananabatch import log
 from bananabatch.config import WebhookMode
-from bananabatch.errors import PermanentError
+from bananabatch.errors import ConfigError, PermanentError
 from bananabatch.events import parse_pubsub_event, parse_storage_event
 from bananabatch.pipeline import collect, intake, thumbnails, tick, webhook
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.webhooks import DEFAULT_JWKS_URL, JwksCache, WebhookRejected, WebhookVerifier
+from bananabatch.webhooks import MAX_ID_CHARS, WebhookRejected, WebhookVerifier, verifier_for
 
 logger = log.get_logger(__name__)
 
@@ -81,6 +81,12 @@ def batch_done(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
                 f"{thumbnails.KIND!r}; found {kind!r}"
             )
         batch_id = payload.get("batch_id")
+        provider_name = payload.get("provider_name")
+        if batch_id is None and isinstance(provider_name, str) and provider_name:
+            # From the webhook receiver, which names the provider's batch and reads nothing.
+            batch_id = webhook.batch_id_for(rt, provider_name)
+            if batch_id is None:
+                return
         if not isinstance(batch_id, str) or not batch_id:
             raise PermanentError(
                 f"batch-done message: expected a batch_id string; found {payload!r}"
@@ -90,31 +96,53 @@ def batch_done(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
         )
 
 
-_verifiers: dict[tuple[str | None, str | None], WebhookVerifier] = {}
+_verifiers: dict[tuple[object, ...], WebhookVerifier] = {}
 
 
 def _verifier(rt: Runtime) -> WebhookVerifier:
-    settings = rt.settings
-    secret = settings.webhook_secret if settings.webhook_mode is WebhookMode.STATIC else None
-    jwks_url = settings.webhook_jwks_url or DEFAULT_JWKS_URL
-    cache_key = (secret, jwks_url)
+    s = rt.settings
+    cache_key = (
+        s.webhook_mode,
+        s.webhook_secret,
+        s.webhook_jwks_url,
+        s.webhook_audience or s.webhook_url,
+        s.webhook_issuer,
+    )
     if cache_key not in _verifiers:
-        # Kept per process so the JWKS cache survives between requests on a warm instance.
-        _verifiers[cache_key] = WebhookVerifier(secret=secret, jwks=JwksCache(jwks_url))
+        # Kept per process so the JWKS cache (and its refetch throttle) survives between
+        # requests on a warm instance.
+        _verifiers[cache_key] = verifier_for(s)
     return _verifiers[cache_key]
 
 
 def gemini_webhook(
     rt: Runtime, headers: Mapping[str, str], body: bytes
 ) -> tuple[dict[str, Any], int]:
-    """Verify a Gemini webhook delivery and hand it on; answers (JSON body, HTTP status)."""
+    """Verify a Gemini webhook delivery and hand it on; answers (JSON body, HTTP status).
+    Reads and writes no state: the receiver's identity may only publish."""
     log.configure(rt.settings.log_level)
-    with log.labels(execution_id=headers.get("webhook-id"), entry_point="on_gemini_webhook"):
+    webhook_id = headers.get("webhook-id") or headers.get("Webhook-Id")
+    with log.labels(
+        execution_id=webhook_id[:MAX_ID_CHARS].encode("unicode_escape").decode()
+        if webhook_id
+        else None,
+        entry_point="on_gemini_webhook",
+    ):
         if rt.settings.webhook_mode is WebhookMode.OFF:
             return {"error": "webhooks are not enabled on this deployment"}, 404
         try:
             delivery = _verifier(rt).verify(headers, body)
             return webhook.handle_delivery(rt, delivery), 200
+        except ConfigError as exc:
+            # Not the caller's fault: answer 500 so the provider retries once this is fixed
+            # (the tick polls the batch meanwhile).
+            logger.error("webhook receiver misconfigured", extra={"error": str(exc)})
+            return {"error": "webhook receiver misconfigured"}, 500
         except WebhookRejected as exc:
-            logger.warning("webhook refused", extra={"status": exc.status, "error": str(exc)})
+            # One structured record per refusal: the log-based metric behind the
+            # "refused webhook deliveries" alert counts these.
+            logger.warning(
+                "webhook refused",
+                extra={"status": exc.status, "error": str(exc), "alert": "webhook_refused"},
+            )
             return {"error": str(exc)}, exc.status

@@ -99,10 +99,11 @@ def uninstall() -> None:
         _current = None
 
 
-def current() -> Runtime:
-    """The process's runtime: installed explicitly, or built once from the environment."""
+def current(*, with_provider: bool = True) -> Runtime:
+    """The process's runtime: installed explicitly, or built once from the environment
+    (without a provider for entry points that never call one, like the webhook receiver)."""
     global _current
     with _lock:
         if _current is None:
-            _current = build_runtime(Settings.from_env(os.environ))
+            _current = build_runtime(Settings.from_env(os.environ), with_provider=with_provider)
         return _current

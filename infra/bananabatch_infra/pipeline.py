@@ -247,8 +247,16 @@ class Pipeline(pulumi.ComponentResource):
         if a.webhook_on:
             # Created first: the functions that create batches need its URL in dynamic mode,
             # and it needs nothing from them, so there is no cycle.
+            receiver_env: dict[str, pulumi.Input[str]] = {}
+            if a.webhook_mode is cfg.WebhookMode.DYNAMIC:
+                # What per-job JWTs must name as `aud`: by default this receiver's URL, which
+                # is known before the function exists (no cycle).
+                receiver_env[cfg.ENV_WEBHOOK_AUDIENCE] = a.webhook_audience or a.webhook_url(
+                    WEBHOOK.function_name(a.name_prefix)
+                )
+                receiver_env[cfg.ENV_WEBHOOK_ISSUER] = a.webhook_issuer
             self.functions[WEBHOOK.key] = self._function(
-                WEBHOOK, grants[WEBHOOK.key] + build_grants
+                WEBHOOK, grants[WEBHOOK.key] + build_grants, extra_env=receiver_env
             )
             webhook_url = self.functions[WEBHOOK.key].url
         creator_env: dict[str, pulumi.Input[str]] = {}
@@ -346,8 +354,11 @@ class Pipeline(pulumi.ComponentResource):
         grants: dict[str, list[pulumi.Resource]] = {spec.key: [] for spec in specs}
 
         # Firestore has no per-collection or per-database IAM: datastore.user on the project
-        # is the narrowest grant that lets a function read and write documents.
+        # is the narrowest grant that lets a function read and write documents. The webhook
+        # receiver is public and reads no state (pipeline/webhook.py), so it gets none.
         for spec in specs:
+            if spec is WEBHOOK:
+                continue
             grants[spec.key].append(
                 self._project_role(spec.key, "roles/datastore.user", self._member(spec.key))
             )

@@ -49,6 +49,8 @@ KNOWN_KEYS: Final = frozenset(
         "resultsVersioning",
         "webhookMode",
         "webhookJwksUrl",
+        "webhookAudience",
+        "webhookIssuer",
         "logLevel",
         "forceDestroy",
     }
@@ -103,6 +105,9 @@ class PipelineArgs:
     results_versioning: bool = False
     webhook_mode: cfg.WebhookMode = cfg.WebhookMode.OFF
     webhook_jwks_url: str = DEFAULT_JWKS_URL
+    # None: the receiver's own URL. The issuer is undocumented (reference webhooks §2).
+    webhook_audience: str | None = None
+    webhook_issuer: str = cfg.DEFAULT_WEBHOOK_ISSUER
     log_level: str = str(_SETTINGS_DEFAULTS["log_level"])
     force_destroy: bool = False
     gemini_api_key: pulumi.Input[str] | None = field(default=None, repr=False)
@@ -139,6 +144,10 @@ class PipelineArgs:
     @property
     def source_bucket(self) -> str:
         return f"{self.project}-{self.name_prefix}-source"
+
+    def webhook_url(self, function_name: str) -> str:
+        """A 2nd gen function's URL, which Cloud Functions derives from these three names."""
+        return f"https://{self.region}-{self.project}.cloudfunctions.net/{function_name}"
 
     def topic_name(self, short: str) -> str:
         return f"{self.name_prefix}-{short}"
@@ -229,6 +238,8 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
         "tickSchedule": "tick_schedule",
         "tickTimeZone": "tick_time_zone",
         "webhookJwksUrl": "webhook_jwks_url",
+        "webhookAudience": "webhook_audience",
+        "webhookIssuer": "webhook_issuer",
         "logLevel": "log_level",
     }
     for key, attr in strings.items():

@@ -416,7 +416,8 @@ def test_json_lines_in_the_matrix_are_valid() -> None:
 #
 # Batches are held until a test completes them, so only webhooks or ticks announce them.
 # static: a project webhook, Standard Webhooks HMAC with the secret the emulator handed out;
-# dynamic: per-batch URIs, an RS256 JWT checked against the emulator's JWKS.
+# dynamic: per-batch URIs, signed "v1a" (Ed25519) as live deliveries are, checked against the
+# emulator's JWKS (the documented JWT form runs in test_fault_matrix_deploy.py).
 
 
 @pytest.fixture(params=["static", "dynamic"])
@@ -433,9 +434,11 @@ def test_webhooks_announce_finished_batches_and_duplicates_or_late_ones_are_harm
         hooks.faults.duplicate, hooks.faults.delay = 1, 1
         job_id = _upload(stack, PROMPTS)
         stack.emulator.state.complete_all()
-        # The duplicate carries the same webhook-id: the replay is refused with 409.
-        assert sorted(stack.emulator.state.flush_webhooks()) == [200, 409]
-        assert stack.drain() == 1
+        # The duplicate carries the same webhook-id. The receiver keeps no record (it has no
+        # database rights), so both are accepted and announced; the collector absorbs the
+        # second announcement.
+        assert stack.emulator.state.flush_webhooks() == [200, 200]
+        assert stack.drain() == 2
         assert stack.completions() == []
         assert hooks.release() == 1
         assert stack.emulator.state.flush_webhooks() == [200]
@@ -521,10 +524,8 @@ def test_a_forged_stale_or_unsigned_webhook_is_refused_with_a_4xx_and_changes_no
         forgeries = _forgeries(stack, scheme, names[0])
         statuses = {why: stack.webhook(*forgery) for why, forgery in forgeries.items()}
         assert statuses == {why: 400 if why == "undated" else 401 for why in forgeries}
-        # Nothing was announced, recorded or collected.
+        # Nothing was announced or collected.
         assert stack.drain() == 0
-        for headers, _ in forgeries.values():
-            assert stack.runtime.state.get(f"webhook_deliveries/{headers['webhook-id']}") is None
         assert {b.state for b in stack.repo.batches(job_id=job_id)} == {BatchState.RUNNING}
         assert stack.repo.require_job(job_id).state not in JOB_TERMINAL
         # The genuine deliveries still go through, and the job completes.

@@ -150,7 +150,8 @@ def expected_grants(args: PipelineArgs) -> set[Grant]:
         grants.add(Grant(f"run:{function_name(args, entry_point)}", "roles/run.invoker", invoker))
     for entry_point in entry_points(args):
         member = sa(args, ACCOUNT_KEYS[entry_point])
-        grants.add(Grant(project, "roles/datastore.user", member))
+        if entry_point != "on_gemini_webhook":
+            grants.add(Grant(project, "roles/datastore.user", member))
         grants.add(Grant(batch_done, "roles/pubsub.publisher", member))
     for entry_point in PROVIDER_CALLERS:
         member = sa(args, ACCOUNT_KEYS[entry_point])
@@ -198,6 +199,7 @@ def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
     if args.webhook_mode is cfg.WebhookMode.DYNAMIC:
         for ep in PROVIDER_CALLERS:
             out[ep].add(cfg.ENV_WEBHOOK_URL)
+        out["on_gemini_webhook"] |= {cfg.ENV_WEBHOOK_AUDIENCE, cfg.ENV_WEBHOOK_ISSUER}
     return out
 
 

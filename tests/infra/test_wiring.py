@@ -133,6 +133,12 @@ def test_dynamic_webhooks_give_batch_creators_the_receiver_url() -> None:
         assert env[cfg.ENV_WEBHOOK_URL] == receiver.state["url"]
         assert env[cfg.ENV_WEBHOOK_MODE] == "dynamic"
     assert dep.outputs["webhookUrl"] == receiver.state["url"]
+    # The receiver requires tokens naming its own URL as audience, and the issuer.
+    receiver_env = receiver.inputs["serviceConfig"]["environmentVariables"]
+    assert receiver_env[cfg.ENV_WEBHOOK_AUDIENCE] == receiver.state["url"]
+    assert receiver_env[cfg.ENV_WEBHOOK_ISSUER] == cfg.DEFAULT_WEBHOOK_ISSUER
+    settings = cfg.Settings.from_env(receiver_env)
+    assert settings.webhook_audience == receiver.state["url"]
 
 
 def test_webhook_receiver_exists_only_when_webhooks_are_on() -> None:

@@ -46,6 +46,7 @@ from bananabatch.deployed import Stores, submit_file
 from bananabatch.emulator.faults import FaultPlan
 from bananabatch.emulator.server import EmulatorServer
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from bananabatch.emulator.webhooks import DynamicScheme
 from bananabatch.errors import NotFound
 from bananabatch.local.runner import COMPLETIONS_SUBSCRIPTION, MAIN_PY, LocalPipeline
 from bananabatch.pipeline import thumbnails
@@ -464,6 +465,7 @@ def open_stack(
     config: EmulatorConfig | None = None,
     *,
     webhooks: WebhookScheme = "off",
+    webhook_signature: DynamicScheme = "v1a",
     **settings: Any,
 ) -> Iterator[Stack]:
     """A stack of `kind` against a fresh Gemini Batch emulator (zero delays by default).
@@ -471,7 +473,8 @@ def open_stack(
     Settings default to three requests per batch; `settings` override any field. With
     `webhooks`, the emulator sends its deliveries to this stack's on_gemini_webhook:
     "static" registers a project webhook and configures its signing secret, "dynamic" has
-    every batch name the receiver and verifies against the emulator's JWKS.
+    every batch name the receiver and verifies against the emulator's JWKS, signed
+    `webhook_signature` ("v1a" as delivered, or the documented "jwt").
     """
     config = config or zero_delays()
     clock = FakeClock()
@@ -494,6 +497,7 @@ def open_stack(
                 "webhook_secret": registration["new_signing_secret"],
             }
         elif webhooks == "dynamic":
+            emulator.state.webhooks.dynamic_scheme = webhook_signature
             fields |= {
                 "webhook_mode": WebhookMode.DYNAMIC,
                 "webhook_url": WEBHOOK_URL,

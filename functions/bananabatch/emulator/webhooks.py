@@ -3,9 +3,15 @@
 - static: `POST /v1/webhooks` registers a URI and returns `new_signing_secret`
   ("whsec_..."); deliveries are signed "v1,<HMAC-SHA256>" per Standard Webhooks;
 - dynamic: a batch created with `webhookConfig.uris` is announced to those URIs only,
-  signed with the emulator's own RSA key as an RS256 JWT in `webhook-signature` (or, with
-  `dynamic_scheme = "ed25519"`, as "v1a,<Ed25519>"); the public keys are served at
-  `/.well-known/jwks.json`.
+  signed the way live deliveries are, "v1a,<Ed25519>" over "<id>.<timestamp>.<body>"
+  (field sheet §1 row 9), or, with `dynamic_scheme = "jwt"`, the documented form: an RS256
+  JWT naming the issuer and the delivery URI as audience. The scheme is chosen per
+  dispatcher, or for a whole emulator process by BANANABATCH_EMULATOR_WEBHOOK_SIGNATURE
+  (`v1a` or `jwt`). The public keys (RSA and OKP) are served at `/.well-known/jwks.json`.
+
+No `batch.cancelled` event is documented (field sheet §1 row 8), so a cancelled batch is
+announced only when `announce_cancelled` is set: the receiver must learn cancellation by
+polling, and must still accept the event if it comes.
 
 Nothing is sent by a timer: deliveries queue up when a batch turns terminal and go out
 when a test (or the local runner) calls `flush()`, so no test depends on timing. Fault
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import threading
 import time
@@ -33,12 +40,23 @@ from standardwebhooks import Webhook
 Sender = Callable[[str, Mapping[str, str], bytes], int]
 KID_RSA = "emulator-rsa-1"
 KID_ED25519 = "emulator-ed25519-1"
+# The issuer the emulator's JWTs name: the receiver's default (config.DEFAULT_WEBHOOK_ISSUER).
+JWT_ISSUER = "https://generativelanguage.googleapis.com"
+ENV_SIGNATURE = "BANANABATCH_EMULATOR_WEBHOOK_SIGNATURE"
+DynamicScheme = Literal["v1a", "jwt"]
 EVENT_BY_STATE = {
     "BATCH_STATE_SUCCEEDED": "batch.succeeded",
     "BATCH_STATE_FAILED": "batch.failed",
     "BATCH_STATE_CANCELLED": "batch.cancelled",
     "BATCH_STATE_EXPIRED": "batch.expired",
 }
+
+
+def _scheme_from_env() -> DynamicScheme:
+    raw = os.environ.get(ENV_SIGNATURE, "v1a").strip().lower() or "v1a"
+    if raw not in ("v1a", "jwt"):
+        raise ValueError(f"{ENV_SIGNATURE}: expected v1a or jwt; found {raw!r}")
+    return "jwt" if raw == "jwt" else "v1a"
 
 
 @dataclass
@@ -75,7 +93,10 @@ class WebhookDispatcher:
     # Wall-clock seconds by default: receivers check the timestamp against their own clock.
     clock: Callable[[], float] = time.time
     sender: Sender = _http_send
-    dynamic_scheme: Literal["jwt", "ed25519"] = "jwt"
+    dynamic_scheme: DynamicScheme = field(default_factory=_scheme_from_env)
+    issuer: str = JWT_ISSUER
+    # The service documents no batch.cancelled; set this to send one anyway.
+    announce_cancelled: bool = False
     faults: WebhookFaults = field(default_factory=WebhookFaults)
     registrations: dict[str, Registration] = field(default_factory=dict)
     delivered: list[tuple[str, int]] = field(default_factory=list)
@@ -120,7 +141,7 @@ class WebhookDispatcher:
     ) -> None:
         """Queue the deliveries a batch's terminal state causes."""
         event = EVENT_BY_STATE.get(state)
-        if event is None:
+        if event is None or (event == "batch.cancelled" and not self.announce_cancelled):
             return
         data: dict[str, Any] = {"id": batch_name}
         config = dict(webhook_config or {})
@@ -135,7 +156,7 @@ class WebhookDispatcher:
         if uris:
             # Per-job URIs replace the project's registered webhooks for this job.
             for uri in uris:
-                out.append(Pending(uri, self._dynamic_headers(stamp, body), body))
+                out.append(Pending(uri, self._dynamic_headers(uri, stamp, body), body))
         else:
             with self._lock:
                 hooks = list(self.registrations.values())
@@ -166,14 +187,14 @@ class WebhookDispatcher:
                 else:
                     self._queue.append(pending)
 
-    def _dynamic_headers(self, stamp: int, body: bytes) -> dict[str, str]:
+    def _dynamic_headers(self, uri: str, stamp: int, body: bytes) -> dict[str, str]:
         msg_id = f"msg_{uuid.uuid4()}"
-        if self.dynamic_scheme == "ed25519":
+        if self.dynamic_scheme == "v1a":
             signed = self._ed.sign(f"{msg_id}.{stamp}.".encode() + body)
             signature = "v1a," + base64.b64encode(signed).decode()
         else:
             signature = jwt.encode(
-                {"iat": stamp, "exp": stamp + 300, "iss": "emulator"},
+                {"iat": stamp, "exp": stamp + 300, "iss": self.issuer, "aud": uri},
                 self._rsa,
                 algorithm="RS256",
                 headers={"kid": KID_RSA},

@@ -1,81 +1,67 @@
-"""A verified webhook delivery becomes a batch-done message; a replay becomes a 409.
+"""A verified webhook delivery becomes a batch-done message, and nothing else.
 
-Replay protection is a record per webhook-id, created before anything else. A delivery
-whose record says "published" is a replay. One whose earlier attempt died before
-publishing is allowed through, because the provider retries only deliveries we failed.
+The receiver is the one public endpoint, so it holds no database rights and reads or writes
+no state: it publishes the provider's batch name on the batch-done topic, and the collector
+(which has the rights) finds the batch. Duplicate suppression lives there too, not here: a
+provider retry or a replay within the signature's five-minute window costs one extra
+batch-done message, which the collector absorbs (its lease and cursor make a second
+collection of a batch a no-op). A delivery about a batch this deployment did not create is
+dropped by the collector with a log line.
+
+Cancellation is learned by polling (the tick): no `batch.cancelled` event is documented.
+One that arrives anyway is handled like any other terminal event.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+import json
+from typing import Any, Final
 
-from bananabatch.core.states import BATCH_PROVIDER_TERMINAL
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import submit
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.ports import Doc, Where
-from bananabatch.webhooks import Delivery, WebhookRejected
+from bananabatch.ports import Where
+from bananabatch.webhooks import Delivery
 
 log = get_logger(__name__)
 
-BATCH_EVENTS = frozenset({"batch.succeeded", "batch.failed", "batch.expired", "batch.cancelled"})
-# Deliveries are retried for 24 h; a record kept a day longer covers every replay window.
-RECORD_TTL = timedelta(days=2)
+BATCH_EVENTS: Final = frozenset(
+    {"batch.succeeded", "batch.failed", "batch.expired", "batch.cancelled"}
+)
+SCHEMA_VERSION: Final = 1
 
 
 def handle_delivery(rt: Runtime, delivery: Delivery) -> dict[str, Any]:
-    path = f"webhook_deliveries/{_safe_id(delivery.webhook_id)}"
-    now = rt.now()
-    rt.state.create(
-        path,
-        {
-            "webhook_id": delivery.webhook_id,
-            "state": "received",
-            "received_at": now.isoformat(),
-            "expire_at": (now + RECORD_TTL).isoformat(),
-            "event_type": delivery.event_type,
-        },
-    )
-    record = rt.state.get(path) or {}
-    if record.get("state") == "published":
-        raise WebhookRejected(409, f"replayed delivery {delivery.webhook_id}: already handled")
+    """Publish a verified batch event for the collector; touches no state."""
     with labels(batch_name=delivery.batch_name):
         if delivery.event_type not in BATCH_EVENTS or delivery.batch_name is None:
             log.info("webhook event ignored", extra={"event_type": delivery.event_type})
-            _mark(rt, path)
             return {"status": "ignored", "event": delivery.event_type}
-        matches = list(
-            rt.state.query("batches", [Where("provider_name", "==", delivery.batch_name)], limit=1)
+        message = {
+            "schema_version": SCHEMA_VERSION,
+            "provider_name": delivery.batch_name,
+            "event": delivery.event_type,
+            "webhook_id": delivery.webhook_id,
+        }
+        rt.bus.publish(
+            rt.settings.topic_batch_done,
+            json.dumps(message, separators=(",", ":")).encode(),
+            {"provider_name": delivery.batch_name, "source": "webhook"},
         )
-        if not matches:
+        log.info(
+            "webhook delivered: %s",
+            delivery.event_type,
+            extra={"scheme": delivery.scheme, "webhook_id": delivery.webhook_id},
+        )
+        return {"status": "accepted", "batch_name": delivery.batch_name}
+
+
+def batch_id_for(rt: Runtime, provider_name: str) -> str | None:
+    """The batch this deployment created under a provider's name, or None (logged)."""
+    matches = list(
+        rt.state.query("batches", [Where("provider_name", "==", provider_name)], limit=1)
+    )
+    if not matches:
+        with labels(batch_name=provider_name):
             log.warning("webhook for a batch this deployment did not create")
-            _mark(rt, path)
-            return {"status": "unknown batch"}
-        batch = rt.repo.require_batch(str(matches[0]["batch_id"]))
-        with labels(job_id=batch.job_id, batch_id=batch.batch_id):
-            # The collector re-reads the provider's state, so announcing a batch that is not
-            # yet terminal in our records is harmless.
-            submit.publish_batch_done(rt, batch)
-            log.info(
-                "webhook delivered: %s",
-                delivery.event_type,
-                extra={
-                    "scheme": delivery.scheme,
-                    "already_terminal": batch.state in BATCH_PROVIDER_TERMINAL,
-                },
-            )
-        _mark(rt, path)
-        return {"status": "accepted", "batch_id": batch.batch_id}
-
-
-def _mark(rt: Runtime, path: str) -> None:
-    def published(doc: Doc | None) -> Doc | None:
-        return None if doc is None else {**doc, "state": "published"}
-
-    rt.state.update(path, published)
-
-
-def _safe_id(webhook_id: str) -> str:
-    # Document ids may not contain "/"; webhook ids are "msg_<uuid>" in practice.
-    return webhook_id.replace("/", "_")[:200]
+        return None
+    return str(matches[0]["batch_id"])
