@@ -26,7 +26,7 @@ def doctor(
     models the service batches, static webhook registration, and on the gcp backend the
     buckets, Firestore and topics. Exits 0 when nothing failed (warnings allowed), 1 otherwise.
 
-    Example: GEMINI_API_KEY=AQ.... BANANABATCH_PROVIDER=gemini bananabatch doctor --json
+    Example: bananabatch doctor --json   (with GEMINI_API_KEY=AQ.... BANANABATCH_PROVIDER=gemini)
     """
     try:
         settings = Settings.from_env(os.environ)
