@@ -24,6 +24,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 import bananabatch.config as cfg
+from bananabatch.core.records import cache_path
+from bananabatch.core.ttl import TTL_FIELD
 from bananabatch_infra import FUNCTIONS_DIR
 from bananabatch_infra.source import SourceArchive, build_archive
 from bananabatch_infra.stack_config import PipelineArgs
@@ -49,8 +51,20 @@ REQUIRED_APIS: Final = (
     "cloudscheduler.googleapis.com",
     "secretmanager.googleapis.com",
     "logging.googleapis.com",
+    "firebaserules.googleapis.com",
+    "monitoring.googleapis.com",
 )
 VERTEX_API: Final = "aiplatform.googleapis.com"
+CACHE_COLLECTION: Final = cache_path("x").rpartition("/")[0]
+DENY_ALL_RULES: Final = """rules_version = '2';
+service cloud.firestore {
+  match /databases/{database}/documents {
+    match /{document=**} {
+      allow read, write: if false;
+    }
+  }
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -628,10 +642,23 @@ class Pipeline(pulumi.ComponentResource):
             location_id=a.database_location,
             type="FIRESTORE_NATIVE",
             # Destroying the stack must not destroy job history; DEPLOY.md shows how to
-            # delete the database on purpose.
+            # delete the database on purpose. Delete protection refuses a delete from any
+            # tool (console, gcloud) until it is switched off; point-in-time recovery keeps
+            # seven days of versions to read or restore from after a bad write.
             deletion_policy="ABANDON",
+            delete_protection_state=(
+                "DELETE_PROTECTION_ENABLED"
+                if a.firestore_delete_protection
+                else "DELETE_PROTECTION_DISABLED"
+            ),
+            point_in_time_recovery_enablement=(
+                "POINT_IN_TIME_RECOVERY_ENABLED"
+                if a.firestore_pitr
+                else "POINT_IN_TIME_RECOVERY_DISABLED"
+            ),
             opts=self._opts(),
         )
+        self._deny_all_rules(db)
         composite = {
             # batches of one job, oldest first (collect and finalize walk them in order)
             "batches-job-created": ["job_id", "created_at"],
@@ -675,24 +702,54 @@ class Pipeline(pulumi.ComponentResource):
             ),
             opts=self._opts(db),
         )
-        ttl_collections = ["webhook_deliveries"]
         if a.result_retention_days is not None:
-            # Cache entries point at images; once images expire the entries must go too.
-            ttl_collections.append("cache")
-        for collection in ttl_collections:
+            # Cache entries point at images; once images expire the entries must go too
+            # (pipeline/cache.py writes the TTL field, each store keeps it as a timestamp).
             gcp.firestore.Field(
-                f"{self._name}-ttl-{collection.replace('_', '-')}",
+                f"{self._name}-ttl-cache",
                 project=a.project,
                 database=db.name,
-                collection=collection,
-                field="expire_at",
+                collection=CACHE_COLLECTION,
+                field=TTL_FIELD,
                 ttl_config=gcp.firestore.FieldTtlConfigArgs(),
-                # Nothing queries expire_at, and indexing a timestamp that grows with time
+                # Nothing queries the expiry, and indexing a timestamp that grows with time
                 # creates a write hotspot.
                 index_config=gcp.firestore.FieldIndexConfigArgs(),
                 opts=self._opts(db),
             )
         return db
+
+    def _deny_all_rules(self, db: gcp.firestore.Database) -> None:
+        """Security rules that refuse every client (web or mobile SDK) request. The functions'
+        service accounts use the server libraries, which IAM governs and rules do not, so
+        only they can use the database."""
+        a = self._args
+        ruleset = gcp.firebaserules.Ruleset(
+            f"{self._name}-firestore-rules",
+            project=a.project,
+            source=gcp.firebaserules.RulesetSourceArgs(
+                files=[
+                    gcp.firebaserules.RulesetSourceFileArgs(
+                        name="firestore.rules", content=DENY_ALL_RULES
+                    )
+                ]
+            ),
+            opts=self._opts(db),
+        )
+        # The (default) database's release is "cloud.firestore"; a named database's carries
+        # its name.
+        release = (
+            "cloud.firestore"
+            if a.firestore_database == "(default)"
+            else f"cloud.firestore/{a.firestore_database}"
+        )
+        gcp.firebaserules.Release(
+            f"{self._name}-firestore-rules-release",
+            project=a.project,
+            name=release,
+            ruleset_name=ruleset.name,
+            opts=self._opts(ruleset),
+        )
 
     def _topic(self, short: str, *, retention: str | None = None) -> gcp.pubsub.Topic:
         return gcp.pubsub.Topic(
@@ -827,6 +884,8 @@ class Pipeline(pulumi.ComponentResource):
             env[cfg.ENV_JOB_BUDGET_USD] = str(a.job_budget_usd)
         if a.daily_budget_usd is not None:
             env[cfg.ENV_DAILY_BUDGET_USD] = str(a.daily_budget_usd)
+        if a.result_retention_days is not None:
+            env[cfg.ENV_RESULT_RETENTION_DAYS] = str(a.result_retention_days)
         return env
 
     def _secret_environment(

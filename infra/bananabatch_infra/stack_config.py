@@ -53,6 +53,8 @@ KNOWN_KEYS: Final = frozenset(
         "webhookIssuer",
         "logLevel",
         "forceDestroy",
+        "firestoreDeleteProtection",
+        "firestorePitr",
     }
 )
 SECRET_KEYS: Final = frozenset({"geminiApiKey", "webhookSigningSecret"})
@@ -110,6 +112,8 @@ class PipelineArgs:
     webhook_issuer: str = cfg.DEFAULT_WEBHOOK_ISSUER
     log_level: str = str(_SETTINGS_DEFAULTS["log_level"])
     force_destroy: bool = False
+    firestore_delete_protection: bool = True
+    firestore_pitr: bool = True
     gemini_api_key: pulumi.Input[str] | None = field(default=None, repr=False)
     webhook_signing_secret: pulumi.Input[str] | None = field(default=None, repr=False)
 
@@ -267,6 +271,8 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
     for key, attr in (
         ("resultsVersioning", "results_versioning"),
         ("forceDestroy", "force_destroy"),
+        ("firestoreDeleteProtection", "firestore_delete_protection"),
+        ("firestorePitr", "firestore_pitr"),
     ):
         raw = _get(config, key)
         if raw is not None:

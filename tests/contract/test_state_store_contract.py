@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -459,3 +459,47 @@ def test_collection_operations_reject_a_document_path(
         list(store.query(path))
     with pytest.raises(PermanentError):
         store.count(path)
+
+
+# --- TTL fields (core/ttl.py): an aware ISO time in, the same instant out, on every store -----
+
+
+def test_a_ttl_field_reads_back_as_the_same_instant_in_utc_through_every_write_path(
+    state_under_test: StateUnderTest,
+) -> None:
+    store = state_under_test.store
+    # Written in another zone; read back normalised to UTC, the form Firestore returns.
+    doc = {"n": 1, "expire_at": "2027-01-02T05:04:05+02:00"}
+    store.create("ttl/a", doc)
+    store.set("ttl/b", doc)
+    store.set_many([("ttl/c", doc)])
+    store.update("ttl/d", lambda _old: dict(doc))
+    for name in "abcd":
+        assert store.get(f"ttl/{name}") == {"n": 1, "expire_at": "2027-01-02T03:04:05+00:00"}
+    assert store.update("ttl/d", lambda old: old) == {
+        "n": 1,
+        "expire_at": "2027-01-02T03:04:05+00:00",
+    }
+
+
+def test_a_null_ttl_field_means_no_expiry_and_is_kept(state_under_test: StateUnderTest) -> None:
+    store = state_under_test.store
+    store.set("ttl/none", {"expire_at": None})
+    assert store.get("ttl/none") == {"expire_at": None}
+
+
+@pytest.mark.parametrize("bad", ["2027-01-02T03:04:05", "in two days", 1798858800, True])
+def test_a_ttl_field_that_is_not_an_aware_time_is_refused_by_every_write_path(
+    state_under_test: StateUnderTest, bad: Any
+) -> None:
+    store = state_under_test.store
+    writes: list[Callable[[], object]] = [
+        lambda: store.create("ttl/bad", {"expire_at": bad}),
+        lambda: store.set("ttl/bad", {"expire_at": bad}),
+        lambda: store.set_many([("ttl/bad", {"expire_at": bad})]),
+        lambda: store.update("ttl/bad", lambda _old: {"expire_at": bad}),
+    ]
+    for write in writes:
+        with pytest.raises(PermanentError, match="TTL field 'expire_at'"):
+            write()
+    assert store.get("ttl/bad") is None

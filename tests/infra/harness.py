@@ -112,6 +112,9 @@ def _fake(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, A
         )
     if typ == "gcp:firestore/database:Database":
         return f"projects/{project}/databases/{inputs['name']}", state
+    if typ == "gcp:firebaserules/ruleset:Ruleset":
+        state["name"] = f"projects/{project}/rulesets/{name}-0f1e2d3c"
+        return str(state["name"]), state
     if typ == "gcp:cloudscheduler/job:Job":
         return f"projects/{project}/locations/{inputs['region']}/jobs/{inputs['name']}", state
     return f"{name}-id", state

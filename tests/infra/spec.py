@@ -195,6 +195,9 @@ def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
         env.add(cfg.ENV_JOB_BUDGET_USD)
     if args.daily_budget_usd is not None:
         env.add(cfg.ENV_DAILY_BUDGET_USD)
+    if args.result_retention_days is not None:
+        # cache entries expire with the images they point at (pipeline/cache.py)
+        env.add(cfg.ENV_RESULT_RETENTION_DAYS)
     out = {ep: set(env) for ep in entry_points(args)}
     if args.webhook_mode is cfg.WebhookMode.DYNAMIC:
         for ep in PROVIDER_CALLERS:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 import pulumi
+import pytest
 
 import bananabatch.config as cfg
+from bananabatch.core.ttl import TTL_FIELD
 from tests.infra import harness, spec
 from tests.infra.checks import BUCKET, SECRET, TOPIC, Recorded, check_secret_values_hidden
 
@@ -108,7 +111,9 @@ def test_firestore_native_database_with_the_indexes_the_queries_need() -> None:
     assert scopes == {"COLLECTION", "COLLECTION_GROUP"}
 
 
-def test_ttl_expires_webhook_replay_records_and_cache_entries_only_with_retention() -> None:
+def test_ttl_expires_cache_entries_only_when_images_expire() -> None:
+    # The webhook receiver keeps no replay records any more (it reads and writes no state),
+    # so the cache is the one collection with an expiry, on the field core/ttl.py names.
     def ttl(name: str) -> set[tuple[str, str]]:
         return {
             (f.inputs["collection"], f.inputs["field"])
@@ -116,8 +121,44 @@ def test_ttl_expires_webhook_replay_records_and_cache_entries_only_with_retentio
             if "ttlConfig" in f.inputs
         }
 
-    assert ttl("gemini") == {("webhook_deliveries", "expire_at")}
-    assert ttl("gemini-budgets") == {("webhook_deliveries", "expire_at"), ("cache", "expire_at")}
+    assert ttl("gemini") == set()
+    assert ttl("gemini-budgets") == {("cache", TTL_FIELD)}
+
+
+def test_firestore_has_delete_protection_and_point_in_time_recovery_by_default() -> None:
+    [db] = spec.deployed("gemini").of_type("gcp:firestore/database:Database")
+    assert db.inputs["deleteProtectionState"] == "DELETE_PROTECTION_ENABLED"
+    assert db.inputs["pointInTimeRecoveryEnablement"] == "POINT_IN_TIME_RECOVERY_ENABLED"
+    # Destroying the stack leaves the database (and its history) in place.
+    assert db.inputs["deletionPolicy"] == "ABANDON"
+
+
+def test_firestore_protection_and_pitr_follow_the_stack_config() -> None:
+    args = replace(spec.scenario("gemini"), firestore_delete_protection=False, firestore_pitr=False)
+    [db] = harness.deploy(args).of_type("gcp:firestore/database:Database")
+    assert db.inputs["deleteProtectionState"] == "DELETE_PROTECTION_DISABLED"
+    assert db.inputs["pointInTimeRecoveryEnablement"] == "POINT_IN_TIME_RECOVERY_DISABLED"
+
+
+@pytest.mark.parametrize(
+    ("database", "release"),
+    [
+        ("(default)", "cloud.firestore"),
+        ("bb-db", "cloud.firestore/bb-db"),
+    ],
+)
+def test_deny_all_security_rules_are_released_on_the_database(database: str, release: str) -> None:
+    args = replace(spec.scenario("gemini"), firestore_database=database)
+    dep = harness.deploy(args)
+    [ruleset] = dep.of_type("gcp:firebaserules/ruleset:Ruleset")
+    [released] = dep.of_type("gcp:firebaserules/release:Release")
+    [source] = ruleset.inputs["source"]["files"]
+    text = " ".join(source["content"].split())
+    # Every path, every operation, refused to every client SDK caller.
+    assert "match /{document=**} { allow read, write: if false; }" in text
+    assert "allow" not in text.replace("allow read, write: if false;", "")
+    assert released.inputs["name"] == release
+    assert released.inputs["rulesetName"] == ruleset.id
 
 
 def test_topics_for_tick_batch_done_completions_and_dead_letters() -> None:
@@ -180,7 +221,5 @@ def test_stack_outputs_are_ready_to_paste() -> None:
 
 def test_a_secret_passed_in_as_a_secret_output_stays_secret() -> None:
     args = spec.scenario("gemini")
-    from dataclasses import replace
-
     dep = harness.deploy(replace(args, gemini_api_key=pulumi.Output.secret("AIza-from-config")))
     assert check_secret_values_hidden(dep, ["AIza-from-config"]) == []

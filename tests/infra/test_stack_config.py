@@ -54,6 +54,16 @@ def test_defaults_follow_the_application_settings() -> None:
     assert args.webhook_mode is cfg.WebhookMode.OFF
     assert args.job_budget_usd is None
     assert args.result_retention_days is None
+    assert args.firestore_delete_protection is True
+    assert args.firestore_pitr is True
+
+
+def test_firestore_delete_protection_and_pitr_can_be_switched_off() -> None:
+    args = load(
+        {"firestoreDeleteProtection": "false", "firestorePitr": "false"}, {"geminiApiKey": "k"}
+    )
+    assert args.firestore_delete_protection is False
+    assert args.firestore_pitr is False
 
 
 def test_values_are_parsed_into_their_types() -> None:
@@ -107,6 +117,7 @@ def test_bucket_names_default_to_globally_unique_project_scoped_names() -> None:
         ({"tickSchedule": "every minute"}, {"geminiApiKey": "k"}, {}, "cron"),
         ({"namePrefix": "This-Is-Far-Too-Long-A-Prefix"}, {"geminiApiKey": "k"}, {}, "namePrefix"),
         ({"resultsVersioning": "maybe"}, {"geminiApiKey": "k"}, {}, "true or false"),
+        ({"firestorePitr": "on"}, {"geminiApiKey": "k"}, {}, "firestorePitr"),
     ],
 )
 def test_unusable_configuration_is_refused_with_the_key_to_fix(

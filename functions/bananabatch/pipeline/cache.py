@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from bananabatch.core import records as rec
@@ -101,6 +102,7 @@ def copy_into(rt: Runtime, job_id: str, key: str, source: CacheEntry | ItemRecor
 def populate(rt: Runtime, job: JobRecord) -> int:
     """Record every SUCCEEDED item of the job with a request hash; existing entries win."""
     added = 0
+    expiry = entry_expiry(rt)
     where = [Where("state", "==", ItemState.SUCCEEDED.value)]
     for item in rt.repo.items(job.job_id, where=where):
         if not item.request_hash or not item.mime_type:
@@ -113,8 +115,19 @@ def populate(rt: Runtime, job: JobRecord) -> int:
             job_id=item.job_id,
             key=item.key,
         )
-        added += rt.state.create(rec.cache_path(item.request_hash), entry.to_doc())
+        added += rt.state.create(rec.cache_path(item.request_hash), entry.to_doc() | expiry)
     return added
+
+
+def entry_expiry(rt: Runtime) -> dict[str, str]:
+    """`expire_at` for a cache entry written now: the image it points at is deleted by the
+    results bucket's lifecycle `result_retention_days` after it was written (a little
+    before now), so the entry goes at the same age; Firestore's TTL policy deletes it.
+    Without a retention setting images are kept, and so are entries."""
+    days = rt.settings.result_retention_days
+    if days is None:
+        return {}
+    return {"expire_at": (rt.now() + timedelta(days=days)).isoformat()}
 
 
 def resolve_duplicates(rt: Runtime, job: JobRecord) -> int:

@@ -21,6 +21,7 @@ from google.cloud.firestore_v1.document import DocumentReference
 from google.cloud.firestore_v1.transaction import Transaction
 
 from bananabatch.config import Settings
+from bananabatch.core.ttl import TTL_FIELDS, ttl_instant
 from bananabatch.errors import ConfigError, PermanentError, TransientError
 from bananabatch.ports import Doc, Where
 
@@ -109,7 +110,7 @@ class FirestoreStateStore:
         ref = self._doc(path)
         try:
             with _translated("create", path):
-                ref.create(_to_firestore(doc, path))
+                ref.create(_encode_doc(doc, path))
         except _AlreadyExists:
             return False
         return True
@@ -117,7 +118,7 @@ class FirestoreStateStore:
     def set(self, path: str, doc: Mapping[str, Any]) -> None:
         ref = self._doc(path)
         with _translated("set", path):
-            ref.set(_to_firestore(doc, path))
+            ref.set(_encode_doc(doc, path))
 
     def update(self, path: str, fn: Callable[[Doc | None], Doc | None]) -> Doc | None:
         ref = self._doc(path)
@@ -136,7 +137,7 @@ class FirestoreStateStore:
                 decided = fn(_from_firestore(snapshot.to_dict()))
             if decided is None:
                 return current
-            encoded = _to_firestore(decided, path)
+            encoded = _encode_doc(decided, path)
             transaction.set(ref, encoded)
             written: Doc = _from_firestore(encoded)
             return written
@@ -165,7 +166,7 @@ class FirestoreStateStore:
         pending_bytes = 0
         last_path = ""
         for path, doc in docs:
-            encoded = _to_firestore(doc, path)
+            encoded = _encode_doc(doc, path)
             size = len(path) + _approx_size(encoded)
             if pending and (
                 pending >= MAX_WRITES_PER_COMMIT or pending_bytes + size > MAX_BYTES_PER_COMMIT
@@ -271,6 +272,19 @@ def _in_values(collection: str, clause: Where) -> list[Any]:
     return values
 
 
+def _encode_doc(doc: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """A document for Firestore: JSON values, and each TTL field as a timestamp.
+
+    The port speaks JSON, so a TTL field arrives as an ISO 8601 string; Firestore's TTL
+    policy ignores a field that is not a timestamp, so it is converted here, and a value
+    that is not an aware ISO time is refused rather than stored as a TTL that never fires.
+    """
+    encoded: dict[str, Any] = _to_firestore(doc, path)
+    for name in TTL_FIELDS & encoded.keys() if isinstance(encoded, dict) else ():
+        encoded[name] = ttl_instant(encoded[name], name, path)
+    return encoded
+
+
 def _to_firestore(value: Any, path: str) -> Any:
     """Plain JSON types, with any Mapping turned into a dict and any sequence into a list."""
     if value is None or isinstance(value, bool | int | float | str):
@@ -313,7 +327,7 @@ def _from_firestore(value: Any) -> Any:
 
 
 def _approx_size(doc: Any) -> int:
-    return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
 @contextmanager

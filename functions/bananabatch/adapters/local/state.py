@@ -24,6 +24,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
+from bananabatch.core.ttl import TTL_FIELDS, ttl_instant
 from bananabatch.errors import PermanentError, TransientError
 from bananabatch.ports import Doc, Where
 
@@ -348,8 +349,13 @@ def _collection_path(path: str) -> str:
 def _encode(path: str, doc: Mapping[str, Any]) -> str:
     if not isinstance(doc, Mapping):
         raise PermanentError(f"document {path}: expected a mapping, found {type(doc).__name__}")
+    plain = dict(doc)
+    # SQLite's timestamp form is the UTC ISO string, the form Firestore's reads give back.
+    for name in TTL_FIELDS & plain.keys():
+        instant = ttl_instant(plain[name], name, path)
+        plain[name] = None if instant is None else instant.isoformat()
     try:
-        return json.dumps(dict(doc), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"document {path}: expected JSON-compatible values: {exc}") from exc
 
