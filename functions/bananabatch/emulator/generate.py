@@ -22,6 +22,8 @@ from bananabatch.emulator.render import render_png
 
 Json = dict[str, Any]
 Renderer = Callable[[str, str | None, str | None], bytes]
+# Says why the service could not read a fileData URI: (gRPC code, message), or None.
+UriCheck = Callable[[str], tuple[int, str] | None]
 
 # Input image tokens per reference image (Gemini 3 pricing: "input image = 560 tokens").
 INPUT_IMAGE_TOKENS = 560
@@ -48,6 +50,26 @@ def pick(obj: Mapping[str, Any] | None, camel: str, default: Any = None) -> Any:
 class RequestInvalid(ValueError):
     """The request cannot be served; becomes a code 3 row error (or a 400 when synchronous)."""
 
+    def __init__(self, message: str, code: int = INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def file_uris(request: Any) -> list[str]:
+    """Every fileData URI of a request, in either case, in every content."""
+    uris: list[str] = []
+    contents = pick(request, "contents") if isinstance(request, Mapping) else None
+    if isinstance(contents, Mapping):
+        contents = [contents]
+    for content in contents if isinstance(contents, list) else []:
+        parts = pick(content, "parts") if isinstance(content, Mapping) else None
+        for part in parts if isinstance(parts, list) else []:
+            data = pick(part, "fileData") if isinstance(part, Mapping) else None
+            uri = pick(data, "fileUri") if isinstance(data, Mapping) else None
+            if isinstance(uri, str):
+                uris.append(uri)
+    return uris
+
 
 @dataclass(frozen=True)
 class ImageRequest:
@@ -61,10 +83,20 @@ class ImageRequest:
     input_images: int
 
 
-def parse_request(spec: ModelSpec, request: Any, *, batch_model: str) -> ImageRequest:
-    """Validate a request against the model's catalog entry. Raises RequestInvalid."""
+def parse_request(
+    spec: ModelSpec, request: Any, *, batch_model: str, check_uri: UriCheck | None = None
+) -> ImageRequest:
+    """Validate a request against the model's catalog entry. Raises RequestInvalid.
+
+    Every fileData URI goes through check_uri first, as the service reads every reference
+    before generating: a row never succeeds on a reference that cannot be read."""
     if not isinstance(request, Mapping):
         raise RequestInvalid(f"request must be a JSON object, found {type(request).__name__}")
+    if check_uri is not None:
+        for uri in file_uris(request):
+            problem = check_uri(uri)
+            if problem is not None:
+                raise RequestInvalid(problem[1], problem[0])
     line_model = pick(request, "model")
     if line_model and model_spec(str(line_model)) is not spec:
         raise RequestInvalid(
@@ -246,6 +278,7 @@ def generate(
     fault: RowFault | None = None,
     rid: str = "",
     render: Renderer = render_png,
+    check_uri: UriCheck | None = None,
 ) -> RowOutcome:
     """The outcome of one request for `model` (`models/<id>` or a bare id)."""
     model_id = model.removeprefix("models/")
@@ -257,9 +290,9 @@ def generate(
         # service runs text batches too).
         return generate_text(model_id, request, rid=rid)
     try:
-        req = parse_request(spec, request, batch_model=model)
+        req = parse_request(spec, request, batch_model=model, check_uri=check_uri)
     except RequestInvalid as exc:
-        return RowOutcome(error={"code": INVALID_ARGUMENT, "message": str(exc)})
+        return RowOutcome(error={"code": exc.code, "message": str(exc)})
     base: Json = {"modelVersion": model_id, "responseId": rid or response_id(model_id, req.prompt)}
 
     if fault is not None and fault.kind == "prompt_blocked":

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
 
 from bananabatch.emulator.faults import FaultPlan, JobFault
 from bananabatch.emulator.generate import (
@@ -53,6 +56,34 @@ from bananabatch.emulator.webhooks import WebhookDispatcher
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
 MAX_INLINE_BYTES = 20 * 1024 * 1024
+PERMISSION_DENIED = 7
+INVALID_ARGUMENT_CODE = 3
+SERVICE_URL = "https://generativelanguage.googleapis.com"
+# What the Files API takes (ai.google.dev/gemini-api/docs/files; document, image, audio and
+# video types): anything else is refused at upload start, as the service does. `jsonl` is
+# what the SDK sends for a .jsonl batch input (reference §3).
+SUPPORTED_MIME_PREFIXES = ("image/", "audio/", "video/", "text/")
+SUPPORTED_MIME_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/json",
+        "application/jsonl",
+        "application/x-ndjson",
+        "jsonl",
+        "application/x-javascript",
+        "application/x-python",
+        "application/x-typescript",
+        "application/rtf",
+        "application/xml",
+    }
+)
+
+
+def mime_supported(mime: str) -> bool:
+    base = mime.split(";", 1)[0].strip().lower()
+    return base in SUPPORTED_MIME_TYPES or base.startswith(SUPPORTED_MIME_PREFIXES)
+
+
 FILE_TTL = timedelta(hours=48)
 _FILE_ID = re.compile(r"^[a-z0-9-]{1,40}$")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -115,6 +146,10 @@ class EmulatorConfig:
     result_image_bytes: int | None = None
     # What models.list answers, and which models take which methods (emulator/models.py).
     served_models: tuple[ServedModel, ...] = DEFAULT_SERVED_MODELS
+    # gs:// references: "registered" plays a project whose buckets are registered through
+    # files:register (the service reads them); "refused" plays the bare Developer API,
+    # which cannot read gs:// (every such row fails).
+    gcs_references: Literal["registered", "refused"] = "registered"
 
 
 @dataclass
@@ -151,7 +186,8 @@ class Batch:
     seq: int
     model: str  # models/<id>, as requested
     display_name: str
-    input_config: Json
+    # Only file jobs echo an inputConfig (the service shows none for inline jobs).
+    input_config: Json | None
     inline: bool
     requests_path: Path  # normalised {"key", "metadata", "request"} lines
     request_count: int
@@ -296,11 +332,16 @@ class EmulatorState:
         size = pick(meta, "sizeBytes")
         declared = declared_size if declared_size is not None else (int(size) if size else None)
         upload_id = secrets.token_urlsafe(24)
+        mime = header_mime or pick(meta, "mimeType")
+        if not mime:
+            raise invalid("Missing MIME type: set X-Goog-Upload-Header-Content-Type.")
+        if not mime_supported(str(mime)):
+            raise invalid(f"Unsupported MIME type: {mime}")
         session = UploadSession(
             upload_id=upload_id,
             file_id=file_id,
             display_name=pick(meta, "displayName"),
-            mime_type=header_mime or pick(meta, "mimeType") or "application/octet-stream",
+            mime_type=str(mime),
             declared_size=declared,
             path=self.workdir / "uploads" / upload_id,
         )
@@ -399,7 +440,10 @@ class EmulatorState:
             "updateTime": rfc3339(entry.created),
             "expirationTime": rfc3339(entry.created + FILE_TTL.total_seconds()),
             "sha256Hash": entry.sha256,
-            "uri": f"{base_url}/v1beta/files/{entry.file_id}",
+            # The service's own form, whatever host answered: the SDK turns only an
+            # https://…/files/<id> URI back into a name (t_file_name), and rows refer to
+            # uploaded files by it.
+            "uri": f"{SERVICE_URL}/v1beta/files/{entry.file_id}",
             "state": "ACTIVE",
             "source": entry.source,
         }
@@ -445,11 +489,11 @@ class EmulatorState:
         try:
             if file_name:
                 keys = self._stage_file_requests(str(file_name), path)
-                emitted: Json = {"fileName": f"files/{_bare(str(file_name), 'files')}"}
+                emitted: Json | None = {"fileName": f"files/{_bare(str(file_name), 'files')}"}
                 inline = False
             elif isinstance(requests, Mapping):
                 keys = self._stage_inline_requests(pick(requests, "requests"), path)
-                emitted = {"requests": {}}
+                emitted = None
                 inline = True
             else:
                 raise invalid("batch.input_config needs file_name or requests")
@@ -600,6 +644,7 @@ class EmulatorState:
                     fault=fault,
                     rid=response_id(batch.batch_id, str(index)),
                     render=self._renderer,
+                    check_uri=self.reference_problem,
                 )
                 self._count(batch, outcome)
                 if fault is not None and fault.kind == "missing":
@@ -699,12 +744,13 @@ class EmulatorState:
                 "name": batch.name,
                 "model": batch.model,
                 "displayName": batch.display_name,
-                "inputConfig": batch.input_config,
                 "createTime": rfc3339(batch.created),
                 "updateTime": rfc3339(batch.updated),
                 "batchStats": stats,
                 "state": batch.state,
             }
+            if batch.input_config is not None:
+                metadata["inputConfig"] = batch.input_config
             if batch.end_time is not None:
                 metadata["endTime"] = rfc3339(batch.end_time)
             output: Json | None = None
@@ -722,6 +768,60 @@ class EmulatorState:
                 if batch.error is not None:
                     op["error"] = batch.error
             return op
+
+    # --- references --------------------------------------------------------------------
+
+    def reference_problem(self, uri: str) -> tuple[int, str] | None:
+        """Why the service could not read a fileData URI, as (gRPC code, message), or None.
+
+        - a Files API name or URI (`files/x`, `https://generativelanguage.googleapis.com/
+          v1beta/files/x`) must be a live uploaded file of this project: otherwise 403
+          PERMISSION_DENIED, the service's answer for a missing file (field sheet §1 row 11);
+        - `gs://` is read only when registered (files:register): EmulatorConfig.gcs_references
+          says whether this emulator plays a project whose buckets are registered;
+        - an http(s) URL on a loopback host is fetched: anything but a 200 with an image body
+          fails the row. Other hosts cannot be reached from here and are taken as readable.
+        """
+        file_id = _files_api_id(uri)
+        if file_id is not None:
+            with self._lock:
+                entry = self._files.get(file_id)
+            live = (
+                entry is not None
+                and entry.source == "UPLOADED"
+                and self.now() < entry.created + FILE_TTL.total_seconds()
+            )
+            if not live:
+                return (
+                    PERMISSION_DENIED,
+                    f"You do not have permission to access the File {file_id} or it may not exist.",
+                )
+            return None
+        if uri.startswith("gs://"):
+            if self.config.gcs_references == "registered":
+                return None
+            return (
+                INVALID_ARGUMENT_CODE,
+                f"Cannot fetch content from the provided URL {uri}: a gs:// object is read "
+                "only once registered with files:register.",
+            )
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https"):
+            return (INVALID_ARGUMENT_CODE, f"Unsupported file uri: {uri}")
+        if parts.hostname not in _LOOPBACK:
+            return None
+        try:
+            response = httpx.get(uri, timeout=5.0, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            return (INVALID_ARGUMENT_CODE, f"Cannot fetch content from the provided URL: {exc}")
+        content_type = response.headers.get("content-type", "")
+        if response.status_code != 200 or not content_type.startswith("image/"):
+            return (
+                INVALID_ARGUMENT_CODE,
+                f"Cannot fetch content from the provided URL {uri}: HTTP "
+                f"{response.status_code} {content_type or 'no content type'}",
+            )
+        return None
 
     # --- synchronous generateContent -------------------------------------------------------
 
@@ -741,8 +841,10 @@ class EmulatorState:
         self.served(model, GENERATE)
         with self._lock:
             self.counters.sync_requests += 1
-        outcome = generate(model, request)
+        outcome = generate(model, request, check_uri=self.reference_problem)
         if outcome.error is not None:
+            if outcome.error["code"] == PERMISSION_DENIED:
+                raise ApiError(403, "PERMISSION_DENIED", str(outcome.error["message"]))
             raise invalid(str(outcome.error["message"]))
         assert outcome.response is not None
         with self._lock:
@@ -796,6 +898,17 @@ class EmulatorState:
     def duplicate_keys(self, display_name_prefix: str = "") -> list[str | None]:
         counts = self.submitted_keys(display_name_prefix)
         return sorted((k for k, n in counts.items() if n > 1), key=str)
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_FILES_URI = re.compile(
+    r"^(?:https://generativelanguage\.googleapis\.com/v1(?:beta)?/)?files/([a-z0-9-]{1,64})$"
+)
+
+
+def _files_api_id(uri: str) -> str | None:
+    match = _FILES_URI.match(uri)
+    return match.group(1) if match else None
 
 
 def _webhook_config(spec: Mapping[str, Any]) -> Json | None:
