@@ -48,10 +48,15 @@ def _upload(client: genai.Client, data: bytes, mime: str = "jsonl") -> types.Fil
     return client.files.upload(file=io.BytesIO(data), config={"mime_type": mime})
 
 
+def _inline(text: str) -> list[types.InlinedRequestDict]:
+    content: types.ContentDict = {"parts": [{"text": text}], "role": "user"}
+    return [{"contents": [content]}]
+
+
 def test_only_file_jobs_carry_an_input_config(client: genai.Client, emu: EmulatorServer) -> None:
     inline = client.batches.create(
         model=MODEL,
-        src=[{"contents": [{"parts": [{"text": "a cat"}], "role": "user"}]}],
+        src=_inline("a cat"),
     )
     assert inline.name is not None
     assert "inputConfig" not in _raw_batch(emu, inline.name)["metadata"]
@@ -67,7 +72,7 @@ def test_only_file_jobs_carry_an_input_config(client: genai.Client, emu: Emulato
 def test_a_text_model_runs_batches_too(client: genai.Client, emu: EmulatorServer) -> None:
     job = client.batches.create(
         model="gemini-2.5-flash",
-        src=[{"contents": [{"parts": [{"text": "say hello"}], "role": "user"}]}],
+        src=_inline("say hello"),
     )
     assert job.name is not None
     emu.state.complete(job.name)
@@ -83,7 +88,7 @@ def test_a_text_model_runs_batches_too(client: genai.Client, emu: EmulatorServer
     with pytest.raises(genai_errors.ClientError) as caught:
         client.batches.create(
             model="gemini-embedding-001",
-            src=[{"contents": [{"parts": [{"text": "x"}], "role": "user"}]}],
+            src=_inline("x"),
         )
     assert caught.value.code == 404
     assert "not supported for batchGenerateContent" in str(caught.value)
@@ -115,7 +120,7 @@ def test_a_files_uri_is_the_services_and_the_sdk_turns_it_back_into_a_name(
 
 
 class _Images(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802  # the stdlib's name
+    def do_GET(self) -> None:  # the stdlib's name
         if self.path == "/fox.png":
             body = b"\x89PNG\r\n\x1a\n" + b"0" * 64
             self.send_response(200)
