@@ -54,6 +54,10 @@ ENV_MAX_ATTEMPTS: Final = "BANANABATCH_MAX_ATTEMPTS"
 ENV_STUCK_AFTER_HOURS: Final = "BANANABATCH_STUCK_AFTER_HOURS"
 ENV_JOB_BUDGET_USD: Final = "BANANABATCH_JOB_BUDGET_USD"
 ENV_DAILY_BUDGET_USD: Final = "BANANABATCH_DAILY_BUDGET_USD"
+ENV_BUDGET_MARGIN: Final = "BANANABATCH_BUDGET_MARGIN"
+ENV_QUOTA_ALERT_AFTER: Final = "BANANABATCH_QUOTA_ALERT_AFTER"
+ENV_CREDITS_PROBE_MINUTES: Final = "BANANABATCH_CREDITS_PROBE_MINUTES"
+ENV_FALLBACK_MODEL: Final = "BANANABATCH_FALLBACK_MODEL"
 ENV_PRICE_OVERRIDES: Final = "BANANABATCH_PRICE_OVERRIDES"
 ENV_LOG_LEVEL: Final = "BANANABATCH_LOG_LEVEL"
 ENV_PRICE_MAX_AGE_DAYS: Final = "BANANABATCH_PRICE_MAX_AGE_DAYS"
@@ -110,6 +114,17 @@ DEFAULT_WEBHOOK_ISSUER: Final = "https://generativelanguage.googleapis.com"
 # default version is.
 DEFAULT_WEBHOOK_API_VERSION: Final = "v1beta"
 
+#: The daily cap a deployment gets when nobody set one: spend is bounded by default, and
+#: only the word below, written out, turns the cap off. $10 is the smallest prepayment
+#: the Developer API takes and Tier 1's 10-minute spend window (field-2026-12 §1 row 6).
+DEFAULT_DAILY_BUDGET_USD: Final = 10.0
+#: What BANANABATCH_DAILY_BUDGET_USD / BANANABATCH_JOB_BUDGET_USD say to mean "no cap".
+UNLIMITED: Final = "unlimited"
+#: Reservations exceed the estimate by this fraction: actual cost ran $0.0008 over the
+#: estimates of a run under a cap set exactly at them (text and thought tokens the
+#: estimate cannot know), so a cap is checked against estimate x (1 + margin).
+DEFAULT_BUDGET_MARGIN: Final = 0.10
+
 
 class Settings(BaseModel):
     """Everything the pipeline needs to know about where it runs. Immutable."""
@@ -154,7 +169,16 @@ class Settings(BaseModel):
     max_attempts: int = Field(default=3, gt=0)
     stuck_after_hours: float = Field(default=30.0, gt=0)
     job_budget_usd: float | None = Field(default=None, ge=0)
-    daily_budget_usd: float | None = Field(default=None, ge=0)
+    # None only when configured as "unlimited" (see DEFAULT_DAILY_BUDGET_USD).
+    daily_budget_usd: float | None = Field(default=DEFAULT_DAILY_BUDGET_USD, ge=0)
+    budget_margin: float = Field(default=DEFAULT_BUDGET_MARGIN, ge=0, le=1)
+    # An unrecognised 429 is handled as a rate limit; after this many in a row, an alert.
+    quota_alert_after: int = Field(default=5, gt=0)
+    # While prepaid credits are depleted, one create is tried this often as the probe.
+    credits_probe_minutes: float = Field(default=30.0, gt=0)
+    # Where a model's items go when the provider says the model is gone; None: nowhere
+    # (they fail, and say why). Never used silently: price and quality change.
+    fallback_model: str | None = None
     price_overrides: Mapping[str, Mapping[str, float]] = Field(default_factory=dict)
     log_level: str = "INFO"
     # An estimate made with a price read longer ago than this says so.
@@ -207,6 +231,13 @@ class Settings(BaseModel):
             return self.vertex_stuck_after_hours
         return self.stuck_after_hours
 
+    @field_validator("job_budget_usd", "daily_budget_usd", mode="before")
+    @classmethod
+    def _parse_budget(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == UNLIMITED:
+            return None
+        return value
+
     @field_validator("price_overrides", mode="before")
     @classmethod
     def _parse_overrides(cls, value: object) -> object:
@@ -232,6 +263,10 @@ class Settings(BaseModel):
         out: dict[str, str] = {}
         for field_name, env_name in _FIELD_ENV.items():
             value = getattr(self, field_name)
+            if value is None and field_name == "daily_budget_usd":
+                # Absent means the default cap, so "no cap" must be written out.
+                out[env_name] = UNLIMITED
+                continue
             if value is None:
                 continue
             if field_name == "price_overrides":
@@ -275,6 +310,10 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "stuck_after_hours": ENV_STUCK_AFTER_HOURS,
     "job_budget_usd": ENV_JOB_BUDGET_USD,
     "daily_budget_usd": ENV_DAILY_BUDGET_USD,
+    "budget_margin": ENV_BUDGET_MARGIN,
+    "quota_alert_after": ENV_QUOTA_ALERT_AFTER,
+    "credits_probe_minutes": ENV_CREDITS_PROBE_MINUTES,
+    "fallback_model": ENV_FALLBACK_MODEL,
     "price_overrides": ENV_PRICE_OVERRIDES,
     "log_level": ENV_LOG_LEVEL,
     "price_max_age_days": ENV_PRICE_MAX_AGE_DAYS,

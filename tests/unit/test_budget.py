@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bananabatch.config import Settings
+from bananabatch.config import DEFAULT_DAILY_BUDGET_USD, Settings
 from bananabatch.core.records import JobRecord, SourceObject
 from bananabatch.core.states import JobState
 from bananabatch.errors import PermanentError
@@ -79,10 +79,52 @@ def test_settling_turns_the_reservation_into_the_actual_spend(rt: Runtime) -> No
     assert (totals.reserved_usd, totals.spent_usd) == (0.0, 0.5)
 
 
-def test_object_metadata_sets_the_job_cap_over_the_configured_default() -> None:
+def test_object_metadata_can_lower_the_configured_job_cap_but_never_raise_it() -> None:
+    # Anyone who may write the inbox sets metadata: a million must not beat the operator's 25.
+    assert budget.job_cap(_job({"bananabatch-budget-usd": "1000000"}), 25.0)[0] == 25.0
     assert budget.job_cap(_job({"bananabatch-budget-usd": "1.5"}), 9.0)[0] == 1.5
+    assert budget.job_cap(_job({"bananabatch-budget-usd": "9"}), 9.0)[0] == 9.0
     assert budget.job_cap(_job(), 9.0) == (9.0, "BANANABATCH_JOB_BUDGET_USD")
     assert budget.job_cap(_job(), None)[0] is None
+    # Without a configured job cap, metadata is the only cap (and only lowers "none").
+    assert budget.job_cap(_job({"bananabatch-budget-usd": "2"}), None)[0] == 2.0
+
+
+def test_admit_holds_a_job_whose_metadata_tries_to_raise_the_operators_cap(
+    tmp_path: Path,
+) -> None:
+    rt = build_runtime(Settings(local_root=tmp_path, job_budget_usd=25.0), with_provider=False)
+    rt.clock = lambda: NOW
+    reason, _ = budget.admit(rt, _job({"bananabatch-budget-usd": "1000000"}), 30.0)
+    assert reason is not None
+    assert "exceeds the job budget $25.0000 (BANANABATCH_JOB_BUDGET_USD" in reason
+
+
+def test_the_reservation_carries_the_safety_margin_over_the_estimate(tmp_path: Path) -> None:
+    rt = build_runtime(
+        Settings(local_root=tmp_path, daily_budget_usd=1.0, budget_margin=0.1),
+        with_provider=False,
+    )
+    rt.clock = lambda: NOW
+    assert budget.admit(rt, _job(), 0.5) == (None, DAY)
+    assert budget.day_totals(rt, DAY).reserved_usd == pytest.approx(0.55)
+    # A cap set exactly at the estimate no longer admits it: the actual may run over it.
+    exact = _job().model_copy(update={"job_id": "exact"})
+    reason, _ = budget.admit(rt, exact, 0.45)
+    assert reason is not None
+    assert "$0.4950 with the 10% margin" in reason
+
+
+def test_a_deployment_without_a_daily_budget_gets_the_default_and_unlimited_is_spelled_out() -> (
+    None
+):
+    assert Settings().daily_budget_usd == DEFAULT_DAILY_BUDGET_USD
+    assert Settings.from_env({}).daily_budget_usd == DEFAULT_DAILY_BUDGET_USD
+    assert Settings.from_env({"BANANABATCH_DAILY_BUDGET_USD": ""}).daily_budget_usd == 10.0
+    unlimited = Settings.from_env({"BANANABATCH_DAILY_BUDGET_USD": "unlimited"})
+    assert unlimited.daily_budget_usd is None
+    # Handing settings on keeps "no cap" as "no cap", not as "the default".
+    assert Settings.from_env(unlimited.to_env()).daily_budget_usd is None
 
 
 def test_an_unreadable_budget_in_object_metadata_names_the_key_and_the_value() -> None:
@@ -101,7 +143,7 @@ def test_admit_holds_a_job_over_its_own_cap_without_reserving(rt: Runtime) -> No
 def test_admit_holds_a_job_that_would_take_the_day_over_the_daily_cap(tmp_path: Path) -> None:
     rt = build_runtime(Settings(local_root=tmp_path, daily_budget_usd=1.0), with_provider=False)
     rt.clock = lambda: NOW
-    budget.reserve(rt, "earlier", 0.9, day=DAY, cap=None)
+    budget.reserve(rt, "earlier", 0.88, day=DAY, cap=None)
     reason, _ = budget.admit(rt, _job(), 0.2)
     assert reason is not None
     assert "over the daily budget $1.0000" in reason

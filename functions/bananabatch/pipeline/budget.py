@@ -59,11 +59,14 @@ def budget_day(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def job_cap(job: JobRecord, default: float | None) -> tuple[float | None, str]:
-    """The job's cap and where it came from. Object metadata beats the configured default."""
+def job_cap(job: JobRecord, configured: float | None) -> tuple[float | None, str]:
+    """The job's cap and where it came from. The operator's configured cap is the ceiling:
+    object metadata (which `submit --budget` writes) can only lower it, never raise it, since
+    anyone who may write the inbox may set metadata."""
+    source = env_name_for("job_budget_usd")
     raw = job.options.get(JOB_BUDGET_KEY)
     if raw is None:
-        return default, env_name_for("job_budget_usd")
+        return configured, source
     try:
         value = float(raw)
     except ValueError:
@@ -73,7 +76,15 @@ def job_cap(job: JobRecord, default: float | None) -> tuple[float | None, str]:
             f"object metadata {JOB_BUDGET_KEY}: expected a number of USD >= 0; found {raw!r}",
             job_id=job.job_id,
         )
+    if configured is not None and configured <= value:
+        return configured, f"{source}, the lower of it and object metadata {JOB_BUDGET_KEY}"
     return value, f"object metadata {JOB_BUDGET_KEY}"
+
+
+def with_margin(estimate_usd: float, margin: float) -> float:
+    """What a job reserves: its estimate plus the safety margin (config.DEFAULT_BUDGET_MARGIN
+    says why), so a cap holds against the actual cost, not only against the estimate."""
+    return round(estimate_usd * (1.0 + margin), 6)
 
 
 def totals(doc: Mapping[str, Any] | None, day: str) -> DayTotals:
@@ -137,18 +148,20 @@ def admit(rt: Runtime, job: JobRecord, estimate_usd: float) -> tuple[str | None,
         cap, source = job_cap(job, rt.settings.job_budget_usd)
     except PermanentError as exc:
         return exc.message, day
-    if cap is not None and estimate_usd > cap + 1e-9:
+    margin = rt.settings.budget_margin
+    amount = with_margin(estimate_usd, margin)
+    with_pct = f"estimated ${estimate_usd:.4f} (${amount:.4f} with the {margin:.0%} margin)"
+    if cap is not None and amount > cap + 1e-9:
         return (
-            f"estimated ${estimate_usd:.4f} exceeds the job budget ${cap:.4f} ({source}); "
-            f"approve or reject the job",
+            f"{with_pct} exceeds the job budget ${cap:.4f} ({source}); approve or reject the job",
             day,
         )
     daily = rt.settings.daily_budget_usd
-    ok, seen = reserve(rt, job.job_id, estimate_usd, day=day, cap=daily)
+    ok, seen = reserve(rt, job.job_id, amount, day=day, cap=daily)
     if not ok:
         return (
-            f"estimated ${estimate_usd:.4f} would take {day}'s spend to "
-            f"${seen.committed_usd + estimate_usd:.4f}, over the daily budget ${daily:.4f} "
+            f"{with_pct} would take {day}'s committed spend to "
+            f"${seen.committed_usd + amount:.4f}, over the daily budget ${daily:.4f} "
             f"({env_name_for('daily_budget_usd')}); approve or reject the job",
             day,
         )
@@ -193,7 +206,8 @@ def approve(rt: Runtime, job_id: str) -> JobRecord:
     with labels(job_id=job_id):
         job = _held_job(rt, job_id, "approved")
         day = budget_day(rt.now())
-        reserve(rt, job_id, job.costs.estimated_usd, day=day, cap=None)
+        amount = with_margin(job.costs.estimated_usd, rt.settings.budget_margin)
+        reserve(rt, job_id, amount, day=day, cap=None)
         moved = rt.repo.move_job(
             job_id,
             JobState.RUNNING,
