@@ -18,7 +18,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from bananabatch.emulator import vertex
-from bananabatch.emulator.store import ApiError, EmulatorState, invalid, not_found, page
+from bananabatch.emulator.errors import ApiError, invalid, not_found
+from bananabatch.emulator.store import EmulatorState, page
 from bananabatch.log import get_logger
 
 VERSIONS = frozenset({"v1", "v1beta"})

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bananabatch.emulator.errors import CreateFaultKind
+
 RowFaultKind = Literal[
     # The row fails: {"key", "error": {code, message}}.
     "error",
@@ -55,6 +57,18 @@ class JobFault:
 
 
 @dataclass
+class CreateFault:
+    """Batch creates of models matching `model` (fnmatch over the bare id) are refused with
+    the service's answer for `kind` (emulator/errors.py); nothing is created."""
+
+    kind: CreateFaultKind
+    # How many more creates it refuses; None: every one until the test removes it.
+    times: int | None = 1
+    model: str = "*"
+    retry_delay: str = "26s"
+
+
+@dataclass
 class FaultPlan:
     """Per-key row faults, per-batch terminal and stuck faults, counted create faults and
     download faults."""
@@ -63,6 +77,8 @@ class FaultPlan:
     jobs: list[JobFault] = field(default_factory=list)
     # The next N batch creates are refused with 429 RESOURCE_EXHAUSTED (nothing created).
     create_429: int = 0
+    # Refusals of a kind (the 429s, 401, invalid key, model not found), taken in order.
+    create_faults: list[CreateFault] = field(default_factory=list)
     # The next N batch creates fail with 500 INTERNAL (nothing created).
     create_500: int = 0
     # The next N batch creates succeed, but the caller gets a 500 instead of the answer.
@@ -120,6 +136,30 @@ class FaultPlan:
         self.slow_chunk_seconds = seconds_per_chunk
         self.on_slow_chunk = on_chunk
         return self
+
+    def refuse_creates(
+        self,
+        kind: CreateFaultKind,
+        *,
+        times: int | None = 1,
+        model: str = "*",
+        retry_delay: str = "26s",
+    ) -> CreateFault:
+        """Refuse creates with the service's answer for `kind`; returns the fault, which a
+        test may remove from `create_faults` (or whose `times` it may set) to end it."""
+        fault = CreateFault(kind, times=times, model=model, retry_delay=retry_delay)
+        self.create_faults.append(fault)
+        return fault
+
+    def take_create_fault(self, model: str) -> CreateFault | None:
+        for fault in self.create_faults:
+            if fault.times is not None and fault.times <= 0:
+                continue
+            if fnmatch.fnmatchcase(model, fault.model):
+                if fault.times is not None:
+                    fault.times -= 1
+                return fault
+        return None
 
     def take_row_fault(self, key: str | None) -> RowFault | None:
         """The fault for this key, consuming one use of a counted fault."""

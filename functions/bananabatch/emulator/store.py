@@ -32,6 +32,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bananabatch.emulator.errors import (
+    ApiError,
+    create_fault_error,
+    invalid,
+    invalid_key,
+    not_found,
+)
 from bananabatch.emulator.faults import FaultPlan, JobFault
 from bananabatch.emulator.generate import (
     Json,
@@ -87,27 +94,6 @@ def mime_supported(mime: str) -> bool:
 FILE_TTL = timedelta(hours=48)
 _FILE_ID = re.compile(r"^[a-z0-9-]{1,40}$")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-class ApiError(Exception):
-    """An error the API answers with: HTTP status plus the canonical status string."""
-
-    def __init__(self, http_status: int, status: str, message: str) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.status = status
-        self.message = message
-
-    def envelope(self) -> Json:
-        return {"error": {"code": self.http_status, "message": self.message, "status": self.status}}
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", message)
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError(400, "INVALID_ARGUMENT", message)
 
 
 class ManualClock:
@@ -311,7 +297,7 @@ class EmulatorState:
                 "identity). Please use API Key or other form of API consumer identity.",
             )
         if self.config.api_key is not None and key != self.config.api_key:
-            raise invalid("API key not valid. Please pass a valid API key.")
+            raise invalid_key()
 
     # --- files -----------------------------------------------------------------------------
 
@@ -463,15 +449,14 @@ class EmulatorState:
         self.served(model, BATCH_METHOD)
         with self._lock:
             plan = self.faults
+            fault = plan.take_create_fault(model.removeprefix("models/"))
+            if fault is not None:
+                self.counters.creates_refused += 1
+                raise create_fault_error(fault.kind, model, fault.retry_delay)
             if plan.create_429 > 0:
                 plan.create_429 -= 1
                 self.counters.creates_refused += 1
-                raise ApiError(
-                    429,
-                    "RESOURCE_EXHAUSTED",
-                    "You exceeded your current quota, please check your plan and billing "
-                    "details. (emulated)",
-                )
+                raise create_fault_error("rate_limit", model)
             if plan.create_500 > 0:
                 plan.create_500 -= 1
                 self.counters.creates_refused += 1

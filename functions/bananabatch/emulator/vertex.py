@@ -38,16 +38,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bananabatch.core.catalog import model_spec
+from bananabatch.emulator.errors import ApiError, create_fault_error, invalid, not_found
 from bananabatch.emulator.faults import JobFault
 from bananabatch.emulator.generate import Json, generate, pick, response_id
-from bananabatch.emulator.store import (
-    Accepted,
-    ApiError,
-    EmulatorState,
-    invalid,
-    not_found,
-    rfc3339,
-)
+from bananabatch.emulator.store import Accepted, EmulatorState, rfc3339
 from bananabatch.providers.vertex import key_from_labels
 
 VERSIONS: Final = frozenset({"v1", "v1beta1"})
@@ -147,10 +141,14 @@ class VertexJobs:
             raise not_found(f"Publisher Model `{parent}/{PUBLISHER_PREFIX}{bare}` not found.")
         with self.state._lock:
             plan = self.state.faults
+            fault = plan.take_create_fault(bare)
+            if fault is not None:
+                self.state.counters.creates_refused += 1
+                raise create_fault_error(fault.kind, model, fault.retry_delay)
             if plan.create_429 > 0:
                 plan.create_429 -= 1
                 self.state.counters.creates_refused += 1
-                raise ApiError(429, "RESOURCE_EXHAUSTED", "Quota exceeded (emulated).")
+                raise create_fault_error("rate_limit", model)
             if plan.create_500 > 0:
                 plan.create_500 -= 1
                 self.state.counters.creates_refused += 1

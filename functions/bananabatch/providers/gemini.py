@@ -38,11 +38,11 @@ from bananabatch.errors import (
     NotFound,
     PermanentError,
     ProviderOutcomeUnknown,
-    ProviderQuotaExceeded,
     TransientError,
 )
 from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
+from bananabatch.providers import classify
 from bananabatch.providers._common import batch_state, parse_time, result_rows, split_lines
 from bananabatch.providers._lines import parse_line
 
@@ -185,7 +185,7 @@ class GeminiProvider:
                 "uris": [self.webhook_url],
                 "user_metadata": {"display_name": display_name},
             }
-        with create_errors(f"creating {where}", "batch"):
+        with create_errors(f"creating {where}", "batch", model=model):
             job = self.client.batches.create(model=model, src=uploaded.name, config=config)  # type: ignore[arg-type]
             if not job.name:
                 raise ProviderOutcomeUnknown(f"creating {where}: the answer named no batch")
@@ -340,33 +340,47 @@ def _state_text(state: object) -> str:
     return str(value) if value else "JOB_STATE_UNSPECIFIED"
 
 
+def _body(exc: genai_errors.APIError) -> classify.ErrorBody:
+    # The SDK keeps the whole error body in `details`; the classification reads it there.
+    return classify.error_body(exc.code, exc.details)
+
+
 def _is_quota(exc: genai_errors.APIError) -> bool:
-    return exc.code == 429 or exc.status == "RESOURCE_EXHAUSTED"
+    return classify.is_quota(_body(exc))
 
 
-def _refusal(exc: genai_errors.APIError, what: str) -> Exception:
+def _refusal(exc: genai_errors.APIError, what: str, *, model: str | None = None) -> Exception:
     """A definite answer from the service: nothing was created."""
-    text = f"{what}: {exc.code} {exc.status} {exc.message}"
-    if _is_quota(exc):
-        return ProviderQuotaExceeded(text)
-    if 400 <= exc.code < 500 and exc.code != 408:
+    return refusal(_body(exc), what, model=model)
+
+
+def refusal(err: classify.ErrorBody, what: str, *, model: str | None = None) -> Exception:
+    """The error a definite refusal of a create (or its upload) becomes."""
+    if classify.is_quota(err):
+        return classify.quota_error(err, what)
+    if classify.is_auth(err):
+        return classify.auth_error(err, what)
+    if model is not None and classify.is_model_gone(err):
+        return classify.model_error(err, what, model)
+    text = f"{what}: {classify.describe(err)}"
+    if 400 <= err.code < 500 and err.code != 408:
         return PermanentError(text)
     return TransientError(text + "; nothing was created")
 
 
 @contextmanager
-def create_errors(what: str, noun: str) -> Iterator[None]:
+def create_errors(what: str, noun: str, *, model: str | None = None) -> Iterator[None]:
     """Translate the errors of a create call for the ledger: a definite refusal (quota,
-    other 4xx) means nothing was created; anything else leaves the `noun`'s existence open,
-    to be reconciled by display name, never by creating again."""
+    credentials, a model gone, other 4xx) means nothing was created; anything else leaves
+    the `noun`'s existence open, to be reconciled by display name, never by creating again."""
     try:
         yield
     except genai_errors.APIError as exc:
-        if _is_quota(exc) or (400 <= exc.code < 500 and exc.code != 408):
-            raise _refusal(exc, what) from exc
+        err = _body(exc)
+        if classify.is_quota(err) or (400 <= err.code < 500 and err.code != 408):
+            raise refusal(err, what, model=model) from exc
         raise ProviderOutcomeUnknown(
-            f"{what}: {exc.code} {exc.status} {exc.message}; the {noun} may exist, "
-            "reconcile by display name"
+            f"{what}: {classify.describe(err)}; the {noun} may exist, reconcile by display name"
         ) from exc
     except CREATE_ERRORS as exc:
         # ValueError includes pydantic failing on a 200 answer: the batch exists then.
@@ -384,39 +398,33 @@ def sdk_errors(what: str, *, finished_ok: bool = False) -> Iterator[None]:
     except genai_errors.APIError as exc:
         if finished_ok and exc.code == 400 and exc.status == "FAILED_PRECONDITION":
             return
-        raise _read_error(exc, what) from exc
+        raise read_error(_body(exc), what) from exc
     except TRANSPORT_ERRORS as exc:
         raise TransientError(f"{what}: {exc!r}") from exc
     except ValueError as exc:
         raise PermanentError(f"{what}: {exc}") from exc
 
 
-def _read_error(exc: genai_errors.APIError, what: str) -> Exception:
-    text = f"{what}: {exc.code} {exc.status} {exc.message}"
-    if exc.code == 404:
+def read_error(err: classify.ErrorBody, what: str) -> Exception:
+    """The error a failed read (get, list, download, a synchronous generate) becomes."""
+    text = f"{what}: {classify.describe(err)}"
+    if classify.is_quota(err):
+        return classify.quota_error(err, what)
+    if classify.is_auth(err):
+        return classify.auth_error(err, what)
+    if err.code == 404:
         return NotFound(text)
-    if _is_quota(exc) or exc.code == 408 or exc.code >= 500:
+    if err.code == 408 or err.code >= 500:
         return TransientError(text)
     return PermanentError(text)
 
 
 def _http_error(response: httpx.Response, what: str) -> Exception:
     try:
-        body = response.json()
-        error = body.get("error", body) if isinstance(body, dict) else {}
+        body: object = response.json()
     except ValueError:
-        error = {}
-    status = error.get("status") if isinstance(error, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    text = f"{what}: {response.status_code} {status or ''} {message or response.text[:200]}"
-    code = response.status_code
-    if code == 429 or status == "RESOURCE_EXHAUSTED":
-        return ProviderQuotaExceeded(text)
-    if code == 404:
-        return NotFound(text)
-    if code == 408 or code >= 500:
-        return TransientError(text)
-    return PermanentError(text)
+        body = {"error": {"message": response.text[:200]}}
+    return read_error(classify.error_body(response.status_code, body), what)
 
 
 @contextmanager

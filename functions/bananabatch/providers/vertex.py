@@ -226,7 +226,7 @@ class VertexProvider:
         config = genai_types.CreateBatchJobConfig(
             display_name=display_name, dest=destination_for(request_bucket, request_object)
         )
-        with create_errors(f"creating {where}", "job"):
+        with create_errors(f"creating {where}", "job", model=model):
             job = self.client.batches.create(model=model, src=source, config=config)
             if not job.name:
                 raise ProviderOutcomeUnknown(f"creating {where}: the answer named no job")
