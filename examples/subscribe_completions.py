@@ -59,6 +59,11 @@ def main() -> None:
             print(f"not JSON, skipped: {exc}", file=sys.stderr)
             received.ack()
             return
+        if received.attributes.get("kind") == "alert":
+            # Alerts share the topic (schemas/alert.v1.schema.json): the owner must act.
+            print(f"ALERT {message.get('alert')}: {message.get('reason')}", flush=True)
+            received.ack()
+            return
         problems = [e.message for e in validator.iter_errors(message)] if validator else []
         if problems:
             print(f"invalid message {received.message_id}: {problems}", file=sys.stderr)

@@ -30,6 +30,12 @@ def on_batch_done(event: CloudEvent) -> None:
     entrypoints.batch_done(wiring.current(), event.get_attributes(), event.get_data())
 
 
+@functions_framework.cloud_event
+def on_billing_alert(event: CloudEvent) -> None:
+    """A Cloud Billing budget notification: the kill switch pauses all submission."""
+    entrypoints.billing_alert(wiring.current(), event.get_attributes(), event.get_data())
+
+
 @functions_framework.http
 def on_gemini_webhook(request: flask.Request) -> tuple[dict[str, Any], int]:
     """A Gemini webhook delivery (HTTP): verified, then announced as batch-done."""

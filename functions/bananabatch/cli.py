@@ -33,11 +33,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bananabatch import cost_cli, doctor_cli, log, webhook_cli
+from bananabatch import cost_cli, doctor_cli, log, pause_cli, webhook_cli
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState, JobState
 from bananabatch.errors import BananaError, PermanentError
+from bananabatch.pipeline.budget import JOB_BUDGET_KEY
 from bananabatch.pipeline.runtime import Runtime
 
 EXIT_OK: Final = 0
@@ -297,12 +298,21 @@ def emulator(
 @app.command()
 def submit(
     file: Annotated[str, typer.Argument(help="A local JSONL path or a gs:// URI.")],
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            min=0,
+            help="A cap in USD for this job; it can only lower the configured job cap.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload FILE to the inbox and start its job; prints the job id.
 
-    Example: bananabatch submit prompts.jsonl
+    Example: bananabatch submit prompts.jsonl --budget 2.50
     """
+    metadata = None if budget_usd is None else {JOB_BUDGET_KEY: f"{budget_usd:g}"}
     with errors_as_one_line():
         # Locally, on_upload runs in this process and submits, so it needs the provider; a
         # deployed stack only needs the upload (the cloud function does the rest).
@@ -316,13 +326,13 @@ def submit(
                 raise PermanentError(f"no such file: {file} (the local backend takes a local path)")
             pipeline = LocalPipeline(rt)
             try:
-                job_id = pipeline.upload(path)
+                job_id = pipeline.upload(path, metadata=metadata)
             finally:
                 pipeline.close()
         else:
             from bananabatch.deployed import submit_file
 
-            job_id = submit_file(rt.settings, file)
+            job_id = submit_file(rt.settings, file, metadata=metadata)
         if as_json:
             print_json({"job_id": job_id})
         else:
@@ -398,10 +408,14 @@ def job_view(rt: Runtime, job: JobRecord) -> dict[str, Any]:
         "age_seconds": round(age, 1),
         "results_prefix": job.results_prefix,
         "error": job.error,
+        # Set while a deployment-wide pause keeps this job's batches queued.
+        "paused": job.paused,
+        "pauses": job.pauses,
     }
 
 
 def print_jobs(rt: Runtime, jobs: list[JobRecord]) -> None:
+    pause_cli.print_banner(rt)
     table = Table()
     for column in (
         "job",
@@ -423,7 +437,7 @@ def print_jobs(rt: Runtime, jobs: list[JobRecord]) -> None:
         spent = job.costs.actual_usd or job.costs.estimated_usd
         table.add_row(
             job.job_id,
-            job.state.value,
+            job.state.value + (" (paused)" if job.paused else ""),
             str(job.line_count),
             str(done),
             str(c.get("SUCCEEDED", 0) + c.get("CACHED", 0)),
@@ -617,6 +631,7 @@ app.command()(cost_cli.approve)
 app.command()(cost_cli.reject)
 app.command()(doctor_cli.doctor)
 app.command()(webhook_cli.webhook_register)
+app.command()(pause_cli.resume)
 
 
 def main() -> None:

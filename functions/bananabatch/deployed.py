@@ -8,6 +8,7 @@ STORAGE_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,13 +43,25 @@ def build_stores(settings: Settings) -> Stores:
     )
 
 
-def submit_file(settings: Settings, source: str, *, stores: Stores | None = None) -> str:
+def submit_file(
+    settings: Settings,
+    source: str,
+    *,
+    stores: Stores | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> str:
     """Put `source` (a local path or a gs:// URI) in the inbox bucket; returns the job id
     the upload starts. An object already in the inbox is used where it is; one elsewhere
     is copied in under its base name, since only the inbox triggers on_upload."""
     stores = stores or build_stores(settings)
     inbox = settings.inbox_bucket
     if source.startswith("gs://"):
+        if metadata:
+            # A copy keeps the source's metadata; rewriting another's object is not ours.
+            raise PermanentError(
+                f"submit {source}: --budget needs a local file; for an object already in a "
+                "bucket, set its bananabatch-budget-usd metadata when uploading it"
+            )
         bucket, _, name = source.removeprefix("gs://").partition("/")
         if not bucket or not name or name.endswith("/"):
             raise PermanentError(f"submit {source}: expected gs://bucket/object.jsonl")
@@ -66,7 +79,9 @@ def submit_file(settings: Settings, source: str, *, stores: Stores | None = None
         target = path.name
         with (
             path.open("rb") as reader,
-            stores.objects.open_write(inbox, target, content_type=JSONL_CONTENT_TYPE) as sink,
+            stores.objects.open_write(
+                inbox, target, content_type=JSONL_CONTENT_TYPE, metadata=metadata
+            ) as sink,
         ):
             while chunk := reader.read(_COPY_CHUNK):
                 sink.write(chunk)

@@ -16,7 +16,7 @@ from bananabatch import log
 from bananabatch.config import WebhookMode
 from bananabatch.errors import ConfigError, PermanentError
 from bananabatch.events import parse_pubsub_event, parse_storage_event
-from bananabatch.pipeline import collect, intake, thumbnails, tick, webhook
+from bananabatch.pipeline import collect, intake, pause, thumbnails, tick, webhook
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.webhooks import MAX_ID_CHARS, WebhookRejected, WebhookVerifier, verifier_for
 
@@ -94,6 +94,16 @@ def batch_done(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
         collect.handle_batch_done(
             rt, batch_id, should_stop=lambda: clock() - started > COLLECT_BUDGET_SECONDS
         )
+
+
+def billing_alert(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> str | None:
+    """A Cloud Billing budget notification (the kill switch, infra/killswitch.py)."""
+    done: str | None = None
+    with _handled(rt, "on_billing_alert", attributes.get("id")):
+        message = parse_pubsub_event(data).message
+        done = pause.handle_budget_notification(rt, message.attributes, message.payload())
+        logger.info("budget notification handled", extra={"outcome": done})
+    return done
 
 
 _verifiers: dict[tuple[object, ...], WebhookVerifier] = {}

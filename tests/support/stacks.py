@@ -65,7 +65,7 @@ STACKS: Final = (
 )
 # How far the clock moves between two ticks while a test settles a job.
 STEP: Final = timedelta(minutes=15)
-EVENT_FUNCTIONS: Final = ("on_upload", "on_tick", "on_batch_done")
+EVENT_FUNCTIONS: Final = ("on_upload", "on_tick", "on_batch_done", "on_billing_alert")
 WEBHOOK_FUNCTION: Final = "on_gemini_webhook"
 WEBHOOK_URL: Final = "http://functions.test/on_gemini_webhook"
 BATCH_DONE_SUB: Final = "on-batch-done"

@@ -240,6 +240,7 @@ def test_attributes_are_strings_for_subscription_filters() -> None:
     attributes = message_attributes(_message())
 
     assert attributes == {
+        "kind": "completion",
         "job_id": "prompts-0123456789ab",
         "state": "PARTIAL",
         "schema_version": "1",

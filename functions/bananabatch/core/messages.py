@@ -83,6 +83,8 @@ def completion_message(
 def message_attributes(message: Mapping[str, Any]) -> dict[str, str]:
     """Pub/Sub attributes: subscription filters can only see these, never the body."""
     return {
+        # Alerts share the topic (core/alerts.py): `attributes.kind = "completion"` filters.
+        "kind": "completion",
         "job_id": str(message["job_id"]),
         "state": str(message["state"]),
         "schema_version": str(message["schema_version"]),

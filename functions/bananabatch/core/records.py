@@ -80,6 +80,10 @@ class JobRecord(Record):
     # Said at intake about the models the lines use (deprecated, restricted, batch support
     # undocumented); repeated in summary.json.
     warnings: list[str] = Field(default_factory=list)
+    # Why submission is paused deployment-wide while this job waits (pipeline/pause.py),
+    # and every pause it waited through ({reason, since, until}), for status and summary.
+    paused: str | None = None
+    pauses: list[dict[str, str]] = Field(default_factory=list)
 
     @property
     def cancel_requested(self) -> bool:

@@ -73,7 +73,7 @@ class LocalPipeline:
             name: functions_framework.create_app(  # type: ignore[no-untyped-call]
                 target=name, source=str(MAIN_PY), signature_type="cloudevent"
             ).test_client()
-            for name in ("on_upload", "on_tick", "on_batch_done")
+            for name in ("on_upload", "on_tick", "on_batch_done", "on_billing_alert")
         }
         self.bus.create_subscription(BATCH_DONE_SUBSCRIPTION, self.settings.topic_batch_done)
         self.bus.create_subscription(COMPLETIONS_SUBSCRIPTION, self.settings.topic_completions)

@@ -342,6 +342,8 @@ def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
         "lanes": dict(sorted(tally.lanes.items())),
         "error": job.error,
         "warnings": job.warnings,
+        # Deployment-wide submission pauses this job waited through (pipeline/pause.py).
+        "pauses": job.pauses,
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "files": {

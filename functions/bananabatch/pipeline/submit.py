@@ -23,9 +23,16 @@ from bananabatch.core.states import (
     BatchState,
     ItemState,
 )
-from bananabatch.errors import PermanentError, ProviderOutcomeUnknown, ProviderQuotaExceeded
+from bananabatch.errors import (
+    PermanentError,
+    ProviderAuthError,
+    ProviderOutcomeUnknown,
+    ProviderQuotaExceeded,
+    QuotaKind,
+)
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
+from bananabatch.pipeline import pause
 from bananabatch.pipeline.repo import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch
@@ -39,7 +46,8 @@ RECONCILE_GRACE = timedelta(minutes=10)
 
 CANCELLED_BEFORE_SUBMISSION = "cancelled by user before submission"
 
-# Backoff between submission attempts refused for quota: exponential with full jitter.
+# Backoff between submission attempts refused for a rate limit without a RetryInfo delay:
+# exponential with full jitter, capped at 30 minutes.
 _QUOTA_BACKOFF = wait_random_exponential(multiplier=30, max=30 * 60)
 
 
@@ -51,13 +59,23 @@ def quota_backoff(attempt: int) -> timedelta:
 
 
 def submit_queued(rt: Runtime, *, job_id: str | None = None) -> int:
-    """Submit queued batches (of one job, or of all jobs) while capacity allows.
-    Returns how many were created."""
+    """Submit queued batches (of one job, or of all jobs) while capacity allows and no
+    deployment-wide pause (pipeline/pause.py) stops it. Returns how many were created."""
+    pause.lapse_expired(rt)
+    gate = pause.gate(rt)
     capacity = rt.settings.max_active_batches - rt.repo.count_batches(states=BATCH_ACTIVE)
     created = 0
     now = rt.now()
     jobs: dict[str, JobRecord | None] = {}
-    for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
+    waiting: set[str] = set()
+    queued = list(rt.repo.batches(states=[BatchState.QUEUED]))
+    # A rate limit is the project's, not one batch's: while the latest quota backoff (the
+    # provider's RetryInfo delay, or ours) runs, no batch of any job is sent.
+    backoffs = [b.next_submit_after for b in queued if _quota_backoff(b)]
+    rate_limited = bool(backoffs) and max(d for d in backoffs if d is not None) > now
+    for batch in queued:
+        if job_id is not None and batch.job_id != job_id:
+            continue
         if batch.job_id not in jobs:
             jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
         job = jobs[batch.job_id]
@@ -67,22 +85,37 @@ def submit_queued(rt: Runtime, *, job_id: str | None = None) -> int:
             if job is None or job.cancel_requested or job.state in JOB_TERMINAL:
                 cancel_unsubmitted(rt, batch, _stopped_reason(job))
             continue
+        if not gate.open:
+            waiting.add(batch.job_id)
+            continue
         if capacity <= 0:
             log.info("active batch limit reached; the rest wait for the next tick")
             break
-        if batch.next_submit_after is not None and batch.next_submit_after > now:
+        if rate_limited or (batch.next_submit_after is not None and batch.next_submit_after > now):
             continue
-        outcome = submit_batch(rt, batch.batch_id)
+        outcome = submit_batch(rt, batch.batch_id, gate=gate)
+        if gate.probe:
+            # One probe per round: open again only if it lifted the pause.
+            gate = pause.gate(rt)
         if outcome is not None and outcome.state is not BatchState.QUEUED:
             created += 1
             capacity -= 1
         elif outcome is not None and outcome.next_submit_after is not None:
             # Refused for quota: later batches would be refused too.
-            break
+            rate_limited = True
+        elif outcome is not None and outcome.state is BatchState.QUEUED:
+            # Refused in a way that paused the deployment: nothing else goes this round.
+            gate = pause.gate(rt)
+            if not gate.open:
+                waiting.add(batch.job_id)
+    if waiting and gate.blocking is not None:
+        pause.mark_paused_jobs(rt, gate.why, sorted(waiting))
     return created
 
 
-def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
+def submit_batch(
+    rt: Runtime, batch_id: str, *, gate: pause.Gate | None = None
+) -> BatchRecord | None:
     """Try to create one queued batch at the provider. Returns the batch as it stands."""
     with labels(batch_id=batch_id):
         claim = rt.repo.move_batch(
@@ -115,23 +148,13 @@ def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
                     request_count=batch.request_count,
                 )
             except ProviderQuotaExceeded as exc:
-                delay = quota_backoff(batch.submit_attempts)
+                return _refused_for_quota(rt, batch, exc)
+            except ProviderAuthError as exc:
+                # Nothing works until someone fixes the key: pause everything, alert once,
+                # never retry by ourselves. The items stay queued for `resume`.
                 mark_items(rt, batch, ItemState.PENDING)
-                log.warning(
-                    "provider refused the batch for quota; retry in %s",
-                    delay,
-                    extra={"error": str(exc)},
-                )
-                return rt.repo.move_batch(
-                    batch_id,
-                    BatchState.QUEUED,
-                    expect={BatchState.SUBMITTING},
-                    change=lambda _b: {
-                        "next_submit_after": rt.now() + delay,
-                        "submitting_since": None,
-                        "updated_at": rt.now(),
-                    },
-                ).record
+                pause.pause(rt, pause.PauseKind.AUTH, _answer(exc.message))
+                return _requeue(rt, batch, None)
             except ProviderOutcomeUnknown as exc:
                 log.warning(
                     "create outcome unknown; will reconcile by display name",
@@ -156,7 +179,72 @@ def submit_batch(rt: Runtime, batch_id: str) -> BatchRecord | None:
                 return moved.record
             # A crash here loses the provider's answer: reconciled by display name.
             crash_point("submit.after_create")
-            return record_created(rt, batch, made)
+            recorded = record_created(rt, batch, made)
+            pause.created_ok(rt, gate or pause.Gate(open=True))
+            return recorded
+
+
+def _refused_for_quota(rt: Runtime, batch: BatchRecord, exc: ProviderQuotaExceeded) -> BatchRecord:
+    """Nothing was created: the batch goes back to QUEUED, and what waits depends on which
+    429 it was (field-2026-12 §1 row 6; README "When Gemini says 429")."""
+    mark_items(rt, batch, ItemState.PENDING)
+    kind = exc.kind
+    if kind is QuotaKind.CREDITS_DEPLETED:
+        # Billing, not a rate: no backoff loop. Every submission stops until a probe
+        # succeeds or the owner runs `bananabatch resume`.
+        pause.pause(rt, pause.PauseKind.CREDITS_DEPLETED, _answer(exc.message))
+        return _requeue(rt, batch, None)
+    if kind is QuotaKind.SPEND_WINDOW:
+        wait = max(pause.SPEND_WINDOW, exc.retry_after or timedelta(0))
+        pause.pause(
+            rt,
+            pause.PauseKind.SPEND_WINDOW,
+            _answer(exc.message),
+            until=rt.now() + wait,
+            severity="WARNING",
+            alert=False,
+        )
+        return _requeue(rt, batch, None)
+    # A rate limit, or a 429 we cannot place (handled the same, alerted after N in a row):
+    # the provider's own RetryInfo delay when it gave one, else capped jittered backoff.
+    delay = exc.retry_after if exc.retry_after is not None else quota_backoff(batch.submit_attempts)
+    log.warning(
+        "provider refused the batch for quota (%s); retry in %s",
+        kind.value,
+        delay,
+        extra={"error": str(exc), "quota_kind": kind.value},
+    )
+    if kind is QuotaKind.UNKNOWN:
+        pause.count_unknown_quota(rt, _answer(exc.message))
+    return _requeue(rt, batch, rt.now() + delay)
+
+
+# Budget holds (pipeline/budget.HOLD_UNTIL) park batches in year 9999; not a backoff.
+_HOLD_YEAR = 9999
+
+
+def _quota_backoff(batch: BatchRecord) -> bool:
+    after = batch.next_submit_after
+    return after is not None and after.year < _HOLD_YEAR and batch.submit_attempts > 0
+
+
+def _answer(message: str) -> str:
+    """The provider's answer without the batch it was about ("creating batch X (...): 429
+    ..."): a deployment-wide pause is not about one batch."""
+    return message.split("): ", 1)[-1]
+
+
+def _requeue(rt: Runtime, batch: BatchRecord, not_before: datetime | None) -> BatchRecord:
+    return rt.repo.move_batch(
+        batch.batch_id,
+        BatchState.QUEUED,
+        expect={BatchState.SUBMITTING},
+        change=lambda _b: {
+            "next_submit_after": not_before,
+            "submitting_since": None,
+            "updated_at": rt.now(),
+        },
+    ).record
 
 
 def cancel_unsubmitted(rt: Runtime, batch: BatchRecord, reason: str) -> bool:
