@@ -26,7 +26,7 @@ import pulumi_gcp as gcp
 import bananabatch.config as cfg
 from bananabatch.core.records import cache_path
 from bananabatch.core.ttl import TTL_FIELD
-from bananabatch_infra import FUNCTIONS_DIR
+from bananabatch_infra import FUNCTIONS_DIR, killswitch
 from bananabatch_infra.source import SourceArchive, build_archive
 from bananabatch_infra.stack_config import PipelineArgs
 
@@ -127,6 +127,15 @@ WEBHOOK: Final = FunctionSpec(
     "Receive Gemini batch webhooks, verify, publish batch-done",
 )
 PROVIDER_FUNCTIONS: Final = (UPLOAD, TICK, COLLECT)
+# Only with a billing account configured (killswitch.py): reads budget notifications, pauses.
+BILLING: Final = FunctionSpec(
+    "billing",
+    "on_billing_alert",
+    "256Mi",
+    60,
+    1,
+    "Pause all submission when the Cloud Billing budget is reached",
+)
 
 
 class Pipeline(pulumi.ComponentResource):
@@ -226,6 +235,7 @@ class Pipeline(pulumi.ComponentResource):
 
         storage_agent_member = storage_agent.email_address.apply(lambda e: f"serviceAccount:{e}")
         pubsub_agent_member = pubsub_agent.email.apply(lambda e: f"serviceAccount:{e}")
+        self._pubsub_agent_member = pubsub_agent_member
         grants = self._runtime_grants(specs)
 
         # Cloud Storage notifies Eventarc by publishing to a Pub/Sub topic Eventarc creates,
@@ -355,6 +365,13 @@ class Pipeline(pulumi.ComponentResource):
             )
 
         self.scheduler_job = self._scheduler()
+        self.kill_switch = killswitch.build(
+            self,
+            BILLING,
+            project_number=project_number,
+            token_creator=token_creator,
+            build_grants=build_grants,
+        )
 
         self.webhook_url = webhook_url
         self.outputs = self._stack_outputs(webhook_url)
@@ -555,6 +572,8 @@ class Pipeline(pulumi.ComponentResource):
         }
         if webhook_url is not None:
             outputs["webhookUrl"] = webhook_url
+        outputs["dailyBudget"] = a.daily_budget_text
+        outputs["billingKillSwitch"] = a.kill_switch_text
         return outputs
 
     def _opts(self, *extra: pulumi.Resource) -> pulumi.ResourceOptions:
@@ -882,8 +901,12 @@ class Pipeline(pulumi.ComponentResource):
         }
         if a.job_budget_usd is not None:
             env[cfg.ENV_JOB_BUDGET_USD] = str(a.job_budget_usd)
-        if a.daily_budget_usd is not None:
-            env[cfg.ENV_DAILY_BUDGET_USD] = str(a.daily_budget_usd)
+        # Always set: absent would mean the default, so "no cap" is written out.
+        env[cfg.ENV_DAILY_BUDGET_USD] = (
+            cfg.UNLIMITED if a.daily_budget_usd is None else str(a.daily_budget_usd)
+        )
+        if a.fallback_model is not None:
+            env[cfg.ENV_FALLBACK_MODEL] = a.fallback_model
         if a.result_retention_days is not None:
             env[cfg.ENV_RESULT_RETENTION_DAYS] = str(a.result_retention_days)
         return env

@@ -40,6 +40,9 @@ KNOWN_KEYS: Final = frozenset(
         "tickTimeZone",
         "jobBudgetUsd",
         "dailyBudgetUsd",
+        "billingAccountId",
+        "billingBudgetUsd",
+        "fallbackModel",
         "maxActiveBatches",
         "maxAttempts",
         "stuckAfterHours",
@@ -62,6 +65,8 @@ SECRET_KEYS: Final = frozenset({"geminiApiKey", "webhookSigningSecret"})
 # Service account ids are at most 30 characters and the longest suffix is "-collect".
 _PREFIX_RE: Final = re.compile(r"^[a-z][a-z0-9-]{1,20}[a-z0-9]$")
 _CRON_FIELD_RE: Final = re.compile(r"^[\d*/,\-A-Za-z]+$")
+_CAPS: Final = frozenset({"jobBudgetUsd", "dailyBudgetUsd"})
+_BILLING_ID_RE: Final = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
 # Gemini batches expire after 48 h; request files must outlive their batch and its retries.
 MIN_REPORT_RETENTION_DAYS: Final = 3
 
@@ -97,7 +102,13 @@ class PipelineArgs:
     tick_schedule: str = "* * * * *"
     tick_time_zone: str = "Etc/UTC"
     job_budget_usd: float | None = None
-    daily_budget_usd: float | None = None
+    # None only when configured as "unlimited": a deployment's spend is bounded by default.
+    daily_budget_usd: float | None = cfg.DEFAULT_DAILY_BUDGET_USD
+    # With a billing account, a Cloud Billing budget pauses submission (killswitch.py);
+    # its monthly amount defaults to 31 days of the daily budget.
+    billing_account_id: str | None = None
+    billing_budget_usd: float | None = None
+    fallback_model: str | None = None
     max_active_batches: int = int(_SETTINGS_DEFAULTS["max_active_batches"])
     max_attempts: int = int(_SETTINGS_DEFAULTS["max_attempts"])
     stuck_after_hours: float = float(_SETTINGS_DEFAULTS["stuck_after_hours"])
@@ -164,6 +175,34 @@ class PipelineArgs:
     def uses_gemini(self) -> bool:
         return self.provider is cfg.ProviderKind.GEMINI
 
+    @property
+    def billing_budget_amount_usd(self) -> float:
+        if self.billing_budget_usd is not None:
+            return self.billing_budget_usd
+        return round((self.daily_budget_usd or 0.0) * 31, 2)
+
+    @property
+    def daily_budget_text(self) -> str:
+        """The daily cap as `pulumi up` states it."""
+        if self.daily_budget_usd is None:
+            return "unlimited (bananabatch:dailyBudgetUsd is 'unlimited')"
+        if self.daily_budget_usd == cfg.DEFAULT_DAILY_BUDGET_USD:
+            return (
+                f"${self.daily_budget_usd:.2f} per UTC day (the default; set "
+                "bananabatch:dailyBudgetUsd to change it, or to 'unlimited' to remove it)"
+            )
+        return f"${self.daily_budget_usd:.2f} per UTC day (bananabatch:dailyBudgetUsd)"
+
+    @property
+    def kill_switch_text(self) -> str:
+        if self.billing_account_id is None:
+            return "off (set bananabatch:billingAccountId to pause submission at a billing budget)"
+        return (
+            f"submission pauses when this project's spend reaches "
+            f"${self.billing_budget_amount_usd:.2f} in a calendar month "
+            f"(billing account {self.billing_account_id}); `bananabatch resume` lifts it"
+        )
+
 
 def _problems(args: PipelineArgs) -> list[str]:
     out: list[str] = []
@@ -182,6 +221,7 @@ def _problems(args: PipelineArgs) -> list[str]:
     for name, value in (
         ("jobBudgetUsd", args.job_budget_usd),
         ("dailyBudgetUsd", args.daily_budget_usd),
+        ("billingBudgetUsd", args.billing_budget_usd),
     ):
         if value is not None and value < 0:
             out.append(f"{name} must be >= 0, found {value}")
@@ -219,6 +259,22 @@ def _problems(args: PipelineArgs) -> list[str]:
             "webhookMode static needs the signing secret Gemini returned when the webhook was "
             "registered: pulumi config set --secret bananabatch:webhookSigningSecret whsec_..."
         )
+    if args.billing_account_id is not None and not _BILLING_ID_RE.match(args.billing_account_id):
+        out.append(
+            f"billingAccountId {args.billing_account_id!r} is not a billing account id "
+            "(XXXXXX-XXXXXX-XXXXXX, as `gcloud billing accounts list` shows it)"
+        )
+    if (
+        args.billing_account_id is not None
+        and args.billing_budget_usd is None
+        and args.daily_budget_usd is None
+    ):
+        out.append(
+            "billingAccountId with an unlimited daily budget needs the monthly amount: "
+            "pulumi config set bananabatch:billingBudgetUsd <usd>"
+        )
+    if args.billing_budget_usd is not None and args.billing_budget_usd <= 0:
+        out.append(f"billingBudgetUsd must be > 0, found {args.billing_budget_usd}")
     if args.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         out.append(f"logLevel {args.log_level!r} is not a logging level")
     return out
@@ -245,6 +301,8 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
         "webhookAudience": "webhook_audience",
         "webhookIssuer": "webhook_issuer",
         "logLevel": "log_level",
+        "billingAccountId": "billing_account_id",
+        "fallbackModel": "fallback_model",
     }
     for key, attr in strings.items():
         raw = _get(config, key)
@@ -253,10 +311,14 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
     for key, attr in (
         ("jobBudgetUsd", "job_budget_usd"),
         ("dailyBudgetUsd", "daily_budget_usd"),
+        ("billingBudgetUsd", "billing_budget_usd"),
         ("stuckAfterHours", "stuck_after_hours"),
     ):
         raw = _get(config, key)
-        if raw is not None:
+        if raw is not None and key in _CAPS and raw.lower() == cfg.UNLIMITED:
+            # Only "unlimited", written out, turns a cap off.
+            values[attr] = None
+        elif raw is not None:
             values[attr] = _number(key, raw, float)
     for key, attr in (
         ("maxActiveBatches", "max_active_batches"),

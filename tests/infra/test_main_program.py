@@ -62,6 +62,8 @@ def test_main_builds_the_configured_pipeline_and_exports_its_outputs(
         "subscribeCommand",
         "statusCommand",
         "webhookUrl",
+        "dailyBudget",
+        "billingKillSwitch",
     }
     assert resolved["inboxBucket"] == f"{harness.PROJECT}-bananabatch-inbox"
     from tests.infra.checks import Deployment

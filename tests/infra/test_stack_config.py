@@ -143,3 +143,23 @@ def test_example_stack_file_uses_only_known_keys_and_loads() -> None:
     args = load_args(FakeConfig(values, dict.fromkeys(SECRET_KEYS, "s")), FakeConfig(gcp))
     assert args.project == "my-project-id"
     assert args.default_model == cfg.DEFAULT_MODEL
+
+
+KEY = {"geminiApiKey": "k"}
+
+
+def test_a_stack_without_a_daily_budget_gets_the_default_and_only_unlimited_removes_it() -> None:
+    assert load({}, KEY).daily_budget_usd == cfg.DEFAULT_DAILY_BUDGET_USD
+    assert load({"dailyBudgetUsd": "unlimited"}, KEY).daily_budget_usd is None
+    assert load({"dailyBudgetUsd": "Unlimited"}, KEY).daily_budget_usd is None
+    assert load({"dailyBudgetUsd": "40"}, KEY).daily_budget_usd == 40.0
+    with pytest.raises(InfraConfigError, match="must be a number"):
+        load({"dailyBudgetUsd": "none"}, KEY)
+    with pytest.raises(InfraConfigError, match="must be a number"):
+        load({"billingBudgetUsd": "unlimited"}, KEY)
+
+
+def test_the_billing_kill_switch_settings_are_read() -> None:
+    args = load({"billingAccountId": "01AB23-45CD67-89EF01", "billingBudgetUsd": "250"}, KEY)
+    assert args.billing_account_id == "01AB23-45CD67-89EF01"
+    assert args.billing_budget_amount_usd == 250.0
