@@ -148,16 +148,24 @@ def local_run(
         )
         _quiet_pipeline_logs(settings)
         pipeline = LocalPipeline(build_runtime(settings))
+
+        def started(job_id: str, resumed: bool) -> None:
+            if resumed:
+                err.print(
+                    f"resuming job {job_id}: an earlier run of this file was interrupted;"
+                    " finished lines are kept and not paid again"
+                )
+
         try:
             if as_json:
-                result = pipeline.run_job(file)
+                result = pipeline.run_job(file, on_start=started)
             else:
                 with _job_progress() as (progress, task):
 
                     def show(p: RunProgress) -> None:
                         _show_progress(progress, task, p.job, p.counts)
 
-                    result = pipeline.run_job(file, on_progress=show)
+                    result = pipeline.run_job(file, on_progress=show, on_start=started)
         finally:
             pipeline.close()
         if as_json:
@@ -411,7 +419,16 @@ def job_view(rt: Runtime, job: JobRecord) -> dict[str, Any]:
         # Set while a deployment-wide pause keeps this job's batches queued.
         "paused": job.paused,
         "pauses": job.pauses,
+        **status_notes(rt, job),
     }
+
+
+def status_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
+    """What `status` says beyond counts: failures recorded on the job or its batches (each
+    isolated: the others go on), and batches waiting out the reconcile grace."""
+    from bananabatch.pipeline.status import job_notes
+
+    return job_notes(rt, job)
 
 
 def print_jobs(rt: Runtime, jobs: list[JobRecord]) -> None:
@@ -448,6 +465,13 @@ def print_jobs(rt: Runtime, jobs: list[JobRecord]) -> None:
             _age(view["age_seconds"]),
         )
     console.print(table)
+    for job in jobs:
+        notes = status_notes(rt, job)
+        for problem in notes["problems"]:
+            where = problem.get("batch_id") or "job"
+            err.print(f"[yellow]{job.job_id}[/] {where}: {problem['error']}")
+        for wait in notes["waiting"]:
+            err.print(f"[yellow]{job.job_id}[/] {wait['batch_id']}: {wait['why']}")
 
 
 def _age(seconds: float) -> str:
@@ -568,39 +592,38 @@ def retry(job: JobArg, as_json: JsonOpt = False) -> None:
 
     Example: bananabatch retry prompts-3f2a9c1d7e44
     """
-    import tempfile
+    from bananabatch.pipeline.retry import retry_failed_items
 
     with errors_as_one_line():
         rt = open_runtime(with_provider=True)
-        record = rt.repo.require_job(job)
-        if record.state not in JOB_TERMINAL:
-            raise PermanentError(
-                f"job {job} is still {record.state.value}; retry once it has ended"
-            )
-        failed = rt.objects.read_bytes(rt.settings.results_bucket, f"jobs/{job}/failed.jsonl")
-        if not failed.strip():
-            raise PermanentError(f"job {job} has no failed items to retry")
-        stem = record.source.name.rsplit("/", 1)[-1].removesuffix(".jsonl")
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{stem}-retry-of-{job}.jsonl"
-            path.write_bytes(failed)
-            if rt.settings.backend is Backend.LOCAL:
-                from bananabatch.local.runner import LocalPipeline
+        if rt.settings.backend is Backend.LOCAL:
+            from bananabatch.local.runner import LocalPipeline
 
-                pipeline = LocalPipeline(rt)
-                try:
-                    new_job = pipeline.upload(path)
-                finally:
-                    pipeline.close()
-            else:
-                from bananabatch.deployed import submit_file
-
-                new_job = submit_file(rt.settings, str(path))
-        lines = failed.count(b"\n")
-        if as_json:
-            print_json({"job_id": job, "retry_job_id": new_job, "items": lines})
+            pipeline = LocalPipeline(rt)
+            try:
+                made = retry_failed_items(rt, job, pipeline.upload)
+            finally:
+                pipeline.close()
         else:
-            console.print(f"{lines} failed items resubmitted as job {new_job}")
+            from bananabatch.deployed import submit_file
+
+            made = retry_failed_items(rt, job, lambda path: submit_file(rt.settings, str(path)))
+        if as_json:
+            print_json(
+                {
+                    "job_id": job,
+                    "retry_job_id": made.retry_job_id,
+                    "items": made.items,
+                    "created": made.created,
+                }
+            )
+        elif made.created:
+            console.print(f"{made.items} failed items resubmitted as job {made.retry_job_id}")
+        else:
+            console.print(
+                f"job {job} was already retried as job {made.retry_job_id};"
+                " its failed items are not paid again"
+            )
 
 
 @app.command()

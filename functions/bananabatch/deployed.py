@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bananabatch.config import Settings
-from bananabatch.core.records import JobRecord, SourceObject, job_id_for
+from bananabatch.core.records import JobRecord, SourceObject, is_jsonl_name, job_id_for
 from bananabatch.core.states import JOB_TERMINAL, ItemState
 from bananabatch.errors import ConfigError, NotFound, PermanentError
 from bananabatch.pipeline.repo import Repo
@@ -53,6 +53,14 @@ def submit_file(
     """Put `source` (a local path or a gs:// URI) in the inbox bucket; returns the job id
     the upload starts. An object already in the inbox is used where it is; one elsewhere
     is copied in under its base name, since only the inbox triggers on_upload."""
+    base = source.rstrip("/").rsplit("/", 1)[-1]
+    if not is_jsonl_name(base):
+        # The upload trigger only acts on *.jsonl (any case); say so before uploading
+        # rather than leave the caller waiting for a job that never starts.
+        raise PermanentError(
+            f"submit {source}: the inbox only starts jobs for *.jsonl objects (any case);"
+            f" found {base!r}"
+        )
     stores = stores or build_stores(settings)
     inbox = settings.inbox_bucket
     if source.startswith("gs://"):
@@ -85,11 +93,6 @@ def submit_file(
         ):
             while chunk := reader.read(_COPY_CHUNK):
                 sink.write(chunk)
-    if not target.endswith(".jsonl"):
-        # The upload trigger only acts on *.jsonl; say so rather than wait for nothing.
-        raise PermanentError(
-            f"submit {source}: the inbox only starts jobs for *.jsonl objects; found {target!r}"
-        )
     info = stores.objects.stat(inbox, target)
     if info is None or info.generation is None:
         raise NotFound(f"submit {source}: gs://{inbox}/{target} is not there after the upload")

@@ -23,6 +23,9 @@ POINTS: Final = (
     "collect.after_rows",
     "collect.after_retry_staged",
     "collect.after_collected",
+    "finalize.after_terminal",
+    "cache.after_first_entry",
+    "finalize.after_cache",
     "finalize.after_claim",
     "urgent.after_claim",
 )

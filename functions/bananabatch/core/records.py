@@ -84,6 +84,16 @@ class JobRecord(Record):
     # and every pause it waited through ({reason, since, until}), for status and summary.
     paused: str | None = None
     pauses: list[dict[str, str]] = Field(default_factory=list)
+    # The steps after the terminal move (pipeline/finalize.py), each marked once done so a
+    # redelivery or the tick redoes exactly the ones a crash left undone.
+    cache_populated: bool = False
+    budget_settled: bool = False
+    # True once every step of closing the job is done (terminal, reports, cache, budget,
+    # completion published): the tick looks for terminal jobs where it is still False.
+    finalized: bool = False
+    # The last failure of a periodic or fan-out step on this job, shown by `status`; it
+    # never stops the work on other jobs.
+    last_error: str | None = None
 
     @property
     def cancel_requested(self) -> bool:
@@ -158,9 +168,31 @@ class BatchRecord(Record):
     # Set once the item records of manifest_object exist; until then the batch's
     # request_count items count as PENDING without documents (Repo.count_items).
     items_materialized: bool = False
+    # The last failure of polling, cancelling or collecting this batch (shown by
+    # `status`), and how many polls in a row the provider refused for good.
+    last_error: str | None = None
+    poll_failures: int = 0
+    # Collection lease: the collector that holds it until lease_until downloads the
+    # results; any other delivery of the batch-done signal leaves it alone.
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
 
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
+# What an input file's name ends with, in any case (`.jsonl`, `.JSONL`, `.Jsonl`): one rule
+# for the upload trigger, `submit`, `local run` and the job id.
+JSONL_SUFFIX: Final = ".jsonl"
+
+
+def is_jsonl_name(name: str) -> bool:
+    """Whether an object or file name is an input file, whatever the case of its suffix."""
+    return name.lower().endswith(JSONL_SUFFIX)
+
+
+def jsonl_stem(name: str) -> str:
+    """The base name without its .jsonl suffix (any case)."""
+    base = name.rsplit("/", 1)[-1]
+    return base[: -len(JSONL_SUFFIX)] if is_jsonl_name(base) else base
 
 
 def job_id_for(source: SourceObject) -> str:
@@ -168,7 +200,7 @@ def job_id_for(source: SourceObject) -> str:
 
     The same upload event always yields the same id, so a redelivered event finds its job.
     """
-    stem = source.name.rsplit("/", 1)[-1].removesuffix(".jsonl").lower()
+    stem = jsonl_stem(source.name).lower()
     slug = _UNSAFE.sub("-", stem).strip("-")[:40] or "job"
     digest = hashlib.sha256(
         f"{source.bucket}\n{source.name}\n{source.generation}".encode()

@@ -9,6 +9,7 @@ with backoff, as the platform's retry policy would.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ import bananabatch
 from bananabatch import events, wiring
 from bananabatch.adapters.local.bus import InProcessBus
 from bananabatch.config import Backend, Settings
-from bananabatch.core.records import JobRecord, job_id_for
+from bananabatch.core.records import JobRecord, SourceObject, is_jsonl_name, job_id_for
 from bananabatch.core.states import JOB_TERMINAL, ItemState, JobState
 from bananabatch.errors import BananaError, PermanentError, TransientError
 from bananabatch.pipeline import thumbnails
@@ -34,6 +35,9 @@ LOCAL_PROJECT: Final = "local"
 BATCH_DONE_SUBSCRIPTION: Final = "on-batch-done"
 COMPLETIONS_SUBSCRIPTION: Final = "local-completions"
 MAX_DELIVERIES: Final = 5
+# Object metadata holding the SHA-256 of an uploaded file, so that running the same file
+# again after a crash finds the interrupted job instead of starting (and paying) another.
+CONTENT_HASH_KEY: Final = "content-sha256"
 
 
 @dataclass
@@ -51,6 +55,8 @@ class RunResult:
     summary: dict[str, Any]
     deliveries: dict[str, int] = field(default_factory=dict)
     failed_deliveries: int = 0
+    # The job was found unfinished from an earlier run of the same file and resumed.
+    resumed: bool = False
 
 
 class LocalPipeline:
@@ -110,6 +116,12 @@ class LocalPipeline:
         objects = self.runtime.objects
         bucket = self.settings.inbox_bucket
         object_name = name or path.name
+        if not is_jsonl_name(object_name):
+            # The same rule as the upload trigger: a job starts only for *.jsonl (any case).
+            raise PermanentError(
+                f"{path}: only *.jsonl files (any case) start a job; found {object_name!r}"
+            )
+        metadata = {**(metadata or {}), CONTENT_HASH_KEY: file_digest(path)}
         with (
             path.open("rb") as source,
             objects.open_write(
@@ -173,6 +185,36 @@ class LocalPipeline:
             json.loads(m.data) for m in self.bus.pull(COMPLETIONS_SUBSCRIPTION, max_messages=1000)
         ]
 
+    def resumable(self, path: Path, *, name: str | None = None) -> str | None:
+        """The unfinished job of an earlier run of this same file (same inbox name, same
+        bytes), if there is one: running the file again after a crash resumes it rather
+        than paying for every line again. Its upload event is delivered again when intake
+        had not finished (intake is idempotent)."""
+        object_name = name or path.name
+        info = self.runtime.objects.stat(self.settings.inbox_bucket, object_name)
+        if info is None or info.generation is None:
+            return None
+        if info.metadata.get(CONTENT_HASH_KEY) != file_digest(path):
+            return None
+        source = SourceObject(
+            bucket=self.settings.inbox_bucket, name=object_name, generation=info.generation
+        )
+        job_id = job_id_for(source)
+        job = self.runtime.repo.get_job(job_id)
+        if job is not None and job.state in JOB_TERMINAL:
+            return None
+        if job is None or job.state is JobState.RECEIVED:
+            attributes, data = events.storage_finalized_event(
+                bucket=source.bucket,
+                name=object_name,
+                generation=info.generation,
+                size=info.size,
+                content_type=info.content_type or "application/jsonl",
+                metadata=dict(info.metadata),
+            )
+            self.deliver("on_upload", attributes, data)
+        return job_id
+
     # --- the whole flow ---------------------------------------------------------------
 
     def run_job(
@@ -183,9 +225,16 @@ class LocalPipeline:
         timeout: float = 600.0,
         on_progress: Callable[[Progress], None] | None = None,
         metadata: Mapping[str, str] | None = None,
+        on_start: Callable[[str, bool], None] | None = None,
     ) -> RunResult:
+        """Run the file's job to its end. A job left unfinished by an earlier run of the
+        same file (killed, Ctrl-C) is resumed, not started again; on_start(job_id, resumed)
+        is told which, before the wait."""
         started = time.monotonic()
-        job_id = self.upload(path, metadata=metadata)
+        resumed_job = self.resumable(path)
+        job_id = resumed_job or self.upload(path, metadata=metadata)
+        if on_start is not None:
+            on_start(job_id, resumed_job is not None)
         repo = self.runtime.repo
         completions: list[dict[str, Any]] = []
         next_tick = time.monotonic()
@@ -219,6 +268,7 @@ class LocalPipeline:
             summary=self.summary(job_id),
             deliveries=dict(self.deliveries),
             failed_deliveries=self.failed_deliveries,
+            resumed=resumed_job is not None,
         )
 
     def progress(self, job_id: str, started: float) -> Progress:
@@ -244,3 +294,8 @@ class LocalPipeline:
 
     def close(self) -> None:
         wiring.uninstall()
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as source:
+        return hashlib.file_digest(source, "sha256").hexdigest()

@@ -18,6 +18,7 @@ from bananabatch.core import records as rec
 from bananabatch.core.records import ItemRecord, JobRecord
 from bananabatch.core.states import ItemState
 from bananabatch.errors import NotFound
+from bananabatch.faults import crash_point
 from bananabatch.log import get_logger
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
@@ -116,6 +117,7 @@ def populate(rt: Runtime, job: JobRecord) -> int:
             key=item.key,
         )
         added += rt.state.create(rec.cache_path(item.request_hash), entry.to_doc() | expiry)
+        crash_point("cache.after_first_entry")
     return added
 
 

@@ -8,20 +8,33 @@ crash or a timeout resumes where it stopped and a redelivered message does no ha
 
 Thumbnails are not made here: each checkpoint publishes one message listing the images it
 stored, and pipeline/thumbnails.py makes theirs in separate invocations (see there why).
+
+Collection takes a lease on the batch record (a conditional write with an expiry, renewed
+at every checkpoint), so two deliveries of the same signal never make two collectors
+download the same file: the second one finds the lease and leaves. A lease left by a
+collector that died expires, and the next delivery (the tick re-announces the batch)
+resumes at the cursor. The result stream is closed in the scope that opened it, whatever
+happens mid-stream: left to the garbage collector, closing it could run inside a later
+request on the same HTTP client and deadlock on the connection pool's lock.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
 
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import BatchRecord, ItemRecord
 from bananabatch.core.results import Outcome, OutcomeKind, classify_row
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, BatchState, ItemState
+from bananabatch.errors import NotFound
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import finalize, retry, submit, thumbnails
@@ -48,6 +61,14 @@ WRITE_WORKERS = 2
 # write is always admitted, so an image bigger than the whole budget still goes through,
 # alone.
 MAX_WRITE_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+# How long a collection lease lasts without a checkpoint renewing it: longer than one
+# invocation may run (540 s), so a live collector never loses it, short enough that a
+# crashed one delays its batch by minutes, not hours.
+LEASE: Final = timedelta(minutes=10)
+# provider_state of a batch the provider no longer knows (404 on get: deleted, another
+# project's key, an emulator that died with its process). Such a batch ends FAILED with no
+# output, so its items go to the retry path like any batch that produced nothing.
+PROVIDER_GONE: Final = "NOT_FOUND_AT_PROVIDER"
 
 
 class _Writes:
@@ -114,6 +135,8 @@ class CollectReport:
     resumed_from: int = 0
     retried: int = 0
     stopped_early: bool = False
+    # Another collector holds the batch's lease (or took it over): this one did nothing.
+    leased_elsewhere: bool = False
     by_state: dict[str, int] = field(default_factory=dict)
 
 
@@ -129,36 +152,129 @@ def handle_batch_done(
             log.info("batch already collected; checking the job is finalized")
             finalize.finalize_job_if_done(rt, batch.job_id)
             return report
-        seen = _refresh(rt, batch)
-        if seen is None:
+        token = uuid.uuid4().hex
+        if not _take_lease(rt, batch_id, token):
+            report.leased_elsewhere = True
+            log.info("another collector holds this batch's lease; leaving it to them")
             return report
-        batch = rt.repo.require_batch(batch_id)
-        writes = _Writes()
         try:
-            _collect_rows(rt, batch, seen, report, should_stop, writes)
-        finally:
-            writes.close()
-        if report.stopped_early:
+            plan = _collect_leased(rt, batch_id, token, report, should_stop)
+        except _LeaseLost:
+            report.leased_elsewhere = True
+            log.warning("collection lease taken over by another collector; stopping")
             return report
-        crash_point("collect.after_rows")
-        # Before COLLECTED, so the job cannot finalize between the two; idempotent.
-        plan = retry.stage_retries(rt, rt.repo.require_batch(batch_id))
-        report.retried = len(plan.keys)
-        crash_point("collect.after_retry_staged")
-        rt.repo.move_batch(
-            batch_id,
-            BatchState.COLLECTED,
-            expect=BATCH_PROVIDER_TERMINAL,
-            change=lambda _b: {"updated_at": rt.now()},
-        )
-        log.info(
-            "batch collected", extra={k: v for k, v in vars(report).items() if k != "batch_id"}
-        )
-        crash_point("collect.after_collected")
-        if plan.retry_batch_id is not None:
+        except Exception as exc:
+            # Recorded on the batch (status shows it) and raised, so the platform
+            # redelivers; the next attempt resumes at the cursor.
+            _record_error(rt, batch_id, f"collection failed: {exc}")
+            raise
+        finally:
+            _release_lease(rt, batch_id, token)
+        if report.stopped_early:
+            # After the release, so the continuation finds the lease free.
+            submit.publish_batch_done(rt, rt.repo.require_batch(batch_id))
+            return report
+        if plan is not None and plan.retry_batch_id is not None:
             submit.submit_queued(rt, job_id=batch.job_id)
         finalize.finalize_job_if_done(rt, batch.job_id)
         return report
+
+
+class _LeaseLost(Exception):
+    """Our lease expired and another collector took the batch: stop without writing."""
+
+
+def _take_lease(rt: Runtime, batch_id: str, token: str) -> bool:
+    now = rt.now()
+
+    def take(b: BatchRecord) -> dict[str, Any] | None:
+        if b.state is BatchState.COLLECTED:
+            return None
+        if b.lease_owner not in (None, token) and b.lease_until is not None and b.lease_until > now:
+            return None
+        return {"lease_owner": token, "lease_until": now + LEASE}
+
+    return rt.repo.patch_batch(batch_id, take).lease_owner == token
+
+
+def _release_lease(rt: Runtime, batch_id: str, token: str) -> None:
+    try:
+        rt.repo.patch_batch(
+            batch_id,
+            lambda b: (
+                {"lease_owner": None, "lease_until": None} if b.lease_owner == token else None
+            ),
+        )
+    except Exception:
+        # The lease then simply expires; never hide the error that brought us here.
+        log.warning("could not release the collection lease; it will expire", exc_info=True)
+
+
+def _record_error(rt: Runtime, batch_id: str, error: str) -> None:
+    try:
+        rt.repo.patch_batch(batch_id, lambda _b: {"last_error": error[:500]})
+    except Exception:
+        log.warning("could not record the batch's error", exc_info=True)
+
+
+def _collect_leased(
+    rt: Runtime,
+    batch_id: str,
+    token: str,
+    report: CollectReport,
+    should_stop: Callable[[], bool],
+) -> retry.RetryPlan | None:
+    batch = rt.repo.require_batch(batch_id)
+    seen = _refresh(rt, batch)
+    if seen is None:
+        return None
+    batch = rt.repo.require_batch(batch_id)
+    writes = _Writes()
+    try:
+        _collect_rows(rt, batch, seen, report, should_stop, writes, token)
+    finally:
+        writes.close()
+    if report.stopped_early:
+        return None
+    crash_point("collect.after_rows")
+    # Before COLLECTED, so the job cannot finalize between the two; idempotent.
+    plan = retry.stage_retries(rt, rt.repo.require_batch(batch_id))
+    report.retried = len(plan.keys)
+    crash_point("collect.after_retry_staged")
+    rt.repo.move_batch(
+        batch_id,
+        BatchState.COLLECTED,
+        expect=BATCH_PROVIDER_TERMINAL,
+        change=lambda _b: {"updated_at": rt.now()},
+    )
+    log.info("batch collected", extra={k: v for k, v in vars(report).items() if k != "batch_id"})
+    crash_point("collect.after_collected")
+    return plan
+
+
+def end_unknown_batch(
+    rt: Runtime, batch: BatchRecord, why: str, *, announce: bool = True
+) -> BatchRecord:
+    """A RUNNING batch the provider no longer knows ends FAILED with no output (its items
+    then follow the retry rules). Idempotent; announces the batch for collection."""
+    now = rt.now()
+    moved = rt.repo.move_batch(
+        batch.batch_id,
+        BatchState.FAILED,
+        expect={BatchState.RUNNING},
+        change=lambda _b: {
+            "provider_state": PROVIDER_GONE,
+            "provider_error": why,
+            "last_error": why,
+            "finished_at": now,
+            "updated_at": now,
+        },
+    )
+    if moved.moved:
+        log.error("the provider no longer knows this batch; it ends FAILED", extra={"why": why})
+        if announce:
+            submit.publish_batch_done(rt, moved.record)
+    return moved.record
 
 
 def _refresh(rt: Runtime, batch: BatchRecord) -> ProviderBatch | None:
@@ -166,7 +282,22 @@ def _refresh(rt: Runtime, batch: BatchRecord) -> ProviderBatch | None:
     if batch.provider_name is None:
         # Failed before the provider ever accepted it: there is nothing to download.
         return None if batch.state not in BATCH_PROVIDER_TERMINAL else _no_output(batch)
-    seen = rt.provider.get(batch.provider_name)
+    if batch.provider_state == PROVIDER_GONE and batch.state in BATCH_PROVIDER_TERMINAL:
+        return _no_output(batch)
+    try:
+        seen = rt.provider.get(batch.provider_name)
+    except NotFound as exc:
+        why = f"the provider no longer knows batch {batch.provider_name}: {exc}"
+        if batch.state is BatchState.RUNNING:
+            return _no_output(end_unknown_batch(rt, batch, why, announce=False))
+        if batch.state in BATCH_PROVIDER_TERMINAL:
+            # Finished, then deleted before we downloaded it: its rows are lost.
+            gone = rt.repo.patch_batch(
+                batch.batch_id,
+                lambda _b: {"provider_state": PROVIDER_GONE, "provider_error": why},
+            )
+            return _no_output(gone)
+        raise
     if seen.state not in BATCH_PROVIDER_TERMINAL:
         log.info(
             "batch-done signal for a batch still %s; the tick will recheck", seen.provider_state
@@ -205,6 +336,7 @@ def _collect_rows(
     report: CollectReport,
     should_stop: Callable[[], bool],
     writes: _Writes,
+    token: str,
 ) -> None:
     expected = rt.repo.items_of_batch(batch)
     done = {key for key, item in expected.items() if item.state in ITEM_TERMINAL}
@@ -214,27 +346,27 @@ def _collect_rows(
     written: list[tuple[str, str]] = []
     report.resumed_from = batch.cursor
     cursor = batch.cursor
-    rows = rt.provider.iter_results(seen, start_line=cursor) if seen.output else iter(())
-    for row in rows:
-        cursor = row.line_no + 1
-        report.rows += 1
-        updated = _apply_row(rt, row, expected, done, report, writes, written)
-        if updated is not None:
-            pending.append(updated)
-            expected[updated.key] = updated
-            done.add(updated.key)
-        if report.rows % CHECKPOINT_ROWS == 0:
-            _checkpoint(rt, batch, pending, cursor, writes, written)
-            pending.clear()
-            written.clear()
-            if should_stop():
-                report.stopped_early = True
-                log.warning(
-                    "stopping before the deadline; the batch will be resumed",
-                    extra={"cursor": cursor},
-                )
-                submit.publish_batch_done(rt, rt.repo.require_batch(batch.batch_id))
-                return
+    opened = rt.provider.iter_results(seen, start_line=cursor) if seen.output else iter(())
+    with closed_after(opened) as rows:
+        for row in rows:
+            cursor = row.line_no + 1
+            report.rows += 1
+            updated = _apply_row(rt, row, expected, done, report, writes, written)
+            if updated is not None:
+                pending.append(updated)
+                expected[updated.key] = updated
+                done.add(updated.key)
+            if report.rows % CHECKPOINT_ROWS == 0:
+                _checkpoint(rt, batch, pending, cursor, writes, written, token)
+                pending.clear()
+                written.clear()
+                if should_stop():
+                    report.stopped_early = True
+                    log.warning(
+                        "stopping before the deadline; the batch will be resumed",
+                        extra={"cursor": cursor},
+                    )
+                    return
     # Keys the provider never answered for: a failed, expired or cancelled batch keeps
     # whatever outputs it has and the rest fail here; a SUCCEEDED batch with a missing
     # line is a provider defect we surface rather than hide.
@@ -254,7 +386,19 @@ def _collect_rows(
         )
     for item in pending:
         report.by_state[item.state.value] = report.by_state.get(item.state.value, 0) + 1
-    _checkpoint(rt, batch, pending, cursor, writes, written)
+    _checkpoint(rt, batch, pending, cursor, writes, written, token)
+
+
+@contextmanager
+def closed_after(rows: Iterator[ResultRow]) -> Iterator[Iterator[ResultRow]]:
+    """The rows, with their download closed when the block ends, however it ends (a
+    generator left open would be closed later by the garbage collector, at any moment)."""
+    try:
+        yield rows
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
 
 
 def _missing_reason(seen: ProviderBatch) -> str:
@@ -323,6 +467,7 @@ def _checkpoint(
     cursor: int,
     writes: _Writes,
     written: list[tuple[str, str]],
+    token: str,
 ) -> None:
     # Images first, then the thumbnails request, items, cursor: after a crash between any
     # two, the rows are applied again (harmless), never skipped. The request goes out once
@@ -331,11 +476,20 @@ def _checkpoint(
     # so publishing after the items could lose a request; publishing before may ask twice,
     # which rewrites the same thumbnails.
     writes.drain()
+    current = rt.repo.require_batch(batch.batch_id)
+    if current.lease_owner != token:
+        raise _LeaseLost()
     if written:
         thumbnails.publish_request(rt, batch.job_id, batch.batch_id, written)
     if items:
         rt.repo.put_items(items)
-    rt.repo.patch_batch(
-        batch.batch_id,
-        lambda b: {"cursor": cursor, "updated_at": rt.now()} if cursor > b.cursor else None,
-    )
+    now = rt.now()
+
+    def advance(b: BatchRecord) -> dict[str, Any] | None:
+        if b.lease_owner != token:
+            return None
+        # Renewing the lease here keeps it while we make progress; the cursor only moves on.
+        return {"cursor": max(cursor, b.cursor), "updated_at": now, "lease_until": now + LEASE}
+
+    if rt.repo.patch_batch(batch.batch_id, advance).lease_owner != token:
+        raise _LeaseLost()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bananabatch.core.records import CANCEL_OPTION
+from bananabatch.core.records import CANCEL_OPTION, BatchRecord
 from bananabatch.core.states import JOB_TERMINAL, BatchState, JobState
-from bananabatch.errors import PermanentError
+from bananabatch.errors import NotFound, PermanentError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import finalize, submit
+from bananabatch.pipeline import collect, finalize, submit
 from bananabatch.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
@@ -39,8 +39,29 @@ def cancel_job(rt: Runtime, job_id: str) -> dict[str, Any]:
                     rt, batch, submit.CANCELLED_BEFORE_SUBMISSION
                 )
             elif batch.state is BatchState.RUNNING and batch.provider_name:
-                rt.provider.cancel(batch.provider_name)
-                cancelled += 1
+                cancelled += _cancel_at_provider(rt, batch)
         log.warning("job cancellation requested", extra={"batches": cancelled})
         finalize.finalize_job_if_done(rt, job_id)
         return {"job_id": job_id, "cancelled_batches": cancelled}
+
+
+def _cancel_at_provider(rt: Runtime, batch: BatchRecord) -> int:
+    """Cancel one running batch at the provider. Whatever the provider answers, the cancel
+    of the job goes on: a batch it no longer knows ends FAILED here (nothing left to stop),
+    and any other refusal is recorded on the batch; the tick cancels it later, since the
+    job is marked cancelled."""
+    assert batch.provider_name is not None
+    with labels(batch_id=batch.batch_id, batch_name=batch.provider_name):
+        try:
+            rt.provider.cancel(batch.provider_name)
+            return 1
+        except NotFound as exc:
+            collect.end_unknown_batch(
+                rt, batch, f"the provider no longer knows batch {batch.provider_name}: {exc}"
+            )
+            return 1
+        except Exception as exc:  # noqa: BLE001 - the cancel goes on; recorded on the batch
+            error = f"cancel at the provider failed: {type(exc).__name__}: {exc}"[:500]
+            log.warning("could not cancel the batch now; the tick will", extra={"error": error})
+            rt.repo.patch_batch(batch.batch_id, lambda _b: {"last_error": error})
+            return 0

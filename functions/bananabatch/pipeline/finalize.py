@@ -1,9 +1,18 @@
 """The end of a job: reports, the terminal state, and exactly one completion message.
 
-The job's move to a terminal state is a conditional write, so when several collectors
-finish the last batches at the same moment only one of them wins. Publication is claimed
-the same way (completion_pending True -> False) before the message goes out, so a
-redelivered batch-done or a concurrent finalizer never publishes a second message.
+Closing a job is a sequence of idempotent steps, each marked on the job record once done:
+
+1. reports (results, failed, summary, gallery), written from the record as it will be;
+2. the terminal move (a conditional write: of several finalizers only one wins);
+3. cache population (`cache_populated`): create-if-absent entries;
+4. budget settlement (`budget_settled`): the day's entry for the job set to its actuals;
+5. the completion claim (completion_pending True -> False) and publication
+   (`completion_published`); then `finalized`.
+
+A crash between any two leaves the job with a step undone and its mark unset: a
+redelivered batch-done (finalize_job_if_done on a terminal job) or the tick (which looks
+for RUNNING jobs with nothing open and terminal jobs not `finalized`) does the undone
+steps again. Only the claim decides who publishes, so no redo publishes twice.
 """
 
 from __future__ import annotations
@@ -68,8 +77,7 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
     with labels(job_id=job_id):
         job = rt.repo.require_job(job_id)
         if job.state in JOB_TERMINAL:
-            publish_completion_if_pending(rt, job_id)
-            return rt.repo.require_job(job_id)
+            return finish_closing(rt, job)
         if job.state is not JobState.RUNNING:
             return job
         open_batches = rt.repo.count_batches(job_id=job_id, states=_OPEN_BATCH_STATES)
@@ -135,17 +143,40 @@ def close_job(
         expect={JobState.RUNNING, JobState.RECEIVED, JobState.HELD},
         change=lambda _j: final,
     )
-    # Both idempotent, so a redelivery after a crash here simply does them again.
-    cache.populate(rt, moved.record)
-    budget.settle(rt, moved.record, moved.record.costs.actual_usd)
     if moved.moved:
         log.info(
             "job finished: %s",
             target.value,
             extra={"counts": tally.counts, "actual_usd": costs.actual_usd},
         )
+    crash_point("finalize.after_terminal")
+    return finish_closing(rt, moved.record)
+
+
+def finish_closing(rt: Runtime, job: JobRecord) -> JobRecord:
+    """The steps after the terminal move, each done unless marked done (idempotent, so a
+    redelivery, the tick and a live finalizer may all run it)."""
+    if job.state not in JOB_TERMINAL:
+        return job
+    if not job.cache_populated:
+        cache.populate(rt, job)
+        job = rt.repo.patch_job(job.job_id, lambda _j: {"cache_populated": True})
+    crash_point("finalize.after_cache")
+    if not job.budget_settled:
+        budget.settle(rt, job, job.costs.actual_usd)
+        job = rt.repo.patch_job(job.job_id, lambda _j: {"budget_settled": True})
     publish_completion_if_pending(rt, job.job_id)
-    return rt.repo.require_job(job.job_id)
+    job = rt.repo.require_job(job.job_id)
+    if job.completion_published and not job.finalized:
+        job = rt.repo.patch_job(
+            job.job_id,
+            lambda j: (
+                {"finalized": True}
+                if j.completion_published and j.cache_populated and j.budget_settled
+                else None
+            ),
+        )
+    return job
 
 
 def publish_completion_if_pending(rt: Runtime, job_id: str) -> bool:

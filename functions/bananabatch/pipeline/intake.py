@@ -112,7 +112,7 @@ class _IntakeTally:
 def handle_upload(rt: Runtime, source: SourceObject, metadata: Mapping[str, str]) -> str | None:
     """Create and stage the job for an uploaded object. Returns the job id, or None when
     the object is not a JSONL file. A redelivered event does nothing."""
-    if not source.name.endswith(".jsonl"):
+    if not rec.is_jsonl_name(source.name):
         log.info("ignoring non-JSONL upload", extra={"object": source.uri})
         return None
     job_id = rec.job_id_for(source)

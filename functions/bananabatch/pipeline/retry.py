@@ -22,13 +22,19 @@ ledger prevents; different attempts of one key are distinct requests.
 from __future__ import annotations
 
 import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
 
 from bananabatch.core import records as rec
-from bananabatch.core.records import BatchRecord, ItemRecord
+from bananabatch.core.records import BatchRecord, ItemRecord, JobRecord
 from bananabatch.core.results import RETRYABLE_GRPC_CODES, RETRYABLE_HTTP_CODES
-from bananabatch.core.states import BatchState, ItemState
+from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline.runtime import Runtime
@@ -38,6 +44,9 @@ log = get_logger(__name__)
 # Reasons the collector gives rows that never came back; both are worth another attempt.
 MISSING_SUCCEEDED: Final = "missing from the provider's output although the batch succeeded"
 NO_OUTPUT_PREFIX: Final = "no output: the batch ended "
+# JobRecord.options keys of `bananabatch retry`: the job it made, and who is making it.
+RETRY_JOB_OPTION: Final = "retry_job_id"
+RETRY_CLAIM_OPTION: Final = "retry_claim"
 
 
 @dataclass
@@ -150,3 +159,79 @@ def _write_requests(rt: Runtime, batch: BatchRecord, keys: set[str], name: str) 
 def _keys_in(rt: Runtime, bucket: str, name: str, batch: BatchRecord) -> list[str]:
     with rt.objects.open_read(bucket, name) as source:
         return [rt.provider.decode_request(json.loads(raw))[0] for raw in source if raw.strip()]
+
+
+# --- `bananabatch retry JOB`: the failed items of a finished job as one new job ------------
+
+# How long a `retry` that claimed a job may take to upload its retry file before another
+# `retry` of the same job may take over (it died): longer than any upload and intake.
+RETRY_CLAIM: Final = timedelta(minutes=10)
+# How often a concurrent `retry` looks whether the claimant has named its new job yet.
+RETRY_POLL_SECONDS: Final = 0.5
+
+
+@dataclass(frozen=True)
+class RetryJob:
+    job_id: str
+    retry_job_id: str
+    items: int
+    # False when another `retry` of the same job made it (now or earlier): this call only
+    # reports it, so the failed items are paid once.
+    created: bool
+
+
+def retry_failed_items(
+    rt: Runtime,
+    job_id: str,
+    upload: Callable[[Path], str],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RetryJob:
+    """Resubmit a finished job's failed.jsonl as one new job, once: the first `retry` claims
+    the job (a conditional write with an expiry) and uploads; any concurrent or later one
+    returns the job the first one made. A claim left by a `retry` that died expires."""
+    with labels(job_id=job_id):
+        job = rt.repo.require_job(job_id)
+        if job.state not in JOB_TERMINAL:
+            raise PermanentError(
+                f"job {job_id} is still {job.state.value}; retry once it has ended", job_id=job_id
+            )
+        failed = rt.objects.read_bytes(rt.settings.results_bucket, f"jobs/{job_id}/failed.jsonl")
+        if not failed.strip():
+            raise PermanentError(f"job {job_id} has no failed items to retry", job_id=job_id)
+        items = failed.count(b"\n")
+        token = uuid.uuid4().hex
+        while True:
+            after = rt.repo.patch_job(job_id, _claim(token, rt.now()))
+            made = after.options.get(RETRY_JOB_OPTION)
+            if made:
+                log.info("failed items already resubmitted", extra={"retry_job_id": made})
+                return RetryJob(job_id, made, items, created=False)
+            if after.options.get(RETRY_CLAIM_OPTION, "").startswith(token + "@"):
+                break
+            sleep(RETRY_POLL_SECONDS)
+        stem = rec.jsonl_stem(job.source.name)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"{stem}-retry-of-{job_id}.jsonl"
+            path.write_bytes(failed)
+            new_job = upload(path)
+        rt.repo.patch_job(
+            job_id, lambda current: {"options": {**current.options, RETRY_JOB_OPTION: new_job}}
+        )
+        log.warning("failed items resubmitted as a new job", extra={"retry_job_id": new_job})
+        return RetryJob(job_id, new_job, items, created=True)
+
+
+def _claim(token: str, now: datetime) -> Callable[[JobRecord], dict[str, Any] | None]:
+    """Take the job's retry claim unless its retry job exists or a live claim is held."""
+
+    def claim(current: JobRecord) -> dict[str, Any] | None:
+        if current.options.get(RETRY_JOB_OPTION):
+            return None
+        owner, _, until = current.options.get(RETRY_CLAIM_OPTION, "").partition("@")
+        if owner and owner != token and until and datetime.fromisoformat(until) > now:
+            return None
+        mark = f"{token}@{(now + RETRY_CLAIM).isoformat()}"
+        return {"options": {**current.options, RETRY_CLAIM_OPTION: mark}}
+
+    return claim

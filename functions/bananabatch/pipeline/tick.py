@@ -3,21 +3,28 @@
 Each tick asks the provider about every batch that is not finished, resolves creates whose
 outcome is unknown, re-announces finished batches nobody has collected (a lost message
 delays nothing beyond one tick), cancels batches stuck past the watchdog limit, and
-submits queued batches when capacity allows. Everything it does is idempotent.
+submits queued batches when capacity allows, and finishes jobs whose closing a crash
+interrupted at any step. Everything it does is idempotent.
+
+Every batch and every job is handled in its own isolation: whatever one of them raises is
+logged and recorded on its record (`last_error`, shown by `status`), and the tick goes on
+with the others. A batch the provider no longer knows (404, or refused for good several
+polls in a row) ends FAILED with no output, so its items are retried by the usual rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, BatchState, JobState
-from bananabatch.errors import TransientError
+from bananabatch.errors import ConfigError, NotFound, PermanentError, TransientError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, finalize, submit, urgent
+from bananabatch.pipeline import budget, collect, finalize, submit, urgent
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 
@@ -34,6 +41,10 @@ REARM_COMPLETION_AFTER = timedelta(minutes=5)
 # Why the tick cancels a running batch at the provider (also the log message).
 _STUCK = "batch stuck past the watchdog limit"
 _OF_CANCELLED_JOB = "batch of a cancelled job still running"
+# Polls in a row the provider may refuse for good (403: a key switched to another
+# project) before the batch is given up as unknown to it. A 401 / invalid key is the
+# deployment's problem, not the batch's, and never counts.
+MAX_POLL_REFUSALS: Final = 3
 
 
 @dataclass
@@ -48,85 +59,205 @@ class TickReport:
     released: int = 0
     urgent_orphaned: int = 0
     urgent_resumed: int = 0
+    gone: int = 0
+    repaired: int = 0
+    errors: int = 0
 
 
 def _fields(values: dict[str, Any]) -> Callable[[BatchRecord], dict[str, Any]]:
     return lambda _batch: values
 
 
+@contextmanager
+def _isolated(
+    rt: Runtime,
+    report: TickReport,
+    what: str,
+    *,
+    batch_id: str | None = None,
+    job_id: str | None = None,
+) -> Iterator[None]:
+    """Run one batch's or one job's step; a failure is logged, recorded on that record and
+    counted, never raised, so no single record can stop the tick for everyone."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - isolation is the point: recorded, logged
+        report.errors += 1
+        error = f"{what}: {type(exc).__name__}: {exc}"[:500]
+        log.error(
+            "tick step failed; the tick goes on with the others",
+            extra={"step": what, "error": error, "job_id": job_id, "batch_id": batch_id},
+        )
+        _record(rt, error, batch_id=batch_id, job_id=job_id)
+
+
+def _record(rt: Runtime, error: str, *, batch_id: str | None, job_id: str | None) -> None:
+    try:
+        if batch_id is not None:
+            rt.repo.patch_batch(batch_id, lambda _b: {"last_error": error})
+        elif job_id is not None:
+            rt.repo.patch_job(job_id, lambda _j: {"last_error": error})
+    except Exception:
+        log.warning("could not record the error on its record", exc_info=True)
+
+
 def handle_tick(rt: Runtime) -> TickReport:
     report = TickReport()
     stuck_after = timedelta(hours=rt.settings.watchdog_hours)
     for batch in rt.repo.batches(states=[BatchState.SUBMITTING]):
-        before = batch.state
-        after = submit.reconcile_submitting(rt, batch)
-        report.reconciled += after.state is not before
+        with _isolated(rt, report, "reconcile", batch_id=batch.batch_id):
+            before = batch.state
+            after = submit.reconcile_submitting(rt, batch)
+            report.reconciled += after.state is not before
     jobs: dict[str, JobRecord | None] = {}
     for batch in rt.repo.batches(states=[BatchState.RUNNING]):
         if batch.provider_name is None:
             continue
-        with labels(batch_id=batch.batch_id, job_id=batch.job_id, batch_name=batch.provider_name):
+        with (
+            labels(batch_id=batch.batch_id, job_id=batch.job_id, batch_name=batch.provider_name),
+            _isolated(rt, report, "poll", batch_id=batch.batch_id),
+        ):
             report.polled += 1
-            try:
-                seen = rt.provider.get(batch.provider_name)
-            except TransientError as exc:
-                log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
-                continue
-            why: str | None = None
-            if seen.state in BATCH_PROVIDER_TERMINAL:
-                pass
-            elif _cancel_requested(rt, batch, jobs):
-                # The create was still in flight when the user cancelled (cancel_job only
-                # reaches batches that are RUNNING at that moment): stop it now.
-                why = _OF_CANCELLED_JOB
-            elif submit.is_overdue(batch, rt.now(), stuck_after=stuck_after):
-                # Cancelling keeps whatever rows are done; collection then hands the rest
-                # to the retry path, so they are resubmitted within the attempt budget.
-                why = _STUCK
-            if why is not None:
-                log.warning("%s; cancelling it", why)
-                try:
-                    rt.provider.cancel(batch.provider_name)
-                    seen = rt.provider.get(batch.provider_name)
-                except TransientError as exc:
-                    log.warning("could not cancel the batch", extra={"error": str(exc)})
-                    continue
-                report.cancelled_stuck += why is _STUCK
-            if seen.state in BATCH_PROVIDER_TERMINAL:
-                finished = {
-                    "provider_state": seen.provider_state,
-                    "provider_error": seen.error,
-                    "finished_at": rt.now(),
-                    "updated_at": rt.now(),
-                }
-                moved = rt.repo.move_batch(
-                    batch.batch_id,
-                    seen.state,
-                    expect={BatchState.RUNNING},
-                    change=_fields(finished),
-                )
-                if moved.moved:
-                    report.finished += 1
-                    log.info("batch finished: %s", seen.state.value)
-                    submit.publish_batch_done(rt, moved.record)
+            _poll(rt, batch, jobs, report, stuck_after)
     # Finished but never collected: the batch-done message was lost or is still queued.
-    # Re-announcing is harmless because collection is idempotent.
+    # Re-announcing is harmless because collection is idempotent and leased.
     for batch in rt.repo.batches(states=BATCH_PROVIDER_TERMINAL):
         if rt.now() - batch.updated_at < REANNOUNCE_AFTER:
             continue
-        with labels(batch_id=batch.batch_id, job_id=batch.job_id):
+        if batch.lease_until is not None and batch.lease_until > rt.now():
+            continue  # a collector is at work on it (or died and its lease runs out)
+        with (
+            labels(batch_id=batch.batch_id, job_id=batch.job_id),
+            _isolated(rt, report, "reannounce", batch_id=batch.batch_id),
+        ):
             log.warning("finished batch not collected yet; announcing it again")
-        submit.publish_batch_done(rt, batch)
-        report.reannounced += 1
-    report.released = release_orphaned_holds(rt)
-    recovered = urgent.recover(rt)
+            submit.publish_batch_done(rt, batch)
+            report.reannounced += 1
+    with _isolated(rt, report, "release holds"):
+        report.released = release_orphaned_holds(rt)
+    recovered = urgent.Recovery()
+    with _isolated(rt, report, "urgent recovery"):
+        recovered = urgent.recover(rt)
     report.urgent_orphaned, report.urgent_resumed = recovered.orphaned, recovered.resumed
     for job_id in recovered.jobs:
-        finalize.finalize_job_if_done(rt, job_id)
-    report.submitted = submit.submit_queued(rt)
-    report.rearmed = rearm_completions(rt)
+        with _isolated(rt, report, "finalize", job_id=job_id):
+            finalize.finalize_job_if_done(rt, job_id)
+    with _isolated(rt, report, "submit queued"):
+        report.submitted = submit.submit_queued(rt)
+    report.repaired = repair_unfinished_jobs(rt, report)
+    with _isolated(rt, report, "rearm completions"):
+        report.rearmed = rearm_completions(rt)
     log.info("tick done", extra=vars(report))
     return report
+
+
+def _poll(
+    rt: Runtime,
+    batch: BatchRecord,
+    jobs: dict[str, JobRecord | None],
+    report: TickReport,
+    stuck_after: timedelta,
+) -> None:
+    assert batch.provider_name is not None
+    try:
+        seen = rt.provider.get(batch.provider_name)
+    except TransientError as exc:
+        log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
+        return
+    except NotFound as exc:
+        collect.end_unknown_batch(
+            rt, batch, f"the provider no longer knows batch {batch.provider_name}: {exc}"
+        )
+        report.gone += 1
+        return
+    except ConfigError:
+        raise  # the deployment's key or settings, not this batch: recorded, never counted
+    except PermanentError as exc:
+        error = str(exc)[:500]
+        refused = rt.repo.patch_batch(
+            batch.batch_id,
+            lambda b: {"poll_failures": b.poll_failures + 1, "last_error": error},
+        )
+        if refused.poll_failures >= MAX_POLL_REFUSALS:
+            collect.end_unknown_batch(
+                rt,
+                batch,
+                f"the provider refused batch {batch.provider_name} "
+                f"{refused.poll_failures} polls in a row: {exc}",
+            )
+            report.gone += 1
+        return
+    if batch.poll_failures:
+        rt.repo.patch_batch(batch.batch_id, lambda _b: {"poll_failures": 0, "last_error": None})
+    why: str | None = None
+    if seen.state in BATCH_PROVIDER_TERMINAL:
+        pass
+    elif _cancel_requested(rt, batch, jobs):
+        # The create was still in flight when the user cancelled (cancel_job only
+        # reaches batches that are RUNNING at that moment): stop it now.
+        why = _OF_CANCELLED_JOB
+    elif submit.is_overdue(batch, rt.now(), stuck_after=stuck_after):
+        # Cancelling keeps whatever rows are done; collection then hands the rest
+        # to the retry path, so they are resubmitted within the attempt budget.
+        why = _STUCK
+    if why is not None:
+        log.warning("%s; cancelling it", why)
+        try:
+            rt.provider.cancel(batch.provider_name)
+            seen = rt.provider.get(batch.provider_name)
+        except TransientError as exc:
+            log.warning("could not cancel the batch", extra={"error": str(exc)})
+            return
+        except NotFound as exc:
+            collect.end_unknown_batch(
+                rt, batch, f"the provider no longer knows batch {batch.provider_name}: {exc}"
+            )
+            report.gone += 1
+            return
+        report.cancelled_stuck += why is _STUCK
+    if seen.state in BATCH_PROVIDER_TERMINAL:
+        finished = {
+            "provider_state": seen.provider_state,
+            "provider_error": seen.error,
+            "finished_at": rt.now(),
+            "updated_at": rt.now(),
+        }
+        moved = rt.repo.move_batch(
+            batch.batch_id,
+            seen.state,
+            expect={BatchState.RUNNING},
+            change=_fields(finished),
+        )
+        if moved.moved:
+            report.finished += 1
+            log.info("batch finished: %s", seen.state.value)
+            submit.publish_batch_done(rt, moved.record)
+
+
+def repair_unfinished_jobs(rt: Runtime, report: TickReport) -> int:
+    """Finish what a crash left undone in closing a job: a RUNNING job whose batches are
+    all collected (killed just after the last one), and a terminal job with a step of its
+    closing not done (cache, budget, completion). Every step is idempotent, so doing one
+    again next to a live finalizer costs some work and never a second message."""
+    repaired = 0
+    for doc in rt.state.query("jobs", [Where("state", "==", JobState.RUNNING.value)]):
+        job_id = str(doc["job_id"])
+        with labels(job_id=job_id), _isolated(rt, report, "finalize", job_id=job_id):
+            after = finalize.finalize_job_if_done(rt, job_id)
+            repaired += after.state in JOB_TERMINAL
+    for doc in rt.state.query(
+        "jobs",
+        [
+            Where("state", "in", [s.value for s in JOB_TERMINAL]),
+            Where("finalized", "==", False),
+        ],
+    ):
+        job_id = str(doc["job_id"])
+        with labels(job_id=job_id), _isolated(rt, report, "finish closing", job_id=job_id):
+            log.warning("job ended but its closing is unfinished; finishing it")
+            after = finalize.finalize_job_if_done(rt, job_id)
+            repaired += after.finalized
+    return repaired
 
 
 def _cancel_requested(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord | None]) -> bool:
@@ -134,6 +265,11 @@ def _cancel_requested(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord
         jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
     job = jobs[batch.job_id]
     return job is not None and job.cancel_requested
+
+
+# Errors inside rearm_completions and release_orphaned_holds are isolated per record too;
+# their counts are not reported.
+_SINK = TickReport()
 
 
 def rearm_completions(rt: Runtime) -> int:
@@ -162,7 +298,7 @@ def rearm_completions(rt: Runtime) -> int:
             )
             return {"completion_pending": True} if stuck else None
 
-        with labels(job_id=job.job_id):
+        with labels(job_id=job.job_id), _isolated(rt, _SINK, "rearm", job_id=job.job_id):
             after = rt.repo.patch_job(job.job_id, rearm)
             if after.completion_pending:
                 log.warning("completion claimed but never published; publishing it now")
@@ -183,7 +319,10 @@ def release_orphaned_holds(rt: Runtime) -> int:
             job = rt.repo.get_job(batch.job_id)
             jobs[batch.job_id] = job is not None and job.state is JobState.RUNNING
         if jobs[batch.job_id]:
-            with labels(job_id=batch.job_id, batch_id=batch.batch_id):
+            with (
+                labels(job_id=batch.job_id, batch_id=batch.batch_id),
+                _isolated(rt, _SINK, "release hold", batch_id=batch.batch_id),
+            ):
                 log.warning("job runs but its batch was never released; releasing it")
             budget.release_hold(rt, batch.job_id)
             released += 1
