@@ -473,3 +473,25 @@ def test_local_run_killed_and_run_again_resumes_the_job_and_pays_each_line_once(
             [Completion(c, {"job_id": job_id, "state": c["state"]}) for c in result.completions],
         )
         assert sum(stack.emulator.state.submitted_keys("").values()) == len(PROMPTS)
+
+
+def test_a_retry_whose_upload_fails_hands_its_claim_back_at_once(stack: Stack) -> None:
+    stack.faults.rows["k2"] = RowFault("error")
+    job_id = _upload(stack, PROMPTS[:2])
+    assert_invariants(stack, job_id, stack.settle(job_id))
+    stack.faults.rows.clear()
+
+    def broken(_path: Path) -> str:
+        raise OSError("the inbox refused the upload")
+
+    with pytest.raises(OSError):
+        retry.retry_failed_items(stack.runtime, job_id, broken)
+
+    def never_waits(_seconds: float) -> None:
+        raise AssertionError("the claim of the failed retry was not handed back")
+
+    made = retry.retry_failed_items(
+        stack.runtime, job_id, lambda path: stack.upload(path), sleep=never_waits
+    )
+    assert made.created
+    assert_invariants(stack, made.retry_job_id, stack.settle(made.retry_job_id))

@@ -211,10 +211,15 @@ def retry_failed_items(
                 break
             sleep(RETRY_POLL_SECONDS)
         stem = rec.jsonl_stem(job.source.name)
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{stem}-retry-of-{job_id}.jsonl"
-            path.write_bytes(failed)
-            new_job = upload(path)
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / f"{stem}-retry-of-{job_id}.jsonl"
+                path.write_bytes(failed)
+                new_job = upload(path)
+        except BaseException:
+            # Hand the claim back at once, so another `retry` need not wait for it to expire.
+            rt.repo.patch_job(job_id, _unclaim(token))
+            raise
         rt.repo.patch_job(
             job_id, lambda current: {"options": {**current.options, RETRY_JOB_OPTION: new_job}}
         )
@@ -235,3 +240,13 @@ def _claim(token: str, now: datetime) -> Callable[[JobRecord], dict[str, Any] | 
         return {"options": {**current.options, RETRY_CLAIM_OPTION: mark}}
 
     return claim
+
+
+def _unclaim(token: str) -> Callable[[JobRecord], dict[str, Any] | None]:
+    def unclaim(current: JobRecord) -> dict[str, Any] | None:
+        if not current.options.get(RETRY_CLAIM_OPTION, "").startswith(token + "@"):
+            return None
+        options = {k: v for k, v in current.options.items() if k != RETRY_CLAIM_OPTION}
+        return {"options": options}
+
+    return unclaim

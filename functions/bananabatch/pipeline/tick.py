@@ -134,7 +134,7 @@ def handle_tick(rt: Runtime) -> TickReport:
             submit.publish_batch_done(rt, batch)
             report.reannounced += 1
     with _isolated(rt, report, "release holds"):
-        report.released = release_orphaned_holds(rt)
+        report.released = release_orphaned_holds(rt, report)
     recovered = urgent.Recovery()
     with _isolated(rt, report, "urgent recovery"):
         recovered = urgent.recover(rt)
@@ -146,7 +146,7 @@ def handle_tick(rt: Runtime) -> TickReport:
         report.submitted = submit.submit_queued(rt)
     report.repaired = repair_unfinished_jobs(rt, report)
     with _isolated(rt, report, "rearm completions"):
-        report.rearmed = rearm_completions(rt)
+        report.rearmed = rearm_completions(rt, report)
     log.info("tick done", extra=vars(report))
     return report
 
@@ -267,12 +267,7 @@ def _cancel_requested(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord
     return job is not None and job.cancel_requested
 
 
-# Errors inside rearm_completions and release_orphaned_holds are isolated per record too;
-# their counts are not reported.
-_SINK = TickReport()
-
-
-def rearm_completions(rt: Runtime) -> int:
+def rearm_completions(rt: Runtime, report: TickReport) -> int:
     """Give an owed completion whose publisher died after claiming it a new chance."""
     owed = rt.state.query(
         "jobs",
@@ -298,7 +293,7 @@ def rearm_completions(rt: Runtime) -> int:
             )
             return {"completion_pending": True} if stuck else None
 
-        with labels(job_id=job.job_id), _isolated(rt, _SINK, "rearm", job_id=job.job_id):
+        with labels(job_id=job.job_id), _isolated(rt, report, "rearm", job_id=job.job_id):
             after = rt.repo.patch_job(job.job_id, rearm)
             if after.completion_pending:
                 log.warning("completion claimed but never published; publishing it now")
@@ -306,7 +301,7 @@ def rearm_completions(rt: Runtime) -> int:
     return rearmed
 
 
-def release_orphaned_holds(rt: Runtime) -> int:
+def release_orphaned_holds(rt: Runtime, report: TickReport) -> int:
     """Batches still held for budget although their job already runs: the intake that
     moved the job to RUNNING died before releasing them, and the redelivered upload event
     finds the job RUNNING and (rightly) does nothing, so only the tick can let them go."""
@@ -321,9 +316,9 @@ def release_orphaned_holds(rt: Runtime) -> int:
         if jobs[batch.job_id]:
             with (
                 labels(job_id=batch.job_id, batch_id=batch.batch_id),
-                _isolated(rt, _SINK, "release hold", batch_id=batch.batch_id),
+                _isolated(rt, report, "release hold", job_id=batch.job_id),
             ):
                 log.warning("job runs but its batch was never released; releasing it")
-            budget.release_hold(rt, batch.job_id)
-            released += 1
+                budget.release_hold(rt, batch.job_id)
+                released += 1
     return released
