@@ -484,7 +484,7 @@ def test_a_retry_whose_upload_fails_hands_its_claim_back_at_once(stack: Stack) -
     def broken(_path: Path) -> str:
         raise OSError("the inbox refused the upload")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="refused the upload"):
         retry.retry_failed_items(stack.runtime, job_id, broken)
 
     def never_waits(_seconds: float) -> None:
