@@ -17,6 +17,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bananabatch.core import catalog
+from bananabatch.core.references import location_problem
 from bananabatch.errors import ConfigError
 
 # --- environment variable names (shared with infra/) -------------------------------------
@@ -63,6 +64,7 @@ ENV_LOG_LEVEL: Final = "BANANABATCH_LOG_LEVEL"
 ENV_PRICE_MAX_AGE_DAYS: Final = "BANANABATCH_PRICE_MAX_AGE_DAYS"
 ENV_VERTEX_STUCK_AFTER_HOURS: Final = "BANANABATCH_VERTEX_STUCK_AFTER_HOURS"
 ENV_FILES_STORE_WARN_BYTES: Final = "BANANABATCH_FILES_STORE_WARN_BYTES"
+ENV_REFERENCE_LOCATIONS: Final = "BANANABATCH_REFERENCE_LOCATIONS"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -188,6 +190,10 @@ class Settings(BaseModel):
     # Bytes we leave in the project's Files API store (result files cannot be deleted):
     # past this, a WARNING with "alert": "files_store_high". Half the 20 GB limit.
     files_store_warn_bytes: int = Field(default=FILES_STORE_LIMIT_BYTES // 2, gt=0)
+    # Where reference images may live: gs:// and https:// URI prefixes, comma-separated in
+    # the environment. Empty: the inbox's references/ folder and any public https:// URL
+    # (core.references).
+    reference_locations: tuple[str, ...] = ()
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -245,6 +251,18 @@ class Settings(BaseModel):
             return json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("reference_locations", mode="before")
+    @classmethod
+    def _parse_locations(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part for part in value.replace(",", " ").split() if part)
+        if isinstance(value, list | tuple):
+            for location in value:
+                problem = location_problem(str(location))
+                if problem is not None:
+                    raise ValueError(f"reference location: {problem}")
+        return value
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; blank values mean "use the default"."""
@@ -271,6 +289,9 @@ class Settings(BaseModel):
                 continue
             if field_name == "price_overrides":
                 out[env_name] = json.dumps(value)
+            elif field_name == "reference_locations":
+                if value:
+                    out[env_name] = ",".join(value)
             else:
                 out[env_name] = str(value)
         return out
@@ -319,6 +340,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "price_max_age_days": ENV_PRICE_MAX_AGE_DAYS,
     "vertex_stuck_after_hours": ENV_VERTEX_STUCK_AFTER_HOURS,
     "files_store_warn_bytes": ENV_FILES_STORE_WARN_BYTES,
+    "reference_locations": ENV_REFERENCE_LOCATIONS,
 }
 
 

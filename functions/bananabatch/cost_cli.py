@@ -26,6 +26,7 @@ from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError
 from bananabatch.pipeline import budget, cache
+from bananabatch.pipeline.references import reference_policy
 from bananabatch.pipeline.runtime import Runtime
 
 EXIT_ERROR: Final = 1
@@ -57,6 +58,7 @@ def estimate_file(rt: Runtime, path: Path, *, cache_on: bool = True) -> FileEsti
         limits=limits,
         today=rt.now().date(),
         vertex=rt.settings.provider is ProviderKind.VERTEX,
+        references=reference_policy(rt.settings),
     )
     estimator = FileEstimator(
         rt.prices,

@@ -120,7 +120,11 @@ def test_a_single_size_model_gets_no_image_size_in_its_request() -> None:
 
 
 def test_reference_images_become_file_data_parts_after_the_prompt() -> None:
-    refs = ["gs://bucket/a/b.PNG", "https://example.com/x.jpeg?sig=1", "gs://b/c.webp"]
+    refs = [
+        "gs://inbox/references/a/b.PNG",
+        "https://example.com/x.jpeg?sig=1",
+        "gs://inbox/references/c.webp",
+    ]
     got = accept({"prompt": "put it here", "reference_images": refs})
     assert got.request["contents"][0]["parts"] == [
         {"text": "put it here"},
@@ -180,12 +184,14 @@ def test_a_native_line_is_staged_as_written_without_its_model() -> None:
 
 def test_a_native_line_reads_camel_case_image_config() -> None:
     request = {
-        "contents": [{"parts": [{"text": "x"}, {"fileData": {"fileUri": "gs://b/r.png"}}]}],
+        "contents": [
+            {"parts": [{"text": "x"}, {"fileData": {"fileUri": "gs://inbox/references/r.png"}}]}
+        ],
         "generationConfig": {"imageConfig": {"aspectRatio": "4:1", "imageSize": "512"}},
     }
     got = accept({"request": request, "model": "gemini-3.1-flash-image"})
     assert (got.aspect_ratio, got.image_size) == ("4:1", "512")
-    assert got.reference_images == ("gs://b/r.png",)
+    assert got.reference_images == ("gs://inbox/references/r.png",)
     assert got.request == request
 
 
@@ -199,7 +205,7 @@ def test_a_native_request_model_chooses_the_model_when_the_line_has_none() -> No
     ("request_body", "field", "fragment"),
     [
         ({"contents": []}, "request.contents", "non-empty list"),
-        ({"contents": [{"parts": "x"}]}, "request.contents[0].parts", "expected a list"),
+        ({"contents": [{"parts": "x"}]}, "request.contents[0].parts", "expected a non-empty list"),
         (
             {"contents": [{"parts": [{"text": "x"}]}], "config": {}},
             "request.config",
@@ -339,7 +345,11 @@ def test_an_unknown_default_model_rejects_lines_that_rely_on_it() -> None:
         ({"prompt": "x", "cache": 1}, "cache", "expected true or false"),
         ({"prompt": "x", "priority": "now"}, "priority", "batch, urgent"),
         ({"prompt": "x", "metadata": [1]}, "metadata", "expected an object"),
-        ({"prompt": "x", "reference_images": "gs://b/x.png"}, "reference_images", "list"),
+        (
+            {"prompt": "x", "reference_images": "gs://inbox/references/x.png"},
+            "reference_images",
+            "list",
+        ),
         ({"prompt": "x", "reference_images": [5]}, "reference_images", "item 1"),
         ({"prompt": "x", "aspect_ratio": 1}, "aspect_ratio", "expected a string"),
         ({"prompt": "x", "colour": "red"}, "colour", "unknown field"),
@@ -378,20 +388,20 @@ def test_a_line_over_the_byte_limit_is_rejected_before_parsing() -> None:
         ("gs://bucket-only", "gs://BUCKET/OBJECT"),
         ("gs:///x.png", "gs://BUCKET/OBJECT"),
         ("https:///x.png", "https://HOST/PATH"),
-        ("gs://b/x.tiff", "extension"),
+        ("gs://inbox/references/x.tiff", "extension"),
         ("https://generativelanguage.googleapis.com/v1beta/files/abc", "extension"),
-        ("gs://b/my image.png", "whitespace"),
+        ("gs://inbox/references/my image.png", "whitespace"),
     ],
 )
 def test_a_bad_reference_image_is_rejected(uri: str, fragment: str) -> None:
-    got = reject({"prompt": "x", "reference_images": ["gs://b/ok.png", uri]})
+    got = reject({"prompt": "x", "reference_images": ["gs://inbox/references/ok.png", uri]})
     assert got.field == "reference_images"
     assert "item 2" in got.reason
     assert fragment in got.reason
 
 
 def test_too_many_reference_images_for_the_model_are_rejected() -> None:
-    refs = [f"gs://b/{i}.png" for i in range(4)]
+    refs = [f"gs://inbox/references/{i}.png" for i in range(4)]
     got = reject({"prompt": "x", "model": "gemini-2.5-flash-image", "reference_images": refs})
     assert got.field == "reference_images"
     assert "at most 3 for gemini-2.5-flash-image; found 4" in got.reason

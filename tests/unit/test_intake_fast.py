@@ -89,7 +89,7 @@ def test_a_plain_simple_line_comes_back_as_a_fast_line_with_an_interned_shape() 
 
 def test_lines_with_references_or_metadata_are_full_accepted_lines() -> None:
     p = LineParser(default_model=MODEL)
-    refs = p.parse_fast(2, b'{"prompt": "x", "reference_images": ["gs://b/r.png"]}')
+    refs = p.parse_fast(2, b'{"prompt": "x", "reference_images": ["gs://inbox/references/r.png"]}')
     meta = p.parse_fast(3, b'{"prompt": "x", "metadata": {"a": 1}}')
     assert isinstance(refs, AcceptedLine)
     assert isinstance(meta, FastLine)

@@ -20,6 +20,7 @@ from bananabatch.core.intake import (
     iter_raw_lines,
     key_problem,
 )
+from bananabatch.core.limits import MAX_KEY_BYTES
 
 LIMITS = IntakeLimits(max_line_bytes=2_000, max_prompt_chars=500)
 
@@ -39,20 +40,83 @@ field_names = st.sampled_from(
 line_like = st.dictionaries(
     field_names,
     json_values
-    | st.sampled_from(["1:1", "2K", "gemini-3-pro-image", "batch", "gs://b/x.png", "a/b", "__x"])
+    | st.sampled_from(
+        ["1:1", "2K", "gemini-3-pro-image", "batch", "gs://inbox/references/x.png", "a/b", "__x"]
+    )
     | st.just({"contents": [{"parts": [{"text": "hi"}]}]}),
     max_size=6,
 )
+# Values at the edges of the limits and the allowlist (core/limits.py, core/native.py,
+# core/references.py), so that every path is held to each new rule.
+edge_keys = st.sampled_from(["香", "🍌", "é", "k"]).flatmap(
+    lambda ch: st.integers(min_value=50, max_value=130).map(lambda n: ch * n)
+)
+file_uris = st.sampled_from(
+    [
+        "gs://inbox/references/r.png",
+        "gs://inbox/x.png",
+        "gs://results/jobs/j/images/k.png",
+        "https://h.example/p/q.jpg",
+        "https://user:pw@h.example/q.png",
+        "https://169.254.169.254/q.png",
+        "https://metadata.google.internal/q.png",
+        "http://h.example/q.png",
+        "file:///etc/passwd",
+        "gs://inbox/references/../r.png",
+    ]
+)
+native_parts = st.sampled_from(
+    [{"text": "x"}, {"inlineData": {"mimeType": "image/png", "data": "AA"}}, {"bogus": 1}, {}]
+) | file_uris.map(lambda uri: {"fileData": {"fileUri": uri, "mimeType": "image/png"}})
+native_requests = st.fixed_dictionaries(
+    {
+        "contents": st.lists(
+            st.fixed_dictionaries({"parts": st.lists(native_parts, max_size=3)}), max_size=2
+        )
+    },
+    optional={
+        "systemInstruction": st.fixed_dictionaries({"parts": st.lists(native_parts, max_size=2)}),
+        "generationConfig": st.sampled_from(
+            [{"candidateCount": 2}, {"thinkingConfig": {}}, {"seed": 1}, {"imageConfig": {}}]
+        ),
+        "tools": st.just([{}]),
+        "cachedContent": st.just("c"),
+    },
+)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for n in range(depth):
+        value = [value] if n % 2 else {"a": value}
+    return value
+
+
+limit_lines = (
+    st.fixed_dictionaries(
+        {"prompt": st.just("x")},
+        optional={
+            "key": edge_keys,
+            "metadata": st.integers(min_value=1, max_value=12).map(_nested),
+            "reference_images": st.lists(file_uris, max_size=2),
+        },
+    )
+    | st.fixed_dictionaries({"request": native_requests}, optional={"key": edge_keys})
+).map(lambda d: json.dumps(d, ensure_ascii=False).encode()) | st.sampled_from(
+    [30, 31, 32, 33, 200, 201, 990]
+).map(lambda depth: b'{"prompt": "x", "metadata": ' + json.dumps(_nested(depth)).encode() + b"}")
 raw_lines = (
     st.binary(max_size=300)
     | line_like.map(lambda d: json.dumps(d).encode())
     | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))
+    | limit_lines
 )
 
 
 def is_object_name_safe(key: str) -> bool:
     return (
         0 < len(key) <= 128
+        and len(key.encode()) <= MAX_KEY_BYTES
         and "/" not in key
         and "\\" not in key
         and ".." not in key
@@ -166,7 +230,13 @@ def simple_lines(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         doc["reference_images"] = draw(
             st.lists(
-                st.sampled_from(["gs://b/r.png", "https://h.example/p/q.JPG", "gs://b/x/y.webp"]),
+                st.sampled_from(
+                    [
+                        "gs://inbox/references/r.png",
+                        "https://h.example/p/q.JPG",
+                        "gs://inbox/references/x/y.webp",
+                    ]
+                ),
                 max_size=spec.max_reference_images,
             )
         )

@@ -73,7 +73,7 @@ def _lines() -> list[dict[str, Any]]:
         if n % 13 == 0:
             doc["model"] = "gemini-3-pro-image"
         if n % 17 == 0:
-            doc["reference_images"] = ["gs://b/ref.png"]
+            doc["reference_images"] = ["gs://inbox/references/ref.png"]
         docs.append(doc)
     docs.append({"key": "bad", "prompt": "x", "aspect_ratio": "7:3"})
     docs.append({"key": "again", "prompt": docs[0]["prompt"]})  # an in-file duplicate
@@ -85,7 +85,9 @@ def _stage(rt: Runtime, docs: list[dict[str, Any]]) -> tuple[JobRecord, Any]:
     rt.objects.write_bytes(rt.settings.inbox_bucket, "in.jsonl", data, content_type="x")
     # The reference image some lines name: intake checks that it exists and is an image.
     png = b"\x89PNG\r\n\x1a\n" + bytes(24)
-    rt.objects.write_bytes("b", "ref.png", png, content_type="image/png")
+    rt.objects.write_bytes(
+        rt.settings.inbox_bucket, "references/ref.png", png, content_type="image/png"
+    )
     job = JobRecord(
         job_id="job-1",
         state=JobState.RECEIVED,

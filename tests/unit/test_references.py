@@ -11,7 +11,8 @@ from PIL import Image
 
 from bananabatch.adapters.local.objects import FolderObjectStore
 from bananabatch.core.intake import AcceptedLine, LineParser, RejectedLine
-from bananabatch.errors import PermanentError
+from bananabatch.core.references import UNREADABLE, ReferencePolicy
+from bananabatch.errors import PermanentError, TransientError
 from bananabatch.pipeline.references import ReferenceChecker, sniff_image_mime
 from bananabatch.ports import ObjectInfo
 
@@ -61,31 +62,21 @@ def store(tmp_path: Path) -> CountingStore:
 
 def test_readable_images_and_https_references_pass(store: CountingStore) -> None:
     checker = ReferenceChecker(store)
-    assert checker.problem(["gs://refs/ok.png", "https://example.com/x.png"]) is None
+    assert checker.first_unusable(["gs://refs/ok.png", "https://example.com/x.png"]) is None
 
 
 @pytest.mark.parametrize(
-    ("uri", "why"),
-    [
-        ("gs://refs/missing.png", "found none at gs://refs/missing.png"),
-        ("gs://refs/text.png", "starts with b'not an i'"),
-        ("gs://refs/empty.jpg", "empty object"),
-        ("gs://nobucket/a.png", "found none"),
-    ],
+    "uri",
+    ["gs://refs/missing.png", "gs://refs/text.png", "gs://refs/empty.jpg", "gs://nobucket/a.png"],
 )
-def test_an_unreadable_reference_names_the_item_and_what_was_found(
-    store: CountingStore, uri: str, why: str
-) -> None:
-    problem = ReferenceChecker(store).problem(["gs://refs/ok.png", uri])
-    assert problem is not None
-    assert problem.startswith("item 2: ")
-    assert why in problem
+def test_an_unusable_reference_is_named_by_its_index_only(store: CountingStore, uri: str) -> None:
+    assert ReferenceChecker(store).first_unusable(["gs://refs/ok.png", uri]) == 1
 
 
 def test_each_reference_is_looked_up_once_per_intake(store: CountingStore) -> None:
     checker = ReferenceChecker(store)
     for _ in range(50):
-        checker.problem(["gs://refs/ok.png", "gs://refs/missing.png"])
+        checker.first_unusable(["gs://refs/ok.png", "gs://refs/missing.png"])
     assert store.stats == 2
 
 
@@ -96,23 +87,65 @@ def test_a_reference_the_service_account_may_not_read_is_reported_not_raised(
         raise PermanentError(f"stat gs://{bucket}/{name}: Cloud Storage refused: 403")
 
     monkeypatch.setattr(store, "stat", forbidden)
-    problem = ReferenceChecker(store).problem(["gs://private/p.png"])
-    assert problem is not None
-    assert "403" in problem
-    assert "readable by the pipeline" in problem
+    assert ReferenceChecker(store).first_unusable(["gs://private/p.png"]) == 0
+
+
+def test_a_transient_store_error_is_raised_not_turned_into_a_rejection(
+    store: CountingStore, monkeypatch: Any
+) -> None:
+    def flaky(bucket: str, name: str) -> ObjectInfo | None:
+        raise TransientError("stat: 503")
+
+    monkeypatch.setattr(store, "stat", flaky)
+    with pytest.raises(TransientError):
+        ReferenceChecker(store).first_unusable(["gs://refs/ok.png"])
+
+
+POLICY = ReferencePolicy.for_buckets("refs", "results", ["gs://refs/"])
+
+
+def _line(uri: str) -> bytes:
+    return b'{"key": "a", "prompt": "x", "reference_images": ["%s"]}' % uri.encode()
+
+
+def test_every_unusable_reference_gets_the_same_reason_that_reveals_nothing(
+    store: CountingStore,
+) -> None:
+    """Absent, unreadable, empty and text-under-an-image-name read alike: the reason tells
+    neither whether the object exists nor a byte of it."""
+    parser = LineParser(
+        default_model="gemini-3.1-flash-image",
+        check_references=ReferenceChecker(store).first_unusable,
+        references=POLICY,
+    )
+    reasons = []
+    for line_no, uri in enumerate(
+        ["gs://refs/missing.png", "gs://refs/text.png", "gs://refs/empty.jpg"], start=1
+    ):
+        got = parser.parse(line_no, _line(uri))
+        assert isinstance(got, RejectedLine)
+        reasons.append(got.reason.replace(uri, "URI").replace(f"line {line_no}", "line N"))
+        assert "b'" not in got.reason
+        assert "found none" not in got.reason
+        assert "empty" not in got.reason.replace(uri, "URI")
+    assert len(set(reasons)) == 1, reasons
+    assert reasons[0] == (
+        'line N, field "reference_images": item 1: URI: unreadable or not an image of an '
+        "accepted type (PNG, JPEG, WebP, HEIC/HEIF)"
+    )
 
 
 def test_the_parser_rejects_an_unreadable_reference_without_claiming_the_key() -> None:
-    def check(uris: Any) -> str | None:
-        return None if uris == ["gs://refs/ok.png"] else "item 1: found none"
+    def check(uris: Any) -> int | None:
+        return None if uris == ["gs://refs/ok.png"] else 0
 
-    parser = LineParser(default_model="gemini-3.1-flash-image", check_references=check)
-    bad = parser.parse(1, b'{"key": "a", "prompt": "x", "reference_images": ["gs://refs/no.png"]}')
-    assert isinstance(bad, RejectedLine)
-    assert bad.reason == ('line 1, field "reference_images": reference image item 1: found none')
-    fixed = parser.parse(
-        2, b'{"key": "a", "prompt": "x", "reference_images": ["gs://refs/ok.png"]}'
+    parser = LineParser(
+        default_model="gemini-3.1-flash-image", check_references=check, references=POLICY
     )
+    bad = parser.parse(1, _line("gs://refs/no.png"))
+    assert isinstance(bad, RejectedLine)
+    assert bad.reason.startswith('line 1, field "reference_images": item 1: gs://refs/no.png: ')
+    fixed = parser.parse(2, _line("gs://refs/ok.png"))
     assert isinstance(fixed, AcceptedLine)
     native = parser.parse(
         3,
@@ -120,4 +153,5 @@ def test_the_parser_rejects_an_unreadable_reference_without_claiming_the_key() -
         b'{"fileUri": "gs://refs/no.png", "mimeType": "image/png"}}]}]}}',
     )
     assert isinstance(native, RejectedLine)
-    assert native.field == "request.contents"
+    assert native.field == "request.contents[0].parts[1].fileData.fileUri"
+    assert UNREADABLE in native.reason

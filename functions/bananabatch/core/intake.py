@@ -41,8 +41,15 @@ from bananabatch.core.catalog import (
     lifecycle_problem,
     model_spec,
 )
+from bananabatch.core.limits import (
+    MAX_KEY_CHARS,
+    json_depth_problem,
+    key_bytes_problem,
+    metadata_problem,
+)
+from bananabatch.core.native import NativeProblem, check_request
+from bananabatch.core.references import UNREADABLE, ReferencePolicy
 
-MAX_KEY_CHARS: Final = 128
 PREVIEW_CHARS: Final = 120
 RAW_KEEP_CHARS: Final = 2_000
 BOM: Final = b"\xef\xbb\xbf"
@@ -60,6 +67,8 @@ IMAGE_MIME_BY_EXTENSION: Final[Mapping[str, str]] = {
     "heic": "image/heic",
     "heif": "image/heif",
 }
+_IMAGE_MIMES: Final = frozenset(IMAGE_MIME_BY_EXTENSION.values())
+_IMAGE_MIMES_TEXT: Final = ", ".join(sorted(_IMAGE_MIMES))
 
 _READ_CHUNK: Final = 1 << 20
 _sha256: Final = hashlib.sha256
@@ -67,6 +76,8 @@ _new_object: Final = object.__new__
 _new_tuple: Final = tuple.__new__
 _KEY_BAD: Final = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]|\.\.")
 _KNOWN_MODELS: Final = ", ".join(spec.model_id for spec in MODELS)
+# The reference locations of a deployment with the default bucket names (config.Settings).
+DEFAULT_REFERENCES: Final = ReferencePolicy.for_buckets("inbox", "results")
 
 
 def _plain_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
@@ -429,9 +440,10 @@ class LineParser:
         *,
         default_model: str,
         limits: IntakeLimits = DEFAULT_LIMITS,
-        check_references: Callable[[Sequence[str]], str | None] | None = None,
+        check_references: Callable[[Sequence[str]], int | None] | None = None,
         today: date | None = None,
         vertex: bool = False,
+        references: ReferencePolicy | None = None,
     ) -> None:
         """`today` decides which models are shut down (the catalog's lifecycles); `vertex`
         limits sizes to what Vertex batch produces."""
@@ -440,10 +452,13 @@ class LineParser:
         self._table = _rules_table(self._today, vertex)
         # Models of accepted lines that did not come back as FastLines (whose shapes say).
         self._models_seen: set[str] = set()
-        # Says why a line's gs:// reference images cannot be read, or None; it does the
-        # I/O, so the parser stays pure. Called before the key is claimed, so a corrected
-        # line later in the file may reuse the key.
+        # The index of the first of a line's reference images that the store cannot serve
+        # as an image, or None; it does the I/O, so the parser stays pure. Called before the
+        # key is claimed, so a corrected line later in the file may reuse the key.
         self._check_references = check_references
+        # Where reference images may live (core.references); intake and estimate pass the
+        # deployment's, built from its settings.
+        self._references = references if references is not None else DEFAULT_REFERENCES
         self._default_model = canonical_model(default_model)
         self._limits = limits
         self._max_line_bytes = limits.max_line_bytes
@@ -521,6 +536,8 @@ class LineParser:
                 return self._reject(
                     line_no, raw, line_key(line_no) if key is None else key, exc.field, exc.message
                 )
+            except _PARSER_ERRORS as exc:
+                return self._reject(line_no, raw, None, None, _parser_failure(exc))
         generated = key is None
         if key is None:
             key = line_key(line_no)
@@ -665,6 +682,8 @@ class LineParser:
             return self._reject(
                 line_no, raw, line_key(line_no) if key is None else key, exc.field, exc.message
             )
+        except _PARSER_ERRORS as exc:
+            return self._reject(line_no, raw, None, None, _parser_failure(exc))
 
     # The common case: a simple line that pydantic already typed.
     def _accept_simple(
@@ -682,7 +701,7 @@ class LineParser:
             or (
                 ("/" in key or "\\" in key or ".." in key)
                 if key.isascii() and key.isprintable()
-                else _KEY_BAD.search(key) is not None
+                else _KEY_BAD.search(key) is not None or key_bytes_problem(key) is not None
             )
             or key.startswith("__")
             or key == "."
@@ -721,11 +740,12 @@ class LineParser:
                     f"found {len(refs)}",
                 )
             for index, uri in enumerate(refs):
-                parts.append({"fileData": {"fileUri": uri, "mimeType": _ref_mime(index, uri)}})
-            self._readable("reference_images", refs)
+                mime = _ref_mime(index, uri, self._references)
+                parts.append({"fileData": {"fileUri": uri, "mimeType": mime}})
+            self._readable(None, refs)
         metadata = f.get("metadata")
         if metadata:
-            _check_finite("metadata", metadata)
+            _check_metadata(metadata)
         # self._claim(key), inlined: this runs once per line.
         digest = hash(key) >> 4
         if digest in self._seen:
@@ -765,6 +785,15 @@ class LineParser:
     # line.
     def _slow(self, line_no: int, raw: bytes) -> AcceptedLine | RejectedLine:
         try:
+            return self._slow_checked(line_no, raw)
+        except _PARSER_ERRORS as exc:
+            # No input line may fail the file: whatever a parser or a check raises about one
+            # line (a bound missed, a bug) is that line's rejection. The store's errors
+            # (TransientError from the reference check) are not among these and propagate.
+            return self._reject(line_no, raw, None, None, _parser_failure(exc))
+
+    def _slow_checked(self, line_no: int, raw: bytes) -> AcceptedLine | RejectedLine:
+        try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             return self._reject(
@@ -774,6 +803,9 @@ class LineParser:
                 None,
                 f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
             )
+        too_deep = json_depth_problem(raw)
+        if too_deep is not None:
+            return self._reject(line_no, raw, None, None, too_deep)
         try:
             obj = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as exc:
@@ -808,12 +840,10 @@ class LineParser:
         key, generated = self._check_key(line_no, f.get("key"))
         line_model = f.get("model")
         request = f["request"]
-        if "config" in request:
-            raise _Reject(
-                "request.config",
-                "unknown field (the SDK's name; in a REST request the options go in "
-                '"generationConfig")',
-            )
+        try:
+            found = check_request(request)
+        except NativeProblem as exc:
+            raise _Reject(exc.field, exc.message) from None
         inner_model = request.get("model")
         if inner_model is not None and not isinstance(inner_model, str):
             raise _Reject("request.model", f"expected a string; found {_show(inner_model)}")
@@ -838,29 +868,17 @@ class LineParser:
         contents = request.get("contents")
         if not isinstance(contents, list) or not contents:
             raise _Reject("request.contents", f"expected a non-empty list; found {_show(contents)}")
-        texts: list[str] = []
-        uris: list[str] = []
-        images = 0
-        for c_index, content in enumerate(contents):
-            parts = content.get("parts") if isinstance(content, dict) else None
-            if not isinstance(parts, list):
+        texts = found.texts
+        images = found.images
+        for path, mime in found.mime_types:
+            if mime.lower() not in _IMAGE_MIMES:
                 raise _Reject(
-                    f"request.contents[{c_index}].parts", f"expected a list; found {_show(parts)}"
+                    path, f"expected an image type among {_IMAGE_MIMES_TEXT}; found {_show(mime)}"
                 )
-            for part in parts:
-                if not isinstance(part, dict):
-                    continue
-                text = part.get("text")
-                if isinstance(text, str) and not part.get("thought"):
-                    texts.append(text)
-                if _either(part, "inlineData", "inline_data") is not None:
-                    images += 1
-                file_data = _either(part, "fileData", "file_data")
-                if isinstance(file_data, dict):
-                    images += 1
-                    uri = _either(file_data, "fileUri", "file_uri")
-                    if isinstance(uri, str):
-                        uris.append(uri)
+        for path, uri in found.file_uris:
+            problem = _ref_problem(uri, self._references)
+            if problem is not None:
+                raise _Reject(path, f"reference image {problem}")
         prompt_chars = sum(len(t) for t in texts)
         if prompt_chars > self._limits.max_prompt_chars:
             raise _Reject(
@@ -875,11 +893,15 @@ class LineParser:
                 f"{spec.model_id}; found {images}",
             )
 
+        metadata = f.get("metadata")
+        if metadata:
+            _check_metadata(metadata)
         aspect, size = _native_image_config(rules, request)
         if "model" in request:
             request = {k: v for k, v in request.items() if k != "model"}
-        if uris:
-            self._readable("request.contents", uris)
+        if found.file_uris:
+            uris = [uri for _, uri in found.file_uris]
+            self._readable([path for path, _ in found.file_uris], uris)
         self._claim(key)
         self._models_seen.add(spec.model_id)
         first_text = next((t for t in texts if t.strip()), "")
@@ -891,7 +913,7 @@ class LineParser:
             aspect_ratio=aspect,
             image_size=size,
             prompt_preview=_preview(first_text),
-            reference_images=tuple(uris),
+            reference_images=tuple(uri for _, uri in found.file_uris),
             metadata=f.get("metadata") or {},
             cache=f.get("cache", True),
             priority=f.get("priority", "batch"),
@@ -925,11 +947,19 @@ class LineParser:
             raise _Reject("key", f"{problem}; found {_show(key)}")
         return key, False
 
-    def _readable(self, field: str, uris: Sequence[str]) -> None:
-        if self._check_references is not None:
-            problem = self._check_references(uris)
-            if problem is not None:
-                raise _Reject(field, f"reference image {problem}")
+    def _readable(self, paths: Sequence[str] | None, uris: Sequence[str]) -> None:
+        """Reject the line when the store cannot serve one of its references as an image:
+        `paths` name each URI's field (native form), None means reference_images."""
+        if self._check_references is None:
+            return
+        index = self._check_references(uris)
+        if index is None:
+            return
+        # Written the same whatever the store found (no object, no right to read it, not
+        # an image): a rejection must not tell what lies in a bucket.
+        if paths is None:
+            raise _Reject("reference_images", f"item {index + 1}: {uris[index]}: {UNREADABLE}")
+        raise _Reject(paths[index], f"reference image {uris[index]}: {UNREADABLE}")
 
     def _claim(self, key: str) -> None:
         digest = hash(key) >> 4
@@ -960,6 +990,9 @@ def key_problem(key: str) -> str | None:
         return "must not be empty"
     if len(key) > MAX_KEY_CHARS:
         return f"expected at most {MAX_KEY_CHARS} characters, found {len(key)} in key"
+    too_long = key_bytes_problem(key)
+    if too_long is not None:
+        return too_long
     bad = _KEY_BAD.search(key)
     if bad is not None:
         found = bad.group()
@@ -1036,30 +1069,20 @@ def _check_size(rules: _ModelRules, size: str, field: str, *, shown: str) -> str
     return size
 
 
-def _ref_mime(index: int, uri: str) -> str:
+def _ref_problem(uri: str, policy: ReferencePolicy) -> str | None:
+    """Why `uri` cannot be a reference image, from its text alone (form and location)."""
+    if any(ch.isspace() or ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in uri):
+        return f"must not contain whitespace or control characters; found {_show(uri)}"
+    return policy.problem(uri)
+
+
+def _ref_mime(index: int, uri: str, policy: ReferencePolicy) -> str:
     """The MIME type of a reference image URI, or a rejection naming the item."""
     where = f"item {index + 1}: "
-    if any(ch.isspace() or ord(ch) < 32 for ch in uri):
-        raise _Reject("reference_images", f"{where}must not contain whitespace; found {_show(uri)}")
-    if uri.startswith("gs://"):
-        bucket, _, name = uri[5:].partition("/")
-        if not bucket or not name:
-            raise _Reject(
-                "reference_images",
-                f"{where}expected gs://BUCKET/OBJECT; found {_show(uri)}",
-            )
-        path = name
-    elif uri.startswith("https://"):
-        parts = urlsplit(uri)
-        if not parts.hostname:
-            raise _Reject(
-                "reference_images", f"{where}expected https://HOST/PATH; found {_show(uri)}"
-            )
-        path = parts.path
-    else:
-        raise _Reject(
-            "reference_images", f"{where}expected a gs:// or https:// URI; found {_show(uri)}"
-        )
+    problem = _ref_problem(uri, policy)
+    if problem is not None:
+        raise _Reject("reference_images", where + problem)
+    path = uri[5:].partition("/")[2] if uri.startswith("gs://") else urlsplit(uri).path
     extension = path.rsplit("/", 1)[-1].rpartition(".")[2].lower() if "." in path else ""
     mime = IMAGE_MIME_BY_EXTENSION.get(extension)
     if mime is None:
@@ -1072,11 +1095,10 @@ def _ref_mime(index: int, uri: str) -> str:
     return mime
 
 
-def _check_finite(field: str, value: Any) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except ValueError:
-        raise _Reject(field, "NaN and Infinity are not JSON numbers") from None
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    problem = metadata_problem(metadata)
+    if problem is not None:
+        raise _Reject("metadata", problem)
 
 
 def _check_encodable(obj: Mapping[str, Any]) -> None:
@@ -1100,6 +1122,14 @@ def _check_encodable(obj: Mapping[str, Any]) -> None:
             raise _Reject(
                 name, "contains a number out of range (NaN, Infinity or too large)"
             ) from None
+
+
+# What a parser or a check can raise about one line; each is that line's rejection.
+_PARSER_ERRORS: Final = (ArithmeticError, LookupError, RecursionError, TypeError, ValueError)
+
+
+def _parser_failure(exc: BaseException) -> str:
+    return f"could not be parsed ({type(exc).__name__}); the line is rejected, the file goes on"
 
 
 def _refuse_constant(name: str) -> Any:
@@ -1150,11 +1180,6 @@ def _accepted(fields: dict[str, Any]) -> AcceptedLine:
     line: AcceptedLine = _new_object(AcceptedLine)
     line.__dict__.update(fields)
     return line
-
-
-def _either(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
-    value = mapping.get(camel)
-    return value if value is not None else mapping.get(snake)
 
 
 def _either_named(mapping: Mapping[str, Any], camel: str, snake: str, path: str) -> tuple[str, Any]:

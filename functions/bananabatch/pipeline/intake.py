@@ -65,7 +65,7 @@ from bananabatch.core.states import BatchState, ItemState, JobState
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import budget, cache, finalize
-from bananabatch.pipeline.references import ReferenceChecker
+from bananabatch.pipeline.references import ReferenceChecker, reference_policy
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.urgent import urgent_object_name
 
@@ -535,9 +535,10 @@ class _Stager:
         self.parser = LineParser(
             default_model=job.default_model,
             limits=self.limits,
-            check_references=ReferenceChecker(rt.objects).problem,
+            check_references=ReferenceChecker(rt.objects).first_unusable,
             today=rt.now().date(),
             vertex=settings.provider is ProviderKind.VERTEX,
+            references=reference_policy(rt.settings),
         )
         self.planner = BatchPlanner(
             PlanLimits(

@@ -1,11 +1,16 @@
 """Reference images must be readable before a line is paid for.
 
-The parser checks a reference URI's form; only the store can say whether a gs:// object
-exists, is readable by the service account and really is an image. The provider would
-otherwise fail the row after the batch ran (a wasted slot and a day of latency) or,
-worse, generate from a prompt whose reference silently went missing. https:// URIs are
-fetched by the provider itself and are not checked here: functions have no general
-egress, and a HEAD that succeeds here proves nothing about what the provider can reach.
+The parser checks a reference URI's form and that it lies where the owner keeps references
+(core.references); only the store can say whether a gs:// object there exists, is readable
+by the service account and really is an image. The provider would otherwise fail the row
+after the batch ran (a wasted slot and a day of latency) or, worse, generate from a prompt
+whose reference silently went missing. https:// URIs are fetched by the provider itself and
+are not checked here: functions have no general egress, and a HEAD that succeeds here proves
+nothing about what the provider can reach.
+
+The answer is only which reference is unusable, never why: the rejection is written to a
+file the uploader reads, and must not tell whether an object exists or what it holds. The
+cause goes to the log, for the owner.
 
 Jobs reuse a handful of references across thousands of lines, so each URI is looked at
 once per intake.
@@ -16,8 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from bananabatch.config import Settings
+from bananabatch.core.references import ReferencePolicy
 from bananabatch.errors import NotFound, PermanentError
+from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore
+
+log = get_logger(__name__)
 
 # Enough bytes for every signature below (ISOBMFF brands sit at offset 8..12).
 _HEAD_BYTES: Final = 16
@@ -38,45 +48,55 @@ def sniff_image_mime(head: bytes) -> str | None:
     return None
 
 
+def reference_policy(settings: Settings) -> ReferencePolicy:
+    """The deployment's reference locations (its setting, or the default), with its results
+    bucket, which no reference may name."""
+    return ReferencePolicy.for_buckets(
+        settings.inbox_bucket, settings.results_bucket, settings.reference_locations
+    )
+
+
 class ReferenceChecker:
     """Looks each gs:// reference up once: it must exist, be non-empty and start like an
     image the models accept."""
 
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
-        self._seen: dict[str, str | None] = {}
+        self._usable: dict[str, bool] = {}
 
-    def problem(self, uris: Sequence[str]) -> str | None:
-        """Why the first unusable reference among `uris` cannot be used, or None."""
+    def first_unusable(self, uris: Sequence[str]) -> int | None:
+        """The index of the first reference among `uris` the store cannot serve as an
+        image, or None. Transient store errors propagate (the upload is retried)."""
         for index, uri in enumerate(uris):
             if not uri.startswith("gs://"):
                 continue
-            if uri not in self._seen:
-                self._seen[uri] = self._look(uri)
-            found = self._seen[uri]
-            if found is not None:
-                return f"item {index + 1}: {found}"
+            usable = self._usable.get(uri)
+            if usable is None:
+                cause = self._look(uri)
+                usable = self._usable[uri] = cause is None
+                if cause is not None:
+                    log.info("reference image unusable", extra={"uri": uri, "cause": cause})
+            if not usable:
+                return index
         return None
 
     def _look(self, uri: str) -> str | None:
+        """Why `uri` is unusable, for the log only; None when it is an image."""
         bucket, _, name = uri[5:].partition("/")
         try:
             info = self._objects.stat(bucket, name)
             if info is None:
-                return f"expected an existing image object; found none at {uri}"
+                return "no such object"
             if info.size == 0:
-                return f"expected an image; found an empty object at {uri}"
+                return "empty object"
             with self._objects.open_read(bucket, name) as stream:
                 head = stream.read(_HEAD_BYTES)
         except NotFound:
-            return f"expected an existing image object; found none at {uri}"
+            return "no such object"
         except PermanentError as exc:
             # Typically 403: the object exists but this service account may not read it,
             # and neither could the provider acting for the same project.
-            return f"expected an image readable by the pipeline; {uri} is not ({exc})"
+            return f"not readable by the pipeline ({type(exc).__name__})"
         if sniff_image_mime(head) is None:
-            return (
-                f"expected a PNG, JPEG, WebP or HEIC/HEIF image; {uri} starts with "
-                f"{head[:8]!r}, which is none of them"
-            )
+            return "not a PNG, JPEG, WebP or HEIC/HEIF image"
         return None

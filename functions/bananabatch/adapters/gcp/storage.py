@@ -26,6 +26,7 @@ from google.cloud.storage.exceptions import (  # type: ignore[import-untyped]  #
 from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]  # no py.typed
 
 from bananabatch.config import Settings
+from bananabatch.core.limits import object_name_problem, unwritable_name
 from bananabatch.errors import NotFound, PermanentError, TransientError
 from bananabatch.ports import ObjectInfo
 
@@ -101,6 +102,7 @@ class GcsObjectStore:
         content_type: str,
         metadata: Mapping[str, str] | None,
     ) -> Iterator[IO[bytes]]:
+        _check_name(bucket, name)
         blob = self._client.bucket(bucket).blob(name)
         blob.metadata = dict(metadata) if metadata else None
         # A resumable upload only creates the object when its final chunk lands, which is
@@ -141,6 +143,7 @@ class GcsObjectStore:
         metadata: Mapping[str, str] | None = None,
         if_absent: bool = False,
     ) -> bool:
+        _check_name(bucket, name)
         blob = self._client.bucket(bucket).blob(name)
         blob.metadata = dict(metadata) if metadata else None
         try:
@@ -170,6 +173,7 @@ class GcsObjectStore:
                 yield _info(blob)
 
     def copy(self, src_bucket: str, src_name: str, dst_bucket: str, dst_name: str) -> None:
+        _check_name(dst_bucket, dst_name)
         source = self._client.bucket(src_bucket).blob(src_name)
         target = self._client.bucket(dst_bucket).blob(dst_name)
         with _translated("copy", src_bucket, src_name):
@@ -186,6 +190,12 @@ class GcsObjectStore:
                 blob.delete(retry=self._retry)
         except NotFound:
             return
+
+
+def _check_name(bucket: str, name: str) -> None:
+    problem = object_name_problem(name)
+    if problem is not None:
+        raise PermanentError(unwritable_name(bucket, name, problem))
 
 
 def storage_client(settings: Settings) -> storage.Client:

@@ -34,6 +34,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import IO, Any
 
+from bananabatch.core.limits import object_name_problem, unwritable_name
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.ports import ObjectInfo
 
@@ -114,7 +115,7 @@ class FolderObjectStore:
         content_type: str,
         metadata: Mapping[str, str] | None = None,
     ) -> Iterator[IO[bytes]]:
-        dest = self.path(bucket, name)
+        dest = self._writable_path(bucket, name)
         meta = _check_metadata(bucket, name, metadata)
         temp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
@@ -136,7 +137,7 @@ class FolderObjectStore:
         metadata: Mapping[str, str] | None = None,
         if_absent: bool = False,
     ) -> bool:
-        dest = self.path(bucket, name)
+        dest = self._writable_path(bucket, name)
         meta = _check_metadata(bucket, name, metadata)
         temp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
@@ -187,6 +188,16 @@ class FolderObjectStore:
         self._sidecar(bucket, name, st.st_mtime_ns).unlink(missing_ok=True)
 
     # --- internals -----------------------------------------------------------------------
+
+    def _writable_path(self, bucket: str, name: str) -> Path:
+        """path(), for a write: a name some store could not hold (a file name over 255 bytes
+        with its sidecar, a Cloud Storage name over 1,024) is refused before anything is
+        written, as a PermanentError, never an OSError the caller would retry."""
+        path = self.path(bucket, name)
+        problem = object_name_problem(name)
+        if problem is not None:
+            raise PermanentError(unwritable_name(bucket, name, problem))
+        return path
 
     def _bucket_dir(self, bucket: str) -> Path:
         if not _BUCKET_RE.fullmatch(bucket):

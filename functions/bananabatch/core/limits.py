@@ -1,0 +1,183 @@
+"""Limits on what an input line may hold, derived from the stores and parsers behind intake.
+
+Pure. Each limit is checked at intake, before anything is paid, so that an accepted line can
+always be parsed, staged, recorded and written by every store the product runs on. Each rule
+has its message written once, here; the parser adds the line number and the field.
+
+Keys. A key becomes a file or object name in every store the product writes to:
+`jobs/<job>/images/<key>.<ext>` and `jobs/<job>/thumbs/<key>.jpg` in the results bucket,
+`jobs/<job>/items/<key>` in the state store. The tightest of those stores is the local
+folder store: one path component is at most 255 bytes on the common file systems (ext4, XFS,
+btrfs, APFS; 255 UTF-16 units on NTFS, which a 255-byte UTF-8 name never exceeds), and it
+writes a sidecar next to an object named `<leaf>@<generation>.json`. Cloud Storage allows
+1,024 bytes of UTF-8 for the whole name; Firestore 1,500 bytes for a document id. So a key
+is limited in bytes as well as in characters: 128 characters (the documented limit) and
+MAX_KEY_BYTES of UTF-8, which is what the folder store can hold with the longest suffix the
+product adds to a key.
+
+JSON. Python's json module recurses once per nesting level and raises RecursionError near
+1,000 levels, which is no rejection but a crash of whatever parses the line (intake, then
+`estimate`). A line is pre-scanned for its bracket depth before the standard parser sees it;
+pydantic's parser has its own bound (200 levels) and a line it refuses takes the slow path,
+which scans first. No line the rules accept nests more than a few levels (a native request,
+6; metadata, MAX_METADATA_DEPTH inside its field), so MAX_JSON_DEPTH is far from both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+MAX_KEY_CHARS: Final = 128
+
+# --- what the stores accept ----------------------------------------------------------------
+
+# One path component on the file systems the folder store runs on.
+NAME_COMPONENT_BYTES: Final = 255
+# Cloud Storage: 1-1,024 bytes of UTF-8, no CR or LF.
+GCS_OBJECT_NAME_BYTES: Final = 1024
+# What the folder store appends to an object's last component for its sidecar:
+# "@" + the generation (nanoseconds since 1970: 19 digits until 2286, one more allowed) + ".json".
+SIDECAR_SUFFIX_BYTES: Final = len("@") + 20 + len(".json")
+# The extensions an image or thumbnail name adds to a key (core.records.extension_for,
+# report.thumbs.THUMB_EXTENSION); a test holds every name the product builds to this bound.
+LONGEST_KEY_EXTENSION: Final = ".webp"
+# Room left for the key in one component of the folder store.
+MAX_KEY_BYTES: Final = NAME_COMPONENT_BYTES - len(LONGEST_KEY_EXTENSION) - SIDECAR_SUFFIX_BYTES
+# The longest job id (core.records.job_id_for: a 40-character slug, "-", 12 hex digits) and
+# the longest folder between it and a key, for the Cloud Storage bound below.
+MAX_JOB_ID_CHARS: Final = 40 + 1 + 12
+_LONGEST_KEY_PREFIX: Final = len("jobs/") + MAX_JOB_ID_CHARS + len("/images/")
+# Cloud Storage's bound, far looser: the folder store's MAX_KEY_BYTES is the one that binds.
+assert MAX_KEY_BYTES + _LONGEST_KEY_PREFIX + len(LONGEST_KEY_EXTENSION) <= GCS_OBJECT_NAME_BYTES
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of `text` in UTF-8 (a lone surrogate counted as three, as it would be written)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def key_bytes_problem(key: str) -> str | None:
+    """Why a key is too long in bytes for every store to hold it, or None."""
+    if key.isascii():
+        return None  # at most MAX_KEY_CHARS bytes, checked apart
+    size = utf8_length(key)
+    if size <= MAX_KEY_BYTES:
+        return None
+    return (
+        f"expected at most {MAX_KEY_BYTES} bytes of UTF-8 (keys become file and object "
+        f"names); found {size} bytes in key ({len(key)} characters)"
+    )
+
+
+def gcs_object_name_problem(name: str) -> str | None:
+    """Why Cloud Storage would refuse `name` as an object name, or None."""
+    size = utf8_length(name)
+    if not 0 < size <= GCS_OBJECT_NAME_BYTES:
+        return f"expected 1 to {GCS_OBJECT_NAME_BYTES} bytes of UTF-8; found {size}"
+    if "\r" in name or "\n" in name:
+        return "must not contain a carriage return or line feed"
+    if name in (".", ".."):
+        return 'must not be "." or ".."'
+    if name.startswith(".well-known/acme-challenge/"):
+        return 'must not start with ".well-known/acme-challenge/"'
+    return None
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why the folder store could not hold `name` (and its sidecar), or None: each
+    '/'-separated component, with the sidecar's suffix on the last, must fit one file name."""
+    segments = name.split("/")
+    for index, segment in enumerate(segments):
+        size = utf8_length(segment)
+        extra = SIDECAR_SUFFIX_BYTES if index == len(segments) - 1 else 0
+        if size + extra > NAME_COMPONENT_BYTES:
+            return (
+                f"expected each '/'-separated part to be at most "
+                f"{NAME_COMPONENT_BYTES - extra} bytes of UTF-8; found {size} in part "
+                f"{index + 1}"
+            )
+    return None
+
+
+def object_name_problem(name: str) -> str | None:
+    """Why one of the stores the product writes to (Cloud Storage, the folder store) could
+    not hold an object named `name`, or None. Both stores refuse what either refuses, so a
+    name that works locally works deployed."""
+    return gcs_object_name_problem(name) or folder_name_problem(name)
+
+
+def unwritable_name(bucket: str, name: str, problem: str) -> str:
+    """The message of a store refusing to write `name` (PermanentError: retrying cannot help)."""
+    return f"object name {name!r} in bucket {bucket}: {problem}, so not every store can hold it"
+
+
+# --- how deep and how big a line may be ------------------------------------------------------
+
+MAX_JSON_DEPTH: Final = 32
+MAX_METADATA_DEPTH: Final = 8
+MAX_METADATA_MEMBERS: Final = 256
+MAX_METADATA_BYTES: Final = 16 * 1024
+
+_OPENERS: Final = frozenset(b"[{")
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+# A JSON string: quote, then runs of plain bytes and escapes (unrolled: no backtracking).
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def json_depth_problem(raw: bytes) -> str | None:
+    """Why the JSON text `raw` nests too deep to be parsed safely, or None. Brackets inside
+    strings do not count; the text need not be valid JSON (the parser says why later)."""
+    # A line with few brackets cannot nest deep: two C-speed counts decide nearly every line.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return None
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in _OPENERS:
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return (
+                    f"nested deeper than the limit of {MAX_JSON_DEPTH} levels of arrays and objects"
+                )
+        else:
+            depth -= 1
+    return None
+
+
+def metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """Why a line's metadata cannot be kept with its item (the records of both stacks hold
+    it: Firestore takes maps at most 20 deep and 1 MiB per document), or None."""
+    members = 0
+    # (value, depth) without recursion: the depth is what is being checked.
+    pending: list[tuple[Any, int]] = [(metadata, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_METADATA_DEPTH:
+            return (
+                f"expected at most {MAX_METADATA_DEPTH} levels of nested objects and arrays; "
+                "found more"
+            )
+        members += len(value)
+        if members > MAX_METADATA_MEMBERS:
+            return (
+                f"expected at most {MAX_METADATA_MEMBERS} members (object fields and array "
+                "items) in all; found more"
+            )
+        pending.extend((child, depth + 1) for child in children)
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode())
+    except ValueError:
+        return "NaN and Infinity are not JSON numbers"
+    except UnicodeEncodeError:
+        return "contains an unpaired surrogate escape (\\uD800-\\uDFFF), which is not valid Unicode"
+    if size > MAX_METADATA_BYTES:
+        return f"expected at most {MAX_METADATA_BYTES} bytes as JSON; found {size}"
+    return None
