@@ -136,6 +136,33 @@ def test_a_store_refuses_a_name_it_cannot_hold_as_a_permanent_error(tmp_path: Pa
     assert list(store.list("results")) == []
 
 
+def test_an_image_object_carries_its_key_in_metadata_as_ascii_any_store_can_send(
+    tmp_path: Path,
+) -> None:
+    # Cloud Storage sends custom metadata as x-goog-meta-* headers, which carry ASCII only:
+    # a key of CJK characters written raw made every read of its image fail on the
+    # emulated stack (the emulator's server drops the connection on a non-Latin-1 header).
+    from types import SimpleNamespace
+    from urllib.parse import unquote
+
+    from bananabatch.config import Settings
+    from bananabatch.pipeline.outcomes import write_image
+
+    store = FolderObjectStore(tmp_path)
+    rt: Any = SimpleNamespace(objects=store, settings=Settings())
+    for key in (CJK * 74 + "ab", "plain-key_1.x", "50%-off", EMOJI + " \u202e"):
+        item: Any = SimpleNamespace(job_id="job-1", key=key)
+        name = image_object_name("job-1", key, "image/png")
+        write_image(rt, item, name, b"\x89PNG", "image/png")
+        info = store.stat(rt.settings.results_bucket, name)
+        assert info is not None
+        shown = info.metadata["key"]
+        assert shown.isascii(), shown
+        assert shown.isprintable(), shown
+        assert unquote(shown) == key
+    assert limits.header_safe("plain-key_1.x") == "plain-key_1.x"
+
+
 def test_cloud_storage_name_rules() -> None:
     assert gcs_object_name_problem("a" * 1024) is None
     assert "1024" in str(gcs_object_name_problem("a" * 1025))

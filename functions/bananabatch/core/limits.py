@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Final
+from urllib.parse import quote
 
 MAX_KEY_CHARS: Final = 128
 
@@ -111,6 +112,20 @@ def object_name_problem(name: str) -> str | None:
 def unwritable_name(bucket: str, name: str, problem: str) -> str:
     """The message of a store refusing to write `name` (PermanentError: retrying cannot help)."""
     return f"object name {name!r} in bucket {bucket}: {problem}, so not every store can hold it"
+
+
+# Printable ASCII but "%": what a metadata value keeps as it is.
+_HEADER_SAFE: Final = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_safe(text: str) -> str:
+    """`text` as an object metadata value every store can send back: Cloud Storage returns
+    custom metadata as x-goog-meta-* HTTP headers, which carry ASCII only. Everything but
+    printable ASCII (and "%") is percent-encoded UTF-8, so urllib.parse.unquote gives the
+    text back and a plain key is written as it is."""
+    if text.isascii() and text.isprintable() and "%" not in text:
+        return text
+    return quote(text, safe=_HEADER_SAFE, errors="surrogatepass")
 
 
 # --- how deep and how big a line may be ------------------------------------------------------

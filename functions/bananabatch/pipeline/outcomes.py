@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bananabatch.core import records as rec
+from bananabatch.core.limits import header_safe
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import ItemRecord
 from bananabatch.core.results import Outcome
@@ -65,7 +66,7 @@ def write_image(rt: Runtime, item: ItemRecord, name: str, image: bytes, mime: st
         name,
         image,
         content_type=mime,
-        metadata={"job_id": item.job_id, "key": item.key},
+        metadata={"job_id": item.job_id, "key": header_safe(item.key)},
     )
 
 
