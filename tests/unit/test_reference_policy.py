@@ -64,6 +64,15 @@ def test_the_default_locations_admit(uri: str) -> None:
         ("https://db.corp.internal/x.png", "public DNS host"),
         ("https://printer.local/x.png", "public DNS host"),
         ("https://example.com./x.png", None),  # trailing dot: the same public host
+        # Google API hosts other than Cloud Storage by object path: the Files API and
+        # Vertex hold other jobs' files; the JSON API names any bucket.
+        ("https://generativelanguage.googleapis.com/v1beta/files/abc", "Google API host"),
+        ("https://us-central1-aiplatform.googleapis.com/v1/x.png", "Google API host"),
+        (
+            "https://www.googleapis.com/download/storage/v1/b/results/o/jobs%2Fo%2Fk.png",
+            "Google API host",
+        ),
+        ("https://googleapis.com/x.png", "Google API host"),
         # Ports.
         ("https://example.com:8443/x.png", "port"),
         # Buckets outside the locations, and the pipeline's own results.

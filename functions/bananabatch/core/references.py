@@ -15,7 +15,8 @@ an internal address. The rule:
   locations say;
 - an `https://` URL names a public DNS host: no user name or password, no IP address (in
   any notation), no port but 443, no internal host (localhost, `*.internal`, `*.local`,
-  single-label names such as `metadata`);
+  single-label names such as `metadata`), no Google API host but Cloud Storage's (the Files
+  API and Vertex hold other jobs' files, reachable with the project's rights);
 - no `.` or `..` path segment, written plainly or percent-encoded.
 
 Whether an object inside the locations exists and is an image is for
@@ -56,6 +57,7 @@ _INTERNAL_SUFFIXES: Final = (
 # Hosts that serve Cloud Storage objects by path (`/BUCKET/NAME`) or by subdomain.
 _GCS_PATH_HOSTS: Final = frozenset({"storage.googleapis.com", "storage.cloud.google.com"})
 _GCS_BUCKET_HOST_SUFFIX: Final = ".storage.googleapis.com"
+_GOOGLE_APIS: Final = "googleapis.com"
 
 
 def location_problem(location: str) -> str | None:
@@ -133,6 +135,11 @@ class ReferencePolicy:
         if host.endswith(_GCS_BUCKET_HOST_SUFFIX):
             bucket = host.removesuffix(_GCS_BUCKET_HOST_SUFFIX)
             return self._object_problem(uri, bucket, path.lstrip("/"))
+        if host == _GOOGLE_APIS or host.endswith("." + _GOOGLE_APIS):
+            # The Files API, Vertex, Cloud Storage's JSON API on www.googleapis.com: the
+            # provider may reach them with the project's rights, where another job's files
+            # live. Cloud Storage by object path (above) is confined like gs://.
+            return f"must not name a Google API host other than Cloud Storage; found {uri}"
         if any(uri.startswith(loc) for loc in self.locations if loc.startswith("https://")):
             return None
         return self._outside(uri)
