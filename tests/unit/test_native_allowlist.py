@@ -143,6 +143,17 @@ def test_a_field_off_the_allowlist_is_rejected_naming_it(
             "image type",
         ),
         (TEXT | {"generationConfig": {"seed": 1.5}}, "request.generationConfig.seed", "integer"),
+        # Integers are int32 in the service's schema; a 40-digit seed is no request.
+        (
+            TEXT | {"generationConfig": {"seed": 10**40}},
+            "request.generationConfig.seed",
+            "between -2147483648 and 2147483647",
+        ),
+        (
+            TEXT | {"generationConfig": {"maxOutputTokens": -(2**31) - 1}},
+            "request.generationConfig.maxOutputTokens",
+            "between",
+        ),
         (
             TEXT | {"generationConfig": {"temperature": "hot"}},
             "request.generationConfig.temperature",

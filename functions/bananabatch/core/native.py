@@ -73,6 +73,9 @@ MAX_CONTENTS: Final = 32
 MAX_PARTS: Final = 64
 MAX_SAFETY_SETTINGS: Final = 16
 MAX_RESPONSE_MODALITIES: Final = 4
+# The range of the service's integer fields (int32 in its schema).
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
 
 
 class NativeProblem(Exception):
@@ -177,6 +180,11 @@ def _check_value(value: Any, where: str, kind: str, found: NativeParts) -> None:
     elif not _is_json_type(value, kind):
         article = "an" if kind[0] in "aeiou" else "a"
         raise NativeProblem(where, f"expected {article} {kind}; found {_type(value)}")
+    elif kind == "integer" and not INT32_MIN <= value <= INT32_MAX:
+        # int32 in the service's schema; compared before any str(): a huge int prints slowly.
+        raise NativeProblem(
+            where, f"expected an integer between {INT32_MIN} and {INT32_MAX}; found one outside"
+        )
 
 
 def _check_part(part: Any, where: str, found: NativeParts) -> None:
