@@ -389,7 +389,8 @@ def test_a_line_over_the_byte_limit_is_rejected_before_parsing() -> None:
         ("gs:///x.png", "gs://BUCKET/OBJECT"),
         ("https:///x.png", "https://HOST/PATH"),
         ("gs://inbox/references/x.tiff", "extension"),
-        ("https://generativelanguage.googleapis.com/v1beta/files/abc", "extension"),
+        ("https://example.com/v1beta/files/abc", "extension"),
+        ("https://www.googleapis.com/storage/v1/b/results/o/x.png", "Google API host"),
         ("gs://inbox/references/my image.png", "whitespace"),
     ],
 )
@@ -468,6 +469,13 @@ def test_the_kept_raw_text_is_cut_to_two_thousand_characters() -> None:
         ("del\x7f", "U+007F"),
         ("c1\x85", "U+0085"),
         ("k" * 129, "at most 128 characters"),
+        # Bidi controls make a name display as another ("x\u202egnp.exe" shows as
+        # "xexe.png") in every listing, gallery and console that shows keys.
+        ("invoice\u202egnp.exe", "bidi control character U+202E"),
+        ("a\u2066b\u2069", "bidi control character U+2066"),
+        ("a\u200fb", "bidi control character U+200F"),
+        ("a\u061cb", "bidi control character U+061C"),
+        ("a\u202ab", "bidi control character U+202A"),
     ],
 )
 def test_an_unsafe_key_is_rejected(key: str, fragment: str) -> None:
@@ -477,7 +485,20 @@ def test_an_unsafe_key_is_rejected(key: str, fragment: str) -> None:
     assert key_problem(key) is not None
 
 
-@pytest.mark.parametrize("key", ["sku-1", "a.b", "_x", "x__", "k" * 128, "ñandú 🍌", "a b"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sku-1",
+        "a.b",
+        "_x",
+        "x__",
+        "k" * 128,
+        "ñandú 🍌",
+        "a b",
+        "family 👨\u200d👩\u200d👧",
+        "שלום",
+    ],
+)
 def test_a_safe_key_is_kept(key: str) -> None:
     assert accept({"key": key, "prompt": "x"}).key == key
     assert key_problem(key) is None

@@ -74,7 +74,11 @@ _READ_CHUNK: Final = 1 << 20
 _sha256: Final = hashlib.sha256
 _new_object: Final = object.__new__
 _new_tuple: Final = tuple.__new__
-_KEY_BAD: Final = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]|\.\.")
+# Bidi controls (U+061C, U+200E/F, U+202A-E, U+2066-9) make a key display as another name.
+_KEY_BAD: Final = re.compile(
+    r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]|\.\."
+)
+_BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _KNOWN_MODELS: Final = ", ".join(spec.model_id for spec in MODELS)
 # The reference locations of a deployment with the default bucket names (config.Settings).
 DEFAULT_REFERENCES: Final = ReferencePolicy.for_buckets("inbox", "results")
@@ -1000,6 +1004,11 @@ def key_problem(key: str) -> str | None:
             return 'must not contain ".."'
         if found in "/\\":
             return f"must not contain {found!r} (keys become object names)"
+        if found in _BIDI:
+            return (
+                f"must not contain bidi control character U+{ord(found):04X} (it makes a name "
+                "display as another)"
+            )
         return f"must not contain control character U+{ord(found):04X}"
     if key == ".":
         return 'must not be "."'
