@@ -27,6 +27,8 @@ DEFAULT = ReferencePolicy.for_buckets("inbox", "results")
         "https://example.com:443/fox.png",
         "https://storage.googleapis.com/inbox/references/fox.png",
         "https://inbox.storage.googleapis.com/references/fox.png",
+        # A Files API file: the Developer API's own way to pass an image.
+        "https://generativelanguage.googleapis.com/v1beta/files/abc-123",
     ],
 )
 def test_the_default_locations_admit(uri: str) -> None:
@@ -66,7 +68,8 @@ def test_the_default_locations_admit(uri: str) -> None:
         ("https://example.com./x.png", None),  # trailing dot: the same public host
         # Google API hosts other than Cloud Storage by object path: the Files API and
         # Vertex hold other jobs' files; the JSON API names any bucket.
-        ("https://generativelanguage.googleapis.com/v1beta/files/abc", "Google API host"),
+        ("https://generativelanguage.googleapis.com/v1beta/models/x.png", "Google API host"),
+        ("https://generativelanguage.googleapis.com/v1beta/files/a/../../x", '".."'),
         ("https://us-central1-aiplatform.googleapis.com/v1/x.png", "Google API host"),
         (
             "https://www.googleapis.com/download/storage/v1/b/results/o/jobs%2Fo%2Fk.png",

@@ -15,8 +15,10 @@ an internal address. The rule:
   locations say;
 - an `https://` URL names a public DNS host: no user name or password, no IP address (in
   any notation), no port but 443, no internal host (localhost, `*.internal`, `*.local`,
-  single-label names such as `metadata`), no Google API host but Cloud Storage's (the Files
-  API and Vertex hold other jobs' files, reachable with the project's rights);
+  single-label names such as `metadata`), no Google API host but Cloud Storage's and a
+  Files API file (`https://generativelanguage.googleapis.com/v1beta/files/ID`, the Developer
+  API's own way to pass an image): the JSON API on www.googleapis.com, Vertex and the rest
+  are reached with the project's rights;
 - no `.` or `..` path segment, written plainly or percent-encoded.
 
 Whether an object inside the locations exists and is an image is for
@@ -58,6 +60,8 @@ _INTERNAL_SUFFIXES: Final = (
 _GCS_PATH_HOSTS: Final = frozenset({"storage.googleapis.com", "storage.cloud.google.com"})
 _GCS_BUCKET_HOST_SUFFIX: Final = ".storage.googleapis.com"
 _GOOGLE_APIS: Final = "googleapis.com"
+_FILES_API_HOST: Final = "generativelanguage.googleapis.com"
+_FILES_API_PATH: Final = re.compile(r"/v1(?:alpha|beta)?/files/[a-z0-9-]{1,40}")
 
 
 def location_problem(location: str) -> str | None:
@@ -135,11 +139,17 @@ class ReferencePolicy:
         if host.endswith(_GCS_BUCKET_HOST_SUFFIX):
             bucket = host.removesuffix(_GCS_BUCKET_HOST_SUFFIX)
             return self._object_problem(uri, bucket, path.lstrip("/"))
-        if host == _GOOGLE_APIS or host.endswith("." + _GOOGLE_APIS):
-            # The Files API, Vertex, Cloud Storage's JSON API on www.googleapis.com: the
-            # provider may reach them with the project's rights, where another job's files
-            # live. Cloud Storage by object path (above) is confined like gs://.
-            return f"must not name a Google API host other than Cloud Storage; found {uri}"
+        if (host == _GOOGLE_APIS or host.endswith("." + _GOOGLE_APIS)) and not (
+            host == _FILES_API_HOST and _FILES_API_PATH.fullmatch(path)
+        ):
+            # Cloud Storage's JSON API on www.googleapis.com names any bucket, Vertex and the
+            # other APIs answer with the project's rights. Cloud Storage by object path
+            # (above) is confined like gs://; a Files API file is the Developer API's own way
+            # to pass an image, and the pipeline stores no image there.
+            return (
+                "must not name a Google API host other than Cloud Storage or a Files API file; "
+                f"found {uri}"
+            )
         if any(uri.startswith(loc) for loc in self.locations if loc.startswith("https://")):
             return None
         return self._outside(uri)
