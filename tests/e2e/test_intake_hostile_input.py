@@ -35,24 +35,75 @@ HOSTILE: list[tuple[bytes, str]] = [
         + b"]}",
         "expected at most 14",
     ),
-    # Reference images in the results bucket (written by the test): one absent, one that
-    # is text under an image name, then the same in a native request.
+    # Reference images in the inbox's references/ folder (written by the test): one absent,
+    # one that is text under an image name, then the same in a native request. Both read
+    # alike: a rejection says nothing of what the bucket holds.
     (
-        b'{"key": "gone", "prompt": "x", "reference_images": ["gs://RESULTS/refs/gone.png"]}',
-        "found none at gs://RESULTS/refs/gone.png",
+        b'{"key": "gone", "prompt": "x", "reference_images": ["gs://INBOX/references/gone.png"]}',
+        "gs://INBOX/references/gone.png: unreadable or not an image of an accepted type",
     ),
     (
-        b'{"key": "text", "prompt": "x", "reference_images": ["gs://RESULTS/refs/notes.png"]}',
-        "expected a PNG, JPEG, WebP or HEIC/HEIF image",
+        b'{"key": "text", "prompt": "x", "reference_images": ["gs://INBOX/references/notes.png"]}',
+        "gs://INBOX/references/notes.png: unreadable or not an image of an accepted type",
     ),
     (
         b'{"key": "native-gone", "request": {"contents": [{"parts": [{"text": "x"}, '
-        b'{"fileData": {"fileUri": "gs://RESULTS/refs/gone.png", "mimeType": "image/png"}}]}]}}',
-        "found none at gs://RESULTS/refs/gone.png",
+        b'{"fileData": {"fileUri": "gs://INBOX/references/gone.png", "mimeType": "image/png"}}'
+        b"]}]}}",
+        "gs://INBOX/references/gone.png: unreadable or not an image of an accepted type",
+    ),
+    # Outside the reference locations, whatever the object holds.
+    (
+        b'{"key": "results", "prompt": "x", "reference_images": ["gs://RESULTS/refs/fox.png"]}',
+        "expected a URI under gs://INBOX/references/",
+    ),
+    (
+        b'{"key": "other-bucket", "prompt": "x", "reference_images": ["gs://elsewhere/x.png"]}',
+        "expected a URI under",
+    ),
+    (
+        b'{"key": "imds", "request": {"contents": [{"parts": [{"text": "x"}, {"fileData": '
+        b'{"fileUri": "http://169.254.169.254/computeMetadata/v1/token"}}]}]}}',
+        "found a http: URI",
+    ),
+    (
+        b'{"key": "loop", "prompt": "x", "reference_images": ["https://[::1]/x.png"]}',
+        "IP address",
+    ),
+    (
+        b'{"key": "json-api", "prompt": "x", "reference_images": '
+        b'["https://www.googleapis.com/storage/v1/b/RESULTS/o/x.png"]}',
+        "Google API host",
+    ),
+    # Parsers bounded: deep nesting, numbers past every range, NUL and bidi in keys.
+    (b'{"key": "deep", "prompt": "x", "metadata": ' + b"[" * 990 + b"]" * 990 + b"}", "nested"),
+    (b'{"key": "big", "prompt": "x", "metadata": {"n": ' + b"9" * 5000 + b"}}", "JSON"),
+    (b'{"key": "inf", "prompt": "x", "metadata": {"n": 1e999}}', "Infinity"),
+    (
+        b'{"key": "seed", "request": {"contents": [{"parts": [{"text": "x"}]}], '
+        b'"generationConfig": {"seed": ' + b"9" * 40 + b"}}}",
+        "between -2147483648 and 2147483647",
+    ),
+    (b'{"key": "nul\\u0000", "prompt": "x"}', "U+0000"),
+    ('{"key": "invoice\u202egnp.exe", "prompt": "x"}'.encode(), "bidi control character U+202E"),
+    (('{"key": "' + "香" * 76 + '", "prompt": "x"}').encode(), "224 bytes of UTF-8"),
+    # Native lines off the allowlist.
+    (
+        b'{"key": "tools", "request": {"contents": [{"parts": [{"text": "x"}]}], '
+        b'"tools": [{"googleSearch": {}}]}}',
+        "not allowed (tools are not priced",
+    ),
+    (
+        b'{"key": "cached", "request": {"contents": [{"parts": [{"text": "x"}]}], '
+        b'"cachedContent": "cachedContents/x"}}',
+        "not allowed (cached contents",
     ),
 ]
 # A line whose reference image is readable: it is generated like any other.
-WITH_REFERENCE = b'{"key": "good-3", "prompt": "a fox like this", "reference_images": ["gs://RESULTS/refs/fox.png"]}'
+WITH_REFERENCE = (
+    b'{"key": "good-3", "prompt": "a fox like this", '
+    b'"reference_images": ["gs://INBOX/references/fox.png"]}'
+)
 
 
 def _png() -> bytes:
@@ -69,18 +120,20 @@ def _rejected(stack: Stack, job_id: str) -> list[dict[str, object]]:
 def test_hostile_lines_are_rejected_with_a_precise_reason_and_good_lines_still_succeed(
     stack: Stack,
 ) -> None:
-    results = stack.settings.results_bucket.encode()
+    results, inbox = stack.settings.results_bucket, stack.settings.inbox_bucket
     objects = stack.runtime.objects
-    objects.write_bytes(results.decode(), "refs/fox.png", _png(), content_type="image/png")
-    objects.write_bytes(results.decode(), "refs/notes.png", b"notes", content_type="image/png")
-    hostile = [
-        (line.replace(b"RESULTS", results), why.replace("RESULTS", results.decode()))
-        for line, why in HOSTILE
-    ]
+    objects.write_bytes(results, "refs/fox.png", _png(), content_type="image/png")
+    objects.write_bytes(inbox, "references/fox.png", _png(), content_type="image/png")
+    objects.write_bytes(inbox, "references/notes.png", b"notes", content_type="image/png")
+
+    def placed(line: bytes) -> bytes:
+        return line.replace(b"RESULTS", results.encode()).replace(b"INBOX", inbox.encode())
+
+    hostile = [(placed(line), placed(why.encode()).decode()) for line, why in HOSTILE]
     # A BOM, CRLF line ends and blank lines around the hostile ones.
     body = b"\xef\xbb\xbf" + GOOD[0] + b"\r\n\r\n"
     body += b"\n".join(line for line, _ in hostile) + b"\n\n" + GOOD[1] + b"\r\n"
-    body += WITH_REFERENCE.replace(b"RESULTS", results) + b"\n"
+    body += placed(WITH_REFERENCE) + b"\n"
     path = stack.tmp / "hostile.jsonl"
     path.write_bytes(body)
     job_id = stack.upload(path)
