@@ -485,6 +485,12 @@ def test_an_unsafe_key_is_rejected(key: str, fragment: str) -> None:
     assert key_problem(key) is not None
 
 
+def test_a_rejection_shows_bidi_controls_escaped_so_the_reason_reads_as_written() -> None:
+    got = reject({"key": "invoice\u202egnp.exe", "prompt": "x"})
+    assert got.reason.endswith('found "invoice\\u202egnp.exe"'), got.reason
+    assert "\u202e" not in got.reason
+
+
 @pytest.mark.parametrize(
     "key",
     [

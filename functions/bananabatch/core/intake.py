@@ -79,6 +79,8 @@ _KEY_BAD: Final = re.compile(
     r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]|\.\."
 )
 _BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Shown escaped in a reason: a raw one would reorder the text around it wherever it is read.
+_SHOWN_ESCAPED: Final = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 _KNOWN_MODELS: Final = ", ".join(spec.model_id for spec in MODELS)
 # The reference locations of a deployment with the default bucket names (config.Settings).
 DEFAULT_REFERENCES: Final = ReferencePolicy.for_buckets("inbox", "results")
@@ -1226,6 +1228,8 @@ def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     if not _encodable(text):
         text = json.dumps(value, default=str)
+    elif not text.isascii():
+        text = _SHOWN_ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
