@@ -137,7 +137,11 @@ def test_the_locations_come_from_the_settings() -> None:
     assert default.results_bucket == "out"
 
 
-@pytest.mark.parametrize("location", ["s3://bucket/", "gs://", "https://host-without-slash", "x"])
+# A bucket or host without its closing slash would be a prefix of others: gs://inbox would
+# admit gs://inbox-of-someone-else/..., https://cdn.example.com https://cdn.example.com.evil/.
+@pytest.mark.parametrize(
+    "location", ["s3://bucket/", "gs://", "gs://assets", "https://host-without-slash", "x"]
+)
 def test_a_malformed_location_is_a_configuration_error(location: str) -> None:
     assert location_problem(location) is not None
     with pytest.raises(ConfigError, match="reference location"):

@@ -69,8 +69,8 @@ def location_problem(location: str) -> str | None:
     if location == ANY_HTTPS:
         return None
     if location.startswith("gs://"):
-        bucket = location[5:].partition("/")[0]
-        if not _BUCKET.fullmatch(bucket):
+        bucket, slash, _ = location[5:].partition("/")
+        if not _BUCKET.fullmatch(bucket) or not slash:
             return f"expected gs://BUCKET/ or gs://BUCKET/PREFIX; found {location!r}"
         return None
     if location.startswith("https://"):
