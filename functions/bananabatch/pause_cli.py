@@ -16,7 +16,7 @@ from rich.console import Console
 
 from bananabatch.config import Settings
 from bananabatch.errors import BananaError
-from bananabatch.pipeline import pause
+from bananabatch.pipeline import model_gone, pause
 from bananabatch.pipeline.runtime import Runtime
 
 console = Console()
@@ -37,23 +37,30 @@ def resume(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Lift the deployment-wide submission pause (credits depleted, billing kill switch,
-    refused key); queued items go out on the next tick.
+    refused key) and, without --kind, try again the models refused as not served; queued
+    items go out on the next tick.
 
     Example: bananabatch resume
     """
     try:
-        lifted = pause.lift(_runtime(), kind or None, by="user")
+        rt = _runtime()
+        lifted = pause.lift(rt, kind or None, by="user")
+        # Without --kind, models the provider refused are tried again too.
+        models = model_gone.forget(rt) if not kind else []
     except BananaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     if as_json:
-        print(json.dumps({"lifted": [{"kind": r.kind.value, "reason": r.reason} for r in lifted]}))
+        lifted_json = [{"kind": r.kind.value, "reason": r.reason} for r in lifted]
+        print(json.dumps({"lifted": lifted_json, "models_retried": models}))
         return
-    if not lifted:
+    if not lifted and not models:
         console.print("submission was not paused; nothing to resume")
         return
     for reason in lifted:
         console.print(f"resumed: {reason.describe()}")
+    for model in models:
+        console.print(f"model {model} will be asked for again (it was refused as not served)")
     console.print("queued batches are submitted on the next tick")
 
 
@@ -65,5 +72,10 @@ def print_banner(rt: Runtime) -> None:
             f"[yellow]submission paused{until}[/] ({reason.kind.value}): {reason.reason}",
             soft_wrap=True,
         )
-    if pause.active_reasons(rt):
+    gone = model_gone.gone_models(rt)
+    for model, answer in sorted(gone.items()):
+        console.print(
+            f"[yellow]model {model} is not served for batches[/]: {answer}", soft_wrap=True
+        )
+    if pause.active_reasons(rt) or gone:
         console.print("run `bananabatch resume` once the cause is fixed", soft_wrap=True)

@@ -78,3 +78,28 @@ def test_a_paused_deployment_shows_in_ls_and_resume_lifts_it(
     watched = invoke("watch", job_id)
     assert watched.exit_code == 0, watched.output
     assert emulator.state.counters.batches_created == 1
+
+
+def test_a_model_gone_shows_in_ls_and_resume_tries_it_again(
+    local_env: Path, emulator: EmulatorServer
+) -> None:
+    model = config.DEFAULT_MODEL
+    # The whole pipeline in this process, against the test's emulator ("gemini" at its URL).
+    root = str(local_env.parent / "state")
+    run = ("local", "run", str(local_env), "--provider", "gemini", "--root", root)
+    fault = emulator.state.faults.refuse_creates("model_not_found", times=None, model=model)
+    # No fallback configured: the job fails, each item saying why.
+    assert invoke(*run).exit_code == 4
+    listing = invoke("ls")
+    assert f"model {model} is not served for batches" in listing.stdout
+    assert "bananabatch resume" in listing.stdout
+    (listed,) = json.loads(invoke("ls", "--json").stdout)
+    assert listed["state"] == "FAILED"
+    fault.times = 0
+    resumed = invoke("resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout) == {"lifted": [], "models_retried": [model]}
+    assert "not served" not in invoke("ls").stdout
+    local_env.write_text(local_env.read_text().replace("picture", "photo"))
+    assert invoke(*run).exit_code == 0
+    assert emulator.state.counters.creates_refused == 1

@@ -251,3 +251,47 @@ def reject(rt: Runtime, job_id: str) -> JobRecord:
             )
         log.info("held job rejected", extra={"items": count})
         return finalize.close_job(rt, job, forced=JobState.CANCELLED, error=REJECTED_REASON)
+
+
+def reserve_fallback(rt: Runtime, job: JobRecord, batch_id: str, extra_usd: float) -> str | None:
+    """Reserve what moving a batch to a dearer fallback model adds (with the margin), under
+    the job cap and the daily cap, once per batch. None when reserved, else why not."""
+    margin = rt.settings.budget_margin
+    amount = with_margin(extra_usd, margin)
+    try:
+        cap, source = job_cap(job, rt.settings.job_budget_usd)
+    except PermanentError as exc:
+        return exc.message
+    total = with_margin(job.costs.estimated_usd, margin) + amount
+    if cap is not None and total > cap + 1e-9:
+        return (
+            f"would take the job's estimate to ${total:.4f} (with the {margin:.0%} margin), "
+            f"over the job budget ${cap:.4f} ({source})"
+        )
+    day = job.budget_day or budget_day(rt.now())
+    daily = rt.settings.daily_budget_usd
+    seen: dict[str, Any] = {"ok": True}
+
+    def fn(doc: Doc | None) -> Doc | None:
+        jobs = dict((doc or {}).get("jobs") or {})
+        entry = dict(jobs.get(job.job_id) or {"reserved": 0.0, "spent": 0.0})
+        done = list(entry.get("fallbacks") or [])
+        seen["ok"], seen["totals"] = True, totals(doc, day)
+        if batch_id in done:
+            return None  # a redelivery: reserved already
+        if daily is not None and seen["totals"].committed_usd + amount > daily + 1e-9:
+            seen["ok"] = False
+            return None
+        entry["reserved"] = round(float(entry.get("reserved", 0.0)) + amount, 6)
+        entry["fallbacks"] = [*done, batch_id]
+        jobs[job.job_id] = entry
+        return {"day": day, "jobs": jobs}
+
+    rt.state.update(rec.budget_path(day), fn)
+    if seen["ok"]:
+        return None
+    return (
+        f"would take {day}'s committed spend to "
+        f"${seen['totals'].committed_usd + amount:.4f}, over the daily budget ${daily:.4f} "
+        f"({env_name_for('daily_budget_usd')})"
+    )

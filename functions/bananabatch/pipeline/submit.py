@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from tenacity import RetryCallState, wait_random_exponential
 
+from bananabatch.core.catalog import canonical_model
 from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import (
     BATCH_ACTIVE,
@@ -24,6 +25,7 @@ from bananabatch.core.states import (
     ItemState,
 )
 from bananabatch.errors import (
+    ModelUnavailable,
     PermanentError,
     ProviderAuthError,
     ProviderOutcomeUnknown,
@@ -32,7 +34,7 @@ from bananabatch.errors import (
 )
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import pause
+from bananabatch.pipeline import model_gone, pause
 from bananabatch.pipeline.repo import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch
@@ -139,6 +141,10 @@ def submit_batch(
         # A crash here leaves SUBMITTING with nothing created: reconciled after the grace.
         crash_point("submit.after_claim")
         with labels(job_id=batch.job_id):
+            gone = model_gone.gone_models(rt).get(canonical_model(batch.model))
+            if gone is not None:
+                # Known not to be served: never asked again (its one alert is out).
+                return model_gone.handle(rt, batch, gone)
             try:
                 made = rt.provider.create(
                     model=batch.model,
@@ -161,6 +167,10 @@ def submit_batch(
                     extra={"error": str(exc), "display_name": batch.display_name},
                 )
                 return rt.repo.get_batch(batch_id)
+            except ModelUnavailable as exc:
+                answer = _answer(exc.message)
+                model_gone.record_gone(rt, batch.model, answer)
+                return model_gone.handle(rt, batch, answer)
             except PermanentError as exc:
                 reason = str(exc)
                 log.error("provider rejected the batch", extra={"error": reason})
