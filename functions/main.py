@@ -2,38 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import ServiceUnavailable
 
 from bananabatch import entrypoints, wiring
+from bananabatch.errors import TransientError
 from bananabatch.webhooks import MAX_BODY_BYTES
+
+
+@contextmanager
+def _redelivered() -> Iterator[None]:
+    """A TransientError, already logged as one structured line, becomes a plain 503: the
+    platform redelivers the event, and the framework prints no traceback for an HTTP error
+    (it does for an exception, which would bury the log in expected, recovered failures)."""
+    try:
+        yield
+    except TransientError as exc:
+        raise ServiceUnavailable(description=str(exc)[:500]) from None
 
 
 @functions_framework.cloud_event
 def on_upload(event: CloudEvent) -> None:
     """A JSONL object was finalized in the inbox bucket (Eventarc)."""
-    entrypoints.upload(wiring.current(), event.get_attributes(), event.get_data())
+    with _redelivered():
+        entrypoints.upload(wiring.current(), event.get_attributes(), event.get_data())
 
 
 @functions_framework.cloud_event
 def on_tick(event: CloudEvent) -> None:
     """Cloud Scheduler's tick arrived on its Pub/Sub topic."""
-    entrypoints.tick_event(wiring.current(), event.get_attributes(), event.get_data())
+    with _redelivered():
+        entrypoints.tick_event(wiring.current(), event.get_attributes(), event.get_data())
 
 
 @functions_framework.cloud_event
 def on_batch_done(event: CloudEvent) -> None:
     """A provider batch finished: collect its results."""
-    entrypoints.batch_done(wiring.current(), event.get_attributes(), event.get_data())
+    with _redelivered():
+        entrypoints.batch_done(wiring.current(), event.get_attributes(), event.get_data())
 
 
 @functions_framework.cloud_event
 def on_billing_alert(event: CloudEvent) -> None:
     """A Cloud Billing budget notification: the kill switch pauses all submission."""
-    entrypoints.billing_alert(wiring.current(), event.get_attributes(), event.get_data())
+    with _redelivered():
+        entrypoints.billing_alert(wiring.current(), event.get_attributes(), event.get_data())
 
 
 @functions_framework.http

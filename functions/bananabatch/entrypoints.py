@@ -2,8 +2,10 @@
 translate the error family into the platform's retry decision.
 
 PermanentError: logged and swallowed (returning normally acknowledges the event, so a
-poison message is not retried forever). TransientError and anything unexpected: raised,
-so the platform redelivers the event under its retry policy.
+poison message is not retried forever). TransientError: logged as one structured warning
+and raised, so the platform redelivers the event (functions/main.py answers it with a plain
+503, so no traceback is printed for a failure that is expected and recovered). Anything
+unexpected: raised with its traceback, so the platform redelivers it and a person sees it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Final
 
 from bananabatch import log
 from bananabatch.config import WebhookMode
-from bananabatch.errors import ConfigError, PermanentError
+from bananabatch.errors import ConfigError, PermanentError, TransientError
 from bananabatch.events import parse_pubsub_event, parse_storage_event
 from bananabatch.pipeline import collect, intake, pause, thumbnails, tick, webhook
 from bananabatch.pipeline.runtime import Runtime
@@ -36,6 +38,18 @@ def _handled(rt: Runtime, entry: str, event_id: str | None) -> Iterator[None]:
     with log.labels(execution_id=event_id, entry_point=entry):
         try:
             yield
+        except TransientError as exc:
+            logger.warning(
+                "transient failure; the platform redelivers the event",
+                extra={
+                    "error": str(exc),
+                    "error_type": type(exc).__name__,
+                    "job_id": exc.job_id,
+                    "batch_id": exc.batch_id,
+                    "key": exc.key,
+                },
+            )
+            raise
         except PermanentError as exc:
             logger.error(
                 "permanent failure; event acknowledged without retry",

@@ -12,6 +12,7 @@ the batch-done messages it would have handled lost with the process's in-process
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -394,6 +395,47 @@ def test_an_upper_case_jsonl_upload_runs_like_any_other(stack: Stack) -> None:
     assert stack.repo.get_job(job_id) is not None
     completions = stack.settle(job_id)
     assert_invariants(stack, job_id, completions)
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_recovered_truncated_download_is_logged_as_a_structured_warning_not_a_traceback(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack.faults.truncate_downloads = 1
+    job_id = _upload(stack, PROMPTS)
+    # The package logger does not propagate (it writes JSON lines itself); the functions
+    # framework's loggers (one per function) do, into caplog.
+    kept = _Kept()
+    package = logging.getLogger("bananabatch")
+    package.addHandler(kept)
+    try:
+        with caplog.at_level(logging.INFO):
+            completions = stack.settle(job_id)
+    finally:
+        package.removeHandler(kept)
+    assert stack.failed_deliveries >= 1
+    assert_invariants(stack, job_id, completions)
+    # The emulator's own account of the truncation it served is not the pipeline's.
+    ours = [
+        r
+        for r in [*caplog.records, *kept.records]
+        if not r.name.startswith(("uvicorn", "bananabatch.emulator"))
+    ]
+    assert [f"{r.name}: {r.getMessage()}" for r in ours if r.exc_info] == []
+    redelivered = [r for r in ours if r.getMessage().startswith("transient failure")]
+    assert redelivered, "the recovered failure is not logged"
+    for record in redelivered:
+        assert record.levelno == logging.WARNING
+        assert "downloading" in record.__dict__["error"]
+        assert record.__dict__["error_type"] == "TransientError"
 
 
 # --- finding 3: the same request in flight is paid once ---------------------------------
