@@ -637,10 +637,18 @@ def cancel(job: JobArg, as_json: JsonOpt = False) -> None:
     from bananabatch.pipeline.control import cancel_job
 
     with errors_as_one_line():
-        rt = open_runtime(with_provider=True)
-        outcome = cancel_job(rt, job)
+        settings = settings_from_env()
+        if settings.backend is Backend.LOCAL:
+            from bananabatch.local.runner import cancel_locally
+
+            _quiet_pipeline_logs(settings)
+            outcome = cancel_locally(settings, job)
+        else:
+            outcome = cancel_job(open_runtime(with_provider=True), job)
         if as_json:
             print_json(outcome)
+        elif outcome.get("state") == JobState.CANCELLED.value:
+            console.print(f"job {job}: {outcome['cancelled_batches']} batches cancelled; it ended")
         else:
             console.print(
                 f"job {job}: {outcome['cancelled_batches']} batches cancelled;"

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
 
 import functions_framework
 from flask.testing import FlaskClient
@@ -23,12 +25,13 @@ from flask.testing import FlaskClient
 import bananabatch
 from bananabatch import events, wiring
 from bananabatch.adapters.local.bus import InProcessBus
-from bananabatch.config import Backend, Settings
+from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord, SourceObject, is_jsonl_name, job_id_for
 from bananabatch.core.states import JOB_TERMINAL, ItemState, JobState
-from bananabatch.errors import BananaError, PermanentError, TransientError
+from bananabatch.errors import BananaError, NotFound, PermanentError, TransientError
 from bananabatch.pipeline import thumbnails
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.ports import BatchProvider
 
 MAIN_PY: Final = Path(bananabatch.__file__).resolve().parent.parent / "main.py"
 LOCAL_PROJECT: Final = "local"
@@ -299,3 +302,77 @@ class LocalPipeline:
 def file_digest(path: Path) -> str:
     with path.open("rb") as source:
         return hashlib.file_digest(source, "sha256").hexdigest()
+
+
+# --- cancel on the local stack ---------------------------------------------------------------
+
+
+class EmulatorGone:
+    """The provider of a local stack whose emulator is not running. The emulator keeps its
+    batches in memory, so they ended with it: every one is unknown (NotFound), which lets a
+    cancel end them (pipeline/control.py) instead of failing on them. What needs no
+    emulator (decoding a request line for the reports) is the real provider's."""
+
+    def __init__(self, offline: BatchProvider, why: str) -> None:
+        self._offline = offline
+        self.why = why
+
+    def get(self, name: str) -> Any:
+        raise NotFound(self.why)
+
+    def cancel(self, name: str) -> None:
+        raise NotFound(self.why)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._offline, name)
+
+
+# Where an emulator that is not running is said to be: the discard port, which nothing
+# serves, so any call that reaches the network fails at once as a connection error.
+_NOWHERE: Final = "http://127.0.0.1:9"
+
+
+def emulator_gone(settings: Settings) -> str | None:
+    """Why the local stack's emulator cannot be running, or None when it may be (or the
+    provider is a real one)."""
+    if settings.provider is not ProviderKind.EMULATOR:
+        return None
+    if not settings.gemini_base_url:
+        return (
+            "no emulator address is set: the emulator ran inside `bananabatch local run` and"
+            " ended with it"
+        )
+    where = urlsplit(settings.gemini_base_url)
+    try:
+        with socket.create_connection((where.hostname or "127.0.0.1", where.port or 80), 2.0):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {settings.gemini_base_url} ({exc.strerror or exc})"
+
+
+def cancel_locally(settings: Settings, job_id: str) -> dict[str, Any]:
+    """`bananabatch cancel` on the local stack: always ends the job. With the emulator gone
+    its batches end FAILED at once, and their batch-done messages (published on this
+    process's bus) are delivered here, so the job closes CANCELLED before the command
+    returns; with a provider that answers, the job ends once its batches are collected
+    (`watch` or `local run` plays the scheduler)."""
+    from bananabatch.pipeline import control
+
+    why = emulator_gone(settings)
+    if why is None:
+        runtime = wiring.build_runtime(settings)
+    else:
+        offline = settings.model_copy(update={"gemini_base_url": _NOWHERE})
+        runtime = wiring.build_runtime(offline)
+        runtime.provider = cast(BatchProvider, EmulatorGone(runtime.provider, why))
+    # Subscribed before the cancel publishes: a message published before the subscription
+    # exists is not delivered to it (as on Pub/Sub).
+    pipeline = LocalPipeline(runtime)
+    try:
+        outcome = control.cancel_job(runtime, job_id)
+        if why is not None:
+            pipeline.drain()
+    finally:
+        pipeline.close()
+    outcome["state"] = runtime.repo.require_job(job_id).state.value
+    return outcome
