@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from bananabatch.emulator.faults import RowFault
 from bananabatch.errors import PermanentError
 from bananabatch.faults import InjectedCrash
 from bananabatch.local.runner import BATCH_DONE_SUBSCRIPTION
-from bananabatch.pipeline import budget, collect, control, outcomes, retry
+from bananabatch.pipeline import budget, collect, control, outcomes, retry, submit
 from bananabatch.ports import ProviderBatch, ResultRow
 from tests.support.stacks import (
     BATCH_DONE_SUB,
@@ -388,6 +389,25 @@ def test_a_lease_left_by_a_dead_collector_expires_and_collection_resumes_at_the_
 
 
 # --- finding 7: the small ones ----------------------------------------------------------
+
+
+def test_status_shows_the_reconcile_wait_of_a_create_whose_outcome_is_unknown(
+    stack: Stack,
+) -> None:
+    stack.faults.create_500 = 1  # the create's outcome is unknown: SUBMITTING until found
+    job_id = _upload(stack, PROMPTS)
+    (view,) = job_view(stack.runtime, stack.repo.require_job(job_id))["waiting"]
+    grace = submit.RECONCILE_GRACE.total_seconds()
+    assert view["seconds_left"] == grace
+    assert "reconcile grace" in view["why"]
+    stack.clock.advance(timedelta(minutes=4))
+    stack.tick()
+    (later,) = job_view(stack.runtime, stack.repo.require_job(job_id))["waiting"]
+    assert later["batch_id"] == view["batch_id"]
+    assert later["seconds_left"] == grace - 240
+    assert later["reconcile_until"] == view["reconcile_until"]
+    assert_invariants(stack, job_id, stack.settle(job_id))
+    assert job_view(stack.runtime, stack.repo.require_job(job_id))["waiting"] == []
 
 
 def test_an_upper_case_jsonl_upload_runs_like_any_other(stack: Stack) -> None:
