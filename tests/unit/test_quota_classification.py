@@ -143,3 +143,39 @@ def test_every_emulator_error_carries_details() -> None:
         details = error.envelope()["error"]["details"]
         assert details
         assert all(d["@type"].startswith("type.googleapis.com/google.rpc.") for d in details)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (
+            404,
+            "models/gemini-3.1-flash-image is not found for API version v1beta, or is not "
+            "supported for batchGenerateContent. Call ListModels to see the list of available "
+            "models and their supported methods.",
+        ),
+        (400, "models/x is not supported for batchGenerateContent."),
+        (
+            404,
+            "Publisher model `projects/p/locations/us-central1/publishers/google/models/x` "
+            "not found or your project does not have access to it.",
+        ),
+        (404, "Model gemini-2.5-flash-image has been shut down."),
+    ],
+)
+def test_a_model_the_service_does_not_serve_is_recognised(code: int, message: str) -> None:
+    assert classify.is_model_gone(classify.error_body(code, {"error": {"message": message}}))
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        # A bad request about one line is not a model gone for the whole deployment.
+        (400, "The model gemini-3.1-flash-lite-image is not supported for image size 2K."),
+        (400, "Model parameter imageSize is not supported with this model."),
+        (404, "Batch batches/abc not found."),
+        (403, "models/x is not found for API version v1beta"),
+    ],
+)
+def test_other_refusals_that_name_a_model_do_not_mark_it_gone(code: int, message: str) -> None:
+    assert not classify.is_model_gone(classify.error_body(code, {"error": {"message": message}}))

@@ -59,10 +59,14 @@ AUTH_REASONS: Final = frozenset(
         "ACCESS_TOKEN_EXPIRED",
     }
 )
+# What the service says about a model it does not serve (for batches): specific phrasings
+# only, since a 400 that merely names a model ("... is not supported for image size 2K") is
+# about one request, and marking a model gone stops it for the whole deployment.
 _MODEL_GONE: Final = re.compile(
-    r"is not found for API version|not supported for batchGenerateContent|"
-    r"publisher model .* not found|model .* (is )?not (found|supported)|"
-    r"models?/\S+ (is )?not found|has been (shut down|discontinued|deprecated and removed)",
+    r"models/\S+ is not found for API version|"
+    r"is not supported for batchGenerateContent|"
+    r"publisher model \S+ not found|"
+    r"model \S+ has been (shut down|discontinued|deprecated and removed)",
     re.I,
 )
 
@@ -160,7 +164,8 @@ def retry_delay(err: ErrorBody) -> timedelta | None:
 
 
 def is_model_gone(err: ErrorBody) -> bool:
-    """A create answered "model not found / not supported" (404, or 400 naming the model)."""
+    """A create answered "model not found / not supported for batches" (404, or a 400 in
+    the service's own words for it)."""
     return err.code in (400, 404) and bool(_MODEL_GONE.search(err.message))
 
 
