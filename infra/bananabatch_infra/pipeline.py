@@ -907,6 +907,8 @@ class Pipeline(pulumi.ComponentResource):
         )
         if a.fallback_model is not None:
             env[cfg.ENV_FALLBACK_MODEL] = a.fallback_model
+        if a.reference_locations:
+            env[cfg.ENV_REFERENCE_LOCATIONS] = a.reference_locations
         if a.result_retention_days is not None:
             env[cfg.ENV_RESULT_RETENTION_DAYS] = str(a.result_retention_days)
         return env

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 import pulumi
 
 import bananabatch.config as cfg
+from bananabatch.core.references import location_problem
 
 NAMESPACE: Final = "bananabatch"
 DEFAULT_REGION: Final = "us-central1"
@@ -43,6 +44,7 @@ KNOWN_KEYS: Final = frozenset(
         "billingAccountId",
         "billingBudgetUsd",
         "fallbackModel",
+        "referenceLocations",
         "maxActiveBatches",
         "maxAttempts",
         "stuckAfterHours",
@@ -109,6 +111,10 @@ class PipelineArgs:
     billing_account_id: str | None = None
     billing_budget_usd: float | None = None
     fallback_model: str | None = None
+    # Where reference images may live, as BANANABATCH_REFERENCE_LOCATIONS takes them
+    # (comma-separated gs:// and https:// prefixes); None: the inbox's references/ and
+    # public https URLs (core/references.py).
+    reference_locations: str | None = None
     max_active_batches: int = int(_SETTINGS_DEFAULTS["max_active_batches"])
     max_attempts: int = int(_SETTINGS_DEFAULTS["max_attempts"])
     stuck_after_hours: float = float(_SETTINGS_DEFAULTS["stuck_after_hours"])
@@ -247,6 +253,10 @@ def _problems(args: PipelineArgs) -> list[str]:
             "resultRetentionDays must not be shorter than reportRetentionDays "
             f"({args.result_retention_days} < {args.report_retention_days})"
         )
+    for location in (args.reference_locations or "").replace(",", " ").split():
+        problem = location_problem(location)
+        if problem is not None:
+            out.append(f"referenceLocations: {problem}")
     if args.provider is cfg.ProviderKind.GEMINI and args.gemini_api_key is None:
         out.append(
             "provider gemini needs an API key: pulumi config set --secret bananabatch:geminiApiKey"
@@ -303,6 +313,7 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
         "logLevel": "log_level",
         "billingAccountId": "billing_account_id",
         "fallbackModel": "fallback_model",
+        "referenceLocations": "reference_locations",
     }
     for key, attr in strings.items():
         raw = _get(config, key)

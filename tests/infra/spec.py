@@ -64,6 +64,7 @@ def scenario(name: str) -> PipelineArgs:
             daily_budget_usd=100.0,
             result_retention_days=180,
             results_versioning=True,
+            reference_locations="gs://brand-assets/refs/,https://",
         )
     if name == "gemini-static":
         return PipelineArgs(
@@ -198,6 +199,9 @@ def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
     if args.result_retention_days is not None:
         # cache entries expire with the images they point at (pipeline/cache.py)
         env.add(cfg.ENV_RESULT_RETENTION_DAYS)
+    if args.reference_locations:
+        # intake holds reference images to them (core/references.py)
+        env.add(cfg.ENV_REFERENCE_LOCATIONS)
     out = {ep: set(env) for ep in entry_points(args)}
     if args.webhook_mode is cfg.WebhookMode.DYNAMIC:
         for ep in PROVIDER_CALLERS:

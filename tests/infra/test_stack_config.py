@@ -118,6 +118,13 @@ def test_bucket_names_default_to_globally_unique_project_scoped_names() -> None:
         ({"namePrefix": "This-Is-Far-Too-Long-A-Prefix"}, {"geminiApiKey": "k"}, {}, "namePrefix"),
         ({"resultsVersioning": "maybe"}, {"geminiApiKey": "k"}, {}, "true or false"),
         ({"firestorePitr": "on"}, {"geminiApiKey": "k"}, {}, "firestorePitr"),
+        ({"referenceLocations": "gs://assets"}, {"geminiApiKey": "k"}, {}, "referenceLocations"),
+        (
+            {"referenceLocations": "gs://assets/refs/, s3://x/"},
+            {"geminiApiKey": "k"},
+            {},
+            "referenceLocations: expected a gs:// or https:// prefix",
+        ),
     ],
 )
 def test_unusable_configuration_is_refused_with_the_key_to_fix(
@@ -163,3 +170,12 @@ def test_the_billing_kill_switch_settings_are_read() -> None:
     args = load({"billingAccountId": "01AB23-45CD67-89EF01", "billingBudgetUsd": "250"}, KEY)
     assert args.billing_account_id == "01AB23-45CD67-89EF01"
     assert args.billing_budget_amount_usd == 250.0
+
+
+def test_reference_locations_are_read_as_the_application_takes_them() -> None:
+    args = load({"referenceLocations": "gs://assets/refs/,https://"}, {"geminiApiKey": "k"})
+    assert args.reference_locations == "gs://assets/refs/,https://"
+    assert cfg.Settings.from_env(
+        {cfg.ENV_REFERENCE_LOCATIONS: args.reference_locations}
+    ).reference_locations == ("gs://assets/refs/", "https://")
+    assert load({}, {"geminiApiKey": "k"}).reference_locations is None

@@ -120,6 +120,7 @@ def test_environment_values_describe_this_deployment() -> None:
     assert parsed.job_budget_usd == 20.0
     assert parsed.daily_budget_usd == 100.0
     assert parsed.default_model == cfg.DEFAULT_MODEL
+    assert parsed.reference_locations == ("gs://brand-assets/refs/", "https://")
 
 
 def test_dynamic_webhooks_give_batch_creators_the_receiver_url() -> None:
