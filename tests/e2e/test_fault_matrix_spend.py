@@ -24,7 +24,7 @@ from google.genai import errors as genai_errors
 from bananabatch import events
 from bananabatch.config import DEFAULT_BUDGET_MARGIN, Settings
 from bananabatch.core.records import job_id_for
-from bananabatch.core.states import JOB_TERMINAL, BatchState, JobState
+from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState, JobState
 from bananabatch.cost_cli import estimate_file
 from bananabatch.emulator import EmulatorServer
 from bananabatch.pipeline import budget, pause
@@ -294,6 +294,54 @@ def test_the_billing_kill_switch_pauses_submission_until_resume(stack: Stack) ->
     _budget_notification(stack, 102.0, 1.0)
     assert_invariants(stack, job_id, messages.settle(job_id))
     assert stack.emulator.state.counters.batches_created == 2
+
+
+def test_the_kill_switch_stops_urgent_calls_too_until_resume(stack: Stack) -> None:
+    """Urgent lines are paid synchronous calls at the standard price: a pause that let them
+    through would spend past the kill switch."""
+    messages = Messages(stack)
+    _budget_notification(stack, 101.0, 1.0)
+    lines = [
+        '{"key": "now", "prompt": "a hero banner", "priority": "urgent"}',
+        '{"key": "later", "prompt": "a hero logo"}',
+    ]
+    job_id = stack.upload(stack.write(lines))
+    for _ in range(3):
+        stack.clock.advance(timedelta(minutes=20))
+        stack.tick()
+    state = stack.emulator.state
+    assert (state.counters.sync_requests, state.counters.batches_created) == (0, 0)
+    assert stack.repo.require_job(job_id).paused is not None
+    assert stack.repo.get_item(job_id, "now").state is ItemState.PENDING  # type: ignore[union-attr]
+    pause.lift(stack.runtime)
+    summary = assert_invariants(stack, job_id, messages.settle(job_id))
+    assert summary["counts"]["SUCCEEDED"] == 2
+    assert state.counters.sync_requests == 1
+
+
+def test_depleted_credits_on_an_urgent_call_pause_instead_of_failing_the_item(
+    stack: Stack,
+) -> None:
+    fault = stack.faults.refuse_creates("credits_depleted", times=None, generate=True)
+    messages = Messages(stack)
+    lines = [
+        '{"key": "now", "prompt": "a hero banner", "priority": "urgent"}',
+        '{"key": "soon", "prompt": "a hero logo", "priority": "urgent"}',
+    ]
+    job_id = stack.upload(stack.write(lines))
+    state = stack.emulator.state
+    # One refused call, not retried, not repeated for the other item: both wait.
+    assert (state.counters.sync_refused, state.counters.sync_requests) == (1, 0)
+    items = {i.key: i.state for i in stack.repo.items(job_id)}
+    assert items == {"now": ItemState.PENDING, "soon": ItemState.PENDING}
+    assert stack.repo.require_job(job_id).paused.startswith("credits_depleted:")  # type: ignore[union-attr]
+    (alert,) = messages.alerts()
+    assert alert["alert"] == "credits_depleted"
+    fault.times = 0
+    pause.lift(stack.runtime)
+    summary = assert_invariants(stack, job_id, messages.settle(job_id))
+    assert summary["counts"]["SUCCEEDED"] == 2
+    assert state.counters.sync_requests == 2
 
 
 # --- budgets -------------------------------------------------------------------------------

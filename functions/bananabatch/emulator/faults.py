@@ -66,6 +66,9 @@ class CreateFault:
     times: int | None = 1
     model: str = "*"
     retry_delay: str = "26s"
+    # Synchronous generateContent calls are refused too (depleted credits, a refused key
+    # and the spend window refuse every paid call, not only batch creates).
+    generate: bool = False
 
 
 @dataclass
@@ -144,16 +147,24 @@ class FaultPlan:
         times: int | None = 1,
         model: str = "*",
         retry_delay: str = "26s",
+        generate: bool = False,
     ) -> CreateFault:
-        """Refuse creates with the service's answer for `kind`; returns the fault, which a
-        test may remove from `create_faults` (or whose `times` it may set) to end it."""
-        fault = CreateFault(kind, times=times, model=model, retry_delay=retry_delay)
+        """Refuse creates with the service's answer for `kind` (and, with `generate`,
+        synchronous generateContent calls); returns the fault, which a test may remove from
+        `create_faults` (or whose `times` it may set) to end it."""
+        fault = CreateFault(
+            kind, times=times, model=model, retry_delay=retry_delay, generate=generate
+        )
         self.create_faults.append(fault)
         return fault
 
-    def take_create_fault(self, model: str) -> CreateFault | None:
+    def take_create_fault(self, model: str, *, generate: bool = False) -> CreateFault | None:
+        """The fault refusing this batch create (or, with `generate`, this synchronous
+        call), consuming one use of a counted fault."""
         for fault in self.create_faults:
             if fault.times is not None and fault.times <= 0:
+                continue
+            if generate and not fault.generate:
                 continue
             if fnmatch.fnmatchcase(model, fault.model):
                 if fault.times is not None:

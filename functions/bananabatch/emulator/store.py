@@ -230,6 +230,8 @@ class Counters:
     creates_refused: int = 0
     rows_by_display_name: Counter[str] = field(default_factory=Counter)
     sync_requests: int = 0
+    # Synchronous generateContent calls refused by a create fault with `generate`.
+    sync_refused: int = 0
     images_rendered: int = 0
     # Result-file download requests, per file id.
     downloads: Counter[str] = field(default_factory=Counter)
@@ -825,6 +827,10 @@ class EmulatorState:
     def generate_now(self, model: str, request: Mapping[str, Any]) -> Json:
         self.served(model, GENERATE)
         with self._lock:
+            fault = self.faults.take_create_fault(_bare(model, "models"), generate=True)
+            if fault is not None:
+                self.counters.sync_refused += 1
+                raise create_fault_error(fault.kind, model, fault.retry_delay)
             self.counters.sync_requests += 1
         outcome = generate(model, request, check_uri=self.reference_problem)
         if outcome.error is not None:

@@ -22,16 +22,24 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bananabatch.core import records as rec
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import ItemRecord
 from bananabatch.core.results import OutcomeKind, classify_row
 from bananabatch.core.states import ItemState, JobState
-from bananabatch.errors import BananaError, NotFound, TransientError
+from bananabatch.errors import (
+    BananaError,
+    NotFound,
+    ProviderAuthError,
+    ProviderQuotaExceeded,
+    QuotaKind,
+    TransientError,
+)
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
+from bananabatch.pipeline import pause
 from bananabatch.pipeline.cache import LANE_URGENT
 from bananabatch.pipeline.outcomes import (
     image_location,
@@ -128,6 +136,14 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
                 continue
             staged = json.loads(raw)
             key, model, request = str(staged["key"]), str(staged["model"]), staged["request"]
+            # Urgent calls are paid at the standard price: a deployment-wide pause (kill
+            # switch, depleted credits, refused key) stops them as it stops batch creates.
+            # The items stay PENDING; after `resume` the tick's recover() runs them.
+            blocked = pause.active_reasons(rt)
+            if blocked:
+                pause.mark_paused_jobs(rt, blocked[0].describe(), [job_id])
+                log.warning("urgent lane paused", extra={"pause": blocked[0].kind.value})
+                break
             if not claim(rt, job_id, key):
                 continue
             # A crash here leaves the item SUBMITTED with no call made; nobody can tell
@@ -139,6 +155,8 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
                 continue
             done = _generate_one(rt, item, model, request, bucket)
             rt.repo.put_items([done])
+            if done.state is ItemState.PENDING:
+                continue  # refused in a way that paused the deployment
             if done.state is ItemState.SUCCEEDED:
                 report.succeeded += 1
             else:
@@ -225,7 +243,7 @@ def _call(
     rt: Runtime, model: str, request: Mapping[str, Any], bucket: TokenBucket
 ) -> Mapping[str, Any]:
     for attempt in Retrying(
-        retry=retry_if_exception_type(TransientError),
+        retry=retry_if_exception(_worth_retrying),
         stop=stop_after_attempt(ATTEMPTS),
         wait=wait_exponential(multiplier=0.5, max=4.0),
         reraise=True,
@@ -234,6 +252,37 @@ def _call(
             bucket.acquire()
             return rt.provider.generate(model=model, request=request)
     raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Transient errors, except the 429s that pause the deployment (retrying them at once
+    cannot succeed)."""
+    if isinstance(exc, ProviderQuotaExceeded):
+        return exc.kind not in (QuotaKind.CREDITS_DEPLETED, QuotaKind.SPEND_WINDOW)
+    return isinstance(exc, TransientError)
+
+
+def _paused_by(rt: Runtime, exc: BananaError) -> bool:
+    """Start the deployment-wide pause a refusal calls for; True if it was one."""
+    answer = str(exc)
+    if isinstance(exc, ProviderAuthError):
+        pause.pause(rt, pause.PauseKind.AUTH, answer)
+        return True
+    if isinstance(exc, ProviderQuotaExceeded) and exc.kind is QuotaKind.CREDITS_DEPLETED:
+        pause.pause(rt, pause.PauseKind.CREDITS_DEPLETED, answer)
+        return True
+    if isinstance(exc, ProviderQuotaExceeded) and exc.kind is QuotaKind.SPEND_WINDOW:
+        wait = max(pause.SPEND_WINDOW, exc.retry_after or timedelta(0))
+        pause.pause(
+            rt,
+            pause.PauseKind.SPEND_WINDOW,
+            answer,
+            until=rt.now() + wait,
+            severity="WARNING",
+            alert=False,
+        )
+        return True
+    return False
 
 
 def _generate_one(
@@ -247,6 +296,9 @@ def _generate_one(
     try:
         response = _call(rt, model, request, bucket)
     except BananaError as exc:
+        if _paused_by(rt, exc):
+            # Nothing was generated or paid: the item waits for the pause to end.
+            return item.model_copy(update={"state": ItemState.PENDING, "updated_at": now})
         log.warning("urgent request failed", extra={"key": item.key, "error": str(exc)})
         return item.model_copy(
             update={
