@@ -65,6 +65,7 @@ ENV_PRICE_MAX_AGE_DAYS: Final = "BANANABATCH_PRICE_MAX_AGE_DAYS"
 ENV_VERTEX_STUCK_AFTER_HOURS: Final = "BANANABATCH_VERTEX_STUCK_AFTER_HOURS"
 ENV_FILES_STORE_WARN_BYTES: Final = "BANANABATCH_FILES_STORE_WARN_BYTES"
 ENV_REFERENCE_LOCATIONS: Final = "BANANABATCH_REFERENCE_LOCATIONS"
+ENV_REFERENCE_URL_HOURS: Final = "BANANABATCH_REFERENCE_URL_HOURS"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -194,6 +195,10 @@ class Settings(BaseModel):
     # the environment. Empty: the inbox's references/ folder and any public https:// URL
     # (core.references).
     reference_locations: tuple[str, ...] = ()
+    # How long the signed URL of a reference image sent to the Gemini Developer API stays
+    # valid: past the batch's own 48 h expiry (the service reads a row's references when
+    # it runs the row), within V4's 7-day maximum. Signed when the batch is created.
+    reference_url_hours: float = Field(default=72.0, gt=48, le=168)
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -341,6 +346,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "vertex_stuck_after_hours": ENV_VERTEX_STUCK_AFTER_HOURS,
     "files_store_warn_bytes": ENV_FILES_STORE_WARN_BYTES,
     "reference_locations": ENV_REFERENCE_LOCATIONS,
+    "reference_url_hours": ENV_REFERENCE_URL_HOURS,
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from bananabatch.core.states import BatchState
@@ -87,6 +87,13 @@ class ObjectStore(Protocol):
 
     def delete(self, bucket: str, name: str) -> None:
         """Remove an object; absent objects are not an error."""
+        ...
+
+    def signed_url(self, bucket: str, name: str, *, expires_in: timedelta) -> str:
+        """A URL that reads the object for `expires_in` without other credentials: a V4
+        signed URL on Cloud Storage (how the Gemini Developer API reads a reference image);
+        on the local folder, its stand-in, a file:// URL carrying the same lifetime, which
+        only a reader on this machine (the emulator) can follow."""
         ...
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.request import url2pathname
 
+import httpx
 import pytest
 
 from bananabatch.errors import NotFound
@@ -366,3 +371,26 @@ def test_uri_names_the_bucket_and_object(objects_under_test: ObjectsUnderTest) -
     assert bucket in uri
     assert uri.endswith("/jobs/j1/images/k.png")
     assert store.uri(bucket, "jobs/j1/images/other.png") != uri
+
+
+def _follow(url: str) -> bytes:
+    """What a reader holding only the URL gets: the local stand-in is a file:// URL, Cloud
+    Storage's (the emulator's here) an http(s) one."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return Path(url2pathname(unquote(parts.path))).read_bytes()
+    response = httpx.get(url, timeout=10.0)
+    response.raise_for_status()
+    return response.content
+
+
+def test_a_signed_url_reads_the_object_without_credentials_and_carries_its_lifetime(
+    objects_under_test: ObjectsUnderTest,
+) -> None:
+    store, bucket = objects_under_test.store, objects_under_test.bucket
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    store.write_bytes(bucket, "references/a fox ü.png", data, content_type="image/png")
+    url = store.signed_url(bucket, "references/a fox ü.png", expires_in=timedelta(hours=72))
+    assert " " not in url
+    assert parse_qs(urlsplit(url).query)["X-Goog-Expires"] == [str(72 * 3600)]
+    assert _follow(url) == data

@@ -492,3 +492,26 @@ def test_an_operation_with_an_error_and_stats_is_read_whole() -> None:
     assert (batch.request_count, batch.error, batch.output) == (7, "13: it broke", None)
     assert batch.create_time is not None
     assert batch.create_time.microsecond == 407650
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), "teal").save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_the_synchronous_lane_sends_gcs_references_as_signed_urls(
+    provider: GeminiProvider, emu: EmulatorServer, objects: FolderObjectStore
+) -> None:
+    objects.write_bytes(BUCKET, "references/r.png", _png(), content_type="image/png")
+    request = image_request("A boat like this")
+    reference = {
+        "fileData": {"fileUri": f"gs://{BUCKET}/references/r.png", "mimeType": "image/png"}
+    }
+    request["contents"][0]["parts"].append(reference)
+    provider.generate(model=MODEL, request=request)
+    (read,) = emu.state.references_read
+    assert read.startswith("file://")
+    assert "X-Goog-Expires=259200" in read
+    # The caller's request is left as it was.
+    assert request["contents"][0]["parts"][1]["fileData"]["fileUri"].startswith("gs://")

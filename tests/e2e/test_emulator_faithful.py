@@ -121,7 +121,7 @@ def test_a_files_uri_is_the_services_and_the_sdk_turns_it_back_into_a_name(
 
 class _Images(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # the stdlib's name
-        if self.path == "/fox.png":
+        if self.path.split("?", 1)[0] == "/fox.png":
             body = b"\x89PNG\r\n\x1a\n" + b"0" * 64
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -196,3 +196,22 @@ def test_a_gs_reference_is_read_only_when_the_project_registered_it() -> None:
                 with pytest.raises(genai_errors.ClientError) as caught:
                     client.models.generate_content(model=MODEL, contents=request["contents"])
                 assert "files:register" in str(caught.value)
+
+
+def test_a_signed_url_that_expires_before_its_row_runs_fails_the_row(
+    emu: EmulatorServer, images: str
+) -> None:
+    short = _with_reference("a", f"{images}/fox.png?X-Goog-Expires=3600")
+    long = _with_reference("b", f"{images}/fox.png?X-Goog-Expires=259200")
+    assert (
+        emu.state.reference_problem(short["contents"][0]["parts"][1]["fileData"]["fileUri"]) is None
+    )
+    problem = emu.state.reference_problem(
+        short["contents"][0]["parts"][1]["fileData"]["fileUri"], age_seconds=2 * 3600
+    )
+    assert problem is not None
+    assert problem[0] == 3
+    assert "ExpiredToken" in problem[1]
+    assert "X-Goog" not in problem[1]
+    uri = long["contents"][0]["parts"][1]["fileData"]["fileUri"]
+    assert emu.state.reference_problem(uri, age_seconds=47 * 3600) is None

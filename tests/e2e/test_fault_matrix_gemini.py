@@ -3,10 +3,17 @@ each ending with the four invariants of tests/e2e/test_fault_matrix.py."""
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
 
 from bananabatch.core.states import ItemState
-from tests.support.stacks import Stack, assert_invariants
+from bananabatch.providers._references import BATCH_EXPIRY
+from tests.support.stacks import Stack, StackKind, assert_invariants, held, open_stack
 
 GOOD = [
     '{"key": "g1", "prompt": "a red apple"}',
@@ -49,3 +56,76 @@ def test_an_unreadable_reference_image_fails_its_row_for_good_and_spares_the_res
     assert items["g2"].state is ItemState.SUCCEEDED
     assert summary["counts"]["SUCCEEDED"] == 2
     assert summary["counts"]["FAILED"] == 1
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "orange").save(out, format="PNG")
+    return out.getvalue()
+
+
+def _with_gcs_reference(stack: Stack, key: str, name: str) -> str:
+    uri = f"gs://{stack.settings.results_bucket}/{name}"
+    return json.dumps({"key": key, "prompt": "a fox like this one", "reference_images": [uri]})
+
+
+def test_a_gcs_reference_reaches_the_developer_api_as_a_signed_url_that_outlives_the_batch(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    # The emulator plays the bare Developer API: it reads no gs:// (nothing is registered
+    # through files:register), so the row succeeds only on the signed URL the provider
+    # made at create, and only if that URL is still valid when the row runs, 47 h later.
+    with open_stack(request, kind, tmp_path, held()) as stack:
+        stack.runtime.objects.write_bytes(
+            stack.settings.results_bucket, "references/fox.png", _png(), content_type="image/png"
+        )
+        job_id = stack.upload(
+            stack.write([*GOOD, _with_gcs_reference(stack, "ref", "references/fox.png")])
+        )
+        clock = stack.emulator.state.config.clock
+        assert hasattr(clock, "advance")
+
+        def late() -> None:
+            clock.advance(BATCH_EXPIRY.total_seconds() - 3600)
+            stack.emulator.state.complete_all()
+
+        summary = assert_invariants(stack, job_id, stack.settle(job_id, between=late))
+        items = {i.key: i for i in stack.repo.items(job_id)}
+        assert items["ref"].state is ItemState.SUCCEEDED, items["ref"].reason
+        assert summary["counts"]["SUCCEEDED"] == 3
+        (read,) = stack.emulator.state.references_read
+        assert not read.startswith("gs://")
+        lifetime = int(parse_qs(urlsplit(read).query)["X-Goog-Expires"][0])
+        assert lifetime == 72 * 3600 > BATCH_EXPIRY.total_seconds()
+        # The signed URL is a credential: it is in no record of ours.
+        assert "X-Goog" not in json.dumps(summary)
+        assert all("X-Goog" not in (i.reason or "") for i in items.values())
+
+
+def test_a_reference_gone_before_its_row_runs_fails_that_row_for_good(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    # Readable at intake, deleted before the service runs the row: the service cannot
+    # read it, the row fails with the reason, it is not sent again, the rest succeed.
+    with open_stack(request, kind, tmp_path, held()) as stack:
+        bucket = stack.settings.results_bucket
+        objects = stack.runtime.objects
+        objects.write_bytes(bucket, "references/gone.png", _png(), content_type="image/png")
+        job_id = stack.upload(
+            stack.write([*GOOD, _with_gcs_reference(stack, "ref", "references/gone.png")])
+        )
+
+        def delete_then_run() -> None:
+            objects.delete(bucket, "references/gone.png")
+            stack.emulator.state.complete_all()
+
+        summary = assert_invariants(stack, job_id, stack.settle(job_id, between=delete_then_run))
+        items = {i.key: i for i in stack.repo.items(job_id)}
+        assert items["ref"].state is ItemState.FAILED
+        assert items["ref"].error_code == 3
+        assert "Cannot fetch content from the provided URL" in (items["ref"].reason or "")
+        assert "references/gone.png" in (items["ref"].reason or "")
+        assert "X-Goog" not in (items["ref"].reason or "")
+        assert items["ref"].attempt == 1
+        assert stack.emulator.state.submitted_keys()["ref"] == 1
+        assert summary["counts"]["SUCCEEDED"] == 2

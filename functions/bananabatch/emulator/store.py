@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.request import url2pathname
 
 import httpx
 
@@ -135,7 +136,7 @@ class EmulatorConfig:
     # gs:// references: "registered" plays a project whose buckets are registered through
     # files:register (the service reads them); "refused" plays the bare Developer API,
     # which cannot read gs:// (every such row fails).
-    gcs_references: Literal["registered", "refused"] = "registered"
+    gcs_references: Literal["registered", "refused"] = "refused"
 
 
 @dataclass
@@ -266,6 +267,8 @@ class EmulatorState:
         self._batches: dict[str, Batch] = {}
         self._seq = itertools.count()
         self.counters = Counters()
+        # Every fileData URI the service was asked to read, in order (tests look at them).
+        self.references_read: list[str] = []
         self.accepted: list[Accepted] = []
         self.webhooks = WebhookDispatcher()
         self.models = ModelDirectory(self.config.served_models)
@@ -631,7 +634,7 @@ class EmulatorState:
                     fault=fault,
                     rid=response_id(batch.batch_id, str(index)),
                     render=self._renderer,
-                    check_uri=self.reference_problem,
+                    check_uri=lambda uri: self.reference_problem(uri, self.now() - batch.created),
                 )
                 self._count(batch, outcome)
                 if fault is not None and fault.kind == "missing":
@@ -758,17 +761,26 @@ class EmulatorState:
 
     # --- references --------------------------------------------------------------------
 
-    def reference_problem(self, uri: str) -> tuple[int, str] | None:
+    def reference_problem(self, uri: str, age_seconds: float = 0.0) -> tuple[int, str] | None:
         """Why the service could not read a fileData URI, as (gRPC code, message), or None.
+        `age_seconds` is how long the row's batch has existed when the row is run.
 
         - a Files API name or URI (`files/x`, `https://generativelanguage.googleapis.com/
           v1beta/files/x`) must be a live uploaded file of this project: otherwise 403
           PERMISSION_DENIED, the service's answer for a missing file (field sheet §1 row 11);
         - `gs://` is read only when registered (files:register): EmulatorConfig.gcs_references
-          says whether this emulator plays a project whose buckets are registered;
+          says whether this emulator plays a project whose buckets are registered (by
+          default it does not, as bananabatch registers nothing and sends signed URLs);
+        - a signed URL (`X-Goog-Expires`) must still be valid when the row runs. The
+          signer's clock is not the emulator's, so its lifetime is measured against the
+          batch's age: a URL signed at create that expires before the row runs fails it;
         - an http(s) URL on a loopback host is fetched: anything but a 200 with an image body
-          fails the row. Other hosts cannot be reached from here and are taken as readable.
+          fails the row. Other hosts cannot be reached from here and are taken as readable;
+        - `file://` is the local stack's stand-in for a signed URL (FolderObjectStore): it
+          must name an image file on this machine. The service itself takes no file:// URI.
         """
+        with self._lock:
+            self.references_read.append(uri)
         file_id = _files_api_id(uri)
         if file_id is not None:
             with self._lock:
@@ -793,19 +805,38 @@ class EmulatorState:
                 "only once registered with files:register.",
             )
         parts = urlsplit(uri)
+        # Shown without the query: a signed URL's query is its credential.
+        shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        lifetime = parse_qs(parts.query).get("X-Goog-Expires")
+        if lifetime:
+            try:
+                expired = age_seconds > float(lifetime[0])
+            except ValueError:
+                expired = True
+            if expired:
+                return (
+                    INVALID_ARGUMENT_CODE,
+                    f"Cannot fetch content from the provided URL {shown}: ExpiredToken, the "
+                    "signed URL expired before the request ran.",
+                )
+        if parts.scheme == "file":
+            return _local_file_problem(parts.path, shown)
         if parts.scheme not in ("http", "https"):
-            return (INVALID_ARGUMENT_CODE, f"Unsupported file uri: {uri}")
+            return (INVALID_ARGUMENT_CODE, f"Unsupported file uri: {shown}")
         if parts.hostname not in _LOOPBACK:
             return None
         try:
             response = httpx.get(uri, timeout=5.0, follow_redirects=False)
         except httpx.HTTPError as exc:
-            return (INVALID_ARGUMENT_CODE, f"Cannot fetch content from the provided URL: {exc}")
+            return (
+                INVALID_ARGUMENT_CODE,
+                f"Cannot fetch content from the provided URL {shown}: {type(exc).__name__}",
+            )
         content_type = response.headers.get("content-type", "")
         if response.status_code != 200 or not content_type.startswith("image/"):
             return (
                 INVALID_ARGUMENT_CODE,
-                f"Cannot fetch content from the provided URL {uri}: HTTP "
+                f"Cannot fetch content from the provided URL {shown}: HTTP "
                 f"{response.status_code} {content_type or 'no content type'}",
             )
         return None
@@ -895,6 +926,22 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _FILES_URI = re.compile(
     r"^(?:https://generativelanguage\.googleapis\.com/v1(?:beta)?/)?files/([a-z0-9-]{1,64})$"
 )
+
+
+def _local_file_problem(path: str, shown: str) -> tuple[int, str] | None:
+    from bananabatch.pipeline.references import sniff_image_mime
+
+    try:
+        with Path(url2pathname(unquote(path))).open("rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return (INVALID_ARGUMENT_CODE, f"Cannot fetch content from the provided URL {shown}")
+    if sniff_image_mime(head) is None:
+        return (
+            INVALID_ARGUMENT_CODE,
+            f"Cannot fetch content from the provided URL {shown}: not an image",
+        )
+    return None
 
 
 def _files_api_id(uri: str) -> str | None:

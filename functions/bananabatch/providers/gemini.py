@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import IO, Any, Final, cast
 
 import httpx
@@ -45,6 +46,12 @@ from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
 from bananabatch.providers import classify
 from bananabatch.providers._common import batch_state, parse_time, result_rows, split_lines
 from bananabatch.providers._lines import parse_line
+from bananabatch.providers._references import (
+    mentions_gcs,
+    rewrite_request_lines,
+    split_gcs_uri,
+    with_readable_references,
+)
 
 log = get_logger(__name__)
 
@@ -116,8 +123,12 @@ class GeminiProvider:
         kind: str = ProviderKind.GEMINI.value,
         http: httpx.Client | None = None,
         webhook_url: str | None = None,
+        reference_url_ttl: timedelta = timedelta(hours=72),
     ) -> None:
         self.kind = kind
+        # gs:// reference images go to the service as signed URLs this long-lived
+        # (providers/_references.py says why).
+        self.reference_url_ttl = reference_url_ttl
         # Set in dynamic webhook mode: every batch names this URI and its own id.
         self.webhook_url = webhook_url
         self.client = client
@@ -165,6 +176,7 @@ class GeminiProvider:
             raise PermanentError(f"creating {where}: model {model!r} is not a valid model name")
         with ExitStack() as stack:
             source = stack.enter_context(self.objects.open_read(request_bucket, request_object))
+            source = stack.enter_context(self._readable_references(source, where))
             upload = stack.enter_context(_uploadable(source))
             try:
                 uploaded = self.client.files.upload(
@@ -199,6 +211,41 @@ class GeminiProvider:
             request_count=request_count,
             create_time=job.create_time,
         )
+
+    @contextmanager
+    def _readable_references(self, source: IO[bytes], where: str) -> Iterator[IO[bytes]]:
+        """The staged request file as the Developer API can read it: every gs:// reference
+        image replaced by a signed URL. A file without one (most) goes as it is; one with
+        them is rewritten into a temporary file (on Cloud Functions, memory: request lines
+        with references hold URIs, not image bytes, so it stays small)."""
+        seekable = isinstance(source, io.IOBase) and source.seekable()
+        if seekable:
+            found = mentions_gcs(source)
+            source.seek(0)
+            if not found:
+                yield source
+                return
+        signed: dict[str, str] = {}
+
+        def url_for(uri: str) -> str:
+            if uri not in signed:
+                bucket, name = split_gcs_uri(uri)
+                signed[uri] = self.objects.signed_url(
+                    bucket, name, expires_in=self.reference_url_ttl
+                )
+            return signed[uri]
+
+        with tempfile.TemporaryFile() as spool:
+            try:
+                count = rewrite_request_lines(source, spool, url_for)
+            except ValueError as exc:
+                raise PermanentError(
+                    f"signing the reference images of {where}: a staged line is not JSON ({exc})"
+                ) from exc
+            spool.seek(0)
+            if count:
+                log.info("reference images signed", extra={"references": count})
+            yield spool
 
     # --- find, get, cancel -----------------------------------------------------------------
 
@@ -282,10 +329,16 @@ class GeminiProvider:
     def generate(self, *, model: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
         bare = model.removeprefix("models/")
         where = f"generateContent on {bare}"
+
+        def url_for(uri: str) -> str:
+            bucket, name = split_gcs_uri(uri)
+            return self.objects.signed_url(bucket, name, expires_in=self.reference_url_ttl)
+
+        body, _ = with_readable_references(dict(request), url_for)
         try:
             response = self._http.post(
                 self.endpoint.url(f"models/{bare}:generateContent"),
-                json=dict(request),
+                json=body,
                 headers=self.endpoint.headers,
             )
         except TRANSPORT_ERRORS as exc:
@@ -465,6 +518,7 @@ def from_settings(settings: Settings, objects: ObjectStore) -> GeminiProvider:
         objects,
         kind=settings.provider.value,
         webhook_url=settings.webhook_url if dynamic else None,
+        reference_url_ttl=timedelta(hours=settings.reference_url_hours),
     )
 
 

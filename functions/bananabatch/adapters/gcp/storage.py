@@ -6,24 +6,28 @@ resumable uploads), so memory is bounded by one chunk whatever the object's size
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any, Final
 
+import google.auth.credentials
+import google.auth.transport.requests
 import google.cloud.storage as storage  # type: ignore[import-untyped]  # the library ships no py.typed
 import requests
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
-from google.auth.exceptions import TransportError
+from google.auth.exceptions import GoogleAuthError, TransportError
 from google.cloud.storage.exceptions import (  # type: ignore[import-untyped]  # no py.typed
     DataCorruption,
     InvalidResponse,
 )
 from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]  # no py.typed
+from google.oauth2 import service_account
 
 from bananabatch.config import Settings
 from bananabatch.core.limits import object_name_problem, unwritable_name
@@ -191,6 +195,36 @@ class GcsObjectStore:
         except NotFound:
             return
 
+    def signed_url(self, bucket: str, name: str, *, expires_in: timedelta) -> str:
+        blob = self._client.bucket(bucket).blob(name)
+        options: dict[str, Any] = {"version": "v4", "method": "GET", "expiration": expires_in}
+        emulator = os.environ.get(ENV_STORAGE_EMULATOR_HOST)
+        where = f"signing a URL for gs://{bucket}/{name}"
+        try:
+            if emulator:
+                # The emulator checks no signature; a throwaway key still runs the library's
+                # own V4 signing, and the URL points at the emulator so it can be read.
+                options.update(credentials=_throwaway_signer(), api_access_endpoint=emulator)
+            else:
+                credentials = self._client._credentials
+                if not isinstance(credentials, google.auth.credentials.Signing):
+                    # Cloud Functions' metadata-server credentials hold no private key: the
+                    # IAM signBlob API signs as the runtime service account, which needs
+                    # roles/iam.serviceAccountTokenCreator on itself.
+                    if not credentials.valid:
+                        credentials.refresh(google.auth.transport.requests.Request())
+                    options.update(
+                        service_account_email=credentials.service_account_email,
+                        access_token=credentials.token,
+                    )
+            url: str = blob.generate_signed_url(**options)
+        except (GoogleAuthError, AttributeError, requests.RequestException) as exc:
+            raise TransientError(
+                f"{where}: {exc!r}; the runtime service account must be able to sign "
+                "(roles/iam.serviceAccountTokenCreator on itself)"
+            ) from exc
+        return url
+
 
 def _check_name(bucket: str, name: str) -> None:
     problem = object_name_problem(name)
@@ -205,6 +239,30 @@ def storage_client(settings: Settings) -> storage.Client:
         anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]  # untyped __init__
         return storage.Client(project=settings.project, credentials=anonymous)
     return storage.Client(project=settings.project)
+
+
+@functools.cache
+def _throwaway_signer() -> service_account.Credentials:
+    """Credentials with a fresh private key, for signing URLs the storage emulator serves."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "client_email": "storage-emulator@bananabatch.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    signer: service_account.Credentials = (
+        service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
+    )
+    return signer
 
 
 class _PreconditionFailed(Exception):

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from stat import S_ISREG
 from typing import IO, Any
@@ -186,6 +186,14 @@ class FolderObjectStore:
             return
         path.unlink(missing_ok=True)
         self._sidecar(bucket, name, st.st_mtime_ns).unlink(missing_ok=True)
+
+    def signed_url(self, bucket: str, name: str, *, expires_in: timedelta) -> str:
+        # The local stand-in for a V4 signed URL: the object's file:// URL with the same
+        # lifetime parameter, so the emulator reads and times both alike. Nothing outside
+        # this machine can follow it (a real Gemini key with the local backend cannot read
+        # local reference images; the README says so).
+        seconds = int(expires_in.total_seconds())
+        return f"{self.uri(bucket, name)}?X-Goog-Expires={seconds}"
 
     # --- internals -----------------------------------------------------------------------
 
