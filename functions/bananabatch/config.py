@@ -110,6 +110,12 @@ VERTEX_QUEUE_HOURS: Final = 72
 VERTEX_RUN_HOURS: Final = 24
 # Files API store per project (reference §7): warn well below it.
 FILES_STORE_LIMIT_BYTES: Final = 20 * 1024**3
+# The structured record each tick logs about that store (pipeline/files_store.py), and the
+# field a WARNING past files_store_warn_bytes carries: the deployment's log-based metric and
+# alert policy match on these, so they are named here, once, for both.
+FILES_STORE_USAGE_MESSAGE: Final = "files store usage"
+FILES_STORE_BYTES_FIELD: Final = "files_store_bytes"
+FILES_STORE_ALERT: Final = "files_store_high"
 # The issuer per-job webhook JWTs are expected to name. The documentation gives no value
 # (reference gemini-webhooks.md §2); this is the service's own origin, and it is configurable.
 DEFAULT_WEBHOOK_ISSUER: Final = "https://generativelanguage.googleapis.com"

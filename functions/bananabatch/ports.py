@@ -195,6 +195,9 @@ class ProviderBatch:
     request_count: int | None = None
     create_time: datetime | None = None
     end_time: datetime | None = None
+    # The uploaded request file the batch was made from ("files/..." on the Developer
+    # API), which the provider keeps in its store until released; None when it is ours.
+    input_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,4 +259,15 @@ class BatchProvider(Protocol):
 
     def generate(self, *, model: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
         """One synchronous generateContent call (the urgent lane); returns the response."""
+        ...
+
+    def release_input(self, batch: ProviderBatch) -> None:
+        """Free what the provider still holds of a finished batch's input: the Developer
+        API's uploaded request file is deleted (an absent one is not an error); Vertex
+        reads our own Cloud Storage object and holds nothing."""
+        ...
+
+    def files_store_bytes(self) -> int | None:
+        """Bytes in the provider's per-project file store (the Developer API's 20 GB Files
+        store, result files included); None for a provider without one (Vertex)."""
         ...

@@ -181,6 +181,8 @@ def test_a_quota_refusal_is_provider_quota_exceeded_and_creates_nothing(
         _create(provider, objects, ["a"])
     assert emu.state.counters.batches_created == 0
     assert provider.find("bananabatch-job-b0001-a1") is None
+    # Nothing reads the uploaded request file: it left the Files store at once.
+    assert emu.state.files_store_bytes() == 0
 
 
 def test_a_server_error_on_create_is_an_unknown_outcome(
@@ -189,6 +191,8 @@ def test_a_server_error_on_create_is_an_unknown_outcome(
     emu.state.faults = FaultPlan(create_500=1)
     with pytest.raises(ProviderOutcomeUnknown):
         _create(provider, objects, ["a"])
+    # The batch may exist and read it: the request file stays.
+    assert emu.state.files_store_bytes() > 0
 
 
 def test_a_lost_create_answer_is_unknown_and_find_then_returns_the_batch(
@@ -515,3 +519,19 @@ def test_the_synchronous_lane_sends_gcs_references_as_signed_urls(
     assert "X-Goog-Expires=259200" in read
     # The caller's request is left as it was.
     assert request["contents"][0]["parts"][1]["fileData"]["fileUri"].startswith("gs://")
+
+
+def test_a_finished_batch_names_its_request_file_and_releasing_it_twice_is_harmless(
+    provider: GeminiProvider, objects: FolderObjectStore, emu: EmulatorServer
+) -> None:
+    made = _create(provider, objects, ["a", "b"])
+    assert made.input_file is not None
+    emu.state.complete(made.name)
+    done = provider.get(made.name)
+    assert done.input_file == made.input_file
+    store = provider.files_store_bytes()
+    assert store == emu.state.files_store_bytes() > 0
+    provider.release_input(done)
+    provider.release_input(done)  # already gone: a 403, taken as done
+    assert provider.files_store_bytes() < store
+    assert all(e.file_id != made.input_file.removeprefix("files/") for e in emu.state._live_files())

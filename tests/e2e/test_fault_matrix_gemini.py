@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +13,8 @@ import pytest
 from PIL import Image
 
 from bananabatch.core.states import ItemState
+from bananabatch.log import CloudLoggingFormatter
+from bananabatch.pipeline import files_store
 from bananabatch.providers._references import BATCH_EXPIRY
 from tests.support.stacks import Stack, StackKind, assert_invariants, held, open_stack
 
@@ -129,3 +132,71 @@ def test_a_reference_gone_before_its_row_runs_fails_that_row_for_good(
         assert items["ref"].attempt == 1
         assert stack.emulator.state.submitted_keys()["ref"] == 1
         assert summary["counts"]["SUCCEEDED"] == 2
+
+
+# --- the Files store (issue 13 part 7) ------------------------------------------------------
+
+
+def _uploaded(stack: Stack) -> list[int]:
+    """Sizes of the request files the emulator's Files store holds."""
+    state = stack.emulator.state
+    return [e.size for e in state._live_files() if e.source == "UPLOADED"]
+
+
+def test_request_files_leave_the_files_store_once_their_batch_is_collected(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    with open_stack(request, kind, tmp_path, held()) as stack:
+        job_id = stack.upload(
+            stack.write(
+                [*GOOD, '{"key": "g3", "prompt": "a plum"}', '{"key": "g4", "prompt": "a fig"}']
+            )
+        )
+        state = stack.emulator.state
+        requests_before = _uploaded(stack)
+        assert len(requests_before) == 2  # three requests per batch: two batches
+        state.complete_all()
+        before_collection = state.files_store_bytes()
+        summary = assert_invariants(stack, job_id, stack.settle(job_id))
+        assert summary["counts"]["SUCCEEDED"] == 4
+        # Both request files are gone; only the result files, which cannot be deleted, stay.
+        assert _uploaded(stack) == []
+        assert state.files_store_bytes() == before_collection - sum(requests_before)
+        assert state.files_store_bytes() > 0
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, object]] = []
+        self.setFormatter(CloudLoggingFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.mark.parametrize("warn_bytes", [10 * 1024**3, 1])
+def test_each_tick_logs_the_files_store_usage_and_warns_past_the_threshold(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path, warn_bytes: int
+) -> None:
+    records = _Records()
+    logger = logging.getLogger(files_store.__name__)
+    logger.addHandler(records)
+    try:
+        with open_stack(request, kind, tmp_path, files_store_warn_bytes=warn_bytes) as stack:
+            job_id = stack.upload(stack.write(GOOD))
+            assert_invariants(stack, job_id, stack.settle(job_id))
+            records.lines.clear()
+            stack.tick()
+            used = stack.emulator.state.files_store_bytes()
+    finally:
+        logger.removeHandler(records)
+    (line,) = [r for r in records.lines if r["message"] == files_store.USAGE_MESSAGE]
+    assert used > 0
+    assert line["files_store_bytes"] == used
+    if used > warn_bytes:
+        assert line["severity"] == "WARNING"
+        assert line["alert"] == "files_store_high"
+    else:
+        assert line["severity"] == "INFO"
+        assert "alert" not in line

@@ -280,6 +280,12 @@ class _Provider:
         for n, row in enumerate(self.rows[start_line:], start_line):
             yield ResultRow(line_no=n, row=row)
 
+    def release_input(self, _batch: ProviderBatch) -> None:
+        pass
+
+    def files_store_bytes(self) -> int | None:
+        return None
+
 
 def _image_row(key: str, image: bytes) -> dict[str, Any]:
     part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(image).decode()}}

@@ -395,10 +395,24 @@ class EmulatorState:
             )
         return entry
 
-    def list_files(self, page_size: int, page_token: str | None) -> tuple[list[FileEntry], str]:
+    def _live_files(self) -> list[FileEntry]:
+        """Files the store still holds: uploads leave 48 h after they were made; result
+        files stay (no retention is documented, and they cannot be deleted)."""
+        now = self.now()
         with self._lock:
-            entries = sorted(reversed(self._files.values()), key=lambda e: e.created, reverse=True)
+            return [
+                e
+                for e in self._files.values()
+                if e.source == "GENERATED" or now < e.created + FILE_TTL.total_seconds()
+            ]
+
+    def list_files(self, page_size: int, page_token: str | None) -> tuple[list[FileEntry], str]:
+        entries = sorted(reversed(self._live_files()), key=lambda e: e.created, reverse=True)
         return page(entries, page_size, page_token)
+
+    def files_store_bytes(self) -> int:
+        """What the project's Files store holds, as the 20 GB limit counts it."""
+        return sum(e.size for e in self._live_files())
 
     def delete_file(self, name: str) -> None:
         file_id = _bare(name, "files")

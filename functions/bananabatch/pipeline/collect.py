@@ -37,7 +37,7 @@ from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, Batc
 from bananabatch.errors import NotFound
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import finalize, retry, submit, thumbnails
+from bananabatch.pipeline import files_store, finalize, retry, submit, thumbnails
 from bananabatch.pipeline.outcomes import (
     image_location,
     outcome_fields,
@@ -249,6 +249,7 @@ def _collect_leased(
     )
     log.info("batch collected", extra={k: v for k, v in vars(report).items() if k != "batch_id"})
     crash_point("collect.after_collected")
+    files_store.release_request_file(rt, seen)
     return plan
 
 

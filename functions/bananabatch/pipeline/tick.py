@@ -24,7 +24,7 @@ from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, BatchState, JobState
 from bananabatch.errors import ConfigError, NotFound, PermanentError, TransientError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, collect, finalize, submit, urgent
+from bananabatch.pipeline import budget, collect, files_store, finalize, submit, urgent
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 
@@ -147,6 +147,9 @@ def handle_tick(rt: Runtime) -> TickReport:
     report.repaired = repair_unfinished_jobs(rt, report)
     with _isolated(rt, report, "rearm completions"):
         report.rearmed = rearm_completions(rt, report)
+    # Its own record ("files store usage"), which the deployment's alert matches.
+    with _isolated(rt, report, "files store usage"):
+        files_store.report_usage(rt)
     log.info("tick done", extra=vars(report))
     return report
 

@@ -17,7 +17,7 @@ import io
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any, Final, cast
@@ -197,10 +197,19 @@ class GeminiProvider:
                 "uris": [self.webhook_url],
                 "user_metadata": {"display_name": display_name},
             }
-        with create_errors(f"creating {where}", "batch", model=model):
-            job = self.client.batches.create(model=model, src=uploaded.name, config=config)  # type: ignore[arg-type]
-            if not job.name:
-                raise ProviderOutcomeUnknown(f"creating {where}: the answer named no batch")
+        try:
+            with create_errors(f"creating {where}", "batch", model=model):
+                job = self.client.batches.create(model=model, src=uploaded.name, config=config)  # type: ignore[arg-type]
+                if not job.name:
+                    raise ProviderOutcomeUnknown(f"creating {where}: the answer named no batch")
+        except ProviderOutcomeUnknown:
+            raise  # the batch may exist and read the file: it stays
+        except (PermanentError, TransientError):
+            # A definite refusal: no batch reads the file, so it leaves the Files store now
+            # (or expires there in 48 h if even that fails).
+            with suppress(PermanentError, TransientError):
+                self._delete_file(uploaded.name)
+            raise
         provider_state = _state_text(job.state)
         log.info("provider batch created", extra={"batch_name": job.name, "model": model})
         return ProviderBatch(
@@ -210,6 +219,7 @@ class GeminiProvider:
             provider_state=provider_state,
             request_count=request_count,
             create_time=job.create_time,
+            input_file=uploaded.name,
         )
 
     @contextmanager
@@ -277,6 +287,31 @@ class GeminiProvider:
         # leaves it open); either way the batch is past cancelling.
         with sdk_errors(f"cancelling {name}", finished_ok=True):
             self.client.batches.cancel(name=name)
+
+    # --- the Files store --------------------------------------------------------------------
+
+    def release_input(self, batch: ProviderBatch) -> None:
+        if batch.input_file:
+            self._delete_file(batch.input_file)
+
+    def _delete_file(self, name: str) -> None:
+        try:
+            self.client.files.delete(name=name)
+        except genai_errors.APIError as exc:
+            # Already gone: a missing file answers 403, not 404 (field sheet §1 row 11).
+            if exc.code in (403, 404):
+                return
+            raise read_error(_body(exc), f"deleting the request file {name}") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(f"deleting the request file {name}: {exc!r}") from exc
+        log.info("request file deleted", extra={"input_file": name})
+
+    def files_store_bytes(self) -> int:
+        total = 0
+        with sdk_errors("listing the Files store"):
+            for entry in self.client.files.list(config={"page_size": LIST_PAGE_SIZE}):
+                total += int(entry.size_bytes or 0)
+        return total
 
     # --- results ---------------------------------------------------------------------------
 
@@ -367,6 +402,7 @@ def batch_from_operation(op: Mapping[str, Any]) -> ProviderBatch:
     error = op.get("error") or metadata.get("error")
     stats: Mapping[str, Any] = metadata.get("batchStats") or {}
     count = stats.get("requestCount")
+    input_file = (metadata.get("inputConfig") or {}).get("fileName")
     return ProviderBatch(
         name=str(op.get("name") or metadata.get("name") or ""),
         display_name=metadata.get("displayName"),
@@ -377,6 +413,7 @@ def batch_from_operation(op: Mapping[str, Any]) -> ProviderBatch:
         request_count=int(count) if count is not None else None,
         create_time=parse_time(metadata.get("createTime")),
         end_time=parse_time(metadata.get("endTime")),
+        input_file=str(input_file) if input_file else None,
     )
 
 

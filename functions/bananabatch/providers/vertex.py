@@ -300,6 +300,14 @@ class VertexProvider:
                         yield normalise_row(parse_line(line_no, line), keys)
                     line_no += 1
 
+    # --- stores ----------------------------------------------------------------------------
+
+    def release_input(self, batch: ProviderBatch) -> None:
+        """Vertex reads the request file from our own bucket: nothing to free there."""
+
+    def files_store_bytes(self) -> int | None:
+        return None
+
     # --- synchronous lane ------------------------------------------------------------------
 
     def generate(self, *, model: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
