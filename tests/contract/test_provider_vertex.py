@@ -394,3 +394,24 @@ def test_the_emulator_requires_a_bearer_token(emu: EmulatorServer) -> None:
 def test_vertex_needs_a_project(objects: GcsObjectStore) -> None:
     with pytest.raises(ConfigError, match="project"):
         from_settings(Settings(provider=ProviderKind.VERTEX), objects)
+
+
+def test_rows_done_before_a_cancel_are_kept_and_collected(
+    provider: VertexProvider, objects: GcsObjectStore, bucket: str, emu: EmulatorServer
+) -> None:
+    # Vertex keeps completed work when a job is cancelled (field sheet §1 row 7): the
+    # watchdog's cancel must not lose what was already made and paid for.
+    emu.state.config.pending_seconds = 0.0
+    emu.state.config.running_seconds = 100.0
+    made = _create(provider, objects, bucket, ["a", "b", "c", "d"])
+    assert provider.get(made.name).state is BatchState.RUNNING
+    clock = emu.state.config.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(50.0)
+    provider.cancel(made.name)
+    cancelled = provider.get(made.name)
+    assert cancelled.state is BatchState.CANCELLED
+    rows = _rows(provider, cancelled)
+    assert len(rows) == 2
+    assert all(r.row is not None and "response" in r.row for r in rows)
+    assert {r.row["key"] for r in rows if r.row is not None} <= {"a", "b", "c", "d"}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import UTC, datetime, time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
 
+from bananabatch.core.catalog import CATALOG_AS_OF
 from bananabatch.core.states import ItemState
 from bananabatch.log import CloudLoggingFormatter
 from bananabatch.pipeline import files_store
@@ -132,6 +134,38 @@ def test_a_reference_gone_before_its_row_runs_fails_that_row_for_good(
         assert items["ref"].attempt == 1
         assert stack.emulator.state.submitted_keys()["ref"] == 1
         assert summary["counts"]["SUCCEEDED"] == 2
+
+
+# --- the model catalog at intake (issue 13 part 1) ----------------------------------------
+
+
+def test_a_shut_down_model_is_rejected_naming_its_replacement_and_a_deprecated_one_warned(
+    stack: Stack,
+) -> None:
+    # Lifecycles are read on the pipeline's own clock: the day the catalog was checked.
+    stack.clock.now = datetime.combine(CATALOG_AS_OF, time(12), tzinfo=UTC)
+    job_id = stack.upload(
+        stack.write(
+            [
+                *GOOD,
+                '{"key": "old", "prompt": "a banana", "model": "gemini-2.5-flash-image"}',
+                '{"key": "dep", "prompt": "a kiwi", "model": "gemini-3.1-flash-image"}',
+            ]
+        )
+    )
+    summary = assert_invariants(stack, job_id, stack.settle(job_id))
+    items = {i.key: i for i in stack.repo.items(job_id)}
+    assert items["dep"].state is ItemState.SUCCEEDED
+    assert summary["counts"]["REJECTED"] == 1
+    body = stack.read_result(f"jobs/{job_id}/rejected.jsonl")
+    (rejected,) = [json.loads(line) for line in body.splitlines()]
+    assert rejected["key"] == "old"
+    assert "shut down" in json.dumps(rejected)
+    assert "gemini-3.1-flash-lite-image" in json.dumps(rejected)
+    assert any(w.startswith("gemini-3.1-flash-image is deprecated") for w in summary["warnings"]), (
+        summary["warnings"]
+    )
+    assert stack.emulator.state.submitted_keys().get("old") is None
 
 
 # --- the Files store (issue 13 part 7) ------------------------------------------------------
