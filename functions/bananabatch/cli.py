@@ -142,7 +142,7 @@ def local_run(
     from bananabatch.local.runner import Progress as RunProgress
     from bananabatch.wiring import build_runtime
 
-    with errors_as_one_line(), _provider_for(provider) as provider_overrides:
+    with errors_as_one_line(), _provider_for(provider, root) as provider_overrides:
         settings = settings_from_env(
             backend=Backend.LOCAL, local_root=root, provider=provider, **provider_overrides
         )
@@ -176,14 +176,17 @@ def local_run(
 
 
 @contextmanager
-def _provider_for(provider: ProviderKind) -> Iterator[dict[str, Any]]:
+def _provider_for(provider: ProviderKind, root: Path) -> Iterator[dict[str, Any]]:
     """Start the emulator for an emulator run; pass settings through for a real provider."""
     if provider is not ProviderKind.EMULATOR:
         yield {}
         return
     from bananabatch.emulator.server import EmulatorServer
 
-    with EmulatorServer(demo_emulator_config()) as emulator:
+    config = demo_emulator_config()
+    # It reads the local folder's stand-ins for signed reference URLs, and nothing else.
+    config.local_files_root = root
+    with EmulatorServer(config) as emulator:
         yield {"gemini_base_url": emulator.base_url, "gemini_api_key": "local-emulator-key"}
 
 
@@ -289,6 +292,14 @@ def _display_path(uri: str) -> str:
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Accept only this key, as the service would (default: any key)."),
+    ] = None,
+    local_root: Annotated[
+        Path,
+        typer.Option(help="The local stack's state folder: reference images under it can be read."),
+    ] = Path(".bananabatch"),
 ) -> None:
     """Serve the Gemini Batch emulator until interrupted.
 
@@ -297,7 +308,10 @@ def emulator(
     from bananabatch.emulator.server import run_forever
 
     console.print(f"Gemini Batch emulator on http://{host}:{port} (Ctrl-C to stop)")
-    run_forever(host, port, demo_emulator_config())
+    config = demo_emulator_config()
+    config.api_key = api_key
+    config.local_files_root = local_root
+    run_forever(host, port, config)
 
 
 # --- submit, status, ls, watch ----------------------------------------------------------------

@@ -284,7 +284,14 @@ class Settings(BaseModel):
                 fields[field_name] = raw.strip()
         try:
             return cls.model_validate(fields)
-        except (ValidationError, json.JSONDecodeError) as exc:
+        except ValidationError as exc:
+            # Named by field, never by value: a refused value may be a credential.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in exc.errors(include_url=False, include_input=False)
+            )
+            raise ConfigError(f"invalid configuration from environment: {problems}") from None
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"invalid configuration from environment: {exc}") from exc
 
     def to_env(self) -> dict[str, str]:

@@ -508,6 +508,7 @@ def test_the_synchronous_lane_sends_gcs_references_as_signed_urls(
     provider: GeminiProvider, emu: EmulatorServer, objects: FolderObjectStore
 ) -> None:
     objects.write_bytes(BUCKET, "references/r.png", _png(), content_type="image/png")
+    emu.state.config.local_files_root = objects.root
     request = image_request("A boat like this")
     reference = {
         "fileData": {"fileUri": f"gs://{BUCKET}/references/r.png", "mimeType": "image/png"}

@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from threading import Thread
 from typing import Any
 
@@ -215,3 +216,24 @@ def test_a_signed_url_that_expires_before_its_row_runs_fails_the_row(
     assert "X-Goog" not in problem[1]
     uri = long["contents"][0]["parts"][1]["fileData"]["fileUri"]
     assert emu.state.reference_problem(uri, age_seconds=47 * 3600) is None
+
+
+def test_file_uris_are_refused_alike_unless_under_the_local_stacks_folder(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    # The service takes no file:// URI; the emulator reads the local folder store's
+    # stand-ins only, and answers the same for a file outside it whether or not it exists.
+    inside = tmp_path / "state" / "buckets" / "results" / "fox.png"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 16)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 16)
+    check = emu.state.reference_problem
+    assert check(inside.as_uri()) == (3, f"Unsupported file uri: {inside.as_uri()}")
+    emu.state.config.local_files_root = tmp_path / "state"
+    assert check(inside.as_uri()) is None
+    escape = (tmp_path / "state" / ".." / "secret.png").as_posix()
+    for uri in (secret.as_uri(), "file://" + escape, (tmp_path / "absent.png").as_uri()):
+        problem = check(uri)
+        assert problem is not None
+        assert problem[1].startswith("Unsupported file uri:")

@@ -481,6 +481,9 @@ def open_stack(
     with ExitStack() as exits:
         if kind == "gcp":
             config.storage_emulator_host = request.getfixturevalue("storage_emulator")
+        else:
+            # The folder store's file:// stand-ins for signed reference URLs.
+            config.local_files_root = tmp / "state"
         emulator = exits.enter_context(EmulatorServer(config))
         fields: dict[str, Any] = {
             "gemini_base_url": emulator.base_url,

@@ -57,3 +57,16 @@ def test_secrets_do_not_appear_in_the_settings_repr() -> None:
     settings = Settings(gemini_api_key="sk-very-secret", webhook_secret="whsec_abc")
     assert "sk-very-secret" not in repr(settings)
     assert "whsec_abc" not in repr(settings)
+
+
+def test_a_refused_setting_is_named_without_echoing_its_value() -> None:
+    # A standard key may still open other Google APIs: refusing it must not print it.
+    key = "AIzaSyD-secret-looking-0123456789abcdef"
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({config.ENV_GEMINI_API_KEY: key, config.ENV_MAX_ACTIVE_BATCHES: "x"})
+    message = str(caught.value)
+    assert "gemini_api_key" in message
+    assert "auth key" in message
+    assert "max_active_batches" in message
+    assert "secret-looking" not in message
+    assert "errors.pydantic.dev" not in message

@@ -137,6 +137,9 @@ class EmulatorConfig:
     # files:register (the service reads them); "refused" plays the bare Developer API,
     # which cannot read gs:// (every such row fails).
     gcs_references: Literal["registered", "refused"] = "refused"
+    # The local stack's folder object store: its file:// stand-ins for signed URLs are read
+    # only under this folder. None refuses every file:// URI, as the service does.
+    local_files_root: Path | None = None
 
 
 @dataclass
@@ -791,7 +794,8 @@ class EmulatorState:
         - an http(s) URL on a loopback host is fetched: anything but a 200 with an image body
           fails the row. Other hosts cannot be reached from here and are taken as readable;
         - `file://` is the local stack's stand-in for a signed URL (FolderObjectStore): it
-          must name an image file on this machine. The service itself takes no file:// URI.
+          must name an image file under EmulatorConfig.local_files_root; without one it is
+          refused, as the service takes no file:// URI.
         """
         with self._lock:
             self.references_read.append(uri)
@@ -834,7 +838,7 @@ class EmulatorState:
                     "signed URL expired before the request ran.",
                 )
         if parts.scheme == "file":
-            return _local_file_problem(parts.path, shown)
+            return _local_file_problem(self.config.local_files_root, parts.path, shown)
         if parts.scheme not in ("http", "https"):
             return (INVALID_ARGUMENT_CODE, f"Unsupported file uri: {shown}")
         if parts.hostname not in _LOOPBACK:
@@ -942,13 +946,21 @@ _FILES_URI = re.compile(
 )
 
 
-def _local_file_problem(path: str, shown: str) -> tuple[int, str] | None:
+def _local_file_problem(root: Path | None, path: str, shown: str) -> tuple[int, str] | None:
+    """A file:// stand-in is read only inside the local stack's folder; anything else is an
+    unsupported URI, with the same answer whether or not the file exists."""
     from bananabatch.pipeline.references import sniff_image_mime
 
+    refused = (INVALID_ARGUMENT_CODE, f"Unsupported file uri: {shown}")
+    if root is None:
+        return refused
     try:
-        with Path(url2pathname(unquote(path))).open("rb") as handle:
+        target = Path(url2pathname(unquote(path))).resolve()
+        if not target.is_relative_to(root.resolve()):
+            return refused
+        with target.open("rb") as handle:
             head = handle.read(16)
-    except OSError:
+    except (OSError, ValueError):
         return (INVALID_ARGUMENT_CODE, f"Cannot fetch content from the provided URL {shown}")
     if sniff_image_mime(head) is None:
         return (
