@@ -536,3 +536,18 @@ def test_a_finished_batch_names_its_request_file_and_releasing_it_twice_is_harml
     provider.release_input(done)  # already gone: a 403, taken as done
     assert provider.files_store_bytes() < store
     assert all(e.file_id != made.input_file.removeprefix("files/") for e in emu.state._live_files())
+
+
+def test_a_row_error_echoing_a_signed_url_is_collected_without_its_credential(
+    provider: GeminiProvider, objects: FolderObjectStore, emu: EmulatorServer
+) -> None:
+    echoed = (
+        "Cannot fetch content from the provided URL https://storage.googleapis.com/b/r.png"
+        "?X-Goog-Expires=259200&X-Goog-Signature=feedface"
+    )
+    emu.state.faults = FaultPlan().row_error("b", code=3, message=echoed)
+    made = _create(provider, objects, ["a", "b"])
+    emu.state.complete(made.name)
+    rows = {r.row["key"]: r.row for r in provider.iter_results(provider.get(made.name)) if r.row}
+    assert "feedface" not in json.dumps(rows)
+    assert "X-Goog-Signature=REDACTED" in rows["b"]["error"]["message"]

@@ -9,11 +9,14 @@ import json
 import pytest
 
 from bananabatch.errors import PermanentError
+from bananabatch.ports import ResultRow
 from bananabatch.providers._references import (
     mentions_gcs,
+    redact_signed_urls,
     rewrite_request_lines,
     split_gcs_uri,
     with_readable_references,
+    without_signed_urls,
 )
 
 
@@ -89,3 +92,27 @@ def test_a_request_file_mentions_gcs_only_when_it_holds_gs(data: bytes, found: b
 def test_a_malformed_gcs_uri_is_refused(uri: str) -> None:
     with pytest.raises(PermanentError, match="gs://BUCKET/OBJECT"):
         split_gcs_uri(uri)
+
+
+def test_a_signed_urls_signature_and_credential_never_reach_a_record() -> None:
+    url = (
+        "https://storage.googleapis.com/b/ref.png?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+        "&X-Goog-Credential=sa%40p.iam.gserviceaccount.com%2F20261207%2Fauto%2Fstorage"
+        "&X-Goog-Date=20261207T120000Z&X-Goog-Expires=259200&X-Goog-SignedHeaders=host"
+        "&X-Goog-Signature=0123abcd"
+    )
+    text = redact_signed_urls(f'Cannot fetch content from the provided URL "{url}"')
+    assert "0123abcd" not in text
+    assert "iam.gserviceaccount" not in text
+    assert "X-Goog-Signature=REDACTED" in text
+    assert "X-Goog-Expires=259200" in text
+    assert redact_signed_urls("no url here") == "no url here"
+    rows = [
+        ResultRow(0, {"key": "a", "error": {"code": 3, "message": url}}),
+        ResultRow(1, {"key": "b", "response": {}}),
+        ResultRow(2, None, malformed="not JSON"),
+    ]
+    out = list(without_signed_urls(iter(rows)))
+    assert out[0].row is not None
+    assert "0123abcd" not in out[0].row["error"]["message"]
+    assert out[1:] == rows[1:]

@@ -24,11 +24,13 @@ Pure: the signing itself is a callable the provider passes in.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import IO, Any, Final
 
 from bananabatch.errors import PermanentError
+from bananabatch.ports import ResultRow
 
 GCS_SCHEME: Final = "gs://"
 _GCS_BYTES: Final = b"gs://"
@@ -39,6 +41,8 @@ MAX_SIGNED_URL_LIFETIME: Final = timedelta(days=7)
 _SCAN_CHUNK: Final = 1024 * 1024
 
 UrlFor = Callable[[str], str]
+# The parts of a V4 signed URL that make it a credential.
+_SIGNED_PARAMS: Final = re.compile(r"(X-Goog-(?:Signature|Credential)=)[^&\s\"']+")
 
 
 def split_gcs_uri(uri: str) -> tuple[str, str]:
@@ -109,3 +113,20 @@ def rewrite_request_lines(source: IO[bytes], sink: IO[bytes], url_for: UrlFor) -
         sink.write(json.dumps(new, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         sink.write(b"\n")
     return replaced
+
+
+def redact_signed_urls(text: str) -> str:
+    """The text with the signature and credential of any V4 signed URL blanked out: the
+    service may echo a reference's URL in a row's error, which becomes our record."""
+    if "X-Goog-" not in text:
+        return text
+    return _SIGNED_PARAMS.sub(r"\1REDACTED", text)
+
+
+def without_signed_urls(rows: Iterator[ResultRow]) -> Iterator[ResultRow]:
+    """Result rows whose error messages carry no signed-URL credential."""
+    for row in rows:
+        error = row.row.get("error") if row.row is not None else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            error["message"] = redact_signed_urls(error["message"])
+        yield row

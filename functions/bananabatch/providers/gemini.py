@@ -48,9 +48,11 @@ from bananabatch.providers._common import batch_state, parse_time, result_rows, 
 from bananabatch.providers._lines import parse_line
 from bananabatch.providers._references import (
     mentions_gcs,
+    redact_signed_urls,
     rewrite_request_lines,
     split_gcs_uri,
     with_readable_references,
+    without_signed_urls,
 )
 
 log = get_logger(__name__)
@@ -337,7 +339,8 @@ class GeminiProvider:
                 # Chunks as they come off the socket: re-chunking to a fixed size would
                 # copy every byte twice more before split_lines joins a line's pieces once.
                 lines = split_lines(response.iter_bytes())
-                yield from result_rows(lines, start_line=start_line, parse=parse_line)
+                rows = result_rows(lines, start_line=start_line, parse=parse_line)
+                yield from without_signed_urls(rows)
         except TRANSPORT_ERRORS as exc:
             raise TransientError(f"{where}: {exc!r}") from exc
 
@@ -357,7 +360,7 @@ class GeminiProvider:
             for field in ("response", "error"):
                 if field in item:
                     row[field] = item[field]
-            yield ResultRow(line_no, row)
+            yield from without_signed_urls(iter([ResultRow(line_no, row)]))
 
     # --- synchronous lane ------------------------------------------------------------------
 
@@ -379,7 +382,11 @@ class GeminiProvider:
         except TRANSPORT_ERRORS as exc:
             raise TransientError(f"{where}: {exc!r}") from exc
         if response.status_code != 200:
-            raise _http_error(response, where)
+            refused = _http_error(response, where)
+            refused.args = tuple(
+                redact_signed_urls(a) if isinstance(a, str) else a for a in refused.args
+            )
+            raise refused
         body = response.json()
         if not isinstance(body, dict):
             raise TransientError(f"{where}: expected a JSON object")
