@@ -205,6 +205,8 @@ class Probes:
     list_models: Callable[[Settings], Mapping[str, Sequence[str]]]
     list_webhooks: Callable[[Settings], list[Mapping[str, Any]]]
     gcp: Callable[[Settings], list[Check]]
+    # Bytes in the project's Files store; None skips the check.
+    files_store: Callable[[Settings], int] | None = None
 
 
 def run_doctor(settings: Settings, today: date, probes: Probes | None = None) -> list[Check]:
@@ -222,6 +224,8 @@ def run_doctor(settings: Settings, today: date, probes: Probes | None = None) ->
         else:
             checks.append(Check("auth", "ok", f"models.list answered ({len(listed)} models)"))
             checks += judge_models(listed, settings.default_model, today)
+            if probes.files_store is not None:
+                checks.append(judge_files_store(settings, probes.files_store))
     if settings.webhook_mode is WebhookMode.STATIC:
         try:
             hooks: list[Mapping[str, Any]] | None = probes.list_webhooks(settings)
@@ -235,6 +239,49 @@ def run_doctor(settings: Settings, today: date, probes: Probes | None = None) ->
     else:
         checks.append(Check("gcp", "skip", "local backend"))
     return checks
+
+
+def judge_files_store(settings: Settings, measure: Callable[[Settings], int]) -> Check:
+    """How full the project's 20 GB Files store is (result files cannot be deleted)."""
+    from bananabatch.config import FILES_STORE_LIMIT_BYTES
+
+    try:
+        used = measure(settings)
+    except Exception as exc:  # noqa: BLE001
+        return Check("files store", "warn", f"files.list failed: {exc}")
+    gib = 1024**3
+    text = (
+        f"{used / gib:.2f} GiB of {FILES_STORE_LIMIT_BYTES / gib:.0f} GiB used "
+        f"(warning past {settings.files_store_warn_bytes / gib:.2f} GiB)"
+    )
+    if used > settings.files_store_warn_bytes:
+        return Check(
+            "files store",
+            "warn",
+            text + ": collect and stop new jobs before the store fills; result files cannot "
+            "be deleted and creates fail once it is full",
+        )
+    return Check("files store", "ok", text)
+
+
+def files_store_bytes(settings: Settings) -> int:
+    """The bytes the project's Files store holds, summed over files.list."""
+    from google import genai
+    from google.genai import types as genai_types
+
+    from bananabatch.providers.gemini import LIST_PAGE_SIZE, SDK_TIMEOUT_MS, sdk_errors
+
+    key = settings.gemini_api_key or "emulator"
+    options = genai_types.HttpOptions(base_url=settings.gemini_base_url, timeout=SDK_TIMEOUT_MS)
+    client = genai.Client(api_key=key, http_options=options)
+    try:
+        with sdk_errors("list files"):
+            return sum(
+                int(f.size_bytes or 0)
+                for f in client.files.list(config={"page_size": LIST_PAGE_SIZE})
+            )
+    finally:
+        client.close()
 
 
 def auth_failure(exc: BaseException) -> str:
@@ -263,7 +310,12 @@ def auth_failure(exc: BaseException) -> str:
 
 
 def default_probes() -> Probes:
-    return Probes(list_models=list_models, list_webhooks=list_webhooks, gcp=gcp_checks)
+    return Probes(
+        list_models=list_models,
+        list_webhooks=list_webhooks,
+        gcp=gcp_checks,
+        files_store=files_store_bytes,
+    )
 
 
 def _base_url(settings: Settings) -> str:

@@ -4,6 +4,7 @@ each failure it exists to catch, explained."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import date
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from google import genai
 from google.genai import errors as genai_errors
 from typer.testing import CliRunner
 
@@ -75,7 +77,25 @@ def test_doctor_runs_green_against_the_emulator_from_a_clean_environment(
     assert "gemini-3-pro-image" in checks["catalog models with batch"]["detail"]
     # NB2.1's batch support is undocumented, and the emulator plays that answer by default.
     assert "gemini-nano-banana-2.1" in checks["catalog models without batch"]["detail"]
+    assert checks["files store"]["verdict"] == "ok"
+    assert checks["files store"]["detail"].startswith("0.00 GiB of 20 GiB used")
     assert all(c["verdict"] != "fail" for c in doc["checks"])
+
+
+def test_doctor_warns_when_the_files_store_is_past_its_threshold(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _clean_env(monkeypatch, tmp_path)
+    monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator.base_url)
+    monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "local")
+    monkeypatch.setenv(config.ENV_FILES_STORE_WARN_BYTES, "100")
+    client = genai.Client(api_key="local", http_options={"base_url": emulator.base_url})
+    client.files.upload(file=io.BytesIO(b"{}\n" * 100), config={"mime_type": "jsonl"})
+    code, doc = _doctor()
+    files = _by_name(doc)["files store"]
+    assert files["verdict"] == "warn", files
+    assert "result files cannot be deleted" in files["detail"]
+    assert code == 0  # a warning, not a failure: nothing is wrong yet
 
 
 def test_doctor_refuses_a_standard_key_with_the_auth_key_sentence(
