@@ -70,7 +70,7 @@ def _png() -> bytes:
 
 
 def _with_gcs_reference(stack: Stack, key: str, name: str) -> str:
-    uri = f"gs://{stack.settings.results_bucket}/{name}"
+    uri = f"gs://{stack.settings.inbox_bucket}/{name}"
     return json.dumps({"key": key, "prompt": "a fox like this one", "reference_images": [uri]})
 
 
@@ -82,7 +82,7 @@ def test_a_gcs_reference_reaches_the_developer_api_as_a_signed_url_that_outlives
     # made at create, and only if that URL is still valid when the row runs, 47 h later.
     with open_stack(request, kind, tmp_path, held()) as stack:
         stack.runtime.objects.write_bytes(
-            stack.settings.results_bucket, "references/fox.png", _png(), content_type="image/png"
+            stack.settings.inbox_bucket, "references/fox.png", _png(), content_type="image/png"
         )
         job_id = stack.upload(
             stack.write([*GOOD, _with_gcs_reference(stack, "ref", "references/fox.png")])
@@ -113,7 +113,7 @@ def test_a_reference_gone_before_its_row_runs_fails_that_row_for_good(
     # Readable at intake, deleted before the service runs the row: the service cannot
     # read it, the row fails with the reason, it is not sent again, the rest succeed.
     with open_stack(request, kind, tmp_path, held()) as stack:
-        bucket = stack.settings.results_bucket
+        bucket = stack.settings.inbox_bucket
         objects = stack.runtime.objects
         objects.write_bytes(bucket, "references/gone.png", _png(), content_type="image/png")
         job_id = stack.upload(
