@@ -133,13 +133,22 @@ def local_run(
         typer.Option(help="emulator (default, free) or gemini (real, paid: needs GEMINI_API_KEY)."),
     ] = ProviderKind.EMULATOR,
     as_json: JsonOpt = False,
+    approve: Annotated[
+        bool,
+        typer.Option(
+            "--approve",
+            help="Run the job even when its estimate is over a budget cap (it is held"
+            " otherwise, with nothing spent).",
+        ),
+    ] = False,
 ) -> None:
     """Run FILE through the whole pipeline on this machine and print a summary.
 
     Example: bananabatch local run examples/prompts.jsonl
     """
-    from bananabatch.local.runner import LocalPipeline
+    from bananabatch.local.runner import LocalPipeline, RunResult
     from bananabatch.local.runner import Progress as RunProgress
+    from bananabatch.pipeline import budget
     from bananabatch.wiring import build_runtime
 
     with errors_as_one_line(), _provider_for(provider, root) as provider_overrides:
@@ -156,23 +165,55 @@ def local_run(
                     " finished lines are kept and not paid again"
                 )
 
-        try:
+        def run() -> RunResult:
             if as_json:
-                result = pipeline.run_job(file, on_start=started)
-            else:
-                with _job_progress() as (progress, task):
+                return pipeline.run_job(file, on_start=started)
+            with _job_progress() as (progress, task):
 
-                    def show(p: RunProgress) -> None:
-                        _show_progress(progress, task, p.job, p.counts)
+                def show(p: RunProgress) -> None:
+                    _show_progress(progress, task, p.job, p.counts)
 
-                    result = pipeline.run_job(file, on_progress=show, on_start=started)
+                return pipeline.run_job(file, on_progress=show, on_start=started)
+
+        try:
+            result = run()
+            if result.job.state is JobState.HELD and approve:
+                # The same approval `bananabatch approve` gives: the estimate is reserved
+                # outside the cap, then the run resumes the job it just held.
+                budget.approve(pipeline.runtime, result.job.job_id)
+                result = run()
         finally:
             pipeline.close()
-        if as_json:
+        if result.job.state is JobState.HELD:
+            _print_held(result.job, file, as_json)
+        elif as_json:
             print_json(result.summary)
         else:
             print_summary(result.summary)
         raise typer.Exit(exit_code_for(result.job))
+
+
+def _print_held(job: JobRecord, file: Path, as_json: bool) -> None:
+    """A held job has no summary yet: say why it waits, that nothing was spent, and the
+    two ways on."""
+    again = f"bananabatch local run {file} --approve"
+    if as_json:
+        print_json(
+            {
+                "job_id": job.job_id,
+                "state": job.state.value,
+                "reason": job.error,
+                "estimated_usd": job.costs.estimated_usd,
+                "spent_usd": 0.0,
+                "to_run_it": again,
+            }
+        )
+        return
+    err.print(
+        f"[bold yellow]job {job.job_id} is HELD[/]: {job.error}\n"
+        f"Nothing was spent. To run it anyway: {again}",
+        soft_wrap=True,
+    )
 
 
 @contextmanager

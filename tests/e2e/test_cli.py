@@ -176,3 +176,30 @@ def test_every_command_has_help_with_an_example_and_appears_in_the_readme(
     assert "Example: bananabatch" in result.output
     readme = (ROOT / "README.md").read_text()
     assert re.search(rf"`bananabatch {' '.join(command)}\b", readme), command
+
+
+def test_local_run_over_the_daily_budget_says_why_it_is_held_and_runs_it_with_approve(
+    local_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(config.ENV_DAILY_BUDGET_USD, "0.01")
+    held = invoke("local", "run", str(EXAMPLES), "--root", str(local_env), "--json")
+    assert held.exit_code == cli.EXIT_HELD, held.output
+    doc = as_json(held)
+    assert doc["state"] == "HELD"
+    assert "daily budget $0.0100" in doc["reason"]
+    assert doc["spent_usd"] == 0.0
+    assert doc["estimated_usd"] > 0.01
+    assert doc["to_run_it"].endswith("--approve")
+
+    human = invoke("local", "run", str(EXAMPLES), "--root", str(local_env))
+    assert human.exit_code == cli.EXIT_HELD, human.output
+    assert f"job {doc['job_id']} is HELD" in human.stderr
+    assert "Nothing was spent" in human.stderr
+    assert "no summary.json" not in human.output
+
+    ran = invoke("local", "run", str(EXAMPLES), "--root", str(local_env), "--approve", "--json")
+    assert ran.exit_code == cli.EXIT_PARTIAL, ran.output
+    summary = as_json(ran)
+    assert summary["job_id"] == doc["job_id"]
+    assert summary["counts"]["SUCCEEDED"] == 14
+    assert summary["costs"]["actual_usd"] > 0.01
