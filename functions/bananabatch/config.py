@@ -225,6 +225,22 @@ class Settings(BaseModel):
             raise ValueError(f"the default model cannot be used: {problem}")
         return value
 
+    @field_validator("fallback_model")
+    @classmethod
+    def _fallback_model_can_serve(cls, value: str | None) -> str | None:
+        # Checked now: a typo would otherwise show only when a model is gone, the worst
+        # moment to find it (pipeline/model_gone.py).
+        if value is None or not value.strip():
+            return None
+        spec = catalog.model_spec(value.strip())
+        if spec is None:
+            known = ", ".join(s.model_id for s in catalog.MODELS)
+            raise ValueError(f"unknown fallback model {value!r}; expected one of {known}")
+        problem = catalog.lifecycle_problem(spec.model_id, datetime.now(UTC).date())
+        if problem is not None:
+            raise ValueError(f"the fallback model cannot be used: {problem}")
+        return spec.model_id
+
     @model_validator(mode="after")
     def _vertex_limits(self) -> Settings:
         if self.provider is ProviderKind.VERTEX:

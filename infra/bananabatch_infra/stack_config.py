@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import pulumi
 
 import bananabatch.config as cfg
+from bananabatch.core import catalog
 from bananabatch.core.references import location_problem
 
 NAMESPACE: Final = "bananabatch"
@@ -253,6 +255,18 @@ def _problems(args: PipelineArgs) -> list[str]:
             "resultRetentionDays must not be shorter than reportRetentionDays "
             f"({args.result_retention_days} < {args.report_retention_days})"
         )
+    if args.fallback_model is not None:
+        # The functions would refuse it at config load (config.Settings): say it here.
+        spec = catalog.model_spec(args.fallback_model)
+        if spec is None:
+            out.append(
+                f"fallbackModel {args.fallback_model!r} is not a catalog model; expected one "
+                f"of {', '.join(s.model_id for s in catalog.MODELS)}"
+            )
+        else:
+            problem = catalog.lifecycle_problem(spec.model_id, datetime.now(UTC).date())
+            if problem is not None:
+                out.append(f"fallbackModel {spec.model_id} cannot be used: {problem}")
     for location in (args.reference_locations or "").replace(",", " ").split():
         problem = location_problem(location)
         if problem is not None:

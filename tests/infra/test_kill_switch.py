@@ -148,3 +148,17 @@ def test_unusable_kill_switch_settings_are_refused(
 ) -> None:
     with pytest.raises(InfraConfigError, match=message):
         _args(**changes)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("gemini-3-pro-imag", "fallbackModel 'gemini-3-pro-imag' is not a catalog model"),
+        ("gemini-2.5-flash-image", "fallbackModel gemini-2.5-flash-image cannot be used"),
+    ],
+)
+def test_a_fallback_model_that_could_never_serve_is_refused_before_deploying(
+    model: str, message: str
+) -> None:
+    with pytest.raises(InfraConfigError, match=message):
+        _args(fallback_model=model)

@@ -70,3 +70,23 @@ def test_a_refused_setting_is_named_without_echoing_its_value() -> None:
     assert "max_active_batches" in message
     assert "secret-looking" not in message
     assert "errors.pydantic.dev" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("gemini-3-pro-imag", "unknown fallback model 'gemini-3-pro-imag'"),
+        ("gemini-2.5-flash-image", "the fallback model cannot be used"),
+    ],
+)
+def test_a_fallback_model_that_could_never_serve_is_refused_at_config_load(
+    value: str, expected: str
+) -> None:
+    # A typo here would only show when a model is gone: the worst moment to find it.
+    with pytest.raises(ConfigError, match=expected):
+        Settings.from_env({config.ENV_FALLBACK_MODEL: value})
+
+
+def test_a_catalog_fallback_model_is_taken_by_its_canonical_id() -> None:
+    settings = Settings.from_env({config.ENV_FALLBACK_MODEL: "models/gemini-3-pro-image"})
+    assert settings.fallback_model == "gemini-3-pro-image"
