@@ -10,19 +10,30 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit matrix bench chromium clean
+.PHONY: demo test lint typecheck unit matrix bench chromium clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
+# The runtime set comes from the hash-locked file the deployed functions install, so the
+# tests run on exactly the deployed versions; the dev tools are held to those versions too.
 $(RUNTIME_STAMP): pyproject.toml functions/requirements.txt | $(BIN)/python
-	$(PIP) install -e .
+	$(PIP) install --require-hashes -r functions/requirements.txt
+	$(PIP) install --no-deps -e .
+	grep -E '^[A-Za-z0-9]' functions/requirements.txt | cut -d' ' -f1 > $(VENV)/runtime-pins.txt
 	touch $@
 
 $(DEV_STAMP): $(RUNTIME_STAMP)
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev]' -c $(VENV)/runtime-pins.txt
 	touch $@
+
+# After changing [project.dependencies]: re-resolve and re-hash functions/requirements.txt
+# (needs PyPI; uv is installed into a throwaway venv, not the project's).
+lock: | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip --disable-pip-version-check --quiet install uv==0.13.8
+	$(BIN)/python scripts/lock_requirements.py $(VENV)-lock/bin/uv
 
 # The Firestore emulator runs on the machine's Node.js.
 $(NODE_STAMP): package.json package-lock.json

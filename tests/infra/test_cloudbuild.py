@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from importlib.metadata import version
@@ -49,9 +50,11 @@ def _make_targets() -> set[str]:
 
 
 def test_tests_run_before_the_deploy_and_the_deploy_waits_for_them() -> None:
-    ids = [s.get("id") for s in _steps()]
+    ids = [str(s["id"]) for s in _steps()]
     assert ids.index("test") < ids.index("deploy")
-    assert _step("deploy").get("waitFor") == ["test"]
+    # each step after the tests waits for the one before it
+    for before, after in itertools.pairwise(ids):
+        assert _step(after).get("waitFor") == [before]
 
 
 def test_every_make_target_the_build_runs_exists_in_the_makefile() -> None:
@@ -65,8 +68,11 @@ def test_every_directory_and_script_the_build_refers_to_exists() -> None:
     for step in _steps():
         workdir = ROOT / step.get("dir", "")
         assert workdir.is_dir(), step.get("dir")
+        created: set[str] = set()
         for command in _commands(step):
-            if command[0] == "cd":
+            if command[:2] == ["mkdir", "-p"]:
+                created.update(command[2:])
+            if command[0] == "cd" and command[1] not in created:
                 assert (workdir / command[1]).is_dir(), command
             if command[0].startswith(("./", "scripts/", "infra/")):
                 assert (workdir / command[0]).is_file(), command
@@ -85,26 +91,66 @@ def test_deploy_runs_pulumi_up_on_the_stack_chosen_by_substitution() -> None:
     assert (ROOT / step["dir"] / "requirements.txt").is_file()
 
 
-def test_deploy_uses_pulumis_image_for_the_pinned_cli_version() -> None:
-    image = _step("deploy")["name"]
-    name, tag = image.split(":")
-    assert name.startswith("pulumi/pulumi-python")
-    assert tag == version("pulumi")
+def test_every_builder_image_is_pinned_by_digest() -> None:
+    build = _build()
+    for step in _steps():
+        image = step["name"]
+        if image.startswith("${"):
+            image = build["substitutions"][image[2:-1]]
+        assert re.fullmatch(r"[a-z0-9./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}", image), step["id"]
+
+
+def test_the_pulumi_cli_is_the_tested_sdk_version_checked_against_its_release_sums() -> None:
+    assert _build()["substitutions"]["_PULUMI_VERSION"] == version("pulumi")
+    commands = _commands(_step("pulumi-cli"))
+    assert ["sha256sum", "-c", "-"] in commands
+    # the checksum is checked before the archive is unpacked
+    words = [c[0] for c in commands]
+    assert words.index("sha256sum") < words.index("tar")
 
 
 def test_infra_requirements_pin_the_versions_the_tests_ran_with() -> None:
-    pins = dict(
-        line.split("==")
-        for line in (ROOT / "infra" / "requirements.txt").read_text().splitlines()
-        if "==" in line and not line.startswith("#")
+    # The full hash-locked closure is checked in tests/unit/test_packaging.py.
+    text = (ROOT / "infra" / "requirements.txt").read_text()
+    assert "--require-hashes" in text.splitlines()
+    pins = dict(re.findall(r"(?m)^([a-z0-9-]+)==(\S+)", text))
+    for name in ("pulumi", "pulumi-gcp", "pydantic"):
+        assert pins[name] == version(name)
+
+
+def test_the_build_runs_as_the_dedicated_deployer_account_never_a_default_one() -> None:
+    from bananabatch_infra.deployer import DEPLOYER_ACCOUNT_ID
+
+    account = _build()["serviceAccount"]
+    assert account == (
+        f"projects/$PROJECT_ID/serviceAccounts/{DEPLOYER_ACCOUNT_ID}"
+        "@$PROJECT_ID.iam.gserviceaccount.com"
     )
-    assert pins == {name: version(name) for name in ("pulumi", "pulumi-gcp", "pydantic")}
+    # A user-specified build account cannot write to the default logs bucket.
+    assert _build()["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+
+
+def test_preview_runs_before_up_and_no_test_step_sees_a_secret() -> None:
+    ids = [s.get("id") for s in _steps()]
+    assert ids.index("test") < ids.index("preview") < ids.index("deploy")
+    assert _step("preview").get("waitFor") == ["pulumi-cli"]
+    assert _step("pulumi-cli").get("waitFor") == ["test"]
+    assert _step("deploy").get("waitFor") == ["preview"]
+    previews = [c for c in _commands(_step("preview")) if c[:2] == ["pulumi", "preview"]]
+    assert len(previews) == 1
+    assert "--diff" in previews[0]
+    assert [c for c in _commands(_step("preview")) if c[:2] == ["pulumi", "up"]] == []
+    for step_id in ("test", "pulumi-cli"):
+        assert "secretEnv" not in _step(step_id)
+    # the deploy step needs the state backend's token only; the stack secrets were set by
+    # the preview step in the shared workspace
+    assert _step("deploy")["secretEnv"] == ["PULUMI_ACCESS_TOKEN"]
 
 
 def test_pulumi_token_and_stack_secrets_come_from_secret_manager_only() -> None:
     build = _build()
     declared = {s["env"]: s["versionName"] for s in build["availableSecrets"]["secretManager"]}
-    assert set(_step("deploy")["secretEnv"]) == {"PULUMI_ACCESS_TOKEN", "STACK_SECRETS"}
+    assert set(_step("preview")["secretEnv"]) == {"PULUMI_ACCESS_TOKEN", "STACK_SECRETS"}
     assert set(declared) == {"PULUMI_ACCESS_TOKEN", "STACK_SECRETS"}
     for name in declared.values():
         assert re.fullmatch(r"projects/\$PROJECT_ID/secrets/\$\{_[A-Z_]+\}/versions/latest", name)
@@ -113,15 +159,15 @@ def test_pulumi_token_and_stack_secrets_come_from_secret_manager_only() -> None:
             assert not entry.startswith(("PULUMI_ACCESS_TOKEN", "GEMINI", "STACK_SECRETS")), entry
 
 
-@pytest.mark.parametrize("step_id", ["test", "deploy"])
+@pytest.mark.parametrize("step_id", ["test", "pulumi-cli", "preview", "deploy"])
 def test_scripts_stop_at_the_first_failure(step_id: str) -> None:
     assert "set -euo pipefail" in _step(step_id)["script"]
 
 
 def test_secret_values_never_appear_as_command_arguments() -> None:
-    script = _step("deploy")["script"]
-    assert "set -x" not in script
-    config_sets = [c for c in _commands(_step("deploy")) if c[:3] == ["pulumi", "config", "set"]]
+    for step in _steps():
+        assert "set -x" not in step["script"]
+    config_sets = [c for c in _commands(_step("preview")) if c[:3] == ["pulumi", "config", "set"]]
     assert config_sets
     for command in config_sets:
         assert "--secret" in command
