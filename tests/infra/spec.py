@@ -7,6 +7,7 @@ change to the program's IAM or environment shows up as a difference against this
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
@@ -107,8 +108,25 @@ def entry_points(args: PipelineArgs) -> tuple[str, ...]:
     return ENTRY_POINTS if args.webhook_on else PROVIDER_CALLERS
 
 
-def expected_grants(args: PipelineArgs) -> set[Grant]:
-    """The minimum IAM, by what each identity must do."""
+@dataclass(frozen=True)
+class Need:
+    """Why a grant exists: the code that would fail without it, as `path::symbol`, and how."""
+
+    code: str
+    why: str
+
+
+# The code each function runs (entry point -> pipeline), for the table's `needed by` column.
+UPLOAD_CODE: Final = "functions/bananabatch/pipeline/intake.py::handle_upload"
+TICK_CODE: Final = "functions/bananabatch/pipeline/tick.py::handle_tick"
+COLLECT_CODE: Final = "functions/bananabatch/pipeline/collect.py::handle_batch_done"
+WEBHOOK_CODE: Final = "functions/bananabatch/pipeline/webhook.py::handle_delivery"
+PIPELINE: Final = "infra/bananabatch_infra/pipeline.py"
+RUNS: Final = {"on_upload": UPLOAD_CODE, "on_tick": TICK_CODE, "on_batch_done": COLLECT_CODE}
+
+
+def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
+    """The minimum IAM, each grant with the code path that needs it."""
     project = f"project:{args.project}"
     inbox, results = f"bucket:{args.inbox_bucket}", f"bucket:{args.results_bucket}"
     batch_done = f"topic:{args.topic_name('batch-done')}"
@@ -116,78 +134,154 @@ def expected_grants(args: PipelineArgs) -> set[Grant]:
     invoker = sa(args, "invoker")
     builder = sa(args, "build")
     pubsub_agent = f"serviceAccount:{harness.PUBSUB_AGENT}"
+    dead_letter = Need(
+        f"{PIPELINE}::Pipeline._push_subscription",
+        "Pub/Sub forwards a message that failed max_delivery_attempts to the dead-letter topic",
+    )
+    build = f"{PIPELINE}::Pipeline._build_identity"
     grants = {
-        # The storage service agent publishes object notifications for Eventarc.
-        Grant(project, "roles/pubsub.publisher", f"serviceAccount:{harness.STORAGE_AGENT}"),
-        # The delivery identity: receives Eventarc events, invokes the three event functions.
-        Grant(project, "roles/eventarc.eventReceiver", invoker),
-        # Pub/Sub forwards undeliverable messages, and mints push tokens as the invoker.
-        Grant(f"topic:{args.topic_name('dead-letter')}", "roles/pubsub.publisher", pubsub_agent),
+        Grant(project, "roles/pubsub.publisher", f"serviceAccount:{harness.STORAGE_AGENT}"): Need(
+            "functions/main.py::on_upload",
+            "Cloud Storage publishes finalize events to Eventarc's own topic (name not known in "
+            "advance, so project-wide)",
+        ),
+        Grant(project, "roles/eventarc.eventReceiver", invoker): Need(
+            "functions/main.py::on_upload",
+            "the storage trigger's identity receives the events (Eventarc grants it on projects "
+            "only)",
+        ),
+        Grant(f"topic:{args.topic_name('dead-letter')}", "roles/pubsub.publisher", pubsub_agent): (
+            dead_letter
+        ),
         Grant(
             f"subscription:{args.topic_name('tick-push')}", "roles/pubsub.subscriber", pubsub_agent
-        ),
+        ): Need(dead_letter.code, "the forwarder acknowledges the dead-lettered tick"),
         Grant(
             f"subscription:{args.topic_name('batch-done-push')}",
             "roles/pubsub.subscriber",
             pubsub_agent,
-        ),
+        ): Need(dead_letter.code, "the forwarder acknowledges the dead-lettered batch-done"),
         Grant(
             f"service-account:{email(args, 'invoker')}",
             "roles/iam.serviceAccountTokenCreator",
             pubsub_agent,
+        ): Need(
+            f"{PIPELINE}::Pipeline._push_subscription",
+            "Pub/Sub mints each push delivery's OIDC token as the invoker",
         ),
-        # The build identity: logs, images in our repository, the staged source.
-        Grant(project, "roles/logging.logWriter", builder),
-        Grant(f"repository:{args.name_prefix}-functions", "roles/artifactregistry.writer", builder),
+        Grant(project, "roles/logging.logWriter", builder): Need(
+            build, "function builds write their logs (grantable on projects only)"
+        ),
+        Grant(
+            f"repository:{args.name_prefix}-functions", "roles/artifactregistry.writer", builder
+        ): (Need(build, "function builds push their images to our repository")),
         Grant(
             project,
             "roles/storage.objectViewer",
             builder,
             condition='resource.name.startsWith("projects/_/buckets/'
             f'gcf-v2-sources-{harness.PROJECT_NUMBER}-{args.region}")',
-        ),
+        ): Need(build, "function builds read the source Cloud Functions staged in its bucket"),
     }
     for entry_point in PROVIDER_CALLERS:
-        grants.add(Grant(f"run:{function_name(args, entry_point)}", "roles/run.invoker", invoker))
+        grants[Grant(f"run:{function_name(args, entry_point)}", "roles/run.invoker", invoker)] = (
+            Need(f"functions/main.py::{entry_point}", "event deliveries invoke the function")
+        )
+    state_use = {
+        "on_upload": "creates the job, its items and batches (create-once locks)",
+        "on_tick": "polls batches, claims submissions, finalizes jobs",
+        "on_batch_done": "records item outcomes, the collection cursor, job counters",
+    }
+    publishes_batch_done = {
+        "on_upload": (
+            "functions/bananabatch/pipeline/submit.py::publish_batch_done",
+            "a batch that ends at create is announced for collection",
+        ),
+        "on_tick": (
+            "functions/bananabatch/pipeline/submit.py::publish_batch_done",
+            "a batch seen finished by polling is announced for collection",
+        ),
+        "on_batch_done": (
+            "functions/bananabatch/pipeline/thumbnails.py::publish_request",
+            "thumbnail requests ride the batch-done topic",
+        ),
+        "on_gemini_webhook": (WEBHOOK_CODE, "a verified delivery is announced for collection"),
+    }
     for entry_point in entry_points(args):
         member = sa(args, ACCOUNT_KEYS[entry_point])
         if entry_point != "on_gemini_webhook":
-            grants.add(Grant(project, "roles/datastore.user", member))
-        grants.add(Grant(batch_done, "roles/pubsub.publisher", member))
+            grants[Grant(project, "roles/datastore.user", member)] = Need(
+                RUNS[entry_point],
+                f"{state_use[entry_point]} (Firestore has no per-collection IAM)",
+            )
+        code, why = publishes_batch_done[entry_point]
+        grants[Grant(batch_done, "roles/pubsub.publisher", member)] = Need(code, why)
+    results_use = {
+        "on_upload": "writes the request files and, for rejected-only jobs, the reports",
+        "on_tick": "finalizes jobs: reports, summary.json (overwrites need delete)",
+        "on_batch_done": "writes images, thumbnails and the cursor (overwrites need delete)",
+    }
     for entry_point in PROVIDER_CALLERS:
         member = sa(args, ACCOUNT_KEYS[entry_point])
-        grants.add(Grant(results, "roles/storage.objectUser", member))
-        grants.add(Grant(completions, "roles/pubsub.publisher", member))
+        grants[Grant(results, "roles/storage.objectUser", member)] = Need(
+            RUNS[entry_point], results_use[entry_point]
+        )
+        grants[Grant(completions, "roles/pubsub.publisher", member)] = Need(
+            "functions/bananabatch/pipeline/finalize.py::publish_completion_if_pending",
+            "whichever function finishes a job publishes its one completion message",
+        )
         if args.uses_gemini:
-            grants.add(
+            grants[
                 Grant(
                     f"secret:{args.name_prefix}-gemini-api-key",
                     "roles/secretmanager.secretAccessor",
                     member,
                 )
+            ] = Need(
+                "functions/bananabatch/wiring.py::build_provider",
+                "the Gemini key reaches the function as a secret environment variable",
             )
         else:
-            grants.add(Grant(project, "roles/aiplatform.user", member))
-    grants.add(Grant(inbox, "roles/storage.objectViewer", sa(args, "upload")))
+            grants[Grant(project, "roles/aiplatform.user", member)] = Need(
+                "functions/bananabatch/providers/vertex.py::VertexProvider",
+                "creates, polls and cancels Vertex batch jobs (no per-job IAM exists)",
+            )
+    grants[Grant(inbox, "roles/storage.objectViewer", sa(args, "upload"))] = Need(
+        UPLOAD_CODE, "reads the uploaded JSONL and reference images under the inbox"
+    )
     if not args.uses_gemini:
-        grants.add(
+        grants[
             Grant(results, "roles/storage.objectUser", f"serviceAccount:{harness.VERTEX_AGENT}")
+        ] = Need(
+            "functions/bananabatch/providers/vertex.py::VertexProvider",
+            "Vertex reads each batch's request file and writes its predictions",
         )
     if args.webhook_on:
-        grants.add(
+        grants[
             Grant(
                 f"run:{function_name(args, 'on_gemini_webhook')}", "roles/run.invoker", "allUsers"
             )
+        ] = Need(
+            "functions/main.py::on_gemini_webhook",
+            "Gemini cannot present Google credentials; every delivery is verified by signature",
         )
     if args.webhook_mode is cfg.WebhookMode.STATIC:
-        grants.add(
+        grants[
             Grant(
                 f"secret:{args.name_prefix}-webhook-signing-secret",
                 "roles/secretmanager.secretAccessor",
                 sa(args, "webhook"),
             )
+        ] = Need(
+            "functions/bananabatch/webhooks.py::WebhookVerifier",
+            "static mode verifies HMAC v1 signatures with the signing secret",
         )
     return grants
+
+
+def expected_grants(args: PipelineArgs) -> set[Grant]:
+    """The minimum IAM, by what each identity must do."""
+    return set(explained_grants(args))
 
 
 def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
