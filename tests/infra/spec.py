@@ -80,10 +80,16 @@ def scenario(name: str) -> PipelineArgs:
         )
     if name == "vertex":
         return PipelineArgs(project=p, provider=cfg.ProviderKind.VERTEX, bucket_location="US")
+    if name == "gemini-billing":
+        return PipelineArgs(
+            project=p, gemini_api_key=GEMINI_KEY, billing_account_id="01AB23-45CD67-89EF01"
+        )
     raise KeyError(name)
 
 
 SCENARIOS: Final = ("gemini", "gemini-budgets", "gemini-static", "gemini-dynamic", "vertex")
+# Every configuration whose IAM differs: the scenarios above and the billing kill switch.
+IAM_SCENARIOS: Final = (*SCENARIOS, "gemini-billing")
 
 
 @cache
@@ -265,6 +271,36 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
             "functions/main.py::on_gemini_webhook",
             "Gemini cannot present Google credentials; every delivery is verified by signature",
         )
+    if args.billing_account_id is not None:
+        billing = sa(args, "billing")
+        pause = "functions/bananabatch/pipeline/pause.py"
+        grants[
+            Grant(
+                f"topic:{args.topic_name('billing-alerts')}",
+                "roles/pubsub.publisher",
+                "serviceAccount:billing-budget-alert@system.gserviceaccount.com",
+            )
+        ] = Need(
+            "infra/bananabatch_infra/killswitch.py::build",
+            "Cloud Billing publishes the budget's threshold notifications as its own identity",
+        )
+        grants[Grant(project, "roles/datastore.user", billing)] = Need(
+            f"{pause}::handle_budget_notification",
+            "the deployment-wide pause is a state document (no per-collection IAM)",
+        )
+        grants[Grant(completions, "roles/pubsub.publisher", billing)] = Need(
+            f"{pause}::publish_alert", "one alert message per pause on the completions topic"
+        )
+        grants[
+            Grant(f"run:{function_name(args, 'on_billing_alert')}", "roles/run.invoker", invoker)
+        ] = Need("functions/main.py::on_billing_alert", "budget notifications are pushed to it")
+        grants[
+            Grant(
+                f"subscription:{args.topic_name('billing-alerts-push')}",
+                "roles/pubsub.subscriber",
+                pubsub_agent,
+            )
+        ] = Need(dead_letter.code, "the forwarder acknowledges a dead-lettered notification")
     if args.webhook_mode is cfg.WebhookMode.STATIC:
         grants[
             Grant(

@@ -29,7 +29,7 @@ def test_the_deployer_holds_no_basic_role_and_nothing_admin_over_the_whole_proje
     assert "roles/iam.serviceAccountTokenCreator" not in DEPLOYER_ROLES
 
 
-@pytest.mark.parametrize("name", spec.SCENARIOS)
+@pytest.mark.parametrize("name", spec.IAM_SCENARIOS)
 def test_every_resource_the_program_creates_is_managed_by_a_listed_deployer_role(
     name: str,
 ) -> None:
@@ -45,7 +45,7 @@ def test_every_resource_the_program_creates_is_managed_by_a_listed_deployer_role
 
 def test_project_iam_is_conditioned_to_exactly_the_project_roles_the_program_grants() -> None:
     granted = set()
-    for name in spec.SCENARIOS:
+    for name in spec.IAM_SCENARIOS:
         grants, _ = iam_grants(spec.deployed(name))
         granted |= {g.role for g in grants if g.scope.startswith("project:")}
     assert set(PROJECT_ROLES_GRANTED) == granted

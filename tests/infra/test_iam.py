@@ -24,13 +24,13 @@ from tests.infra.checks import (
 )
 
 
-@pytest.mark.parametrize("name", spec.SCENARIOS)
+@pytest.mark.parametrize("name", spec.IAM_SCENARIOS)
 def test_iam_is_exactly_the_minimum_each_identity_needs(name: str) -> None:
     args = spec.scenario(name)
     assert check_iam_exact(spec.deployed(name), spec.expected_grants(args)) == []
 
 
-@pytest.mark.parametrize("name", spec.SCENARIOS)
+@pytest.mark.parametrize("name", spec.IAM_SCENARIOS)
 def test_no_owner_editor_or_viewer_role_is_granted(name: str) -> None:
     assert check_no_basic_roles(spec.deployed(name)) == []
 
@@ -86,7 +86,7 @@ def test_the_webhook_identity_cannot_touch_buckets_or_completions() -> None:
 # --- every binding with the code path that needs it (tests/infra/iam_table.py prints them) ---
 
 
-@pytest.mark.parametrize("name", spec.SCENARIOS)
+@pytest.mark.parametrize("name", spec.IAM_SCENARIOS)
 def test_every_iam_binding_is_explained_by_the_code_path_that_needs_it(name: str) -> None:
     args = spec.scenario(name)
     table = iam_table.rows(spec.deployed(name), spec.explained_grants(args))
@@ -98,7 +98,7 @@ def test_every_explanation_names_a_file_and_a_symbol_defined_there() -> None:
     root = Path(__file__).resolve().parents[2]
     codes = {
         need.code
-        for name in spec.SCENARIOS
+        for name in spec.IAM_SCENARIOS
         for need in spec.explained_grants(spec.scenario(name)).values()
     }
     missing = []
