@@ -17,7 +17,7 @@ from typing import Any, Final
 from bananabatch import log
 from bananabatch.config import WebhookMode
 from bananabatch.errors import ConfigError, PermanentError, TransientError
-from bananabatch.events import parse_pubsub_event, parse_storage_event
+from bananabatch.events import parse_pubsub_event, parse_upload_event
 from bananabatch.pipeline import collect, intake, pause, thumbnails, tick, webhook
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.webhooks import MAX_ID_CHARS, WebhookRejected, WebhookVerifier, verifier_for
@@ -66,7 +66,11 @@ def _handled(rt: Runtime, entry: str, event_id: str | None) -> Iterator[None]:
 def upload(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> str | None:
     job_id: str | None = None
     with _handled(rt, "on_upload", attributes.get("id")):
-        obj = parse_storage_event(data)
+        obj = parse_upload_event(data)
+        if obj is None:
+            # The notification only sends finalizations; anything else is acknowledged.
+            logger.info("upload event for something other than a new object; ignored")
+            return None
         job_id = intake.handle_upload(rt, obj.source(), obj.metadata)
     return job_id
 

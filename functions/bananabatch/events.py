@@ -1,9 +1,12 @@
-"""The CloudEvent envelopes Eventarc delivers, parsed (and, for local mode and tests, built).
+"""The CloudEvent envelopes the functions receive, parsed (and, for local mode and tests, built).
 
 Storage: `google.cloud.storage.object.v1.finalized` with the object resource as data.
 Pub/Sub: `google.cloud.pubsub.topic.v1.messagePublished` with
 `{"message": {"data": <base64>, "attributes": {...}, "messageId", "publishTime"},
 "subscription": ...}` as data.
+Uploads, as deployed, are Pub/Sub messages too: the inbox bucket's notification publishes
+the object resource (`JSON_API_V1`) with `eventType` among the attributes, and a push
+subscription with a dead-letter policy delivers it (infra/bananabatch_infra/pipeline.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from bananabatch.errors import PermanentError
 
 STORAGE_FINALIZED: Final = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED: Final = "google.cloud.pubsub.topic.v1.messagePublished"
+# The event type a Cloud Storage Pub/Sub notification names for a new object.
+NOTIFICATION_FINALIZE: Final = "OBJECT_FINALIZE"
 
 
 class StorageObjectData(BaseModel):
@@ -67,6 +72,18 @@ def parse_storage_event(data: Any) -> StorageObjectData:
         return StorageObjectData.model_validate(_as_dict(data))
     except ValidationError as exc:
         raise PermanentError(f"storage event: expected an object resource; {exc}") from exc
+
+
+def parse_upload_event(data: Any) -> StorageObjectData | None:
+    """The object an upload event announces: a pushed inbox notification or Eventarc's
+    storage event. None for a notification of anything but a finalized object."""
+    doc = _as_dict(data)
+    if "message" not in doc:
+        return parse_storage_event(doc)
+    message = parse_pubsub_event(doc).message
+    if message.attributes.get("eventType", NOTIFICATION_FINALIZE) != NOTIFICATION_FINALIZE:
+        return None
+    return parse_storage_event(message.payload())
 
 
 def parse_pubsub_event(data: Any) -> PubSubEnvelope:
@@ -123,6 +140,22 @@ def storage_finalized_event(
         "metadata": dict(metadata or {}),
     }
     return attributes, data
+
+
+def storage_notification_message(
+    obj: Mapping[str, Any], *, event_type: str = NOTIFICATION_FINALIZE
+) -> tuple[bytes, dict[str, str]]:
+    """(data, attributes) of the message a bucket's Pub/Sub notification publishes."""
+    attributes = {
+        "notificationConfig": f"projects/_/buckets/{obj['bucket']}/notificationConfigs/1",
+        "eventType": event_type,
+        "payloadFormat": "JSON_API_V1",
+        "bucketId": str(obj["bucket"]),
+        "objectId": str(obj["name"]),
+        "objectGeneration": str(obj["generation"]),
+        "eventTime": _rfc3339(datetime.now(UTC)),
+    }
+    return json.dumps(dict(obj)).encode(), attributes
 
 
 def pubsub_published_event(

@@ -30,7 +30,6 @@ DEPLOYER_ROLES: Final = {
     "roles/iam.serviceAccountUser": "deploy functions and triggers that run as those accounts",
     "roles/cloudfunctions.developer": "the functions",
     "roles/run.admin": "run.invoker on the functions' Cloud Run services",
-    "roles/eventarc.developer": "the upload function's storage trigger",
     "roles/artifactregistry.admin": "the image repository and its IAM",
     "roles/cloudscheduler.admin": "the tick job",
     "roles/monitoring.editor": "alert policies, notification channels, the dashboard",
@@ -71,9 +70,7 @@ BILLING_ACCOUNT_ROLES: Final = {
 PROJECT_ROLES_GRANTED: Final = (
     "roles/aiplatform.user",
     "roles/datastore.user",
-    "roles/eventarc.eventReceiver",
     "roles/logging.logWriter",
-    "roles/pubsub.publisher",
     "roles/storage.objectViewer",
 )
 

@@ -1,13 +1,14 @@
 """The whole bananabatch pipeline on Google Cloud as one Pulumi ComponentResource.
 
-Delivery design (differs from a plain "Pub/Sub trigger" on purpose): `on_tick` and
-`on_batch_done` are fed by push subscriptions this program owns, not by Eventarc-managed
-ones, because only an owned subscription can carry a dead-letter policy; Eventarc's
-subscription would retry a poison message until retention drops it, silently. The push
-body is Pub/Sub's standard envelope, which functions-framework turns into the same
-`google.cloud.pubsub.topic.v1.messagePublished` CloudEvent Eventarc would deliver (the topic
-path in the push URL becomes the event's source). `on_upload` keeps Eventarc, which is the
-only way to receive storage finalize events as CloudEvents.
+Delivery design (differs from a plain "Pub/Sub trigger" on purpose): every event-driven
+function is fed by a push subscription this program owns, not by an Eventarc-managed one,
+because only an owned subscription can carry a dead-letter policy; Eventarc's subscription
+would retry a poison message until retention drops it, silently. Uploads reach it the same
+way: the inbox bucket's Pub/Sub notification publishes each finalized object on our
+`uploads` topic. The push body is Pub/Sub's standard envelope, which functions-framework
+turns into a `google.cloud.pubsub.topic.v1.messagePublished` CloudEvent (the topic path in
+the push URL becomes the event's source). Pushes are internal traffic, so the pushed
+functions take internal ingress only.
 
 IAM is bound on the narrowest resource GCP allows; the few project-level grants say why.
 """
@@ -26,12 +27,11 @@ import pulumi_gcp as gcp
 import bananabatch.config as cfg
 from bananabatch.core.records import cache_path
 from bananabatch.core.ttl import TTL_FIELD
-from bananabatch_infra import FUNCTIONS_DIR, killswitch
+from bananabatch_infra import FUNCTIONS_DIR, killswitch, monitoring
 from bananabatch_infra.source import SourceArchive, build_archive
 from bananabatch_infra.stack_config import PipelineArgs
 
 RUNTIME: Final = "python312"
-STORAGE_FINALIZED: Final = "google.cloud.storage.object.v1.finalized"
 # Event-driven functions may run at most 540 s; a push subscription waits at most 600 s.
 EVENT_TIMEOUT_SECONDS: Final = 540
 PUSH_ACK_DEADLINE_SECONDS: Final = 600
@@ -192,6 +192,7 @@ class Pipeline(pulumi.ComponentResource):
         # back to its completion message.
         self.completions_topic = self._topic("completions", retention="604800s")
         self.dead_letter_topic = self._topic("dead-letter")
+        self.uploads_topic = self._topic("uploads")
         self.dead_letter_subscription = gcp.pubsub.Subscription(
             f"{name}-dead-letter-keep",
             name=a.topic_name("dead-letter-keep"),
@@ -228,7 +229,7 @@ class Pipeline(pulumi.ComponentResource):
             )
             for spec in specs
         }
-        # Delivers events: Eventarc's trigger identity and the push subscriptions' OIDC identity.
+        # Delivers events: the push subscriptions' OIDC identity.
         self.invoker = self._account(f"{a.name_prefix}-invoker", "bananabatch event delivery")
         # Builds function images; the default build identity of new projects lacks the rights.
         self.builder = self._account(f"{a.name_prefix}-build", "bananabatch function builds")
@@ -238,14 +239,21 @@ class Pipeline(pulumi.ComponentResource):
         self._pubsub_agent_member = pubsub_agent_member
         grants = self._runtime_grants(specs)
 
-        # Cloud Storage notifies Eventarc by publishing to a Pub/Sub topic Eventarc creates,
-        # whose name is not known in advance, so the service agent needs it on the project.
-        storage_publisher = self._project_role(
-            "storage-agent", "roles/pubsub.publisher", storage_agent_member
+        # Cloud Storage announces each new inbox object on our `uploads` topic: its service
+        # agent may publish there and nowhere else.
+        storage_publisher = self._topic_role(
+            "storage-agent-uploads",
+            self.uploads_topic,
+            "roles/pubsub.publisher",
+            storage_agent_member,
         )
-        # Eventarc only accepts this role on the project.
-        event_receiver = self._project_role(
-            "invoker-events", "roles/eventarc.eventReceiver", self._member_of(self.invoker)
+        self.upload_notification = gcp.storage.Notification(
+            f"{name}-inbox-notification",
+            bucket=self.inbox_bucket.name,
+            topic=self.uploads_topic.id,
+            payload_format="JSON_API_V1",
+            event_types=["OBJECT_FINALIZE"],
+            opts=self._opts(storage_publisher),
         )
         # Pub/Sub mints the OIDC tokens for push deliveries as the invoker account; projects
         # created before April 2021 need this grant explicitly, so it is given on that account.
@@ -287,22 +295,7 @@ class Pipeline(pulumi.ComponentResource):
         if a.webhook_mode is cfg.WebhookMode.DYNAMIC and webhook_url is not None:
             creator_env[cfg.ENV_WEBHOOK_URL] = webhook_url
         self.functions[UPLOAD.key] = self._function(
-            UPLOAD,
-            grants[UPLOAD.key] + build_grants + [storage_publisher, event_receiver],
-            extra_env=creator_env,
-            event_trigger=gcp.cloudfunctionsv2.FunctionEventTriggerArgs(
-                trigger_region=a.trigger_region,
-                event_type=STORAGE_FINALIZED,
-                event_filters=[
-                    gcp.cloudfunctionsv2.FunctionEventTriggerEventFilterArgs(
-                        attribute="bucket", value=self.inbox_bucket.name
-                    )
-                ],
-                # A failed intake is retried; the job id is derived from the object's
-                # generation, so a redelivery finds the job and submits nothing twice.
-                retry_policy="RETRY_POLICY_RETRY",
-                service_account_email=self.invoker.email,
-            ),
+            UPLOAD, grants[UPLOAD.key] + build_grants, extra_env=creator_env
         )
         self.functions[TICK.key] = self._function(
             TICK, grants[TICK.key] + build_grants, extra_env=creator_env
@@ -350,9 +343,23 @@ class Pipeline(pulumi.ComponentResource):
             max_attempts=15,
             extra_deps=[token_creator],
         )
+        self.uploads_subscription = self._push_subscription(
+            "uploads",
+            self.uploads_topic,
+            self.functions[UPLOAD.key],
+            invokers[UPLOAD.key],
+            # An upload is a paid job waiting to start: kept the longest Pub/Sub allows.
+            # A redelivery is harmless (the job id comes from the object's generation).
+            retention="604800s",
+            min_backoff="10s",
+            max_backoff="600s",
+            max_attempts=10,
+            extra_deps=[token_creator, self.upload_notification],
+        )
         for label, subscription in (
             ("tick", self.tick_subscription),
             ("batch-done", self.batch_done_subscription),
+            ("uploads", self.uploads_subscription),
         ):
             # The dead-letter forwarder acknowledges the original on the source subscription.
             gcp.pubsub.SubscriptionIAMMember(
@@ -372,6 +379,8 @@ class Pipeline(pulumi.ComponentResource):
             token_creator=token_creator,
             build_grants=build_grants,
         )
+
+        self.monitoring = monitoring.build(self)
 
         self.webhook_url = webhook_url
         self.outputs = self._stack_outputs(webhook_url)
@@ -574,6 +583,12 @@ class Pipeline(pulumi.ComponentResource):
             outputs["webhookUrl"] = webhook_url
         outputs["dailyBudget"] = a.daily_budget_text
         outputs["billingKillSwitch"] = a.kill_switch_text
+        outputs["alerts"] = (
+            f"{len(self.monitoring.policies)} alert policies notify {a.alert_email}"
+            if a.alert_email
+            else f"{len(self.monitoring.policies)} alert policies open incidents in the console "
+            "only: pulumi config set bananabatch:alertEmail you@example.com to be e-mailed"
+        )
         return outputs
 
     def _opts(self, *extra: pulumi.Resource) -> pulumi.ResourceOptions:
@@ -966,9 +981,12 @@ class Pipeline(pulumi.ComponentResource):
                 min_instance_count=0,
                 max_instance_count=spec.max_instances,
                 max_instance_request_concurrency=1,
-                # Callers are authenticated by IAM (run.invoker) or, for the webhook, by
-                # signature; "internal" ingress is not documented to admit Pub/Sub pushes.
-                ingress_settings="ALLOW_ALL",
+                # Pushed functions take internal traffic only: Cloud Run counts Pub/Sub (and
+                # Eventarc, Cloud Scheduler) deliveries in the same project as internal
+                # (cloud.google.com/run/docs/securing/ingress), and IAM still checks each
+                # push's token. The webhook is called by Gemini from the internet and
+                # authenticates each delivery by its signature.
+                ingress_settings="ALLOW_ALL" if spec is WEBHOOK else "ALLOW_INTERNAL_ONLY",
                 all_traffic_on_latest_revision=True,
                 service_account_email=self.accounts[spec.key].email,
                 environment_variables={**self._environment(), **(extra_env or {})},

@@ -62,6 +62,7 @@ KNOWN_KEYS: Final = frozenset(
         "forceDestroy",
         "firestoreDeleteProtection",
         "firestorePitr",
+        "alertEmail",
     }
 )
 SECRET_KEYS: Final = frozenset({"geminiApiKey", "webhookSigningSecret"})
@@ -133,6 +134,8 @@ class PipelineArgs:
     force_destroy: bool = False
     firestore_delete_protection: bool = True
     firestore_pitr: bool = True
+    # Where alert policies notify (an e-mail notification channel); None: console only.
+    alert_email: str | None = None
     gemini_api_key: pulumi.Input[str] | None = field(default=None, repr=False)
     webhook_signing_secret: pulumi.Input[str] | None = field(default=None, repr=False)
 
@@ -283,6 +286,10 @@ def _problems(args: PipelineArgs) -> list[str]:
             "webhookMode static needs the signing secret Gemini returned when the webhook was "
             "registered: pulumi config set --secret bananabatch:webhookSigningSecret whsec_..."
         )
+    if args.alert_email is not None and not re.fullmatch(
+        r"[^@\s]+@[^@\s]+\.[^@\s]+", args.alert_email
+    ):
+        out.append(f"alertEmail {args.alert_email!r} is not an e-mail address")
     if args.billing_account_id is not None and not _BILLING_ID_RE.match(args.billing_account_id):
         out.append(
             f"billingAccountId {args.billing_account_id!r} is not a billing account id "
@@ -328,6 +335,7 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
         "billingAccountId": "billing_account_id",
         "fallbackModel": "fallback_model",
         "referenceLocations": "reference_locations",
+        "alertEmail": "alert_email",
     }
     for key, attr in strings.items():
         raw = _get(config, key)

@@ -9,7 +9,10 @@ tests/e2e/test_fault_matrix.py:
 - a forged v1a delivery, or a genuine per-job one sent to a static-mode receiver, changes
   nothing;
 - a `batch.cancelled` (undocumented, but possible) is accepted;
-- the receiver reads and writes no state: it only publishes.
+- the receiver reads and writes no state: it only publishes;
+- an upload arrives as deployed (the inbox's Pub/Sub notification, pushed with a
+  dead-letter policy): redelivered, it still makes one job; a notification of anything but a
+  new object starts nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from bananabatch import events
+from bananabatch.core.records import job_id_for
 from bananabatch.core.states import JOB_TERMINAL, BatchState
 from bananabatch.emulator.webhooks import DynamicScheme
 from bananabatch.errors import PermanentError
@@ -182,3 +187,49 @@ def test_the_receiver_reads_and_writes_no_state_it_only_publishes(
         # Three announcements: two real batches, and one the collector drops as unknown.
         assert stack.drain() == 3
         assert_invariants(stack, job_id, stack.settle(job_id, rounds=1))
+
+
+# --- uploads as deployed: the inbox notification pushed to on_upload (issue 15 part 7) ------
+
+
+def _notification_push(
+    stack: Stack, name: str, event_type: str = "OBJECT_FINALIZE"
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """What the uploads push subscription delivers: the inbox's Pub/Sub notification."""
+    _, obj = stack.finalized_event(name)
+    if "message" in obj:  # the stack already speaks the deployed form
+        obj = events.parse_pubsub_event(obj).message.payload()
+    data, attributes = events.storage_notification_message(obj, event_type=event_type)
+    return events.pubsub_published_event(
+        project=str(stack.settings.project),
+        topic="uploads",
+        subscription="uploads-push",
+        data=data,
+        attributes=attributes,
+    )
+
+
+def test_an_upload_pushed_from_the_inbox_notification_runs_once_however_often_delivered(
+    stack: Stack,
+) -> None:
+    name = stack.put_inbox(stack.write(PROMPTS))
+    attributes, data = _notification_push(stack, name)
+    obj = events.parse_upload_event(data)
+    assert obj is not None
+    job_id = job_id_for(obj.source())
+    # Pub/Sub delivers at least once: a redelivery finds the job and submits nothing twice.
+    for _ in range(3):
+        stack.deliver("on_upload", attributes, data)
+    assert_invariants(stack, job_id, stack.settle(job_id))
+    assert stack.repo.get_job(job_id) is not None
+
+
+def test_a_notification_of_a_deleted_object_is_acknowledged_and_starts_nothing(
+    stack: Stack,
+) -> None:
+    name = stack.put_inbox(stack.write(PROMPTS))
+    attributes, data = _notification_push(stack, name, "OBJECT_DELETE")
+    stack.deliver("on_upload", attributes, data)
+    obj = events.parse_pubsub_event(data).message.payload()
+    assert stack.repo.get_job(job_id_for(events.parse_storage_event(obj).source())) is None
+    assert stack.emulator.state.batch_names() == []

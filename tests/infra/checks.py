@@ -33,6 +33,7 @@ SECRET: Final = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION: Final = "gcp:secretmanager/secretVersion:SecretVersion"
 SCHEDULER_JOB: Final = "gcp:cloudscheduler/job:Job"
 ACCOUNT: Final = "gcp:serviceaccount/account:Account"
+NOTIFICATION: Final = "gcp:storage/notification:Notification"
 
 # Every IAM resource type the program may use, and the input naming the resource it binds on.
 IAM_TYPES: Final = {
@@ -294,32 +295,44 @@ def check_secret_values_hidden(dep: Deployment, values: Iterable[str]) -> list[s
 
 
 def check_upload_trigger(
-    dep: Deployment, *, inbox_bucket: str, invoker_email: str, trigger_region: str
+    dep: Deployment,
+    *,
+    inbox_bucket: str,
+    uploads_topic: str,
+    invoker_email: str,
+    dead_letter_topic: str,
 ) -> list[str]:
-    fn = dep.function("on_upload")
-    if fn is None:
-        return ["on_upload: no such function"]
-    trigger = fn.inputs.get("eventTrigger") or {}
+    """Finalized inbox objects are announced on the uploads topic, which a push subscription
+    with a dead-letter policy feeds to on_upload; no function has an Eventarc trigger."""
     problems = []
-    if trigger.get("eventType") != STORAGE_FINALIZED:
-        problems.append(
-            f"on_upload: event type {trigger.get('eventType')}, expected {STORAGE_FINALIZED}"
-        )
-    filters = trigger.get("eventFilters") or []
-    if [(f.get("attribute"), f.get("value")) for f in filters] != [("bucket", inbox_bucket)]:
-        problems.append(f"on_upload: filters {filters}, expected bucket == {inbox_bucket}")
-    if trigger.get("retryPolicy") != "RETRY_POLICY_RETRY":
-        problems.append(f"on_upload: retry policy {trigger.get('retryPolicy')}")
-    if trigger.get("serviceAccountEmail") != invoker_email:
-        problems.append(f"on_upload: trigger identity {trigger.get('serviceAccountEmail')}")
-    if trigger.get("triggerRegion") != trigger_region:
-        problems.append(
-            f"on_upload: trigger region {trigger.get('triggerRegion')}, bucket in {trigger_region}"
-        )
-    for other in dep.of_type(FUNCTION):
-        if other is not fn and other.inputs.get("eventTrigger"):
+    topic = dep.topic(uploads_topic)
+    notifications = dep.of_type(NOTIFICATION)
+    on_inbox = [n for n in notifications if n.inputs.get("bucket") == inbox_bucket]
+    if len(on_inbox) != 1:
+        problems.append(f"{inbox_bucket}: {len(on_inbox)} notifications, expected 1")
+    for n in on_inbox:
+        if topic is None or n.inputs.get("topic") != topic.id:
             problems.append(
-                f"{other.inputs.get('name')}: has an Eventarc trigger; it is fed by push"
+                f"{inbox_bucket}: notifies {n.inputs.get('topic')}, not {uploads_topic}"
+            )
+        if n.inputs.get("eventTypes") != ["OBJECT_FINALIZE"]:
+            problems.append(f"{inbox_bucket}: event types {n.inputs.get('eventTypes')}")
+        if n.inputs.get("payloadFormat") != "JSON_API_V1":
+            problems.append(f"{inbox_bucket}: payload format {n.inputs.get('payloadFormat')}")
+    for n in notifications:
+        if n not in on_inbox:
+            problems.append(f"{n.inputs.get('bucket')}: notifies too; only the inbox may")
+    problems += check_push_subscription(
+        dep,
+        topic_name=uploads_topic,
+        entry_point="on_upload",
+        invoker_email=invoker_email,
+        dead_letter_topic=dead_letter_topic,
+    )
+    for fn in dep.of_type(FUNCTION):
+        if fn.inputs.get("eventTrigger"):
+            problems.append(
+                f"{fn.inputs.get('name')}: has an Eventarc trigger; functions are fed by push"
             )
     return problems
 

@@ -115,6 +115,14 @@ def _fake(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, A
     if typ == "gcp:firebaserules/ruleset:Ruleset":
         state["name"] = f"projects/{project}/rulesets/{name}-0f1e2d3c"
         return str(state["name"]), state
+    if typ == "gcp:monitoring/notificationChannel:NotificationChannel":
+        state["name"] = f"projects/{project}/notificationChannels/4711"
+        return str(state["name"]), state
+    if typ == "gcp:logging/metric:Metric":
+        return str(inputs["name"]), state
+    if typ == "gcp:monitoring/alertPolicy:AlertPolicy":
+        state["name"] = f"projects/{project}/alertPolicies/{abs(hash(name)) % 10**8}"
+        return str(state["name"]), state
     if typ == "gcp:cloudscheduler/job:Job":
         return f"projects/{project}/locations/{inputs['region']}/jobs/{inputs['name']}", state
     return f"{name}-id", state

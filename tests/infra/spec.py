@@ -146,16 +146,19 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
     )
     build = f"{PIPELINE}::Pipeline._build_identity"
     grants = {
-        Grant(project, "roles/pubsub.publisher", f"serviceAccount:{harness.STORAGE_AGENT}"): Need(
+        Grant(
+            f"topic:{args.topic_name('uploads')}",
+            "roles/pubsub.publisher",
+            f"serviceAccount:{harness.STORAGE_AGENT}",
+        ): Need(
             "functions/main.py::on_upload",
-            "Cloud Storage publishes finalize events to Eventarc's own topic (name not known in "
-            "advance, so project-wide)",
+            "Cloud Storage announces each finalized inbox object on the uploads topic",
         ),
-        Grant(project, "roles/eventarc.eventReceiver", invoker): Need(
-            "functions/main.py::on_upload",
-            "the storage trigger's identity receives the events (Eventarc grants it on projects "
-            "only)",
-        ),
+        Grant(
+            f"subscription:{args.topic_name('uploads-push')}",
+            "roles/pubsub.subscriber",
+            pubsub_agent,
+        ): Need(dead_letter.code, "the forwarder acknowledges a dead-lettered upload"),
         Grant(f"topic:{args.topic_name('dead-letter')}", "roles/pubsub.publisher", pubsub_agent): (
             dead_letter
         ),

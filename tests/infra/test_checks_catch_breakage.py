@@ -90,8 +90,9 @@ def upload_trigger(dep: Deployment) -> list[str]:
     return check_upload_trigger(
         dep,
         inbox_bucket=ARGS.inbox_bucket,
+        uploads_topic=ARGS.topic_name("uploads"),
         invoker_email=spec.email(ARGS, "invoker"),
-        trigger_region=ARGS.trigger_region,
+        dead_letter_topic=ARGS.topic_name("dead-letter"),
     )
 
 
@@ -273,27 +274,31 @@ def _secret_data_unwrapped(dep: Deployment) -> Deployment:
     return mutate(dep, target, lambda i: i.update(secretData=plain(i["secretData"])))
 
 
+def _notification(dep: Deployment) -> Recorded:
+    [n] = dep.of_type("gcp:storage/notification:Notification")
+    return n
+
+
 def _upload_watches_results(dep: Deployment) -> Deployment:
-    return mutate(
-        dep,
-        function(dep, "on_upload"),
-        lambda i: i["eventTrigger"]["eventFilters"][0].update(value=ARGS.results_bucket),
-    )
+    return mutate(dep, _notification(dep), lambda i: i.update(bucket=ARGS.results_bucket))
 
 
 def _upload_on_delete_events(dep: Deployment) -> Deployment:
+    return mutate(dep, _notification(dep), lambda i: i.update(eventTypes=["OBJECT_DELETE"]))
+
+
+def _upload_without_dead_letter(dep: Deployment) -> Deployment:
+    topic = dep.topic(ARGS.topic_name("uploads"))
+    assert topic is not None
+    target = next(s for s in dep.of_type(SUBSCRIPTION) if s.inputs.get("topic") == topic.id)
+    return mutate(dep, target, lambda i: i.pop("deadLetterPolicy"))
+
+
+def _upload_through_eventarc(dep: Deployment) -> Deployment:
     return mutate(
         dep,
         function(dep, "on_upload"),
-        lambda i: i["eventTrigger"].update(eventType="google.cloud.storage.object.v1.deleted"),
-    )
-
-
-def _upload_without_retry(dep: Deployment) -> Deployment:
-    return mutate(
-        dep,
-        function(dep, "on_upload"),
-        lambda i: i["eventTrigger"].update(retryPolicy="RETRY_POLICY_DO_NOT_RETRY"),
+        lambda i: i.update(eventTrigger={"eventType": "google.cloud.storage.object.v1.finalized"}),
     )
 
 
@@ -360,8 +365,9 @@ BREAKAGES: list[
     (_unpinned_secret_version, check_secret_env_versions, "did not write"),
     (_secret_data_unwrapped, secrets_hidden, "not a secret output"),
     (_upload_watches_results, upload_trigger, ARGS.results_bucket),
-    (_upload_on_delete_events, upload_trigger, "event type"),
-    (_upload_without_retry, upload_trigger, "retry policy"),
+    (_upload_on_delete_events, upload_trigger, "event types"),
+    (_upload_without_dead_letter, upload_trigger, "dead-letter"),
+    (_upload_through_eventarc, upload_trigger, "Eventarc trigger"),
     (_tick_pushes_to_collector, tick_push, "not on_tick"),
     (_tick_without_dead_letter, tick_push, "dead-letter"),
     (_too_few_delivery_attempts, tick_push, "5..100"),

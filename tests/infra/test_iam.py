@@ -58,8 +58,6 @@ def test_project_level_grants_are_only_those_gcp_offers_no_narrower_binding_for(
     assert project_roles == {
         "roles/datastore.user",  # Firestore has no per-collection IAM
         "roles/aiplatform.user",  # Vertex AI has no per-job IAM
-        "roles/eventarc.eventReceiver",  # granted on projects only
-        "roles/pubsub.publisher",  # the storage agent publishes to Eventarc's own topic
         "roles/logging.logWriter",  # build logs
         "roles/storage.objectViewer",  # build identity, conditioned to the staging bucket
     }

@@ -64,6 +64,7 @@ def test_main_builds_the_configured_pipeline_and_exports_its_outputs(
         "webhookUrl",
         "dailyBudget",
         "billingKillSwitch",
+        "alerts",
     }
     assert resolved["inboxBucket"] == f"{harness.PROJECT}-bananabatch-inbox"
     from tests.infra.checks import Deployment

@@ -161,11 +161,11 @@ def test_deny_all_security_rules_are_released_on_the_database(database: str, rel
     assert released.inputs["rulesetName"] == ruleset.id
 
 
-def test_topics_for_tick_batch_done_completions_and_dead_letters() -> None:
+def test_topics_for_uploads_tick_batch_done_completions_and_dead_letters() -> None:
     args = spec.scenario("gemini")
     names = {t.inputs["name"] for t in spec.deployed("gemini").of_type(TOPIC)}
     assert names == {
-        args.topic_name(t) for t in ("tick", "batch-done", "completions", "dead-letter")
+        args.topic_name(t) for t in ("uploads", "tick", "batch-done", "completions", "dead-letter")
     }
 
 

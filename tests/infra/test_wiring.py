@@ -23,23 +23,32 @@ MAIN_PY = Path(__file__).resolve().parents[2] / "functions" / "main.py"
 
 
 @pytest.mark.parametrize("name", spec.SCENARIOS)
-def test_uploads_reach_on_upload_through_a_storage_finalized_trigger_on_the_inbox(
+def test_uploads_reach_on_upload_through_the_inbox_notification_and_a_dead_lettered_push(
     name: str,
 ) -> None:
     args = spec.scenario(name)
     problems = check_upload_trigger(
         spec.deployed(name),
         inbox_bucket=args.inbox_bucket,
+        uploads_topic=args.topic_name("uploads"),
         invoker_email=spec.email(args, "invoker"),
-        trigger_region=args.trigger_region,
+        dead_letter_topic=args.topic_name("dead-letter"),
     )
     assert problems == []
 
 
-def test_a_multi_region_inbox_is_watched_from_its_multi_region() -> None:
-    fn = spec.deployed("vertex").function("on_upload")
-    assert fn is not None
-    assert fn.inputs["eventTrigger"]["triggerRegion"] == "us"
+def test_an_upload_waiting_to_be_taken_in_is_kept_a_week_and_retried_with_backoff() -> None:
+    args = spec.scenario("vertex")
+    dep = spec.deployed("vertex")
+    topic = dep.topic(args.topic_name("uploads"))
+    assert topic is not None
+    [sub] = [
+        s
+        for s in dep.of_type("gcp:pubsub/subscription:Subscription")
+        if s.inputs.get("topic") == topic.id
+    ]
+    assert sub.inputs["messageRetentionDuration"] == "604800s"
+    assert sub.inputs["deadLetterPolicy"]["maxDeliveryAttempts"] == 10
 
 
 @pytest.mark.parametrize(
