@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Final
 import pulumi
 import pulumi_gcp as gcp
 
+import bananabatch.config as cfg
+
 if TYPE_CHECKING:
     from bananabatch_infra.pipeline import Pipeline
 
@@ -33,7 +35,8 @@ LOG_LITERALS: Final = {
     "batch stuck past the watchdog limit": "functions/bananabatch/pipeline/tick.py",
     "submission paused for the whole deployment": "functions/bananabatch/pipeline/pause.py",
     "webhook_refused": "functions/bananabatch/entrypoints.py",
-    "files_store_high": "functions/bananabatch/config.py",
+    cfg.FILES_STORE_ALERT: "functions/bananabatch/config.py",
+    cfg.FILES_STORE_USAGE_MESSAGE: "functions/bananabatch/config.py",
 }
 # Log-match incidents notify at most this often each (Cloud Monitoring requires a limit).
 NOTIFY_EVERY: Final = "3600s"
@@ -85,7 +88,7 @@ def metric_specs(pipeline: Pipeline) -> dict[str, tuple[str, str, str]]:
         ),
         "files-store-bytes": (
             f"{a.name_prefix}-files-store-bytes",
-            f'{ours} AND jsonPayload.message="files store usage"',
+            f'{ours} AND jsonPayload.message="{cfg.FILES_STORE_USAGE_MESSAGE}"',
             "Bytes the deployment's batches leave in the Gemini Files store",
         ),
     }
@@ -155,7 +158,7 @@ def alert_specs(pipeline: Pipeline) -> list[AlertSpec]:
             "Result files the service keeps count toward the project's 20 GB Files store and "
             "cannot be deleted; new batches fail once it is full. Slow down or wait for them "
             "to expire.",
-            log_filter=f'{ours} AND jsonPayload.alert="files_store_high"',
+            log_filter=f'{ours} AND jsonPayload.alert="{cfg.FILES_STORE_ALERT}"',
         ),
         AlertSpec(
             "deployment-paused",
@@ -174,7 +177,7 @@ def alert_specs(pipeline: Pipeline) -> list[AlertSpec]:
             "429 repeating). The record's `alert` and `reason` fields say what.",
             log_filter=(
                 f"{ours} AND jsonPayload.alert:* "
-                'AND NOT jsonPayload.alert="files_store_high" '
+                f'AND NOT jsonPayload.alert="{cfg.FILES_STORE_ALERT}" '
                 'AND NOT jsonPayload.alert="webhook_refused"'
             ),
         ),
@@ -247,7 +250,7 @@ def _metric(
             metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
                 metric_kind="DELTA", value_type="DISTRIBUTION", unit="By"
             ),
-            value_extractor="EXTRACT(jsonPayload.files_store_bytes)",
+            value_extractor=f"EXTRACT(jsonPayload.{cfg.FILES_STORE_BYTES_FIELD})",
             bucket_options=gcp.logging.MetricBucketOptionsArgs(
                 exponential_buckets=gcp.logging.MetricBucketOptionsExponentialBucketsArgs(
                     num_finite_buckets=40, growth_factor=2, scale=1_000_000

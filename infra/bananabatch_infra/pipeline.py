@@ -26,6 +26,7 @@ import pulumi_gcp as gcp
 
 import bananabatch.config as cfg
 from bananabatch.core.records import cache_path
+from bananabatch.core.references import DEFAULT_REFERENCE_PREFIX
 from bananabatch.core.ttl import TTL_FIELD
 from bananabatch_infra import FUNCTIONS_DIR, killswitch, monitoring
 from bananabatch_infra.source import SourceArchive, build_archive
@@ -450,6 +451,27 @@ class Pipeline(pulumi.ComponentResource):
             grants[WEBHOOK.key].append(
                 self._secret_role("webhook-signing", self.webhook_secret, self._member(WEBHOOK.key))
             )
+        # A reference image under the inbox's references/ is read by whoever the batch that
+        # names it reaches it through: the function that made the batch, since a gs://
+        # reference goes to Gemini as a V4 URL it signs (adapters/gcp/storage.py signed_url),
+        # or Vertex's own agent. Upload, tick and collect all make batches; upload already
+        # reads the whole inbox. Read is conditioned on the references/ prefix.
+        reference_readers = [spec for spec in PROVIDER_FUNCTIONS if spec is not UPLOAD]
+        if a.uses_gemini:
+            for spec in reference_readers:
+                grants[spec.key].append(self._references_reader(spec.key, self._member(spec.key)))
+            for spec in PROVIDER_FUNCTIONS:
+                # The signature: the IAM signBlob API, as the function's own account (its
+                # metadata-server credentials hold no private key).
+                grants[spec.key].append(
+                    gcp.serviceaccount.IAMMember(
+                        f"{name}-{spec.key}-signs-as-itself",
+                        service_account_id=self.accounts[spec.key].name,
+                        role="roles/iam.serviceAccountTokenCreator",
+                        member=self._member(spec.key),
+                        opts=self._opts(),
+                    )
+                )
         if a.provider is cfg.ProviderKind.VERTEX:
             vertex_agent = gcp.projects.ServiceIdentity(
                 f"{name}-vertex-agent",
@@ -465,14 +487,30 @@ class Pipeline(pulumi.ComponentResource):
                     )
                 )
             # Vertex reads each batch's request file and writes its predictions itself.
+            vertex_member = vertex_agent.email.apply(lambda e: f"serviceAccount:{e}")
             self._bucket_role(
-                "vertex-results",
-                self.results_bucket,
-                "roles/storage.objectUser",
-                vertex_agent.email.apply(lambda e: f"serviceAccount:{e}"),
+                "vertex-results", self.results_bucket, "roles/storage.objectUser", vertex_member
             )
+            # ... and the gs:// reference images its rows name.
+            self._references_reader("vertex", vertex_member)
 
         return grants
+
+    def _references_reader(self, label: str, member: pulumi.Input[str]) -> pulumi.Resource:
+        a = self._args
+        prefix = f"projects/_/buckets/{a.inbox_bucket}/objects/{DEFAULT_REFERENCE_PREFIX}"
+        return gcp.storage.BucketIAMMember(
+            f"{self._name}-bucket-{label}-inbox-references",
+            bucket=self.inbox_bucket.name,
+            role="roles/storage.objectViewer",
+            member=member,
+            condition=gcp.storage.BucketIAMMemberConditionArgs(
+                title="inbox-references-only",
+                description="Read reference images under the inbox's references/ prefix",
+                expression=f'resource.name.startsWith("{prefix}")',
+            ),
+            opts=self._opts(),
+        )
 
     def _build_identity(self, project_number: pulumi.Output[str]) -> list[pulumi.Resource]:
         """The image repository and the build account's grants; functions wait for them."""

@@ -258,6 +258,39 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
     grants[Grant(inbox, "roles/storage.objectViewer", sa(args, "upload"))] = Need(
         UPLOAD_CODE, "reads the uploaded JSONL and reference images under the inbox"
     )
+    references = (
+        f'resource.name.startsWith("projects/_/buckets/{args.inbox_bucket}/objects/references/")'
+    )
+    signs = "functions/bananabatch/adapters/gcp/storage.py::GcsObjectStore.signed_url"
+    if args.uses_gemini:
+        for entry_point in ("on_tick", "on_batch_done"):
+            member = sa(args, ACCOUNT_KEYS[entry_point])
+            grants[Grant(inbox, "roles/storage.objectViewer", member, condition=references)] = Need(
+                signs,
+                "a batch it submits sends each gs:// reference as a URL it signs, which "
+                "reads as the signer",
+            )
+        for entry_point in PROVIDER_CALLERS:
+            key = ACCOUNT_KEYS[entry_point]
+            grants[
+                Grant(
+                    f"service-account:{email(args, key)}",
+                    "roles/iam.serviceAccountTokenCreator",
+                    sa(args, key),
+                )
+            ] = Need(signs, "signs reference URLs with the IAM signBlob API as itself")
+    else:
+        grants[
+            Grant(
+                inbox,
+                "roles/storage.objectViewer",
+                f"serviceAccount:{harness.VERTEX_AGENT}",
+                condition=references,
+            )
+        ] = Need(
+            "functions/bananabatch/providers/vertex.py::VertexProvider",
+            "Vertex reads the gs:// reference images its rows name",
+        )
     if not args.uses_gemini:
         grants[
             Grant(results, "roles/storage.objectUser", f"serviceAccount:{harness.VERTEX_AGENT}")
