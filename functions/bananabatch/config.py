@@ -209,7 +209,7 @@ class Settings(BaseModel):
     @field_validator("gemini_api_key")
     @classmethod
     def _refuse_standard_keys(cls, value: str | None) -> str | None:
-        if value is not None and value.strip().startswith("AIza"):
+        if value is not None and value.strip().startswith(catalog.STANDARD_KEY_PREFIX):
             raise ValueError(f"a standard API key (AIza…) is refused. {AUTH_KEY_SENTENCE}")
         return value
 

@@ -26,6 +26,7 @@ from bananabatch.config import (
 )
 from bananabatch.core.catalog import (
     MODELS,
+    STANDARD_KEY_PREFIX,
     BatchSupport,
     Status,
     canonical_model,
@@ -76,10 +77,10 @@ def key_form(settings: Settings) -> Check:
         return Check("key", "skip", "Vertex uses Application Default Credentials, no API key")
     key = (settings.gemini_api_key or "").strip()
     if settings.provider is ProviderKind.EMULATOR:
-        return Check("key", "ok", "the emulator accepts any non-empty key")
+        return Check("key", "ok", "the emulator accepts any non-empty key but a standard one")
     if not key:
         return Check("key", "fail", f"no API key: set {ENV_GEMINI_API_KEY}. {AUTH_KEY_SENTENCE}")
-    if key.startswith("AIza"):  # config refuses these already; said again for clarity
+    if key.startswith(STANDARD_KEY_PREFIX):  # config refuses these already; said again for clarity
         return Check("key", "fail", f"a standard AIza key. {AUTH_KEY_SENTENCE}")
     if not key.startswith("AQ."):
         return Check(

@@ -380,6 +380,19 @@ def test_a_configured_api_key_must_match(api_version: str) -> None:
         assert list(right.batches.list()) == []
 
 
+def test_a_standard_aiza_key_is_refused_as_the_service_refuses_it_even_when_configured(
+    api_version: str,
+) -> None:
+    standard = "AIzaSyA-standard-key-0000000000000000"
+    with emulator(api_key=standard) as emu:
+        client = sdk_client(emu, api_version, api_key=standard)
+        with pytest.raises(errors.ClientError) as caught:
+            list(client.batches.list())
+        assert (caught.value.code, caught.value.status) == (400, "INVALID_ARGUMENT")
+        details = caught.value.details["error"]["details"]
+        assert any(d.get("reason") == "API_KEY_INVALID" for d in details)
+
+
 def test_snake_case_create_bodies_are_accepted(client: genai.Client, emu: EmulatorServer) -> None:
     uploaded = _upload(client, request_file(["a"]))
     response = httpx.post(

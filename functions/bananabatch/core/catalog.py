@@ -271,6 +271,12 @@ MODELS: Final[tuple[ModelSpec, ...]] = (
 #: The model for lines that name none. ONE place: config, the stack config and the
 #: emulator read it from here. It must be GA with documented batch support (a test checks):
 #: the cheapest such model on CATALOG_AS_OF (field-2026-12.md §1 row 3).
+#: Standard API keys start with this. AI Studio issues only `AQ.` auth keys since 2026-05-28
+#: and the Gemini API rejects every standard key since September 2026 (field-2026-12.md §1
+#: row 1): config refuses them at load, doctor says why, the emulator refuses them as the
+#: service does.
+STANDARD_KEY_PREFIX: Final = "AIza"
+
 DEFAULT_MODEL: Final = "gemini-3.1-flash-lite-image"
 
 #: Vertex batch produces 1K images only, for every image model (field-2026-12.md §1 row 7;

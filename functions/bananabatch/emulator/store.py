@@ -33,6 +33,7 @@ from urllib.request import url2pathname
 
 import httpx
 
+from bananabatch.core.catalog import STANDARD_KEY_PREFIX
 from bananabatch.emulator.errors import (
     ApiError,
     create_fault_error,
@@ -304,6 +305,10 @@ class EmulatorState:
                 "Method doesn't allow unregistered callers (callers without established "
                 "identity). Please use API Key or other form of API consumer identity.",
             )
+        if key.startswith(STANDARD_KEY_PREFIX):
+            # The service refuses every standard key since September 2026, whatever key
+            # the emulator was configured with.
+            raise invalid_key()
         if self.config.api_key is not None and key != self.config.api_key:
             raise invalid_key()
 
