@@ -461,6 +461,27 @@ def test_a_recovered_truncated_download_is_logged_as_a_structured_warning_not_a_
 # --- finding 3: the same request in flight is paid once ---------------------------------
 
 
+def test_a_request_already_collected_in_a_running_job_is_served_from_the_cache_not_paid_again(
+    stack: Stack,
+) -> None:
+    job_id = _upload(stack, PROMPTS)
+    stack.tick()
+    first, _last = sorted(_finished_batches(stack, job_id))
+    _lose_batch_done(stack)
+    collect.handle_batch_done(stack.runtime, first)
+    assert stack.repo.require_job(job_id).state is JobState.RUNNING
+    collected = {i.key for i in stack.repo.items(job_id) if i.state is ItemState.SUCCEEDED}
+    assert collected == {"k1", "k2", "k3"}
+    again = _upload(stack, PROMPTS, name="again.jsonl")
+    served = {i.key for i in stack.repo.items(again) if i.state is ItemState.CACHED}
+    assert served == collected
+    settled = _settle_all(stack, [job_id, again])
+    for each, completions in settled.items():
+        assert_invariants(stack, each, completions)
+    paid_again = stack.emulator.state.submitted_keys(f"bananabatch-{again}")
+    assert set(paid_again) == {"k4", "k5"}
+
+
 def test_two_concurrent_retries_of_one_job_make_one_retry_job_and_pay_its_items_once(
     stack: Stack,
 ) -> None:

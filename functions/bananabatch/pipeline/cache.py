@@ -2,8 +2,9 @@
 have, so an identical request is copied instead of paid for again.
 
 Lookups happen at intake (a hit is copied into the new job and the item is CACHED);
-entries are written when a job ends, from its SUCCEEDED items (finalize), because the
-collector is not ours to hook. In-file duplicates are resolved at the same moment: they
+entries are written at each collector checkpoint for the items it stored (`remember`),
+and once more when a job ends, from all its SUCCEEDED items (finalize), which repairs
+anything a crash between the two left out. In-file duplicates are resolved at the same moment: they
 copy their first occurrence's image, or share its failure.
 """
 
@@ -101,24 +102,46 @@ def copy_into(rt: Runtime, job_id: str, key: str, source: CacheEntry | ItemRecor
 
 
 def populate(rt: Runtime, job: JobRecord) -> int:
-    """Record every SUCCEEDED item of the job with a request hash; existing entries win."""
+    """Record every SUCCEEDED item of the job with a request hash; existing entries win.
+    (Most are there already, written at the collector's checkpoints by `remember`.)"""
     added = 0
     expiry = entry_expiry(rt)
     where = [Where("state", "==", ItemState.SUCCEEDED.value)]
     for item in rt.repo.items(job.job_id, where=where):
-        if not item.request_hash or not item.mime_type:
+        entry = _entry_of(rt, item)
+        if entry is None:
             continue
-        entry = CacheEntry(
-            content_hash=item.request_hash,
-            bucket=rt.settings.results_bucket,
-            name=rec.image_object_name(item.job_id, item.key, item.mime_type),
-            mime_type=item.mime_type,
-            job_id=item.job_id,
-            key=item.key,
-        )
-        added += rt.state.create(rec.cache_path(item.request_hash), entry.to_doc() | expiry)
+        added += rt.state.create(rec.cache_path(entry.content_hash), entry.to_doc() | expiry)
         crash_point("cache.after_first_entry")
     return added
+
+
+def remember(rt: Runtime, items: Iterable[ItemRecord]) -> int:
+    """Cache entries for the items a collector checkpoint just stored as SUCCEEDED, in one
+    batched write: an identical request in a job that starts while this one still runs is
+    then served from the cache instead of paid again (filling the cache only when a job
+    ends left that window open for as long as the job ran). An entry already there is
+    replaced: both images answer the same request, and this one is kept longer."""
+    expiry = entry_expiry(rt)
+    docs = [
+        (rec.cache_path(entry.content_hash), entry.to_doc() | expiry)
+        for entry in (_entry_of(rt, item) for item in items)
+        if entry is not None
+    ]
+    return rt.state.set_many(docs) if docs else 0
+
+
+def _entry_of(rt: Runtime, item: ItemRecord) -> CacheEntry | None:
+    if item.state is not ItemState.SUCCEEDED or not item.request_hash or not item.mime_type:
+        return None
+    return CacheEntry(
+        content_hash=item.request_hash,
+        bucket=rt.settings.results_bucket,
+        name=rec.image_object_name(item.job_id, item.key, item.mime_type),
+        mime_type=item.mime_type,
+        job_id=item.job_id,
+        key=item.key,
+    )
 
 
 def entry_expiry(rt: Runtime) -> dict[str, str]:

@@ -37,7 +37,7 @@ from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, Batc
 from bananabatch.errors import NotFound
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import files_store, finalize, retry, submit, thumbnails
+from bananabatch.pipeline import cache, files_store, finalize, retry, submit, thumbnails
 from bananabatch.pipeline.outcomes import (
     image_location,
     outcome_fields,
@@ -484,6 +484,8 @@ def _checkpoint(
         thumbnails.publish_request(rt, batch.job_id, batch.batch_id, written)
     if items:
         rt.repo.put_items(items)
+        # After the images and items, so an entry never points at an image not yet there.
+        cache.remember(rt, items)
     now = rt.now()
 
     def advance(b: BatchRecord) -> dict[str, Any] | None:
