@@ -578,3 +578,20 @@ def test_a_retry_whose_upload_fails_hands_its_claim_back_at_once(stack: Stack) -
     )
     assert made.created
     assert_invariants(stack, made.retry_job_id, stack.settle(made.retry_job_id))
+
+
+def test_local_run_ends_when_another_run_of_the_same_file_finished_the_job(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `local run`s of one file at once: the second resumes the first one's job, and
+    whichever process closes it publishes the completion on its own in-process bus. The
+    other must still see the job end (its record says the closing is done), not wait out
+    its timeout for a message that went to another process."""
+    with open_stack(request, "local", tmp_path) as stack:
+        assert isinstance(stack, LocalStack)
+        path = stack.write(PROMPTS)
+        monkeypatch.setattr(stack.pipeline, "completions", list)
+        result = stack.pipeline.run_job(path, tick_interval=0, timeout=30)
+        assert result.job.state is JobState.SUCCEEDED
+        assert result.job.finalized
+        assert result.completions == []

@@ -250,7 +250,9 @@ class LocalPipeline:
             if (
                 job is not None
                 and job.state in JOB_TERMINAL
-                and any(m.get("state") == job.state.value for m in completions)
+                # Its completion came on this bus, or another process closed the job (a
+                # concurrent run of the same file) and published it on its own bus.
+                and (any(m.get("state") == job.state.value for m in completions) or job.finalized)
             ):
                 break
             if job is not None and job.state is JobState.HELD:
