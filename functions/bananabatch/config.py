@@ -64,6 +64,7 @@ ENV_LOG_LEVEL: Final = "BANANABATCH_LOG_LEVEL"
 ENV_PRICE_MAX_AGE_DAYS: Final = "BANANABATCH_PRICE_MAX_AGE_DAYS"
 ENV_VERTEX_STUCK_AFTER_HOURS: Final = "BANANABATCH_VERTEX_STUCK_AFTER_HOURS"
 ENV_FILES_STORE_WARN_BYTES: Final = "BANANABATCH_FILES_STORE_WARN_BYTES"
+ENV_JOB_OVERDUE_HOURS: Final = "BANANABATCH_JOB_OVERDUE_HOURS"
 ENV_REFERENCE_LOCATIONS: Final = "BANANABATCH_REFERENCE_LOCATIONS"
 ENV_REFERENCE_URL_HOURS: Final = "BANANABATCH_REFERENCE_URL_HOURS"
 
@@ -116,6 +117,10 @@ FILES_STORE_LIMIT_BYTES: Final = 20 * 1024**3
 FILES_STORE_USAGE_MESSAGE: Final = "files store usage"
 FILES_STORE_BYTES_FIELD: Final = "files_store_bytes"
 FILES_STORE_ALERT: Final = "files_store_high"
+#: The tick's one WARNING for a job still running past its expected completion, and its
+#: `alert` value (the deployment's `job-overdue` policy matches it).
+JOB_OVERDUE_MESSAGE: Final = "job running past its expected completion"
+JOB_OVERDUE_ALERT: Final = "job_overdue"
 # The issuer per-job webhook JWTs are expected to name. The documentation gives no value
 # (reference gemini-webhooks.md §2); this is the service's own origin, and it is configurable.
 DEFAULT_WEBHOOK_ISSUER: Final = "https://generativelanguage.googleapis.com"
@@ -197,6 +202,9 @@ class Settings(BaseModel):
     # Bytes we leave in the project's Files API store (result files cannot be deleted):
     # past this, a WARNING with "alert": "files_store_high". Half the 20 GB limit.
     files_store_warn_bytes: int = Field(default=FILES_STORE_LIMIT_BYTES // 2, gt=0)
+    # Unset: twice the watchdog (time for a first batch to be cancelled by the watchdog and
+    # its resubmission to run as long). A job older than this is reported once.
+    job_overdue_hours: float | None = Field(default=None, gt=0)
     # Where reference images may live: gs:// and https:// URI prefixes, comma-separated in
     # the environment. Empty: the inbox's references/ folder and any public https:// URL
     # (core.references).
@@ -263,6 +271,11 @@ class Settings(BaseModel):
         if self.provider is ProviderKind.VERTEX:
             return self.vertex_stuck_after_hours
         return self.stuck_after_hours
+
+    @property
+    def overdue_hours(self) -> float:
+        """How old a RUNNING job may get before the tick reports it overdue (once)."""
+        return self.job_overdue_hours or 2 * self.watchdog_hours
 
     @field_validator("job_budget_usd", "daily_budget_usd", mode="before")
     @classmethod
@@ -374,6 +387,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "price_max_age_days": ENV_PRICE_MAX_AGE_DAYS,
     "vertex_stuck_after_hours": ENV_VERTEX_STUCK_AFTER_HOURS,
     "files_store_warn_bytes": ENV_FILES_STORE_WARN_BYTES,
+    "job_overdue_hours": ENV_JOB_OVERDUE_HOURS,
     "reference_locations": ENV_REFERENCE_LOCATIONS,
     "reference_url_hours": ENV_REFERENCE_URL_HOURS,
 }

@@ -36,6 +36,7 @@ LOG_LITERALS: Final = {
     "submission paused for the whole deployment": "functions/bananabatch/pipeline/pause.py",
     "webhook_refused": "functions/bananabatch/entrypoints.py",
     cfg.FILES_STORE_ALERT: "functions/bananabatch/config.py",
+    cfg.JOB_OVERDUE_ALERT: "functions/bananabatch/config.py",
     cfg.FILES_STORE_USAGE_MESSAGE: "functions/bananabatch/config.py",
 }
 # Log-match incidents notify at most this often each (Cloud Monitoring requires a limit).
@@ -153,6 +154,14 @@ def alert_specs(pipeline: Pipeline) -> list[AlertSpec]:
             log_filter=f'{ours} AND jsonPayload.message:"batch stuck past the watchdog limit"',
         ),
         AlertSpec(
+            "job-overdue",
+            "bananabatch: a job ran past its expected completion",
+            "A job is still RUNNING past BANANABATCH_JOB_OVERDUE_HOURS (default twice the "
+            "watchdog). The record carries the job id, its age, its counts and any pause; "
+            "`bananabatch status JOB` shows where it waits.",
+            log_filter=f'{ours} AND jsonPayload.alert="{cfg.JOB_OVERDUE_ALERT}"',
+        ),
+        AlertSpec(
             "files-store-high",
             "bananabatch: Gemini Files storage past its threshold",
             "Result files the service keeps count toward the project's 20 GB Files store and "
@@ -178,6 +187,7 @@ def alert_specs(pipeline: Pipeline) -> list[AlertSpec]:
             log_filter=(
                 f"{ours} AND jsonPayload.alert:* "
                 f'AND NOT jsonPayload.alert="{cfg.FILES_STORE_ALERT}" '
+                f'AND NOT jsonPayload.alert="{cfg.JOB_OVERDUE_ALERT}" '
                 'AND NOT jsonPayload.alert="webhook_refused"'
             ),
         ),

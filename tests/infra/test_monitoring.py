@@ -48,6 +48,7 @@ def test_a_deployment_comes_with_the_alerts_the_issue_names() -> None:
         "bananabatch: functions logging errors",
         "bananabatch: webhook deliveries refused",
         "bananabatch: a batch ran past the watchdog",
+        "bananabatch: a job ran past its expected completion",
         "bananabatch: Gemini Files storage past its threshold",
         "bananabatch: submission paused",
         "bananabatch: an alert from the pipeline",
@@ -64,13 +65,13 @@ def test_every_policy_notifies_the_channel_made_from_alert_email() -> None:
     for policy in dep.of_type(POLICY):
         assert policy.inputs["notificationChannels"] == [channel.state["name"]]
         assert policy.inputs["documentation"]["content"]
-    assert dep.outputs["alerts"] == f"8 alert policies notify {EMAIL}"
+    assert dep.outputs["alerts"] == f"9 alert policies notify {EMAIL}"
 
 
 def test_without_alert_email_policies_exist_and_the_output_says_where_alerts_go() -> None:
     dep = spec.deployed("gemini")
     assert dep.of_type(CHANNEL) == []
-    assert len(dep.of_type(POLICY)) == 7
+    assert len(dep.of_type(POLICY)) == 8
     for policy in dep.of_type(POLICY):
         assert not policy.inputs.get("notificationChannels")
     assert "pulumi config set bananabatch:alertEmail" in dep.outputs["alerts"]
@@ -132,6 +133,7 @@ def test_log_match_policies_fire_on_the_records_the_functions_write() -> None:
     expected = {
         "bananabatch: a batch ran past the watchdog": "batch stuck past the watchdog limit",
         "bananabatch: Gemini Files storage past its threshold": 'alert="files_store_high"',
+        "bananabatch: a job ran past its expected completion": 'alert="job_overdue"',
         "bananabatch: submission paused": "submission paused for the whole deployment",
         "bananabatch: an alert from the pipeline": "jsonPayload.alert:*",
     }

@@ -94,6 +94,9 @@ class JobRecord(Record):
     # The last failure of a periodic or fan-out step on this job, shown by `status`; it
     # never stops the work on other jobs.
     last_error: str | None = None
+    # Set once the tick has reported this job running past its expected completion, so the
+    # alert fires once per job, not once per tick.
+    overdue_reported: bool = False
 
     @property
     def cancel_requested(self) -> bool:

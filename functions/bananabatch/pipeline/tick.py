@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
+from bananabatch import config as cfg
 from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, BatchState, JobState
 from bananabatch.errors import ConfigError, NotFound, PermanentError, TransientError
@@ -248,6 +249,8 @@ def repair_unfinished_jobs(rt: Runtime, report: TickReport) -> int:
         with labels(job_id=job_id), _isolated(rt, report, "finalize", job_id=job_id):
             after = finalize.finalize_job_if_done(rt, job_id)
             repaired += after.state in JOB_TERMINAL
+            if after.state is JobState.RUNNING:
+                report_overdue(rt, after)
     for doc in rt.state.query(
         "jobs",
         [
@@ -261,6 +264,37 @@ def repair_unfinished_jobs(rt: Runtime, report: TickReport) -> int:
             after = finalize.finalize_job_if_done(rt, job_id)
             repaired += after.finalized
     return repaired
+
+
+def report_overdue(rt: Runtime, job: JobRecord) -> bool:
+    """One WARNING for a job still RUNNING past its expected completion. The watchdog
+    guards each batch against a stalling provider; this guards the job against whatever
+    nothing else foresaw (a pause never lifted, a batch never announced, a bug). Marked on
+    the job first, so two ticks never report it twice."""
+    age = rt.now() - job.created_at
+    expected = timedelta(hours=rt.settings.overdue_hours)
+    if job.overdue_reported or age <= expected:
+        return False
+    won = False
+
+    def mark(current: JobRecord) -> dict[str, Any] | None:
+        nonlocal won
+        won = current.state is JobState.RUNNING and not current.overdue_reported
+        return {"overdue_reported": True} if won else None
+
+    rt.repo.patch_job(job.job_id, mark)
+    if won:
+        log.warning(
+            cfg.JOB_OVERDUE_MESSAGE,
+            extra={
+                "alert": cfg.JOB_OVERDUE_ALERT,
+                "age_hours": round(age.total_seconds() / 3600, 1),
+                "expected_hours": rt.settings.overdue_hours,
+                "paused": job.paused,
+                "counts": job.counts,
+            },
+        )
+    return won
 
 
 def _cancel_requested(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord | None]) -> bool:
