@@ -42,6 +42,7 @@ from bananabatch.emulator.faults import RowFault
 from bananabatch.emulator.webhooks import KID_RSA
 from bananabatch.pipeline import collect, control, urgent
 from tests.support.stacks import (
+    PROMPTS,
     Stack,
     StackKind,
     WebhookScheme,
@@ -49,14 +50,6 @@ from tests.support.stacks import (
     held,
     open_stack,
 )
-
-PROMPTS = [
-    '{"key": "k1", "prompt": "a red apple"}',
-    '{"key": "k2", "prompt": "a green pear", "aspect_ratio": "16:9"}',
-    '{"key": "k3", "prompt": "a yellow banana"}',
-    '{"key": "k4", "prompt": "a purple plum"}',
-    '{"key": "k5", "prompt": "an orange orange"}',
-]
 
 
 def _upload(stack: Stack, lines: list[str]) -> str:

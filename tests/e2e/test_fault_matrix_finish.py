@@ -40,6 +40,7 @@ from bananabatch.pipeline import budget, collect, control, outcomes, retry, subm
 from bananabatch.ports import ProviderBatch, ResultRow
 from tests.support.stacks import (
     BATCH_DONE_SUB,
+    PROMPTS,
     STEP,
     Completion,
     GcpStack,
@@ -51,13 +52,6 @@ from tests.support.stacks import (
     open_stack,
 )
 
-PROMPTS = [
-    '{"key": "k1", "prompt": "a red apple"}',
-    '{"key": "k2", "prompt": "a green pear", "aspect_ratio": "16:9"}',
-    '{"key": "k3", "prompt": "a yellow banana"}',
-    '{"key": "k4", "prompt": "a purple plum"}',
-    '{"key": "k5", "prompt": "an orange orange"}',
-]
 OTHER = [
     '{"key": "o1", "prompt": "a blue boat"}',
     '{"key": "o2", "prompt": "a grey goose"}',

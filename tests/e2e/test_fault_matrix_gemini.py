@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from datetime import UTC, datetime, time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -15,9 +14,9 @@ from PIL import Image
 
 from bananabatch.core.catalog import CATALOG_AS_OF
 from bananabatch.core.states import ItemState
-from bananabatch.log import CloudLoggingFormatter
 from bananabatch.pipeline import files_store
 from bananabatch.providers._references import BATCH_EXPIRY
+from tests.support.logs import captured
 from tests.support.stacks import Stack, StackKind, assert_invariants, held, open_stack
 
 GOOD = [
@@ -199,33 +198,20 @@ def test_request_files_leave_the_files_store_once_their_batch_is_collected(
         assert state.files_store_bytes() > 0
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict[str, object]] = []
-        self.setFormatter(CloudLoggingFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
 @pytest.mark.parametrize("warn_bytes", [10 * 1024**3, 1])
 def test_each_tick_logs_the_files_store_usage_and_warns_past_the_threshold(
     request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path, warn_bytes: int
 ) -> None:
-    records = _Records()
-    logger = logging.getLogger(files_store.__name__)
-    logger.addHandler(records)
-    try:
-        with open_stack(request, kind, tmp_path, files_store_warn_bytes=warn_bytes) as stack:
-            job_id = stack.upload(stack.write(GOOD))
-            assert_invariants(stack, job_id, stack.settle(job_id))
-            records.lines.clear()
-            stack.tick()
-            used = stack.emulator.state.files_store_bytes()
-    finally:
-        logger.removeHandler(records)
-    (line,) = [r for r in records.lines if r["message"] == files_store.USAGE_MESSAGE]
+    with (
+        captured(files_store.__name__) as records,
+        open_stack(request, kind, tmp_path, files_store_warn_bytes=warn_bytes) as stack,
+    ):
+        job_id = stack.upload(stack.write(GOOD))
+        assert_invariants(stack, job_id, stack.settle(job_id))
+        records.lines.clear()
+        stack.tick()
+        used = stack.emulator.state.files_store_bytes()
+    (line,) = records.with_message(files_store.USAGE_MESSAGE)
     assert used > 0
     assert line["files_store_bytes"] == used
     if used > warn_bytes:

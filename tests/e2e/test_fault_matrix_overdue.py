@@ -4,8 +4,6 @@ policy matches, on both stacks (the `stack` fixture), ending with the four invar
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bananabatch import config
-from bananabatch.log import CloudLoggingFormatter
 from bananabatch.pipeline import tick
+from tests.support.logs import LogRecords, captured
 from tests.support.stacks import StackKind, assert_invariants, open_stack
 
 PROMPTS = [
@@ -23,30 +21,18 @@ PROMPTS = [
 ]
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict[str, object]] = []
-        self.setFormatter(CloudLoggingFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-    def overdue(self) -> list[dict[str, object]]:
-        return [r for r in self.lines if r["message"] == config.JOB_OVERDUE_MESSAGE]
-
-
 @pytest.fixture
-def records() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger(tick.__name__)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+def records() -> Iterator[LogRecords]:
+    with captured(tick.__name__) as handler:
+        yield handler
+
+
+def _overdue(records: LogRecords) -> list[dict[str, object]]:
+    return records.with_message(config.JOB_OVERDUE_MESSAGE)
 
 
 def test_a_job_running_past_its_expected_completion_is_reported_once_and_still_finishes(
-    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path, records: _Records
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path, records: LogRecords
 ) -> None:
     with open_stack(request, kind, tmp_path, job_overdue_hours=2.0) as stack:
         # First attempts never finish: the job waits on them until the watchdog steps in.
@@ -56,12 +42,12 @@ def test_a_job_running_past_its_expected_completion_is_reported_once_and_still_f
         stack.drain()
         stack.clock.advance(timedelta(hours=1, minutes=59))
         stack.tick()
-        assert records.overdue() == []  # not yet past the expected completion
+        assert _overdue(records) == []  # not yet past the expected completion
 
         stack.clock.advance(timedelta(minutes=2))
         stack.tick()
         stack.tick()
-        (line,) = records.overdue()
+        (line,) = _overdue(records)
         assert line["severity"] == "WARNING"
         assert line["alert"] == config.JOB_OVERDUE_ALERT
         assert line["job_id"] == job_id
@@ -75,7 +61,7 @@ def test_a_job_running_past_its_expected_completion_is_reported_once_and_still_f
         stack.tick()
         stack.drain()
         assert_invariants(stack, job_id, stack.settle(job_id))
-    assert len(records.overdue()) == 1
+    assert len(_overdue(records)) == 1
 
 
 def test_the_expected_completion_defaults_to_twice_the_providers_watchdog() -> None:

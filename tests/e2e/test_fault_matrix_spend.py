@@ -32,6 +32,7 @@ from bananabatch.pipeline.pause import PauseKind
 from bananabatch.wiring import build_runtime
 from tests.support.emulator import emulator, request_file, sdk_client
 from tests.support.stacks import (
+    PROMPTS,
     STEP,
     Completion,
     Stack,
@@ -40,14 +41,6 @@ from tests.support.stacks import (
     held,
     open_stack,
 )
-
-PROMPTS = [
-    '{"key": "k1", "prompt": "a red apple"}',
-    '{"key": "k2", "prompt": "a green pear", "aspect_ratio": "16:9"}',
-    '{"key": "k3", "prompt": "a yellow banana"}',
-    '{"key": "k4", "prompt": "a purple plum"}',
-    '{"key": "k5", "prompt": "an orange orange"}',
-]
 
 
 class Messages:

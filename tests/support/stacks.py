@@ -73,6 +73,15 @@ COMPLETIONS_SUB: Final = "completions-check"
 MAX_DELIVERIES: Final = 5
 JSONL: Final = "application/jsonl"
 
+# Five lines of the simple form, two ratios: the fault matrix's usual job.
+PROMPTS: Final = [
+    '{"key": "k1", "prompt": "a red apple"}',
+    '{"key": "k2", "prompt": "a green pear", "aspect_ratio": "16:9"}',
+    '{"key": "k3", "prompt": "a yellow banana"}',
+    '{"key": "k4", "prompt": "a purple plum"}',
+    '{"key": "k5", "prompt": "an orange orange"}',
+]
+
 
 class FakeClock:
     """The runtime's clock; it moves only when a test (or a fault hook) advances it."""

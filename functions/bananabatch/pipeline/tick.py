@@ -169,10 +169,7 @@ def _poll(
         log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
         return
     except NotFound as exc:
-        collect.end_unknown_batch(
-            rt, batch, f"the provider no longer knows batch {batch.provider_name}: {exc}"
-        )
-        report.gone += 1
+        _end_gone(rt, batch, report, exc)
         return
     except ConfigError:
         raise  # the deployment's key or settings, not this batch: recorded, never counted
@@ -213,10 +210,7 @@ def _poll(
             log.warning("could not cancel the batch", extra={"error": str(exc)})
             return
         except NotFound as exc:
-            collect.end_unknown_batch(
-                rt, batch, f"the provider no longer knows batch {batch.provider_name}: {exc}"
-            )
-            report.gone += 1
+            _end_gone(rt, batch, report, exc)
             return
         report.cancelled_stuck += why is _STUCK
     if seen.state in BATCH_PROVIDER_TERMINAL:
@@ -236,6 +230,13 @@ def _poll(
             report.finished += 1
             log.info("batch finished: %s", seen.state.value)
             submit.publish_batch_done(rt, moved.record)
+
+
+def _end_gone(rt: Runtime, batch: BatchRecord, report: TickReport, exc: NotFound) -> None:
+    collect.end_unknown_batch(
+        rt, batch, f"the provider no longer knows batch {batch.provider_name}: {exc}"
+    )
+    report.gone += 1
 
 
 def repair_unfinished_jobs(rt: Runtime, report: TickReport) -> int:
