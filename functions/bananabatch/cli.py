@@ -390,6 +390,10 @@ def submit(
             pipeline = LocalPipeline(rt)
             try:
                 job_id = pipeline.upload(path, metadata=metadata)
+                # A batch that ended at create was announced on this process's bus, which
+                # dies with the command: collect it now rather than at the tick's
+                # re-announcement minutes later.
+                pipeline.drain()
             finally:
                 pipeline.close()
         else:

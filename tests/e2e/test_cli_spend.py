@@ -103,3 +103,18 @@ def test_a_model_gone_shows_in_ls_and_resume_tries_it_again(
     local_env.write_text(local_env.read_text().replace("picture", "photo"))
     assert invoke(*run).exit_code == 0
     assert emulator.state.counters.creates_refused == 1
+
+
+def test_a_local_submit_whose_batch_ends_at_create_has_collected_it_before_it_returns(
+    local_env: Path, emulator: EmulatorServer
+) -> None:
+    # A refusal that ends the batch at create publishes its batch-done; locally that
+    # message lives in this command's process, so submit delivers it before exiting
+    # (otherwise the job waited for the tick's re-announcement, 3 minutes later).
+    emulator.state.faults.refuse_creates("model_not_found", times=None)
+    result = invoke("submit", str(local_env), "--json")
+    assert result.exit_code == 0, result.output
+    job_id = json.loads(result.stdout)["job_id"]
+    view = json.loads(invoke("status", job_id, "--json").stdout)
+    assert view["state"] == "FAILED", view
+    assert view["counts"]["FAILED"] == len(LINES)
