@@ -57,39 +57,32 @@ def main(uv: str) -> None:
         (folder / "runtime.in").write_text("\n".join(runtime) + "\n")
         (folder / "all.in").write_text("\n".join(runtime + dev) + "\n")
         common = [uv, "pip", "compile", "--quiet", "--no-header", *target]
+
+        def hashed(name: str) -> None:
+            # Each lock pins what the whole (runtime + dev) resolution chose, with hashes.
+            subprocess.run(  # noqa: S603
+                [
+                    *common,
+                    "--no-annotate",
+                    "--generate-hashes",
+                    "-c",
+                    str(folder / "all.txt"),
+                    "-o",
+                    str(folder / f"{name}.txt"),
+                    str(folder / f"{name}.in"),
+                ],
+                check=True,
+            )
+
         subprocess.run(  # noqa: S603
             [*common, "--no-annotate", "-o", str(folder / "all.txt"), str(folder / "all.in")],
             check=True,
         )
-        subprocess.run(  # noqa: S603
-            [
-                *common,
-                "--no-annotate",
-                "--generate-hashes",
-                "-c",
-                str(folder / "all.txt"),
-                "-o",
-                str(folder / "runtime.txt"),
-                str(folder / "runtime.in"),
-            ],
-            check=True,
-        )
+        hashed("runtime")
         LOCK.write_text(HEADER + (folder / "runtime.txt").read_text())
         pins = {_name(line): line for line in runtime + dev}
         (folder / "infra.in").write_text("\n".join(pins[n] for n in INFRA_TOP_LEVEL) + "\n")
-        subprocess.run(  # noqa: S603
-            [
-                *common,
-                "--no-annotate",
-                "--generate-hashes",
-                "-c",
-                str(folder / "all.txt"),
-                "-o",
-                str(folder / "infra.txt"),
-                str(folder / "infra.in"),
-            ],
-            check=True,
-        )
+        hashed("infra")
         INFRA_LOCK.write_text(INFRA_HEADER + (folder / "infra.txt").read_text())
 
 

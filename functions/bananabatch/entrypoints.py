@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from bananabatch import log
 from bananabatch.config import WebhookMode
-from bananabatch.errors import ConfigError, PermanentError, TransientError
+from bananabatch.errors import BananaError, ConfigError, PermanentError, TransientError
 from bananabatch.events import parse_pubsub_event, parse_upload_event
 from bananabatch.pipeline import collect, intake, pause, thumbnails, tick, webhook
 from bananabatch.pipeline.runtime import Runtime
@@ -32,6 +32,16 @@ COLLECT_BUDGET_SECONDS: Final = 420.0
 BATCH_DONE_KIND: Final = "batch_done"
 
 
+def _failure_fields(exc: BananaError) -> dict[str, str | None]:
+    return {
+        "error": str(exc),
+        "error_type": type(exc).__name__,
+        "job_id": exc.job_id,
+        "batch_id": exc.batch_id,
+        "key": exc.key,
+    }
+
+
 @contextmanager
 def _handled(rt: Runtime, entry: str, event_id: str | None) -> Iterator[None]:
     log.configure(rt.settings.log_level)
@@ -41,25 +51,13 @@ def _handled(rt: Runtime, entry: str, event_id: str | None) -> Iterator[None]:
         except TransientError as exc:
             logger.warning(
                 "transient failure; the platform redelivers the event",
-                extra={
-                    "error": str(exc),
-                    "error_type": type(exc).__name__,
-                    "job_id": exc.job_id,
-                    "batch_id": exc.batch_id,
-                    "key": exc.key,
-                },
+                extra=_failure_fields(exc),
             )
             raise
         except PermanentError as exc:
             logger.error(
                 "permanent failure; event acknowledged without retry",
-                extra={
-                    "error": str(exc),
-                    "error_type": type(exc).__name__,
-                    "job_id": exc.job_id,
-                    "batch_id": exc.batch_id,
-                    "key": exc.key,
-                },
+                extra=_failure_fields(exc),
             )
 
 

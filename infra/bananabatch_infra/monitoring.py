@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pulumi
 import pulumi_gcp as gcp
@@ -249,43 +249,42 @@ def _metric(
 ) -> gcp.logging.Metric:
     a = pipeline._args
     resource_name = f"{pipeline._name}-metric-{short}"
+    shape: dict[str, Any]
     if short == "files-store-bytes":
         # The reported size as a distribution; its max over a window is the current size.
-        return gcp.logging.Metric(
-            resource_name,
-            project=a.project,
-            name=metric_name,
-            filter=log_filter,
-            description=description,
-            metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
+        shape = {
+            "metric_descriptor": gcp.logging.MetricMetricDescriptorArgs(
                 metric_kind="DELTA", value_type="DISTRIBUTION", unit="By"
             ),
-            value_extractor=f"EXTRACT(jsonPayload.{cfg.FILES_STORE_BYTES_FIELD})",
-            bucket_options=gcp.logging.MetricBucketOptionsArgs(
+            "value_extractor": f"EXTRACT(jsonPayload.{cfg.FILES_STORE_BYTES_FIELD})",
+            "bucket_options": gcp.logging.MetricBucketOptionsArgs(
                 exponential_buckets=gcp.logging.MetricBucketOptionsExponentialBucketsArgs(
                     num_finite_buckets=40, growth_factor=2, scale=1_000_000
                 )
             ),
-            opts=pipeline._opts(),
-        )
+        }
+    else:
+        shape = {
+            "metric_descriptor": gcp.logging.MetricMetricDescriptorArgs(
+                metric_kind="DELTA",
+                value_type="INT64",
+                unit="1",
+                labels=[
+                    gcp.logging.MetricMetricDescriptorLabelArgs(
+                        key="service", value_type="STRING", description="Cloud Run service"
+                    )
+                ],
+            ),
+            "label_extractors": {"service": "EXTRACT(resource.labels.service_name)"},
+        }
     return gcp.logging.Metric(
         resource_name,
         project=a.project,
         name=metric_name,
         filter=log_filter,
         description=description,
-        metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
-            metric_kind="DELTA",
-            value_type="INT64",
-            unit="1",
-            labels=[
-                gcp.logging.MetricMetricDescriptorLabelArgs(
-                    key="service", value_type="STRING", description="Cloud Run service"
-                )
-            ],
-        ),
-        label_extractors={"service": "EXTRACT(resource.labels.service_name)"},
         opts=pipeline._opts(),
+        **shape,
     )
 
 
