@@ -148,7 +148,7 @@ def local_run(
     """
     from bananabatch.local.runner import LocalPipeline, RunResult
     from bananabatch.local.runner import Progress as RunProgress
-    from bananabatch.pipeline import budget
+    from bananabatch.pipeline import control
     from bananabatch.wiring import build_runtime
 
     with errors_as_one_line(), _provider_for(provider, root) as provider_overrides:
@@ -180,7 +180,7 @@ def local_run(
             if result.job.state is JobState.HELD and approve:
                 # The same approval `bananabatch approve` gives: the estimate is reserved
                 # outside the cap, then the run resumes the job it just held.
-                budget.approve(pipeline.runtime, result.job.job_id)
+                control.approve(pipeline.runtime, result.job.job_id)
                 result = run()
         finally:
             pipeline.close()

@@ -25,7 +25,7 @@ from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError
-from bananabatch.pipeline import budget, cache
+from bananabatch.pipeline import cache, control
 from bananabatch.pipeline.references import reference_policy
 from bananabatch.pipeline.runtime import Runtime
 
@@ -168,7 +168,7 @@ def approve(
     Example: bananabatch approve prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
-        _print_job_state(budget.approve(_runtime(with_provider=True), job), as_json)
+        _print_job_state(control.approve(_runtime(with_provider=True), job), as_json)
 
 
 def reject(
@@ -182,4 +182,4 @@ def reject(
     Example: bananabatch reject prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
-        _print_job_state(budget.reject(_runtime(with_provider=True), job), as_json)
+        _print_job_state(control.reject(_runtime(with_provider=True), job), as_json)

@@ -25,7 +25,7 @@ from bananabatch.emulator.server import EmulatorServer
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
 from bananabatch.errors import PermanentError
 from bananabatch.local.runner import LocalPipeline, RunResult
-from bananabatch.pipeline import budget, intake
+from bananabatch.pipeline import budget, control, intake
 from bananabatch.wiring import build_runtime
 
 Factory = Callable[..., LocalPipeline]
@@ -283,7 +283,7 @@ def test_a_job_over_its_budget_is_held_announced_and_runs_once_approved(
     pipeline.tick()  # a tick must not submit a held job's batches
     assert emulator.state.counters.batches_created == 0
 
-    approved = budget.approve(pipeline.runtime, result.job.job_id)
+    approved = control.approve(pipeline.runtime, result.job.job_id)
     assert approved.state is JobState.RUNNING
     messages = _finish(pipeline, result.job.job_id)
     job = pipeline.runtime.repo.require_job(result.job.job_id)
@@ -293,7 +293,7 @@ def test_a_job_over_its_budget_is_held_announced_and_runs_once_approved(
     assert day.reserved_usd == 0.0
     assert day.spent_usd == pytest.approx(job.costs.actual_usd)
     with pytest.raises(PermanentError, match="expected HELD, found SUCCEEDED"):
-        budget.approve(pipeline.runtime, job.job_id)
+        control.approve(pipeline.runtime, job.job_id)
 
 
 def test_a_rejected_held_job_is_cancelled_with_its_items_failed_and_one_final_message(
@@ -304,7 +304,7 @@ def test_a_rejected_held_job_is_cancelled_with_its_items_failed_and_one_final_me
     result = _run(pipeline, path, metadata={"bananabatch-budget-usd": "0.05"})
     assert result.job.state is JobState.HELD
 
-    job = budget.reject(pipeline.runtime, result.job.job_id)
+    job = control.reject(pipeline.runtime, result.job.job_id)
 
     assert job.state is JobState.CANCELLED
     items = list(pipeline.runtime.repo.items(job.job_id))

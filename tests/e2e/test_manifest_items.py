@@ -18,7 +18,7 @@ from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, BatchState, Ite
 from bananabatch.emulator.server import EmulatorServer
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
 from bananabatch.local.runner import LocalPipeline
-from bananabatch.pipeline import budget, control
+from bananabatch.pipeline import control
 from bananabatch.wiring import build_runtime
 
 GOOD = [{"key": f"k{n}", "prompt": f"a pear, study {n}"} for n in range(1, 10)]
@@ -139,11 +139,11 @@ def test_rejecting_a_held_job_fails_the_items_of_every_batch_without_paying(
     assert list(rt.repo.items(job_id)) == []
     assert rt.repo.count_items(job_id, ItemState.PENDING) == 9
 
-    job = budget.reject(rt, job_id)
+    job = control.reject(rt, job_id)
 
     assert job.state is JobState.CANCELLED
     _assert_one_terminal_state_per_line(pipeline, job_id)
-    assert {i.reason for i in rt.repo.items(job_id)} == {budget.REJECTED_REASON}
+    assert {i.reason for i in rt.repo.items(job_id)} == {control.REJECTED_REASON}
     assert rt.repo.count_items(job_id, ItemState.PENDING) == 0
     pipeline.tick()
     assert held_emulator.state.counters.batches_created == 0

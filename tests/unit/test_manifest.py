@@ -1,5 +1,5 @@
 """Batch manifests (core/manifest.py) and the item records made from them
-(pipeline.repo.materialize_items): a round trip, idempotence, terminal items left alone,
+(pipeline.materialize.materialize_items): a round trip, idempotence, terminal items left alone,
 and the PENDING count of batches whose items are not records yet."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from bananabatch.core.manifest import (
 from bananabatch.core.records import BatchRecord, ItemRecord
 from bananabatch.core.states import BatchState, ItemState
 from bananabatch.errors import PermanentError
-from bananabatch.pipeline.repo import materialize_items
+from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.wiring import build_runtime
 

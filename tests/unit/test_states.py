@@ -8,9 +8,12 @@ from bananabatch.core.states import (
     BATCH_ACTIVE,
     BATCH_PROVIDER_TERMINAL,
     ITEM_TERMINAL,
+    JOB_CANCELLABLE,
+    JOB_PAUSABLE,
     JOB_TERMINAL,
     BatchState,
     ItemState,
+    JobMove,
     JobState,
     advance_batch,
     advance_item,
@@ -18,6 +21,7 @@ from bananabatch.core.states import (
     can_advance_batch,
     can_advance_item,
     can_advance_job,
+    job_move_for,
     job_outcome,
 )
 from bananabatch.errors import InvalidTransition, PermanentError
@@ -54,8 +58,18 @@ JOB_ALLOWED = {
     (JS.HELD, JS.RUNNING),
     (JS.HELD, JS.CANCELLED),
     *((JS.RUNNING, t) for t in (JS.SUCCEEDED, JS.PARTIAL, JS.FAILED, JS.CANCELLED)),
-    (JS.PARTIAL, JS.RUNNING),
-    (JS.FAILED, JS.RUNNING),
+}
+# Each named move, as (from, to) pairs.
+JOB_MOVES_DRAWN = {
+    JobMove.HOLD: {(JS.RECEIVED, JS.HELD)},
+    JobMove.START: {(JS.RECEIVED, JS.RUNNING)},
+    JobMove.APPROVE: {(JS.HELD, JS.RUNNING)},
+    JobMove.REJECT: {(JS.HELD, JS.CANCELLED)},
+    JobMove.END: {
+        (s, t)
+        for s in (JS.RECEIVED, JS.RUNNING)
+        for t in (JS.SUCCEEDED, JS.PARTIAL, JS.FAILED, JS.CANCELLED)
+    },
 }
 
 
@@ -90,6 +104,33 @@ def test_a_job_moves_only_along_the_drawn_arrows(current: JobState, target: JobS
     else:
         with pytest.raises(InvalidTransition):
             advance_job(current, target)
+
+
+def test_every_job_arrow_is_exactly_one_named_move() -> None:
+    pairs = [pair for drawn in JOB_MOVES_DRAWN.values() for pair in drawn]
+    assert sorted(pairs) == sorted(JOB_ALLOWED)
+    assert len(pairs) == len(set(pairs))
+    for move, drawn in JOB_MOVES_DRAWN.items():
+        for current, target in drawn:
+            assert job_move_for(current, target) is move
+            assert advance_job(current, target, move=move) is target
+
+
+@pytest.mark.parametrize("move", list(JobMove))
+def test_a_job_move_is_refused_under_another_name(move: JobMove) -> None:
+    for current, target in JOB_ALLOWED - JOB_MOVES_DRAWN[move]:
+        with pytest.raises(InvalidTransition):
+            advance_job(current, target, move=move, entity="job-1")
+
+
+def test_a_finished_job_is_final_and_a_retry_makes_a_new_job() -> None:
+    for state in JOB_TERMINAL:
+        assert not any(can_advance_job(state, t) for t in JobState)
+
+
+def test_only_a_running_job_shows_a_pause_and_only_a_job_that_may_spend_is_cancelled() -> None:
+    assert {JS.RUNNING} == JOB_PAUSABLE
+    assert {JS.RECEIVED, JS.RUNNING} == JOB_CANCELLABLE
 
 
 def test_a_refused_move_names_the_machine_the_entity_and_both_states() -> None:

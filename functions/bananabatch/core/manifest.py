@@ -7,7 +7,7 @@ request file, it writes the batch's manifest: one compact JSON array per request
 order of the request file, holding what an item record needs beyond what its batch record
 already says (job, batch id, model, attempt, lane). The records are created from the
 manifest when the batch is claimed for submission, or when it is cancelled or rejected
-before that (pipeline.repo.materialize_items).
+before that (pipeline.materialize.materialize_items).
 
 A line is `[key, line_no, request_hash, prompt_preview, aspect_ratio, image_size,
 estimated_usd]`, e.g. `["sku-1",3,"9f2c…","a red bicycle","16:9","2K",0.0672]`.

@@ -105,17 +105,55 @@ _BATCH_MOVES: Final[Mapping[BatchState, frozenset[BatchState]]] = {
     BatchState.COLLECTED: frozenset(),
 }
 
-_JOB_MOVES: Final[Mapping[JobState, frozenset[JobState]]] = {
-    # RECEIVED may end at once: every line rejected, or every image already cached.
-    JobState.RECEIVED: frozenset({JobState.HELD, JobState.RUNNING} | JOB_TERMINAL),
-    JobState.HELD: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RUNNING: frozenset(JOB_TERMINAL),
-    # A user's `retry` reopens a finished job for its failed items.
-    JobState.SUCCEEDED: frozenset(),
-    JobState.PARTIAL: frozenset({JobState.RUNNING}),
-    JobState.FAILED: frozenset({JobState.RUNNING}),
-    JobState.CANCELLED: frozenset(),
+
+class JobMove(StrEnum):
+    """The named moves of a job. pipeline/lifecycle.py makes each one, and nothing else
+    writes a job's state."""
+
+    # Staged over a budget cap: nothing is reserved or submitted until a person decides.
+    HOLD = "HOLD"
+    # Staged within the caps: the job's batches may be submitted.
+    START = "START"
+    # A person approved a held job (`bananabatch approve`).
+    APPROVE = "APPROVE"
+    # A person rejected a held job (`bananabatch reject`).
+    REJECT = "REJECT"
+    # Every line has its terminal state, or intake refused the file. RECEIVED may end at
+    # once: every line rejected, or every image already cached.
+    END = "END"
+
+
+# Each named move: the states it starts from, and the states it may lead to.
+JOB_MOVE_TABLE: Final[Mapping[JobMove, tuple[frozenset[JobState], frozenset[JobState]]]] = {
+    JobMove.HOLD: (frozenset({JobState.RECEIVED}), frozenset({JobState.HELD})),
+    JobMove.START: (frozenset({JobState.RECEIVED}), frozenset({JobState.RUNNING})),
+    JobMove.APPROVE: (frozenset({JobState.HELD}), frozenset({JobState.RUNNING})),
+    JobMove.REJECT: (frozenset({JobState.HELD}), frozenset({JobState.CANCELLED})),
+    JobMove.END: (frozenset({JobState.RECEIVED, JobState.RUNNING}), JOB_TERMINAL),
 }
+
+# Where a job may go from each state: the union of the named moves (a terminal job is
+# final; `bananabatch retry` makes a new job of the failed lines instead).
+_JOB_MOVES: Final[Mapping[JobState, frozenset[JobState]]] = {
+    state: frozenset().union(
+        *(targets for sources, targets in JOB_MOVE_TABLE.values() if state in sources)
+    )
+    for state in JobState
+}
+# A job shows a deployment-wide pause only while it runs: a held job waits for a person
+# anyway, and a finished one has nothing left to pause.
+JOB_PAUSABLE: Final = frozenset({JobState.RUNNING})
+# A cancel may be requested of a job that may still spend. A held job is rejected
+# instead (it never reserved anything), and a finished one has nothing left to stop.
+JOB_CANCELLABLE: Final = frozenset({JobState.RECEIVED, JobState.RUNNING})
+
+
+def job_move_for(current: JobState, target: JobState) -> JobMove | None:
+    """The named move that takes a job from current to target, if any."""
+    for move, (sources, targets) in JOB_MOVE_TABLE.items():
+        if current in sources and target in targets:
+            return move
+    return None
 
 
 def can_advance_item(current: ItemState, target: ItemState) -> bool:
@@ -142,8 +180,12 @@ def advance_batch(current: BatchState, target: BatchState, *, entity: str = "") 
     return target
 
 
-def advance_job(current: JobState, target: JobState, *, entity: str = "") -> JobState:
-    if not can_advance_job(current, target):
+def advance_job(
+    current: JobState, target: JobState, *, move: JobMove | None = None, entity: str = ""
+) -> JobState:
+    """target, if the machine allows the move (and it is the named move, if one is given)."""
+    made = job_move_for(current, target)
+    if made is None or (move is not None and made is not move):
         raise InvalidTransition("job", current, target, entity=entity)
     return target
 

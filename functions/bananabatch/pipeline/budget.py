@@ -4,7 +4,8 @@ A job's estimate is reserved in `budget/{UTC day}` inside one StateStore.update
 transaction that also checks the daily cap, so concurrent uploads cannot exceed it
 together: the second transaction sees the first one's reservation. A job that would
 exceed a cap is HELD (no reservation) until `approve` (reserves without the cap, since a
-person decided) or `reject` (CANCELLED, its items FAILED "rejected by user").
+person decided) or `reject` (CANCELLED, its items FAILED "rejected by user"); both are in
+pipeline/control.py.
 
 The reservation becomes actual spend when the job ends (finalize calls `settle`): the
 whole reservation is released and the job's actual cost recorded, so items that ended
@@ -27,18 +28,12 @@ from typing import Any, Final
 from bananabatch.config import env_name_for
 from bananabatch.core import records as rec
 from bananabatch.core.records import JobRecord
-from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState, JobState
+from bananabatch.core.states import BatchState
 from bananabatch.errors import PermanentError
-from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import finalize, submit, urgent
-from bananabatch.pipeline.repo import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc
 
-log = get_logger(__name__)
-
 JOB_BUDGET_KEY: Final = "bananabatch-budget-usd"
-REJECTED_REASON: Final = "rejected by user"
 # Batches are staged with this "not before" time so that no tick submits them while the
 # job is still RECEIVED or HELD; it is cleared when the job moves to RUNNING.
 HOLD_UNTIL: Final = datetime(9999, 1, 1, tzinfo=UTC)
@@ -174,83 +169,6 @@ def release_hold(rt: Runtime, job_id: str) -> None:
             batch.batch_id,
             lambda b: {"next_submit_after": None} if b.next_submit_after == HOLD_UNTIL else None,
         )
-
-
-def start_running(rt: Runtime, job_id: str) -> None:
-    """What follows a job's move to RUNNING: urgent lines first (they must not wait for the
-    batch), then the batches. An urgent failure is recorded on its item and never stops
-    the batch part."""
-    release_hold(rt, job_id)
-    try:
-        urgent.run_urgent(rt, job_id)
-    except Exception:
-        log.exception("urgent lane stopped; the batch part goes on")
-    if rt.repo.count_batches(job_id=job_id, states=list(BatchState)) == 0:
-        finalize.finalize_job_if_done(rt, job_id)
-        return
-    submit.submit_queued(rt, job_id=job_id)
-
-
-def _held_job(rt: Runtime, job_id: str, verb: str) -> JobRecord:
-    job = rt.repo.require_job(job_id)
-    if job.state is not JobState.HELD:
-        raise PermanentError(
-            f"only a HELD job can be {verb}; expected HELD, found {job.state.value}",
-            job_id=job_id,
-        )
-    return job
-
-
-def approve(rt: Runtime, job_id: str) -> JobRecord:
-    """HELD -> RUNNING: reserve the estimate regardless of the caps and start the job."""
-    with labels(job_id=job_id):
-        job = _held_job(rt, job_id, "approved")
-        day = budget_day(rt.now())
-        amount = with_margin(job.costs.estimated_usd, rt.settings.budget_margin)
-        reserve(rt, job_id, amount, day=day, cap=None)
-        moved = rt.repo.move_job(
-            job_id,
-            JobState.RUNNING,
-            expect={JobState.HELD},
-            change=lambda _j: {"budget_day": day, "error": None, "updated_at": rt.now()},
-        )
-        if not moved.moved:
-            raise PermanentError(
-                f"approve lost a race: expected HELD, found {moved.record.state.value}",
-                job_id=job_id,
-            )
-        log.info("held job approved")
-        start_running(rt, job_id)
-        return rt.repo.require_job(job_id)
-
-
-def reject(rt: Runtime, job_id: str) -> JobRecord:
-    """HELD -> CANCELLED: every open item FAILED "rejected by user", one final message."""
-    with labels(job_id=job_id):
-        job = _held_job(rt, job_id, "rejected")
-        now = rt.now()
-        # Items written at intake (urgent lines, in-file duplicates) first, then each
-        # batch's items from its manifest: a held job's batches were never submitted.
-        failed = [
-            item.model_copy(
-                update={"state": ItemState.FAILED, "reason": REJECTED_REASON, "updated_at": now}
-            )
-            for item in rt.repo.items(job_id)
-            if item.state not in ITEM_TERMINAL
-        ]
-        count = rt.repo.put_items(failed)
-        for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
-            # Before the batch turns terminal, so a crash in between leaves it QUEUED and
-            # a second reject does it again.
-            count += materialize_items(rt, batch, ItemState.FAILED, reason=REJECTED_REASON)
-            rt.repo.move_batch(
-                batch.batch_id, BatchState.CANCELLED, change=lambda _b: {"updated_at": now}
-            )
-            rt.repo.move_batch(
-                batch.batch_id, BatchState.COLLECTED, change=lambda _b: {"updated_at": now}
-            )
-        log.info("held job rejected", extra={"items": count})
-        return finalize.close_job(rt, job, forced=JobState.CANCELLED, error=REJECTED_REASON)
 
 
 def reserve_fallback(rt: Runtime, job: JobRecord, batch_id: str, extra_usd: float) -> str | None:

@@ -36,8 +36,8 @@ from bananabatch.core.states import (
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, cache, urgent
-from bananabatch.pipeline.repo import materialize_items
+from bananabatch.pipeline import budget, cache, lifecycle, urgent
+from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.report.gallery import render_gallery
 
@@ -137,12 +137,7 @@ def close_job(
     # Reports first, from the record as it will be: a concurrent finalizer writes the same
     # bytes, and a crash before the move below just means they are written again.
     write_job_reports(rt, job.model_copy(update={**final, "state": target}), tally)
-    moved = rt.repo.move_job(
-        job.job_id,
-        target,
-        expect={JobState.RUNNING, JobState.RECEIVED, JobState.HELD},
-        change=lambda _j: final,
-    )
+    moved = lifecycle.end(rt, job.job_id, target, final)
     if moved.moved:
         log.info(
             "job finished: %s",

@@ -8,7 +8,7 @@ moved to RUNNING, which is why a crash anywhere in intake can simply be redone.
 A batch-lane line gets no item record here: a million document writes do not fit in one
 invocation (nor under Firestore's 500/50/5 ramp-up rule). Its batch's manifest
 (core/manifest.py), written next to the request file, holds what the record needs; the
-records are created per batch when it is submitted (pipeline.repo.materialize_items), so
+records are created per batch when it is submitted (pipeline/materialize.py), so
 the writes spread over the job's life at the pace of max_active_batches. Urgent lines,
 cache hits and in-file duplicates, which are served apart from batches, still get their
 records here, in batches of writes.
@@ -64,7 +64,7 @@ from bananabatch.core.records import (
 from bananabatch.core.states import BatchState, ItemState, JobState
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, cache, finalize
+from bananabatch.pipeline import budget, cache, control, finalize, lifecycle
 from bananabatch.pipeline.references import ReferenceChecker, reference_policy
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.urgent import urgent_object_name
@@ -118,7 +118,8 @@ def handle_upload(rt: Runtime, source: SourceObject, metadata: Mapping[str, str]
     job_id = rec.job_id_for(source)
     with labels(job_id=job_id):
         now = rt.now()
-        created = rt.repo.create_job(
+        created = lifecycle.receive(
+            rt,
             JobRecord(
                 job_id=job_id,
                 state=JobState.RECEIVED,
@@ -128,7 +129,7 @@ def handle_upload(rt: Runtime, source: SourceObject, metadata: Mapping[str, str]
                 default_model=metadata.get("model") or rt.settings.default_model,
                 results_prefix=rt.results_uri(rec.results_prefix(job_id)),
                 options={k: v for k, v in metadata.items() if k.startswith("bananabatch-")},
-            )
+            ),
         )
         crash_point("intake.after_job_created")
         job = rt.repo.require_job(job_id)
@@ -186,27 +187,12 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
     hold, day = budget.admit(rt, job, costs.estimated_usd) if tally.accepted else (None, None)
     if hold is not None:
         # Over a cap: nothing is reserved or submitted until a person approves or rejects.
-        held = rt.repo.move_job(
-            job.job_id,
-            JobState.HELD,
-            expect={JobState.RECEIVED},
-            change=lambda _j: {
-                **staged,
-                "error": hold,
-                "completion_pending": True,
-                "updated_at": rt.now(),
-            },
-        )
+        held = lifecycle.hold(rt, job.job_id, hold, staged)
         log.warning("job held over budget: %s", hold)
         if held.moved:
             finalize.publish_completion_if_pending(rt, job.job_id)
         return
-    moved = rt.repo.move_job(
-        job.job_id,
-        JobState.RUNNING,
-        expect={JobState.RECEIVED},
-        change=lambda _j: {**staged, "budget_day": day, "updated_at": rt.now()},
-    )
+    moved = lifecycle.start(rt, job.job_id, budget_day=day, staged=staged)
     log.info(
         "intake finished",
         extra={
@@ -224,7 +210,7 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
     if tally.accepted == 0:
         finalize.finalize_job_if_done(rt, job.job_id)
         return
-    budget.start_running(rt, job.job_id)
+    control.start_running(rt, job.job_id)
 
 
 def source_bucket(job: JobRecord) -> str:

@@ -28,6 +28,7 @@ from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState
 from bananabatch.errors import PermanentError
 from bananabatch.log import get_logger
 from bananabatch.pipeline import budget, pause
+from bananabatch.pipeline.repo import Move
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc
 
@@ -114,11 +115,10 @@ def forget(rt: Runtime) -> list[str]:
     return dropped
 
 
-def handle(rt: Runtime, batch: BatchRecord, reason: str) -> BatchRecord:
+def handle(rt: Runtime, batch: BatchRecord, reason: str) -> Move[BatchRecord]:
     """A claimed (SUBMITTING) batch whose model is gone: to the fallback model, back in the
-    queue, when one is configured and can take it; else FAILED with the reason."""
-    from bananabatch.pipeline import submit  # submit calls this module
-
+    queue, when one is configured and can take it; else FAILED with the reason (the
+    caller announces a batch this call moved to FAILED)."""
     items = [i for i in rt.repo.items_of_batch(batch).values() if i.state not in ITEM_TERMINAL]
     job = rt.repo.get_job(batch.job_id)
     plan = _plan(rt, batch, job, items)
@@ -134,7 +134,7 @@ def handle(rt: Runtime, batch: BatchRecord, reason: str) -> BatchRecord:
             )
             for item in items
         )
-        moved = rt.repo.move_batch(
+        return rt.repo.move_batch(
             batch.batch_id,
             BatchState.FAILED,
             expect={BatchState.SUBMITTING},
@@ -145,9 +145,6 @@ def handle(rt: Runtime, batch: BatchRecord, reason: str) -> BatchRecord:
                 "updated_at": rt.now(),
             },
         )
-        if moved.moved:
-            submit.publish_batch_done(rt, moved.record)
-        return moved.record
     fallback, per_item = plan
     assert job is not None
     now = rt.now()
@@ -193,7 +190,7 @@ def handle(rt: Runtime, batch: BatchRecord, reason: str) -> BatchRecord:
             "submitting_since": None,
             "updated_at": rt.now(),
         },
-    ).record
+    )
 
 
 def _plan(

@@ -32,6 +32,7 @@ from bananabatch.core import alerts
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JobState
 from bananabatch.log import get_logger
+from bananabatch.pipeline import lifecycle
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc, Where
 
@@ -296,37 +297,15 @@ def lapse_expired(rt: Runtime) -> list[Reason]:
 def mark_paused_jobs(rt: Runtime, why: str, job_ids: Iterable[str] | None = None) -> list[str]:
     """Set `paused` on running jobs (the given ones, or all); returns the ids marked."""
     ids = list(job_ids) if job_ids is not None else [j.job_id for j in _running(rt)]
-    marked: list[str] = []
     since = rt.now().isoformat()
-    for job_id in ids:
-
-        def mark(job: JobRecord) -> dict[str, Any] | None:
-            if job.state is not JobState.RUNNING or job.paused == why:
-                return None
-            history = [*job.pauses, {"reason": why, "since": since}]
-            return {"paused": why, "pauses": history, "updated_at": rt.now()}
-
-        after = rt.repo.patch_job(job_id, mark)
-        if after.paused == why:
-            marked.append(job_id)
-    return marked
+    return [job_id for job_id in ids if lifecycle.show_pause(rt, job_id, why, since)]
 
 
 def unmark_jobs(rt: Runtime, lifted: list[Reason], *, still: str | None) -> None:
     until = rt.now().isoformat()
     for job in _running(rt):
-        if job.paused is None:
-            continue
-
-        def unmark(current: JobRecord) -> dict[str, Any] | None:
-            if current.paused is None:
-                return None
-            history = [dict(p) for p in current.pauses]
-            if history and "until" not in history[-1]:
-                history[-1]["until"] = until
-            return {"paused": still, "pauses": history}
-
-        rt.repo.patch_job(job.job_id, unmark)
+        if job.paused is not None:
+            lifecycle.clear_pause(rt, job.job_id, still=still, until=until)
 
 
 def _running(rt: Runtime) -> list[JobRecord]:

@@ -35,7 +35,7 @@ from bananabatch.errors import (
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import model_gone, pause
-from bananabatch.pipeline.repo import materialize_items
+from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch
 
@@ -144,7 +144,7 @@ def submit_batch(
             gone = model_gone.gone_models(rt).get(canonical_model(batch.model))
             if gone is not None:
                 # Known not to be served: never asked again (its one alert is out).
-                return model_gone.handle(rt, batch, gone)
+                return _model_gone(rt, batch, gone)
             try:
                 made = rt.provider.create(
                     model=batch.model,
@@ -170,7 +170,7 @@ def submit_batch(
             except ModelUnavailable as exc:
                 answer = _answer(exc.message)
                 model_gone.record_gone(rt, batch.model, answer)
-                return model_gone.handle(rt, batch, answer)
+                return _model_gone(rt, batch, answer)
             except PermanentError as exc:
                 reason = str(exc)
                 log.error("provider rejected the batch", extra={"error": reason})
@@ -192,6 +192,13 @@ def submit_batch(
             recorded = record_created(rt, batch, made)
             pause.created_ok(rt, gate or pause.Gate(open=True))
             return recorded
+
+
+def _model_gone(rt: Runtime, batch: BatchRecord, reason: str) -> BatchRecord:
+    moved = model_gone.handle(rt, batch, reason)
+    if moved.moved and moved.record.state is BatchState.FAILED:
+        publish_batch_done(rt, moved.record)
+    return moved.record
 
 
 def _refused_for_quota(rt: Runtime, batch: BatchRecord, exc: ProviderQuotaExceeded) -> BatchRecord:
