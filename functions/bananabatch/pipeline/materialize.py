@@ -5,9 +5,12 @@ them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from bananabatch.core.manifest import decode_entry, item_from_entry
+from bananabatch.core.manifest import ManifestEntry, decode_entry, item_from_entry
 from bananabatch.core.records import BatchRecord, ItemRecord
 from bananabatch.core.states import ITEM_TERMINAL, ItemState
 from bananabatch.errors import NotFound, PermanentError
@@ -37,56 +40,78 @@ def materialize_items(
     rejected. It must complete before the batch can reach the provider or a terminal
     state, because the collector reads items, not manifests. Idempotent.
     """
-    now = rt.now()
+    target = _Target(state, rt.now(), reason, only_absent)
     existing = rt.repo.items_of_batch(batch)
-    written = 0
-    pending: list[ItemRecord] = []
-
-    def moved(item: ItemRecord) -> ItemRecord | None:
-        if only_absent or item.state in ITEM_TERMINAL or item.state is state:
-            return None
-        update: dict[str, Any] = {"state": state, "updated_at": now}
-        if reason is not None:
-            update["reason"] = reason
-        return item.model_copy(update=update)
-
-    def add(item: ItemRecord | None) -> None:
-        nonlocal written
-        if item is None:
-            return
-        pending.append(item)
-        if len(pending) >= MATERIALIZE_FLUSH:
-            written += rt.repo.put_items(pending)
-            pending.clear()
-
+    writer = _Writer(rt)
     if batch.manifest_object is not None:
-        results = rt.settings.results_bucket
-        where = f"{batch.manifest_object} of batch {batch.batch_id}"
-        try:
-            with rt.objects.open_read(results, batch.manifest_object) as stream:
-                for number, raw in enumerate(stream, start=1):
-                    if not raw.strip():
-                        continue
-                    entry = decode_entry(raw, where=f"{where}, line {number}")
-                    current = existing.pop(entry.key, None)
-                    if current is None:
-                        add(item_from_entry(entry, batch, state, now, reason=reason))
-                    else:
-                        add(moved(current))
-        except NotFound as exc:
-            raise PermanentError(
-                f"manifest {where} is gone: expected the {batch.request_count} items of "
-                "the batch in it",
-                job_id=batch.job_id,
-                batch_id=batch.batch_id,
-            ) from exc
+        for entry in _manifest_entries(rt, batch, batch.manifest_object):
+            current = existing.pop(entry.key, None)
+            writer.add(target.created(entry, batch) if current is None else target.moved(current))
     for item in existing.values():
-        add(moved(item))
-    if pending:
-        written += rt.repo.put_items(pending)
+        writer.add(target.moved(item))
+    written = writer.flush()
     if batch.manifest_object is not None and not batch.items_materialized:
         rt.repo.patch_batch(
             batch.batch_id,
             lambda b: None if b.items_materialized else {"items_materialized": True},
         )
     return written
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where materialize_items puts the batch's items."""
+
+    state: ItemState
+    now: datetime
+    reason: str | None
+    only_absent: bool
+
+    def created(self, entry: ManifestEntry, batch: BatchRecord) -> ItemRecord:
+        return item_from_entry(entry, batch, self.state, self.now, reason=self.reason)
+
+    def moved(self, item: ItemRecord) -> ItemRecord | None:
+        if self.only_absent or item.state in ITEM_TERMINAL or item.state is self.state:
+            return None
+        update: dict[str, Any] = {"state": self.state, "updated_at": self.now}
+        if self.reason is not None:
+            update["reason"] = self.reason
+        return item.model_copy(update=update)
+
+
+class _Writer:
+    """Item records written MATERIALIZE_FLUSH at a time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.pending: list[ItemRecord] = []
+        self.written = 0
+
+    def add(self, item: ItemRecord | None) -> None:
+        if item is None:
+            return
+        self.pending.append(item)
+        if len(self.pending) >= MATERIALIZE_FLUSH:
+            self.flush()
+
+    def flush(self) -> int:
+        if self.pending:
+            self.written += self.rt.repo.put_items(self.pending)
+            self.pending.clear()
+        return self.written
+
+
+def _manifest_entries(rt: Runtime, batch: BatchRecord, name: str) -> Iterator[ManifestEntry]:
+    where = f"{name} of batch {batch.batch_id}"
+    try:
+        with rt.objects.open_read(rt.settings.results_bucket, name) as stream:
+            for number, raw in enumerate(stream, start=1):
+                if raw.strip():
+                    yield decode_entry(raw, where=f"{where}, line {number}")
+    except NotFound as exc:
+        raise PermanentError(
+            f"manifest {where} is gone: expected the {batch.request_count} items of the batch "
+            "in it",
+            job_id=batch.job_id,
+            batch_id=batch.batch_id,
+        ) from exc
