@@ -14,10 +14,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NoReturn
 
 import typer
 from rich.console import Console
@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bananabatch import cost_cli, doctor_cli, log, pause_cli, webhook_cli
+from bananabatch import config, cost_cli, doctor_cli, interrupt_cli, log, pause_cli, webhook_cli
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState, JobState
@@ -125,9 +125,10 @@ def print_json(doc: Any) -> None:
 @local_app.command("run")
 def local_run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    root: Annotated[Path, typer.Option(help="Where the local buckets and state live.")] = Path(
-        ".bananabatch"
-    ),
+    root: Annotated[
+        Path,
+        typer.Option(help="Where the local buckets and state live.", envvar=config.ENV_LOCAL_ROOT),
+    ] = Path(".bananabatch"),
     provider: Annotated[
         ProviderKind,
         typer.Option(help="emulator (default, free) or gemini (real, paid: needs GEMINI_API_KEY)."),
@@ -157,13 +158,8 @@ def local_run(
         )
         _quiet_pipeline_logs(settings)
         pipeline = LocalPipeline(build_runtime(settings))
-
-        def started(job_id: str, resumed: bool) -> None:
-            if resumed:
-                err.print(
-                    f"resuming job {job_id}: an earlier run of this file was interrupted;"
-                    " finished lines are kept and not paid again"
-                )
+        seen: list[str] = []
+        started = _say_job_first(seen)
 
         def run() -> RunResult:
             if as_json:
@@ -182,6 +178,8 @@ def local_run(
                 # outside the cap, then the run resumes the job it just held.
                 control.approve(pipeline.runtime, result.job.job_id)
                 result = run()
+        except KeyboardInterrupt:
+            _interrupted_run(pipeline.runtime, seen, file, provider)
         finally:
             pipeline.close()
         if result.job.state is JobState.HELD:
@@ -191,6 +189,37 @@ def local_run(
         else:
             print_summary(result.summary)
         raise typer.Exit(exit_code_for(result.job))
+
+
+def _say_job_first(seen: list[str]) -> Callable[[str, bool], None]:
+    """The on_start of a local run: the job id, once per command (an --approve run starts
+    the same job twice), before intake, so it is on screen before anything is paid."""
+
+    def started(job_id: str, resumed: bool) -> None:
+        if seen:
+            return
+        seen.append(job_id)
+        how = (
+            "resumed: an earlier run of this file did not finish; finished lines are kept"
+            " and not paid again"
+            if resumed
+            else "Ctrl-C stops waiting, not the job"
+        )
+        err.print(f"job {job_id} ({how})", soft_wrap=True, highlight=False)
+
+    return started
+
+
+def _interrupted_run(rt: Runtime, seen: list[str], file: Path, provider: ProviderKind) -> NoReturn:
+    interrupt_cli.quiet_emulator_shutdown()
+    rerun = f"bananabatch local run {file}" + (
+        f" --provider {provider.value}" if provider is not ProviderKind.EMULATOR else ""
+    )
+    said = interrupt_cli.after_local_run(
+        rt, seen[0] if seen else None, rerun, in_process=provider is ProviderKind.EMULATOR
+    )
+    err.print(said, soft_wrap=True, highlight=False)
+    raise typer.Exit(interrupt_cli.EXIT_INTERRUPTED) from None
 
 
 def _print_held(job: JobRecord, file: Path, as_json: bool) -> None:
@@ -560,6 +589,10 @@ def watch(
         driver = _local_driver(rt) if local else None
         started = time.monotonic()
         try:
+            if driver is not None:
+                # A job whose intake a crash cut off goes on from here too.
+                rt.repo.require_job(job)
+                driver.finish_intake(job)
             with _job_progress(disable=as_json) as (progress, task):
                 while True:
                     if driver is not None:
@@ -574,6 +607,11 @@ def watch(
                             f"job {job} still {record.state.value} after {timeout:.0f} s"
                         )
                     time.sleep(interval)
+        except KeyboardInterrupt:
+            err.print(
+                interrupt_cli.after_watch(rt, job, local=local), soft_wrap=True, highlight=False
+            )
+            raise typer.Exit(interrupt_cli.EXIT_INTERRUPTED) from None
         finally:
             if driver is not None:
                 driver.close()
@@ -728,4 +766,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        # A command with something in flight says what and how to go on; any other is
+        # simply stopped, without a traceback.
+        err.print("interrupted")
+        sys.exit(interrupt_cli.EXIT_INTERRUPTED)

@@ -47,9 +47,11 @@ class EmulatorServer:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
+        """now: do not wait for requests in flight (the client is gone: Ctrl-C)."""
         if self._server is not None:
             self._server.should_exit = True
+            self._server.force_exit = now
         if self._thread is not None:
             self._thread.join(timeout=30)
         self._server = self._thread = None
@@ -64,7 +66,7 @@ class EmulatorServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.stop(now=exc_type is not None)
 
 
 def run_forever(host: str, port: int, config: EmulatorConfig | None = None) -> None:

@@ -27,7 +27,7 @@ from bananabatch import events, wiring
 from bananabatch.adapters.local.bus import InProcessBus
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord, SourceObject, is_jsonl_name, job_id_for
-from bananabatch.core.states import JOB_TERMINAL, ItemState, JobState
+from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, ItemState, JobState
 from bananabatch.errors import BananaError, NotFound, PermanentError, TransientError
 from bananabatch.pipeline import thumbnails
 from bananabatch.pipeline.runtime import Runtime
@@ -49,6 +49,15 @@ class Progress:
     counts: dict[str, int]
     batches: int
     elapsed: float
+
+
+@dataclass(frozen=True)
+class PlacedUpload:
+    """A file in the inbox whose finalization event is not delivered yet."""
+
+    job_id: str
+    attributes: dict[str, str]
+    data: dict[str, Any]
 
 
 @dataclass
@@ -116,6 +125,15 @@ class LocalPipeline:
         self, path: Path, *, name: str | None = None, metadata: Mapping[str, str] | None = None
     ) -> str:
         """Copy a file into the inbox bucket and deliver its finalization. Returns the job id."""
+        placed = self.place(path, name=name, metadata=metadata)
+        self.deliver_upload(placed)
+        return placed.job_id
+
+    def place(
+        self, path: Path, *, name: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> PlacedUpload:
+        """Copy a file into the inbox bucket, without telling intake yet: its job id is
+        known (bucket, name, generation) before anything is staged or paid."""
         objects = self.runtime.objects
         bucket = self.settings.inbox_bucket
         object_name = name or path.name
@@ -144,8 +162,11 @@ class LocalPipeline:
             content_type="application/jsonl",
             metadata=metadata,
         )
-        self.deliver("on_upload", attributes, data)
-        return job_id_for(events.StorageObjectData.model_validate(data).source())
+        job_id = job_id_for(events.StorageObjectData.model_validate(data).source())
+        return PlacedUpload(job_id, attributes, data)
+
+    def deliver_upload(self, placed: PlacedUpload) -> None:
+        self.deliver("on_upload", placed.attributes, placed.data)
 
     def tick(self) -> None:
         attributes, data = events.pubsub_published_event(
@@ -191,32 +212,61 @@ class LocalPipeline:
     def resumable(self, path: Path, *, name: str | None = None) -> str | None:
         """The unfinished job of an earlier run of this same file (same inbox name, same
         bytes), if there is one: running the file again after a crash resumes it rather
-        than paying for every line again. Its upload event is delivered again when intake
-        had not finished (intake is idempotent)."""
+        than paying for every line again (`finish_intake` completes an intake it cut off)."""
         object_name = name or path.name
         info = self.runtime.objects.stat(self.settings.inbox_bucket, object_name)
         if info is None or info.generation is None:
             return None
         if info.metadata.get(CONTENT_HASH_KEY) != file_digest(path):
             return None
-        source = SourceObject(
-            bucket=self.settings.inbox_bucket, name=object_name, generation=info.generation
-        )
+        source = self._inbox_source(object_name)
+        if source is None:
+            return None
         job_id = job_id_for(source)
         job = self.runtime.repo.get_job(job_id)
         if job is not None and job.state in JOB_TERMINAL:
             return None
-        if job is None or job.state is JobState.RECEIVED:
-            attributes, data = events.storage_finalized_event(
-                bucket=source.bucket,
-                name=object_name,
-                generation=info.generation,
-                size=info.size,
-                content_type=info.content_type or "application/jsonl",
-                metadata=dict(info.metadata),
-            )
-            self.deliver("on_upload", attributes, data)
         return job_id
+
+    def _inbox_source(self, object_name: str) -> SourceObject | None:
+        info = self.runtime.objects.stat(self.settings.inbox_bucket, object_name)
+        if info is None or info.generation is None:
+            return None
+        return SourceObject(
+            bucket=self.settings.inbox_bucket, name=object_name, generation=info.generation
+        )
+
+    def finish_intake(self, job_id: str, *, path: Path | None = None) -> bool:
+        """Deliver the upload event again for a job whose intake never finished (no record
+        yet, or RECEIVED: the process died while reading the file). Intake is idempotent and
+        a cancelled job's batches are never submitted. False when the job needs nothing or
+        its inbox object is gone."""
+        job = self.runtime.repo.get_job(job_id)
+        if job is not None and job.state is not JobState.RECEIVED:
+            return False
+        source: SourceObject | None
+        if job is not None:
+            source = job.source
+        elif path is not None:
+            # Placed in the inbox, then killed before intake made the job record.
+            source = self._inbox_source(path.name)
+        else:
+            return False
+        if source is None:
+            return False
+        info = self.runtime.objects.stat(source.bucket, source.name)
+        if info is None or info.generation != source.generation:
+            return False
+        attributes, data = events.storage_finalized_event(
+            bucket=source.bucket,
+            name=source.name,
+            generation=source.generation,
+            size=info.size,
+            content_type=info.content_type or "application/jsonl",
+            metadata=dict(info.metadata),
+        )
+        self.deliver("on_upload", attributes, data)
+        return True
 
     # --- the whole flow ---------------------------------------------------------------
 
@@ -235,9 +285,15 @@ class LocalPipeline:
         is told which, before the wait."""
         started = time.monotonic()
         resumed_job = self.resumable(path)
-        job_id = resumed_job or self.upload(path, metadata=metadata)
+        placed = None if resumed_job else self.place(path, metadata=metadata)
+        job_id = resumed_job or (placed.job_id if placed else "")
+        # Said before intake runs: intake submits, so the id is known before anything is paid.
         if on_start is not None:
             on_start(job_id, resumed_job is not None)
+        if placed is not None:
+            self.deliver_upload(placed)
+        else:
+            self.finish_intake(job_id, path=path)
         repo = self.runtime.repo
         completions: list[dict[str, Any]] = []
         next_tick = time.monotonic()
@@ -358,7 +414,7 @@ def cancel_locally(settings: Settings, job_id: str) -> dict[str, Any]:
     process's bus) are delivered here, so the job closes CANCELLED before the command
     returns; with a provider that answers, the job ends once its batches are collected
     (`watch` or `local run` plays the scheduler)."""
-    from bananabatch.pipeline import control
+    from bananabatch.pipeline import control, submit
 
     why = emulator_gone(settings)
     if why is None:
@@ -372,8 +428,16 @@ def cancel_locally(settings: Settings, job_id: str) -> dict[str, Any]:
     pipeline = LocalPipeline(runtime)
     try:
         outcome = control.cancel_job(runtime, job_id)
+        # Cut off while reading its file: the rest of intake runs now, and since the job is
+        # marked cancelled its batches are cancelled before submission, never paid.
+        pipeline.finish_intake(job_id)
         if why is not None:
-            pipeline.drain()
+            # A batch that finished at the emulator but whose collection died with the
+            # process: the collector finds it gone and ends it, so the job can close now.
+            for batch in runtime.repo.batches(job_id=job_id):
+                if batch.state in BATCH_PROVIDER_TERMINAL:
+                    submit.publish_batch_done(runtime, batch)
+        pipeline.drain()
     finally:
         pipeline.close()
     outcome["state"] = runtime.repo.require_job(job_id).state.value
