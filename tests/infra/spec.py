@@ -123,7 +123,7 @@ class Need:
 
 
 # The code each function runs (entry point -> pipeline), for the table's `needed by` column.
-UPLOAD_CODE: Final = "functions/bananabatch/pipeline/intake.py::handle_upload"
+UPLOAD_CODE: Final = "functions/bananabatch/pipeline/intake/job.py::handle_upload"
 TICK_CODE: Final = "functions/bananabatch/pipeline/tick.py::handle_tick"
 COLLECT_CODE: Final = "functions/bananabatch/pipeline/collect.py::handle_batch_done"
 WEBHOOK_CODE: Final = "functions/bananabatch/pipeline/webhook.py::handle_delivery"

@@ -23,14 +23,10 @@ from bananabatch.core.intake import (
     iter_line_chunks,
     iter_raw_lines,
 )
-from bananabatch.core.manifest import (
-    ManifestEntry,
-    encode_entry,
-    entry_tail,
-    fast_entry_line,
-)
+from bananabatch.core.manifest import ManifestEntry, encode_entry
 from bananabatch.core.planning import BatchPlanner, PlanLimits
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook, line_prompt_tokens
+from bananabatch.core.staging import manifest_lines, manifest_tail, preview_json
 from tests.unit.test_intake_properties import LIMITS, line_like, prompts, raw_lines, simple_lines
 
 MODEL = "gemini-3-pro-image"
@@ -134,14 +130,22 @@ def test_the_fast_manifest_line_is_the_encoded_entry(
 ) -> None:
     digest = "ab" * 32
     entry = ManifestEntry(key, line_no, digest, preview, aspect, size, round(usd, 6))
-    fast = fast_entry_line(
-        encode_json_string(key),
-        line_no,
-        digest,
-        encode_json_string(preview),
-        entry_tail(aspect, size, round(usd, 6)),
+    (fast,) = manifest_lines(
+        [encode_json_string(key)],
+        [line_no],
+        [digest],
+        [encode_json_string(preview)],
+        [manifest_tail(aspect, size, round(usd, 6))],
     )
     assert fast == encode_entry(entry)
+
+
+@settings(max_examples=300, deadline=None)
+@given(prompts)
+def test_the_staged_preview_is_the_lines_prompt_preview(prompt: str) -> None:
+    # The shortcut (a short printable prompt is its own preview) changes no preview.
+    expected = encode_json_string(intake_module.prompt_preview(prompt))
+    assert preview_json(prompt, encode_json_string(prompt)) == expected
 
 
 def test_line_prices_are_the_books_answers() -> None:

@@ -19,7 +19,7 @@ from bananabatch.core.manifest import decode_entry
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import JobRecord, SourceObject
 from bananabatch.core.states import JobState
-from bananabatch.pipeline import intake
+from bananabatch.pipeline.intake import publish, read
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import BatchProvider
 from bananabatch.wiring import build_runtime
@@ -98,7 +98,7 @@ def _stage(rt: Runtime, docs: list[dict[str, Any]]) -> tuple[JobRecord, Any]:
         results_prefix="x/",
     )
     rt.repo.create_job(job)
-    return job, intake._read_and_stage(rt, job)
+    return job, read.stage_file(rt, job)
 
 
 @pytest.mark.parametrize("provider", [KeyedProvider(), LabelledProvider()])
@@ -106,8 +106,8 @@ def test_request_files_and_manifests_agree_and_match_the_generic_encoding(
     tmp_path: Path, provider: KeyedProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small buffers and chunks, so that flushing by size and by count both happen.
-    monkeypatch.setattr(intake, "WRITE_BYTES", 64 * 1024)
-    monkeypatch.setattr(intake, "CHUNK_LINES", 50)
+    monkeypatch.setattr(publish, "WRITE_BYTES", 64 * 1024)
+    monkeypatch.setattr(read, "CHUNK_LINES", 50)
     rt = _runtime(tmp_path, provider)
     docs = _lines()
     job, tally = _stage(rt, docs)
@@ -254,7 +254,7 @@ def test_lines_staged_a_chunk_at_a_time_give_what_one_chunk_gives(
     # the chunk still waiting for its lookup (LOOKAHEAD) must not change any answer.
     docs = _repeating_lines()
     whole = _staged(_runtime(tmp_path / "whole", KeyedProvider()), docs)
-    monkeypatch.setattr(intake, "CHUNK_LINES", chunk_lines)
+    monkeypatch.setattr(read, "CHUNK_LINES", chunk_lines)
     assert _staged(_runtime(tmp_path / "chunked", KeyedProvider()), docs) == whole
     # Staged on publisher threads, as for a network store: the same files and records.
     threaded = _runtime(tmp_path / "threaded", KeyedProvider())

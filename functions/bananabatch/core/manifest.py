@@ -47,26 +47,9 @@ class ManifestEntry(NamedTuple):
 
 
 def encode_entry(entry: ManifestEntry) -> str:
-    """One manifest line, newline included."""
+    """One manifest line, newline included. The reference: intake writes the same bytes
+    from parts (core.staging.manifest_lines)."""
     return json.dumps(list(entry), ensure_ascii=False, separators=(",", ":")) + "\n"
-
-
-def entry_tail(aspect_ratio: str | None, image_size: str | None, estimated_usd: float) -> str:
-    """The end of a manifest line after the preview: the same for every line of one shape
-    and prompt length, so intake computes it once per shape and pastes it (see
-    fast_entry_line)."""
-    return (
-        f",{json.dumps(aspect_ratio, ensure_ascii=False)},"
-        f"{json.dumps(image_size, ensure_ascii=False)},{json.dumps(estimated_usd)}]\n"
-    )
-
-
-def fast_entry_line(
-    encoded_key: str, line_no: int, request_hash: str, encoded_preview: str, tail: str
-) -> str:
-    """encode_entry from parts already JSON-encoded (key and preview as string literals,
-    tail from entry_tail); request_hash is hex, which needs no escaping."""
-    return f'[{encoded_key},{line_no},"{request_hash}",{encoded_preview}{tail}'
 
 
 def decode_entry(raw: bytes | str, *, where: str) -> ManifestEntry:

@@ -1,0 +1,143 @@
+"""Lines served apart from batches, which get their item records at intake: urgent lines
+(staged for the synchronous lane, which reads items), cache hits (CACHED at once) and
+repeats of an earlier line of the file (pending duplicates that copy the first
+occurrence's outcome when the job ends). There are few such lines, or they cost nothing:
+they are handled one at a time and their records written in batches of writes.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from typing import IO
+
+from bananabatch.core.estimate import lane_of
+from bananabatch.core.intake import AcceptedLine, FastLine
+from bananabatch.core.pricing import Lane, LinePrices
+from bananabatch.core.records import ItemRecord, JobRecord
+from bananabatch.core.staging import IntakeTally
+from bananabatch.core.states import ItemState
+from bananabatch.pipeline import cache
+from bananabatch.pipeline.runtime import Runtime
+from bananabatch.pipeline.urgent import urgent_object_name
+
+# Item records written per put_items call.
+ITEM_FLUSH = 500
+
+
+class ServedLines:
+    """Serves lines for one intake; the urgent file is opened on the intake's stack."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        job: JobRecord,
+        stack: ExitStack,
+        prices: LinePrices,
+        tally: IntakeTally,
+    ) -> None:
+        self.rt = rt
+        self.job = job
+        self.stack = stack
+        self.prices = prices
+        self.tally = tally
+        self.items: list[ItemRecord] = []
+        self.urgent_sink: IO[bytes] | None = None
+
+    def urgent(self, line: AcceptedLine, digest: str) -> None:
+        """An urgent line: staged for the synchronous lane, with its item written now (the
+        lane reads items; there are few such lines)."""
+        rt = self.rt
+        if self.urgent_sink is None:
+            self.urgent_sink = self.stack.enter_context(
+                rt.objects.open_write(
+                    rt.settings.results_bucket,
+                    urgent_object_name(self.job.job_id),
+                    content_type="application/jsonl",
+                )
+            )
+        self.urgent_sink.write(_urgent_json(line))
+        price = self.prices.line(line, Lane.STANDARD)
+        self.tally.estimates.add(price, price)
+        self.tally.urgent += 1
+        self._add(
+            self._item(line, digest, cache.LANE_URGENT, attempt=1, estimated_usd=round(price, 6))
+        )
+
+    def served(
+        self, parsed: FastLine | AcceptedLine, digest: str, entry: cache.CacheEntry | None
+    ) -> None:
+        """A repeat of an earlier line of the file (entry None), or a cache hit."""
+        line = parsed.accepted() if isinstance(parsed, FastLine) else parsed
+        price = self.prices.line(line, lane_of(line))
+        self.tally.estimates.add_saved(self.prices.line(line, Lane.STANDARD), price)
+        saved = round(price, 6)
+        if entry is None:
+            self._add(self._item(line, digest, cache.LANE_DUPLICATE, saved_usd=saved))
+            return
+        # Copying costs nothing, so it may happen before the budget decision.
+        uri = cache.copy_into(self.rt, self.job.job_id, line.key, entry)
+        item = self._item(
+            line,
+            digest,
+            cache.LANE_CACHE,
+            saved_usd=saved,
+            state=ItemState.CACHED,
+            image_uri=uri,
+            mime_type=entry.mime_type,
+            reason=f"cached: same request as job {entry.job_id} key {entry.key}",
+        )
+        self._add(item)
+
+    def finish(self) -> None:
+        """Write the records still waiting."""
+        self._flush(force=True)
+
+    def _item(
+        self,
+        line: AcceptedLine,
+        digest: str,
+        lane: str,
+        *,
+        state: ItemState = ItemState.PENDING,
+        attempt: int = 0,
+        estimated_usd: float = 0.0,
+        saved_usd: float | None = None,
+        image_uri: str | None = None,
+        mime_type: str | None = None,
+        reason: str | None = None,
+    ) -> ItemRecord:
+        """The item record of a line served outside the batch lane."""
+        return ItemRecord(
+            job_id=self.job.job_id,
+            key=line.key,
+            line_no=line.line_no,
+            state=state,
+            model=line.model,
+            aspect_ratio=line.aspect_ratio,
+            image_size=line.image_size,
+            prompt_preview=line.prompt_preview,
+            request_hash=digest,
+            lane=lane,
+            attempt=attempt,
+            estimated_usd=estimated_usd,
+            saved_usd=saved_usd,
+            image_uri=image_uri,
+            mime_type=mime_type,
+            reason=reason,
+            updated_at=self.rt.now(),
+        )
+
+    def _add(self, item: ItemRecord) -> None:
+        self.items.append(item)
+        self._flush()
+
+    def _flush(self, *, force: bool = False) -> None:
+        if self.items and (force or len(self.items) >= ITEM_FLUSH):
+            self.rt.repo.put_items(self.items)
+            self.items.clear()
+
+
+def _urgent_json(line: AcceptedLine) -> bytes:
+    doc = {"key": line.key, "model": line.model, "request": line.request}
+    return (json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
