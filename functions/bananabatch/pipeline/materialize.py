@@ -1,6 +1,6 @@
 """Batch items from manifests: a batch-lane line has no item record until its batch is
-about to be submitted, cancelled or rejected (pipeline/intake.py says why); this makes
-them.
+about to be submitted, cancelled or rejected (pipeline/intake/__init__.py says why); this
+makes them.
 """
 
 from __future__ import annotations

@@ -88,10 +88,16 @@ class _Chunk:
         self.lines = lines
         self.marks = marks
         self.others = others
-        pairs = [(d, m) for d, m in zip(lines.digests, marks, strict=True) if m is not None]
-        pairs += [(w[2], w[3]) for _, w in others if w[3] is not None]
-        self.wanted: list[str] = [d for d, _ in pairs]
-        self.dedup_marks: list[int] = [m for _, m in pairs]
+        wanted, kept = lines.digests, marks
+        if None in marks:
+            pairs = [(d, m) for d, m in zip(wanted, marks, strict=True) if m is not None]
+            wanted, kept = [d for d, _ in pairs], [m for _, m in pairs]
+        extra = [(w[2], w[3]) for _, w in others if w[3] is not None]
+        if extra:
+            wanted = wanted + [d for d, _ in extra]
+            kept = kept + [m for _, m in extra]
+        self.wanted: list[str] = wanted
+        self.dedup_marks: list[int] = cast(list[int], kept)  # no None left
 
 
 def stage_file(rt: Runtime, job: JobRecord) -> IntakeTally:
