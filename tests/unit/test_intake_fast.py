@@ -1,6 +1,7 @@
-"""LineParser.parse_fast against LineParser.parse: the same verdict and the same reason for
-every line, a FastLine standing for exactly the AcceptedLine parse gives, and per-shape
-templates (content hash, manifest line) that reproduce the general encoders byte for byte."""
+"""LineParser.parse_fast and parse_chunk against the reference parser (ReferenceParser.parse,
+the specification): the same verdict and the same reason for every line, a FastLine standing
+for exactly the AcceptedLine the reference gives, and per-shape templates (content hash,
+manifest line) that reproduce the general encoders byte for byte."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bananabatch.core import intake as intake_module
 from bananabatch.core.intake import (
     AcceptedLine,
     FastLine,
     LineParser,
+    ReferenceParser,
     RejectedLine,
     content_hash,
     encode_json_string,
     iter_line_chunks,
     iter_raw_lines,
 )
+from bananabatch.core.intake import fast as fast_module
 from bananabatch.core.manifest import ManifestEntry, encode_entry
 from bananabatch.core.planning import BatchPlanner, PlanLimits
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook, line_prompt_tokens
@@ -32,11 +34,12 @@ from tests.unit.test_intake_properties import LIMITS, line_like, prompts, raw_li
 MODEL = "gemini-3-pro-image"
 
 
-def _both(lines: list[bytes]) -> list[tuple[Any, Any]]:
+def _both(lines: list[bytes], start: int = 2) -> list[tuple[Any, Any]]:
     fast = LineParser(default_model=MODEL, limits=LIMITS)
-    exact = LineParser(default_model=MODEL, limits=LIMITS)
-    # Line 1 takes the full path in parse_fast (BOM handling); start at 2 as well.
-    return [(fast.parse_fast(n, raw), exact.parse(n, raw)) for n, raw in enumerate(lines, start=2)]
+    exact = ReferenceParser(default_model=MODEL, limits=LIMITS)
+    return [
+        (fast.parse_fast(n, raw), exact.parse(n, raw)) for n, raw in enumerate(lines, start=start)
+    ]
 
 
 def _agree(fast: Any, exact: Any) -> None:
@@ -50,15 +53,16 @@ def _agree(fast: Any, exact: Any) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(raw_lines, max_size=6))
-def test_parse_fast_and_parse_agree_on_any_line(lines: list[bytes]) -> None:
-    for fast, exact in _both(lines):
+@given(st.lists(raw_lines, max_size=6), st.sampled_from([1, 2]))
+def test_parse_fast_and_the_reference_agree_on_any_line(lines: list[bytes], start: int) -> None:
+    # From line 1 as well: a BOM is stripped there only.
+    for fast, exact in _both(lines, start):
         _agree(fast, exact)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(simple_lines(), min_size=1, max_size=5), st.booleans())
-def test_parse_fast_and_parse_agree_on_valid_simple_lines(
+def test_parse_fast_and_the_reference_agree_on_valid_simple_lines(
     docs: list[dict[str, Any]], ascii_only: bool
 ) -> None:
     lines = [json.dumps(d, ensure_ascii=ascii_only).encode() for d in docs]
@@ -68,7 +72,9 @@ def test_parse_fast_and_parse_agree_on_valid_simple_lines(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(line_like, max_size=5))
-def test_parse_fast_and_parse_agree_on_line_like_objects(docs: list[dict[str, Any]]) -> None:
+def test_parse_fast_and_the_reference_agree_on_line_like_objects(
+    docs: list[dict[str, Any]],
+) -> None:
     for fast, exact in _both([json.dumps(d).encode() for d in docs]):
         _agree(fast, exact)
 
@@ -236,11 +242,19 @@ def _nearly_plain_lines(draw: st.DrawFn) -> bytes:
 
 
 def _chunk_and_lines(lines: list[bytes]) -> tuple[Any, list[Any]]:
+    """parse_chunk's answer and parse_fast's line by line, the latter checked against the
+    reference parser's."""
     by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
     by_line = LineParser(default_model=MODEL, limits=LIMITS)
-    return by_chunk.parse_chunk(2, lines), [
-        by_line.parse_fast(n, r) for n, r in enumerate(lines, 2)
-    ]
+    singles = [by_line.parse_fast(n, r) for n, r in enumerate(lines, 2)]
+    for fast, exact in zip(singles, _reference(lines), strict=True):
+        _agree(fast, exact)
+    return by_chunk.parse_chunk(2, lines), singles
+
+
+def _reference(lines: list[bytes]) -> list[Any]:
+    reference = ReferenceParser(default_model=MODEL, limits=LIMITS)
+    return [reference.parse(n, r) for n, r in enumerate(lines, 2)]
 
 
 def _agree_chunk(chunk: Any, singles: list[Any]) -> None:
@@ -288,13 +302,13 @@ def test_parse_chunk_takes_plain_lines_without_a_json_parse_and_rejects_repeated
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     parsed: list[bytes] = []
-    validate = intake_module._validate_simple_json
+    validate = fast_module._validate_simple_json
 
     def counting(raw: bytes) -> Any:
         parsed.append(raw)
         return validate(raw)
 
-    monkeypatch.setattr(intake_module, "_validate_simple_json", counting)
+    monkeypatch.setattr(fast_module, "_validate_simple_json", counting)
     parser = LineParser(default_model=MODEL, limits=LIMITS)
     lines = [
         PLAIN_FIRST,

@@ -12,15 +12,22 @@ from pydantic import ValidationError
 
 from bananabatch.core.catalog import MODELS
 from bananabatch.core.intake import (
-    _SIMPLE,
     AcceptedLine,
     IntakeLimits,
     LineParser,
+    ReferenceParser,
     RejectedLine,
     iter_raw_lines,
     key_problem,
 )
+from bananabatch.core.intake.rules import SIMPLE, plain_key
 from bananabatch.core.limits import MAX_KEY_BYTES
+
+
+def as_json(value: object) -> Any:
+    """A request built by the parsers (typed as JSON), to index into in an assertion."""
+    return value
+
 
 LIMITS = IntakeLimits(max_line_bytes=2_000, max_prompt_chars=500)
 
@@ -260,7 +267,7 @@ def test_a_valid_simple_line_is_always_accepted_and_keeps_its_prompt(
         default_model="gemini-3-pro-image", limits=LIMITS, today=date(2026, 9, 1)
     ).parse(line_no, raw)
     assert isinstance(result, AcceptedLine), result
-    assert result.request["contents"][0]["parts"][0] == {"text": doc["prompt"]}
+    assert as_json(result.request)["contents"][0]["parts"][0] == {"text": doc["prompt"]}
     assert result.key == doc.get("key", f"line-{line_no:06d}")
     assert result.model == doc["model"]
     assert result.aspect_ratio == doc.get("aspect_ratio")
@@ -275,11 +282,11 @@ def test_a_valid_simple_line_is_always_accepted_and_keeps_its_prompt(
 def test_the_fast_path_and_the_exact_path_agree_on_the_shape(doc: dict[str, Any]) -> None:
     raw = json.dumps(doc).encode()
     try:
-        fast: Any = _SIMPLE.validate_json(raw)
+        fast: Any = SIMPLE.validate_json(raw)
     except ValidationError:
         fast = None
     try:
-        exact: Any = _SIMPLE.validate_python(json.loads(raw))
+        exact: Any = SIMPLE.validate_python(json.loads(raw))
     except ValidationError:
         exact = None
     assert (fast is None) == (exact is None)
@@ -293,3 +300,25 @@ def _floats(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [f for v in value for f in _floats(v)]
     return [value] if isinstance(value, float) else []
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(raw_lines, max_size=12))
+def test_the_fast_parser_answers_what_the_reference_parser_answers(lines: list[bytes]) -> None:
+    """The fast parser's only contract: the reference parser's answer for every line of a
+    file, from line 1 (BOM) on, with the keys of earlier lines remembered alike."""
+    fast = LineParser(default_model="gemini-3-pro-image", limits=LIMITS)
+    reference = ReferenceParser(default_model="gemini-3-pro-image", limits=LIMITS)
+    for line_no, raw in enumerate(lines, start=1):
+        assert fast.parse(line_no, raw) == reference.parse(line_no, raw)
+    assert fast.models_used() == reference.models_used()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.text(alphabet=st.characters(codec="ascii"), max_size=140)
+    | st.sampled_from(["", ".", "..", "a..b", "__x", "_x", "x.", ".x", "k" * 128, "k" * 129])
+)
+def test_a_key_the_plain_pattern_takes_is_one_key_problem_accepts(key: str) -> None:
+    if plain_key(key) is not None:
+        assert key_problem(key) is None

@@ -16,6 +16,7 @@ from bananabatch.core.intake import (
     AcceptedLine,
     FastLine,
     LineParser,
+    ReferenceParser,
     RejectedLine,
     iter_line_chunks,
     key_problem,
@@ -42,10 +43,13 @@ LONGEST_JOB_ID = "j" * 40 + "-" + "0" * 12
 
 
 def parse_everywhere(raw: bytes, line_no: int = 2) -> list[Any]:
-    """The line through parse, parse_fast and parse_chunk (after a plain first line, so the
-    chunk's pattern path is live)."""
+    """The line through the reference parser, parse, parse_fast and parse_chunk (after a plain
+    first line, so the chunk's pattern path is live)."""
     plain = b'{"key": "first", "prompt": "x"}'
-    got = [LineParser(default_model=MODEL).parse(line_no, raw)]
+    got = [
+        ReferenceParser(default_model=MODEL).parse(line_no, raw),
+        LineParser(default_model=MODEL).parse(line_no, raw),
+    ]
     fast = LineParser(default_model=MODEL)
     fast.parse_fast(1, plain)
     answer = fast.parse_fast(line_no, raw)
@@ -261,7 +265,7 @@ def test_a_parser_failure_on_one_line_is_that_lines_rejection(monkeypatch: Any) 
     def broken(_request: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr("bananabatch.core.intake.check_request", broken)
+    monkeypatch.setattr("bananabatch.core.intake.reference.check_request", broken)
     native = b'{"key": "n", "request": {"contents": [{"parts": [{"text": "x"}]}]}}'
     for got in parse_everywhere(native):
         assert isinstance(got, RejectedLine)

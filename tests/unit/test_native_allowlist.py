@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from bananabatch.core import native
-from bananabatch.core.intake import AcceptedLine, LineParser, RejectedLine
+from bananabatch.core.intake import AcceptedLine, LineParser, RejectedLine, native
 
 MODEL = "gemini-3.1-flash-image"
 REF = "gs://inbox/references/fox.png"

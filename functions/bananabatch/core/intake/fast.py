@@ -1,0 +1,297 @@
+"""The fast parser: the reference parser's answers, at a small multiple of a bare
+`json.loads` pass over a million lines. Its only contract is to answer exactly what
+reference.ReferenceParser answers; the property tests (tests/unit/test_intake_fast.py,
+test_intake_properties.py) hold it to that.
+
+It decides nothing on its own. A line whose every field is plainly fine (by the rules'
+own functions, data and patterns in rules.py) is accepted here; every other line is handed
+to the reference parser, which finds the reason or accepts it. Two steps, each for the
+common line:
+
+- parse_fast: one pydantic `validate_json` call and plain checks; a simple line without
+  reference images comes back as a FastLine (key, prompt and an interned LineShape)
+  instead of an AcceptedLine with its request built, because intake writes such lines
+  from per-shape templates and never needs the request as a dict;
+- parse_chunk: a plain line (`{"key": ..., "prompt": ...}`, nothing to unescape) of a
+  file whose plain shape is known is recognised by a regular expression without parsing
+  JSON, and the chunk comes back as columns (model.ParsedChunk).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Final, cast
+
+from pydantic import ValidationError
+
+from bananabatch.core.intake.model import (
+    DEFAULT_LIMITS,
+    AcceptedLine,
+    FastLine,
+    IntakeLimits,
+    ParsedChunk,
+    RejectedLine,
+)
+from bananabatch.core.intake.reference import ReferenceParser, SimpleLine
+from bananabatch.core.intake.request import LineShape, encode_json_string
+from bananabatch.core.intake.rules import (
+    DEFAULT_OPTIONS,
+    PLAIN_KEY,
+    SIMPLE,
+    LineOptions,
+    SimpleFields,
+    duplicate_key,
+    key_problem,
+    line_key,
+    options_of,
+    plain_key,
+    prompt_problem,
+)
+from bananabatch.core.intake.stream import BOM
+from bananabatch.core.limits import metadata_problem
+from bananabatch.core.references import ReferencePolicy
+
+_validate_simple_json: Final = SIMPLE.validator.validate_json
+_new_tuple: Final = tuple.__new__
+
+
+def _plain_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """The plain line, `{"key": ..., "prompt": ...}` in either order or a prompt alone,
+    recognised without parsing JSON: nearly every line of a large file is one, and a regex
+    match costs less than a JSON parse plus the checks on the dict it builds.
+
+    Each pattern admits only strings that need no JSON unescaping, so the captured bytes
+    are the values themselves once decoded: a key that rules.PLAIN_KEY matches (so
+    key_problem accepts it), a prompt without `"`, `\\` or a control character (JSON forbids
+    raw ones), still to be decoded as UTF-8 and held to prompt_problem. Anything else
+    (escapes, other fields, other spacing than spaces and tabs) fails the match and takes
+    parse_fast, which accepts it or hands it to the reference parser.
+
+    Both patterns name their groups `key` (None when absent) and `prompt`.
+    """
+    ws = rb"[ \t]*"
+    comma = ws + rb"," + ws
+    key = rb'"key"' + ws + rb":" + ws + rb'"(?P<key>' + PLAIN_KEY.encode() + rb')"'
+    prompt = rb'"prompt"' + ws + rb":" + ws + rb'"(?P<prompt>[^"\\\x00-\x1f]+)"'
+    open_, close = ws + rb"\{" + ws, ws + rb"\}" + ws
+    return (
+        re.compile(open_ + key + comma + prompt + close),
+        re.compile(open_ + prompt + rb"(?:" + comma + key + rb")?" + close),
+    )
+
+
+_KEY_FIRST, _PROMPT_FIRST = _plain_patterns()
+_ShapeKey = tuple[str, str | None, str | None, LineOptions]
+
+
+class LineParser(ReferenceParser):
+    """The parser intake and estimate use: ReferenceParser's answers, fast. `parse` gives
+    them as the reference does; parse_fast and parse_chunk in the forms intake wants."""
+
+    def __init__(
+        self,
+        *,
+        default_model: str,
+        limits: IntakeLimits = DEFAULT_LIMITS,
+        check_references: Callable[[Sequence[str]], int | None] | None = None,
+        today: date | None = None,
+        vertex: bool = False,
+        references: ReferencePolicy | None = None,
+    ) -> None:
+        super().__init__(
+            default_model=default_model,
+            limits=limits,
+            check_references=check_references,
+            today=today,
+            vertex=vertex,
+            references=references,
+        )
+        self._max_line_bytes = limits.max_line_bytes
+        self._max_prompt_chars = limits.max_prompt_chars
+        self._default_rules = self._table.get(self._default_model)
+        self._shapes: dict[_ShapeKey, LineShape] = {}
+        # The shape of a line with no option set (the job's default model, every option at
+        # its default), once a line of it is accepted; its key, if the default model is served.
+        self._plain_shape: LineShape | None = None
+        self._plain_key: _ShapeKey | None = (
+            None
+            if self._default_rules is None
+            else (self._default_rules.spec.model_id, None, None, DEFAULT_OPTIONS)
+        )
+
+    def parse(self, line_no: int, raw: bytes) -> AcceptedLine | RejectedLine | None:
+        """One line (without its newline), as ReferenceParser.parse answers it."""
+        result = self.parse_fast(line_no, raw)
+        return result.accepted() if isinstance(result, FastLine) else result
+
+    def parse_fast(self, line_no: int, raw: bytes) -> FastLine | AcceptedLine | RejectedLine | None:
+        """As parse, but a simple line without reference images comes back as a FastLine."""
+        if line_no == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        if not raw or len(raw) > self._max_line_bytes:
+            return self._reference(line_no, raw)
+        try:
+            f = _validate_simple_json(raw)
+        except ValidationError:
+            return self._reference(line_no, raw)
+        shape_key = self._shape_key(f)
+        key = f.get("key")
+        prompt = f["prompt"]
+        if (
+            shape_key is None
+            or prompt_problem(prompt, self._max_prompt_chars) is not None
+            or (key is not None and plain_key(key) is None and key_problem(key) is not None)
+        ):
+            return self._reference(line_no, raw)
+        generated = key is None
+        if key is None:
+            key = line_key(line_no)
+        # One probe of the million-entry set (add, then compare sizes), not two.
+        seen = self._seen
+        known = len(seen)
+        seen.add(hash(key) >> 4)
+        if len(seen) == known:
+            return self._duplicate(line_no, raw, key)
+        shape = self._shapes.get(shape_key) or self._shape(*shape_key)
+        metadata = f.get("metadata") or None
+        return _new_tuple(FastLine, (line_no, key, prompt, shape, metadata, generated))
+
+    def _reference(self, line_no: int, raw: bytes) -> FastLine | AcceptedLine | RejectedLine | None:
+        """The reference parser's answer, a simple line without reference images as a
+        FastLine."""
+        verdict = self._verdict(line_no, raw)
+        if not isinstance(verdict, SimpleLine):
+            return verdict
+        if verdict.reference_images:
+            return verdict.accepted()
+        shape = self._shape(
+            verdict.rules.spec.model_id, verdict.aspect_ratio, verdict.image_size, verdict.options
+        )
+        return FastLine(
+            line_no, verdict.key, verdict.prompt, shape, verdict.metadata, verdict.key_generated
+        )
+
+    def _shape_key(self, f: SimpleFields) -> _ShapeKey | None:
+        """The shape of a simple line whose model, aspect ratio, size and metadata are
+        plainly fine and that has no reference images, as its key among the shapes; None
+        for any other line."""
+        if len(f) == 1 + ("key" in f):
+            # Only a prompt and a key: every option at its default.
+            return self._plain_key
+        model = f.get("model")
+        rules = self._default_rules if model is None else self._table.get(model)
+        aspect = f.get("aspect_ratio")
+        size = f.get("image_size")
+        if size is not None:
+            size = size.upper()
+        metadata = f.get("metadata")
+        if (
+            rules is None
+            or f.get("reference_images")
+            or (aspect is not None and aspect not in rules.ratios)
+            or (size is not None and size not in rules.sizes)
+            or (metadata and metadata_problem(metadata) is not None)
+        ):
+            return None
+        return (rules.spec.model_id, aspect, size, options_of(f))
+
+    def _shape(
+        self, model: str, aspect: str | None, size: str | None, options: LineOptions
+    ) -> LineShape:
+        """The one shape of lines with these options (made the first time)."""
+        shape_key = (model, aspect, size, options)
+        shape = self._shapes.get(shape_key)
+        if shape is None:
+            shape = self._shapes[shape_key] = LineShape(*shape_key)
+            if shape_key == self._plain_key:
+                self._plain_shape = shape
+        return shape
+
+    def parse_chunk(self, first: int, raws: Sequence[bytes]) -> ParsedChunk:
+        """parse_fast over consecutive lines (numbered from `first`), as intake wants them:
+        the FastLines without metadata as columns, with their content hashes, and every
+        other line apart. The same verdicts and reasons as parse_fast line by line.
+
+        A plain line (_KEY_FIRST, _PROMPT_FIRST) of a file whose plain shape is known is
+        accepted here without a JSON parse; any other line goes to parse_fast. One loop
+        over the chunk instead of a call and a FastLine per line: a million-line file is
+        nearly all plain lines.
+        """
+        out = ParsedChunk()
+        # Bound methods and constants in locals: the loop runs once per line of the file.
+        add_line_no, add_key, add_prompt = out.line_nos.append, out.keys.append, out.prompts.append
+        add_encoded, add_shape = out.encoded.append, out.shapes.append
+        add_generated, add_digest = out.generated.append, out.digests.append
+        seen = self._seen
+        claim = seen.add
+        max_chars, max_bytes = self._max_prompt_chars, self._max_line_bytes
+        key_first, prompt_first = _KEY_FIRST.fullmatch, _PROMPT_FIRST.fullmatch
+        # The plain shape, and its hash parts: set once a plain line has been parsed, and
+        # only read then (hash_open not None).
+        shape = cast(LineShape, self._plain_shape)
+        hash_open = shape.hash_open.copy if shape is not None else None
+        hash_close = shape.hash_close if shape is not None else b""
+        for line_no, raw in enumerate(raws, first):
+            m = (
+                (key_first(raw) or prompt_first(raw))
+                if hash_open is not None and len(raw) <= max_bytes and line_no != 1
+                else None
+            )
+            if m is not None:
+                key_bytes, prompt_bytes = m.group("key", "prompt")
+                try:
+                    prompt = prompt_bytes.decode()
+                except UnicodeDecodeError:
+                    prompt = ""  # the reference parser says why
+                if prompt_problem(prompt, max_chars) is None:
+                    key = line_key(line_no) if key_bytes is None else key_bytes.decode()
+                    # One probe of the million-entry set (add, then compare sizes).
+                    known = len(seen)
+                    claim(hash(key) >> 4)
+                    if len(seen) == known:
+                        out.others.append((len(out.line_nos), self._duplicate(line_no, raw, key)))
+                        continue
+                    add_line_no(line_no)
+                    add_key(key)
+                    add_prompt(prompt)
+                    add_encoded(f'"{prompt}"')  # needs no escaping, by the pattern
+                    add_shape(shape)
+                    add_generated(key_bytes is None)
+                    hashing = hash_open()
+                    hashing.update(prompt_bytes)
+                    hashing.update(hash_close)
+                    add_digest(hashing.hexdigest())
+                    continue
+            self._add_parsed(out, line_no, raw)
+            if hash_open is None and self._plain_shape is not None:
+                # This line made the plain shape known: the patterns apply from the next.
+                shape = self._plain_shape
+                hash_open, hash_close = shape.hash_open.copy, shape.hash_close
+        return out
+
+    def _add_parsed(self, out: ParsedChunk, line_no: int, raw: bytes) -> None:
+        """parse_fast's answer for one line, into the chunk's columns or its others."""
+        parsed = self.parse_fast(line_no, raw)
+        if parsed is None:
+            return
+        if type(parsed) is FastLine and parsed.metadata is None:
+            prompt_json = encode_json_string(parsed.prompt)
+            out.line_nos.append(line_no)
+            out.keys.append(parsed.key)
+            out.prompts.append(parsed.prompt)
+            out.encoded.append(prompt_json)
+            out.shapes.append(parsed.shape)
+            out.generated.append(parsed.key_generated)
+            out.digests.append(parsed.shape.content_hash(prompt_json))
+        else:
+            out.others.append((len(out.line_nos), parsed))
+
+    def models_used(self) -> set[str]:
+        """The models of every line accepted so far (for the job's lifecycle warnings)."""
+        return super().models_used() | {shape.model for shape in self._shapes.values()}
+
+    def _duplicate(self, line_no: int, raw: bytes, key: str) -> RejectedLine:
+        exc = duplicate_key(key)
+        return self._reject(line_no, raw, key, exc.field, exc.message)
