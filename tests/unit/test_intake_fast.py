@@ -23,6 +23,7 @@ from bananabatch.core.intake import (
     encode_json_string,
     iter_line_chunks,
     iter_raw_lines,
+    prompt_preview,
 )
 from bananabatch.core.intake import fast as fast_module
 from bananabatch.core.manifest import ManifestEntry, encode_entry
@@ -150,7 +151,7 @@ def test_the_fast_manifest_line_is_the_encoded_entry(
 @given(prompts)
 def test_the_staged_preview_is_the_lines_prompt_preview(prompt: str) -> None:
     # The shortcut (a short printable prompt is its own preview) changes no preview.
-    expected = encode_json_string(intake_module.prompt_preview(prompt))
+    expected = encode_json_string(prompt_preview(prompt))
     assert preview_json(prompt, encode_json_string(prompt)) == expected
 
 

@@ -119,17 +119,10 @@ class ReferencePolicy:
             port = parts.port
         except ValueError:
             return f"expected https://HOST/PATH; found {uri}"
-        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-            return f"must not carry a user name or password; found {uri}"
         host = (parts.hostname or "").rstrip(".")
-        if not host:
-            return f"expected https://HOST/PATH; found {uri}"
-        if _is_ip_literal(host):
-            return f"must name a host, not an IP address; found {uri}"
-        if port not in (None, 443):
-            return f"must not name a port (other than 443); found {uri}"
-        if _is_internal(host) or not _HOST.fullmatch(host):
-            return f"expected a public DNS host name; found {uri}"
+        problem = _host_problem(parts.netloc, parts.username, parts.password, host, port)
+        if problem is not None:
+            return f"{problem}; found {uri}"
         path = unquote(parts.path)
         if _has_dot_segment(path):
             return f'must not contain a "." or ".." path segment; found {uri}'
@@ -139,9 +132,7 @@ class ReferencePolicy:
         if host.endswith(_GCS_BUCKET_HOST_SUFFIX):
             bucket = host.removesuffix(_GCS_BUCKET_HOST_SUFFIX)
             return self._object_problem(uri, bucket, path.lstrip("/"))
-        if (host == _GOOGLE_APIS or host.endswith("." + _GOOGLE_APIS)) and not (
-            host == _FILES_API_HOST and _FILES_API_PATH.fullmatch(path)
-        ):
+        if _is_google_api(host, path):
             # Cloud Storage's JSON API on www.googleapis.com names any bucket, Vertex and the
             # other APIs answer with the project's rights. Cloud Storage by object path
             # (above) is confined like gs://; a Files API file is the Developer API's own way
@@ -173,6 +164,30 @@ class ReferencePolicy:
 
 def _listed(locations: Sequence[str]) -> str:
     return " or ".join("any public https:// URL" if loc == ANY_HTTPS else loc for loc in locations)
+
+
+def _host_problem(
+    netloc: str, username: str | None, password: str | None, host: str, port: int | None
+) -> str | None:
+    """Why an https URL's authority does not name a public DNS host, or None."""
+    if username is not None or password is not None or "@" in netloc:
+        return "must not carry a user name or password"
+    if not host:
+        return "expected https://HOST/PATH"
+    if _is_ip_literal(host):
+        return "must name a host, not an IP address"
+    if port not in (None, 443):
+        return "must not name a port (other than 443)"
+    if _is_internal(host) or not _HOST.fullmatch(host):
+        return "expected a public DNS host name"
+    return None
+
+
+def _is_google_api(host: str, path: str) -> bool:
+    """A Google API host other than a Files API file's (Cloud Storage is told apart before)."""
+    if host != _GOOGLE_APIS and not host.endswith("." + _GOOGLE_APIS):
+        return False
+    return not (host == _FILES_API_HOST and _FILES_API_PATH.fullmatch(path))
 
 
 def _has_dot_segment(path: str) -> bool:
