@@ -11,6 +11,7 @@ CANCELLED, 5 job HELD for approval, 130 interrupted.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -24,19 +25,33 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
 
-from bananabatch import config, cost_cli, doctor_cli, interrupt_cli, log, pause_cli, webhook_cli
+from bananabatch import (
+    config,
+    cost_cli,
+    doctor_cli,
+    interrupt_cli,
+    log,
+    pause_cli,
+    progress_cli,
+    webhook_cli,
+)
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord
-from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState, JobState
+from bananabatch.core.states import (
+    BATCH_PROVIDER_TERMINAL,
+    ITEM_TERMINAL,
+    JOB_TERMINAL,
+    BatchState,
+    ItemState,
+    JobState,
+)
 from bananabatch.errors import BananaError, PermanentError
 from bananabatch.pipeline.budget import JOB_BUDGET_KEY
 from bananabatch.pipeline.runtime import Runtime
@@ -47,6 +62,7 @@ EXIT_USAGE: Final = 2
 EXIT_PARTIAL: Final = 3
 EXIT_FAILED: Final = 4
 EXIT_HELD: Final = 5
+BATCH_DONE_STATES: Final = BATCH_PROVIDER_TERMINAL | {BatchState.COLLECTED}
 
 app = typer.Typer(
     help="Bulk image generation on the Gemini Batch API, at batch price.",
@@ -148,7 +164,6 @@ def local_run(
     Example: bananabatch local run examples/prompts.jsonl
     """
     from bananabatch.local.runner import LocalPipeline, RunResult
-    from bananabatch.local.runner import Progress as RunProgress
     from bananabatch.pipeline import control
     from bananabatch.wiring import build_runtime
 
@@ -162,14 +177,22 @@ def local_run(
         started = _say_job_first(seen)
 
         def run() -> RunResult:
+            # No time limit: a 5,000-line file takes longer than any fixed one, and Ctrl-C
+            # stops waiting without harm.
             if as_json:
-                return pipeline.run_job(file, on_start=started)
-            with _job_progress() as (progress, task):
+                return pipeline.run_job(file, on_start=started, timeout=math.inf)
+            with progress_cli.job_progress(err) as shown:
 
-                def show(p: RunProgress) -> None:
-                    _show_progress(progress, task, p.job, p.counts)
+                def read() -> progress_cli.Seen | None:
+                    return _seen(pipeline.runtime, seen[0]) if seen else None
 
-                return pipeline.run_job(file, on_progress=show, on_start=started)
+                with progress_cli.refreshed(shown, read):
+                    return pipeline.run_job(
+                        file,
+                        on_progress=lambda _p: shown.show(*_seen(pipeline.runtime, seen[0])),
+                        on_start=started,
+                        timeout=math.inf,
+                    )
 
         try:
             result = run()
@@ -265,42 +288,6 @@ def demo_emulator_config() -> Any:
     from bananabatch.emulator.store import EmulatorConfig
 
     return EmulatorConfig(pending_seconds=1.0, running_seconds=2.0)
-
-
-@contextmanager
-def _job_progress(*, disable: bool = False) -> Iterator[tuple[Progress, Any]]:
-    # Progress goes to stderr so stdout stays clean for summaries and --json.
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=disable,
-    )
-    with progress:
-        yield progress, progress.add_task("uploading", total=None)
-
-
-def _show_progress(
-    progress: Progress, task: Any, job: JobRecord | None, counts: dict[str, int]
-) -> None:
-    total = job.line_count if job and job.line_count else None
-    done = sum(v for k, v in counts.items() if ItemState(k) in ITEM_TERMINAL)
-    progress.update(task, total=total, completed=done, description=_progress_line(job, counts))
-
-
-def _progress_line(job: JobRecord | None, counts: dict[str, int]) -> str:
-    if job is None:
-        return "uploading"
-    parts = [f"{job.state.value.lower():<9}"]
-    for state in (ItemState.SUBMITTED, ItemState.SUCCEEDED, ItemState.BLOCKED, ItemState.FAILED):
-        if counts.get(state.value):
-            parts.append(f"{state.value.lower()} {counts[state.value]}")
-    spent = job.costs.actual_usd or job.costs.estimated_usd
-    parts.append(f"${spent:.4f}")
-    return " · ".join(parts)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -593,13 +580,16 @@ def watch(
                 # A job whose intake a crash cut off goes on from here too.
                 rt.repo.require_job(job)
                 driver.finish_intake(job)
-            with _job_progress(disable=as_json) as (progress, task):
+            with (
+                progress_cli.job_progress(err, disable=as_json) as shown,
+                progress_cli.refreshed(shown, lambda: _seen(rt, job)),
+            ):
                 while True:
                     if driver is not None:
                         driver.tick()
                         driver.drain()
                     record = rt.repo.require_job(job)
-                    _show_progress(progress, task, record, live_counts(rt, record))
+                    shown.show(*_seen(rt, job))
                     if record.state in JOB_TERMINAL or record.state is JobState.HELD:
                         break
                     if time.monotonic() - started > timeout:
@@ -617,7 +607,28 @@ def watch(
                 driver.close()
         if as_json:
             print_json(job_view(rt, record))
+        elif record.state in JOB_TERMINAL:
+            print_summary(read_summary(rt, job))
         raise typer.Exit(exit_code_for(record))
+
+
+def read_summary(rt: Runtime, job_id: str) -> dict[str, Any]:
+    """The job's summary.json ({} while it has none)."""
+    try:
+        doc = json.loads(
+            rt.objects.read_bytes(rt.settings.results_bucket, f"jobs/{job_id}/summary.json")
+        )
+    except BananaError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _seen(rt: Runtime, job_id: str) -> progress_cli.Seen:
+    record = rt.repo.get_job(job_id)
+    if record is None:
+        return None, {}, None
+    done = rt.repo.count_batches(job_id=job_id, states=BATCH_DONE_STATES)
+    return record, live_counts(rt, record), done
 
 
 def _local_driver(rt: Runtime) -> Any:

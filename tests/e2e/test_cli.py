@@ -203,3 +203,14 @@ def test_local_run_over_the_daily_budget_says_why_it_is_held_and_runs_it_with_ap
     assert summary["job_id"] == doc["job_id"]
     assert summary["counts"]["SUCCEEDED"] == 14
     assert summary["costs"]["actual_usd"] > 0.01
+
+
+def test_watch_ends_with_the_same_summary_as_local_run(local_env: Path, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "two.jsonl", [{"key": "w1", "prompt": "a red kite"}])
+    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+    watched = invoke("watch", job_id, "--interval", "0")
+    assert watched.exit_code == cli.EXIT_OK, watched.output
+    assert f"job {job_id}:" in watched.stdout
+    assert "SUCCEEDED" in watched.stdout
+    assert "actual (from usageMetadata)" in watched.stdout
+    assert watched.stdout.strip().splitlines()[-1].startswith("gallery")

@@ -1,0 +1,76 @@
+"""The progress line a person watches (issue 17 parts 3 and 4): money is labelled estimate
+or spent, batches done show before any image exists, the rate and ETA come from items done
+since watching began, and the line is refreshed while the main thread is busy."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from bananabatch import progress_cli
+from bananabatch.core.records import Costs, JobRecord, SourceObject
+from bananabatch.core.states import JobState
+
+
+def _job(state: JobState = JobState.RUNNING, *, actual: float = 0.0) -> JobRecord:
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    return JobRecord(
+        job_id="catalog-0123456789ab",
+        state=state,
+        source=SourceObject(bucket="inbox", name="catalog.jsonl", generation="1"),
+        created_at=now,
+        updated_at=now,
+        default_model="gemini-3.1-flash-image-preview",
+        results_prefix="file:///tmp/results",
+        line_count=5000,
+        batch_count=8,
+        costs=Costs(estimated_usd=85.355, actual_usd=actual),
+    )
+
+
+def test_money_on_the_progress_line_says_estimate_until_something_is_spent() -> None:
+    assert progress_cli.money(_job()) == "est. $85.36"
+    assert progress_cli.money(_job(actual=12.5)) == "spent $12.50 of est. $85.36"
+
+
+def test_the_line_shows_batches_done_before_any_image_and_counts_with_separators() -> None:
+    line = progress_cli.progress_line(_job(), {"SUBMITTED": 5000}, batches_done=0)
+    assert line == "running · batches done 0/8 · submitted 5,000 · est. $85.36"
+
+
+def test_an_ended_job_still_draining_says_it_writes_thumbnails() -> None:
+    line = progress_cli.progress_line(_job(JobState.SUCCEEDED, actual=85.0), {"SUCCEEDED": 5000})
+    assert "writing the gallery's thumbnails" in line
+    assert "spent $85.00" in line
+
+
+def test_rate_and_eta_count_only_items_done_since_watching_began() -> None:
+    now = [100.0]
+    rate = progress_cli.Rate(clock=lambda: now[0])
+    assert rate.text(0, 5000) == ""
+    assert rate.text(1000, 5000) == ""  # done before we watched: no speed from it
+    now[0] = 110.0
+    assert rate.text(2000, 5000) == "6,000/min · ETA 30s"
+    now[0] = 120.0
+    assert rate.text(2000, 5000) == "3,000/min · ETA 1m00s"
+
+
+def test_the_line_is_refreshed_while_the_main_thread_is_busy() -> None:
+    shown = progress_cli.JobProgress(Console(file=open("/dev/null", "w")), disable=True)  # noqa: SIM115
+    read_twice = threading.Event()
+    reads: list[int] = []
+
+    def read() -> progress_cli.Seen:
+        reads.append(1)
+        if len(reads) >= 2:
+            read_twice.set()
+        return _job(), {"SUCCEEDED": 50 * len(reads)}, 1
+
+    with progress_cli.refreshed(shown, read):
+        # The main thread is blocked (as in a long batch-done delivery) and the bar moves.
+        assert read_twice.wait(timeout=30)
+    task = shown.bar.tasks[0]
+    assert task.completed >= 100
+    assert "batches done 1/8" in task.description
