@@ -24,7 +24,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bananabatch import cli
-from bananabatch.core.limits import MAX_JSON_DEPTH, MAX_KEY_BYTES
+from bananabatch.core.intake.limits import MAX_JSON_DEPTH
+from bananabatch.core.limits import MAX_KEY_BYTES
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.cost_cli import estimate_file
 from tests.support.stacks import LocalStack, Stack, assert_invariants

@@ -21,15 +21,17 @@ from bananabatch.core.intake import (
     iter_line_chunks,
     key_problem,
 )
-from bananabatch.core.limits import (
+from bananabatch.core.intake.limits import (
     MAX_JSON_DEPTH,
-    MAX_KEY_BYTES,
     MAX_METADATA_BYTES,
     MAX_METADATA_DEPTH,
     MAX_METADATA_MEMBERS,
+    json_depth_problem,
+)
+from bananabatch.core.limits import (
+    MAX_KEY_BYTES,
     folder_name_problem,
     gcs_object_name_problem,
-    json_depth_problem,
     object_name_problem,
 )
 from bananabatch.core.records import extension_for, image_object_name

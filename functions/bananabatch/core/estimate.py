@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bananabatch.core.catalog import effective_size, model_spec
+from bananabatch.core.intake import URGENT as URGENT  # the rule, re-exported for lane_of's users
 from bananabatch.core.intake import AcceptedLine, RejectedLine, content_hash
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook
 from bananabatch.core.states import ItemState
 
-URGENT: Final = "urgent"
 CACHE_OFF_VALUES: Final = frozenset({"off", "false", "no", "0"})
 
 

@@ -6,8 +6,9 @@ GenerateContentRequest in REST form). Every rejection names the line and the fie
 
 The package, by what each module is for:
 
-- model: the line model (AcceptedLine, FastLine, RejectedLine, ParsedChunk), the limits
-  a parser is built with, the content hash that identifies a request;
+- model: the line model (AcceptedLine, FastLine, RejectedLine, ParsedChunk) and the
+  content hash that identifies a request; limits: the limits a line is held to (its
+  size, its key's, its JSON's depth, its metadata's), derived from the stores';
 - rules: every rule a line is held to and every option's default, each written once with
   its message; native: the native form's allowlist and the rules of its request;
 - reference: the reference parser, written to be read: the specification;
@@ -20,13 +21,12 @@ This module is the package's public API.
 """
 
 from bananabatch.core.intake.fast import LineParser
+from bananabatch.core.intake.limits import DEFAULT_LIMITS, IntakeLimits
 from bananabatch.core.intake.model import (
-    DEFAULT_LIMITS,
     PREVIEW_CHARS,
     RAW_KEEP_CHARS,
     AcceptedLine,
     FastLine,
-    IntakeLimits,
     JsonObject,
     JsonValue,
     ParsedChunk,

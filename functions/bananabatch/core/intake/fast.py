@@ -26,11 +26,10 @@ from typing import Final, cast
 
 from pydantic import ValidationError
 
+from bananabatch.core.intake.limits import DEFAULT_LIMITS, IntakeLimits, metadata_problem
 from bananabatch.core.intake.model import (
-    DEFAULT_LIMITS,
     AcceptedLine,
     FastLine,
-    IntakeLimits,
     ParsedChunk,
     RejectedLine,
 )
@@ -50,7 +49,6 @@ from bananabatch.core.intake.rules import (
     prompt_problem,
 )
 from bananabatch.core.intake.stream import BOM
-from bananabatch.core.limits import metadata_problem
 from bananabatch.core.references import ReferencePolicy
 
 _validate_simple_json: Final = SIMPLE.validator.validate_json

@@ -1,4 +1,4 @@
-"""The line model: what the parsers answer for one input line, and the limits they apply.
+"""The line model: what the parsers answer for one input line.
 
 Pure. A line is accepted (AcceptedLine, or FastLine for a simple line without reference
 images, whose request is built from its LineShape only when needed), rejected (RejectedLine,
@@ -29,15 +29,6 @@ RAW_KEEP_CHARS: Final = 2_000
 
 _sha256: Final = hashlib.sha256
 _new_object: Final = object.__new__
-
-
-@dataclass(frozen=True)
-class IntakeLimits:
-    max_line_bytes: int = 1_000_000
-    max_prompt_chars: int = 20_000
-
-
-DEFAULT_LIMITS: Final = IntakeLimits()
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,10 @@ from typing import Any, Final, NamedTuple, NoReturn
 from pydantic import ValidationError
 
 from bananabatch.core.catalog import canonical_model
+from bananabatch.core.intake.limits import DEFAULT_LIMITS, IntakeLimits, json_depth_problem
 from bananabatch.core.intake.model import (
-    DEFAULT_LIMITS,
     RAW_KEEP_CHARS,
     AcceptedLine,
-    IntakeLimits,
     JsonObject,
     RejectedLine,
     accepted_line,
@@ -65,7 +64,6 @@ from bananabatch.core.intake.rules import (
 )
 from bananabatch.core.intake.stream import BOM
 from bananabatch.core.intake.text import Reject, encodable, json_type, show
-from bananabatch.core.limits import json_depth_problem
 from bananabatch.core.references import UNREADABLE, ReferencePolicy
 
 # The reference locations of a deployment with the default bucket names (config.Settings).

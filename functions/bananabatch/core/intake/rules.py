@@ -36,8 +36,8 @@ from bananabatch.core.catalog import (
     lifecycle_problem,
     model_spec,
 )
+from bananabatch.core.intake.limits import MAX_KEY_CHARS, key_bytes_problem, metadata_problem
 from bananabatch.core.intake.text import Reject, show
-from bananabatch.core.limits import MAX_KEY_CHARS, key_bytes_problem, metadata_problem
 from bananabatch.core.references import ReferencePolicy
 
 # --- options -------------------------------------------------------------------------------
