@@ -25,6 +25,7 @@ from bananabatch.core.intake.rules import DEFAULT_OPTIONS, OPTION_NAMES, OptionF
 
 MODEL = "gemini-3-pro-image"
 NATIVE_REQUEST = {"contents": [{"parts": [{"text": "a fox"}]}]}
+LITERAL: object = Literal
 
 
 def other_value(name: str) -> Any:
@@ -33,7 +34,7 @@ def other_value(name: str) -> Any:
     default = getattr(DEFAULT_OPTIONS, name)
     if kind is bool:
         return not default
-    if get_origin(kind) is Literal:
+    if get_origin(kind) is LITERAL:
         return next(value for value in get_args(kind) if value != default)
     raise AssertionError(f"add a non-default value for option {name} of type {kind}")
 
