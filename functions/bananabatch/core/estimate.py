@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bananabatch.core.catalog import effective_size, model_spec
-from bananabatch.core.intake import URGENT as URGENT  # the rule, re-exported for lane_of's users
-from bananabatch.core.intake import AcceptedLine, RejectedLine, content_hash
+from bananabatch.core.intake import URGENT, AcceptedLine, LineShape, RejectedLine, content_hash
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook
 from bananabatch.core.states import ItemState
 
 CACHE_OFF_VALUES: Final = frozenset({"off", "false", "no", "0"})
 
 
-def lane_of(line: AcceptedLine) -> Lane:
-    """Urgent lines go through the synchronous API at the standard price."""
-    return Lane.STANDARD if line.priority == URGENT else Lane.BATCH
+def lane_of(line: AcceptedLine | LineShape) -> Lane:
+    """Urgent lines go through the synchronous API at the standard price (a LineShape is
+    every line of its shape)."""
+    return Lane.STANDARD if line.options.priority == URGENT else Lane.BATCH
 
 
 def size_tier(line: AcceptedLine) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from bananabatch.core.catalog import expected_result_bytes
-from bananabatch.core.estimate import URGENT, lane_of
+from bananabatch.core.estimate import lane_of
 from bananabatch.core.intake import (
     PROMPT_SLOT,
     AcceptedLine,
@@ -134,7 +134,7 @@ class ShapeStaging:
 
     def __init__(self, shape: LineShape, encode: Encoder, prices: LinePrices) -> None:
         self.shape = shape
-        self.lane = Lane.STANDARD if shape.priority == URGENT else Lane.BATCH
+        self.lane = lane_of(shape)
         self.placement: Placement = (
             shape.model,
             expected_result_bytes(shape.model, shape.image_size),
