@@ -10,6 +10,7 @@ CANCELLED, 5 job HELD for approval, 130 interrupted.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from bananabatch import (
     config,
     cost_cli,
     doctor_cli,
+    errors_cli,
     interrupt_cli,
     log,
     pause_cli,
@@ -81,11 +83,30 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 JobArg = Annotated[str, typer.Argument(help="The job id (see `bananabatch ls`).")]
 
 
+errors_cli.show_flags_as_flags()
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        console.print(f"bananabatch {version('bananabatch')}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks on errors (anywhere on the line).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
-    _state["debug"] = debug
+    _state["debug"] = _state["debug"] or debug
 
 
 def exit_code_for(job: JobRecord) -> int:
@@ -131,6 +152,29 @@ def _quiet_pipeline_logs(settings: Settings) -> None:
     log.configure(settings.log_level, (logs / "pipeline.jsonl").open("a"), replace=True)
 
 
+def require_text_file(path: Path) -> None:
+    """A binary file under a .jsonl name is refused as one error, not a rejection per line."""
+    why = errors_cli.not_text(path)
+    if why is not None:
+        raise PermanentError(why)
+
+
+def require_job(job_id: str) -> JobRecord:
+    """The job, from the state store alone: a job that does not exist is said before any
+    provider is set up (no emulator URL or API key asked for a typo)."""
+    settings = settings_from_env()
+    rt = open_runtime()
+    job = rt.repo.get_job(job_id)
+    if job is None:
+        where = (
+            f"in {settings.local_root}"
+            if settings.backend is Backend.LOCAL
+            else f"in project {settings.project}"
+        )
+        raise PermanentError(f"no job {job_id} {where}: `bananabatch ls` lists the jobs")
+    return job
+
+
 def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
@@ -167,6 +211,8 @@ def local_run(
     from bananabatch.pipeline import control
     from bananabatch.wiring import build_runtime
 
+    with errors_as_one_line():
+        require_text_file(file)
     with errors_as_one_line(), _provider_for(provider, root) as provider_overrides:
         settings = settings_from_env(
             backend=Backend.LOCAL, local_root=root, provider=provider, **provider_overrides
@@ -364,11 +410,26 @@ def emulator(
     """
     from bananabatch.emulator.server import run_forever
 
-    console.print(f"Gemini Batch emulator on http://{host}:{port} (Ctrl-C to stop)")
     config = demo_emulator_config()
     config.api_key = api_key
     config.local_files_root = local_root
-    run_forever(host, port, config)
+
+    def listening(base_url: str) -> None:
+        console.print(f"Gemini Batch emulator on {base_url} (Ctrl-C to stop)", highlight=False)
+        console.print(f"  export GOOGLE_GEMINI_BASE_URL={base_url}", highlight=False)
+
+    with errors_as_one_line():
+        try:
+            run_forever(host, port, config, on_listening=listening)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PermanentError(
+                f"port {port} on {host} is already in use (another emulator?): stop it, or"
+                f" choose another with --port (and set GOOGLE_GEMINI_BASE_URL to match)"
+            ) from None
+        except KeyboardInterrupt:
+            console.print("emulator stopped")
 
 
 # --- submit, status, ls, watch ----------------------------------------------------------------
@@ -396,13 +457,15 @@ def submit(
         # Locally, on_upload runs in this process and submits, so it needs the provider; a
         # deployed stack only needs the upload (the cloud function does the rest).
         local = settings_from_env().backend is Backend.LOCAL
+        path = Path(file)
+        if local and not path.is_file():
+            raise PermanentError(f"no such file: {file} (the local backend takes a local path)")
+        if path.is_file():
+            require_text_file(path)
         rt = open_runtime(with_provider=local)
         if local:
             from bananabatch.local.runner import LocalPipeline
 
-            path = Path(file)
-            if not path.is_file():
-                raise PermanentError(f"no such file: {file} (the local backend takes a local path)")
             pipeline = LocalPipeline(rt)
             try:
                 job_id = pipeline.upload(path, metadata=metadata)
@@ -450,7 +513,7 @@ def status(
 
 @app.command("ls")
 def list_jobs(
-    limit: Annotated[int, typer.Option(help="How many of the newest jobs to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="How many of the newest jobs to show.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """List recent jobs, newest first.
@@ -559,8 +622,9 @@ def _age(seconds: float) -> str:
 @app.command()
 def watch(
     job: JobArg,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 48 * 3600,
+    interval: Annotated[float, typer.Option(min=0, help="Seconds between refreshes.")] = 2.0,
+    timeout: Annotated[float, typer.Option(min=0, help="Give up after this many seconds.")] = 48
+    * 3600,
     as_json: JsonOpt = False,
 ) -> None:
     """Follow a job with a live progress bar until it ends; exits with the job's code.
@@ -571,6 +635,7 @@ def watch(
     Example: bananabatch watch prompts-3f2a9c1d7e44
     """
     with errors_as_one_line():
+        require_job(job)
         local = settings_from_env().backend is Backend.LOCAL
         rt = open_runtime(with_provider=local)
         driver = _local_driver(rt) if local else None
@@ -651,8 +716,12 @@ def fetch(
     Example: bananabatch fetch prompts-3f2a9c1d7e44 --to ./images
     """
     with errors_as_one_line():
+        if to.exists() and not to.is_dir():
+            raise PermanentError(
+                f"--to {to} is a file, not a folder: name a folder (it is created if missing)"
+            )
+        require_job(job)
         rt = open_runtime()
-        rt.repo.require_job(job)
         bucket = rt.settings.results_bucket
         objects = list(rt.objects.list(bucket, f"jobs/{job}/images/"))
         to.mkdir(parents=True, exist_ok=True)
@@ -703,6 +772,7 @@ def retry(job: JobArg, as_json: JsonOpt = False) -> None:
     from bananabatch.pipeline.retry import retry_failed_items
 
     with errors_as_one_line():
+        require_job(job)
         rt = open_runtime(with_provider=True)
         if rt.settings.backend is Backend.LOCAL:
             from bananabatch.local.runner import LocalPipeline
@@ -745,6 +815,7 @@ def cancel(job: JobArg, as_json: JsonOpt = False) -> None:
     from bananabatch.pipeline.control import cancel_job
 
     with errors_as_one_line():
+        require_job(job)
         settings = settings_from_env()
         if settings.backend is Backend.LOCAL:
             from bananabatch.local.runner import cancel_locally
@@ -774,10 +845,19 @@ app.command()(pause_cli.resume)
 
 
 def main() -> None:
+    argv, debug = errors_cli.split_debug(sys.argv[1:])
+    _state["debug"] = debug
     try:
-        app()
+        app(args=argv, prog_name="bananabatch")
     except KeyboardInterrupt:
         # A command with something in flight says what and how to go on; any other is
         # simply stopped, without a traceback.
         err.print("interrupted")
         sys.exit(interrupt_cli.EXIT_INTERRUPTED)
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        err.print(
+            f"[bold red]error:[/] {errors_cli.one_line(exc)}", soft_wrap=True, highlight=False
+        )
+        sys.exit(EXIT_ERROR)

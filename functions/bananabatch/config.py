@@ -316,7 +316,7 @@ class Settings(BaseModel):
         except ValidationError as exc:
             # Named by field, never by value: a refused value may be a credential.
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                f"{_env_named('.'.join(str(p) for p in e['loc']))}: {e['msg']}"
                 for e in exc.errors(include_url=False, include_input=False)
             )
             raise ConfigError(f"invalid configuration from environment: {problems}") from None
@@ -399,3 +399,9 @@ def env_name_for(field_name: str) -> str:
 
 
 assert set(_FIELD_ENV.values()) == set(ALL_ENV_NAMES), "every ENV_ name maps to one field"
+
+
+def _env_named(field: str) -> str:
+    """A settings field as the user set it: its environment variable, beside the field."""
+    env = _FIELD_ENV.get(field)
+    return f"{env} ({field})" if env else field or "settings"

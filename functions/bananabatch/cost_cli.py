@@ -18,13 +18,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bananabatch import errors_cli
 from bananabatch.config import ProviderKind, Settings
 from bananabatch.core.estimate import FileEstimate, FileEstimator, observed_rates
 from bananabatch.core.intake import IntakeLimits, LineParser, iter_raw_lines
 from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JOB_TERMINAL
-from bananabatch.errors import BananaError
+from bananabatch.errors import BananaError, PermanentError
 from bananabatch.pipeline import cache, control
 from bananabatch.pipeline.references import reference_policy
 from bananabatch.pipeline.runtime import Runtime
@@ -48,6 +49,12 @@ def _runtime(*, with_provider: bool) -> Runtime:
     from bananabatch.wiring import build_runtime
 
     return build_runtime(Settings.from_env(os.environ), with_provider=with_provider)
+
+
+def _require_job(job_id: str) -> None:
+    """A job that does not exist is said before any provider is set up."""
+    if _runtime(with_provider=False).repo.get_job(job_id) is None:
+        raise PermanentError(f"no job {job_id} here: `bananabatch ls` lists the jobs")
 
 
 def estimate_file(rt: Runtime, path: Path, *, cache_on: bool = True) -> FileEstimate:
@@ -93,6 +100,9 @@ def estimate(
     Example: bananabatch estimate examples/prompts.jsonl --json
     """
     with _errors_as_one_line():
+        why = errors_cli.not_text(file)
+        if why is not None:
+            raise PermanentError(why)
         rt = _runtime(with_provider=False)
         result = estimate_file(rt, file, cache_on=not no_cache)
         if as_json:
@@ -168,6 +178,7 @@ def approve(
     Example: bananabatch approve prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
+        _require_job(job)
         _print_job_state(control.approve(_runtime(with_provider=True), job), as_json)
 
 
@@ -182,4 +193,5 @@ def reject(
     Example: bananabatch reject prompts-82cb098d8bfb
     """
     with _errors_as_one_line():
+        _require_job(job)
         _print_job_state(control.reject(_runtime(with_provider=True), job), as_json)

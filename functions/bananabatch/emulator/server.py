@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
@@ -69,12 +70,21 @@ class EmulatorServer:
         self.stop(now=exc_type is not None)
 
 
-def run_forever(host: str, port: int, config: EmulatorConfig | None = None) -> None:
-    """Serve until interrupted (Ctrl-C)."""
-    state = EmulatorState(config)
+def run_forever(
+    host: str,
+    port: int,
+    config: EmulatorConfig | None = None,
+    *,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until interrupted (Ctrl-C). on_listening(base_url) is called once the port is
+    bound, so nothing announces a server that a busy port then refuses."""
     sock = _listen(host, port)
+    state = EmulatorState(config)
     bound = sock.getsockname()[1]
     _log.info("Gemini Batch emulator listening", extra={"base_url": f"http://{host}:{bound}"})
+    if on_listening is not None:
+        on_listening(f"http://{host}:{bound}")
     try:
         uvicorn.Server(_uvicorn_config(state)).run(sockets=[sock])
     finally:
