@@ -16,19 +16,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# The runtime set comes from the hash-locked file the deployed functions install, so the
-# tests run on exactly the deployed versions; the dev tools are held to those versions too.
-$(RUNTIME_STAMP): pyproject.toml functions/requirements.txt | $(BIN)/python
-	$(PIP) install --require-hashes -r functions/requirements.txt
+# The runtime set plus the workstation's `local` extra (CLI, emulator, local runner) come
+# from requirements-local.txt, hash-locked at the very versions functions/requirements.txt
+# deploys, so the tests run on exactly the deployed versions; the dev tools are held to
+# those versions too.
+$(RUNTIME_STAMP): pyproject.toml functions/requirements.txt requirements-local.txt | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements-local.txt
 	$(PIP) install --no-deps -e .
-	grep -E '^[A-Za-z0-9]' functions/requirements.txt | cut -d' ' -f1 > $(VENV)/runtime-pins.txt
+	grep -E '^[A-Za-z0-9]' requirements-local.txt | cut -d' ' -f1 > $(VENV)/runtime-pins.txt
 	touch $@
 
 $(DEV_STAMP): $(RUNTIME_STAMP)
-	$(PIP) install -e '.[dev]' -c $(VENV)/runtime-pins.txt
+	$(PIP) install -e '.[local,dev]' -c $(VENV)/runtime-pins.txt
 	touch $@
 
-# After changing [project.dependencies]: re-resolve and re-hash functions/requirements.txt
+# After changing [project.dependencies] or an extra: re-resolve and re-hash
+# functions/requirements.txt, requirements-local.txt and infra/requirements.txt
 # (needs PyPI; uv is installed into a throwaway venv, not the project's).
 lock: | $(BIN)/python
 	$(PYTHON) -m venv $(VENV)-lock

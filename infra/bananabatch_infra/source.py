@@ -1,5 +1,10 @@
 """The Cloud Functions source archive: an explicit file list, zipped reproducibly.
 
+Only what the functions run is deployed: the CLI, the Gemini Batch emulator and the local
+runner (and what only they import) stay out, so a CLI or emulator change neither redeploys
+the functions nor ships code, or a dependency, that production never imports.
+tests/infra/test_deployed_closure.py holds the list to the import closure of main.py.
+
 The object name carries the archive's hash, so an unchanged source keeps its name and the
 functions are not rebuilt, while any change to a deployed file produces a new name and a
 redeploy. For that, identical files must give identical bytes on every machine: entries are
@@ -9,6 +14,7 @@ can differ between zlib builds; the source is a few hundred kilobytes either way
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import tempfile
@@ -23,8 +29,23 @@ TOP_LEVEL: Final = ("main.py", "requirements.txt", "bananabatch")
 EXCLUDED_DIR_NAMES: Final = frozenset(
     {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "tests", "test"}
 )
-# The emulator's recorded fixtures are for the test suite, not for production.
-EXCLUDED_DIRS: Final = frozenset({"bananabatch/emulator/testdata"})
+# Workstation-only code, never imported by main.py: the Gemini Batch emulator and the local
+# runner (directories), the CLI (cli.py and its *_cli.py commands), and the modules only the
+# CLI uses (doctor: set-up checks; deployed: the CLI's side of a deployed stack; control and
+# status: a user's cancel/pause and the status view; model_table: the models listing). Their
+# third-party dependencies are in pyproject's `local` extra, not in requirements.txt. When
+# the deployed code starts importing one of these, tests/infra/test_deployed_closure.py
+# fails: take it off this list.
+EXCLUDED_DIRS: Final = frozenset({"bananabatch/emulator", "bananabatch/local"})
+LOCAL_ONLY_FILES: Final = (
+    "bananabatch/cli.py",
+    "bananabatch/*_cli.py",
+    "bananabatch/doctor.py",
+    "bananabatch/deployed.py",
+    "bananabatch/pipeline/control.py",
+    "bananabatch/pipeline/status.py",
+    "bananabatch/core/model_table.py",
+)
 EXCLUDED_SUFFIXES: Final = (".pyc", ".pyo")
 _FIXED_TIME: Final = (1980, 1, 1, 0, 0, 0)
 
@@ -55,6 +76,8 @@ def is_excluded(relative: str) -> bool:
     if any(part in EXCLUDED_DIR_NAMES or part.startswith(".") for part in path.parts):
         return True
     if any(relative == d or relative.startswith(d + "/") for d in EXCLUDED_DIRS):
+        return True
+    if any(fnmatch.fnmatchcase(relative, pattern) for pattern in LOCAL_ONLY_FILES):
         return True
     name = path.name
     if name.endswith(EXCLUDED_SUFFIXES):

@@ -37,6 +37,9 @@ def source(tmp_path: Path) -> Path:
             "bananabatch/tests/test_config.py": "def test(): ...\n",
             "bananabatch/emulator/__init__.py": "",
             "bananabatch/emulator/testdata/capture.json": "{}",
+            "bananabatch/cli.py": "import typer\n",
+            "bananabatch/pause_cli.py": "import typer\n",
+            "bananabatch/local/runner.py": "",
             "bananabatch/test_helpers.py": "",
             "bananabatch.egg-info/PKG-INFO": "Name: bananabatch\n",
             "notes.md": "local notes\n",
@@ -49,7 +52,6 @@ def test_archive_holds_the_entry_points_requirements_and_package_only(source: Pa
     assert source_files(source) == (
         "bananabatch/__init__.py",
         "bananabatch/config.py",
-        "bananabatch/emulator/__init__.py",
         "bananabatch/schemas/completion.v1.schema.json",
         "main.py",
         "requirements.txt",
@@ -67,9 +69,14 @@ def test_archive_holds_the_entry_points_requirements_and_package_only(source: Pa
         "bananabatch/test_x.py",
         "bananabatch/conftest.py",
         ".env",
+        "bananabatch/emulator/app.py",
+        "bananabatch/local/runner.py",
+        "bananabatch/cli.py",
+        "bananabatch/cost_cli.py",
+        "bananabatch/doctor.py",
     ],
 )
-def test_caches_tests_and_emulator_test_data_are_excluded(path: str) -> None:
+def test_caches_tests_and_workstation_code_are_excluded(path: str) -> None:
     assert is_excluded(path)
 
 
@@ -92,6 +99,13 @@ def test_a_changed_file_gives_a_new_object_name(source: Path) -> None:
     first = build_archive(source)
     (source / "bananabatch" / "config.py").write_text("X = 2\n")
     assert build_archive(source).object_name != first.object_name
+
+
+@pytest.mark.parametrize(
+    "path", ["bananabatch/cli_helpers.py", "bananabatch/emulator_api.py", "bananabatch/core/cli.py"]
+)
+def test_names_that_only_resemble_workstation_code_are_kept(path: str) -> None:
+    assert not is_excluded(path)
 
 
 def test_a_changed_excluded_file_keeps_the_object_name(source: Path) -> None:

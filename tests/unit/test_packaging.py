@@ -22,6 +22,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "functions" / "requirements.txt"
+LOCAL_LOCK = ROOT / "requirements-local.txt"
 INFRA_LOCK = ROOT / "infra" / "requirements.txt"
 INFRA_TOP_LEVEL = ("pulumi", "pulumi-gcp", "pydantic")
 # The Cloud Functions runtime the lock is resolved for (infra: RUNTIME = "python312").
@@ -87,6 +88,8 @@ def _roots(lock: Path) -> list[str]:
     project = _pyproject()
     if lock == LOCK:
         return project["runtime"]
+    if lock == LOCAL_LOCK:
+        return project["runtime"] + project["local"]
     every = {
         str(canonicalize_name(Requirement(r).name)): r for r in project["runtime"] + project["dev"]
     }
@@ -142,14 +145,18 @@ def test_every_runtime_dependency_is_pinned_to_one_version() -> None:
         assert next(iter(specifier)).operator == "==", line
 
 
-@pytest.mark.parametrize("lock", [LOCK, INFRA_LOCK], ids=["functions", "infra"])
+@pytest.mark.parametrize(
+    "lock", [LOCK, LOCAL_LOCK, INFRA_LOCK], ids=["functions", "local", "infra"]
+)
 def test_the_lock_is_the_hashed_closure_of_its_pyproject_pins(lock: Path) -> None:
     # A failure here after a pyproject change means: run `make lock`.
     assert lock_problems(lock.read_text(), _roots(lock)) == []
     assert len(_lock(lock)) > len(_roots(lock))  # transitive packages are locked too
 
 
-@pytest.mark.parametrize("lock", [LOCK, INFRA_LOCK], ids=["functions", "infra"])
+@pytest.mark.parametrize(
+    "lock", [LOCK, LOCAL_LOCK, INFRA_LOCK], ids=["functions", "local", "infra"]
+)
 def test_the_tested_environment_runs_exactly_the_locked_versions(lock: Path) -> None:
     # What the tests ran on is what Cloud Functions and the deploy install: no dev tool
     # moved a pin.
@@ -159,6 +166,14 @@ def test_the_tested_environment_runs_exactly_the_locked_versions(lock: Path) -> 
         if metadata.version(p.name) != p.version
     }
     assert drift == {}
+
+
+def test_the_workstation_lock_holds_the_deployed_versions() -> None:
+    # The tests run on requirements-local.txt: each package the functions deploy must be
+    # there at the deployed version, or the tests would not test what runs.
+    deployed, local = _lock(LOCK), _lock(LOCAL_LOCK)
+    assert {name: local.get(name) for name in deployed} == deployed
+    assert set(local) > set(deployed)
 
 
 def _drop_hashes(text: str, package: str) -> str:
