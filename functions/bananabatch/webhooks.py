@@ -26,7 +26,7 @@ import json
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -238,78 +238,105 @@ class WebhookVerifier:
 
     def _verify_ed25519(self, webhook_id: str, stamp: str, body: bytes, entries: list[str]) -> str:
         message = f"{webhook_id}.{stamp}.".encode() + body
-        signatures = []
-        for entry in entries:
-            if not entry.startswith("v1a,"):
-                continue
-            try:
-                signatures.append(base64.b64decode(entry[4:], validate=True))
-            except (binascii.Error, ValueError):
-                continue
+        signatures = _v1a_signatures(entries)
         if not signatures:
             raise WebhookRejected(401, "webhook-signature: malformed v1a entry")
         for refresh in (False, True):
-            for jwk in self._keys(refresh=refresh):
-                if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-                    continue
-                try:
-                    public = jwt.PyJWK(dict(jwk)).key
-                except jwt.PyJWTError:
-                    continue
-                if not isinstance(public, Ed25519PublicKey):
-                    continue
-                for sig in signatures:
-                    try:
-                        public.verify(sig, message)
-                        return "v1a"
-                    except InvalidSignature:
-                        continue
+            for public in _ed25519_keys(self._keys(refresh=refresh)):
+                if _verifies_any(public, signatures, message):
+                    return "v1a"
         raise WebhookRejected(
             401, "forged delivery: no published Ed25519 key verifies the signature"
         )
 
     def _verify_jwt(self, token: str) -> str:
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")
-        except jwt.PyJWTError as exc:
-            raise WebhookRejected(401, f"malformed JWT signature: {exc}") from exc
-        if kid is not None:
-            if not isinstance(kid, str):
-                raise WebhookRejected(401, "JWT header: expected a string kid")
-            check_key(kid, "JWT kid")
+        kid = _jwt_kid(token)
         for refresh in (False, True):
             for jwk in self._keys(refresh=refresh):
-                if kid is not None and jwk.get("kid") != kid:
-                    continue
-                if jwk.get("kty") != "RSA":
-                    continue
-                try:
-                    key = jwt.PyJWK(dict(jwk)).key
-                    jwt.decode(
-                        token,
-                        key,
-                        algorithms=["RS256"],
-                        audience=self._audience,
-                        issuer=self._issuer,
-                        options={"require": ["exp", "iat", "iss", "aud"]},
-                        leeway=TOLERANCE_SECONDS,
-                    )
+                matches = (kid is None or jwk.get("kid") == kid) and jwk.get("kty") == "RSA"
+                if matches and self._jwt_verified_by(token, jwk):
                     return "jwt"
-                except jwt.ExpiredSignatureError as exc:
-                    raise WebhookRejected(401, f"stale JWT: {exc}") from exc
-                except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
-                    # Signed by the provider, but for another receiver: a token lifted from
-                    # someone else's delivery.
-                    raise WebhookRejected(401, f"JWT not meant for this receiver: {exc}") from exc
-                except jwt.MissingRequiredClaimError as exc:
-                    raise WebhookRejected(401, f"JWT lacks a required claim: {exc}") from exc
-                except jwt.PyJWTError:
-                    continue
         raise WebhookRejected(401, "forged delivery: no published RS256 key verifies the JWT")
+
+    def _jwt_verified_by(self, token: str, jwk: Mapping[str, Any]) -> bool:
+        """Whether this RSA key verifies the token; a token the key verifies but that is
+        stale, for another receiver or missing a claim is refused outright."""
+        try:
+            key = jwt.PyJWK(dict(jwk)).key
+            jwt.decode(
+                token,
+                key,
+                algorithms=["RS256"],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "iss", "aud"]},
+                leeway=TOLERANCE_SECONDS,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise WebhookRejected(401, f"stale JWT: {exc}") from exc
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
+            # Signed by the provider, but for another receiver: a token lifted from
+            # someone else's delivery.
+            raise WebhookRejected(401, f"JWT not meant for this receiver: {exc}") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise WebhookRejected(401, f"JWT lacks a required claim: {exc}") from exc
+        except jwt.PyJWTError:
+            return False
+        return True
 
     def _keys(self, *, refresh: bool = False) -> list[Mapping[str, Any]]:
         assert self._jwks is not None
         return self._jwks.keys(refresh=refresh)
+
+
+def _v1a_signatures(entries: list[str]) -> list[bytes]:
+    """The decodable `v1a,<base64>` entries of a webhook-signature header."""
+    signatures = []
+    for entry in entries:
+        if not entry.startswith("v1a,"):
+            continue
+        try:
+            signatures.append(base64.b64decode(entry[4:], validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    return signatures
+
+
+def _ed25519_keys(jwks: list[Mapping[str, Any]]) -> Iterator[Ed25519PublicKey]:
+    """The usable Ed25519 public keys of a key set (others are skipped, not errors)."""
+    for jwk in jwks:
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            continue
+        try:
+            public = jwt.PyJWK(dict(jwk)).key
+        except jwt.PyJWTError:
+            continue
+        if isinstance(public, Ed25519PublicKey):
+            yield public
+
+
+def _verifies_any(public: Ed25519PublicKey, signatures: list[bytes], message: bytes) -> bool:
+    for sig in signatures:
+        try:
+            public.verify(sig, message)
+        except InvalidSignature:
+            continue
+        return True
+    return False
+
+
+def _jwt_kid(token: str) -> str | None:
+    """The key id a JWT's header names, checked; None when it names none."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError as exc:
+        raise WebhookRejected(401, f"malformed JWT signature: {exc}") from exc
+    if kid is None:
+        return None
+    if not isinstance(kid, str):
+        raise WebhookRejected(401, "JWT header: expected a string kid")
+    check_key(kid, "JWT kid")
+    return kid
 
 
 def verifier_for(settings: Settings) -> WebhookVerifier:

@@ -12,7 +12,7 @@ import hashlib
 import math
 import re
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,15 +93,35 @@ def parse_request(
     if not isinstance(request, Mapping):
         raise RequestInvalid(f"request must be a JSON object, found {type(request).__name__}")
     if check_uri is not None:
-        for uri in file_uris(request):
-            problem = check_uri(uri)
-            if problem is not None:
-                raise RequestInvalid(problem[1], problem[0])
+        _check_references(request, check_uri)
     line_model = pick(request, "model")
     if line_model and model_spec(str(line_model)) is not spec:
         raise RequestInvalid(
             f"request.model {line_model!r} does not match the batch model {batch_model!r}"
         )
+    prompt, images = _prompt_and_images(request)
+    config = pick(request, "generationConfig") or {}
+    modalities = [str(m).upper() for m in pick(config, "responseModalities") or ["TEXT", "IMAGE"]]
+    ratio, size = _image_options(spec, pick(config, "imageConfig") or {})
+    return ImageRequest(
+        prompt=prompt,
+        aspect_ratio=str(ratio),
+        image_size=effective_size(spec, size),
+        want_text="TEXT" in modalities,
+        want_image="IMAGE" in modalities,
+        input_images=images,
+    )
+
+
+def _check_references(request: Mapping[str, Any], check_uri: UriCheck) -> None:
+    for uri in file_uris(request):
+        problem = check_uri(uri)
+        if problem is not None:
+            raise RequestInvalid(problem[1], problem[0])
+
+
+def _prompt_and_images(request: Mapping[str, Any]) -> tuple[str, int]:
+    """The user's text, joined, and how many image parts (inline or by URI) came with it."""
     contents = pick(request, "contents")
     if isinstance(contents, Mapping):
         contents = [contents]
@@ -109,6 +129,18 @@ def parse_request(
         raise RequestInvalid("contents is not specified")
     texts: list[str] = []
     images = 0
+    for part in _user_parts(contents):
+        if isinstance(pick(part, "text"), str):
+            texts.append(part_text(part))
+        elif pick(part, "inlineData") is not None or pick(part, "fileData") is not None:
+            images += 1
+    prompt = "\n".join(texts).strip()
+    if not prompt and not images:
+        raise RequestInvalid("contents has no text and no image")
+    return prompt, images
+
+
+def _user_parts(contents: list[Any]) -> Iterator[Mapping[str, Any]]:
     for content in contents:
         if not isinstance(content, Mapping):
             raise RequestInvalid("each item of contents must be an object")
@@ -117,17 +149,11 @@ def parse_request(
         for part in pick(content, "parts") or []:
             if not isinstance(part, Mapping):
                 raise RequestInvalid("each part must be an object")
-            if isinstance(pick(part, "text"), str):
-                texts.append(part_text(part))
-            elif pick(part, "inlineData") is not None or pick(part, "fileData") is not None:
-                images += 1
-    prompt = "\n".join(texts).strip()
-    if not prompt and not images:
-        raise RequestInvalid("contents has no text and no image")
+            yield part
 
-    config = pick(request, "generationConfig") or {}
-    modalities = [str(m).upper() for m in pick(config, "responseModalities") or ["TEXT", "IMAGE"]]
-    image_config = pick(config, "imageConfig") or {}
+
+def _image_options(spec: ModelSpec, image_config: Any) -> tuple[Any, Any]:
+    """The requested aspect ratio and image size, checked against the model's."""
     ratio = pick(image_config, "aspectRatio") or "1:1"
     if ratio not in spec.aspect_ratios:
         raise RequestInvalid(
@@ -141,14 +167,7 @@ def parse_request(
             f"generationConfig.imageConfig.imageSize {size!r} is not supported by "
             f"{spec.model_id}; expected one of {', '.join(spec.image_sizes)}"
         )
-    return ImageRequest(
-        prompt=prompt,
-        aspect_ratio=str(ratio),
-        image_size=effective_size(spec, size),
-        want_text="TEXT" in modalities,
-        want_image="IMAGE" in modalities,
-        input_images=images,
-    )
+    return ratio, size
 
 
 def generate_text(model_id: str, request: Any, *, rid: str = "") -> RowOutcome:

@@ -744,13 +744,6 @@ class EmulatorState:
 
     def operation_json(self, batch: Batch, *, for_list: bool = False) -> Json:
         with self._lock:
-            stats: Json = {"requestCount": str(batch.request_count)}
-            if not batch.terminal:
-                stats["pendingRequestCount"] = str(batch.request_count)
-            if batch.succeeded:
-                stats["successfulRequestCount"] = str(batch.succeeded)
-            if batch.failed:
-                stats["failedRequestCount"] = str(batch.failed)
             metadata: Json = {
                 "@type": BATCH_TYPE,
                 "name": batch.name,
@@ -758,18 +751,14 @@ class EmulatorState:
                 "displayName": batch.display_name,
                 "createTime": rfc3339(batch.created),
                 "updateTime": rfc3339(batch.updated),
-                "batchStats": stats,
+                "batchStats": _batch_stats(batch),
                 "state": batch.state,
             }
             if batch.input_config is not None:
                 metadata["inputConfig"] = batch.input_config
             if batch.end_time is not None:
                 metadata["endTime"] = rfc3339(batch.end_time)
-            output: Json | None = None
-            if batch.output_file is not None:
-                output = {"responsesFile": batch.output_file}
-            elif batch.inlined is not None and not for_list:
-                output = {"inlinedResponses": {"inlinedResponses": batch.inlined}}
+            output = _batch_output(batch, for_list=for_list)
             if output is not None:
                 metadata["output"] = output
             op: Json = {"name": batch.name, "metadata": metadata}
@@ -806,19 +795,7 @@ class EmulatorState:
             self.references_read.append(uri)
         file_id = _files_api_id(uri)
         if file_id is not None:
-            with self._lock:
-                entry = self._files.get(file_id)
-            live = (
-                entry is not None
-                and entry.source == "UPLOADED"
-                and self.now() < entry.created + FILE_TTL.total_seconds()
-            )
-            if not live:
-                return (
-                    PERMISSION_DENIED,
-                    f"You do not have permission to access the File {file_id} or it may not exist.",
-                )
-            return None
+            return self._files_api_problem(file_id)
         if uri.startswith("gs://"):
             if self.config.gcs_references == "registered":
                 return None
@@ -830,39 +807,34 @@ class EmulatorState:
         parts = urlsplit(uri)
         # Shown without the query: a signed URL's query is its credential.
         shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
-        lifetime = parse_qs(parts.query).get("X-Goog-Expires")
-        if lifetime:
-            try:
-                expired = age_seconds > float(lifetime[0])
-            except ValueError:
-                expired = True
-            if expired:
-                return (
-                    INVALID_ARGUMENT_CODE,
-                    f"Cannot fetch content from the provided URL {shown}: ExpiredToken, the "
-                    "signed URL expired before the request ran.",
-                )
+        if _signed_url_expired(parts.query, age_seconds):
+            return (
+                INVALID_ARGUMENT_CODE,
+                f"Cannot fetch content from the provided URL {shown}: ExpiredToken, the "
+                "signed URL expired before the request ran.",
+            )
         if parts.scheme == "file":
             return _local_file_problem(self.config.local_files_root, parts.path, shown)
         if parts.scheme not in ("http", "https"):
             return (INVALID_ARGUMENT_CODE, f"Unsupported file uri: {shown}")
         if parts.hostname not in _LOOPBACK:
             return None
-        try:
-            response = httpx.get(uri, timeout=5.0, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            return (
-                INVALID_ARGUMENT_CODE,
-                f"Cannot fetch content from the provided URL {shown}: {type(exc).__name__}",
-            )
-        content_type = response.headers.get("content-type", "")
-        if response.status_code != 200 or not content_type.startswith("image/"):
-            return (
-                INVALID_ARGUMENT_CODE,
-                f"Cannot fetch content from the provided URL {shown}: HTTP "
-                f"{response.status_code} {content_type or 'no content type'}",
-            )
-        return None
+        return _fetch_problem(uri, shown)
+
+    def _files_api_problem(self, file_id: str) -> tuple[int, str] | None:
+        with self._lock:
+            entry = self._files.get(file_id)
+        live = (
+            entry is not None
+            and entry.source == "UPLOADED"
+            and self.now() < entry.created + FILE_TTL.total_seconds()
+        )
+        if live:
+            return None
+        return (
+            PERMISSION_DENIED,
+            f"You do not have permission to access the File {file_id} or it may not exist.",
+        )
 
     # --- synchronous generateContent -------------------------------------------------------
 
@@ -949,6 +921,57 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _FILES_URI = re.compile(
     r"^(?:https://generativelanguage\.googleapis\.com/v1(?:beta)?/)?files/([a-z0-9-]{1,64})$"
 )
+
+
+def _batch_stats(batch: Batch) -> Json:
+    stats: Json = {"requestCount": str(batch.request_count)}
+    if not batch.terminal:
+        stats["pendingRequestCount"] = str(batch.request_count)
+    if batch.succeeded:
+        stats["successfulRequestCount"] = str(batch.succeeded)
+    if batch.failed:
+        stats["failedRequestCount"] = str(batch.failed)
+    return stats
+
+
+def _batch_output(batch: Batch, *, for_list: bool) -> Json | None:
+    """Where a batch's results are: a responses file, or inline (left out of list pages)."""
+    if batch.output_file is not None:
+        return {"responsesFile": batch.output_file}
+    if batch.inlined is not None and not for_list:
+        return {"inlinedResponses": {"inlinedResponses": batch.inlined}}
+    return None
+
+
+def _signed_url_expired(query: str, age_seconds: float) -> bool:
+    """Whether a signed URL's lifetime (X-Goog-Expires) ran out before its row ran; a
+    lifetime that is not a number counts as expired."""
+    lifetime = parse_qs(query).get("X-Goog-Expires")
+    if not lifetime:
+        return False
+    try:
+        return age_seconds > float(lifetime[0])
+    except ValueError:
+        return True
+
+
+def _fetch_problem(uri: str, shown: str) -> tuple[int, str] | None:
+    """Fetch a loopback http(s) reference: anything but a 200 with an image body fails."""
+    try:
+        response = httpx.get(uri, timeout=5.0, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return (
+            INVALID_ARGUMENT_CODE,
+            f"Cannot fetch content from the provided URL {shown}: {type(exc).__name__}",
+        )
+    content_type = response.headers.get("content-type", "")
+    if response.status_code != 200 or not content_type.startswith("image/"):
+        return (
+            INVALID_ARGUMENT_CODE,
+            f"Cannot fetch content from the provided URL {shown}: HTTP "
+            f"{response.status_code} {content_type or 'no content type'}",
+        )
+    return None
 
 
 def _local_file_problem(root: Path | None, path: str, shown: str) -> tuple[int, str] | None:

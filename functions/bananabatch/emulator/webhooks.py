@@ -152,40 +152,48 @@ class WebhookDispatcher:
             {"type": event, "version": "v1", "timestamp": _rfc3339(stamp), "data": data}
         ).encode()
         uris = [str(u) for u in config.get("uris") or []]
-        out: list[Pending] = []
         if uris:
             # Per-job URIs replace the project's registered webhooks for this job.
-            for uri in uris:
-                out.append(Pending(uri, self._dynamic_headers(uri, stamp, body), body))
+            out = [Pending(uri, self._dynamic_headers(uri, stamp, body), body) for uri in uris]
         else:
-            with self._lock:
-                hooks = list(self.registrations.values())
-            for hook in hooks:
-                if hook.events and event not in hook.events:
-                    continue
-                msg_id = f"msg_{uuid.uuid4()}"
-                signature = Webhook(hook.secret).sign(msg_id, _dt(stamp), body.decode())
-                headers = {
-                    "webhook-id": msg_id,
-                    "webhook-timestamp": str(stamp),
-                    "webhook-signature": signature,
-                    "content-type": "application/json",
-                }
-                out.append(Pending(hook.uri, headers, body))
+            out = self._registered_deliveries(event, stamp, body)
         with self._lock:
             for pending in out:
-                if self.faults.drop > 0:
-                    self.faults.drop -= 1
-                    continue
-                # One fault per delivery, in this order, so counts compose predictably.
-                if self.faults.duplicate > 0:
-                    self.faults.duplicate -= 1
-                    self._queue.extend([pending, pending])
-                elif self.faults.delay > 0:
-                    self.faults.delay -= 1
-                    self._held.append(pending)
-                else:
-                    self._queue.append(pending)
+                self._enqueue(pending)
+
+    def _registered_deliveries(self, event: str, stamp: int, body: bytes) -> list[Pending]:
+        """One delivery per registered webhook subscribed to the event, HMAC-signed."""
+        with self._lock:
+            hooks = list(self.registrations.values())
+        out: list[Pending] = []
+        for hook in hooks:
+            if hook.events and event not in hook.events:
+                continue
+            msg_id = f"msg_{uuid.uuid4()}"
+            signature = Webhook(hook.secret).sign(msg_id, _dt(stamp), body.decode())
+            headers = {
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(stamp),
+                "webhook-signature": signature,
+                "content-type": "application/json",
+            }
+            out.append(Pending(hook.uri, headers, body))
+        return out
+
+    def _enqueue(self, pending: Pending) -> None:
+        """Queue one delivery through the configured faults (the caller holds the lock)."""
+        if self.faults.drop > 0:
+            self.faults.drop -= 1
+            return
+        # One fault per delivery, in this order, so counts compose predictably.
+        if self.faults.duplicate > 0:
+            self.faults.duplicate -= 1
+            self._queue.extend([pending, pending])
+        elif self.faults.delay > 0:
+            self.faults.delay -= 1
+            self._held.append(pending)
+        else:
+            self._queue.append(pending)
 
     def _dynamic_headers(self, uri: str, stamp: int, body: bytes) -> dict[str, str]:
         msg_id = f"msg_{uuid.uuid4()}"

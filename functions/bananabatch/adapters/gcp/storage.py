@@ -289,6 +289,18 @@ def _terminate_quietly(writer: Any) -> None:
         writer.terminate()
 
 
+def _from_status(action: str, where: str, exc: InvalidResponse) -> Exception:
+    """The error family's member for a raw HTTP status the resumable-media layer raised."""
+    status = getattr(exc.response, "status_code", None)
+    if status == 412:
+        return _PreconditionFailed(where)
+    if status == 404:
+        return NotFound(f"{action} {where}: expected an existing object, found none")
+    if status in _TRANSIENT_STATUS:
+        return TransientError(f"{action} {where}: Cloud Storage answered {status}")
+    return PermanentError(f"{action} {where}: unexpected response {status}: {exc}")
+
+
 @contextmanager
 def _translated(action: str, bucket: str, name: str) -> Iterator[None]:
     """Turn library and transport errors into the pipeline's error family."""
@@ -304,14 +316,7 @@ def _translated(action: str, bucket: str, name: str) -> Iterator[None]:
     except gexc.RetryError as exc:
         raise TransientError(f"{action} {where}: retries exhausted: {exc.cause}") from exc
     except InvalidResponse as exc:
-        status = getattr(exc.response, "status_code", None)
-        if status == 412:
-            raise _PreconditionFailed(where) from exc
-        if status == 404:
-            raise NotFound(f"{action} {where}: expected an existing object, found none") from exc
-        if status in _TRANSIENT_STATUS:
-            raise TransientError(f"{action} {where}: Cloud Storage answered {status}") from exc
-        raise PermanentError(f"{action} {where}: unexpected response {status}: {exc}") from exc
+        raise _from_status(action, where, exc) from exc
     except DataCorruption as exc:
         raise TransientError(f"{action} {where}: checksum mismatch in transfer") from exc
     except (requests.ConnectionError, requests.Timeout, TransportError) as exc:
