@@ -391,7 +391,7 @@ class Pipeline(pulumi.ComponentResource):
 
     def _runtime_grants(self, specs: list[FunctionSpec]) -> dict[str, list[pulumi.Resource]]:
         """Each function's runtime roles, keyed by function, so it can wait for them."""
-        a, name = self._args, self._name
+        a = self._args
         grants: dict[str, list[pulumi.Resource]] = {spec.key: [] for spec in specs}
 
         # Firestore has no per-collection or per-database IAM: datastore.user on the project
@@ -440,6 +440,15 @@ class Pipeline(pulumi.ComponentResource):
                     self._member(spec.key),
                 )
             )
+        self._secret_grants(grants)
+        if a.uses_gemini:
+            self._gemini_grants(grants)
+        if a.provider is cfg.ProviderKind.VERTEX:
+            self._vertex_grants(grants)
+        return grants
+
+    def _secret_grants(self, grants: dict[str, list[pulumi.Resource]]) -> None:
+        """Read access to the secrets, for the functions that use them."""
         if self.gemini_secret is not None:
             for spec in PROVIDER_FUNCTIONS:
                 grants[spec.key].append(
@@ -451,50 +460,54 @@ class Pipeline(pulumi.ComponentResource):
             grants[WEBHOOK.key].append(
                 self._secret_role("webhook-signing", self.webhook_secret, self._member(WEBHOOK.key))
             )
+
+    def _gemini_grants(self, grants: dict[str, list[pulumi.Resource]]) -> None:
+        """Reading reference images and signing their URLs as itself (Gemini only)."""
+        name = self._name
         # A reference image under the inbox's references/ is read by whoever the batch that
         # names it reaches it through: the function that made the batch, since a gs://
         # reference goes to Gemini as a V4 URL it signs (adapters/gcp/storage.py signed_url),
         # or Vertex's own agent. Upload, tick and collect all make batches; upload already
         # reads the whole inbox. Read is conditioned on the references/ prefix.
         reference_readers = [spec for spec in PROVIDER_FUNCTIONS if spec is not UPLOAD]
-        if a.uses_gemini:
-            for spec in reference_readers:
-                grants[spec.key].append(self._references_reader(spec.key, self._member(spec.key)))
-            for spec in PROVIDER_FUNCTIONS:
-                # The signature: the IAM signBlob API, as the function's own account (its
-                # metadata-server credentials hold no private key).
-                grants[spec.key].append(
-                    gcp.serviceaccount.IAMMember(
-                        f"{name}-{spec.key}-signs-as-itself",
-                        service_account_id=self.accounts[spec.key].name,
-                        role="roles/iam.serviceAccountTokenCreator",
-                        member=self._member(spec.key),
-                        opts=self._opts(),
-                    )
+        for spec in reference_readers:
+            grants[spec.key].append(self._references_reader(spec.key, self._member(spec.key)))
+        for spec in PROVIDER_FUNCTIONS:
+            # The signature: the IAM signBlob API, as the function's own account (its
+            # metadata-server credentials hold no private key).
+            grants[spec.key].append(
+                gcp.serviceaccount.IAMMember(
+                    f"{name}-{spec.key}-signs-as-itself",
+                    service_account_id=self.accounts[spec.key].name,
+                    role="roles/iam.serviceAccountTokenCreator",
+                    member=self._member(spec.key),
+                    opts=self._opts(),
                 )
-        if a.provider is cfg.ProviderKind.VERTEX:
-            vertex_agent = gcp.projects.ServiceIdentity(
-                f"{name}-vertex-agent",
-                project=a.project,
-                service=VERTEX_API,
-                opts=self._opts(),
             )
-            for spec in PROVIDER_FUNCTIONS:
-                # Vertex AI offers no binding narrower than the project.
-                grants[spec.key].append(
-                    self._project_role(
-                        f"{spec.key}-vertex", "roles/aiplatform.user", self._member(spec.key)
-                    )
-                )
-            # Vertex reads each batch's request file and writes its predictions itself.
-            vertex_member = vertex_agent.email.apply(lambda e: f"serviceAccount:{e}")
-            self._bucket_role(
-                "vertex-results", self.results_bucket, "roles/storage.objectUser", vertex_member
-            )
-            # ... and the gs:// reference images its rows name.
-            self._references_reader("vertex", vertex_member)
 
-        return grants
+    def _vertex_grants(self, grants: dict[str, list[pulumi.Resource]]) -> None:
+        """Vertex AI use, and its service agent's access to requests and references."""
+        a, name = self._args, self._name
+        vertex_agent = gcp.projects.ServiceIdentity(
+            f"{name}-vertex-agent",
+            project=a.project,
+            service=VERTEX_API,
+            opts=self._opts(),
+        )
+        for spec in PROVIDER_FUNCTIONS:
+            # Vertex AI offers no binding narrower than the project.
+            grants[spec.key].append(
+                self._project_role(
+                    f"{spec.key}-vertex", "roles/aiplatform.user", self._member(spec.key)
+                )
+            )
+        # Vertex reads each batch's request file and writes its predictions itself.
+        vertex_member = vertex_agent.email.apply(lambda e: f"serviceAccount:{e}")
+        self._bucket_role(
+            "vertex-results", self.results_bucket, "roles/storage.objectUser", vertex_member
+        )
+        # ... and the gs:// reference images its rows name.
+        self._references_reader("vertex", vertex_member)
 
     def _references_reader(self, label: str, member: pulumi.Input[str]) -> pulumi.Resource:
         a = self._args

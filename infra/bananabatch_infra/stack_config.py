@@ -9,7 +9,7 @@ and refuses an unusable combination before a single resource is registered, with
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -216,6 +216,17 @@ class PipelineArgs:
 
 
 def _problems(args: PipelineArgs) -> list[str]:
+    return [
+        *_basic_problems(args),
+        *_number_problems(args),
+        *_model_problems(args),
+        *_secret_problems(args),
+        *_billing_problems(args),
+    ]
+
+
+def _basic_problems(args: PipelineArgs) -> list[str]:
+    """Project, provider, naming and schedule."""
     out: list[str] = []
     if not args.project:
         out.append("gcp:project is required: pulumi config set gcp:project <project-id>")
@@ -229,6 +240,12 @@ def _problems(args: PipelineArgs) -> list[str]:
     fields = args.tick_schedule.split()
     if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
         out.append(f"tickSchedule {args.tick_schedule!r} is not a five-field cron expression")
+    return out
+
+
+def _number_problems(args: PipelineArgs) -> list[str]:
+    """Budgets, counts and retention periods."""
+    out: list[str] = []
     for name, value in (
         ("jobBudgetUsd", args.job_budget_usd),
         ("dailyBudgetUsd", args.daily_budget_usd),
@@ -258,6 +275,12 @@ def _problems(args: PipelineArgs) -> list[str]:
             "resultRetentionDays must not be shorter than reportRetentionDays "
             f"({args.result_retention_days} < {args.report_retention_days})"
         )
+    return out
+
+
+def _model_problems(args: PipelineArgs) -> list[str]:
+    """The fallback model and the reference locations."""
+    out: list[str] = []
     if args.fallback_model is not None:
         # The functions would refuse it at config load (config.Settings): say it here.
         spec = catalog.model_spec(args.fallback_model)
@@ -274,6 +297,12 @@ def _problems(args: PipelineArgs) -> list[str]:
         problem = location_problem(location)
         if problem is not None:
             out.append(f"referenceLocations: {problem}")
+    return out
+
+
+def _secret_problems(args: PipelineArgs) -> list[str]:
+    """The secrets the chosen provider and webhook mode need."""
+    out: list[str] = []
     if args.provider is cfg.ProviderKind.GEMINI and args.gemini_api_key is None:
         out.append(
             "provider gemini needs an API key: pulumi config set --secret bananabatch:geminiApiKey"
@@ -286,6 +315,12 @@ def _problems(args: PipelineArgs) -> list[str]:
             "webhookMode static needs the signing secret Gemini returned when the webhook was "
             "registered: pulumi config set --secret bananabatch:webhookSigningSecret whsec_..."
         )
+    return out
+
+
+def _billing_problems(args: PipelineArgs) -> list[str]:
+    """Alerting, the billing kill switch and logging."""
+    out: list[str] = []
     if args.alert_email is not None and not re.fullmatch(
         r"[^@\s]+@[^@\s]+\.[^@\s]+", args.alert_email
     ):
@@ -317,61 +352,10 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
         "project": gcp_config.get("project") or "",
         "region": gcp_config.get("region") or DEFAULT_REGION,
     }
-    strings: Mapping[str, str] = {
-        "bucketLocation": "bucket_location",
-        "firestoreLocation": "firestore_location",
-        "firestoreDatabase": "firestore_database",
-        "namePrefix": "name_prefix",
-        "inboxBucket": "inbox_bucket_name",
-        "resultsBucket": "results_bucket_name",
-        "defaultModel": "default_model",
-        "vertexLocation": "vertex_location",
-        "tickSchedule": "tick_schedule",
-        "tickTimeZone": "tick_time_zone",
-        "webhookJwksUrl": "webhook_jwks_url",
-        "webhookAudience": "webhook_audience",
-        "webhookIssuer": "webhook_issuer",
-        "logLevel": "log_level",
-        "billingAccountId": "billing_account_id",
-        "fallbackModel": "fallback_model",
-        "referenceLocations": "reference_locations",
-        "alertEmail": "alert_email",
-    }
-    for key, attr in strings.items():
-        raw = _get(config, key)
-        if raw is not None:
-            values[attr] = raw
-    for key, attr in (
-        ("jobBudgetUsd", "job_budget_usd"),
-        ("dailyBudgetUsd", "daily_budget_usd"),
-        ("billingBudgetUsd", "billing_budget_usd"),
-        ("stuckAfterHours", "stuck_after_hours"),
-    ):
-        raw = _get(config, key)
-        if raw is not None and key in _CAPS and raw.lower() == cfg.UNLIMITED:
-            # Only "unlimited", written out, turns a cap off.
-            values[attr] = None
-        elif raw is not None:
-            values[attr] = _number(key, raw, float)
-    for key, attr in (
-        ("maxActiveBatches", "max_active_batches"),
-        ("maxAttempts", "max_attempts"),
-        ("inboxRetentionDays", "inbox_retention_days"),
-        ("reportRetentionDays", "report_retention_days"),
-        ("resultRetentionDays", "result_retention_days"),
-    ):
-        raw = _get(config, key)
-        if raw is not None:
-            values[attr] = _number(key, raw, int)
-    for key, attr in (
-        ("resultsVersioning", "results_versioning"),
-        ("forceDestroy", "force_destroy"),
-        ("firestoreDeleteProtection", "firestore_delete_protection"),
-        ("firestorePitr", "firestore_pitr"),
-    ):
-        raw = _get(config, key)
-        if raw is not None:
-            values[attr] = _boolean(key, raw)
+    values |= _read(config, _STRINGS, lambda _key, raw: raw)
+    values |= _read(config, _FLOATS, _float_or_unlimited)
+    values |= _read(config, _INTS, lambda key, raw: _number(key, raw, int))
+    values |= _read(config, _BOOLEANS, _boolean)
     provider = _get(config, "provider")
     if provider is not None:
         values["provider"] = _choice(
@@ -388,6 +372,67 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
     values["gemini_api_key"] = config.get_secret("geminiApiKey")
     values["webhook_signing_secret"] = config.get_secret("webhookSigningSecret")
     return PipelineArgs(**values)
+
+
+# Stack config key -> PipelineArgs field, by how the value is read.
+_STRINGS: Final[Mapping[str, str]] = {
+    "bucketLocation": "bucket_location",
+    "firestoreLocation": "firestore_location",
+    "firestoreDatabase": "firestore_database",
+    "namePrefix": "name_prefix",
+    "inboxBucket": "inbox_bucket_name",
+    "resultsBucket": "results_bucket_name",
+    "defaultModel": "default_model",
+    "vertexLocation": "vertex_location",
+    "tickSchedule": "tick_schedule",
+    "tickTimeZone": "tick_time_zone",
+    "webhookJwksUrl": "webhook_jwks_url",
+    "webhookAudience": "webhook_audience",
+    "webhookIssuer": "webhook_issuer",
+    "logLevel": "log_level",
+    "billingAccountId": "billing_account_id",
+    "fallbackModel": "fallback_model",
+    "referenceLocations": "reference_locations",
+    "alertEmail": "alert_email",
+}
+_FLOATS: Final[Mapping[str, str]] = {
+    "jobBudgetUsd": "job_budget_usd",
+    "dailyBudgetUsd": "daily_budget_usd",
+    "billingBudgetUsd": "billing_budget_usd",
+    "stuckAfterHours": "stuck_after_hours",
+}
+_INTS: Final[Mapping[str, str]] = {
+    "maxActiveBatches": "max_active_batches",
+    "maxAttempts": "max_attempts",
+    "inboxRetentionDays": "inbox_retention_days",
+    "reportRetentionDays": "report_retention_days",
+    "resultRetentionDays": "result_retention_days",
+}
+_BOOLEANS: Final[Mapping[str, str]] = {
+    "resultsVersioning": "results_versioning",
+    "forceDestroy": "force_destroy",
+    "firestoreDeleteProtection": "firestore_delete_protection",
+    "firestorePitr": "firestore_pitr",
+}
+
+
+def _read(
+    config: ConfigSource, fields: Mapping[str, str], convert: Callable[[str, str], Any]
+) -> dict[str, Any]:
+    """The fields that are set (not blank), converted; unset ones keep their defaults."""
+    values: dict[str, Any] = {}
+    for key, attr in fields.items():
+        raw = _get(config, key)
+        if raw is not None:
+            values[attr] = convert(key, raw)
+    return values
+
+
+def _float_or_unlimited(key: str, raw: str) -> Any:
+    if key in _CAPS and raw.lower() == cfg.UNLIMITED:
+        # Only "unlimited", written out, turns a cap off.
+        return None
+    return _number(key, raw, float)
 
 
 def _get(config: ConfigSource, key: str) -> str | None:
