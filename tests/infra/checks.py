@@ -278,13 +278,9 @@ def check_secret_values_hidden(dep: Deployment, values: Iterable[str]) -> list[s
             problems.append(f"{v.name}: secretData is not a secret output")
     for r in dep.resources:
         for key, value in r.inputs.items():
-            if r.typ == SECRET_VERSION and key == "secretData":
-                continue
-            if is_secret(value):
-                continue
-            for s in strings_in(value):
-                if s in secret_values:
-                    problems.append(f"{r.name}.{key}: holds a secret value in plain text")
+            wrapped = is_secret(value) or (r.typ == SECRET_VERSION and key == "secretData")
+            if not wrapped and any(s in secret_values for s in strings_in(value)):
+                problems.append(f"{r.name}.{key}: holds a secret value in plain text")
     for key, value in dep.outputs.items():
         if any(s in secret_values for s in strings_in(value)):
             problems.append(f"stack output {key} exposes a secret value")
@@ -337,6 +333,23 @@ def check_upload_trigger(
     return problems
 
 
+def _push_target_problems(
+    topic_name: str, entry_point: str, push: dict[str, Any], uri: str | None, invoker_email: str
+) -> list[str]:
+    """The push endpoint is the function's URL, called with the invoker's OIDC token."""
+    problems = []
+    if not uri or not str(push.get("pushEndpoint", "")).startswith(uri + "/"):
+        problems.append(
+            f"{topic_name}: pushes to {push.get('pushEndpoint')}, not {entry_point} ({uri})"
+        )
+    oidc = push.get("oidcToken") or {}
+    if oidc.get("serviceAccountEmail") != invoker_email:
+        problems.append(f"{topic_name}: push identity {oidc.get('serviceAccountEmail')}")
+    if oidc.get("audience") != uri:
+        problems.append(f"{topic_name}: OIDC audience {oidc.get('audience')}, expected {uri}")
+    return problems
+
+
 def check_push_subscription(
     dep: Deployment,
     *,
@@ -356,16 +369,7 @@ def check_push_subscription(
     sub = pushing[0]
     push = sub.inputs["pushConfig"]
     uri = fn.state.get("serviceConfig", {}).get("uri")
-    problems = []
-    if not uri or not str(push.get("pushEndpoint", "")).startswith(uri + "/"):
-        problems.append(
-            f"{topic_name}: pushes to {push.get('pushEndpoint')}, not {entry_point} ({uri})"
-        )
-    oidc = push.get("oidcToken") or {}
-    if oidc.get("serviceAccountEmail") != invoker_email:
-        problems.append(f"{topic_name}: push identity {oidc.get('serviceAccountEmail')}")
-    if oidc.get("audience") != uri:
-        problems.append(f"{topic_name}: OIDC audience {oidc.get('audience')}, expected {uri}")
+    problems = _push_target_problems(topic_name, entry_point, push, uri, invoker_email)
     dead = sub.inputs.get("deadLetterPolicy") or {}
     dlq = dep.topic(dead_letter_topic)
     if dlq is None or dead.get("deadLetterTopic") != dlq.id:

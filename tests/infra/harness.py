@@ -71,61 +71,102 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 def _fake(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A realistic id and state for a new resource (mocks compute nothing themselves)."""
     project = inputs.get("project") or PROJECT
     state = dict(inputs)
-    if typ == "gcp:serviceaccount/account:Account":
-        email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
-        path = f"projects/{project}/serviceAccounts/{email}"
-        state.update(email=email, member=f"serviceAccount:{email}", name=path)
-        return path, state
-    if typ == "gcp:pubsub/topic:Topic":
-        return f"projects/{project}/topics/{inputs['name']}", state
-    if typ == "gcp:pubsub/subscription:Subscription":
-        return f"projects/{project}/subscriptions/{inputs['name']}", state
-    if typ == "gcp:storage/bucket:Bucket":
-        state["url"] = f"gs://{inputs['name']}"
-        return str(inputs["name"]), state
-    if typ == "gcp:secretmanager/secret:Secret":
-        state["name"] = f"projects/{PROJECT_NUMBER}/secrets/{inputs['secretId']}"
-        return f"projects/{project}/secrets/{inputs['secretId']}", state
-    if typ == "gcp:secretmanager/secretVersion:SecretVersion":
-        state.update(version="1", name=f"{inputs['secret']}/versions/1")
-        return f"{inputs['secret']}/versions/1", state
-    if typ == "gcp:cloudfunctionsv2/function:Function":
-        fn, region = inputs["name"], inputs["location"]
-        state["url"] = f"https://{region}-{project}.cloudfunctions.net/{fn}"
-        state["serviceConfig"] = {
-            **inputs.get("serviceConfig", {}),
-            "uri": f"https://{fn}-x7k2p9q4ra-uc.a.run.app",
-            "service": f"projects/{project}/locations/{region}/services/{fn}",
-        }
-        return f"projects/{project}/locations/{region}/functions/{fn}", state
-    if typ == "gcp:projects/serviceIdentity:ServiceIdentity":
-        email = _AGENTS[inputs["service"]]
-        state.update(email=email, member=f"serviceAccount:{email}")
-        return f"projects/{project}/services/{inputs['service']}", state
-    if typ == "gcp:artifactregistry/repository:Repository":
-        state["name"] = inputs["repositoryId"]
-        return (
-            f"projects/{project}/locations/{inputs['location']}/repositories/{inputs['repositoryId']}",
-            state,
-        )
-    if typ == "gcp:firestore/database:Database":
-        return f"projects/{project}/databases/{inputs['name']}", state
-    if typ == "gcp:firebaserules/ruleset:Ruleset":
-        state["name"] = f"projects/{project}/rulesets/{name}-0f1e2d3c"
-        return str(state["name"]), state
-    if typ == "gcp:monitoring/notificationChannel:NotificationChannel":
-        state["name"] = f"projects/{project}/notificationChannels/4711"
-        return str(state["name"]), state
-    if typ == "gcp:logging/metric:Metric":
-        return str(inputs["name"]), state
-    if typ == "gcp:monitoring/alertPolicy:AlertPolicy":
-        state["name"] = f"projects/{project}/alertPolicies/{abs(hash(name)) % 10**8}"
-        return str(state["name"]), state
-    if typ == "gcp:cloudscheduler/job:Job":
-        return f"projects/{project}/locations/{inputs['region']}/jobs/{inputs['name']}", state
-    return f"{name}-id", state
+    fake = _FAKES.get(typ)
+    if fake is None:
+        return f"{name}-id", state
+    return fake(name, inputs, project, state), state
+
+
+# Each fills in the state the provider would compute and returns the resource id.
+_Fake = Callable[[str, dict[str, Any], str, dict[str, Any]], str]
+
+
+def _account(name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]) -> str:
+    email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
+    path = f"projects/{project}/serviceAccounts/{email}"
+    state.update(email=email, member=f"serviceAccount:{email}", name=path)
+    return path
+
+
+def _bucket(name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]) -> str:
+    state["url"] = f"gs://{inputs['name']}"
+    return str(inputs["name"])
+
+
+def _secret(name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]) -> str:
+    state["name"] = f"projects/{PROJECT_NUMBER}/secrets/{inputs['secretId']}"
+    return f"projects/{project}/secrets/{inputs['secretId']}"
+
+
+def _secret_version(name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]) -> str:
+    state.update(version="1", name=f"{inputs['secret']}/versions/1")
+    return f"{inputs['secret']}/versions/1"
+
+
+def _function(name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]) -> str:
+    fn, region = inputs["name"], inputs["location"]
+    state["url"] = f"https://{region}-{project}.cloudfunctions.net/{fn}"
+    state["serviceConfig"] = {
+        **inputs.get("serviceConfig", {}),
+        "uri": f"https://{fn}-x7k2p9q4ra-uc.a.run.app",
+        "service": f"projects/{project}/locations/{region}/services/{fn}",
+    }
+    return f"projects/{project}/locations/{region}/functions/{fn}"
+
+
+def _service_identity(
+    name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]
+) -> str:
+    email = _AGENTS[inputs["service"]]
+    state.update(email=email, member=f"serviceAccount:{email}")
+    return f"projects/{project}/services/{inputs['service']}"
+
+
+def _repository(name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]) -> str:
+    state["name"] = inputs["repositoryId"]
+    return (
+        f"projects/{project}/locations/{inputs['location']}/repositories/{inputs['repositoryId']}"
+    )
+
+
+def _named(path: Callable[[str, str], str]) -> _Fake:
+    """A resource whose computed `name` is also its id."""
+
+    def fake(name: str, inputs: dict[str, Any], project: str, state: dict[str, Any]) -> str:
+        state["name"] = path(project, name)
+        return str(state["name"])
+
+    return fake
+
+
+_FAKES: dict[str, _Fake] = {
+    "gcp:serviceaccount/account:Account": _account,
+    "gcp:pubsub/topic:Topic": lambda _n, i, p, _s: f"projects/{p}/topics/{i['name']}",
+    "gcp:pubsub/subscription:Subscription": (
+        lambda _n, i, p, _s: f"projects/{p}/subscriptions/{i['name']}"
+    ),
+    "gcp:storage/bucket:Bucket": _bucket,
+    "gcp:secretmanager/secret:Secret": _secret,
+    "gcp:secretmanager/secretVersion:SecretVersion": _secret_version,
+    "gcp:cloudfunctionsv2/function:Function": _function,
+    "gcp:projects/serviceIdentity:ServiceIdentity": _service_identity,
+    "gcp:artifactregistry/repository:Repository": _repository,
+    "gcp:firestore/database:Database": lambda _n, i, p, _s: f"projects/{p}/databases/{i['name']}",
+    "gcp:firebaserules/ruleset:Ruleset": _named(lambda p, n: f"projects/{p}/rulesets/{n}-0f1e2d3c"),
+    "gcp:monitoring/notificationChannel:NotificationChannel": _named(
+        lambda p, _n: f"projects/{p}/notificationChannels/4711"
+    ),
+    "gcp:logging/metric:Metric": lambda _n, i, _p, _s: str(i["name"]),
+    "gcp:monitoring/alertPolicy:AlertPolicy": _named(
+        lambda p, n: f"projects/{p}/alertPolicies/{abs(hash(n)) % 10**8}"
+    ),
+    "gcp:cloudscheduler/job:Job": (
+        lambda _n, i, p, _s: f"projects/{p}/locations/{i['region']}/jobs/{i['name']}"
+    ),
+}
 
 
 MOCKS: Final = RecordingMocks()

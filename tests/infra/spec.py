@@ -134,9 +134,6 @@ RUNS: Final = {"on_upload": UPLOAD_CODE, "on_tick": TICK_CODE, "on_batch_done": 
 def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
     """The minimum IAM, each grant with the code path that needs it."""
     project = f"project:{args.project}"
-    inbox, results = f"bucket:{args.inbox_bucket}", f"bucket:{args.results_bucket}"
-    batch_done = f"topic:{args.topic_name('batch-done')}"
-    completions = f"topic:{args.topic_name('completions')}"
     invoker = sa(args, "invoker")
     builder = sa(args, "build")
     pubsub_agent = f"serviceAccount:{harness.PUBSUB_AGENT}"
@@ -196,6 +193,18 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
         grants[Grant(f"run:{function_name(args, entry_point)}", "roles/run.invoker", invoker)] = (
             Need(f"functions/main.py::{entry_point}", "event deliveries invoke the function")
         )
+    _function_grants(args, grants)
+    _reference_grants(args, grants)
+    _webhook_and_billing_grants(args, grants)
+    return grants
+
+
+def _function_grants(args: PipelineArgs, grants: dict[Grant, Need]) -> None:
+    """State, batch-done and completions, results, and the provider, per function."""
+    project = f"project:{args.project}"
+    results = f"bucket:{args.results_bucket}"
+    batch_done = f"topic:{args.topic_name('batch-done')}"
+    completions = f"topic:{args.topic_name('completions')}"
     state_use = {
         "on_upload": "creates the job, its items and batches (create-once locks)",
         "on_tick": "polls batches, claims submissions, finalizes jobs",
@@ -255,6 +264,11 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
                 "functions/bananabatch/providers/vertex.py::VertexProvider",
                 "creates, polls and cancels Vertex batch jobs (no per-job IAM exists)",
             )
+
+
+def _reference_grants(args: PipelineArgs, grants: dict[Grant, Need]) -> None:
+    """Reading the inbox and the reference images under it, and signing their URLs."""
+    inbox, results = f"bucket:{args.inbox_bucket}", f"bucket:{args.results_bucket}"
     grants[Grant(inbox, "roles/storage.objectViewer", sa(args, "upload"))] = Need(
         UPLOAD_CODE, "reads the uploaded JSONL and reference images under the inbox"
     )
@@ -298,6 +312,15 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
             "functions/bananabatch/providers/vertex.py::VertexProvider",
             "Vertex reads each batch's request file and writes its predictions",
         )
+
+
+def _webhook_and_billing_grants(args: PipelineArgs, grants: dict[Grant, Need]) -> None:
+    """The public webhook receiver and the billing kill switch, when on."""
+    project = f"project:{args.project}"
+    completions = f"topic:{args.topic_name('completions')}"
+    invoker = sa(args, "invoker")
+    pubsub_agent = f"serviceAccount:{harness.PUBSUB_AGENT}"
+    dead_letter_code = f"{PIPELINE}::Pipeline._push_subscription"
     if args.webhook_on:
         grants[
             Grant(
@@ -337,7 +360,7 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
                 "roles/pubsub.subscriber",
                 pubsub_agent,
             )
-        ] = Need(dead_letter.code, "the forwarder acknowledges a dead-lettered notification")
+        ] = Need(dead_letter_code, "the forwarder acknowledges a dead-lettered notification")
     if args.webhook_mode is cfg.WebhookMode.STATIC:
         grants[
             Grant(
@@ -349,7 +372,6 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
             "functions/bananabatch/webhooks.py::WebhookVerifier",
             "static mode verifies HMAC v1 signatures with the signing secret",
         )
-    return grants
 
 
 def expected_grants(args: PipelineArgs) -> set[Grant]:
