@@ -358,68 +358,8 @@ class HttpFaultProxy(_Service):
         return None
 
     def start(self) -> str:
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    data = b""
-                    while True:
-                        size = int(self.rfile.readline().strip() or b"0", 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return data
-                        data += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _handle(self) -> None:
-                body = self._body()
-                split = urllib.parse.urlsplit(self.path)
-                request = RecordedRequest(
-                    method=self.command,
-                    path=urllib.parse.unquote(split.path),
-                    query=urllib.parse.parse_qs(split.query),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
-                rule = proxy._rule_for(request)
-                if rule is not None:
-                    self._reply(rule.status, [("Content-Type", "application/json")], rule.body)
-                    return
-                upstream = http.client.HTTPConnection(*proxy._upstream, timeout=60)
-                try:
-                    headers = {
-                        k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP
-                    }
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    response = upstream.getresponse()
-                    payload = response.read()
-                    kept = [
-                        (k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP
-                    ]
-                    self._reply(response.status, kept, payload)
-                finally:
-                    upstream.close()
-
-            def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            # BaseHTTPRequestHandler dispatches on these exact names.
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle  # noqa: N815
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        handler = type("Handler", (_ProxyHandler,), {"proxy": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -439,6 +379,65 @@ class HttpFaultProxy(_Service):
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """Relays one request to the upstream, unless a fault rule answers it."""
+
+    proxy: HttpFaultProxy  # set per server by HttpFaultProxy.start
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _handle(self) -> None:
+        body = self._body()
+        split = urllib.parse.urlsplit(self.path)
+        request = RecordedRequest(
+            method=self.command,
+            path=urllib.parse.unquote(split.path),
+            query=urllib.parse.parse_qs(split.query),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
+        rule = self.proxy._rule_for(request)
+        if rule is not None:
+            self._reply(rule.status, [("Content-Type", "application/json")], rule.body)
+            return
+        upstream = http.client.HTTPConnection(*self.proxy._upstream, timeout=60)
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+            self._reply(response.status, kept, payload)
+        finally:
+            upstream.close()
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    # BaseHTTPRequestHandler dispatches on these exact names.
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle  # noqa: N815
 
 
 # Firestore methods by streaming shape; the proxy must know it to relay raw bytes.

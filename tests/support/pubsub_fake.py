@@ -387,30 +387,13 @@ class PubSubFakeServer:
         state = {"deadline_s": first.stream_ack_deadline_seconds or sub.ack_deadline_s}
         closed = threading.Event()
 
-        def apply(request: Any) -> None:
-            with self._lock:
-                for ack_id in request.ack_ids:
-                    sub.leased.pop(ack_id, None)
-                for ack_id, seconds in zip(
-                    request.modify_deadline_ack_ids, request.modify_deadline_seconds, strict=False
-                ):
-                    self._modify(sub, [ack_id], seconds)
-                if request.stream_ack_deadline_seconds:
-                    state["deadline_s"] = request.stream_ack_deadline_seconds
-
-        def consume() -> None:
-            try:
-                for request in requests:
-                    apply(request)
-            except grpc.RpcError:
-                pass
-            finally:
-                closed.set()
-                with self._lock:
-                    self._lock.notify_all()
-
-        apply(first)
-        reader = threading.Thread(target=consume, name="pubsub-stream-reader", daemon=True)
+        self._apply_stream_request(sub, first, state)
+        reader = threading.Thread(
+            target=self._consume_stream,
+            args=(requests, sub, state, closed),
+            name="pubsub-stream-reader",
+            daemon=True,
+        )
         reader.start()
         limit = first.max_outstanding_messages or 1000
         while not closed.is_set() and not self._stopping.is_set() and context.is_active():
@@ -423,6 +406,38 @@ class PubSubFakeServer:
                     self._lock.wait(LEASE_CHECK_S)
                     continue
             yield types.StreamingPullResponse(received_messages=received)
+
+    def _apply_stream_request(
+        self, sub: _Subscription, request: Any, state: dict[str, int]
+    ) -> None:
+        """Acks, deadline changes and a new stream deadline, from one client message."""
+        with self._lock:
+            for ack_id in request.ack_ids:
+                sub.leased.pop(ack_id, None)
+            for ack_id, seconds in zip(
+                request.modify_deadline_ack_ids, request.modify_deadline_seconds, strict=False
+            ):
+                self._modify(sub, [ack_id], seconds)
+            if request.stream_ack_deadline_seconds:
+                state["deadline_s"] = request.stream_ack_deadline_seconds
+
+    def _consume_stream(
+        self,
+        requests: Iterator[Any],
+        sub: _Subscription,
+        state: dict[str, int],
+        closed: threading.Event,
+    ) -> None:
+        """Apply the client's messages until it closes the stream, then wake the sender."""
+        try:
+            for request in requests:
+                self._apply_stream_request(sub, request, state)
+        except grpc.RpcError:
+            pass
+        finally:
+            closed.set()
+            with self._lock:
+                self._lock.notify_all()
 
 
 def _check_name(name: str, kind: str) -> None:
