@@ -28,6 +28,8 @@ POINTS: Final = (
     "finalize.after_cache",
     "finalize.after_claim",
     "urgent.after_claim",
+    "inflight.after_claim_taken",
+    "inflight.after_item_released",
 )
 
 _lock = threading.Lock()

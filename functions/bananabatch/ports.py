@@ -132,6 +132,13 @@ class StateStore(Protocol):
         """Create the document if absent. True if this call created it."""
         ...
 
+    def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """`create` for many documents of one collection (keyed by id): each one is created
+        only if absent, as a conditional write of its own (of two callers racing for an id,
+        exactly one creates it). Returns the ids this call created. For claims taken a
+        chunk of input lines at a time (pipeline/inflight.py)."""
+        ...
+
     def set(self, path: str, doc: Mapping[str, Any]) -> None:
         """Create or replace the document."""
         ...

@@ -90,6 +90,48 @@ def test_exactly_one_of_many_concurrent_creates_wins(state_under_test: StateUnde
     assert store.get("locks/once") == {"owner": winners[0]}
 
 
+def test_create_many_creates_only_the_absent_documents_and_names_them(
+    state_under_test: StateUnderTest,
+) -> None:
+    store = state_under_test.store
+    store.create("claims/b", {"owner": "earlier"})
+    docs = {f"{c}": {"owner": "me"} for c in "abc"}
+    assert store.create_many("claims", docs) == {"a", "c"}
+    assert store.get("claims/b") == {"owner": "earlier"}
+    assert store.get("claims/a") == {"owner": "me"}
+    assert store.create_many("claims", docs) == set()
+    assert store.create_many("claims", {}) == set()
+
+
+def test_create_many_of_more_than_one_commit_worth_creates_every_document(
+    state_under_test: StateUnderTest,
+) -> None:
+    store = state_under_test.store
+    docs = {f"c{n:04d}": {"n": n} for n in range(1203)}
+    assert store.create_many("claims", docs) == set(docs)
+    assert store.count("claims") == 1203
+
+
+def test_concurrent_create_many_calls_create_each_document_exactly_once(
+    state_under_test: StateUnderTest,
+) -> None:
+    store = state_under_test.store
+    ids = [f"h{n}" for n in range(40)]
+    won: dict[int, set[str]] = {}
+
+    def create(i: int) -> None:
+        # Each caller asks for the ids in its own order, all overlapping.
+        mine = ids[i:] + ids[:i]
+        won[i] = store.create_many("claims", {doc_id: {"owner": i} for doc_id in mine})
+
+    assert _run_in_threads(THREADS, create) == []
+    every = [doc_id for got in won.values() for doc_id in got]
+    assert sorted(every) == sorted(ids)
+    for i, got in won.items():
+        for doc_id in got:
+            assert store.get(f"claims/{doc_id}") == {"owner": i}
+
+
 def test_set_creates_and_then_replaces_the_whole_document(
     state_under_test: StateUnderTest,
 ) -> None:

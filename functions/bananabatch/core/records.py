@@ -132,11 +132,15 @@ class ItemRecord(Record):
     usage: dict[str, Any] | None = None
     updated_at: datetime | None = None
     # How the item is served: "batch", "urgent" (synchronous API), "cache" (copied from an
-    # earlier image) or "duplicate" (copies duplicate_of's image when the job ends).
+    # earlier image), "duplicate" (copies duplicate_of's image when the job ends) or
+    # "joined" (waits for joined_job's identical request in flight).
     lane: str | None = None
     duplicate_of: str | None = None
     # For cache hits and duplicates: what the item would have cost had it been generated.
     saved_usd: float | None = None
+    # Lane "joined": the job whose identical request, in flight when this line arrived,
+    # this item waits for and is served from (pipeline/inflight.py).
+    joined_job: str | None = None
 
 
 class BatchRecord(Record):

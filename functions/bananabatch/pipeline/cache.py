@@ -31,6 +31,8 @@ LANE_BATCH = "batch"
 LANE_URGENT = "urgent"
 LANE_CACHE = "cache"
 LANE_DUPLICATE = "duplicate"
+# Waits for the same request in flight in another job (pipeline/inflight.py).
+LANE_JOINED = "joined"
 # The collection of rec.cache_path documents.
 CACHE_COLLECTION = rec.cache_path("x").rpartition("/")[0]
 # Resolved duplicates written per put_items call.
@@ -235,3 +237,10 @@ def _resolve(rt: Runtime, item: ItemRecord, original: ItemRecord | None) -> Item
             "updated_at": now,
         }
     )
+
+
+def waiting_count(rt: Runtime, job_id: str) -> int:
+    """The job's items still waiting for another job's request in flight (lane "joined",
+    PENDING, not yet given a batch of their own): the job may not close while any do."""
+    where = [Where("lane", "==", LANE_JOINED), Where("state", "==", ItemState.PENDING.value)]
+    return sum(1 for item in rt.repo.items(job_id, where=where) if item.batch_id is None)

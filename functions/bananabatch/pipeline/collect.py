@@ -37,7 +37,7 @@ from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, ITEM_TERMINAL, Batc
 from bananabatch.errors import NotFound
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import cache, files_store, finalize, retry, submit, thumbnails
+from bananabatch.pipeline import cache, files_store, finalize, inflight, retry, submit, thumbnails
 from bananabatch.pipeline.outcomes import (
     image_location,
     outcome_fields,
@@ -176,6 +176,8 @@ def handle_batch_done(
             return report
         if plan is not None and plan.retry_batch_id is not None:
             submit.submit_queued(rt, job_id=batch.job_id)
+        # Other jobs' lines that joined this batch's requests are served (or paid) now.
+        inflight.resolve(rt)
         finalize.finalize_job_if_done(rt, batch.job_id)
         return report
 

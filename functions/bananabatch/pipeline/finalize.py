@@ -70,6 +70,8 @@ class ReportTally:
     failed_copies: dict[str, list[str]] = field(default_factory=dict)
     gallery_items: list[ItemRecord] = field(default_factory=list)
     gallery_truncated: bool = False
+    # Items that joined another job's request in flight: served from it, or paid here.
+    inflight: dict[str, int] = field(default_factory=lambda: {"joined": 0, "served": 0, "paid": 0})
 
 
 def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
@@ -83,6 +85,8 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
         open_batches = rt.repo.count_batches(job_id=job_id, states=_OPEN_BATCH_STATES)
         if open_batches or (job.urgent_count and urgent.pending_count(rt, job_id)):
             return job
+        if cache.waiting_count(rt, job_id):
+            return job  # items wait for another job's request in flight (pipeline/inflight.py)
         # A user's cancel wins over what the items say (pipeline.control.cancel_job).
         forced = JobState.CANCELLED if job.cancel_requested else None
         return close_job(rt, job, forced=forced)
@@ -255,6 +259,12 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
         tally.batch_actual_usd += item.actual_usd or 0.0
     if item.state is ItemState.CACHED:
         tally.cache_saved_usd += item.saved_usd or 0.0
+    if lane == cache.LANE_JOINED:
+        tally.inflight["joined"] += 1
+        if item.state is ItemState.CACHED:
+            tally.inflight["served"] += 1
+        elif item.batch_id is not None:
+            tally.inflight["paid"] += 1
     if item.state is ItemState.FAILED:
         if lane == cache.LANE_DUPLICATE and item.duplicate_of is not None:
             tally.failed_copies.setdefault(item.duplicate_of, []).append(item.key)
@@ -366,6 +376,8 @@ def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
         "costs": job.costs.to_doc(),
         # Items per lane: batch, urgent (synchronous, standard price), cache, duplicate.
         "lanes": dict(sorted(tally.lanes.items())),
+        # Lines that joined an identical request in flight in another job.
+        "inflight": tally.inflight,
         "error": job.error,
         "warnings": job.warnings,
         # Deployment-wide submission pauses this job waited through (pipeline/pause.py).

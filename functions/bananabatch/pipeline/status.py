@@ -8,9 +8,12 @@ from typing import Any
 
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import BatchState
+from bananabatch.pipeline import inflight
+from bananabatch.pipeline.cache import LANE_JOINED
 from bananabatch.pipeline.collect import PROVIDER_GONE
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.submit import RECONCILE_GRACE
+from bananabatch.ports import Where
 
 
 def job_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
@@ -43,4 +46,6 @@ def job_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
                     ),
                 }
             )
-    return {"problems": problems, "waiting": waiting}
+    # Lines that joined an identical request in flight in another job, and how they fared.
+    joined = inflight.counts(rt.repo.items(job.job_id, where=[Where("lane", "==", LANE_JOINED)]))
+    return {"problems": problems, "waiting": waiting, "inflight": joined}

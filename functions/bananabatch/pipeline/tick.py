@@ -25,7 +25,7 @@ from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, BatchState, JobState
 from bananabatch.errors import ConfigError, NotFound, PermanentError, TransientError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, collect, files_store, finalize, submit, urgent
+from bananabatch.pipeline import budget, collect, files_store, finalize, inflight, submit, urgent
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 
@@ -143,6 +143,9 @@ def handle_tick(rt: Runtime) -> TickReport:
     for job_id in recovered.jobs:
         with _isolated(rt, report, "finalize", job_id=job_id):
             finalize.finalize_job_if_done(rt, job_id)
+    # Waiting items whose owner's request ended (or whose owner died): served or paid.
+    with _isolated(rt, report, "in-flight requests"):
+        inflight.resolve(rt)
     with _isolated(rt, report, "submit queued"):
         report.submitted = submit.submit_queued(rt)
     report.repaired = repair_unfinished_jobs(rt, report)

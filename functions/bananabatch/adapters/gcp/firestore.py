@@ -115,6 +115,53 @@ class FirestoreStateStore:
             return False
         return True
 
+    def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        parent = self._collection(collection)
+        wanted = list(docs)
+        for doc_id in wanted:
+            if not doc_id or "/" in doc_id:
+                raise PermanentError(
+                    f"create_many in {collection}: expected document ids without '/' and not "
+                    f"empty; found {doc_id!r}"
+                )
+        created: set[str] = set()
+        # A transaction per page: its reads make the commit fail (and rerun) if another
+        # writer created one of the documents meanwhile, so each create stays conditional,
+        # in one round trip per page rather than one per document.
+        for start in range(0, len(wanted), MAX_WRITES_PER_COMMIT):
+            page = wanted[start : start + MAX_WRITES_PER_COMMIT]
+            refs = {doc_id: parent.document(doc_id) for doc_id in page}
+            encoded = {d: _encode_doc(docs[d], f"{collection}/{d}") for d in page}
+
+            @firestore.transactional
+            def create_absent(
+                transaction: Transaction,
+                refs: dict[str, DocumentReference] = refs,
+                encoded: dict[str, Doc] = encoded,
+            ) -> set[str]:
+                present = {
+                    snapshot.id
+                    for snapshot in transaction.get_all(list(refs.values()))
+                    if snapshot.exists
+                }
+                made = {doc_id for doc_id in refs if doc_id not in present}
+                for doc_id in made:
+                    transaction.create(refs[doc_id], encoded[doc_id])
+                return made
+
+            transaction = self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
+            with _translated("create_many", f"{collection}/{page[0]}"):
+                try:
+                    created |= create_absent(transaction)
+                except ValueError as exc:
+                    if isinstance(exc.__cause__, gexc.Aborted):
+                        raise TransientError(
+                            f"create_many in {collection}: transaction aborted "
+                            f"{TRANSACTION_ATTEMPTS} times under contention"
+                        ) from exc
+                    raise
+        return created
+
     def set(self, path: str, doc: Mapping[str, Any]) -> None:
         ref = self._doc(path)
         with _translated("set", path):

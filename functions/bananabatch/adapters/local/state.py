@@ -122,6 +122,23 @@ class SqliteStateStore:
             )
             return cursor.rowcount == 1
 
+    def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        _collection_path(collection)
+        created: set[str] = set()
+        pending = iter(_checked_ids(collection, docs))
+        while chunk := list(islice(pending, MAX_BATCH)):
+            rows = [(doc_id, _encode(f"{collection}/{doc_id}", docs[doc_id])) for doc_id in chunk]
+            # One transaction per chunk; INSERT OR IGNORE is the per-document condition.
+            with self._transaction(collection) as conn:
+                for doc_id, raw in rows:
+                    cursor = conn.execute(
+                        "INSERT OR IGNORE INTO docs (collection, id, data) VALUES (?, ?, ?)",
+                        (collection, doc_id, raw),
+                    )
+                    if cursor.rowcount == 1:
+                        created.add(doc_id)
+        return created
+
     def set(self, path: str, doc: Mapping[str, Any]) -> None:
         collection, doc_id = _doc_path(path)
         raw = _encode(path, doc)

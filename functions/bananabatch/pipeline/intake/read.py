@@ -49,7 +49,7 @@ from bananabatch.core.staging import (
     stage_rows,
 )
 from bananabatch.log import get_logger
-from bananabatch.pipeline import cache
+from bananabatch.pipeline import cache, inflight
 from bananabatch.pipeline.intake.publish import OpenBatch, Publisher
 from bananabatch.pipeline.intake.served import ServedLines
 from bananabatch.pipeline.references import ReferenceChecker, reference_policy
@@ -198,7 +198,7 @@ class Reader:
             tally.accepted += rows + len(others)
             chunk = _Chunk(parsed, self._marks(parsed), others)
             lookup = (
-                self.lookups.submit(cache.lookup_many, self.rt, chunk.wanted)
+                self.lookups.submit(inflight.lookup_many, self.rt, self.job, chunk.wanted)
                 if chunk.wanted
                 else None
             )

@@ -17,7 +17,7 @@ from bananabatch.core.pricing import Lane, LinePrices
 from bananabatch.core.records import ItemRecord, JobRecord
 from bananabatch.core.staging import IntakeTally
 from bananabatch.core.states import ItemState
-from bananabatch.pipeline import cache
+from bananabatch.pipeline import cache, inflight
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.urgent import urgent_object_name
 
@@ -72,21 +72,10 @@ class ServedLines:
         price = self.prices.line(line, lane_of(line))
         self.tally.estimates.add_saved(self.prices.line(line, Lane.STANDARD), price)
         saved = round(price, 6)
-        if entry is None:
-            self._add(self._item(line, digest, cache.LANE_DUPLICATE, saved_usd=saved))
-            return
-        # Copying costs nothing, so it may happen before the budget decision.
-        uri = cache.copy_into(self.rt, self.job.job_id, line.key, entry)
-        item = self._item(
-            line,
-            digest,
-            cache.LANE_CACHE,
-            saved_usd=saved,
-            state=ItemState.CACHED,
-            image_uri=uri,
-            mime_type=entry.mime_type,
-            reason=f"cached: same request as job {entry.job_id} key {entry.key}",
-        )
+        item = self._item(line, digest, cache.LANE_DUPLICATE, saved_usd=saved)
+        if entry is not None:
+            # A cache hit (copied), or the same request in flight in another job (joined).
+            item = inflight.serve(self.rt, item, entry, line)
         self._add(item)
 
     def finish(self) -> None:
