@@ -90,9 +90,6 @@ def stash_object_name(job_id: str, line_no: int) -> str:
     return f"{rec.results_prefix(job_id)}joined/{line_no:09d}.json"
 
 
-# --- intake ------------------------------------------------------------------------------
-
-
 def lookup_many(
     rt: Runtime, job: JobRecord, content_hashes: Iterable[str]
 ) -> dict[str, CacheEntry]:
@@ -193,9 +190,6 @@ def _take(rt: Runtime, content_hash: str, me: str, owners: dict[str, JobRecord |
     return str((after or {}).get("job_id", me))
 
 
-# --- resolution --------------------------------------------------------------------------
-
-
 def resolve(rt: Runtime) -> Resolution:
     """Serve, end or pay every waiting item that can be (see the module's docstring), then
     submit what became paid and close the jobs left with nothing open. One job's failure
@@ -214,11 +208,8 @@ def resolve(rt: Runtime) -> Resolution:
     for job_id in sorted(done.jobs):
         with labels(job_id=job_id):
             finalize.finalize_job_if_done(rt, job_id)
-    if done.served or done.released or done.ended:
-        log.info(
-            "in-flight requests resolved",
-            extra={"served": done.served, "released": done.released, "ended": done.ended},
-        )
+    if done.jobs:
+        log.info("in-flight requests resolved", extra=vars(done) | {"jobs": sorted(done.jobs)})
     return done
 
 
@@ -481,9 +472,6 @@ def _end(rt: Runtime, items: list[ItemRecord], state: ItemState, reason: str) ->
         for item in items
     ]
     return rt.repo.put_items(ended)
-
-
-# --- reporting ---------------------------------------------------------------------------
 
 
 def counts(items: Iterable[ItemRecord]) -> dict[str, int]:
