@@ -266,6 +266,10 @@ def _decide(
         final = [i for i in found if _final(rt, i)]
         if owner != job.job_id and (not found or len(final) < len(found)):
             return  # in flight: wait
+        if owner == job.job_id and not found and rt.repo.unmaterialized_count(job.job_id):
+            # A redone intake may have staged the line itself after all: wait until every
+            # batch of ours has its items, rather than pay for it a second time.
+            return
         if owner == job.job_id and found:
             if len(final) < len(found):
                 return  # our own payment of it is in flight
