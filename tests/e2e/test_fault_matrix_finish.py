@@ -37,6 +37,7 @@ from bananabatch.errors import PermanentError
 from bananabatch.faults import InjectedCrash
 from bananabatch.local.runner import BATCH_DONE_SUBSCRIPTION
 from bananabatch.pipeline import budget, collect, control, outcomes, retry, submit
+from bananabatch.pipeline.cache import LANE_JOINED
 from bananabatch.ports import ProviderBatch, ResultRow
 from tests.support.stacks import (
     BATCH_DONE_SUB,
@@ -472,8 +473,10 @@ def test_a_request_already_collected_in_a_running_job_is_served_from_the_cache_n
     settled = _settle_all(stack, [job_id, again])
     for each, completions in settled.items():
         assert_invariants(stack, each, completions)
-    paid_again = stack.emulator.state.submitted_keys(f"bananabatch-{again}")
-    assert set(paid_again) == {"k4", "k5"}
+    # k4 and k5, still in flight in the first job, are joined (pipeline/inflight.py).
+    assert stack.emulator.state.submitted_keys(f"bananabatch-{again}") == {}
+    joined = {i.key: i.state for i in stack.repo.items(again) if i.lane == LANE_JOINED}
+    assert joined == {"k4": ItemState.CACHED, "k5": ItemState.CACHED}
 
 
 def test_two_concurrent_retries_of_one_job_make_one_retry_job_and_pay_its_items_once(
