@@ -102,7 +102,9 @@ def test_depleted_credits_pause_everything_alert_once_and_a_probe_resumes(stack:
     assert job.paused is not None
     assert job.paused.startswith("credits_depleted: 429 RESOURCE_EXHAUSTED Your prepayment credits")
     # A second job arriving while paused waits too, without a create being tried.
-    other = stack.upload(stack.write(PROMPTS[:2], name="other.jsonl"))
+    # Requests of its own: the same ones would join the first job's (pipeline/inflight.py).
+    own = [line.replace('"prompt": "', '"prompt": "other ') for line in PROMPTS[:2]]
+    other = stack.upload(stack.write(own, name="other.jsonl"))
     assert stack.emulator.state.counters.creates_refused == 1
     assert stack.repo.require_job(other).paused == job.paused
     # Ticks inside the probe interval try nothing; a probe after it is refused once.
@@ -374,6 +376,11 @@ def _per_job_reservation(tmp_path: Path, lines: list[str]) -> float:
     return budget.with_margin(estimate_file(probe, path).batch_usd, DEFAULT_BUDGET_MARGIN)
 
 
+def _burst(lines: list[str], n: int) -> list[str]:
+    """Job n's lines: the same shapes and lengths, prompts of its own."""
+    return [line.replace('"prompt": "', f'"prompt": "burst {n:02d} ') for line in lines]
+
+
 CONCURRENT_JOBS = 16
 ADMITTED = 5
 
@@ -382,12 +389,14 @@ def test_many_concurrent_uploads_never_pass_the_daily_cap_together(
     request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
 ) -> None:
     lines = PROMPTS[:3]
-    per_job = _per_job_reservation(tmp_path, lines)
+    per_job = _per_job_reservation(tmp_path, _burst(lines, 0))
     cap = per_job * (ADMITTED + 0.5)
     with open_stack(request, kind, tmp_path, held(), daily_budget_usd=cap) as stack:
         events_ = []
         for n in range(CONCURRENT_JOBS):
-            name = stack.put_inbox(stack.write(lines, name=f"burst-{n:02d}.jsonl"))
+            # Requests of its own per job: the same ones would join the first job's
+            # in-flight requests (pipeline/inflight.py) and cost nothing to admit.
+            name = stack.put_inbox(stack.write(_burst(lines, n), name=f"burst-{n:02d}.jsonl"))
             events_.append(stack.finalized_event(name))
         start = threading.Barrier(CONCURRENT_JOBS)
         failures: list[BaseException] = []
