@@ -52,7 +52,7 @@ chromium:
 # The example holds three deliberately bad lines, so its job ends PARTIAL (exit code 3):
 # that is the expected demo outcome, not a failure of `make demo`.
 demo: $(RUNTIME_STAMP)
-	$(BIN)/bananabatch local run examples/prompts.jsonl || [ $$? -eq 3 ]
+	$(BIN)/bananabatch local run examples/prompts.jsonl --yes || [ $$? -eq 3 ]
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -38,7 +38,7 @@ def _run(
         "GEMINI_API_KEY": "local-emulator-key",
         "BANANABATCH_BACKEND": "local",
     }
-    command = [BIN, "local", "run", str(file), "--root", str(root), "--provider", "gemini"]
+    command = [BIN, "local", "run", str(file), "--yes", "--root", str(root), "--provider", "gemini"]
     proc = subprocess.Popen(
         [*command, "--json"],
         stdout=subprocess.PIPE,

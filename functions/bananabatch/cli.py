@@ -41,6 +41,7 @@ from bananabatch import (
     interrupt_cli,
     log,
     pause_cli,
+    preview_cli,
     progress_cli,
     webhook_cli,
 )
@@ -80,6 +81,15 @@ err = Console(stderr=True)
 _state: dict[str, bool] = {"debug": False}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", help="Run without asking after the plan (needed when not on a terminal)."
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show the plan (lines, rejections, cost) and stop.")
+]
 JobArg = Annotated[str, typer.Argument(help="The job id (see `bananabatch ls`).")]
 
 
@@ -202,10 +212,13 @@ def local_run(
             " otherwise, with nothing spent).",
         ),
     ] = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
-    """Run FILE through the whole pipeline on this machine and print a summary.
+    """Show the plan for FILE, ask, then run it through the whole pipeline on this machine
+    and print a summary. Not on a terminal it runs only with --yes.
 
-    Example: bananabatch local run examples/prompts.jsonl
+    Example: bananabatch local run examples/prompts.jsonl --yes
     """
     from bananabatch.local.runner import LocalPipeline, RunResult
     from bananabatch.pipeline import control
@@ -213,6 +226,10 @@ def local_run(
 
     with errors_as_one_line():
         require_text_file(file)
+        again = f"bananabatch local run {file} --yes" + (" --approve" if approve else "")
+        planned = settings_from_env(backend=Backend.LOCAL, local_root=root, provider=provider)
+        if not _plan_then_ask(planned, file, yes=yes, dry_run=dry_run, again=again):
+            raise typer.Exit(EXIT_OK if dry_run else EXIT_ERROR)
     with errors_as_one_line(), _provider_for(provider, root) as provider_overrides:
         settings = settings_from_env(
             backend=Backend.LOCAL, local_root=root, provider=provider, **provider_overrides
@@ -258,6 +275,31 @@ def local_run(
         else:
             print_summary(result.summary)
         raise typer.Exit(exit_code_for(result.job))
+
+
+def _plan_then_ask(
+    settings: Settings,
+    file: Path,
+    *,
+    yes: bool,
+    dry_run: bool,
+    again: str,
+    job_cap_usd: float | None = None,
+) -> bool:
+    """The plan on stderr, then the question (preview_cli.go_ahead). A file whose earlier
+    run did not finish resumes its job without a new plan: it was agreed to then."""
+    from bananabatch.local.runner import unfinished_job_of
+    from bananabatch.wiring import build_runtime
+
+    if settings.backend is Backend.LOCAL:
+        _quiet_pipeline_logs(settings)
+    # The plan reads files and state only: no provider, so no emulator URL or key is needed.
+    rt = build_runtime(settings, with_provider=False)
+    if settings.backend is Backend.LOCAL and unfinished_job_of(rt, file) and not dry_run:
+        return True
+    plan = preview_cli.make_plan(rt, file, job_cap_usd=job_cap_usd)
+    preview_cli.print_plan(plan, err)
+    return preview_cli.go_ahead(plan, err, yes=yes, dry_run=dry_run, again=again)
 
 
 def _say_job_first(seen: list[str]) -> Callable[[str, bool], None]:
@@ -447,42 +489,80 @@ def submit(
         ),
     ] = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
-    """Upload FILE to the inbox and start its job; prints the job id.
+    """Show the plan for FILE, ask, then upload it to the inbox and start its job; prints the
+    job id. Not on a terminal it submits only with --yes. Exits 5 when the job is held over
+    a budget, 4 when it failed at intake, with the reason.
 
-    Example: bananabatch submit prompts.jsonl --budget 2.50
+    Example: bananabatch submit prompts.jsonl --budget 2.50 --yes
     """
     metadata = None if budget_usd is None else {JOB_BUDGET_KEY: f"{budget_usd:g}"}
     with errors_as_one_line():
-        # Locally, on_upload runs in this process and submits, so it needs the provider; a
-        # deployed stack only needs the upload (the cloud function does the rest).
-        local = settings_from_env().backend is Backend.LOCAL
+        settings = settings_from_env()
+        local = settings.backend is Backend.LOCAL
         path = Path(file)
         if local and not path.is_file():
             raise PermanentError(f"no such file: {file} (the local backend takes a local path)")
-        if path.is_file():
-            require_text_file(path)
+        again = f"bananabatch submit {file} --yes" + (
+            f" --budget {budget_usd:g}" if budget_usd is not None else ""
+        )
+        if not _submit_agreed(settings, path, yes, dry_run, again, budget_usd):
+            raise typer.Exit(EXIT_OK if dry_run else EXIT_ERROR)
+        # Locally, on_upload runs in this process and submits, so it needs the provider; a
+        # deployed stack only needs the upload (the cloud function does the rest).
         rt = open_runtime(with_provider=local)
         if local:
-            from bananabatch.local.runner import LocalPipeline
-
-            pipeline = LocalPipeline(rt)
-            try:
-                job_id = pipeline.upload(path, metadata=metadata)
-                # A batch that ended at create was announced on this process's bus, which
-                # dies with the command: collect it now rather than at the tick's
-                # re-announcement minutes later.
-                pipeline.drain()
-            finally:
-                pipeline.close()
+            job_id = _submit_locally(rt, path, metadata)
         else:
             from bananabatch.deployed import submit_file
 
             job_id = submit_file(rt.settings, file, metadata=metadata)
+        job = rt.repo.get_job(job_id) if local else None
         if as_json:
-            print_json({"job_id": job_id})
+            print_json({"job_id": job_id, **({"state": job.state.value} if job else {})})
         else:
             console.print(job_id)
+        if job is not None and job.state in {JobState.HELD, JobState.FAILED}:
+            err.print(f"job {job_id} is {job.state.value}: {job.error}", soft_wrap=True)
+            raise typer.Exit(exit_code_for(job))
+
+
+def _submit_agreed(
+    settings: Settings,
+    path: Path,
+    yes: bool,
+    dry_run: bool,
+    again: str,
+    budget_usd: float | None,
+) -> bool:
+    if path.is_file():
+        require_text_file(path)
+        return _plan_then_ask(
+            settings, path, yes=yes, dry_run=dry_run, again=again, job_cap_usd=budget_usd
+        )
+    # A gs:// object is not read here, so there is no plan: only --yes sends it.
+    if dry_run or not yes:
+        raise PermanentError(
+            f"{path} is not a local file, so no plan can be shown; `bananabatch estimate` a"
+            f" local copy, or submit it with --yes"
+        )
+    return True
+
+
+def _submit_locally(rt: Runtime, path: Path, metadata: dict[str, str] | None) -> str:
+    from bananabatch.local.runner import LocalPipeline
+
+    pipeline = LocalPipeline(rt)
+    try:
+        job_id = pipeline.upload(path, metadata=metadata)
+        # A batch that ended at create was announced on this process's bus, which dies
+        # with the command: collect it now rather than at the tick's re-announcement.
+        pipeline.drain()
+    finally:
+        pipeline.close()
+    return job_id
 
 
 @app.command()

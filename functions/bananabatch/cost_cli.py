@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Final
@@ -21,7 +21,7 @@ from rich.table import Table
 from bananabatch import errors_cli
 from bananabatch.config import ProviderKind, Settings
 from bananabatch.core.estimate import FileEstimate, FileEstimator, observed_rates
-from bananabatch.core.intake import IntakeLimits, LineParser, iter_raw_lines
+from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine, iter_raw_lines
 from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JOB_TERMINAL
@@ -57,8 +57,15 @@ def _require_job(job_id: str) -> None:
         raise PermanentError(f"no job {job_id} here: `bananabatch ls` lists the jobs")
 
 
-def estimate_file(rt: Runtime, path: Path, *, cache_on: bool = True) -> FileEstimate:
-    """Parse FILE as intake would and price it against rt's cache and finished jobs."""
+def estimate_file(
+    rt: Runtime,
+    path: Path,
+    *,
+    cache_on: bool = True,
+    on_rejected: Callable[[RejectedLine], object] | None = None,
+) -> FileEstimate:
+    """Parse FILE as intake would and price it against rt's cache and finished jobs;
+    on_rejected sees each line intake would reject."""
     limits = IntakeLimits()
     parser = LineParser(
         default_model=rt.settings.default_model,
@@ -77,6 +84,8 @@ def estimate_file(rt: Runtime, path: Path, *, cache_on: bool = True) -> FileEsti
             parsed = parser.parse(line_no, raw)
             if parsed is not None:
                 estimator.add(parsed)
+                if on_rejected is not None and isinstance(parsed, RejectedLine):
+                    on_rejected(parsed)
     rates = observed_rates(job.counts for job in rt.repo.list_jobs() if job.state in JOB_TERMINAL)
     result = estimator.result(rates)
     result.price_warnings = price_warnings(

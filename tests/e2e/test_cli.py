@@ -57,7 +57,7 @@ def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
 def test_local_run_json_reports_counts_that_add_up_and_exits_3_for_a_partial_job(
     local_env: Path,
 ) -> None:
-    result = invoke("local", "run", str(EXAMPLES), "--root", str(local_env), "--json")
+    result = invoke("local", "run", str(EXAMPLES), "--yes", "--root", str(local_env), "--json")
     assert result.exit_code == cli.EXIT_PARTIAL, result.output
     summary = as_json(result)
     assert sum(summary["counts"].values()) == summary["line_count"] == 17
@@ -66,7 +66,7 @@ def test_local_run_json_reports_counts_that_add_up_and_exits_3_for_a_partial_job
 
 
 def test_local_run_prints_a_human_summary_ending_with_the_gallery_path(local_env: Path) -> None:
-    result = invoke("local", "run", str(EXAMPLES), "--root", str(local_env))
+    result = invoke("local", "run", str(EXAMPLES), "--yes", "--root", str(local_env))
     assert result.exit_code == cli.EXIT_PARTIAL, result.output
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("gallery")
@@ -85,7 +85,7 @@ def test_submit_watch_status_ls_and_fetch_follow_one_job(local_env: Path, tmp_pa
         tmp_path / "three.jsonl",
         [{"key": f"k{i}", "prompt": f"prompt {i}", "aspect_ratio": "1:1"} for i in range(3)],
     )
-    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+    job_id = as_json(invoke("submit", str(source), "--yes", "--json"))["job_id"]
 
     watched = invoke("watch", job_id, "--interval", "0", "--json")
     assert watched.exit_code == cli.EXIT_OK, watched.output
@@ -117,7 +117,7 @@ def test_retry_resubmits_only_the_failed_items_as_a_new_job(
         tmp_path / "mixed.jsonl",
         [{"key": "good", "prompt": "fine"}, {"key": "bad", "prompt": "fails once"}],
     )
-    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+    job_id = as_json(invoke("submit", str(source), "--yes", "--json"))["job_id"]
     assert invoke("watch", job_id, "--interval", "0").exit_code == cli.EXIT_PARTIAL
 
     emulator.state.faults = FaultPlan()
@@ -134,7 +134,7 @@ def test_cancel_stops_a_running_job_which_then_ends_cancelled(
 ) -> None:
     emulator.state.config.pending_seconds = math.inf
     source = write_jsonl(tmp_path / "slow.jsonl", [{"key": "a", "prompt": "never finishes"}])
-    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+    job_id = as_json(invoke("submit", str(source), "--yes", "--json"))["job_id"]
     cancelled = as_json(invoke("cancel", job_id, "--json"))
     assert cancelled["cancelled_batches"] == 1
     watched = invoke("watch", job_id, "--interval", "0", "--timeout", "30", "--json")
@@ -182,7 +182,7 @@ def test_local_run_over_the_daily_budget_says_why_it_is_held_and_runs_it_with_ap
     local_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(config.ENV_DAILY_BUDGET_USD, "0.01")
-    held = invoke("local", "run", str(EXAMPLES), "--root", str(local_env), "--json")
+    held = invoke("local", "run", str(EXAMPLES), "--yes", "--root", str(local_env), "--json")
     assert held.exit_code == cli.EXIT_HELD, held.output
     doc = as_json(held)
     assert doc["state"] == "HELD"
@@ -191,13 +191,15 @@ def test_local_run_over_the_daily_budget_says_why_it_is_held_and_runs_it_with_ap
     assert doc["estimated_usd"] > 0.01
     assert doc["to_run_it"].endswith("--approve")
 
-    human = invoke("local", "run", str(EXAMPLES), "--root", str(local_env))
+    human = invoke("local", "run", str(EXAMPLES), "--yes", "--root", str(local_env))
     assert human.exit_code == cli.EXIT_HELD, human.output
     assert f"job {doc['job_id']} is HELD" in human.stderr
     assert "Nothing was spent" in human.stderr
     assert "no summary.json" not in human.output
 
-    ran = invoke("local", "run", str(EXAMPLES), "--root", str(local_env), "--approve", "--json")
+    ran = invoke(
+        "local", "run", str(EXAMPLES), "--yes", "--root", str(local_env), "--approve", "--json"
+    )
     assert ran.exit_code == cli.EXIT_PARTIAL, ran.output
     summary = as_json(ran)
     assert summary["job_id"] == doc["job_id"]
@@ -207,7 +209,7 @@ def test_local_run_over_the_daily_budget_says_why_it_is_held_and_runs_it_with_ap
 
 def test_watch_ends_with_the_same_summary_as_local_run(local_env: Path, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "two.jsonl", [{"key": "w1", "prompt": "a red kite"}])
-    job_id = as_json(invoke("submit", str(source), "--json"))["job_id"]
+    job_id = as_json(invoke("submit", str(source), "--yes", "--json"))["job_id"]
     watched = invoke("watch", job_id, "--interval", "0")
     assert watched.exit_code == cli.EXIT_OK, watched.output
     assert f"job {job_id}:" in watched.stdout

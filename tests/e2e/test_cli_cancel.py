@@ -48,7 +48,7 @@ def test_cancel_ends_the_job_cancelled_when_its_emulator_is_gone(
     ).start()
     try:
         monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator.base_url)
-        job_id = _json(_invoke("submit", str(source), "--json"))["job_id"]
+        job_id = _json(_invoke("submit", str(source), "--yes", "--json"))["job_id"]
         running = _json(_invoke("status", job_id, "--json"))
         assert running["state"] == "RUNNING"
     finally:

@@ -72,7 +72,7 @@ def test_ctrl_c_in_local_run_says_the_job_first_then_how_to_go_on_and_a_rerun_pa
     tmp_path: Path, env: dict[str, str], held_emulator: EmulatorServer
 ) -> None:
     path = _file(tmp_path)
-    run = ["local", "run", path.name, "--provider", "gemini"]
+    run = ["local", "run", path.name, "--yes", "--provider", "gemini"]
     child = terminal.spawn(run, cwd=tmp_path, env=env)
     child.expect(r"job (catalog-[0-9a-f]{12})")
     job_id = child.match.group(1)
@@ -177,13 +177,15 @@ def test_a_job_broken_by_a_crash_does_not_block_the_next_one(
     gone = EmulatorServer(EmulatorConfig(pending_seconds=math.inf, running_seconds=0.0)).start()
     try:
         monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, gone.base_url)
-        stuck = _json("submit", str(_file(tmp_path)), "--json")["job_id"]
+        stuck = _json("submit", str(_file(tmp_path)), "--yes", "--json")["job_id"]
     finally:
         gone.stop()  # its batch is now unknown to every provider there is
     monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, held_emulator.base_url)
     other = _file(tmp_path, "other.jsonl", [{"key": "o1", "prompt": "a blue boat"}])
     held_emulator.state.config.pending_seconds = 0.0
-    result = runner.invoke(cli.app, ["local", "run", str(other), "--provider", "gemini", "--json"])
+    result = runner.invoke(
+        cli.app, ["local", "run", str(other), "--yes", "--provider", "gemini", "--json"]
+    )
     assert result.exit_code == cli.EXIT_OK, result.output
     assert json.loads(result.stdout)["counts"]["SUCCEEDED"] == 1
     assert _json("status", stuck, "--json")["state"] in {"RUNNING", "SUCCEEDED"}
@@ -192,7 +194,7 @@ def test_a_job_broken_by_a_crash_does_not_block_the_next_one(
 def test_ctrl_c_in_watch_says_the_job_is_kept_and_how_to_go_on(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
-    job_id = _json("submit", str(_file(tmp_path)), "--json")["job_id"]
+    job_id = _json("submit", str(_file(tmp_path)), "--yes", "--json")["job_id"]
     child = terminal.spawn(["watch", job_id, "--interval", "0.2"], cwd=tmp_path, env=env)
     child.expect("running")
     child.sendintr()

@@ -46,8 +46,8 @@ def test_submit_budget_lowers_the_job_cap_but_cannot_raise_it(
     local_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(config.ENV_JOB_BUDGET_USD, "0.01")
-    result = invoke("submit", str(local_env), "--budget", "1000000", "--json")
-    assert result.exit_code == 0, result.output
+    result = invoke("submit", str(local_env), "--yes", "--budget", "1000000", "--json")
+    assert result.exit_code == cli.EXIT_HELD, result.output
     job_id = json.loads(result.stdout)["job_id"]
     shown = invoke("status", job_id, "--json")
     assert shown.exit_code == 5  # HELD
@@ -60,7 +60,7 @@ def test_a_paused_deployment_shows_in_ls_and_resume_lifts_it(
     local_env: Path, emulator: EmulatorServer
 ) -> None:
     fault = emulator.state.faults.refuse_creates("credits_depleted", times=None)
-    result = invoke("submit", str(local_env), "--json")
+    result = invoke("submit", str(local_env), "--yes", "--json")
     job_id = json.loads(result.stdout)["job_id"]
     listing = invoke("ls")
     assert "submission paused (credits_depleted)" in listing.stdout
@@ -86,7 +86,7 @@ def test_a_model_gone_shows_in_ls_and_resume_tries_it_again(
     model = config.DEFAULT_MODEL
     # The whole pipeline in this process, against the test's emulator ("gemini" at its URL).
     root = str(local_env.parent / "state")
-    run = ("local", "run", str(local_env), "--provider", "gemini", "--root", root)
+    run = ("local", "run", str(local_env), "--yes", "--provider", "gemini", "--root", root)
     fault = emulator.state.faults.refuse_creates("model_not_found", times=None, model=model)
     # No fallback configured: the job fails, each item saying why.
     assert invoke(*run).exit_code == 4
@@ -112,8 +112,8 @@ def test_a_local_submit_whose_batch_ends_at_create_has_collected_it_before_it_re
     # message lives in this command's process, so submit delivers it before exiting
     # (otherwise the job waited for the tick's re-announcement, 3 minutes later).
     emulator.state.faults.refuse_creates("model_not_found", times=None)
-    result = invoke("submit", str(local_env), "--json")
-    assert result.exit_code == 0, result.output
+    result = invoke("submit", str(local_env), "--yes", "--json")
+    assert result.exit_code == cli.EXIT_FAILED, result.output
     job_id = json.loads(result.stdout)["job_id"]
     view = json.loads(invoke("status", job_id, "--json").stdout)
     assert view["state"] == "FAILED", view

@@ -213,20 +213,7 @@ class LocalPipeline:
         """The unfinished job of an earlier run of this same file (same inbox name, same
         bytes), if there is one: running the file again after a crash resumes it rather
         than paying for every line again (`finish_intake` completes an intake it cut off)."""
-        object_name = name or path.name
-        info = self.runtime.objects.stat(self.settings.inbox_bucket, object_name)
-        if info is None or info.generation is None:
-            return None
-        if info.metadata.get(CONTENT_HASH_KEY) != file_digest(path):
-            return None
-        source = self._inbox_source(object_name)
-        if source is None:
-            return None
-        job_id = job_id_for(source)
-        job = self.runtime.repo.get_job(job_id)
-        if job is not None and job.state in JOB_TERMINAL:
-            return None
-        return job_id
+        return unfinished_job_of(self.runtime, path, name=name)
 
     def _inbox_source(self, object_name: str) -> SourceObject | None:
         info = self.runtime.objects.stat(self.settings.inbox_bucket, object_name)
@@ -355,6 +342,25 @@ class LocalPipeline:
 
     def close(self) -> None:
         wiring.uninstall()
+
+
+def unfinished_job_of(rt: Runtime, path: Path, *, name: str | None = None) -> str | None:
+    """The unfinished job an earlier run of this same file (same inbox name, same bytes)
+    left, if any. Reads the inbox and the state store only: no provider needed."""
+    object_name = name or path.name
+    info = rt.objects.stat(rt.settings.inbox_bucket, object_name)
+    if info is None or info.generation is None:
+        return None
+    if info.metadata.get(CONTENT_HASH_KEY) != file_digest(path):
+        return None
+    source = SourceObject(
+        bucket=rt.settings.inbox_bucket, name=object_name, generation=info.generation
+    )
+    job_id = job_id_for(source)
+    job = rt.repo.get_job(job_id)
+    if job is not None and job.state in JOB_TERMINAL:
+        return None
+    return job_id
 
 
 def file_digest(path: Path) -> str:
