@@ -39,7 +39,7 @@ def _start(root: Path, file: Path, base_url: str) -> subprocess.Popen[bytes]:
         "GEMINI_API_KEY": "local-emulator-key",
         "BANANABATCH_BACKEND": "local",
     }
-    command = [BIN, "local", "run", str(file), "--root", str(root), "--provider", "gemini"]
+    command = [BIN, "local", "run", str(file), "--yes", "--root", str(root), "--provider", "gemini"]
     return subprocess.Popen(
         [*command, "--json"],
         stdout=subprocess.PIPE,
