@@ -29,7 +29,7 @@ from bananabatch.core.intake import fast as fast_module
 from bananabatch.core.manifest import ManifestEntry, encode_entry
 from bananabatch.core.planning import BatchPlanner, PlanLimits
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook, line_prompt_tokens
-from bananabatch.core.staging import manifest_lines, manifest_tail, preview_json
+from bananabatch.core.staging import manifest_lines, manifest_tail, previews_json
 from tests.unit.test_intake_properties import LIMITS, line_like, prompts, raw_lines, simple_lines
 
 MODEL = "gemini-3-pro-image"
@@ -152,7 +152,7 @@ def test_the_fast_manifest_line_is_the_encoded_entry(
 def test_the_staged_preview_is_the_lines_prompt_preview(prompt: str) -> None:
     # The shortcut (a short printable prompt is its own preview) changes no preview.
     expected = encode_json_string(prompt_preview(prompt))
-    assert preview_json(prompt, encode_json_string(prompt)) == expected
+    assert previews_json([prompt], [encode_json_string(prompt)]) == [expected]
 
 
 def test_line_prices_are_the_books_answers() -> None:

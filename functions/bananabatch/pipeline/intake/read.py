@@ -50,6 +50,7 @@ from bananabatch.core.staging import (
 )
 from bananabatch.log import get_logger
 from bananabatch.pipeline import cache, inflight
+from bananabatch.pipeline.intake import publish
 from bananabatch.pipeline.intake.publish import OpenBatch, Publisher
 from bananabatch.pipeline.intake.served import ServedLines
 from bananabatch.pipeline.references import ReferenceChecker, reference_policy
@@ -307,14 +308,22 @@ class Reader:
         if start >= end:
             return
         lines = chunk.lines
-        rows: Sequence[int]
-        if clean:
-            rows = range(start, end)
-            shapes = lines.shapes[start:end]
-        else:
-            rows = self._kept(chunk, start, end, hits)
-            shapes = [lines.shapes[row] for row in rows]
-        plans = list(map(self.plans.get, shapes))
+        if not clean:
+            self._place_mixed(lines, self._kept(chunk, start, end, hits))
+            return
+        shapes = lines.shapes
+        if shapes[start:end].count(shapes[start]) == end - start:
+            # The usual rows: one shape, nothing to serve.
+            plan = self._plan(lines.fast_line(start))
+            if plan.lane is Lane.BATCH:
+                self._stage_rows(lines, range(start, end), [plan])
+                return
+        self._place_mixed(lines, range(start, end))
+
+    def _place_mixed(self, lines: ParsedChunk, rows: Sequence[int]) -> None:
+        """Stage rows of any shapes: the batch-lane ones a run at a time, the urgent ones
+        served."""
+        plans = list(map(self.plans.get, [lines.shapes[row] for row in rows]))
         if None in plans:
             for at, plan in enumerate(plans):
                 if plan is None:
@@ -345,7 +354,8 @@ class Reader:
     def _stage_rows(
         self, lines: ParsedChunk, rows: Sequence[int], plans: list[ShapeStaging]
     ) -> None:
-        """Stage batch-lane rows, consecutive in input order but for served rows."""
+        """Stage batch-lane rows, consecutive in input order but for served rows; plans
+        has each row's shape's staging, or one for all."""
         if not rows:
             return
         if isinstance(rows, range):
@@ -411,13 +421,26 @@ class Reader:
     ) -> None:
         """Place lines one at a time: they go to batches of several models or outputs."""
         place, publisher = self.planner.place, self.publisher
+        most_lines, most_bytes = publish.WRITE_LINES, publish.WRITE_BYTES
+        # The batch the previous line went to (a closed batch never comes back, so its
+        # index is never reused), and its buffers, in locals: this runs once per line.
+        index, batch = -1, OpenBatch(-1)
+        buffered, manifests_of = batch.request_lines, batch.manifest_lines
         for request, manifest, size, (model, output) in zip(
             requests, manifests, sizes, placements, strict=True
         ):
             placed = place(model, size, output)
             for planned in placed.closed:
                 self._close_batch(planned)
-            self._batch(placed.batch_index).extend([request], [manifest], size, publisher)
+            if placed.batch_index != index:
+                index = placed.batch_index
+                batch = self._batch(index)
+                buffered, manifests_of = batch.request_lines, batch.manifest_lines
+            buffered.append(request)
+            manifests_of.append(manifest)
+            batch.buffered += size
+            if len(buffered) >= most_lines or batch.buffered >= most_bytes:
+                batch.flush(publisher)
 
     def _batch(self, index: int) -> OpenBatch:
         batch = self.open_batches.get(index)
