@@ -20,7 +20,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from bananabatch.core.catalog import expected_result_bytes
 from bananabatch.core.estimate import lane_of
@@ -28,6 +28,7 @@ from bananabatch.core.intake import (
     PREVIEW_CHARS,
     PROMPT_SLOT,
     AcceptedLine,
+    JsonObject,
     LineShape,
     encode_json_string,
     prompt_preview,
@@ -41,10 +42,10 @@ _WITH_NEWLINE: Final = (1).__add__
 KEY_SLOT: Final = "\x00bananabatch-key\x00"
 
 # The provider's staged line for a key and a request (BatchProvider.encode_request).
-Encoder = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+Encoder = Callable[[str, JsonObject], Mapping[str, object]]
 
 
-def request_json(encoded: Mapping[str, Any]) -> str:
+def request_json(encoded: Mapping[str, object]) -> str:
     """A staged request line (without its newline) from the provider's encoding."""
     return json.dumps(encoded, separators=(",", ":"), ensure_ascii=False)
 
