@@ -904,15 +904,44 @@ def cancel(job: JobArg, as_json: JsonOpt = False) -> None:
             outcome = cancel_locally(settings, job)
         else:
             outcome = cancel_job(open_runtime(with_provider=True), job)
+        outcome.update(paid_so_far(open_runtime(), job))
         if as_json:
             print_json(outcome)
-        elif outcome.get("state") == JobState.CANCELLED.value:
-            console.print(f"job {job}: {outcome['cancelled_batches']} batches cancelled; it ended")
         else:
-            console.print(
-                f"job {job}: {outcome['cancelled_batches']} batches cancelled;"
-                " it ends CANCELLED once they are collected"
-            )
+            console.print(cancel_report(job, outcome), soft_wrap=True, highlight=False)
+
+
+def paid_so_far(rt: Runtime, job_id: str) -> dict[str, Any]:
+    """What a job has already paid (the actual cost of its collected items) and delivered,
+    against its estimate: what a cancel could not stop."""
+    job = rt.repo.require_job(job_id)
+    paid = images = 0.0
+    for item in rt.repo.items(job_id):
+        paid += item.actual_usd or 0.0
+        images += item.state in {ItemState.SUCCEEDED, ItemState.CACHED}
+    return {
+        "paid_usd": round(paid, 6),
+        "images_delivered": int(images),
+        "estimated_usd": job.costs.estimated_usd,
+    }
+
+
+def cancel_report(job_id: str, outcome: dict[str, Any]) -> str:
+    """What was stopped and what had already been paid, in words. A batch the provider had
+    already finished when the cancel reached it is paid all the same and still collected."""
+    n = outcome["cancelled_batches"]
+    stopped = f"{n} batch{'es' if n != 1 else ''} stopped or asked to stop at the provider"
+    paid = (
+        f"already paid ${outcome['paid_usd']:,.2f} for {outcome['images_delivered']:,} images"
+        f" (of an estimate of ${outcome['estimated_usd']:,.2f}); batches the provider had"
+        " already finished are paid and their images still collected"
+    )
+    if outcome.get("state") == JobState.CANCELLED.value:
+        return f"job {job_id} ended CANCELLED: {stopped}; {paid}."
+    return (
+        f"job {job_id}: {stopped}; {paid}. It ends CANCELLED once they are collected"
+        f" (`bananabatch watch {job_id}`)."
+    )
 
 
 # Cost commands live with the budget and cache code they drive.

@@ -216,3 +216,36 @@ def test_watch_ends_with_the_same_summary_as_local_run(local_env: Path, tmp_path
     assert "SUCCEEDED" in watched.stdout
     assert "actual (from usageMetadata)" in watched.stdout
     assert watched.stdout.strip().splitlines()[-1].startswith("gallery")
+
+
+def test_a_partial_job_claims_a_saving_only_on_the_images_it_delivered(
+    local_env: Path, tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    emulator.state.faults = FaultPlan().row_error("bad", 3, "Request contains an invalid argument.")
+    source = write_jsonl(
+        tmp_path / "half.jsonl",
+        [{"key": "good", "prompt": "same shape"}, {"key": "bad", "prompt": "same shapes"}],
+    )
+    job_id = as_json(invoke("submit", str(source), "--yes", "--json"))["job_id"]
+    assert invoke("watch", job_id, "--interval", "0").exit_code == cli.EXIT_PARTIAL
+    costs = as_json(invoke("status", job_id, "--json"))["costs"]
+    # One of two like lines delivered: the saving is half the standard price less what
+    # was paid, not the whole file's standard price less it.
+    assert costs["saved_usd"] == pytest.approx(
+        costs["standard_equivalent_usd"] / 2 - costs["actual_usd"], abs=1e-6
+    )
+    assert costs["saved_usd"] < costs["standard_equivalent_usd"] - costs["actual_usd"] - 1e-6
+
+
+def test_cancel_says_what_it_stopped_and_what_was_already_paid(
+    local_env: Path, tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    emulator.state.config.pending_seconds = math.inf
+    source = write_jsonl(tmp_path / "slow.jsonl", [{"key": "a", "prompt": "never finishes"}])
+    job_id = as_json(invoke("submit", str(source), "--yes", "--json"))["job_id"]
+    said = invoke("cancel", job_id)
+    assert said.exit_code == 0, said.output
+    text = " ".join(said.stdout.split())
+    assert "1 batch stopped or asked to stop at the provider" in text
+    assert re.search(r"already paid \$0\.00 for 0 images \(of an estimate of \$0\.0\d\)", text)
+    assert f"`bananabatch watch {job_id}`" in text

@@ -207,10 +207,10 @@ def test_totals_show_counts_and_every_cost_figure() -> None:
     assert "Rejected 1" in text
     assert "Lines 4" in text
     for label, value in (
-        ("Estimated", "$0.0780"),
-        ("Actual", "$0.0390"),
-        ("Standard price", "$0.0780"),
-        ("Saved 50%", "$0.0390"),
+        ("Estimate (batch price)", "$0.0780"),
+        ("Actual (paid)", "$0.0390"),
+        ("Estimate at standard price", "$0.0780"),
+        ("Saved on delivered 50%", "$0.0390"),
         ("Per accepted image", "$0.0195"),
     ):
         assert f"{label} {value}" in text
@@ -218,13 +218,20 @@ def test_totals_show_counts_and_every_cost_figure() -> None:
     assert html.index("Per accepted image") < html.index('<article class="card"')
 
 
+def test_a_job_that_saved_nothing_claims_no_saving_share() -> None:
+    job = _job(costs=Costs(actual_usd=0.0, saved_usd=0.0, standard_equivalent_usd=2.0))
+    text = _text(render_gallery(job, []))
+    assert "Saved on delivered $0.00 " in text
+    assert "%" not in text.split("Saved on delivered")[1].split("$")[0]
+
+
 def test_large_amounts_use_thousands_separators_and_missing_per_image_cost_a_dash() -> None:
     job = _job(costs=Costs(actual_usd=1234.5, cost_per_accepted_image_usd=None, estimated_usd=2000))
 
     text = _text(render_gallery(job, []))
 
-    assert "Actual $1,234.50" in text
-    assert "Estimated $2,000.00" in text
+    assert "Actual (paid) $1,234.50" in text
+    assert "Estimate (batch price) $2,000.00" in text
     assert "Per accepted image —" in text
 
 

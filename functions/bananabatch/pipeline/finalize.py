@@ -63,6 +63,10 @@ class ReportTally:
     batch_actual_usd: float = 0.0
     urgent_actual_usd: float = 0.0
     cache_saved_usd: float = 0.0
+    # Batch-price estimates of every item and of the paid ones delivered: the saving is
+    # claimed only for the share of the work that was done (never for a cancelled rest).
+    estimated_usd: float = 0.0
+    delivered_estimated_usd: float = 0.0
     lanes: dict[str, int] = field(default_factory=dict)
     failed_keys: set[str] = field(default_factory=set)
     # Failed in-file duplicates, by the key whose staged request they repeat: they have
@@ -119,11 +123,18 @@ def close_job(
         {ItemState(k): v for k, v in tally.counts.items()}, total_lines=job.line_count
     )
     standard = job.costs.standard_equivalent_usd
+    done_share = (
+        min(1.0, tally.delivered_estimated_usd / tally.estimated_usd)
+        if tally.estimated_usd
+        else 1.0
+    )
     costs = Costs(
         estimated_usd=job.costs.estimated_usd,
         standard_equivalent_usd=standard,
         actual_usd=round(tally.actual_usd, 6),
-        saved_usd=round(max(0.0, standard - tally.actual_usd), 6) if delivered else 0.0,
+        saved_usd=round(max(0.0, standard * done_share - tally.actual_usd), 6)
+        if delivered
+        else 0.0,
         cost_per_accepted_image_usd=round(tally.actual_usd / delivered, 6) if delivered else None,
         cache_saved_usd=round(tally.cache_saved_usd, 6),
         batch_actual_usd=round(tally.batch_actual_usd, 6),
@@ -251,6 +262,9 @@ def write_job_reports(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
 def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
     tally.counts[item.state.value] += 1
     tally.actual_usd += item.actual_usd or 0.0
+    tally.estimated_usd += item.estimated_usd
+    if item.state is ItemState.SUCCEEDED:
+        tally.delivered_estimated_usd += item.estimated_usd
     lane = item.lane or cache.LANE_BATCH
     tally.lanes[lane] = tally.lanes.get(lane, 0) + 1
     if lane == cache.LANE_URGENT:

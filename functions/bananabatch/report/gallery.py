@@ -164,14 +164,17 @@ def _totals(job: JobRecord, counts: Mapping[ItemState, int]) -> str:
             )
 
     costs = job.costs
-    saved_label = "Saved"
-    if costs.standard_equivalent_usd > 0:
-        share = 100.0 * costs.saved_usd / costs.standard_equivalent_usd
+    # The saving is on the images delivered (finalize): its share is of what they would
+    # have cost at standard price, not of the whole file's standard price.
+    saved_label = "Saved on delivered"
+    delivered_standard = costs.saved_usd + costs.actual_usd
+    if costs.saved_usd > 0 and delivered_standard > 0:
+        share = 100.0 * costs.saved_usd / delivered_standard
         saved_label += f" <small>{share:.0f}%</small>"
     money = [
-        ("Estimated", _usd(costs.estimated_usd), ""),
-        ("Actual", _usd(costs.actual_usd), " strong"),
-        ("Standard price", _usd(costs.standard_equivalent_usd), ""),
+        ("Estimate (batch price)", _usd(costs.estimated_usd), ""),
+        ("Actual (paid)", _usd(costs.actual_usd), " strong"),
+        ("Estimate at standard price", _usd(costs.standard_equivalent_usd), ""),
         (saved_label, _usd(costs.saved_usd), " good"),
         ("Per accepted image", _usd(costs.cost_per_accepted_image_usd), ""),
     ]
