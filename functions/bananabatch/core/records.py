@@ -50,6 +50,9 @@ class Costs(Record):
 
 # JobRecord.options key set by a cancel request.
 CANCEL_OPTION: Final = "cancel_requested"
+# `bananabatch retry JOB`: the job it made of JOB's failed items, and who is making it.
+RETRY_JOB_OPTION: Final = "retry_job_id"
+RETRY_CLAIM_OPTION: Final = "retry_claim"
 
 
 class JobRecord(Record):

@@ -170,42 +170,22 @@ def finish_closing(rt: Runtime, job: JobRecord) -> JobRecord:
         return job
     if not job.cache_populated:
         cache.populate(rt, job)
-        job = rt.repo.patch_job(job.job_id, lambda _j: {"cache_populated": True})
+        job = lifecycle.mark_cache_populated(rt, job.job_id)
     crash_point("finalize.after_cache")
     if not job.budget_settled:
         budget.settle(rt, job, job.costs.actual_usd)
-        job = rt.repo.patch_job(job.job_id, lambda _j: {"budget_settled": True})
+        job = lifecycle.mark_budget_settled(rt, job.job_id)
     publish_completion_if_pending(rt, job.job_id)
     job = rt.repo.require_job(job.job_id)
     if job.completion_published and not job.finalized:
-        job = rt.repo.patch_job(
-            job.job_id,
-            lambda j: (
-                {"finalized": True}
-                if j.completion_published and j.cache_populated and j.budget_settled
-                else None
-            ),
-        )
+        job = lifecycle.mark_finalized(rt, job.job_id)
     return job
 
 
 def publish_completion_if_pending(rt: Runtime, job_id: str) -> bool:
     """Publish the job's completion message if it is owed and nobody has claimed it."""
-    won = {"claimed": False}
-
-    def take(job: JobRecord) -> dict[str, Any] | None:
-        won["claimed"] = False
-        if not job.completion_pending or job.completion_published:
-            return None
-        if job.state not in JOB_TERMINAL and job.state is not JobState.HELD:
-            return None
-        won["claimed"] = True
-        # updated_at dates the claim, so the tick can tell a publisher that died after
-        # claiming (re-armed after a few minutes) from one that is publishing right now.
-        return {"completion_pending": False, "updated_at": rt.now()}
-
-    job = rt.repo.patch_job(job_id, take)
-    if not won["claimed"]:
+    job = lifecycle.claim_completion(rt, job_id)
+    if job is None:
         return False
     crash_point("finalize.after_claim")
     prefix = rec.results_prefix(job_id)
@@ -221,9 +201,9 @@ def publish_completion_if_pending(rt: Runtime, job_id: str) -> bool:
         )
     except Exception:
         # Hand the claim back so the platform's retry can publish it.
-        rt.repo.patch_job(job_id, lambda _j: {"completion_pending": True})
+        lifecycle.return_completion(rt, job_id)
         raise
-    rt.repo.patch_job(job_id, lambda _j: {"completion_published": job.state is not JobState.HELD})
+    lifecycle.completion_sent(rt, job)
     log.info("completion published", extra={"state": job.state.value, "message_id": message_id})
     return True
 

@@ -1,6 +1,7 @@
 """The one owner of job state: every move of a job (received, held, running, terminal) and
-every mark on its record that says where it stands (a pause it waits through, a cancel
-asked of it) is made here, and only here.
+every other write to its record (a pause it waits through, a cancel asked of it, the steps
+of closing it, the claims that make its completion message and its `retry` happen once)
+is made here, and only here.
 
 Each function is one conditional write (the state store's create-if-absent or its
 transactional update): the machine in core/states.py decides, the store makes the
@@ -16,9 +17,16 @@ depend on it and it depends on none of them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from bananabatch.core.records import CANCEL_OPTION, JobRecord
+from bananabatch.core.messages import PUBLISHABLE_STATES
+from bananabatch.core.records import (
+    CANCEL_OPTION,
+    RETRY_CLAIM_OPTION,
+    RETRY_JOB_OPTION,
+    JobRecord,
+)
 from bananabatch.core.states import (
     JOB_CANCELLABLE,
     JOB_MOVE_TABLE,
@@ -109,6 +117,149 @@ def clear_pause(rt: Runtime, job_id: str, *, still: str | None, until: str) -> N
         return {"paused": still, "pauses": history}
 
     rt.repo.patch_job(job_id, unmark)
+
+
+# --- closing: the steps after the terminal move (pipeline/finalize.py) ---------------------
+
+
+def mark_cache_populated(rt: Runtime, job_id: str) -> JobRecord:
+    return rt.repo.patch_job(job_id, lambda _j: {"cache_populated": True})
+
+
+def mark_budget_settled(rt: Runtime, job_id: str) -> JobRecord:
+    return rt.repo.patch_job(job_id, lambda _j: {"budget_settled": True})
+
+
+def claim_completion(rt: Runtime, job_id: str) -> JobRecord | None:
+    """Take the job's owed completion message (completion_pending True -> False); the job
+    as it stands if this call took it, else None. Of racing publishers, one takes it."""
+    won = False
+
+    def take(job: JobRecord) -> dict[str, Any] | None:
+        nonlocal won
+        won = (
+            job.completion_pending
+            and not job.completion_published
+            and job.state in PUBLISHABLE_STATES
+        )
+        # updated_at dates the claim, so the tick can tell a publisher that died after
+        # claiming (re-armed after a few minutes) from one that is publishing right now.
+        return {"completion_pending": False, "updated_at": rt.now()} if won else None
+
+    job = rt.repo.patch_job(job_id, take)
+    return job if won else None
+
+
+def return_completion(rt: Runtime, job_id: str) -> None:
+    """Hand a claimed completion back (its publish failed), so a retry publishes it."""
+    rt.repo.patch_job(job_id, lambda _j: {"completion_pending": True})
+
+
+def completion_sent(rt: Runtime, job: JobRecord) -> None:
+    """The claimed completion is out. A held job's message is not its last: the one of its
+    end is still owed, so only a terminal job counts as published."""
+    rt.repo.patch_job(job.job_id, lambda _j: {"completion_published": job.state in JOB_TERMINAL})
+
+
+def rearm_completion(rt: Runtime, job_id: str, *, claimed_before: datetime) -> bool:
+    """Owe again a completion claimed before `claimed_before` and never published (its
+    publisher died in between). True if the job owes it now."""
+
+    def rearm(job: JobRecord) -> dict[str, Any] | None:
+        stuck = (
+            job.state in JOB_TERMINAL
+            and not job.completion_pending
+            and not job.completion_published
+            and job.updated_at <= claimed_before
+        )
+        return {"completion_pending": True} if stuck else None
+
+    return rt.repo.patch_job(job_id, rearm).completion_pending
+
+
+def mark_finalized(rt: Runtime, job_id: str) -> JobRecord:
+    """Every step of closing the job is done."""
+    return rt.repo.patch_job(
+        job_id,
+        lambda j: (
+            {"finalized": True}
+            if j.completion_published and j.cache_populated and j.budget_settled
+            else None
+        ),
+    )
+
+
+# --- what the tick, a fallback model and `retry` note on a job ----------------------------
+
+
+def record_error(rt: Runtime, job_id: str, error: str) -> None:
+    """The last failure of a periodic step on this job, for `status`."""
+    rt.repo.patch_job(job_id, lambda _j: {"last_error": error})
+
+
+def claim_overdue_report(rt: Runtime, job_id: str) -> bool:
+    """Mark a running job as reported overdue; True if this call marked it (so two ticks
+    never report it twice)."""
+    won = False
+
+    def mark(job: JobRecord) -> dict[str, Any] | None:
+        nonlocal won
+        won = job.state is JobState.RUNNING and not job.overdue_reported
+        return {"overdue_reported": True} if won else None
+
+    rt.repo.patch_job(job_id, mark)
+    return won
+
+
+def add_warning(rt: Runtime, job_id: str, warning: str, *, extra_estimate_usd: float) -> None:
+    """A warning for summary.json (once), with what it adds to the job's estimate."""
+
+    def warn(job: JobRecord) -> dict[str, Any] | None:
+        if warning in job.warnings:
+            return None
+        costs = job.costs.model_copy(
+            update={"estimated_usd": round(job.costs.estimated_usd + extra_estimate_usd, 6)}
+        )
+        return {"warnings": [*job.warnings, warning], "costs": costs, "updated_at": rt.now()}
+
+    rt.repo.patch_job(job_id, warn)
+
+
+def claim_retry(rt: Runtime, job_id: str, token: str, *, lasting: timedelta) -> JobRecord:
+    """Take the job's `retry` claim for `lasting`, unless its retry job exists or another
+    live claim is held; the job as it stands (its options say who holds the claim)."""
+    now = rt.now()
+
+    def claim(job: JobRecord) -> dict[str, Any] | None:
+        if job.options.get(RETRY_JOB_OPTION):
+            return None
+        owner, _, until = job.options.get(RETRY_CLAIM_OPTION, "").partition("@")
+        if owner and owner != token and until and datetime.fromisoformat(until) > now:
+            return None
+        mark = f"{token}@{(now + lasting).isoformat()}"
+        return {"options": {**job.options, RETRY_CLAIM_OPTION: mark}}
+
+    return rt.repo.patch_job(job_id, claim)
+
+
+def holds_retry_claim(job: JobRecord, token: str) -> bool:
+    return job.options.get(RETRY_CLAIM_OPTION, "").startswith(token + "@")
+
+
+def release_retry_claim(rt: Runtime, job_id: str, token: str) -> None:
+    def unclaim(job: JobRecord) -> dict[str, Any] | None:
+        if not holds_retry_claim(job, token):
+            return None
+        return {"options": {k: v for k, v in job.options.items() if k != RETRY_CLAIM_OPTION}}
+
+    rt.repo.patch_job(job_id, unclaim)
+
+
+def record_retry_job(rt: Runtime, job_id: str, retry_job_id: str) -> None:
+    """The job that `retry` made of this job's failed items."""
+    rt.repo.patch_job(
+        job_id, lambda job: {"options": {**job.options, RETRY_JOB_OPTION: retry_job_id}}
+    )
 
 
 def _make(

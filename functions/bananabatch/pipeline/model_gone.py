@@ -27,7 +27,7 @@ from bananabatch.core.records import BatchRecord, ItemRecord, JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState
 from bananabatch.errors import PermanentError
 from bananabatch.log import get_logger
-from bananabatch.pipeline import budget, pause
+from bananabatch.pipeline import budget, lifecycle, pause
 from bananabatch.pipeline.repo import Move
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc
@@ -166,16 +166,7 @@ def handle(rt: Runtime, batch: BatchRecord, reason: str) -> Move[BatchRecord]:
         f"{canonical_model(batch.model)} for batches ({reason}); price and quality differ "
         f"(estimate {'+' if extra >= 0 else '-'}${abs(extra):.4f})"
     )
-
-    def warn(current: JobRecord) -> dict[str, Any] | None:
-        if warning in current.warnings:
-            return None
-        costs = current.costs.model_copy(
-            update={"estimated_usd": round(current.costs.estimated_usd + extra, 6)}
-        )
-        return {"warnings": [*current.warnings, warning], "costs": costs, "updated_at": now}
-
-    rt.repo.patch_job(job.job_id, warn)
+    lifecycle.add_warning(rt, job.job_id, warning, extra_estimate_usd=extra)
     log.warning(
         "batch moved to the fallback model",
         extra={"model": batch.model, "fallback_model": fallback, "items": len(items)},

@@ -27,16 +27,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from bananabatch.core import records as rec
-from bananabatch.core.records import BatchRecord, ItemRecord, JobRecord
+from bananabatch.core.records import RETRY_JOB_OPTION, BatchRecord, ItemRecord
 from bananabatch.core.results import RETRYABLE_GRPC_CODES, RETRYABLE_HTTP_CODES
 from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.log import get_logger, labels
+from bananabatch.pipeline import lifecycle
 from bananabatch.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
@@ -44,9 +45,6 @@ log = get_logger(__name__)
 # Reasons the collector gives rows that never came back; both are worth another attempt.
 MISSING_SUCCEEDED: Final = "missing from the provider's output although the batch succeeded"
 NO_OUTPUT_PREFIX: Final = "no output: the batch ended "
-# JobRecord.options keys of `bananabatch retry`: the job it made, and who is making it.
-RETRY_JOB_OPTION: Final = "retry_job_id"
-RETRY_CLAIM_OPTION: Final = "retry_claim"
 
 
 @dataclass
@@ -202,12 +200,12 @@ def retry_failed_items(
         items = failed.count(b"\n")
         token = uuid.uuid4().hex
         while True:
-            after = rt.repo.patch_job(job_id, _claim(token, rt.now()))
+            after = lifecycle.claim_retry(rt, job_id, token, lasting=RETRY_CLAIM)
             made = after.options.get(RETRY_JOB_OPTION)
             if made:
                 log.info("failed items already resubmitted", extra={"retry_job_id": made})
                 return RetryJob(job_id, made, items, created=False)
-            if after.options.get(RETRY_CLAIM_OPTION, "").startswith(token + "@"):
+            if lifecycle.holds_retry_claim(after, token):
                 break
             sleep(RETRY_POLL_SECONDS)
         stem = rec.jsonl_stem(job.source.name)
@@ -218,35 +216,8 @@ def retry_failed_items(
                 new_job = upload(path)
         except BaseException:
             # Hand the claim back at once, so another `retry` need not wait for it to expire.
-            rt.repo.patch_job(job_id, _unclaim(token))
+            lifecycle.release_retry_claim(rt, job_id, token)
             raise
-        rt.repo.patch_job(
-            job_id, lambda current: {"options": {**current.options, RETRY_JOB_OPTION: new_job}}
-        )
+        lifecycle.record_retry_job(rt, job_id, new_job)
         log.warning("failed items resubmitted as a new job", extra={"retry_job_id": new_job})
         return RetryJob(job_id, new_job, items, created=True)
-
-
-def _claim(token: str, now: datetime) -> Callable[[JobRecord], dict[str, Any] | None]:
-    """Take the job's retry claim unless its retry job exists or a live claim is held."""
-
-    def claim(current: JobRecord) -> dict[str, Any] | None:
-        if current.options.get(RETRY_JOB_OPTION):
-            return None
-        owner, _, until = current.options.get(RETRY_CLAIM_OPTION, "").partition("@")
-        if owner and owner != token and until and datetime.fromisoformat(until) > now:
-            return None
-        mark = f"{token}@{(now + RETRY_CLAIM).isoformat()}"
-        return {"options": {**current.options, RETRY_CLAIM_OPTION: mark}}
-
-    return claim
-
-
-def _unclaim(token: str) -> Callable[[JobRecord], dict[str, Any] | None]:
-    def unclaim(current: JobRecord) -> dict[str, Any] | None:
-        if not current.options.get(RETRY_CLAIM_OPTION, "").startswith(token + "@"):
-            return None
-        options = {k: v for k, v in current.options.items() if k != RETRY_CLAIM_OPTION}
-        return {"options": options}
-
-    return unclaim

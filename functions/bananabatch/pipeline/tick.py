@@ -25,7 +25,16 @@ from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, BatchState, JobState
 from bananabatch.errors import ConfigError, NotFound, PermanentError, TransientError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, collect, files_store, finalize, inflight, submit, urgent
+from bananabatch.pipeline import (
+    budget,
+    collect,
+    files_store,
+    finalize,
+    inflight,
+    lifecycle,
+    submit,
+    urgent,
+)
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 
@@ -97,7 +106,7 @@ def _record(rt: Runtime, error: str, *, batch_id: str | None, job_id: str | None
         if batch_id is not None:
             rt.repo.patch_batch(batch_id, lambda _b: {"last_error": error})
         elif job_id is not None:
-            rt.repo.patch_job(job_id, lambda _j: {"last_error": error})
+            lifecycle.record_error(rt, job_id, error)
     except Exception:
         log.warning("could not record the error on its record", exc_info=True)
 
@@ -279,14 +288,7 @@ def report_overdue(rt: Runtime, job: JobRecord) -> bool:
     expected = timedelta(hours=rt.settings.overdue_hours)
     if job.overdue_reported or age <= expected:
         return False
-    won = False
-
-    def mark(current: JobRecord) -> dict[str, Any] | None:
-        nonlocal won
-        won = current.state is JobState.RUNNING and not current.overdue_reported
-        return {"overdue_reported": True} if won else None
-
-    rt.repo.patch_job(job.job_id, mark)
+    won = lifecycle.claim_overdue_report(rt, job.job_id)
     if won:
         log.warning(
             cfg.JOB_OVERDUE_MESSAGE,
@@ -324,19 +326,8 @@ def rearm_completions(rt: Runtime, report: TickReport) -> int:
         job = JobRecord.model_validate(doc)
         if job.updated_at > cutoff:
             continue
-
-        def rearm(current: JobRecord) -> dict[str, Any] | None:
-            stuck = (
-                current.state in JOB_TERMINAL
-                and not current.completion_pending
-                and not current.completion_published
-                and current.updated_at <= cutoff
-            )
-            return {"completion_pending": True} if stuck else None
-
         with labels(job_id=job.job_id), _isolated(rt, report, "rearm", job_id=job.job_id):
-            after = rt.repo.patch_job(job.job_id, rearm)
-            if after.completion_pending:
+            if lifecycle.rearm_completion(rt, job.job_id, claimed_before=cutoff):
                 log.warning("completion claimed but never published; publishing it now")
                 rearmed += finalize.publish_completion_if_pending(rt, job.job_id)
     return rearmed
