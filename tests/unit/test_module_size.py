@@ -1,25 +1,16 @@
 """No module of the pure core or the pipeline is longer than 500 lines (issue 16).
 
-A module past the bar mixes concerns; split it by concern instead of raising the bar. The
-modules still over it are listed below; their owners remove an entry once the file meets the
-bar (or no longer exists), and the test fails until they do, so the list cannot go stale.
+A module past the bar mixes concerns; split it by concern instead of raising the bar. Every
+module meets it now, so there is no list of exceptions any more.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "functions" / "bananabatch"
 CHECKED = ("core", "pipeline")
 MAX_LINES = 500
-# Known offenders, relative to functions/bananabatch. Nobody adds entries.
-KNOWN_OVER = frozenset(
-    {
-        "core/results.py",  # lifecycle (issue 16 part 3)
-    }
-)
 
 
 def _line_counts() -> dict[str, int]:
@@ -38,21 +29,7 @@ def test_the_checked_packages_are_found() -> None:
 
 
 def test_no_core_or_pipeline_module_exceeds_500_lines() -> None:
-    over = {
-        name: lines
-        for name, lines in _line_counts().items()
-        if lines > MAX_LINES and name not in KNOWN_OVER
-    }
+    over = {name: lines for name, lines in _line_counts().items() if lines > MAX_LINES}
     assert not over, f"modules over {MAX_LINES} lines (split them by concern): " + ", ".join(
         f"{name} has {lines}" for name, lines in sorted(over.items())
-    )
-
-
-@pytest.mark.parametrize("name", sorted(KNOWN_OVER))
-def test_a_listed_offender_is_still_over_the_bar(name: str) -> None:
-    counts = _line_counts()
-    assert counts.get(name, 0) > MAX_LINES, (
-        f"{name} is no longer over {MAX_LINES} lines "
-        f"({'gone' if name not in counts else f'{counts[name]} lines'}): "
-        "remove it from KNOWN_OVER in tests/unit/test_module_size.py"
     )

@@ -14,10 +14,10 @@ from bananabatch.core.results import (
     OutcomeKind,
     Usage,
     classify_row,
-    parse_result_line,
     usage_from_metadata,
 )
 from bananabatch.core.states import ItemState
+from bananabatch.providers._lines import parse_line
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00fake-png-body" * 10
 JPEG = b"\xff\xd8\xff\xe0" + b"fake-jpeg-body" * 10
@@ -32,8 +32,11 @@ def row(response: dict[str, Any], key: str = "sku-42") -> dict[str, Any]:
 
 
 def classify(doc: dict[str, Any]) -> Outcome:
-    """Through the byte-level entry point, as the collector reads a file."""
-    return parse_result_line(json.dumps(doc).encode())
+    """Through the one line parser the providers use (providers/_lines.py), then classified,
+    as the collector reads a result file."""
+    parsed = parse_line(0, json.dumps(doc).encode())
+    assert parsed.row is not None, parsed.malformed
+    return classify_row(parsed.row)
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -395,22 +398,20 @@ def test_a_response_of_the_wrong_shape_is_malformed(response: Any) -> None:
     assert classify({"key": "k", "response": response}).kind is OutcomeKind.MALFORMED
 
 
-def test_bad_json_is_malformed_and_still_names_its_key_when_it_can() -> None:
-    got = parse_result_line(b'{"key": "sku-\\"7\\"", "response": {"candidates": [{"con')
-    assert got.kind is OutcomeKind.MALFORMED
-    assert got.key == 'sku-"7"'
-    assert "not valid JSON" in (got.reason() or "")
-
-
-def test_a_truncated_line_with_the_key_last_still_names_it() -> None:
-    assert parse_result_line(b'garbage ... "key": "tail-key"}').key == "tail-key"
+def test_a_truncated_line_is_no_row_even_when_its_key_can_be_read() -> None:
+    # Its key is not guessed from the text: a later whole line for the same key must not
+    # lose to it (the first answer for a key stands); without a row the key goes missing
+    # and is retried as missing.
+    got = parse_line(7, b'{"key": "sku-\\"7\\"", "response": {"candidates": [{"con')
+    assert got.row is None
+    assert (got.malformed or "").startswith("result line 7: not JSON")
 
 
 @pytest.mark.parametrize("line", [b"", b"   \n", b"[1]", b'"x"', b"\xff\xfe{", b"nul"])
-def test_lines_that_are_not_rows_are_malformed(line: bytes) -> None:
-    got = parse_result_line(line)
-    assert got.kind is OutcomeKind.MALFORMED
-    assert got.retryable is True
+def test_lines_that_are_not_objects_are_no_rows_and_say_why(line: bytes) -> None:
+    got = parse_line(3, line)
+    assert got.row is None
+    assert (got.malformed or "").startswith("result line 3: ")
 
 
 def test_an_inlined_response_takes_its_key_from_metadata() -> None:

@@ -1,4 +1,9 @@
-"""Result lines: classify one row of a batch's output file. Pure.
+"""Result rows: classify one row of a batch's output file, or one urgent response. Pure.
+
+Lines are parsed into rows in one place, the provider adapters' `providers/_lines.py`
+(`parse_line`, held by tests to answer exactly what the plain `_common.parse_row` answers);
+a line that is not a JSON object never becomes a row, so its key goes missing and is
+retried as such. What a row means is decided here, and only here.
 
 Follows ../shared/reference/gemini-batch-api.md §4: a row is `{"key", "response"}` on
 success and carries `error` or `status` on failure (which of the two is not settled, so both
@@ -9,13 +14,12 @@ camelCase or snake_case. Every shape, however odd, yields an Outcome; nothing ra
 from __future__ import annotations
 
 import binascii
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from bananabatch.core.row_errors import is_retryable, row_failure
 from bananabatch.core.states import ItemState
 
 TEXT_KEEP_CHARS: Final = 2_000
@@ -42,48 +46,6 @@ RETRY_FINISH_REASONS: Final = frozenset(
     {"STOP", "OTHER", "IMAGE_OTHER", "MAX_TOKENS", "MALFORMED_RESPONSE"}
 )
 
-GRPC_CODE_NAMES: Final[Mapping[int, str]] = {
-    0: "OK",
-    1: "CANCELLED",
-    2: "UNKNOWN",
-    3: "INVALID_ARGUMENT",
-    4: "DEADLINE_EXCEEDED",
-    5: "NOT_FOUND",
-    6: "ALREADY_EXISTS",
-    7: "PERMISSION_DENIED",
-    8: "RESOURCE_EXHAUSTED",
-    9: "FAILED_PRECONDITION",
-    10: "ABORTED",
-    11: "OUT_OF_RANGE",
-    12: "UNIMPLEMENTED",
-    13: "INTERNAL",
-    14: "UNAVAILABLE",
-    15: "DATA_LOSS",
-    16: "UNAUTHENTICATED",
-}
-_GRPC_BY_NAME: Final[Mapping[str, int]] = {name: code for code, name in GRPC_CODE_NAMES.items()}
-RETRYABLE_GRPC_CODES: Final = frozenset({2, 4, 8, 10, 13, 14})
-# The HTTP statuses google-genai itself retries (reference §1.3).
-RETRYABLE_HTTP_CODES: Final = frozenset({408, 429, 500, 502, 503, 504})
-_HTTP_NAMES: Final[Mapping[int, str]] = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-_CANONICAL_NAME: Final = re.compile(r"\b(" + "|".join(_GRPC_BY_NAME) + r")\b")
-_HTTP_CODE: Final = re.compile(r"\b([1-5]\d\d)\b")
-# A truncated or corrupt line can still name its key near one end.
-_KEY_IN_TEXT: Final = re.compile(rb'"key"\s*:\s*"((?:[^"\\]|\\.){1,512})"')
 _IMAGE_SIGNATURES: Final = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -207,19 +169,6 @@ def _malformed(key: str | None, why: str, usage: Usage | None = None) -> Outcome
 # --- entry points ----------------------------------------------------------------------
 
 
-def parse_result_line(line: bytes) -> Outcome:
-    """Decode and classify one output-file line; bad JSON is MALFORMED, never an exception."""
-    if not line.strip():
-        return _malformed(None, "empty line")
-    try:
-        row = json.loads(line)
-    except ValueError as exc:  # includes UnicodeDecodeError
-        return _malformed(_key_from_text(line), f"not valid JSON: {exc}")
-    if not isinstance(row, dict):
-        return _malformed(None, f"expected a JSON object; found {type(row).__name__}")
-    return classify_row(row)
-
-
 def classify_row(row: Mapping[str, Any]) -> Outcome:
     """Classify one decoded result row (file line or inlined response)."""
     if not isinstance(row, Mapping):
@@ -229,7 +178,7 @@ def classify_row(row: Mapping[str, Any]) -> Outcome:
     for field in ("error", "status"):
         if field not in row:
             continue
-        failure = _failure(row[field])
+        failure = row_failure(row[field])
         if failure is None:
             continue
         if isinstance(failure, str):
@@ -243,7 +192,7 @@ def classify_row(row: Mapping[str, Any]) -> Outcome:
         return _outcome(
             key,
             OutcomeKind.ERROR,
-            retryable=_retryable(code, status),
+            retryable=is_retryable(code, status),
             error_code=code,
             error_status=status,
             error_message=message,
@@ -296,49 +245,12 @@ def _classify_response(key: str | None, response: Mapping[str, Any]) -> Outcome:
     prompt_block = _get(feedback, "blockReason", "block_reason") if feedback else None
     if not isinstance(prompt_block, str) or not prompt_block:
         prompt_block = None
-    candidates = response.get("candidates")
-    if candidates is None:
-        candidates = []
-    if not isinstance(candidates, list):
-        return _malformed(key, '"candidates": expected a list', usage)
-
-    chosen: Mapping[str, Any] | None = None
-    found: tuple[str, str | None] | None = None
-    texts: list[str] = []
-    for candidate in candidates:
-        if not isinstance(candidate, Mapping):
-            return _malformed(key, '"candidates": expected a list of objects', usage)
-        content = candidate.get("content")
-        parts = content.get("parts") if isinstance(content, Mapping) else None
-        if parts is None:
-            parts = []
-        if not isinstance(parts, list):
-            return _malformed(key, '"content.parts": expected a list', usage)
-        cand_texts: list[str] = []
-        cand_image: tuple[str, str | None] | None = None
-        for part in parts:
-            if not isinstance(part, Mapping) or part.get("thought") is True:
-                continue  # interim "thought" images are not the deliverable
-            text = part.get("text")
-            if isinstance(text, str) and text:
-                cand_texts.append(text)
-            inline = _get(part, "inlineData", "inline_data")
-            if isinstance(inline, Mapping):
-                data = inline.get("data")
-                mime = _get(inline, "mimeType", "mime_type")
-                mime = mime.lower() if isinstance(mime, str) and mime else None
-                if isinstance(data, str) and data and (mime is None or mime.startswith("image/")):
-                    # The last one: a model that forgets to mark interim images as thoughts
-                    # still ends with its final image.
-                    cand_image = (data, mime)
-        if chosen is None or (found is None and cand_image is not None):
-            chosen, found, texts = candidate, cand_image, cand_texts
-        if found is not None:
-            break
-
+    picked = _pick_candidate(response.get("candidates"))
+    if isinstance(picked, str):
+        return _malformed(key, picked, usage)
+    chosen, found, texts = picked
     text = "\n".join(texts)[:TEXT_KEEP_CHARS] or None
     finish = _enum_text(chosen.get("finishReason", chosen.get("finish_reason"))) if chosen else None
-
     if found is not None:
         data, mime = found
         image = _b64decode(data)
@@ -374,6 +286,69 @@ def _classify_response(key: str | None, response: Mapping[str, Any]) -> Outcome:
     )
 
 
+# (base64 data, mime type if given) of a candidate's image part.
+_Image = tuple[str, str | None]
+
+
+def _pick_candidate(
+    candidates: Any,
+) -> tuple[Mapping[str, Any] | None, _Image | None, list[str]] | str:
+    """The candidate that speaks for the row (the first with an image, else the first),
+    its image and its texts; or why the candidates cannot be read."""
+    if candidates is None:
+        candidates = []
+    if not isinstance(candidates, list):
+        return '"candidates": expected a list'
+    chosen: Mapping[str, Any] | None = None
+    found: _Image | None = None
+    texts: list[str] = []
+    for candidate in candidates:
+        if not isinstance(candidate, Mapping):
+            return '"candidates": expected a list of objects'
+        read = _read_parts(candidate)
+        if isinstance(read, str):
+            return read
+        if chosen is None or (found is None and read[1] is not None):
+            chosen, (texts, found) = candidate, read
+        if found is not None:
+            break
+    return chosen, found, texts
+
+
+def _read_parts(candidate: Mapping[str, Any]) -> tuple[list[str], _Image | None] | str:
+    """A candidate's texts and its image; or why its parts cannot be read."""
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, Mapping) else None
+    if parts is None:
+        parts = []
+    if not isinstance(parts, list):
+        return '"content.parts": expected a list'
+    texts: list[str] = []
+    image: _Image | None = None
+    for part in parts:
+        if not isinstance(part, Mapping) or part.get("thought") is True:
+            continue  # interim "thought" images are not the deliverable
+        text = part.get("text")
+        if isinstance(text, str) and text:
+            texts.append(text)
+        # The last one: a model that forgets to mark interim images as thoughts still ends
+        # with its final image.
+        image = _inline_image(part) or image
+    return texts, image
+
+
+def _inline_image(part: Mapping[str, Any]) -> _Image | None:
+    inline = _get(part, "inlineData", "inline_data")
+    if not isinstance(inline, Mapping):
+        return None
+    data = inline.get("data")
+    mime = _get(inline, "mimeType", "mime_type")
+    mime = mime.lower() if isinstance(mime, str) and mime else None
+    if isinstance(data, str) and data and (mime is None or mime.startswith("image/")):
+        return data, mime
+    return None
+
+
 def _b64decode(data: str) -> bytes | None:
     try:
         return binascii.a2b_base64(data, strict_mode=True)
@@ -397,57 +372,6 @@ def _sniff(image: bytes) -> str | None:
     return None
 
 
-# --- errors ----------------------------------------------------------------------------
-
-
-def _failure(value: Any) -> tuple[int | None, str | None, str | None] | str | None:
-    """(code, status name, message) for a failed row; None when the value means success;
-    a string explaining why the value cannot be read."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if not value.strip():
-            return None  # Vertex writes "" beside a successful response
-        return _parse_status_text(value)
-    if isinstance(value, Mapping):
-        if not value:
-            return None
-        code = _code(value.get("code"))
-        status = value.get("status")
-        status = status.upper() if isinstance(status, str) and status else None
-        message = value.get("message")
-        message = message if isinstance(message, str) and message else None
-        if code == 0 or (code is None and status in (None, "OK") and message is None):
-            return None
-        if status is None and code is not None:
-            status = GRPC_CODE_NAMES.get(code) if code < 100 else _HTTP_NAMES.get(code)
-        return code, status, message
-    return f"expected an object or a string; found {json.dumps(value)[:80]}"
-
-
-def _parse_status_text(text: str) -> tuple[int | None, str | None, str | None]:
-    """Vertex style: "Bad Request: 400 INVALID_ARGUMENT" and similar."""
-    name_match = _CANONICAL_NAME.search(text)
-    code_match = _HTTP_CODE.search(text)
-    name = name_match.group(1) if name_match else None
-    code = int(code_match.group(1)) if code_match else None
-    if code is None and name is not None:
-        code = _GRPC_BY_NAME[name]
-    if name is None and code is not None:
-        name = _HTTP_NAMES.get(code)
-    return code, name, text
-
-
-def _retryable(code: int | None, status: str | None) -> bool:
-    if code is not None:
-        if code >= 100:
-            return code in RETRYABLE_HTTP_CODES
-        return code in RETRYABLE_GRPC_CODES
-    if status is not None:
-        return _GRPC_BY_NAME.get(status, -1) in RETRYABLE_GRPC_CODES
-    return False
-
-
 # --- small readers -----------------------------------------------------------------------
 
 
@@ -461,19 +385,6 @@ def _row_key(row: Mapping[str, Any]) -> str | None:
         return key
     if isinstance(key, int) and not isinstance(key, bool):
         return str(key)
-    return None
-
-
-def _key_from_text(line: bytes) -> str | None:
-    for window in (line[:4096], line[-4096:]):
-        match = _KEY_IN_TEXT.search(window)
-        if match:
-            try:
-                value = json.loads(b'"' + match.group(1) + b'"')
-            except ValueError:
-                continue
-            if isinstance(value, str):
-                return value
     return None
 
 
@@ -495,18 +406,6 @@ def _count(value: Any) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     return 0
-
-
-def _code(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    if isinstance(value, str) and value.strip().upper() in _GRPC_BY_NAME:
-        return _GRPC_BY_NAME[value.strip().upper()]
-    return None
 
 
 def _enum_text(value: Any) -> str | None:

@@ -33,7 +33,7 @@ from typing import Final
 
 from bananabatch.core import records as rec
 from bananabatch.core.records import RETRY_JOB_OPTION, BatchRecord, ItemRecord
-from bananabatch.core.results import RETRYABLE_GRPC_CODES, RETRYABLE_HTTP_CODES
+from bananabatch.core.row_errors import RETRYABLE_GRPC_CODES, RETRYABLE_HTTP_CODES
 from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.log import get_logger, labels
