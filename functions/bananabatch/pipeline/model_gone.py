@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from bananabatch.core import alerts
-from bananabatch.core.catalog import Status, canonical_model, model_spec
+from bananabatch.core.catalog import ModelSpec, Status, canonical_model, model_spec
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import BatchRecord, ItemRecord, JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState
@@ -193,6 +193,29 @@ def _plan(
         return "no fallback model is configured (BANANABATCH_FALLBACK_MODEL)"
     if job is None or not job.may_spend:
         return "its job no longer spends"
+    found = _servable_fallback(rt, batch, fallback)
+    if isinstance(found, str):
+        return found
+    name, spec = found
+    unfit = _unfit_item(name, spec, items)
+    if unfit is not None:
+        return unfit
+    try:
+        per_item = {i.key: _estimate(rt, batch.model, name, i) for i in items}
+    except PermanentError as exc:
+        return f"no price for the fallback model {name}: {exc}"
+    extra = sum(per_item[i.key] - i.estimated_usd for i in items)
+    if extra > 0:
+        refused = budget.reserve_fallback(rt, job, batch.batch_id, extra)
+        if refused is not None:
+            return f"the fallback model {name} costs more and {refused}"
+    return name, per_item
+
+
+def _servable_fallback(
+    rt: Runtime, batch: BatchRecord, fallback: str
+) -> tuple[str, ModelSpec] | str:
+    """The fallback's canonical name and catalog entry, or why it cannot take the batch."""
     name = canonical_model(fallback)
     if name == canonical_model(batch.model):
         return f"the fallback model {fallback} is this model"
@@ -203,6 +226,11 @@ def _plan(
         return f"the fallback model {fallback} is not in the model catalog (unknown sizes, price)"
     if spec.status_on(rt.now().date()) is Status.SHUT_DOWN:
         return f"the fallback model {name} is shut down"
+    return name, spec
+
+
+def _unfit_item(name: str, spec: ModelSpec, items: list[ItemRecord]) -> str | None:
+    """Why the fallback cannot make one of the items (its size or ratio), if it cannot."""
     for item in items:
         if item.image_size is not None and item.image_size not in spec.image_sizes:
             return (
@@ -214,16 +242,7 @@ def _plan(
                 f"the fallback model {name} cannot make item {item.key!r} at ratio "
                 f"{item.aspect_ratio}"
             )
-    try:
-        per_item = {i.key: _estimate(rt, batch.model, name, i) for i in items}
-    except PermanentError as exc:
-        return f"no price for the fallback model {name}: {exc}"
-    extra = sum(per_item[i.key] - i.estimated_usd for i in items)
-    if extra > 0:
-        refused = budget.reserve_fallback(rt, job, batch.batch_id, extra)
-        if refused is not None:
-            return f"the fallback model {name} costs more and {refused}"
-    return name, per_item
+    return None
 
 
 def _estimate(rt: Runtime, model: str, fallback: str, item: ItemRecord) -> float:

@@ -36,7 +36,7 @@ from bananabatch.pipeline import (
     urgent,
 )
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.ports import Where
+from bananabatch.ports import ProviderBatch, Where
 
 log = get_logger(__name__)
 
@@ -175,73 +175,111 @@ def _poll(
     stuck_after: timedelta,
 ) -> None:
     assert batch.provider_name is not None
-    try:
-        seen = rt.provider.get(batch.provider_name)
-    except TransientError as exc:
-        log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
-        return
-    except NotFound as exc:
-        _end_gone(rt, batch, report, exc)
-        return
-    except ConfigError:
-        raise  # the deployment's key or settings, not this batch: recorded, never counted
-    except PermanentError as exc:
-        error = str(exc)[:500]
-        refused = rt.repo.patch_batch(
-            batch.batch_id,
-            lambda b: {"poll_failures": b.poll_failures + 1, "last_error": error},
-        )
-        if refused.poll_failures >= MAX_POLL_REFUSALS:
-            collect.end_unknown_batch(
-                rt,
-                batch,
-                f"the provider refused batch {batch.provider_name} "
-                f"{refused.poll_failures} polls in a row: {exc}",
-            )
-            report.gone += 1
+    seen = _look_up(rt, batch, report)
+    if seen is None:
         return
     if batch.poll_failures:
         rt.repo.patch_batch(batch.batch_id, lambda _b: {"poll_failures": 0, "last_error": None})
-    why: str | None = None
-    if seen.state in BATCH_PROVIDER_TERMINAL:
-        pass
-    elif _cancel_requested(rt, batch, jobs):
-        # The create was still in flight when the user cancelled (cancel_job only
-        # reaches batches that are RUNNING at that moment): stop it now.
-        why = _OF_CANCELLED_JOB
-    elif submit.is_overdue(batch, rt.now(), stuck_after=stuck_after):
-        # Cancelling keeps whatever rows are done; collection then hands the rest
-        # to the retry path, so they are resubmitted within the attempt budget.
-        why = _STUCK
+    why = _why_cancel(rt, batch, seen, jobs, stuck_after)
     if why is not None:
         log.warning("%s; cancelling it", why)
-        try:
-            rt.provider.cancel(batch.provider_name)
-            seen = rt.provider.get(batch.provider_name)
-        except TransientError as exc:
-            log.warning("could not cancel the batch", extra={"error": str(exc)})
-            return
-        except NotFound as exc:
-            _end_gone(rt, batch, report, exc)
+        seen = _cancel(rt, batch, report)
+        if seen is None:
             return
         report.cancelled_stuck += why is _STUCK
     if seen.state in BATCH_PROVIDER_TERMINAL:
-        finished = {
-            "provider_state": seen.provider_state,
-            "provider_error": seen.error,
-            "finished_at": rt.now(),
-            "updated_at": rt.now(),
-        }
-        moved = rt.repo.move_batch(
-            batch.batch_id,
-            seen.state,
-            expect={BatchState.RUNNING},
-            change=_fields(finished),
+        _record_finished(rt, batch, seen, report)
+
+
+def _look_up(rt: Runtime, batch: BatchRecord, report: TickReport) -> ProviderBatch | None:
+    """The provider's view of the batch; None when there is none to act on this tick (it
+    could not be asked, or it does not know the batch, which then ends here)."""
+    assert batch.provider_name is not None
+    try:
+        return rt.provider.get(batch.provider_name)
+    except TransientError as exc:
+        log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
+    except NotFound as exc:
+        _end_gone(rt, batch, report, exc)
+    except ConfigError:
+        raise  # the deployment's key or settings, not this batch: recorded, never counted
+    except PermanentError as exc:
+        _count_refusal(rt, batch, report, exc)
+    return None
+
+
+def _count_refusal(
+    rt: Runtime, batch: BatchRecord, report: TickReport, exc: PermanentError
+) -> None:
+    error = str(exc)[:500]
+    refused = rt.repo.patch_batch(
+        batch.batch_id,
+        lambda b: {"poll_failures": b.poll_failures + 1, "last_error": error},
+    )
+    if refused.poll_failures >= MAX_POLL_REFUSALS:
+        collect.end_unknown_batch(
+            rt,
+            batch,
+            f"the provider refused batch {batch.provider_name} "
+            f"{refused.poll_failures} polls in a row: {exc}",
         )
-        if moved.moved:
-            report.finished += 1
-            log.info("batch finished: %s", seen.state.value)
-            submit.publish_batch_done(rt, moved.record)
+        report.gone += 1
+
+
+def _why_cancel(
+    rt: Runtime,
+    batch: BatchRecord,
+    seen: ProviderBatch,
+    jobs: dict[str, JobRecord | None],
+    stuck_after: timedelta,
+) -> str | None:
+    """Why the tick cancels a batch still running at the provider, if it does."""
+    if seen.state in BATCH_PROVIDER_TERMINAL:
+        return None
+    if _cancel_requested(rt, batch, jobs):
+        # The create was still in flight when the user cancelled (cancel_job only
+        # reaches batches that are RUNNING at that moment): stop it now.
+        return _OF_CANCELLED_JOB
+    if submit.is_overdue(batch, rt.now(), stuck_after=stuck_after):
+        # Cancelling keeps whatever rows are done; collection then hands the rest
+        # to the retry path, so they are resubmitted within the attempt budget.
+        return _STUCK
+    return None
+
+
+def _cancel(rt: Runtime, batch: BatchRecord, report: TickReport) -> ProviderBatch | None:
+    """Cancel the batch at the provider; its state afterwards, or None when that is not
+    known this tick."""
+    assert batch.provider_name is not None
+    try:
+        rt.provider.cancel(batch.provider_name)
+        return rt.provider.get(batch.provider_name)
+    except TransientError as exc:
+        log.warning("could not cancel the batch", extra={"error": str(exc)})
+    except NotFound as exc:
+        _end_gone(rt, batch, report, exc)
+    return None
+
+
+def _record_finished(
+    rt: Runtime, batch: BatchRecord, seen: ProviderBatch, report: TickReport
+) -> None:
+    finished = {
+        "provider_state": seen.provider_state,
+        "provider_error": seen.error,
+        "finished_at": rt.now(),
+        "updated_at": rt.now(),
+    }
+    moved = rt.repo.move_batch(
+        batch.batch_id,
+        seen.state,
+        expect={BatchState.RUNNING},
+        change=_fields(finished),
+    )
+    if moved.moved:
+        report.finished += 1
+        log.info("batch finished: %s", seen.state.value)
+        submit.publish_batch_done(rt, moved.record)
 
 
 def _end_gone(rt: Runtime, batch: BatchRecord, report: TickReport, exc: NotFound) -> None:
