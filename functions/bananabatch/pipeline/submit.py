@@ -10,6 +10,7 @@ up by its unique display name, never by calling create again.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tenacity import RetryCallState, wait_random_exponential
@@ -66,53 +67,84 @@ def submit_queued(rt: Runtime, *, job_id: str | None = None) -> int:
     pause.lapse_expired(rt)
     gate = pause.gate(rt)
     capacity = rt.settings.max_active_batches - rt.repo.count_batches(states=BATCH_ACTIVE)
-    created = 0
     now = rt.now()
-    jobs: dict[str, JobRecord | None] = {}
-    waiting: set[str] = set()
     queued = list(rt.repo.batches(states=[BatchState.QUEUED]))
-    # A rate limit is the project's, not one batch's: while the latest quota backoff (the
-    # provider's RetryInfo delay, or ours) runs, no batch of any job is sent.
-    backoffs = [b.next_submit_after for b in queued if _quota_backoff(b)]
-    rate_limited = bool(backoffs) and max(d for d in backoffs if d is not None) > now
+    round_ = _Round(gate, capacity, now, rate_limited=_rate_limited(queued, now))
+    jobs: dict[str, JobRecord | None] = {}
     for batch in queued:
         if job_id is not None and batch.job_id != job_id:
             continue
-        if batch.job_id not in jobs:
-            jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
-        job = jobs[batch.job_id]
-        if job is None or not job.may_spend:
-            # Ended or cancelled jobs never spend again (a batch can come back to QUEUED
-            # after a cancel, by reconciliation); RECEIVED and HELD jobs wait for approval.
-            if job is None or job.cancel_requested or job.state in JOB_TERMINAL:
-                cancel_unsubmitted(rt, batch, _stopped_reason(job))
+        if not _job_may_spend(rt, batch, jobs):
             continue
-        if not gate.open:
-            waiting.add(batch.job_id)
+        if not round_.gate.open:
+            round_.waiting.add(batch.job_id)
             continue
-        if capacity <= 0:
+        if round_.capacity <= 0:
             log.info("active batch limit reached; the rest wait for the next tick")
             break
-        if rate_limited or (batch.next_submit_after is not None and batch.next_submit_after > now):
+        if round_.holds_back(batch):
             continue
-        outcome = submit_batch(rt, batch.batch_id, gate=gate)
-        if gate.probe:
+        round_.after(rt, batch, submit_batch(rt, batch.batch_id, gate=round_.gate))
+    if round_.waiting and round_.gate.blocking is not None:
+        pause.mark_paused_jobs(rt, round_.gate.why, sorted(round_.waiting))
+    return round_.created
+
+
+def _rate_limited(queued: list[BatchRecord], now: datetime) -> bool:
+    """A rate limit is the project's, not one batch's: while the latest quota backoff (the
+    provider's RetryInfo delay, or ours) runs, no batch of any job is sent."""
+    backoffs = [b.next_submit_after for b in queued if _quota_backoff(b)]
+    return bool(backoffs) and max(d for d in backoffs if d is not None) > now
+
+
+def _job_may_spend(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord | None]) -> bool:
+    """Whether the batch's job may spend now (jobs caches the records read this round)."""
+    if batch.job_id not in jobs:
+        jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
+    job = jobs[batch.job_id]
+    if job is not None and job.may_spend:
+        return True
+    # Ended or cancelled jobs never spend again (a batch can come back to QUEUED after a
+    # cancel, by reconciliation); RECEIVED and HELD jobs wait for approval.
+    if job is None or job.cancel_requested or job.state in JOB_TERMINAL:
+        cancel_unsubmitted(rt, batch, _stopped_reason(job))
+    return False
+
+
+@dataclass
+class _Round:
+    """What one submission round has learned so far."""
+
+    gate: pause.Gate
+    capacity: int
+    now: datetime
+    rate_limited: bool
+    created: int = 0
+    # Jobs with batches that could not go because submission is paused.
+    waiting: set[str] = field(default_factory=set)
+
+    def holds_back(self, batch: BatchRecord) -> bool:
+        """A quota backoff (the project's, or this batch's own) keeps the batch back."""
+        after = batch.next_submit_after
+        return self.rate_limited or (after is not None and after > self.now)
+
+    def after(self, rt: Runtime, batch: BatchRecord, outcome: BatchRecord | None) -> None:
+        if self.gate.probe:
             # One probe per round: open again only if it lifted the pause.
-            gate = pause.gate(rt)
-        if outcome is not None and outcome.state is not BatchState.QUEUED:
-            created += 1
-            capacity -= 1
-        elif outcome is not None and outcome.next_submit_after is not None:
+            self.gate = pause.gate(rt)
+        if outcome is None:
+            return
+        if outcome.state is not BatchState.QUEUED:
+            self.created += 1
+            self.capacity -= 1
+        elif outcome.next_submit_after is not None:
             # Refused for quota: later batches would be refused too.
-            rate_limited = True
-        elif outcome is not None and outcome.state is BatchState.QUEUED:
+            self.rate_limited = True
+        else:
             # Refused in a way that paused the deployment: nothing else goes this round.
-            gate = pause.gate(rt)
-            if not gate.open:
-                waiting.add(batch.job_id)
-    if waiting and gate.blocking is not None:
-        pause.mark_paused_jobs(rt, gate.why, sorted(waiting))
-    return created
+            self.gate = pause.gate(rt)
+            if not self.gate.open:
+                self.waiting.add(batch.job_id)
 
 
 def submit_batch(
