@@ -249,3 +249,39 @@ def test_cancel_says_what_it_stopped_and_what_was_already_paid(
     assert "1 batch stopped or asked to stop at the provider" in text
     assert re.search(r"already paid \$0\.00 for 0 images \(of an estimate of \$0\.0\d\)", text)
     assert f"`bananabatch watch {job_id}`" in text
+
+
+def test_metadata_joins_results_and_the_costs_csv_back_to_the_catalog(
+    local_env: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    source = write_jsonl(
+        tmp_path / "catalog.jsonl",
+        [
+            {
+                "key": "sku-1",
+                "prompt": "a red kite",
+                "metadata": {"sku": "SKU1", "campaign": "s26"},
+            },
+            {"key": "sku-2", "prompt": "a blue boat"},
+            {"key": "sku-3", "prompt": "a field", "aspect_ratio": "7:3", "metadata": {"sku": "S3"}},
+        ],
+    )
+    result = invoke("local", "run", str(source), "--yes", "--root", str(local_env), "--json")
+    assert result.exit_code == cli.EXIT_PARTIAL, result.output
+    job = as_json(result)
+    folder = Path(job["files"]["results"].removeprefix("file://")).parent
+    results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert [r["metadata"] for r in results] == [
+        {"sku": "SKU1", "campaign": "s26"},
+        {},
+        {"sku": "S3"},
+    ]
+    rows = list(csv.DictReader((folder / "costs.csv").open()))
+    assert [r["key"] for r in rows] == ["sku-1", "sku-2", "sku-3"]
+    assert [r["status"] for r in rows] == ["SUCCEEDED", "SUCCEEDED", "REJECTED"]
+    assert json.loads(rows[0]["metadata"]) == {"sku": "SKU1", "campaign": "s26"}
+    assert float(rows[0]["cost_usd"]) > 0
+    assert rows[0]["image_uri"].endswith("sku-1.png")
+    assert rows[0]["lane"] == "batch"

@@ -39,6 +39,7 @@ from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import budget, cache, lifecycle, urgent
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.report import joined
 from bananabatch.report.gallery import render_gallery
 
 log = get_logger(__name__)
@@ -215,6 +216,9 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
     tally = ReportTally()
     tally.counts[ItemState.REJECTED.value] = job.rejected_count
     items = rt.repo.items(job.job_id, order_by="line_no")
+    # Each line's metadata joins its result (and costs.csv) back to the user's catalog.
+    metadata = joined.metadata_by_line(rt, job)
+    costs = joined.CostsCsv()
     with rt.objects.open_write(
         results, prefix + RESULTS_NAME, content_type="application/jsonl"
     ) as sink:
@@ -223,7 +227,12 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
             _rejected_results(rt, job, tally),
             key=lambda doc: int(doc["line"]),
         ):
+            line["metadata"] = metadata.get(int(line["line"]), {})
+            costs.add(line, line.pop("_lane", None))
             sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
+    rt.objects.write_bytes(
+        results, prefix + joined.COSTS_NAME, costs.to_bytes(), content_type="text/csv"
+    )
     _write_failed(rt, job, set(tally.failed_keys), dict(tally.failed_copies))
     return tally
 
@@ -277,6 +286,7 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
         "error": item.reason if item.state is not ItemState.SUCCEEDED else None,
         "cost_usd": item.actual_usd,
         "model": item.model,
+        "_lane": lane,
     }
 
 
