@@ -47,6 +47,7 @@ from bananabatch.core.intake.rules import (
     options_of,
     plain_key,
     prompt_problem,
+    simple_size,
 )
 from bananabatch.core.intake.stream import BOM
 from bananabatch.core.references import ReferencePolicy
@@ -183,7 +184,7 @@ class LineParser(ReferenceParser):
         aspect = f.get("aspect_ratio")
         size = f.get("image_size")
         if size is not None:
-            size = size.upper()
+            size = simple_size(size)
         metadata = f.get("metadata")
         if (
             rules is None

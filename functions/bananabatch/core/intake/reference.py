@@ -61,6 +61,7 @@ from bananabatch.core.intake.rules import (
     reference_mime,
     reference_problem,
     rules_table,
+    simple_size,
 )
 from bananabatch.core.intake.stream import BOM
 from bananabatch.core.intake.text import Reject, encodable, json_type, show
@@ -231,7 +232,7 @@ class ReferenceParser:
         check_aspect_ratio(rules, aspect, "aspect_ratio")
         size = f.get("image_size")
         if size is not None:
-            size = check_size(rules, size.upper(), "image_size", shown=size)
+            size = check_size(rules, simple_size(size), "image_size", shown=size)
         refs = tuple(f.get("reference_images") or ())
         parts = self._reference_parts(rules, refs)
         metadata = f.get("metadata")

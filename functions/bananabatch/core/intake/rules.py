@@ -337,6 +337,12 @@ def check_aspect_ratio(rules: ModelRules, aspect: object, field: str) -> None:
         )
 
 
+def simple_size(size: str) -> str:
+    """A simple line's image size as staged: taken in either case ("2k" is "2K"). A native
+    line's is staged as written, and the service refuses "2k"."""
+    return size.upper()
+
+
 def check_size(rules: ModelRules, size: str, field: str, *, shown: str) -> str:
     """`size` if the model takes it (a simple line's is upper-cased first, a native line's
     checked as written: the service refuses "2k"); `shown` is the size as written."""
