@@ -28,6 +28,7 @@ from bananabatch.pipeline.cache import LANE_JOINED
 from tests.e2e.test_fault_matrix_finish import _settle_all, assert_closed
 from tests.support.stacks import (
     PROMPTS,
+    STEP,
     Completion,
     Stack,
     StackKind,
@@ -233,3 +234,42 @@ def test_a_claim_whose_owner_job_ended_without_the_request_is_taken_over_not_joi
     completions = stack.settle(again)
     assert_invariants(stack, again, completions)
     assert _paid_rows(stack) == 2 * len(PROMPTS)
+
+
+def test_a_joined_request_that_the_owner_saw_blocked_is_blocked_here_and_never_paid(
+    stack: Stack,
+) -> None:
+    stack.faults.rows["k2"] = RowFault("prompt_blocked")
+    first = _upload(stack, PROMPTS, name="first.jsonl")
+    second = _upload(stack, PROMPTS, name="second.jsonl")
+    settled = _settle_all(stack, [first, second])
+    for job_id, completions in settled.items():
+        assert_invariants(stack, job_id, completions)
+    assert _joined(stack, second)["k2"] is ItemState.BLOCKED
+    assert stack.emulator.state.submitted_keys(f"bananabatch-{second}-") == {}
+    assert _paid_rows(stack) == len(PROMPTS)
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_request_claimed_by_a_held_job_is_waited_for_and_paid_once_whatever_is_decided(
+    stack: Stack, decision: str
+) -> None:
+    first = _upload(stack, PROMPTS, name="first.jsonl", **{budget.JOB_BUDGET_KEY: "0.001"})
+    assert stack.repo.require_job(first).state is JobState.HELD
+    second = _upload(stack, PROMPTS, name="second.jsonl")
+    assert set(_joined(stack, second)) == {f"k{n}" for n in range(1, 6)}
+    stack.clock.advance(STEP)
+    stack.tick()
+    assert stack.repo.require_job(second).state is JobState.RUNNING
+    assert _paid_rows(stack) == 0
+    if decision == "approve":
+        control.approve(stack.runtime, first)
+    else:
+        control.reject(stack.runtime, first)
+    settled = _settle_all(stack, [first, second])
+    for job_id, completions in settled.items():
+        assert_invariants(stack, job_id, [c for c in completions if c.state != "HELD"])
+    assert stack.repo.require_job(second).state is JobState.SUCCEEDED
+    assert _paid_rows(stack) == len(PROMPTS)
+    paid_by_second = stack.emulator.state.submitted_keys(f"bananabatch-{second}-")
+    assert len(paid_by_second) == (0 if decision == "approve" else len(PROMPTS))

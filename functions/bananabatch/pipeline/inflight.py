@@ -4,7 +4,7 @@ another running job has already claimed is joined, not paid again.
 The claim is a document per content hash, `inflight/{hash}` = {job_id, claimed_at,
 expire_at}, taken with a conditional create when intake stages the line (a chunk of lines
 in one `create_many`), so of several jobs reading the same file at once exactly one owns
-each request. A later line whose request is claimed by a live job (RECEIVED or RUNNING, not
+each request. A later line whose request a live job claimed (RECEIVED, HELD or RUNNING, not
 cancelled, claim not expired) is not staged: intake writes it as a PENDING item in lane
 "joined", naming the owner (`joined_job`), and keeps its request in a small object of its
 own job (`jobs/<job>/joined/<line>.json`) in case it must be paid after all. Such an item
@@ -17,7 +17,7 @@ safety net, whatever a crash left), looks at every waiting item of every running
 - the owner's item SUCCEEDED but its cache entry is missing: copied from it, CACHED;
 - the owner's item was BLOCKED: BLOCKED here too (the same request, the same answer);
 - the owner's item FAILED for good (its batch collected, no retry left), or the owner job
-  ended, was cancelled or held, or the claim expired: the waiting job pays. It first
+  ended or was cancelled, or the claim expired: the waiting job pays. It first
   reserves the item's price on the day's budget under both caps (refused: the item FAILS,
   saying which cap; nothing is spent past it), then takes the claim over with a
   conditional write (of several waiting jobs, one pays; the others now wait on it), then
@@ -57,7 +57,9 @@ log = get_logger(__name__)
 CLAIMS: Final = "inflight"
 # A released item's batch index: past any planned batch's (intake plans far fewer).
 RELEASE_INDEX: Final = 1_000_000
-_LIVE_OWNER: Final = frozenset({JobState.RECEIVED, JobState.RUNNING})
+# A HELD owner counts: once approved it pays for its staged line, so a waiting job that
+# paid too would pay the same request twice; a rejection (CANCELLED) releases the waiters.
+_LIVE_OWNER: Final = frozenset({JobState.RECEIVED, JobState.HELD, JobState.RUNNING})
 # Lanes whose items are served apart from any request of their own: never an owner.
 _NOT_OWNERS: Final = frozenset({cache.LANE_DUPLICATE, cache.LANE_CACHE, LANE_JOINED})
 
