@@ -5,6 +5,10 @@ when that one fails, or its job is cancelled or ends without it. Each scenario r
 stacks and ends with the four invariants, plus the count this part is about: the paid rows
 of all jobs together, one per distinct request.
 
+Also the one row issue 14's finding 7 left without a scenario of its own: a cap set exactly
+at the estimate (the actual cost ran $0.0008 over it) now holds the job, because the
+reservation carries the safety margin.
+
 A `kill -9` is modelled as in test_fault_matrix_finish.py: an `InjectedCrash` at a step
 boundary, nobody redelivering what the process was doing; the tick repairs.
 """
@@ -19,12 +23,15 @@ import pytest
 
 from bananabatch import faults
 from bananabatch.cli import job_view
+from bananabatch.config import Settings
 from bananabatch.core import records as rec
 from bananabatch.core.states import JOB_TERMINAL, ItemState, JobState
+from bananabatch.cost_cli import estimate_file
 from bananabatch.emulator.faults import RowFault
 from bananabatch.faults import InjectedCrash
 from bananabatch.pipeline import budget, control
 from bananabatch.pipeline.cache import LANE_JOINED
+from bananabatch.wiring import build_runtime
 from tests.e2e.test_fault_matrix_finish import _settle_all, assert_closed
 from tests.support.stacks import (
     PROMPTS,
@@ -273,3 +280,26 @@ def test_a_request_claimed_by_a_held_job_is_waited_for_and_paid_once_whatever_is
     assert _paid_rows(stack) == len(PROMPTS)
     paid_by_second = stack.emulator.state.submitted_keys(f"bananabatch-{second}-")
     assert len(paid_by_second) == (0 if decision == "approve" else len(PROMPTS))
+
+
+# --- issue 14 finding 7: actual cost over the estimate under a cap set at the estimate ----
+
+
+def test_a_cap_set_exactly_at_the_estimate_holds_the_job_and_a_cap_with_the_margin_holds_the_cost(
+    stack: Stack, tmp_path: Path
+) -> None:
+    path = stack.write(PROMPTS, name="capped.jsonl")
+    probe = build_runtime(Settings(local_root=tmp_path / "probe"), with_provider=False)
+    estimate = estimate_file(probe, path).batch_usd
+    at_estimate = _upload(stack, PROMPTS, name="at.jsonl", **{budget.JOB_BUDGET_KEY: f"{estimate}"})
+    held_job = stack.repo.require_job(at_estimate)
+    assert held_job.state is JobState.HELD
+    assert "margin" in str(held_job.error)
+    control.reject(stack.runtime, at_estimate)
+    cap = budget.with_margin(estimate, stack.settings.budget_margin)
+    capped = stack.upload(path, metadata={budget.JOB_BUDGET_KEY: f"{cap}"})
+    completions = stack.settle(capped)
+    assert_invariants(stack, capped, completions)
+    job = stack.repo.require_job(capped)
+    assert job.state is JobState.SUCCEEDED
+    assert 0 < job.costs.actual_usd <= cap
