@@ -25,7 +25,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 import bananabatch.config as cfg
-from bananabatch.core.records import cache_path
+from bananabatch.core.records import cache_path, claim_path
 from bananabatch.core.references import DEFAULT_REFERENCE_PREFIX
 from bananabatch.core.ttl import TTL_FIELD
 from bananabatch_infra import FUNCTIONS_DIR, killswitch, monitoring
@@ -57,6 +57,7 @@ REQUIRED_APIS: Final = (
 )
 VERTEX_API: Final = "aiplatform.googleapis.com"
 CACHE_COLLECTION: Final = cache_path("x").rpartition("/")[0]
+INFLIGHT_COLLECTION: Final = claim_path("x").rpartition("/")[0]
 DENY_ALL_RULES: Final = """rules_version = '2';
 service cloud.firestore {
   match /databases/{database}/documents {
@@ -785,6 +786,18 @@ class Pipeline(pulumi.ComponentResource):
                     ),
                 ]
             ),
+            opts=self._opts(db),
+        )
+        # In-flight claims (pipeline/inflight.py) carry their expiry: a claim past it no
+        # longer stands, and the store may delete it then.
+        gcp.firestore.Field(
+            f"{self._name}-ttl-inflight",
+            project=a.project,
+            database=db.name,
+            collection=INFLIGHT_COLLECTION,
+            field=TTL_FIELD,
+            ttl_config=gcp.firestore.FieldTtlConfigArgs(),
+            index_config=gcp.firestore.FieldIndexConfigArgs(),
             opts=self._opts(db),
         )
         if a.result_retention_days is not None:

@@ -113,7 +113,8 @@ def test_firestore_native_database_with_the_indexes_the_queries_need() -> None:
 
 def test_ttl_expires_cache_entries_only_when_images_expire() -> None:
     # The webhook receiver keeps no replay records any more (it reads and writes no state),
-    # so the cache is the one collection with an expiry, on the field core/ttl.py names.
+    # so the cache (when images expire) and the in-flight claims (always) are the
+    # collections with an expiry, on the field core/ttl.py names.
     def ttl(name: str) -> set[tuple[str, str]]:
         return {
             (f.inputs["collection"], f.inputs["field"])
@@ -121,8 +122,8 @@ def test_ttl_expires_cache_entries_only_when_images_expire() -> None:
             if "ttlConfig" in f.inputs
         }
 
-    assert ttl("gemini") == set()
-    assert ttl("gemini-budgets") == {("cache", TTL_FIELD)}
+    assert ttl("gemini") == {("inflight", TTL_FIELD)}
+    assert ttl("gemini-budgets") == {("cache", TTL_FIELD), ("inflight", TTL_FIELD)}
 
 
 def test_firestore_has_delete_protection_and_point_in_time_recovery_by_default() -> None:

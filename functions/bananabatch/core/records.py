@@ -247,6 +247,11 @@ def cache_path(content_hash: str) -> str:
     return f"cache/{content_hash}"
 
 
+def claim_path(content_hash: str) -> str:
+    """A request's in-flight claim (pipeline/inflight.py)."""
+    return f"inflight/{content_hash}"
+
+
 def budget_path(day: str) -> str:
     return f"budget/{day}"
 

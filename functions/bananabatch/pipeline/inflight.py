@@ -54,7 +54,7 @@ from bananabatch.ports import Doc, Where
 
 log = get_logger(__name__)
 
-CLAIMS: Final = "inflight"
+CLAIMS: Final = rec.claim_path("x").rpartition("/")[0]
 # A released item's batch index: past any planned batch's (intake plans far fewer).
 RELEASE_INDEX: Final = 1_000_000
 # A HELD owner counts: once approved it pays for its staged line, so a waiting job that
@@ -75,10 +75,6 @@ class Resolution:
     served: int = 0
     released: int = 0
     ended: int = 0
-
-
-def claim_path(content_hash: str) -> str:
-    return f"{CLAIMS}/{content_hash}"
 
 
 def claim_ttl(rt: Runtime) -> timedelta:
@@ -188,7 +184,7 @@ def _take(rt: Runtime, content_hash: str, me: str, owners: dict[str, JobRecord |
             return None
         return _claim_doc(rt, me)
 
-    after = rt.state.update(claim_path(content_hash), take)
+    after = rt.state.update(rec.claim_path(content_hash), take)
     return str((after or {}).get("job_id", me))
 
 
@@ -363,7 +359,7 @@ def _take_over(rt: Runtime, content_hash: str, me: str, seen: Doc | None) -> boo
         )
         return _claim_doc(rt, me) if same else None
 
-    after = rt.state.update(claim_path(content_hash), take)
+    after = rt.state.update(rec.claim_path(content_hash), take)
     return (after or {}).get("job_id") == me
 
 
