@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import importlib.machinery
 import shutil
-import sys
 import tomllib
 from functools import cache
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from packaging.requirements import Requirement
@@ -57,45 +56,39 @@ def _locked(path: Path) -> set[str]:
 
 
 @cache
-def _owners() -> dict[Path, str]:
-    """Installed file -> the distribution that installed it."""
-    owners: dict[Path, str] = {}
-    for dist in metadata.distributions():
-        for file in dist.files or ():
-            owners[Path(str(dist.locate_file(file))).resolve()] = str(
-                canonicalize_name(dist.metadata["Name"])
-            )
-    return owners
+def _owners_of_top_level() -> dict[str, list[str]]:
+    """Top-level import name -> the distributions that install something under it."""
+    return {name: list(dists) for name, dists in metadata.packages_distributions().items()}
 
 
-def _installed_file(dotted: str) -> Path | None:
-    """Where the installed module of that exact name lives (no import, no namespace dirs)."""
-    suffixes = importlib.machinery.all_suffixes()
-    for entry in sys.path:
-        base = Path(entry or ".").joinpath(*dotted.split("."))
-        candidates = [base / "__init__.py", *(base.with_suffix(s) for s in suffixes)]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate.resolve()
-    return None
+@cache
+def _files_of(dist: str) -> frozenset[str]:
+    """A distribution's installed files, as posix paths relative to its site directory."""
+    return frozenset(PurePosixPath(str(f)).as_posix() for f in metadata.files(dist) or ())
 
 
 def _is_namespace(dotted: str) -> bool:
     """A bare namespace package (`google`, `google.cloud`): a folder shared by several
     distributions, owned by none; importing it alone installs nothing."""
-    return (
-        any((Path(entry or ".").joinpath(*dotted.split("."))).is_dir() for entry in sys.path)
-        and _installed_file(dotted) is None
+    folder = "/".join(dotted.split("."))
+    candidates = _owners_of_top_level().get(dotted.split(".")[0], [])
+    return not any(f"{folder}/__init__.py" in _files_of(d) for d in candidates) and any(
+        f.startswith(folder + "/") for d in candidates for f in _files_of(d)
     )
 
 
 def _distribution(dotted: str) -> str:
-    """The distribution providing an imported name: its longest installed module prefix."""
+    """The distribution providing an imported name: the one owning its longest installed
+    module prefix (read from the distributions' file lists; nothing is imported or walked)."""
     parts = dotted.split(".")
+    candidates = _owners_of_top_level().get(parts[0], [])
     for end in range(len(parts), 0, -1):
-        found = _installed_file(".".join(parts[:end]))
-        if found is not None and found in _owners():
-            return _owners()[found]
+        base = "/".join(parts[:end])
+        files = {f"{base}/__init__.py", *(base + s for s in importlib.machinery.all_suffixes())}
+        owners = {str(canonicalize_name(d)) for d in candidates if files & _files_of(d)}
+        if len(owners) == 1:
+            return owners.pop()
+        assert not owners, f"{dotted} is installed by several distributions: {sorted(owners)}"
     pytest.fail(f"{dotted} is imported by the deployed closure but no installed package has it")
 
 
