@@ -10,6 +10,7 @@ CANCELLED, 5 job HELD for approval, 130 interrupted.
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import math
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn
 
@@ -595,18 +597,19 @@ def status(
 def list_jobs(
     limit: Annotated[int, typer.Option(min=1, help="How many of the newest jobs to show.")] = 20,
     as_json: JsonOpt = False,
+    fmt: Annotated[
+        Format | None,
+        typer.Option("--format", help="table (default), json or csv; nothing is cut short."),
+    ] = None,
 ) -> None:
     """List recent jobs, newest first.
 
-    Example: bananabatch ls --limit 5
+    Example: bananabatch ls --limit 5 --format csv
     """
     with errors_as_one_line():
         rt = open_runtime()
         jobs = recent_jobs(rt)[:limit]
-        if as_json:
-            print_json([job_view(rt, j) for j in jobs])
-        else:
-            print_jobs(rt, jobs)
+        print_jobs(rt, jobs, Format.JSON if as_json else fmt or Format.TABLE)
 
 
 def recent_jobs(rt: Runtime) -> list[JobRecord]:
@@ -649,40 +652,72 @@ def status_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
     return job_notes(rt, job)
 
 
-def print_jobs(rt: Runtime, jobs: list[JobRecord]) -> None:
-    pause_cli.print_banner(rt)
-    table = Table()
-    for column in (
-        "job",
-        "state",
-        "lines",
-        "done",
-        "succeeded",
-        "blocked",
-        "failed",
-        "rejected",
-        "cost",
-        "age",
-    ):
-        table.add_column(column, justify="right" if column not in {"job", "state"} else "left")
+JOB_COLUMNS: Final = (
+    "job",
+    "state",
+    "lines",
+    "done",
+    "succeeded",
+    "blocked",
+    "failed",
+    "rejected",
+    "cost",
+    "age",
+)
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+def job_rows(rt: Runtime, jobs: list[JobRecord]) -> list[list[str]]:
+    rows = []
     for job in jobs:
         view = job_view(rt, job)
         c = view["counts"]
         done = sum(v for k, v in c.items() if ItemState(k) in ITEM_TERMINAL)
-        spent = job.costs.actual_usd or job.costs.estimated_usd
-        table.add_row(
-            job.job_id,
-            job.state.value + (" (paused)" if job.paused else ""),
-            str(job.line_count),
-            str(done),
-            str(c.get("SUCCEEDED", 0) + c.get("CACHED", 0)),
-            str(c.get("BLOCKED", 0)),
-            str(c.get("FAILED", 0)),
-            str(c.get("REJECTED", 0)),
-            f"${spent:.4f}",
-            _age(view["age_seconds"]),
+        rows.append(
+            [
+                job.job_id,
+                job.state.value + (" (paused)" if job.paused else ""),
+                str(job.line_count),
+                str(done),
+                str(c.get("SUCCEEDED", 0) + c.get("CACHED", 0)),
+                str(c.get("BLOCKED", 0)),
+                str(c.get("FAILED", 0)),
+                str(c.get("REJECTED", 0)),
+                progress_cli.money(job),
+                _age(view["age_seconds"]),
+            ]
         )
-    console.print(table)
+    return rows
+
+
+def print_jobs(rt: Runtime, jobs: list[JobRecord], fmt: Format = Format.TABLE) -> None:
+    if fmt is Format.JSON:
+        print_json([job_view(rt, j) for j in jobs])
+        return
+    if fmt is Format.CSV:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(JOB_COLUMNS)
+        writer.writerows(job_rows(rt, jobs))
+        return
+    pause_cli.print_banner(rt)
+    table = Table()
+    for column in JOB_COLUMNS:
+        # Job ids whole on one line; other cells fold rather than end in "…".
+        table.add_column(
+            column,
+            justify="right" if column not in {"job", "state", "cost"} else "left",
+            no_wrap=column == "job",
+            overflow="fold",
+        )
+    for row in job_rows(rt, jobs):
+        table.add_row(*row)
+    # In a pipe there is no width to fit: the table is printed at its natural width.
+    (console if console.is_terminal else Console(width=10_000)).print(table)
     for job in jobs:
         notes = status_notes(rt, job)
         for problem in notes["problems"]:

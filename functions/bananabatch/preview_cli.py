@@ -93,7 +93,10 @@ def print_plan(plan: Plan, out: Console) -> None:
     # Folded, never cut: a model id or a price is read whole, on any terminal width.
     for column in ("model", "size", "lines", "urgent", "repeats/cached"):
         table.add_column(
-            column, justify="left" if column in ("model", "size") else "right", overflow="fold"
+            column,
+            justify="left" if column in ("model", "size") else "right",
+            overflow="fold",
+            no_wrap=column == "model",
         )
     for column in ("standard price", "batch price", "to pay"):
         table.add_column(column, justify="right", overflow="fold")

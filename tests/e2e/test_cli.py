@@ -285,3 +285,21 @@ def test_metadata_joins_results_and_the_costs_csv_back_to_the_catalog(
     assert float(rows[0]["cost_usd"]) > 0
     assert rows[0]["image_uri"].endswith("sku-1.png")
     assert rows[0]["lane"] == "batch"
+
+
+def test_ls_in_a_pipe_cuts_nothing_and_speaks_csv(local_env: Path, tmp_path: Path) -> None:
+    import csv
+
+    source = write_jsonl(
+        tmp_path / "a-catalog-with-a-rather-long-name-for-spring-2026.jsonl",
+        [{"key": "k", "prompt": "a red kite"}],
+    )
+    job_id = as_json(invoke("submit", str(source), "--yes", "--json"))["job_id"]
+    table = invoke("ls")  # the test runner is a pipe, not a terminal
+    assert table.exit_code == 0, table.output
+    assert job_id in table.stdout
+    assert "…" not in table.stdout
+    assert "est. $" in table.stdout or "spent $" in table.stdout
+    rows = list(csv.DictReader(invoke("ls", "--format", "csv").stdout.splitlines()))
+    assert [r["job"] for r in rows] == [job_id]
+    assert rows[0]["lines"] == "1"
