@@ -24,7 +24,13 @@ def home(tmp_path: Path) -> Path:
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("BANANABATCH_", "GOOGLE_"))}
+    # Nothing of the test session's own set-up (emulator hosts, credentials) leaks in.
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BANANABATCH_", "GOOGLE_", "CLOUDSDK_", "GCE_"))
+        and not k.endswith("_EMULATOR_HOST")
+    }
     keep.pop("GEMINI_API_KEY", None)
     return {
         **keep,
