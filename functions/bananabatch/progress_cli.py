@@ -40,9 +40,9 @@ def done_count(counts: dict[str, int]) -> int:
 
 def money(job: JobRecord) -> str:
     """Never an unlabelled dollar figure: the estimate until something was paid, then what
-    was spent beside it."""
+    was spent beside it (an ended job always says what it spent, $0.00 included)."""
     costs = job.costs
-    if costs.actual_usd > 0:
+    if costs.actual_usd > 0 or job.state in JOB_TERMINAL:
         return f"spent ${costs.actual_usd:.2f} of est. ${costs.estimated_usd:.2f}"
     return f"est. ${costs.estimated_usd:.2f}"
 

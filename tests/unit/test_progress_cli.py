@@ -33,6 +33,8 @@ def _job(state: JobState = JobState.RUNNING, *, actual: float = 0.0) -> JobRecor
 def test_money_on_the_progress_line_says_estimate_until_something_is_spent() -> None:
     assert progress_cli.money(_job()) == "est. $85.36"
     assert progress_cli.money(_job(actual=12.5)) == "spent $12.50 of est. $85.36"
+    # A job cancelled before anything was paid says so, not its estimate alone.
+    assert progress_cli.money(_job(JobState.CANCELLED)) == "spent $0.00 of est. $85.36"
 
 
 def test_the_line_shows_batches_done_before_any_image_and_counts_with_separators() -> None:
