@@ -125,18 +125,34 @@ class SqliteStateStore:
     def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> set[str]:
         _collection_path(collection)
         created: set[str] = set()
-        pending = iter(_checked_ids(collection, docs))
+        # Intake claims every cacheable line of a file with one shared document, so a
+        # mapping is encoded once per call, not once per id.
+        encoded: dict[int, str] = {}
+        # Sorted ids insert into neighbouring B-tree pages (content hashes arrive at random).
+        pending = iter(sorted(_checked_ids(collection, docs)))
         while chunk := list(islice(pending, MAX_BATCH)):
-            rows = [(doc_id, _encode(f"{collection}/{doc_id}", docs[doc_id])) for doc_id in chunk]
-            # One transaction per chunk; INSERT OR IGNORE is the per-document condition.
+            # One transaction per chunk: BEGIN IMMEDIATE holds the write lock, so the ids
+            # found absent here are still absent when the rows are inserted.
             with self._transaction(collection) as conn:
-                for doc_id, raw in rows:
-                    cursor = conn.execute(
-                        "INSERT OR IGNORE INTO docs (collection, id, data) VALUES (?, ?, ?)",
-                        (collection, doc_id, raw),
+                marks = ",".join("?" * len(chunk))
+                present = {
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM docs WHERE collection = ? AND id IN ({marks})",  # noqa: S608
+                        (collection, *chunk),
                     )
-                    if cursor.rowcount == 1:
-                        created.add(doc_id)
+                }
+                rows = []
+                for doc_id in chunk:
+                    if doc_id in present:
+                        continue
+                    doc = docs[doc_id]
+                    raw = encoded.get(id(doc))
+                    if raw is None:
+                        raw = encoded[id(doc)] = _encode(f"{collection}/{doc_id}", doc)
+                    rows.append((collection, doc_id, raw))
+                conn.executemany("INSERT INTO docs (collection, id, data) VALUES (?, ?, ?)", rows)
+                created.update(row[1] for row in rows)
         return created
 
     def set(self, path: str, doc: Mapping[str, Any]) -> None:
