@@ -10,22 +10,37 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pexpect
+from pexpect.popen_spawn import PopenSpawn
 
 BIN = str(Path(sys.executable).with_name("bananabatch"))
+_REPO = str(Path(__file__).resolve().parents[2])
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def spawn(
-    args: list[str], *, cwd: Path, env: Mapping[str, str], columns: int = 100
-) -> pexpect.spawn:
+class Terminal(PopenSpawn):  # type: ignore[misc]
+    """pexpect on a command running on its own terminal (tests.support.pty_run)."""
+
+    def sendintr(self) -> None:
+        """Ctrl-C, typed on the terminal: its line discipline sends SIGINT to the command."""
+        self.send("\x03")
+
+    def close(self) -> None:
+        self.wait()
+
+
+def spawn(args: list[str], *, cwd: Path, env: Mapping[str, str], columns: int = 100) -> Terminal:
     """Start `bananabatch ARGS` on a terminal COLUMNS wide."""
-    return pexpect.spawn(
-        BIN,
-        args,
+    return Terminal(
+        [sys.executable, "-m", "tests.support.pty_run", "40", str(columns), BIN, *args],
         cwd=str(cwd),
-        env={**os.environ, "TERM": "xterm", **env},
+        env={
+            **os.environ,
+            "TERM": "xterm",
+            **env,
+            # The launcher is this repository's module, wherever the command runs.
+            "PYTHONPATH": _REPO,
+        },
         encoding="utf-8",
-        dimensions=(40, columns),
         timeout=60,
     )
 
@@ -35,7 +50,7 @@ def screen_text(raw: str) -> str:
     return _ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "\n")
 
 
-def finish(child: pexpect.spawn, timeout: float = 60) -> tuple[int, str]:
+def finish(child: Terminal, timeout: float = 60) -> tuple[int, str]:
     """Wait for the command to end: its exit status and everything it printed after the
     last expect."""
     child.expect(pexpect.EOF, timeout=timeout)
