@@ -17,6 +17,20 @@ _REPO = str(Path(__file__).resolve().parents[2])
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def session_free_environ() -> dict[str, str]:
+    """os.environ without the test session's own set-up: the emulator hosts and credentials
+    the Google Cloud tests put there would send the command's clients to the session's
+    emulators and fakes (in full-suite runs the Ctrl-C tests' commands died on a gRPC error,
+    or ran on past Ctrl-C, while each passed alone)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BANANABATCH_", "GOOGLE_", "CLOUDSDK_", "GCE_"))
+        and not k.endswith("_EMULATOR_HOST")
+        and k != "GEMINI_API_KEY"
+    }
+
+
 class Terminal(PopenSpawn):  # type: ignore[misc]
     """pexpect on a command running on its own terminal (tests.support.pty_run)."""
 
@@ -34,7 +48,7 @@ def spawn(args: list[str], *, cwd: Path, env: Mapping[str, str], columns: int = 
         [sys.executable, "-m", "tests.support.pty_run", "40", str(columns), BIN, *args],
         cwd=str(cwd),
         env={
-            **os.environ,
+            **session_free_environ(),
             "TERM": "xterm",
             **env,
             # The launcher is this repository's module, wherever the command runs.
