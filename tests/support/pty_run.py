@@ -9,7 +9,7 @@ test process: by then the test process has gRPC threads (the Google Cloud client
 tests), and a child forked from it ran gRPC's fork handlers, printed an epoll error and died
 before it could exec the command, or lost its Ctrl-C (seen in full-suite runs only).
 subprocess starts the launcher without running any fork handler, and the launcher, a fresh
-interpreter without gRPC, forks the command safely.
+interpreter without gRPC, forks the command safely, with Ctrl-C's signals at their defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import sys
 import termios
@@ -48,6 +49,12 @@ def main(argv: list[str]) -> int:
     rows, columns, command = int(argv[0]), int(argv[1]), argv[2:]
     pid, master = pty.fork()
     if pid == 0:
+        # A person's shell starts a command with Ctrl-C's signals at their defaults; a test
+        # run started in the background by a non-interactive shell (`make test &`, as CI
+        # may) inherits them ignored, and an ignored SIGINT survives exec: Python would
+        # then never see the Ctrl-C the test types.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         os.execvp(command[0], command)  # noqa: S606 (the command is the test's own argv)
     _relay(master)
