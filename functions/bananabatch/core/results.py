@@ -13,12 +13,12 @@ camelCase or snake_case. Every shape, however odd, yields an Outcome; nothing ra
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from bananabatch.core import b64
 from bananabatch.core.row_errors import is_retryable, row_failure
 from bananabatch.core.states import ItemState
 
@@ -253,7 +253,7 @@ def _classify_response(key: str | None, response: Mapping[str, Any]) -> Outcome:
     finish = _enum_text(chosen.get("finishReason", chosen.get("finish_reason"))) if chosen else None
     if found is not None:
         data, mime = found
-        image = _b64decode(data)
+        image = b64.decode(data)
         if image is None:
             return _malformed(key, "the image data is not valid base64", usage)
         mime = mime or _sniff(image)
@@ -347,20 +347,6 @@ def _inline_image(part: Mapping[str, Any]) -> _Image | None:
     if isinstance(data, str) and data and (mime is None or mime.startswith("image/")):
         return data, mime
     return None
-
-
-def _b64decode(data: str) -> bytes | None:
-    try:
-        return binascii.a2b_base64(data, strict_mode=True)
-    except (binascii.Error, ValueError):
-        pass
-    # proto-JSON readers accept the URL-safe alphabet and missing padding too. Still strict:
-    # the lenient decoder would drop stray characters and hand back a corrupt image.
-    try:
-        fixed = data.strip().replace("-", "+").replace("_", "/")
-        return binascii.a2b_base64(fixed + "=" * (-len(fixed) % 4), strict_mode=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _sniff(image: bytes) -> str | None:
