@@ -67,6 +67,11 @@ ENV_FILES_STORE_WARN_BYTES: Final = "BANANABATCH_FILES_STORE_WARN_BYTES"
 ENV_JOB_OVERDUE_HOURS: Final = "BANANABATCH_JOB_OVERDUE_HOURS"
 ENV_REFERENCE_LOCATIONS: Final = "BANANABATCH_REFERENCE_LOCATIONS"
 ENV_REFERENCE_URL_HOURS: Final = "BANANABATCH_REFERENCE_URL_HOURS"
+# Read by the openai SDK itself under these names too (OpenAI Batch, providers/openai_batch.py).
+ENV_OPENAI_API_KEY: Final = "OPENAI_API_KEY"
+ENV_OPENAI_BASE_URL: Final = "OPENAI_BASE_URL"
+ENV_OPENAI_WEBHOOK_SECRET: Final = "OPENAI_WEBHOOK_SECRET"
+ENV_OPENAI_OUTPUT_EXPIRES_HOURS: Final = "BANANABATCH_OPENAI_OUTPUT_EXPIRES_HOURS"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -213,6 +218,16 @@ class Settings(BaseModel):
     # valid: past the batch's own 48 h expiry (the service reads a row's references when
     # it runs the row), within V4's 7-day maximum. Signed when the batch is created.
     reference_url_hours: float = Field(default=72.0, gt=48, le=168)
+    # OpenAI Batch (providers/openai_batch.py). The base URL is what the SDK takes
+    # ("https://api.openai.com/v1" when unset; the emulator's ".../v1" locally).
+    openai_api_key: str | None = Field(default=None, repr=False)
+    openai_base_url: str | None = None
+    # The signing secret of the project's OpenAI webhook endpoint (whsec_...).
+    openai_webhook_secret: str | None = Field(default=None, repr=False)
+    # How long OpenAI keeps a batch's output and error files, counted from their creation
+    # (1 h to 30 d): the collector must have read them by then. A batch runs at most 24 h,
+    # then its files are made; 7 days covers a collector down over a long weekend.
+    openai_output_expires_hours: float = Field(default=7 * 24.0, ge=1, le=30 * 24)
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -390,6 +405,10 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "job_overdue_hours": ENV_JOB_OVERDUE_HOURS,
     "reference_locations": ENV_REFERENCE_LOCATIONS,
     "reference_url_hours": ENV_REFERENCE_URL_HOURS,
+    "openai_api_key": ENV_OPENAI_API_KEY,
+    "openai_base_url": ENV_OPENAI_BASE_URL,
+    "openai_webhook_secret": ENV_OPENAI_WEBHOOK_SECRET,
+    "openai_output_expires_hours": ENV_OPENAI_OUTPUT_EXPIRES_HOURS,
 }
 
 

@@ -86,6 +86,15 @@ def build_provider(settings: Settings, objects: ObjectStore) -> BatchProvider:
     return gemini.from_settings(settings, objects)
 
 
+def build_openai_provider(settings: Settings, objects: ObjectStore) -> BatchProvider:
+    """The OpenAI Batch adapter (providers/openai_batch.py: the real API, or the emulator
+    at OPENAI_BASE_URL). Which batches go to it, rather than to build_provider's Gemini
+    adapter, is decided per batch by the model's provider in the catalog."""
+    from bananabatch.providers import openai_batch
+
+    return openai_batch.from_settings(settings, objects)
+
+
 def install(runtime: Runtime) -> None:
     """Make this runtime the one the entry points use (local mode and tests)."""
     global _current
