@@ -223,6 +223,7 @@ def local_run(
     Example: bananabatch local run examples/prompts.jsonl --yes
     """
     from bananabatch.local.runner import LocalPipeline, RunResult
+    from bananabatch.local.thumbpool import thumbnail_workers
     from bananabatch.pipeline import control
     from bananabatch.wiring import build_runtime
 
@@ -237,7 +238,9 @@ def local_run(
             backend=Backend.LOCAL, local_root=root, provider=provider, **provider_overrides
         )
         _quiet_pipeline_logs(settings)
-        pipeline = LocalPipeline(build_runtime(settings))
+        pipeline = LocalPipeline(
+            build_runtime(settings), thumbnail_workers=thumbnail_workers(settings)
+        )
         seen: list[str] = []
         started = _say_job_first(seen)
 

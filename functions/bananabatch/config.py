@@ -26,6 +26,7 @@ ENV_PROVIDER: Final = "BANANABATCH_PROVIDER"
 ENV_PROJECT: Final = "GOOGLE_CLOUD_PROJECT"
 ENV_REGION: Final = "BANANABATCH_REGION"
 ENV_LOCAL_ROOT: Final = "BANANABATCH_LOCAL_ROOT"
+ENV_LOCAL_THUMBNAIL_WORKERS: Final = "BANANABATCH_LOCAL_THUMBNAIL_WORKERS"
 ENV_INBOX_BUCKET: Final = "BANANABATCH_INBOX_BUCKET"
 ENV_RESULTS_BUCKET: Final = "BANANABATCH_RESULTS_BUCKET"
 ENV_FIRESTORE_DATABASE: Final = "BANANABATCH_FIRESTORE_DATABASE"
@@ -155,6 +156,9 @@ class Settings(BaseModel):
     project: str | None = None
     region: str = "us-central1"
     local_root: Path = Path(".bananabatch")
+    # `local run` makes thumbnails in this many worker processes while it collects (0: in
+    # turn on its own thread, as on_batch_done invocations); None: one per core, up to 4.
+    local_thumbnail_workers: int | None = Field(default=None, ge=0)
     inbox_bucket: str = "inbox"
     results_bucket: str = "results"
     firestore_database: str = "(default)"
@@ -365,6 +369,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "project": ENV_PROJECT,
     "region": ENV_REGION,
     "local_root": ENV_LOCAL_ROOT,
+    "local_thumbnail_workers": ENV_LOCAL_THUMBNAIL_WORKERS,
     "inbox_bucket": ENV_INBOX_BUCKET,
     "results_bucket": ENV_RESULTS_BUCKET,
     "firestore_database": ENV_FIRESTORE_DATABASE,

@@ -29,6 +29,7 @@ from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord, SourceObject, is_jsonl_name, job_id_for
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, ItemState, JobState
 from bananabatch.errors import BananaError, NotFound, PermanentError, TransientError
+from bananabatch.local.thumbpool import ThumbnailPool
 from bananabatch.pipeline import thumbnails
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import BatchProvider
@@ -74,9 +75,18 @@ class RunResult:
 class LocalPipeline:
     """The three event-driven functions plus a bus and a clock-driven tick, in one process."""
 
-    def __init__(self, runtime: Runtime, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        thumbnail_workers: int = 0,
+    ) -> None:
         """sleep waits out the backoff between redeliveries; tests pass one that returns at
-        once, since nothing in a redelivery depends on the time between attempts."""
+        once, since nothing in a redelivery depends on the time between attempts.
+        thumbnail_workers > 0 makes thumbnails in that many worker processes while the
+        run goes on (local/thumbpool.py); 0 delivers their messages to on_batch_done in
+        turn, one invocation each, as the cloud does."""
         if runtime.settings.backend is not Backend.LOCAL:
             raise PermanentError(
                 "local run needs the local backend (folder, SQLite, in-process bus)"
@@ -98,6 +108,9 @@ class LocalPipeline:
         self.deliveries: dict[str, int] = {}
         self.failed_deliveries = 0
         self._sleep = sleep
+        self.thumbnails = (
+            ThumbnailPool(self.settings, thumbnail_workers) if thumbnail_workers else None
+        )
 
     # --- delivery ---------------------------------------------------------------------
 
@@ -191,6 +204,11 @@ class LocalPipeline:
             )
         ):
             for message in messages:
+                if self.thumbnails is not None and message.attributes.get("kind") == (
+                    thumbnails.KIND
+                ):
+                    self.thumbnails.submit(message.data)
+                    continue
                 attributes, data = events.pubsub_published_event(
                     project=LOCAL_PROJECT,
                     topic=self.settings.topic_batch_done,
@@ -309,6 +327,8 @@ class LocalPipeline:
                 next_tick = time.monotonic() + tick_interval
             else:
                 time.sleep(min(0.2, tick_interval))
+        if self.thumbnails is not None:
+            self.thumbnails.wait()
         final = repo.require_job(job_id)
         return RunResult(
             job=final,
@@ -341,6 +361,8 @@ class LocalPipeline:
         return doc if isinstance(doc, dict) else {}
 
     def close(self) -> None:
+        if self.thumbnails is not None:
+            self.thumbnails.close()
         wiring.uninstall()
 
 

@@ -1,0 +1,131 @@
+"""`local run` makes thumbnails in worker processes while it collects, and ends with every
+one made (local/thumbpool.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bananabatch.config import Backend, Settings
+from bananabatch.core import records as rec
+from bananabatch.core.states import ItemState, JobState
+from bananabatch.emulator.server import EmulatorServer
+from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from bananabatch.local.runner import LocalPipeline
+from bananabatch.local.thumbpool import ThumbnailPool
+from bananabatch.pipeline import thumbnails
+from bananabatch.report.thumbs import thumb_object_name
+from bananabatch.wiring import build_runtime
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    config = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
+    with EmulatorServer(config) as server:
+        yield server
+
+
+def _settings(tmp_path: Path, emulator: EmulatorServer) -> Settings:
+    return Settings(
+        backend=Backend.LOCAL,
+        local_root=tmp_path / "state",
+        gemini_base_url=emulator.base_url,
+        gemini_api_key="test-key",
+        max_requests_per_batch=5,
+    )
+
+
+def test_a_run_with_a_thumbnail_pool_ends_with_every_thumbnail_made_in_other_processes(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"key": f"k{n:02d}", "prompt": f"a pear {n}"}) + "\n" for n in range(12))
+    )
+    pipeline = LocalPipeline(build_runtime(_settings(tmp_path, emulator)), thumbnail_workers=2)
+    try:
+        result = pipeline.run_job(prompts, tick_interval=0.0, timeout=120)
+        assert pipeline.thumbnails is not None
+        pool = pipeline.thumbnails
+        assert result.job.state is JobState.SUCCEEDED
+        assert result.summary["counts"][ItemState.SUCCEEDED] == 12
+        results = pipeline.settings.results_bucket
+        for n in range(12):
+            name = thumb_object_name(result.job.job_id, f"k{n:02d}")
+            with Image.open(io.BytesIO(pipeline.runtime.objects.read_bytes(results, name))) as t:
+                assert t.format == "JPEG"
+                assert max(t.size) <= 256
+        assert pool.made == 12
+        assert pool.failed == 0
+        assert pool.worker_pids
+        assert os.getpid() not in pool.worker_pids
+        # None went through on_batch_done inline: 3 batches collected, no thumbnails there.
+        assert result.deliveries["on_batch_done"] == 3
+    finally:
+        pipeline.close()
+
+
+def _store_images(settings: Settings, job_id: str, keys: list[str]) -> bytes:
+    rt = build_runtime(settings, with_provider=False)
+    for key in keys:
+        out = io.BytesIO()
+        Image.new("RGB", (640, 480), (10, 120, 200)).save(out, format="PNG")
+        rt.objects.write_bytes(
+            settings.results_bucket,
+            rec.image_object_name(job_id, key, "image/png"),
+            out.getvalue(),
+            content_type="image/png",
+        )
+    body = {
+        "schema_version": thumbnails.SCHEMA_VERSION,
+        "kind": thumbnails.KIND,
+        "job_id": job_id,
+        "batch_id": f"{job_id}-b0000",
+        "keys": keys,
+        "mime_types": ["image/png"] * len(keys),
+    }
+    return json.dumps(body).encode()
+
+
+def test_a_killed_worker_loses_no_thumbnail_the_request_is_made_again(tmp_path: Path) -> None:
+    settings = Settings(backend=Backend.LOCAL, local_root=tmp_path / "state")
+    first = _store_images(settings, "job-a", ["a1", "a2"])
+    second = _store_images(settings, "job-b", ["b1", "b2", "b3"])
+    pool = ThumbnailPool(settings, workers=1)
+    try:
+        pool.submit(first)
+        pool.wait()
+        for pid in pool.worker_pids:
+            os.kill(pid, signal.SIGKILL)
+        # Whether the pool notices the dead worker before or after this request is given
+        # to it, the request is made by a new worker.
+        pool.submit(second)
+        pool.wait()
+        assert pool.made == 5
+        assert pool.failed == 0
+        rt = build_runtime(settings, with_provider=False)
+        for job, key in [("job-a", "a1"), ("job-a", "a2"), ("job-b", "b1"), ("job-b", "b3")]:
+            assert rt.objects.stat(settings.results_bucket, thumb_object_name(job, key))
+    finally:
+        pool.close()
+
+
+def test_a_request_that_can_never_succeed_is_given_up_and_counted_not_raised(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(backend=Backend.LOCAL, local_root=tmp_path / "state")
+    pool = ThumbnailPool(settings, workers=1)
+    try:
+        pool.submit(b'{"kind": "thumbnails", "job_id": 7}')
+        pool.wait()
+        assert pool.failed == 1
+        assert pool.made == 0
+    finally:
+        pool.close()
