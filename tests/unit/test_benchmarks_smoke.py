@@ -16,7 +16,7 @@ from bananabatch.config import Settings
 from bananabatch.core.catalog import expected_result_bytes
 from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
 from bananabatch.emulator.render import pad_png, padded_renderer, render_png
-from benchmarks import collect, intake, overhead
+from benchmarks import collect, e2e_script, intake, overhead
 
 
 @pytest.fixture(autouse=True)
@@ -109,6 +109,22 @@ def test_overhead_benchmark_counts_operations_of_a_real_run() -> None:
     assert counts["firestore_write"] >= 3
     assert result["counted"]["invocations"] >= 2
     assert 0 < result["fraction"] < 1
+
+
+def test_e2e_benchmark_runs_the_user_script_and_local_run_to_the_same_images() -> None:
+    # check_outputs raises unless both wrote every image, byte for byte the same, and the
+    # local run made every thumbnail.
+    [result] = e2e_script.run(prompts=(4,), rounds=1, variants=("local", "local-nothumbs"))
+    [row] = result["rounds"]
+    assert row["checked"]["local"] == {
+        "local_images": 4,
+        "script_images": 4,
+        "thumbnails": 4,
+        "different": 0,
+    }
+    assert row["checked"]["local-nothumbs"]["thumbnails"] == 0
+    assert set(row["ratio"]) == {"local", "local-nothumbs"}
+    assert all(mb > 0 for mb in row["rss_mb"].values())
 
 
 def test_counting_state_counts_one_write_per_document_of_set_many() -> None:
