@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from bananabatch.core.records import Costs, ItemRecord, JobRecord, SourceObject, extension_for
 from bananabatch.core.states import ItemState, JobState
-from bananabatch.report.gallery import gallery_object_name, render_gallery
+from bananabatch.report.gallery import GalleryFile, gallery_object_name, render_gallery
 from bananabatch.report.thumbs import make_thumbnail, thumb_object_name
 from tests.support.browser import assert_gallery_renders, assert_rendered, inspect_page
 
@@ -129,9 +129,17 @@ def _build_results(root: Path) -> tuple[Path, set[str]]:
             cost_per_accepted_image_usd=0.01625,
         ),
     )
-    index = root / gallery_object_name(JOB_ID)
-    index.write_text(render_gallery(job, items), encoding="utf-8")
-    return index, with_images
+    return write_gallery(root, render_gallery(job, items)), with_images
+
+
+def write_gallery(root: Path, files: list[GalleryFile], job_id: str = JOB_ID) -> Path:
+    """The gallery's files where finalize puts them; the path of its index.html."""
+    index = root / gallery_object_name(job_id)
+    for file in files:
+        path = index.parent / file.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(file.data)
+    return index
 
 
 def test_every_thumbnail_renders_in_chromium_and_problems_show_their_reasons(
@@ -175,3 +183,13 @@ def test_an_item_with_neither_thumbnail_nor_image_is_reported_as_not_rendered(
 
     with pytest.raises(AssertionError, match="sku-1003"):
         assert_gallery_renders(index, with_images, tmp_path / "broken.png")
+
+
+def test_a_missing_data_file_is_named_on_the_page(tmp_path: Path) -> None:
+    index, _with_images = _build_results(tmp_path)
+    (index.parent / "gallery" / "items-00000.js").unlink()
+
+    report = inspect_page(index, tmp_path / "no-data.png")
+
+    assert report.images == {}
+    assert "Could not load gallery/items-00000.js" in report.text

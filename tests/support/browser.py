@@ -1,7 +1,9 @@
 """A real headless Chromium, driven over the Chrome DevTools Protocol, for page tests.
 
-Only what the gallery test needs: load a page, wait until it and its images are loaded,
-read the images' state and the page text, save a full-page screenshot.
+Only what the gallery tests need: load a page, wait until it, its script's work (no element
+left `aria-busy="true"`) and its images are loaded, read the images' state and the page
+text, save a full-page screenshot; and, for tests that use a page as a person would
+(`open_page`), evaluate script in it and wait for a condition to hold.
 """
 
 from __future__ import annotations
@@ -64,7 +66,11 @@ _IMAGES_JS = (
 # Lazy images below the fold never load in a viewport nobody scrolls; the test wants them all.
 _EAGER_JS = (
     "document.querySelectorAll('img[loading=\"lazy\"]').forEach(i => { i.loading = 'eager'; });"
-    "[document.readyState, location.href]"
+    "[document.readyState, location.href, document.querySelector('[aria-busy=\"true\"]') === null]"
+)
+# Settled: loaded, and no element says its content is still being built.
+_SETTLED_JS = (
+    "document.readyState === 'complete' && document.querySelector('[aria-busy=\"true\"]') === null"
 )
 
 
@@ -200,10 +206,107 @@ def _page_target(process: subprocess.Popen[bytes], profile: Path, log_path: Path
     )
 
 
+class BrowserPage:
+    """One Chromium tab, used synchronously: go to a page, run script, wait for conditions.
+
+    Waits are on conditions the page reaches (with a generous deadline that only turns a
+    hang into a failure), never on time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cdp: _Cdp) -> None:
+        self._loop = loop
+        self._cdp = cdp
+
+    def goto(self, page: Path | str) -> None:
+        """Open a file (or URL) afresh and wait until it has loaded and its script settled.
+        (Through about:blank: from the same page with another #fragment, a navigation
+        would only move within the page, not load it.)"""
+        url = page.resolve().as_uri() if isinstance(page, Path) else page
+        self._run(self._cdp.call("Page.navigate", url="about:blank"))
+        self.wait_for("location.href === 'about:blank'", "about:blank")
+        self._cdp.events.clear()
+        navigation = self._run(self._cdp.call("Page.navigate", url=url))
+        if navigation.get("errorText"):
+            raise RuntimeError(f"could not open {url}: {navigation['errorText']}")
+        self.wait_for(f"location.href === {json.dumps(url)} && ({_SETTLED_JS})", f"{url} loaded")
+
+    def evaluate(self, expression: str) -> Any:
+        return self._run(self._cdp.evaluate(expression))
+
+    def wait_for(self, expression: str, what: str) -> Any:
+        """The first truthy value of `expression`, polled until the deadline."""
+        deadline = time.monotonic() + _LOAD_DEADLINE_S
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {_LOAD_DEADLINE_S:.0f}s: {what}")
+            time.sleep(_POLL_S)
+
+    def type_into(self, selector: str, text: str) -> None:
+        """Focus the element and type `text` as a keyboard would (input events and all),
+        replacing what it held."""
+        found = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e) return false; e.focus(); e.select(); return true; })()"
+        )
+        if not found:
+            raise AssertionError(f"no element matches {selector!r}")
+        if text:
+            self._run(self._cdp.call("Input.insertText", text=text))
+        else:  # what selecting all and pressing Delete does
+            self.evaluate(
+                f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                " e.value = ''; e.dispatchEvent(new Event('input', {bubbles: true})); })()"
+            )
+
+    def requests(self) -> list[str]:
+        """The URLs the page requested since the last goto (file:// ones too, which the
+        page's own Resource Timing leaves out), in order."""
+        self.evaluate("0")  # read the events that arrived since the last call
+        return [
+            str(event["params"]["request"]["url"])
+            for event in self._cdp.events
+            if event["method"] == "Network.requestWillBeSent"
+        ]
+
+    def settle(self) -> None:
+        """Wait until the page's script has finished what it started (no aria-busy)."""
+        self.wait_for(_SETTLED_JS, "the page settled")
+
+    def screenshot(self, path: Path) -> None:
+        self._run(_screenshot(self._cdp, path))
+
+    def _run(self, awaitable: Any) -> Any:
+        return self._loop.run_until_complete(awaitable)
+
+
+@contextmanager
+def open_page() -> Iterator[BrowserPage]:
+    """A fresh Chromium with one tab, closed on exit."""
+    with _chromium() as websocket_url:
+        loop = asyncio.new_event_loop()
+        try:
+            socket = loop.run_until_complete(
+                connect(websocket_url, max_size=None, proxy=None, open_timeout=20)
+            )
+            try:
+                cdp = _Cdp(socket)
+                loop.run_until_complete(cdp.call("Page.enable"))
+                loop.run_until_complete(cdp.call("Network.enable"))
+                yield BrowserPage(loop, cdp)
+            finally:
+                loop.run_until_complete(socket.close())
+        finally:
+            loop.close()
+
+
 class _Cdp:
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
         self._ids = itertools.count(1)
+        # Events read while waiting for replies, for BrowserPage.requests.
+        self.events: list[dict[str, Any]] = []
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         call_id = next(self._ids)
@@ -211,6 +314,8 @@ class _Cdp:
         while True:
             reply = json.loads(await self._socket.recv())
             if reply.get("id") != call_id:
+                if "method" in reply:
+                    self.events.append(reply)
                 continue  # an event or a stale reply
             if "error" in reply:
                 raise RuntimeError(f"CDP {method} failed: {reply['error']}")
@@ -236,9 +341,9 @@ async def _inspect(websocket_url: str, url: str, screenshot: Path) -> PageReport
         images: list[list[Any]] = []
         while True:
             # Until the navigation commits, the old about:blank answers, already complete.
-            state, href = await cdp.evaluate(_EAGER_JS)
+            state, href, idle = await cdp.evaluate(_EAGER_JS)
             images = await cdp.evaluate(_IMAGES_JS)
-            loaded = href == url and state == "complete"
+            loaded = href == url and state == "complete" and idle
             if loaded and all(done for _key, _ok, done, _src in images):
                 break
             if time.monotonic() > deadline:

@@ -40,7 +40,7 @@ from bananabatch.pipeline import budget, cache, lifecycle, urgent
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.report import joined
-from bananabatch.report.gallery import render_gallery
+from bananabatch.report.gallery import GalleryBuilder, rejected_line_item
 
 log = get_logger(__name__)
 
@@ -48,9 +48,8 @@ RESULTS_NAME = "results.jsonl"
 FAILED_NAME = "failed.jsonl"
 SUMMARY_NAME = "summary.json"
 GALLERY_NAME = "index.html"
-# The contact sheet is for looking, not for archiving: past this many items it shows the
-# first ones and says so; results.jsonl always lists everything.
-GALLERY_LIMIT = 5_000
+# The gallery lists the first lines up to its limit (report/gallery.py) and says so past
+# it; results.jsonl always lists everything.
 
 _OPEN_BATCH_STATES = frozenset(BatchState) - {BatchState.COLLECTED}
 
@@ -73,8 +72,8 @@ class ReportTally:
     # Failed in-file duplicates, by the key whose staged request they repeat: they have
     # no request file line of their own, yet belong in failed.jsonl like any failure.
     failed_copies: dict[str, list[str]] = field(default_factory=dict)
-    gallery_items: list[ItemRecord] = field(default_factory=list)
-    gallery_truncated: bool = False
+    # The gallery's data, built as the lines stream by in line order.
+    gallery: GalleryBuilder = field(default_factory=GalleryBuilder)
     # Items that joined another job's request in flight: served from it, or paid here.
     inflight: dict[str, int] = field(default_factory=lambda: {"joined": 0, "served": 0, "paid": 0})
 
@@ -227,8 +226,10 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
             _rejected_results(rt, job, tally),
             key=lambda doc: int(doc["line"]),
         ):
+            item: ItemRecord = line.pop("_item")
             line["metadata"] = metadata.get(int(line["line"]), {})
             costs.add(line, line.pop("_lane", None))
+            tally.gallery.add(item, line["metadata"])
             sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
     rt.objects.write_bytes(
         results, prefix + joined.COSTS_NAME, costs.to_bytes(), content_type="text/csv"
@@ -240,12 +241,15 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
 def write_job_reports(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
     """summary.json and the gallery, from the job as it ends."""
     _write_summary(rt, job, tally)
-    rt.objects.write_bytes(
-        rt.settings.results_bucket,
-        rec.results_prefix(job.job_id) + GALLERY_NAME,
-        render_gallery(job, tally.gallery_items).encode(),
-        content_type="text/html; charset=utf-8",
-    )
+    prefix = rec.results_prefix(job.job_id)
+    # The data files first and index.html last: whoever finds the page finds its data.
+    for file in tally.gallery.files(job):
+        rt.objects.write_bytes(
+            rt.settings.results_bucket,
+            prefix + file.name,
+            file.data,
+            content_type=file.content_type,
+        )
 
 
 def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
@@ -273,10 +277,6 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
             tally.failed_copies.setdefault(item.duplicate_of, []).append(item.key)
         else:
             tally.failed_keys.add(item.key)
-    if len(tally.gallery_items) < GALLERY_LIMIT:
-        tally.gallery_items.append(item)
-    else:
-        tally.gallery_truncated = True
     return {
         "line": item.line_no,
         "key": item.key,
@@ -287,6 +287,7 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
         "cost_usd": item.actual_usd,
         "model": item.model,
         "_lane": lane,
+        "_item": item,
     }
 
 
@@ -296,19 +297,6 @@ def _rejected_results(rt: Runtime, job: JobRecord, tally: ReportTally) -> Iterat
         with rt.objects.open_read(rt.settings.results_bucket, name) as stream:
             for raw in stream:
                 doc = json.loads(raw)
-                if len(tally.gallery_items) < GALLERY_LIMIT:
-                    # The gallery lists rejected lines with their reasons too.
-                    tally.gallery_items.append(
-                        ItemRecord(
-                            job_id=job.job_id,
-                            key=f"__line-{int(doc['line']):06d}",
-                            line_no=int(doc["line"]),
-                            state=ItemState.REJECTED,
-                            model=job.default_model,
-                            prompt_preview=str(doc.get("input", ""))[:120],
-                            reason=str(doc["reason"]),
-                        )
-                    )
                 yield {
                     "line": doc["line"],
                     "key": doc.get("key"),
@@ -318,6 +306,8 @@ def _rejected_results(rt: Runtime, job: JobRecord, tally: ReportTally) -> Iterat
                     "error": doc["reason"],
                     "cost_usd": None,
                     "model": None,
+                    # The gallery lists it under the user's key, with its reason.
+                    "_item": rejected_line_item(job, doc),
                 }
     except NotFound:
         return
@@ -395,7 +385,7 @@ def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
             "failed": uri(prefix + FAILED_NAME),
             "gallery": uri(prefix + GALLERY_NAME),
         },
-        "gallery_truncated": tally.gallery_truncated,
+        "gallery_truncated": tally.gallery.truncated,
     }
     rt.objects.write_bytes(
         rt.settings.results_bucket,

@@ -1,31 +1,58 @@
-"""The per-job contact sheet, `jobs/<job_id>/index.html`. Pure: records in, HTML out.
+"""The per-job gallery, `jobs/<job_id>/index.html`. Pure: records in, files out.
 
-One self-contained document (inline CSS, no external resources) that refers to
-thumbnails and images by paths relative to itself, so the same file works opened from a
-local results folder and served from the results bucket.
+A job of thousands of images must open fast, so the page itself is small: the header, the
+counts and the money (the same figures as summary.json), the search and filter controls,
+and a script. The items are data files beside it, `gallery/items-NNNNN.js`, CHUNK_ITEMS
+items each in line order; the script loads the chunk the page on screen needs (the first
+page needs the first chunk only) and all of them only when a search or a state filter asks
+for every item. The cards of one page at a time (PAGE_ITEMS) are in the document, and their
+thumbnails load lazily as they scroll into view.
 
-The only script is one inline `onerror` attribute per thumbnail: thumbnails are made
-after the images, by separate invocations (pipeline/thumbnails.py), so a page written when
-the job finishes may list thumbnails that are not there yet, or never will be (an image
-that does not decode); the card then loads the full image instead. The page carries no
-Content-Security-Policy and the results bucket serves none, so the handler runs; under a
-policy that forbade inline handlers the card would show a broken thumbnail, no worse than
-without it.
+Still a static artefact that opens from a results folder or the results bucket with no
+server: the chunks are classic scripts (`<script src>`, which file:// allows where fetch
+does not), each one call of a function the page defines, with JSON as the argument. Every
+path is relative to index.html.
+
+Hostile keys, prompts, metadata and reasons stay text: the chunks are JSON with `<`, `>`
+and `&` escaped (so nothing in them can end a script element, were one ever inlined), the
+page's own data is in a `type="application/json"` element with the same escaping, and the
+script builds cards with textContent and setAttribute, never with markup. Image paths are
+built from the key percent-encoded exactly as thumb_href/image_href do it.
+
+Thumbnails are made after the images, by separate invocations or on demand
+(pipeline/thumbnails.py), so a page may list a thumbnail that is not there yet, or never
+will be (an image that does not decode): the card then loads the full image instead, and
+when that is missing too, shows a placeholder saying so.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote
 
+from bananabatch.core.intake.model import text_preview
 from bananabatch.core.records import ItemRecord, JobRecord, extension_for
 from bananabatch.core.states import ItemState
+from bananabatch.report.gallery_assets import CSS, JS
 from bananabatch.report.thumbs import THUMB_EXTENSION
 
 GALLERY_CONTENT_TYPE: Final = "text/html; charset=utf-8"
+CHUNK_CONTENT_TYPE: Final = "text/javascript; charset=utf-8"
+# Items per data file and per page. A page always lies inside one chunk (CHUNK_ITEMS is a
+# multiple of PAGE_ITEMS), so paging through an unfiltered job loads one chunk per step.
+CHUNK_ITEMS: Final = 200
+PAGE_ITEMS: Final = 100
+# What a search loads is every chunk, about 300 bytes an item: 50,000 items are some 15 MB,
+# still a page a browser searches in a moment. Past it the gallery lists the first lines
+# and says so; results.jsonl and costs.csv always list every line.
+GALLERY_LIMIT: Final = 50_000
+# The function every chunk calls; the page defines it.
+CHUNK_CALLBACK: Final = "bananabatchGalleryChunk"
 
 HAS_IMAGE: Final = frozenset({ItemState.SUCCEEDED, ItemState.CACHED})
 PROBLEM_STATES: Final = frozenset({ItemState.BLOCKED, ItemState.FAILED, ItemState.REJECTED})
@@ -54,15 +81,44 @@ _ALWAYS_SHOWN: Final = frozenset(
     {ItemState.SUCCEEDED, ItemState.BLOCKED, ItemState.FAILED, ItemState.REJECTED}
 )
 
+# One item in a chunk, as a JSON array in this order (the script reads it by position;
+# arrays instead of objects make a chunk about a third smaller).
+ROW_FIELDS: Final = (
+    "line",  # input line number
+    "key",  # the user's key (or the one given to a line without); null: a keyless rejected line
+    "state",
+    "prompt",  # the prompt's preview
+    "model",
+    "shape",  # "16:9 · 1K"
+    "ext",  # the image's extension; null: no image
+    "paid",  # actual USD, null when unknown
+    "estimate",  # estimated USD at batch price
+    "reason",  # why it was blocked, failed or rejected
+    "metadata",  # the line's metadata, as written
+    "lane",
+)
 
-# A missing thumbnail shows the full image. Removing the handler first means a full image
-# that fails too stays broken instead of retrying forever. No quotes inside, so it sits in
-# a double-quoted attribute as it is; the image's path comes from data-full, escaped there.
-_FALLBACK: Final = "this.onerror=null;this.src=this.dataset.full"
+# The chunk's JSON is escaped beyond what JSON needs: no `<`, `>` or `&` appear literally,
+# so no text in it can close or open an element wherever the JSON ends up.
+_JSON_ESCAPES: Final = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+@dataclass(frozen=True)
+class GalleryFile:
+    """One object of the gallery, named relative to the job's results prefix."""
+
+    name: str
+    data: bytes
+    content_type: str
 
 
 def gallery_object_name(job_id: str) -> str:
     return f"jobs/{job_id}/index.html"
+
+
+def chunk_name(index: int) -> str:
+    """A data file's path relative to index.html (and to the job's results prefix)."""
+    return f"gallery/items-{index:05d}.js"
 
 
 def thumb_href(key: str) -> str:
@@ -75,53 +131,180 @@ def image_href(item: ItemRecord) -> str:
     return f"images/{_segment(item.key)}.{_image_extension(item)}"
 
 
-def render_gallery(job: JobRecord, items: Iterable[ItemRecord]) -> str:
-    ordered = sorted(items, key=lambda item: (item.line_no, item.key))
-    tally = dict.fromkeys(ItemState, 0)
-    cards: list[str] = []
-    problems: list[str] = []
-    for item in ordered:
-        tally[item.state] += 1
-        cards.append(_card(item))
-        if item.state in PROBLEM_STATES:
-            problems.append(_problem_row(item))
+class GalleryBuilder:
+    """Items in, in line order, as the reports stream them; the gallery's files out.
 
-    # The job's own counts agree with summary.json and include lines that never became
-    # items; the tally only stands in for a job that has not been counted yet.
-    counts = _counts(job.counts) if any(job.counts.values()) else tally
+    Holds the encoded chunks only (about 300 bytes an item, at most GALLERY_LIMIT items),
+    never the records.
+    """
 
-    parts: list[str] = [
-        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-        '<meta name="color-scheme" content="light dark">\n',
-        '<meta name="generator" content="bananabatch">\n',
-        f"<title>{_e(job.job_id)} · bananabatch</title>\n",
-        f"<style>{_CSS}</style>\n</head>\n<body>\n",
-        _header(job),
-        _totals(job, counts),
-        '<main>\n<section class="sheet" aria-label="Items">\n',
-        f'<h2>Items <span class="muted">{len(ordered):,}</span></h2>\n',
-        '<div class="grid">\n',
-        *cards,
-        "</div>\n</section>\n",
-    ]
-    if not ordered:
-        parts.append('<p class="empty-note">This job has no items.</p>\n')
-    if problems:
-        parts += [
-            '<section class="problems" id="problems" aria-label="Problems">\n',
-            "<h2>Blocked, failed and rejected ",
-            f'<span class="muted">{len(problems):,}</span></h2>\n',
-            "<table>\n<thead><tr><th>Line</th><th>Key</th><th>Status</th><th>Reason</th>"
-            "</tr></thead>\n<tbody>\n",
-            *problems,
-            "</tbody>\n</table>\n</section>\n",
+    def __init__(self, *, limit: int = GALLERY_LIMIT) -> None:
+        self._limit = limit
+        self._rows: list[str] = []
+        self._chunks: list[bytes] = []
+        self.listed = 0
+        self.left_out = 0
+        self._tally = dict.fromkeys(ItemState, 0)
+
+    @property
+    def truncated(self) -> bool:
+        return self.left_out > 0
+
+    def add(self, item: ItemRecord, metadata: Any = None) -> None:
+        """List one line: an item, or a rejected line as an ItemRecord whose key is the
+        one the user wrote ("" when the line had none)."""
+        if self.listed >= self._limit:
+            self.left_out += 1
+            return
+        self.listed += 1
+        self._tally[item.state] += 1
+        self._rows.append(_dumps(_row(item, metadata)))
+        if len(self._rows) == CHUNK_ITEMS:
+            self._flush()
+
+    def files(self, job: JobRecord) -> list[GalleryFile]:
+        """The chunks, then index.html: a reader who finds the page finds its data."""
+        self._flush()
+        out = [
+            GalleryFile(chunk_name(n), data, CHUNK_CONTENT_TYPE)
+            for n, data in enumerate(self._chunks)
         ]
-    parts.append(
-        f"</main>\n<footer>bananabatch · job {_e(job.job_id)} · "
-        f"results.jsonl and summary.json sit next to this page</footer>\n</body>\n</html>\n"
+        # The job's own counts agree with summary.json and include lines that never became
+        # items; the tally only stands in for a job that has not been counted yet.
+        counts = _counts(job.counts) if any(job.counts.values()) else self._tally
+        page = _page(job, counts, listed=self.listed, chunks=len(self._chunks))
+        out.append(GalleryFile("index.html", page.encode(), GALLERY_CONTENT_TYPE))
+        return out
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        index = len(self._chunks)
+        body = ",\n".join(self._rows)
+        self._chunks.append(f"{CHUNK_CALLBACK}({index},[\n{body}\n]);\n".encode())
+        self._rows = []
+
+
+def render_gallery(
+    job: JobRecord,
+    items: Iterable[ItemRecord],
+    metadata: Mapping[int, Any] | None = None,
+    *,
+    limit: int = GALLERY_LIMIT,
+) -> list[GalleryFile]:
+    """The whole gallery of `items` (any order), each line's metadata by line number."""
+    builder = GalleryBuilder(limit=limit)
+    for item in sorted(items, key=lambda item: (item.line_no, item.key)):
+        builder.add(item, (metadata or {}).get(item.line_no))
+    return builder.files(job)
+
+
+def rejected_line_item(job: JobRecord, rejected: Mapping[str, Any]) -> ItemRecord:
+    """A line of rejected.jsonl as the gallery lists it: under the key the user wrote ("" for
+    a line without one), its prompt when the line parses, else the line as written."""
+    key = rejected.get("key")
+    raw = str(rejected.get("input") or "")
+    prompt = raw
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
+        prompt = doc["prompt"]
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return ItemRecord(
+        job_id=job.job_id,
+        key="" if key is None else str(key),
+        line_no=int(rejected["line"]),
+        state=ItemState.REJECTED,
+        model=model if isinstance(model, str) else job.default_model,
+        prompt_preview=text_preview(prompt),
+        reason=str(rejected.get("reason") or ""),
     )
-    return "".join(parts)
+
+
+def _row(item: ItemRecord, metadata: Any) -> list[Any]:
+    has_image = item.state in HAS_IMAGE
+    shape = " · ".join(part for part in (item.aspect_ratio, item.image_size) if part)
+    return [
+        item.line_no,
+        item.key or None,
+        item.state.value,
+        item.prompt_preview,
+        item.model,
+        shape,
+        _image_extension(item) if has_image else None,
+        item.actual_usd,
+        item.estimated_usd,
+        _reason(item) or None,
+        metadata if metadata not in (None, {}, [], "") else None,
+        item.lane,
+    ]
+
+
+def _reason(item: ItemRecord) -> str:
+    parts = [item.reason] if item.reason else []
+    if item.finish_reason and item.finish_reason != item.reason:
+        parts.append(item.finish_reason)
+    if item.error_code is not None:
+        parts.append(f"code {item.error_code}")
+    return " · ".join(parts)
+
+
+def _dumps(value: Any) -> str:
+    # ensure_ascii: also no U+2028/U+2029, which older engines took for line ends.
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":")).translate(_JSON_ESCAPES)
+
+
+def _page(job: JobRecord, counts: Mapping[ItemState, int], *, listed: int, chunks: int) -> str:
+    config = {
+        "items": listed,
+        "chunks": chunks,
+        "chunkItems": CHUNK_ITEMS,
+        "pageItems": PAGE_ITEMS,
+        "callback": CHUNK_CALLBACK,
+        "chunkPrefix": "gallery/items-",
+        "thumbExtension": THUMB_EXTENSION,
+        "fields": ROW_FIELDS,
+        "states": {state.value: _STATE_LABEL[state] for state in _STATE_ORDER},
+    }
+    lines = max(job.line_count, sum(counts.values()))
+    note = ""
+    if listed < lines:
+        note = (
+            f'<p class="note" id="limit-note">This gallery lists the first {listed:,} of '
+            f"{lines:,} lines. <code>results.jsonl</code> and <code>costs.csv</code> list "
+            "every line.</p>\n"
+        )
+    return "".join(
+        [
+            '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+            '<meta name="color-scheme" content="light dark">\n',
+            '<meta name="generator" content="bananabatch">\n',
+            f"<title>{_e(job.job_id)} · bananabatch</title>\n",
+            f"<style>{CSS}</style>\n</head>\n<body>\n",
+            _header(job),
+            _totals(job, counts),
+            "<main>\n",
+            note,
+            _controls(counts, listed),
+            '<section class="sheet" aria-label="Items">\n',
+            '<p class="status" id="status" role="status" aria-live="polite"></p>\n',
+            '<div class="grid" id="grid" aria-busy="true"></div>\n',
+            '<nav class="pager" id="pager" aria-label="Pages"></nav>\n',
+            '<noscript><p class="note">The items are listed by this page\'s script; '
+            "<code>results.jsonl</code> and <code>costs.csv</code> beside this page list "
+            "every line without it.</p></noscript>\n",
+            "</section>\n</main>\n",
+            _footer(job),
+            '<script type="application/json" id="gallery-config">',
+            _dumps(config),
+            "</script>\n",
+            f"<script>{JS}</script>\n",
+            "</body>\n</html>\n",
+        ]
+    )
 
 
 def _header(job: JobRecord) -> str:
@@ -158,94 +341,104 @@ def _totals(job: JobRecord, counts: Mapping[ItemState, int]) -> str:
                 f'title="{_STATE_LABEL[state]}: {count:,}"></span>'
             )
         if count or state in _ALWAYS_SHOWN:
+            # Each count is a link to the cards in that state.
             tiles.append(
-                f'<div class="tile"><dt><i class="dot s-{state.value}"></i>'
-                f"{_STATE_LABEL[state]}</dt><dd>{count:,}</dd></div>"
+                f'<div class="tile"><dt><a href="#state={state.value}">'
+                f'<i class="dot s-{state.value}"></i>{_STATE_LABEL[state]}</a></dt>'
+                f"<dd>{count:,}</dd></div>"
             )
-
-    costs = job.costs
-    # The saving is on the images delivered (finalize): its share is of what they would
-    # have cost at standard price, not of the whole file's standard price.
-    saved_label = "Saved on delivered"
-    delivered_standard = costs.saved_usd + costs.actual_usd
-    if costs.saved_usd > 0 and delivered_standard > 0:
-        share = 100.0 * costs.saved_usd / delivered_standard
-        saved_label += f" <small>{share:.0f}%</small>"
-    money = [
-        ("Estimate (batch price)", _usd(costs.estimated_usd), ""),
-        ("Actual (paid)", _usd(costs.actual_usd), " strong"),
-        ("Estimate at standard price", _usd(costs.standard_equivalent_usd), ""),
-        (saved_label, _usd(costs.saved_usd), " good"),
-        ("Per accepted image", _usd(costs.cost_per_accepted_image_usd), ""),
-    ]
-    money_tiles = "".join(
-        f'<div class="tile{extra}"><dt>{label}</dt><dd>{value}</dd></div>'
-        for label, value, extra in money
-    )
     return (
         '<section class="totals" aria-label="Totals">\n'
         f'<div class="bar" role="img" aria-label="items by status">{"".join(segments)}</div>\n'
         f'<dl class="tiles counts">{"".join(tiles)}</dl>\n'
-        f'<dl class="tiles money">{money_tiles}</dl>\n'
-        "</section>\n"
+        f"{_money(job)}</section>\n"
     )
 
 
-def _card(item: ItemRecord) -> str:
-    state = item.state.value
-    key = _e(item.key)
-    if item.state in HAS_IMAGE:
-        frame = (
-            f'<a class="frame" href="{_e(image_href(item))}" title="open the full image">'
-            f'<img src="{_e(thumb_href(item.key))}" alt="{_e(item.prompt_preview or item.key)}"'
-            f' data-key="{key}" data-full="{_e(image_href(item))}" onerror="{_FALLBACK}"'
-            ' loading="lazy" decoding="async"></a>'
+def _money(job: JobRecord) -> str:
+    """The job's costs, each tile labelled as what it is and marked with the summary.json
+    field it shows (data-field), so the page and the file cannot say different things."""
+    costs = job.costs
+    delivered = (job.counts.get(ItemState.SUCCEEDED.value, 0) or 0) + (
+        job.counts.get(ItemState.CACHED.value, 0) or 0
+    )
+    # finalize claims a saving only for the share of the work that was done: the share
+    # shown is of what the delivered images would have cost at standard price.
+    saved_label = "Saved on delivered images"
+    delivered_standard = costs.saved_usd + costs.actual_usd
+    if costs.saved_usd > 0 and delivered_standard > 0:
+        share = 100.0 * costs.saved_usd / delivered_standard
+        saved_label += f" <small>{share:.0f}%</small>"
+    tiles = [
+        ("estimated_usd", "Estimate at batch price", format_usd(costs.estimated_usd), ""),
+        (
+            "standard_equivalent_usd",
+            "Estimate at standard price",
+            format_usd(costs.standard_equivalent_usd),
+            "",
+        ),
+        ("actual_usd", "Actual (paid)", format_usd(costs.actual_usd), " strong"),
+        ("saved_usd", saved_label, format_usd(costs.saved_usd), " good" if costs.saved_usd else ""),
+    ]
+    if costs.cache_saved_usd:
+        tiles.append(
+            ("cache_saved_usd", "Saved by the cache", format_usd(costs.cache_saved_usd), " good")
         )
-    else:
-        why = _reason(item)
-        frame = (
-            f'<div class="frame none s-{state}"><b>{_e(_STATE_LABEL[item.state])}</b>'
-            + (f"<small>{_e(why)}</small>" if why else "")
-            + "</div>"
+    if costs.urgent_actual_usd:
+        tiles += [
+            ("batch_actual_usd", "Actual, batch lane", format_usd(costs.batch_actual_usd), ""),
+            ("urgent_actual_usd", "Actual, urgent lane", format_usd(costs.urgent_actual_usd), ""),
+        ]
+    tiles.append(
+        (
+            "cost_per_accepted_image_usd",
+            "Actual per delivered image",
+            format_usd(costs.cost_per_accepted_image_usd),
+            "",
         )
-    shape = " · ".join(_e(part) for part in (item.aspect_ratio, item.image_size) if part)
-    prompt = _e(item.prompt_preview)
+    )
+    body = "".join(
+        f'<div class="tile{extra}" data-field="{field}"><dt>{label}</dt><dd>{value}</dd></div>'
+        for field, label, value, extra in tiles
+    )
+    note = ""
+    if not delivered and job.finished_at is not None:
+        note = '<p class="note">No image was delivered: nothing was saved.</p>\n'
+    return f'<dl class="tiles money" aria-label="Money (USD)">{body}</dl>\n{note}'
+
+
+def _controls(counts: Mapping[ItemState, int], listed: int) -> str:
+    options = [f'<option value="">All states ({listed:,})</option>']
+    problems = sum(counts.get(state, 0) for state in PROBLEM_STATES)
+    if problems:
+        options.append(
+            f'<option value="problems">Blocked, failed or rejected ({problems:,})</option>'
+        )
+    for state in _STATE_ORDER:
+        count = counts.get(state, 0)
+        if count:
+            options.append(
+                f'<option value="{state.value}">{_STATE_LABEL[state]} ({count:,})</option>'
+            )
     return (
-        f'<article class="card" data-state="{state}">{frame}'
-        f'<div class="body"><div class="row"><code class="key" title="{key}">{key}</code>'
-        f'<span class="badge s-{state}">{state}</span></div>'
-        f'<p class="prompt" title="{prompt}">{prompt or "<i>no prompt</i>"}</p>'
-        f'<div class="row meta"><span class="shape">{shape or "—"}</span>'
-        f'<span class="cost">{_item_cost(item)}</span></div>'
-        f'<div class="model" title="model">{_e(item.model)}</div></div></article>\n'
+        '<form class="controls" id="controls" role="search" autocomplete="off">\n'
+        '<label class="search"><span>Search</span><input type="search" id="q" name="q" '
+        'placeholder="key, prompt, metadata, reason" spellcheck="false"></label>\n'
+        '<label class="filter"><span>State</span><select id="state" name="state">'
+        f"{''.join(options)}</select></label>\n"
+        "</form>\n"
     )
 
 
-def _problem_row(item: ItemRecord) -> str:
-    state = item.state.value
-    reason = _e(item.reason) if item.reason else '<i class="muted">no reason recorded</i>'
-    if item.finish_reason and item.finish_reason != item.reason:
-        reason += f' <code class="finish">{_e(item.finish_reason)}</code>'
-    if item.error_code is not None:
-        reason += f' <code class="finish">code {item.error_code}</code>'
-    return (
-        f'<tr data-key="{_e(item.key)}"><td class="num">{item.line_no}</td>'
-        f"<td><code>{_e(item.key)}</code></td>"
-        f'<td><span class="badge s-{state}">{state}</span></td>'
-        f"<td>{reason}</td></tr>\n"
+def _footer(job: JobRecord) -> str:
+    links = " · ".join(
+        f'<a href="{name}">{name}</a>'
+        for name in ("results.jsonl", "costs.csv", "summary.json", "failed.jsonl")
     )
-
-
-def _reason(item: ItemRecord) -> str:
-    return item.reason or item.finish_reason or ""
-
-
-def _item_cost(item: ItemRecord) -> str:
-    if item.actual_usd is not None:
-        return _usd(item.actual_usd)
-    if item.estimated_usd:
-        return f'<span class="muted" title="estimated">est. {_usd(item.estimated_usd)}</span>'
-    return '<span class="muted">—</span>'
+    return (
+        f"<footer>bananabatch · job {_e(job.job_id)} · every line, beside this page: "
+        f"{links}</footer>\n"
+    )
 
 
 def _counts(raw: Mapping[str, int]) -> dict[ItemState, int]:
@@ -265,10 +458,11 @@ def _image_extension(item: ItemRecord) -> str:
 
 def _segment(key: str) -> str:
     # Keys are object-name safe but may still hold characters a URL path treats specially.
+    # The page's script encodes the same way (encodeURIComponent, then !'()*).
     return quote(key, safe="")
 
 
-def _usd(value: float | None) -> str:
+def format_usd(value: float | None) -> str:
     if value is None:
         return '<span class="muted">—</span>'
     sign = "-" if value < 0 else ""
@@ -285,88 +479,3 @@ def _when(value: datetime) -> str:
 
 def _e(text: str | None) -> str:
     return escape(text or "", quote=True)
-
-
-_CSS: Final = """
-:root{--bg:#f6f7f9;--panel:#fff;--ink:#1f2328;--muted:#656d76;--line:#d8dee4;
---frame:#eef0f3;--ok:#1a7f37;--cached:#0969da;--blocked:#9a6700;--failed:#cf222e;
---rejected:#6e7781;--open:#8250df;--accent:#f5c518;--shadow:0 1px 2px rgba(31,35,40,.06),
-0 4px 12px rgba(31,35,40,.06)}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--panel:#161b22;--ink:#e6edf3;
---muted:#8d96a0;--line:#30363d;--frame:#0b0f14;--ok:#3fb950;--cached:#4493f8;
---blocked:#d29922;--failed:#f85149;--rejected:#8d96a0;--open:#ab7df8;--shadow:none}}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--ink);
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-code{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace}
-.muted{color:var(--muted);font-weight:400}
-header.top,.totals,main,footer{max-width:1400px;margin:0 auto;padding:0 24px}
-header.top{padding-top:28px}
-.brand{display:flex;align-items:center;gap:8px;color:var(--muted);font-weight:600;
-letter-spacing:.02em;text-transform:lowercase}
-.logo{width:14px;height:14px;border-radius:50% 50% 50% 0;background:var(--accent);
-transform:rotate(-45deg);box-shadow:inset -3px 0 0 rgba(0,0,0,.12)}
-h1{margin:6px 0 8px;font-size:26px;line-height:1.2;display:flex;flex-wrap:wrap;
-align-items:center;gap:12px;word-break:break-all}
-h2{font-size:17px;margin:32px 0 12px}
-.facts{margin:0;color:var(--muted);display:flex;flex-wrap:wrap;gap:6px 20px}
-.alert{margin:14px 0 0;padding:10px 14px;border-radius:8px;border:1px solid var(--failed);
-color:var(--failed);background:color-mix(in srgb,var(--failed) 8%,var(--panel))}
-.totals{margin-top:22px}
-.bar{display:flex;height:10px;border-radius:5px;overflow:hidden;background:var(--line)}
-.seg{display:block;height:100%}
-.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;
-margin:14px 0 0}
-.tile{background:var(--panel);border:1px solid var(--line);border-radius:10px;
-padding:10px 14px;box-shadow:var(--shadow)}
-.tile dt{color:var(--muted);font-size:12px;display:flex;align-items:center;gap:6px}
-.tile dd{margin:2px 0 0;font-size:22px;font-weight:650;font-variant-numeric:tabular-nums}
-.tile dt small{font-size:11px;font-weight:700;color:var(--ok);
-background:color-mix(in srgb,var(--ok) 12%,transparent);padding:0 6px;border-radius:999px}
-.tile.strong{box-shadow:inset 3px 0 0 var(--accent),var(--shadow)}
-.tile.good dd{color:var(--ok)}
-.dot{display:inline-block;width:9px;height:9px;border-radius:50%}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:16px}
-.card{background:var(--panel);border:1px solid var(--line);border-radius:12px;
-overflow:hidden;display:flex;flex-direction:column;box-shadow:var(--shadow)}
-.frame{display:flex;align-items:center;justify-content:center;aspect-ratio:1/1;
-background:var(--frame);overflow:hidden}
-.frame img{width:100%;height:100%;object-fit:contain;display:block}
-a.frame:hover img{transform:scale(1.02);transition:transform .15s}
-.frame.none{flex-direction:column;gap:6px;padding:16px;text-align:center;
-background:repeating-linear-gradient(135deg,var(--frame) 0 10px,var(--panel) 10px 20px)}
-.frame.none b{font-size:15px;letter-spacing:.04em;text-transform:uppercase}
-.frame.none small{color:var(--muted);display:-webkit-box;-webkit-line-clamp:4;
--webkit-box-orient:vertical;overflow:hidden;word-break:break-word}
-.frame.s-BLOCKED b{color:var(--blocked)}.frame.s-FAILED b{color:var(--failed)}
-.frame.s-REJECTED b{color:var(--rejected)}.frame.s-PENDING b,.frame.s-SUBMITTED b{color:var(--open)}
-.body{padding:10px 12px 12px;display:flex;flex-direction:column;gap:6px;flex:1}
-.row{display:flex;align-items:center;justify-content:space-between;gap:8px;min-width:0}
-.key{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-weight:600}
-.prompt{margin:0;color:var(--ink);display:-webkit-box;-webkit-line-clamp:3;
--webkit-box-orient:vertical;overflow:hidden;word-break:break-word;flex:1}
-.meta{color:var(--muted);font-size:12px}
-.model{color:var(--muted);font:11px/1.3 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
-overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.shape{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.cost{font-variant-numeric:tabular-nums;white-space:nowrap}
-.badge{display:inline-block;padding:1px 8px;border-radius:999px;font-size:11px;
-font-weight:700;letter-spacing:.03em;white-space:nowrap;color:#fff;background:var(--rejected)}
-h1 .badge{font-size:13px;padding:3px 10px}
-.s-SUCCEEDED{background:var(--ok)}.s-CACHED{background:var(--cached)}
-.s-BLOCKED{background:var(--blocked)}.s-FAILED{background:var(--failed)}
-.s-REJECTED{background:var(--rejected)}.s-PENDING,.s-SUBMITTED{background:var(--open)}
-.job-SUCCEEDED{background:var(--ok)}.job-PARTIAL{background:var(--blocked)}
-.job-FAILED{background:var(--failed)}.job-CANCELLED{background:var(--rejected)}
-.job-HELD,.job-RUNNING,.job-RECEIVED{background:var(--open)}
-table{width:100%;border-collapse:collapse;background:var(--panel);border:1px solid var(--line);
-border-radius:10px;overflow:hidden;box-shadow:var(--shadow)}
-th,td{padding:8px 12px;text-align:left;vertical-align:top;border-bottom:1px solid var(--line)}
-th{font-size:12px;color:var(--muted);font-weight:600;background:var(--frame)}
-tr:last-child td{border-bottom:0}
-td.num{font-variant-numeric:tabular-nums;color:var(--muted);width:1%}
-td:nth-child(2){width:1%;white-space:nowrap}td:nth-child(3){width:1%}
-.finish{color:var(--muted)}
-.empty-note{color:var(--muted)}
-footer{color:var(--muted);font-size:12px;padding-top:28px;padding-bottom:32px}
-"""
