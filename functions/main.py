@@ -13,6 +13,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from bananabatch import entrypoints, wiring
 from bananabatch.errors import TransientError
+from bananabatch.openai_webhooks import OPENAI_WEBHOOK_PATH
 from bananabatch.webhooks import MAX_BODY_BYTES
 
 
@@ -57,10 +58,12 @@ def on_billing_alert(event: CloudEvent) -> None:
 
 @functions_framework.http
 def on_gemini_webhook(request: flask.Request) -> tuple[dict[str, Any], int]:
-    """A Gemini webhook delivery (HTTP): verified, then announced as batch-done."""
+    """A webhook delivery (HTTP): verified, then announced as batch-done. Gemini's at the
+    function's URL; OpenAI's at its sub-path /openai (the URL registered with OpenAI)."""
     # Read at most one byte past the cap: a bigger body is refused (413) without being read.
     body = request.stream.read(MAX_BODY_BYTES + 1)
-    # No provider: the receiver only verifies and publishes (it holds no Gemini key).
-    return entrypoints.gemini_webhook(
-        wiring.current(with_provider=False), dict(request.headers), body
-    )
+    # No provider: the receiver only verifies and publishes (it holds no provider key).
+    runtime = wiring.current(with_provider=False)
+    if request.path.rstrip("/").endswith(OPENAI_WEBHOOK_PATH):
+        return entrypoints.openai_webhook(runtime, dict(request.headers), body)
+    return entrypoints.gemini_webhook(runtime, dict(request.headers), body)

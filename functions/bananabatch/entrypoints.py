@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
-from bananabatch import log
+from bananabatch import log, openai_webhooks
 from bananabatch.config import WebhookMode
 from bananabatch.errors import BananaError, ConfigError, PermanentError, TransientError
 from bananabatch.events import parse_pubsub_event, parse_upload_event
@@ -139,6 +139,35 @@ def _verifier(rt: Runtime) -> WebhookVerifier:
         # requests on a warm instance.
         _verifiers[cache_key] = verifier_for(s)
     return _verifiers[cache_key]
+
+
+def openai_webhook(
+    rt: Runtime, headers: Mapping[str, str], body: bytes
+) -> tuple[dict[str, Any], int]:
+    """Verify an OpenAI webhook delivery with the SDK and hand it on, as gemini_webhook
+    does; answers 404 when no OpenAI webhook secret is configured."""
+    log.configure(rt.settings.log_level)
+    webhook_id = headers.get("webhook-id") or headers.get("Webhook-Id")
+    with log.labels(
+        execution_id=webhook_id[:MAX_ID_CHARS].encode("unicode_escape").decode()
+        if webhook_id
+        else None,
+        entry_point="on_gemini_webhook/openai",
+    ):
+        if not rt.settings.openai_webhook_secret:
+            return {"error": "OpenAI webhooks are not enabled on this deployment"}, 404
+        try:
+            delivery = openai_webhooks.verify(rt.settings.openai_webhook_secret, headers, body)
+            return webhook.handle_delivery(rt, delivery), 200
+        except ConfigError as exc:
+            logger.error("webhook receiver misconfigured", extra={"error": str(exc)})
+            return {"error": "webhook receiver misconfigured"}, 500
+        except WebhookRejected as exc:
+            logger.warning(
+                "webhook refused",
+                extra={"status": exc.status, "error": str(exc), "alert": "webhook_refused"},
+            )
+            return {"error": str(exc)}, exc.status
 
 
 def gemini_webhook(

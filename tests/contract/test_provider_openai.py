@@ -599,3 +599,24 @@ def test_the_wiring_builds_the_openai_adapter_from_settings(
     assert isinstance(built, OpenAIBatchProvider)
     assert str(built.client.base_url).rstrip("/") == emu.base_url
     assert built.client.max_retries == 0
+
+
+def test_gcs_input_images_of_edit_lines_are_sent_as_signed_urls(
+    provider: OpenAIBatchProvider, objects: FolderObjectStore, emu: OpenAIEmulatorServer
+) -> None:
+    objects.write_bytes(
+        "inbox", "references/fox.png", b"\x89PNG\r\n\x1a\n", content_type="image/png"
+    )
+    images = [{"image_url": "gs://inbox/references/fox.png"}, {"image_url": "https://x/y.png"}]
+    line = openai_rows.encode("e1", body("a fox like this") | {"images": images})
+    made = _create(provider, objects, ["e1"], data=json.dumps(line).encode() + b"\n")
+    assert emu.state.get_batch(made.name).endpoint == "/v1/images/edits"
+    sent = json.loads(emu.state.get_file(made.input_file or "").path.read_bytes())
+    urls = [entry["image_url"] for entry in sent["body"]["images"]]
+    assert urls[1] == "https://x/y.png"
+    assert not urls[0].startswith("gs://")
+    assert urls[0] == objects.signed_url(
+        "inbox", "references/fox.png", expires_in=provider.reference_url_ttl
+    )
+    emu.state.complete(made.name)
+    assert classify_row(_rows(provider, made)["e1"]).kind is OutcomeKind.IMAGE

@@ -24,8 +24,9 @@ from bananabatch.webhooks import Delivery
 
 log = get_logger(__name__)
 
+# Gemini's, and OpenAI's batch.completed (openai_webhooks.py); the others share names.
 BATCH_EVENTS: Final = frozenset(
-    {"batch.succeeded", "batch.failed", "batch.expired", "batch.cancelled"}
+    {"batch.succeeded", "batch.completed", "batch.failed", "batch.expired", "batch.cancelled"}
 )
 SCHEMA_VERSION: Final = 1
 

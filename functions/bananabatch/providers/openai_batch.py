@@ -57,7 +57,7 @@ from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
 from bananabatch.providers import openai_rows
 from bananabatch.providers._common import split_lines
-from bananabatch.providers._references import redact_signed_urls
+from bananabatch.providers._references import mentions_gcs, redact_signed_urls, split_gcs_uri
 from bananabatch.providers.gemini import TRANSPORT_ERRORS
 
 log = get_logger(__name__)
@@ -166,8 +166,11 @@ class OpenAIBatchProvider:
         *,
         kind: str = KIND,
         output_expires_after: timedelta = timedelta(days=7),
+        reference_url_ttl: timedelta = timedelta(hours=72),
     ) -> None:
         self.kind = kind
+        # Signed URLs of gs:// input images: the batch runs within 24 h of its create.
+        self.reference_url_ttl = reference_url_ttl
         self.client = client
         self.objects = objects
         self.output_expires_after = output_expires_after
@@ -206,7 +209,7 @@ class OpenAIBatchProvider:
         where = f"batch {display_name} ({request_bucket}/{request_object})"
         with ExitStack() as stack:
             source = stack.enter_context(self.objects.open_read(request_bucket, request_object))
-            upload = stack.enter_context(_seekable(source))
+            upload = stack.enter_context(self._readable_images(source, where))
             endpoint = _endpoint_of(upload, where)
             try:
                 uploaded = self.client.files.create(
@@ -243,6 +246,36 @@ class OpenAIBatchProvider:
         )
         made = provider_batch(batch, request_count)
         return made if made.display_name else replace(made, display_name=display_name)
+
+    @contextmanager
+    def _readable_images(self, source: IO[bytes], where: str) -> Iterator[IO[bytes]]:
+        """The staged file as OpenAI can read it, seekable: every gs:// input image of an
+        edit line replaced by a signed URL valid past the batch's 24 h window
+        (providers/_references.py says why signed URLs); a file without one goes as is."""
+        with _seekable(source) as seekable:
+            found = mentions_gcs(seekable)
+            seekable.seek(0)
+            if not found:
+                yield seekable
+                return
+            signed: dict[str, str] = {}
+
+            def url_for(uri: str) -> str:
+                if uri not in signed:
+                    bucket, name = split_gcs_uri(uri)
+                    signed[uri] = self.objects.signed_url(
+                        bucket, name, expires_in=self.reference_url_ttl
+                    )
+                return signed[uri]
+
+            with tempfile.TemporaryFile() as spool:
+                count = 0
+                for line in _lines_of(seekable):
+                    count += openai_rows.with_signed_images(line, url_for)
+                    spool.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+                spool.seek(0)
+                log.info("reference images signed", extra={"references": count, "where": where})
+                yield cast(IO[bytes], spool)
 
     # --- find, get, cancel -----------------------------------------------------------------
 
@@ -533,6 +566,7 @@ def from_settings(settings: Settings, objects: ObjectStore) -> OpenAIBatchProvid
         client,
         objects,
         output_expires_after=timedelta(hours=settings.openai_output_expires_hours),
+        reference_url_ttl=timedelta(hours=settings.reference_url_hours),
     )
 
 

@@ -24,7 +24,7 @@ whether or not the service listed it (it is retried, as the batch's state says).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 GENERATIONS: Final = "/v1/images/generations"
@@ -77,6 +77,21 @@ def endpoint_for(body: Mapping[str, Any]) -> str:
 
 def encode(key: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {"custom_id": key, "method": "POST", "url": endpoint_for(body), "body": dict(body)}
+
+
+def with_signed_images(line: dict[str, Any], url_for: Callable[[str], str]) -> int:
+    """Replace, in place, every gs:// `image_url` of a staged edit line's `images` with
+    url_for(uri) (a signed https URL: OpenAI reads no gs://). Returns how many."""
+    body = line.get("body")
+    images = body.get("images") if isinstance(body, dict) else None
+    count = 0
+    if isinstance(images, list):
+        for entry in images:
+            uri = entry.get("image_url") if isinstance(entry, dict) else None
+            if isinstance(uri, str) and uri.startswith("gs://"):
+                entry["image_url"] = url_for(uri)
+                count += 1
+    return count
 
 
 def to_row(line: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -102,7 +102,8 @@ def usage_for(body: Mapping[str, Any]) -> Json:
     quality = body.get("quality") if body.get("quality") in TOKENS_1K else "auto"
     raw_n = body.get("n")
     n = raw_n if isinstance(raw_n, int) and not isinstance(raw_n, bool) else 1
-    per_image = math.ceil(TOKENS_1K[str(quality)] * width * height / (1024 * 1024))
+    # round(), as the catalog rounds its 1.5x sizes (core/catalog_openai.py).
+    per_image = round(TOKENS_1K[str(quality)] * width * height / (1024 * 1024))
     text = math.ceil(len(str(body.get("prompt") or "")) / 4)
     images = INPUT_IMAGE_TOKENS * len(_input_images(body))
     output = per_image * int(n)
