@@ -37,7 +37,14 @@ LINES: list[dict[str, Any] | str] = [
     },
     {"key": "spring26-chair-bad-ratio", "prompt": "A chair", "aspect_ratio": "7:3"},
     "this line is not JSON",
-    {"key": "spring26-lamp", "prompt": "A floor lamp, studio light", "aspect_ratio": "1:1"},
+    {
+        "key": "spring26-lamp",
+        # Longer than the records' 120-character preview: the end is searchable too.
+        "prompt": "A floor lamp, studio light, "
+        + "brass stem and linen shade, " * 5
+        + "heliotrope",
+        "aspect_ratio": "1:1",
+    },
 ]
 
 
@@ -112,6 +119,12 @@ def test_a_local_runs_gallery_shows_its_summary_money_keys_and_metadata(
         assert page.evaluate(
             "Array.from(document.querySelectorAll('#grid article')).map(c => c.dataset.line)"
         ) == ["1"]
+
+        page.type_into("#q", "HELIOTROPE")
+        page.settle()
+        assert page.evaluate(
+            "Array.from(document.querySelectorAll('#grid article')).map(c => c.dataset.line)"
+        ) == ["5"]
 
         # The hostile line was made like any other and stays text everywhere.
         page.type_into("#q", "")

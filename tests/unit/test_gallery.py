@@ -224,6 +224,19 @@ def test_a_row_carries_the_full_key_prompt_metadata_state_cost_and_reason() -> N
     assert rows[1]["lane"] == "urgent"
 
 
+def test_a_longer_prompt_than_the_preview_is_listed_when_known() -> None:
+    long = "A teak bench, " + "natural finish, " * 20 + "heliotrope cushion"
+    items = [
+        _item("a", 1, ItemState.SUCCEEDED, prompt_preview=long[:119] + "…"),
+        _item("b", 2, ItemState.SUCCEEDED, prompt_preview="short"),
+    ]
+
+    rows = _rows(render_gallery(_job(), items, prompts={1: long, 2: "sho"}))
+
+    assert rows[0]["prompt"] == long
+    assert rows[1]["prompt"] == "short"  # never shorter than the preview
+
+
 def test_a_rejected_line_is_listed_under_the_key_the_user_wrote() -> None:
     job = _job()
     doc = {
@@ -336,7 +349,7 @@ def test_money_tiles_show_summary_json_figures_each_labelled() -> None:
         ("Estimate at batch price", "$0.0780"),
         ("Estimate at standard price", "$0.1560"),
         ("Actual (paid)", "$0.0390"),
-        ("Saved on delivered images 50%", "$0.0390"),
+        ("Saved against standard price, on delivered images 50%", "$0.0390"),
         ("Saved by the cache", "$0.0195"),
         ("Actual per delivered image", "$0.0195"),
     ):
@@ -356,7 +369,7 @@ def test_a_job_that_delivered_nothing_claims_no_saving() -> None:
     text = _text(html)
 
     assert _money(html)["saved_usd"] == "$0.00"
-    assert "%" not in text.split("Saved on delivered images")[1].split("$")[0]
+    assert "%" not in text.split("on delivered images")[1].split("$")[0]
     assert "No image was delivered: nothing was saved." in text
     assert "cache_saved_usd" not in html  # no tile for a saving that did not happen
 

@@ -40,7 +40,7 @@ from bananabatch.pipeline import budget, cache, lifecycle, urgent
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.report import joined
-from bananabatch.report.gallery import GalleryBuilder, rejected_line_item
+from bananabatch.report.gallery import GALLERY_LIMIT, GalleryBuilder, rejected_line_item
 
 log = get_logger(__name__)
 
@@ -216,7 +216,8 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
     tally.counts[ItemState.REJECTED.value] = job.rejected_count
     items = rt.repo.items(job.job_id, order_by="line_no")
     # Each line's metadata joins its result (and costs.csv) back to the user's catalog.
-    metadata = joined.metadata_by_line(rt, job)
+    details = joined.line_details(rt, job, prompts_up_to=GALLERY_LIMIT)
+    metadata = details.metadata
     costs = joined.CostsCsv()
     with rt.objects.open_write(
         results, prefix + RESULTS_NAME, content_type="application/jsonl"
@@ -229,7 +230,7 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
             item: ItemRecord = line.pop("_item")
             line["metadata"] = metadata.get(int(line["line"]), {})
             costs.add(line, line.pop("_lane", None))
-            tally.gallery.add(item, line["metadata"])
+            tally.gallery.add(item, line["metadata"], details.prompts.get(item.line_no))
             sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
     rt.objects.write_bytes(
         results, prefix + joined.COSTS_NAME, costs.to_bytes(), content_type="text/csv"

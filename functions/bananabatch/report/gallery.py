@@ -87,7 +87,7 @@ ROW_FIELDS: Final = (
     "line",  # input line number
     "key",  # the user's key (or the one given to a line without); null: a keyless rejected line
     "state",
-    "prompt",  # the prompt's preview
+    "prompt",  # the prompt (its first GALLERY_PROMPT_CHARS when known, else its preview)
     "model",
     "shape",  # "16:9 · 1K"
     "ext",  # the image's extension; null: no image
@@ -150,15 +150,16 @@ class GalleryBuilder:
     def truncated(self) -> bool:
         return self.left_out > 0
 
-    def add(self, item: ItemRecord, metadata: Any = None) -> None:
+    def add(self, item: ItemRecord, metadata: Any = None, prompt: str | None = None) -> None:
         """List one line: an item, or a rejected line as an ItemRecord whose key is the
-        one the user wrote ("" when the line had none)."""
+        one the user wrote ("" when the line had none). `prompt`: the prompt at more
+        length than the item's preview, when known (it is searched and shown)."""
         if self.listed >= self._limit:
             self.left_out += 1
             return
         self.listed += 1
         self._tally[item.state] += 1
-        self._rows.append(_dumps(_row(item, metadata)))
+        self._rows.append(_dumps(_row(item, metadata, prompt)))
         if len(self._rows) == CHUNK_ITEMS:
             self._flush()
 
@@ -190,12 +191,14 @@ def render_gallery(
     items: Iterable[ItemRecord],
     metadata: Mapping[int, Any] | None = None,
     *,
+    prompts: Mapping[int, str] | None = None,
     limit: int = GALLERY_LIMIT,
 ) -> list[GalleryFile]:
-    """The whole gallery of `items` (any order), each line's metadata by line number."""
+    """The whole gallery of `items` (any order), each line's metadata and longer prompt
+    by line number."""
     builder = GalleryBuilder(limit=limit)
     for item in sorted(items, key=lambda item: (item.line_no, item.key)):
-        builder.add(item, (metadata or {}).get(item.line_no))
+        builder.add(item, (metadata or {}).get(item.line_no), (prompts or {}).get(item.line_no))
     return builder.files(job)
 
 
@@ -223,14 +226,14 @@ def rejected_line_item(job: JobRecord, rejected: Mapping[str, Any]) -> ItemRecor
     )
 
 
-def _row(item: ItemRecord, metadata: Any) -> list[Any]:
+def _row(item: ItemRecord, metadata: Any, prompt: str | None) -> list[Any]:
     has_image = item.state in HAS_IMAGE
     shape = " · ".join(part for part in (item.aspect_ratio, item.image_size) if part)
     return [
         item.line_no,
         item.key or None,
         item.state.value,
-        item.prompt_preview,
+        prompt if prompt and len(prompt) > len(item.prompt_preview) else item.prompt_preview,
         item.model,
         shape,
         _image_extension(item) if has_image else None,
@@ -364,7 +367,7 @@ def _money(job: JobRecord) -> str:
     )
     # finalize claims a saving only for the share of the work that was done: the share
     # shown is of what the delivered images would have cost at standard price.
-    saved_label = "Saved on delivered images"
+    saved_label = "Saved against standard price, on delivered images"
     delivered_standard = costs.saved_usd + costs.actual_usd
     if costs.saved_usd > 0 and delivered_standard > 0:
         share = 100.0 * costs.saved_usd / delivered_standard

@@ -69,7 +69,7 @@ background:repeating-linear-gradient(135deg,var(--frame) 0 10px,var(--panel) 10p
 -webkit-box-orient:vertical;overflow:hidden;word-break:break-word;flex:1}
 .meta{color:var(--muted);font-size:12px}
 .model{color:var(--muted);font:11px/1.3 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
-overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+word-break:break-word}
 .shape{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .cost{font-variant-numeric:tabular-nums;white-space:nowrap}
 .badge{display:inline-block;padding:1px 8px;border-radius:999px;font-size:11px;
@@ -383,7 +383,8 @@ JS: Final = r"""
 
   function cost(row) {
     var paid = row[F.paid];
-    if (paid !== null) { return (row[F.state] === "CACHED" ? "cached " : "paid ") + usd(paid); }
+    if (row[F.state] === "CACHED") { return "cached, " + usd(paid || 0); }
+    if (paid !== null) { return "paid " + usd(paid); }
     if (row[F.estimate]) { return "est. " + usd(row[F.estimate]); }
     return "—";
   }

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bananabatch.core.intake import IntakeLimits, iter_raw_lines
+from bananabatch.core.intake import PREVIEW_CHARS, IntakeLimits, iter_raw_lines
 from bananabatch.core.records import JobRecord
 from bananabatch.errors import BananaError
 from bananabatch.pipeline.runtime import Runtime
@@ -31,24 +32,51 @@ COSTS_COLUMNS: Final = (
 )
 
 
+# The gallery searches prompts up to this long (its cards show three lines of them).
+GALLERY_PROMPT_CHARS: Final = 1_000
+
+
+@dataclass
+class LineDetails:
+    """What the reports take from the input lines again (none of it is in the records)."""
+
+    # {line number: the line's metadata}, for the lines that have one.
+    metadata: dict[int, Any] = field(default_factory=dict)
+    # {line number: the prompt, up to GALLERY_PROMPT_CHARS}, for the simple lines among the
+    # first `prompts_up_to` whose prompt is longer than the records' preview.
+    prompts: dict[int, str] = field(default_factory=dict)
+
+
 def metadata_by_line(rt: Runtime, job: JobRecord) -> dict[int, Any]:
     """{line number: the line's metadata} for the lines of the input that have one."""
-    found: dict[int, Any] = {}
+    return line_details(rt, job).metadata
+
+
+def line_details(rt: Runtime, job: JobRecord, *, prompts_up_to: int = 0) -> LineDetails:
+    """Each line's metadata, and the longer prompts of the first `prompts_up_to` lines."""
+    found = LineDetails()
     try:
         with rt.objects.open_read(job.source.bucket, job.source.name) as stream:
             for line_no, raw in iter_raw_lines(
                 stream, max_line_bytes=IntakeLimits().max_line_bytes
             ):
-                if b'"metadata"' not in raw:
-                    continue  # most lines: no parse
+                # Most lines: no parse. A prompt longer than its preview makes a long line.
+                wants_prompt = line_no <= prompts_up_to and len(raw) > PREVIEW_CHARS
+                if b'"metadata"' not in raw and not wants_prompt:
+                    continue
                 try:
                     doc = json.loads(raw)
                 except (ValueError, RecursionError):
                     continue  # intake rejected it already, with the reason
-                if isinstance(doc, dict) and doc.get("metadata"):
-                    found[line_no] = doc["metadata"]
+                if not isinstance(doc, dict):
+                    continue
+                if doc.get("metadata"):
+                    found.metadata[line_no] = doc["metadata"]
+                prompt = doc.get("prompt")
+                if wants_prompt and isinstance(prompt, str) and len(prompt) > PREVIEW_CHARS:
+                    found.prompts[line_no] = prompt[:GALLERY_PROMPT_CHARS]
     except BananaError:
-        return {}
+        return LineDetails()
     return found
 
 
