@@ -73,6 +73,8 @@ ENV_OPENAI_API_KEY: Final = "OPENAI_API_KEY"
 ENV_OPENAI_BASE_URL: Final = "OPENAI_BASE_URL"
 ENV_OPENAI_WEBHOOK_SECRET: Final = "OPENAI_WEBHOOK_SECRET"
 ENV_OPENAI_OUTPUT_EXPIRES_HOURS: Final = "BANANABATCH_OPENAI_OUTPUT_EXPIRES_HOURS"
+# Whether this deployment takes gpt-image lines (off: they are rejected at intake, saying so).
+ENV_OPENAI_ENABLED: Final = "BANANABATCH_OPENAI_ENABLED"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -232,6 +234,9 @@ class Settings(BaseModel):
     # (1 h to 30 d): the collector must have read them by then. A batch runs at most 24 h,
     # then its files are made; 7 days covers a collector down over a long weekend.
     openai_output_expires_hours: float = Field(default=7 * 24.0, ge=1, le=30 * 24)
+    # Lines for gpt-image models go to OpenAI Batch; off, they are rejected at intake with
+    # the reason. The key and the webhook secret come from Secret Manager when deployed.
+    openai_enabled: bool = False
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -414,6 +419,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "openai_base_url": ENV_OPENAI_BASE_URL,
     "openai_webhook_secret": ENV_OPENAI_WEBHOOK_SECRET,
     "openai_output_expires_hours": ENV_OPENAI_OUTPUT_EXPIRES_HOURS,
+    "openai_enabled": ENV_OPENAI_ENABLED,
 }
 
 

@@ -73,6 +73,7 @@ def estimate_file(
         today=rt.now().date(),
         vertex=rt.settings.provider is ProviderKind.VERTEX,
         references=reference_policy(rt.settings),
+        openai=rt.settings.openai_enabled,
     )
     estimator = FileEstimator(
         rt.prices,

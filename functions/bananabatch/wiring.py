@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
-from bananabatch.config import Backend, ProviderKind, Settings
+from bananabatch.config import (
+    ENV_OPENAI_API_KEY,
+    ENV_OPENAI_ENABLED,
+    Backend,
+    ProviderKind,
+    Settings,
+)
+from bananabatch.core.catalog import Provider
 from bananabatch.core.pricing import PriceBook
 from bananabatch.errors import ConfigError
 from bananabatch.pipeline.runtime import Runtime
@@ -33,6 +41,7 @@ def build_runtime(settings: Settings, *, with_provider: bool = True) -> Runtime:
         if with_provider
         else cast(BatchProvider, NoProvider()),
         prices=PriceBook(overrides=settings.price_overrides),
+        provider_factory=other_providers(settings, objects),
     )
 
 
@@ -93,6 +102,23 @@ def build_openai_provider(settings: Settings, objects: ObjectStore) -> BatchProv
     from bananabatch.providers import openai_batch
 
     return openai_batch.from_settings(settings, objects)
+
+
+def other_providers(settings: Settings, objects: ObjectStore) -> Callable[[str], BatchProvider]:
+    """Runtime.provider_factory: the adapter of a provider other than Gemini's, by
+    catalog.Provider value, built when a batch or a line first needs it."""
+
+    def build(kind: str) -> BatchProvider:
+        if kind != Provider.OPENAI:
+            raise ConfigError(f"unknown provider {kind!r}; expected one of {', '.join(Provider)}")
+        if not settings.openai_enabled:
+            raise ConfigError(
+                f"the OpenAI provider is not enabled: set {ENV_OPENAI_ENABLED}=true and "
+                f"{ENV_OPENAI_API_KEY}"
+            )
+        return build_openai_provider(settings, objects)
+
+    return build
 
 
 def install(runtime: Runtime) -> None:

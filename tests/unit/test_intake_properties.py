@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bananabatch.core.catalog import MODELS
+from bananabatch.core.catalog import ALL_MODELS, ModelSpec, Provider
 from bananabatch.core.intake import (
     AcceptedLine,
     IntakeLimits,
@@ -40,7 +40,7 @@ json_values = st.recursive(
 field_names = st.sampled_from(
     [
         *("key", "prompt", "aspect_ratio", "image_size", "model", "reference_images"),
-        *("metadata", "cache", "priority", "request", "extra"),
+        *("metadata", "cache", "priority", "request", "extra", "quality", "output_format"),
     ]
 )
 # Objects that look like input lines, with values of any type: they reach every branch.
@@ -48,7 +48,11 @@ line_like = st.dictionaries(
     field_names,
     json_values
     | st.sampled_from(
-        ["1:1", "2K", "gemini-3-pro-image", "batch", "gs://inbox/references/x.png", "a/b", "__x"]
+        [
+            *("1:1", "2K", "gemini-3-pro-image", "batch", "gs://inbox/references/x.png"),
+            *("a/b", "__x", "gpt-image-2", "gpt-image-1", "3:2", "16:9", "1024x1536"),
+            *("1536X1024", "low", "high", "ultra", "jpeg", "gif", "urgent"),
+        ]
     )
     | st.just({"contents": [{"parts": [{"text": "hi"}]}]}),
     max_size=6,
@@ -224,16 +228,38 @@ prompts = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=50
 )
 
 
+def _sizes(spec: ModelSpec, aspect: str | None) -> st.SearchStrategy[str]:
+    """A size the model takes, in either case ("1024X1536" is "1024x1536", "2k" is "2K");
+    beside its aspect ratio, a gpt-image size must be the ratio's."""
+    if spec.provider is Provider.OPENAI and aspect is not None:
+        sizes = st.just(spec.size_by_ratio[aspect])
+    else:
+        sizes = st.sampled_from(spec.image_sizes)
+    return sizes.flatmap(lambda size: st.sampled_from([size, size.upper()]))
+
+
 @st.composite
 def simple_lines(draw: st.DrawFn) -> dict[str, Any]:
-    spec = draw(st.sampled_from(MODELS))
+    """A valid simple line for any catalog model, Gemini's or a gpt-image one."""
+    spec = draw(st.sampled_from(ALL_MODELS))
+    openai = spec.provider is Provider.OPENAI
     doc: dict[str, Any] = {"prompt": draw(prompts), "model": spec.model_id}
     if draw(st.booleans()):
         doc["key"] = draw(safe_keys)
     if draw(st.booleans()):
         doc["aspect_ratio"] = draw(st.sampled_from(spec.aspect_ratios))
     if draw(st.booleans()) and spec.image_sizes:
-        doc["image_size"] = draw(st.sampled_from(spec.image_sizes))
+        doc["image_size"] = draw(_sizes(spec, doc.get("aspect_ratio")))
+    if openai:
+        doc |= draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "quality": st.sampled_from(spec.qualities),
+                    "output_format": st.sampled_from(spec.output_formats),
+                },
+            )
+        )
     if draw(st.booleans()):
         doc["reference_images"] = draw(
             st.lists(
@@ -250,7 +276,8 @@ def simple_lines(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         doc["metadata"] = draw(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
     if draw(st.booleans()):
-        doc["priority"] = draw(st.sampled_from(["batch", "urgent"]))
+        # The urgent lane is Gemini's synchronous API.
+        doc["priority"] = draw(st.sampled_from(["batch"] if openai else ["batch", "urgent"]))
     if draw(st.booleans()):
         doc["cache"] = draw(st.booleans())
     return doc
@@ -267,11 +294,29 @@ def test_a_valid_simple_line_is_always_accepted_and_keeps_its_prompt(
         default_model="gemini-3-pro-image", limits=LIMITS, today=date(2026, 9, 1)
     ).parse(line_no, raw)
     assert isinstance(result, AcceptedLine), result
-    assert as_json(result.request)["contents"][0]["parts"][0] == {"text": doc["prompt"]}
+    spec = next(s for s in ALL_MODELS if s.model_id == doc["model"])
+    written_size = doc.get("image_size")
+    if spec.provider is Provider.OPENAI:
+        body = as_json(result.request)
+        assert body["prompt"] == doc["prompt"]
+        assert body["model"] == doc["model"]
+        # The size as written, else the ratio's, else the default: always sent.
+        size = (
+            written_size.lower()
+            if written_size
+            else spec.size_by_ratio.get(doc.get("aspect_ratio", ""), spec.default_size)
+        )
+        assert result.image_size == body["size"] == size
+        assert result.quality == body["quality"] == doc.get("quality", spec.default_quality)
+        assert body["output_format"] == doc.get("output_format", spec.default_output_format)
+        assert [i["image_url"] for i in body.get("images", [])] == doc.get("reference_images", [])
+    else:
+        assert as_json(result.request)["contents"][0]["parts"][0] == {"text": doc["prompt"]}
+        assert result.image_size == (written_size.upper() if written_size else None)
+        assert result.quality is None
     assert result.key == doc.get("key", f"line-{line_no:06d}")
     assert result.model == doc["model"]
     assert result.aspect_ratio == doc.get("aspect_ratio")
-    assert result.image_size == doc.get("image_size")
     assert result.reference_images == tuple(doc.get("reference_images", ()))
     assert result.metadata == doc.get("metadata", {})
     assert len(result.prompt_preview) <= 120

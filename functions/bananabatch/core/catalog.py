@@ -17,10 +17,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date
-from enum import StrEnum
 from typing import Final
+
+from bananabatch.core.catalog_openai import (
+    OPENAI_MODELS,
+    OPENAI_OUTPUT_FORMATS,
+    OPENAI_QUALITIES,
+    OPENAI_SIZE_BY_RATIO,
+    openai_tier,
+)
+from bananabatch.core.model_types import BatchSupport, Lifecycle, ModelSpec, Provider, Status
+
+__all__ = [
+    "OPENAI_MODELS",
+    "OPENAI_OUTPUT_FORMATS",
+    "OPENAI_QUALITIES",
+    "OPENAI_SIZE_BY_RATIO",
+    "BatchSupport",
+    "Lifecycle",
+    "ModelSpec",
+    "Provider",
+    "Status",
+    "openai_tier",
+]
 
 #: The day the lifecycles and batch-support facts below were last checked.
 CATALOG_AS_OF: Final = date(2026, 12, 7)
@@ -58,85 +78,6 @@ _TIER_RESULT_BYTES: Final[Mapping[str, int]] = {
 # Per reference image in a request (Gemini 3 pricing: "input image = 560 tokens").
 INPUT_IMAGE_TOKENS: Final = 560
 TYPICAL_THOUGHT_TOKENS: Final = 178
-
-
-class Status(StrEnum):
-    """Where a model stands on a given day."""
-
-    GA = "ga"
-    #: Still served, but announced to go away: accepted, with a warning in summary.json.
-    DEPRECATED = "deprecated"
-    #: Served only to projects that used it before: accepted, with a warning.
-    RESTRICTED = "restricted"
-    #: No longer served: a line naming it is rejected at intake, naming the replacement.
-    SHUT_DOWN = "shut_down"
-
-
-class BatchSupport(StrEnum):
-    """Whether a Google model page documents Batch API support for the model."""
-
-    YES = "yes"
-    NO = "no"
-    #: Not documented either way: accepted with a warning until a real batch job succeeds.
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Lifecycle:
-    """The dated events of a model's life, with where each was read."""
-
-    source: str
-    released: date | None = None
-    deprecated: date | None = None
-    restricted: date | None = None
-    shutdown: date | None = None
-    # What to use instead, once the model is deprecated or gone.
-    replacement: str | None = None
-    # Conflicts and uncertainty about these dates, said plainly.
-    note: str = ""
-
-    def status_on(self, day: date) -> Status:
-        if self.shutdown is not None and day >= self.shutdown:
-            return Status.SHUT_DOWN
-        if self.restricted is not None and day >= self.restricted:
-            return Status.RESTRICTED
-        if self.deprecated is not None and day >= self.deprecated:
-            return Status.DEPRECATED
-        return Status.GA
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    model_id: str
-    aliases: tuple[str, ...]
-    aspect_ratios: tuple[str, ...]
-    # Empty when the model has a single size and imageSize must not be sent.
-    image_sizes: tuple[str, ...]
-    default_size: str
-    image_tokens: Mapping[str, int]
-    max_reference_images: int
-    # Typical non-image output the model adds per request (text and thinking tokens), used
-    # by estimates; actual cost always comes from usageMetadata. Gemini 3 image models always
-    # think: 178 is the mean of the emulator's deterministic 100..256 thought tokens, so an
-    # estimate lands within 1 % of an emulated job's actual cost (IMAGE-only output has no
-    # text tokens). Real thought counts vary more; observed rates correct the estimate.
-    typical_text_tokens: int
-    typical_thought_tokens: int
-    lifecycle: Lifecycle
-    batch_support: BatchSupport
-    batch_source: str
-    display_name: str = ""
-    # Sizes whose token count is inferred rather than published (estimates are uncertain).
-    uncertain_tokens: tuple[str, ...] = ()
-    # Anything else about this entry that is not confirmed (ratios, limits), said plainly.
-    notes: tuple[str, ...] = ()
-
-    @property
-    def thinks(self) -> bool:
-        return self.typical_thought_tokens > 0
-
-    def status_on(self, day: date) -> Status:
-        return self.lifecycle.status_on(day)
 
 
 R14: Final = BASE_RATIOS + EXTRA_RATIOS
@@ -268,6 +209,9 @@ MODELS: Final[tuple[ModelSpec, ...]] = (
     ),
 )
 
+#: Every model a line may name, of every provider (catalog_openai.py: the gpt-image ones).
+ALL_MODELS: Final[tuple[ModelSpec, ...]] = MODELS + OPENAI_MODELS
+
 #: The model for lines that name none. ONE place: config, the stack config and the
 #: emulator read it from here. It must be GA with documented batch support (a test checks):
 #: the cheapest such model on CATALOG_AS_OF (field-2026-12.md §1 row 3).
@@ -284,8 +228,24 @@ DEFAULT_MODEL: Final = "gemini-3.1-flash-lite-image"
 VERTEX_BATCH_SIZES: Final = ("1K",)
 
 _BY_NAME: Final[Mapping[str, ModelSpec]] = {
-    name: spec for spec in MODELS for name in (spec.model_id, *spec.aliases)
+    name: spec for spec in ALL_MODELS for name in (spec.model_id, *spec.aliases)
 }
+
+
+def provider_of(model: str) -> Provider:
+    """The provider that serves a model; an unknown model is Gemini's (the Gemini lane
+    was the only one before OpenAI's, and its service answers for unknown names)."""
+    spec = model_spec(model)
+    return spec.provider if spec is not None else Provider.GEMINI
+
+
+def price_tier(spec: ModelSpec, image_size: str | None, quality: str | None = None) -> str:
+    """The tier a request is priced at: its size tier for a Gemini model, its quality and
+    size for a gpt-image model (defaults filled in)."""
+    size = effective_size(spec, image_size)
+    if spec.provider is Provider.OPENAI:
+        return openai_tier(quality or spec.default_quality or "medium", size)
+    return size
 
 
 def canonical_model(model: str) -> str:
@@ -303,6 +263,16 @@ def effective_size(spec: ModelSpec, image_size: str | None) -> str:
     return image_size if image_size and spec.image_sizes else spec.default_size
 
 
+def openai_size(spec: ModelSpec, aspect_ratio: str | None, image_size: str | None) -> str:
+    """The pixel size a gpt-image line is sent at: its image_size, else its aspect
+    ratio's size, else the model's default."""
+    if image_size:
+        return image_size
+    if aspect_ratio:
+        return spec.size_by_ratio.get(aspect_ratio, spec.default_size)
+    return spec.default_size
+
+
 def image_dimensions(aspect_ratio: str | None, image_size: str | None) -> tuple[int, int]:
     """Pixel size for a ratio and tier: about edge² pixels, both sides multiples of 16."""
     edge = _TIER_EDGE.get(image_size or "1K", 1024)
@@ -316,6 +286,10 @@ def image_dimensions(aspect_ratio: str | None, image_size: str | None) -> tuple[
 def expected_result_bytes(model: str, image_size: str | None) -> int:
     spec = model_spec(model)
     size = effective_size(spec, image_size) if spec else (image_size or "1K")
+    if spec is not None and spec.provider is Provider.OPENAI:
+        # A base64 PNG at about a 1K tier's pixels; the 3:2 sizes have 1.5x of them.
+        square = _TIER_RESULT_BYTES["1K"]
+        return square if size == spec.default_size else square * 3 // 2
     return _TIER_RESULT_BYTES.get(size, _TIER_RESULT_BYTES["4K"])
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bananabatch.core.catalog import effective_size, model_spec
+from bananabatch.core.catalog import model_spec, price_tier
 from bananabatch.core.intake import URGENT, AcceptedLine, LineShape, RejectedLine, content_hash
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook
 from bananabatch.core.states import ItemState
@@ -36,8 +36,9 @@ def lane_of(line: AcceptedLine | LineShape) -> Lane:
 
 
 def size_tier(line: AcceptedLine) -> str:
+    """The tier a line is priced at: its size (with its quality, for gpt-image models)."""
     spec = model_spec(line.model)
-    return effective_size(spec, line.image_size) if spec else (line.image_size or "1K")
+    return price_tier(spec, line.image_size, line.quality) if spec else (line.image_size or "1K")
 
 
 @dataclass(frozen=True)

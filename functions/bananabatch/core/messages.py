@@ -70,6 +70,16 @@ def completion_message(
         "created_at": _timestamp(job.created_at),
         "finished_at": None if job.finished_at is None else _timestamp(job.finished_at),
     }
+    if costs.by_provider:
+        # Added in place (schema v1 allows it): a job's money split by provider.
+        message["costs"]["by_provider"] = {
+            name: {
+                "items": share.items,
+                "estimated_usd": _usd(share.estimated_usd),
+                "actual_usd": _usd(share.actual_usd),
+            }
+            for name, share in sorted(costs.by_provider.items())
+        }
     if summary_uri is not None:
         message["summary_uri"] = summary_uri
     if gallery_uri is not None:

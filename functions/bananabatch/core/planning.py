@@ -1,22 +1,51 @@
 """Batch planning: group accepted requests into provider batches within limits. Pure.
 
 One model per batch (the provider runs each batch on one model), so each model has its own
-open batch and lines of several models may interleave. A batch closes when the next
-request of its model would not fit; a request bigger than a limit on its own still gets a
-batch of its own rather than being dropped. The plan depends only on the order of
-the calls, so a retried intake stages exactly the same batches.
+open batch and lines of several models may interleave. A model has one provider, so a file
+mixing Gemini and gpt-image lines gets separate batches per provider, each within its
+provider's limits (PlanLimits.per_provider: OpenAI takes at most 50,000 requests and
+200 MB per input file). OpenAI also runs one endpoint per batch, so a gpt-image model's
+edits (lines with reference images) get batches apart from its generations (batch_key).
+
+A batch closes when the next request of its model would not fit; a request bigger than a
+limit on its own still gets a batch of its own rather than being dropped. The plan depends
+only on the order of the calls, so a retried intake stages exactly the same batches.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from bananabatch.core.catalog import Provider, provider_of
 
 if TYPE_CHECKING:
     from bananabatch.config import Settings
+
+#: OpenAI Batch's limits per batch (field-2026-12.md §3.1): requests, and bytes of the
+#: input file ("200 MB": counted as 10^6 bytes, the smaller reading).
+OPENAI_MAX_REQUESTS: Final = 50_000
+OPENAI_MAX_INPUT_BYTES: Final = 200_000_000
+
+# What a batch key adds to the model for a gpt-image model's edits (see batch_key).
+_EDITS: Final = " edits"
+
+
+def batch_key(model: str, *, edits: bool = False) -> str:
+    """What the planner groups requests by: the model, and for a gpt-image model whether
+    the request is an edit (/v1/images/edits) or a generation, since an OpenAI batch
+    runs one endpoint. Model ids have no spaces, so the key says both unambiguously."""
+    if edits and provider_of(model) is Provider.OPENAI:
+        return model + _EDITS
+    return model
+
+
+def key_model(key: str) -> str:
+    """The model of a batch key."""
+    return key.removesuffix(_EDITS)
 
 
 @dataclass(frozen=True)
@@ -37,6 +66,22 @@ class PlanLimits:
             max_request_bytes=settings.max_batch_bytes,
             max_output_bytes=settings.max_batch_output_bytes,
         )
+
+    def within(self, provider: Provider) -> PlanLimits:
+        """These limits, cut to what the provider takes in one batch."""
+        if provider is not Provider.OPENAI:
+            return self
+        return PlanLimits(
+            max_requests=min(self.max_requests, OPENAI_MAX_REQUESTS),
+            max_request_bytes=min(self.max_request_bytes, OPENAI_MAX_INPUT_BYTES),
+            max_output_bytes=self.max_output_bytes,
+        )
+
+    @classmethod
+    def per_provider(cls, settings: Settings) -> Callable[[str], PlanLimits]:
+        """The limits of a batch of each model, for BatchPlanner(limits_for=...)."""
+        limits = cls.from_settings(settings)
+        return lambda model: limits.within(provider_of(model))
 
 
 @dataclass(frozen=True)
@@ -71,7 +116,7 @@ class _Open:
     def planned(self) -> PlannedBatch:
         return PlannedBatch(
             index=self.index,
-            model=self.model,
+            model=key_model(self.model),
             request_count=self.count,
             request_bytes=self.request_bytes,
             expected_output_bytes=self.output_bytes,
@@ -81,10 +126,29 @@ class _Open:
 class BatchPlanner:
     """Assigns each request, in order, to a batch; indexes are 1-based in opening order."""
 
-    def __init__(self, limits: PlanLimits, *, first_index: int = 1) -> None:
+    def __init__(
+        self,
+        limits: PlanLimits,
+        *,
+        first_index: int = 1,
+        limits_for: Callable[[str], PlanLimits] | None = None,
+    ) -> None:
+        """`limits_for` gives a model's own limits (PlanLimits.per_provider); without it
+        every batch has `limits`. Requests are placed by batch_key (the `model` argument
+        of add, place and place_run); each planned batch names the key's model."""
         self._limits = limits
+        self._limits_for = limits_for
+        self._by_key: dict[str, PlanLimits] = {}
         self._next_index = first_index
         self._open: dict[str, _Open] = {}
+
+    def _limits_of(self, key: str) -> PlanLimits:
+        if self._limits_for is None:
+            return self._limits
+        limits = self._by_key.get(key)
+        if limits is None:
+            limits = self._by_key[key] = self._limits_for(key_model(key))
+        return limits
 
     @property
     def open_batches(self) -> tuple[PlannedBatch, ...]:
@@ -101,7 +165,7 @@ class BatchPlanner:
                 f"sizes must not be negative; found line_bytes={line_bytes}, "
                 f"expected_output_bytes={expected_output_bytes}"
             )
-        limits = self._limits
+        limits = self._limits_of(model)
         closed: tuple[PlannedBatch, ...] = ()
         batch = self._open.get(model)
         if batch is not None and (
@@ -165,7 +229,7 @@ class BatchPlanner:
 
     def _room(self, batch: _Open, ends: list[int], start: int, before: int, output: int) -> int:
         """How many of the requests from `start` on fit in the batch as it is."""
-        limits = self._limits
+        limits = self._limits_of(batch.model)
         room = min(len(ends) - start, limits.max_requests - batch.count)
         if output:
             room = min(room, (limits.max_output_bytes - batch.output_bytes) // output)

@@ -1,4 +1,5 @@
-"""Published Gemini image-model prices, as data. Every figure carries its source and date.
+"""Published image-model prices (Gemini and OpenAI gpt-image), as data. Every figure
+carries its source and date.
 
 Transcribed from ../shared/reference/gemini-batch-api.md §8.2 (paid tier, USD; researched
 2026-11-21) and, for the models added in December 2026, ../shared/reference/field-2026-12.md
@@ -8,6 +9,11 @@ made with a figure older than BANANABATCH_PRICE_MAX_AGE_DAYS says so
 publishes a batch figure it is used as published, and where it gives only the standard
 figure the batch one is derived and says so. Change prices here and nowhere else;
 enterprise discounts belong in the PriceBook overrides, not in this table.
+
+gpt-image prices: ../shared/reference/field-2026-12.md §3.2 (OpenAI model page for
+gpt-image-2, read 2026-12-07): image output $30 / 1M tokens, image input $8 / 1M, text input
+$5 / 1M; per image at 1024x1024 $0.006 low / $0.053 medium / $0.211 high; Batch -50 %. A
+gpt-image per-image tier is "<quality> <size>" (catalog.openai_tier).
 """
 
 from __future__ import annotations
@@ -75,6 +81,50 @@ def _g(usd: float, source: str, *, uncertain: bool = True, note: str = "") -> Fi
     """A figure from the December 2026 sheet; most of its figures are third-party."""
     return Figure(
         usd=usd, source=f"{_FIELD}: {source}", as_of=_FIELD_AS_OF, uncertain=uncertain, note=note
+    )
+
+
+_OPENAI: Final = "shared/reference/field-2026-12.md §3.2: OpenAI model page for gpt-image-2"
+_OPENAI_AS_OF: Final = "2026-12-07"
+# Per image at 1024x1024, standard lane, as the model page gives them.
+_GPT_IMAGE_2_SQUARE_USD: Final[Mapping[str, float]] = {"low": 0.006, "medium": 0.053, "high": 0.211}
+_GPT_SIZES: Final = ("1024x1024", "1536x1024", "1024x1536")
+
+
+def _o(usd: float, *, uncertain: bool = False, note: str = "") -> Figure:
+    return Figure(usd=usd, source=_OPENAI, as_of=_OPENAI_AS_OF, uncertain=uncertain, note=note)
+
+
+def _gpt_image(model: str, lane: str) -> PriceEntry:
+    """gpt-image-2's prices in a lane; the 2.5 models publish none, so gpt-image-2's are
+    assumed for them and every figure says so."""
+    half = lane == BATCH
+    factor = 0.5 if half else 1.0
+    assumed = model != "gpt-image-2"
+    why = "not published for this model; gpt-image-2's assumed" if assumed else ""
+
+    def fig(usd: float, *, uncertain: bool = False, note: str = "") -> Figure:
+        notes = [n for n in (why, note, "Batch: 50 % of standard" if half else "") if n]
+        return _o(usd * factor, uncertain=uncertain or assumed, note="; ".join(notes))
+
+    per_image: dict[str, Figure] = {}
+    for quality, usd in _GPT_IMAGE_2_SQUARE_USD.items():
+        for size in _GPT_SIZES:
+            square = size == "1024x1024"
+            per_image[f"{quality} {size}"] = fig(
+                usd if square else round(usd * 1.5, 6),
+                uncertain=not square,
+                note="" if square else "INFERENCE: 1.5x the square's, as on gpt-image-1",
+            )
+    return PriceEntry(
+        model=model,
+        lane=lane,
+        image_output_per_1m=fig(30.0),
+        input_per_1m=fig(5.0, note="text input; image input is $8 / 1M (edits)"),
+        text_output_per_1m=fig(
+            30.0, note="an image request's output tokens are all billed at the image rate"
+        ),
+        per_image=per_image,
     )
 
 
@@ -242,5 +292,10 @@ PRICE_TABLE: Final[tuple[PriceEntry, ...]] = (
             "2K": _g(0.0252, "not published", note="ARITHMETIC and INFERENCE (2K tokens)"),
             "4K": _g(0.0378, "not published", note="ARITHMETIC and INFERENCE (4K tokens)"),
         },
+    ),
+    *(
+        entry
+        for model in ("gpt-image-2", "gpt-image-2.5-sunburst", "gpt-image-2.5-flare")
+        for entry in (_gpt_image(model, STANDARD), _gpt_image(model, BATCH))
     ),
 )

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Final
 from bananabatch.core.catalog import (
     INPUT_IMAGE_TOKENS,
     canonical_model,
-    effective_size,
     model_spec,
+    price_tier,
 )
 from bananabatch.core.price_table import PRICE_TABLE, Figure, PriceEntry
 from bananabatch.core.results import Usage
@@ -96,11 +96,14 @@ class PriceBook:
 
     # --- lookups ---------------------------------------------------------------------------
 
-    def image_price(self, model: str, image_size: str | None, lane: Lane) -> float:
-        """The published per-image price for the model's (effective) size tier."""
+    def image_price(
+        self, model: str, image_size: str | None, lane: Lane, *, quality: str | None = None
+    ) -> float:
+        """The published per-image price for the model's (effective) tier: its size, and
+        for a gpt-image model its quality."""
         name, entry = self._entry(model, lane)
         spec = model_spec(name)
-        tier = effective_size(spec, image_size) if spec else (image_size or "1K")
+        tier = price_tier(spec, image_size, quality) if spec else (image_size or "1K")
         figure = entry.per_image.get(tier)
         if figure is None:
             raise PriceUnknown(
@@ -120,7 +123,13 @@ class PriceBook:
         )
 
     def estimate_request(
-        self, model: str, image_size: str | None, lane: Lane, *, prompt_tokens: int = 0
+        self,
+        model: str,
+        image_size: str | None,
+        lane: Lane,
+        *,
+        prompt_tokens: int = 0,
+        quality: str | None = None,
     ) -> float:
         """Expected cost of one request: the catalog's image tokens at the image rate, its
         typical text and thinking tokens at the text rate, the prompt at the input rate."""
@@ -128,7 +137,7 @@ class PriceBook:
         spec = model_spec(name)
         if spec is None:
             raise PriceUnknown(f"no token counts for {name} in the model catalog")
-        tier = effective_size(spec, image_size)
+        tier = price_tier(spec, image_size, quality)
         image_tokens = spec.image_tokens.get(tier)
         if image_tokens is None:
             raise PriceUnknown(
@@ -145,7 +154,11 @@ class PriceBook:
         """estimate_request for an accepted input line: prompt tokens from its whole text,
         plus the fixed input-token count of each reference image."""
         return self.estimate_request(
-            line.model, line.image_size, lane, prompt_tokens=line_prompt_tokens(line)
+            line.model,
+            line.image_size,
+            lane,
+            prompt_tokens=line_prompt_tokens(line),
+            quality=line.quality,
         )
 
     def cost_of_usage(self, model: str, lane: Lane, usage: Usage) -> float:
@@ -288,13 +301,22 @@ class LinePrices:
 
     def __init__(self, book: PriceBook) -> None:
         self.book = book
-        self._cache: dict[tuple[str, str | None, Lane, int], float] = {}
+        self._cache: dict[tuple[str, str | None, Lane, int, str | None], float] = {}
 
-    def request(self, model: str, image_size: str | None, lane: Lane, prompt_tokens: int) -> float:
-        key = (model, image_size, lane, prompt_tokens)
+    def request(
+        self,
+        model: str,
+        image_size: str | None,
+        lane: Lane,
+        prompt_tokens: int,
+        quality: str | None = None,
+    ) -> float:
+        key = (model, image_size, lane, prompt_tokens, quality)
         price = self._cache.get(key)
         if price is None:
-            price = self.book.estimate_request(model, image_size, lane, prompt_tokens=prompt_tokens)
+            price = self.book.estimate_request(
+                model, image_size, lane, prompt_tokens=prompt_tokens, quality=quality
+            )
             if len(self._cache) >= self.MAX_ENTRIES:
                 self._cache.clear()
             self._cache[key] = price
@@ -302,7 +324,9 @@ class LinePrices:
 
     def line(self, line: AcceptedLine, lane: Lane) -> float:
         """PriceBook.estimate_line, remembered."""
-        return self.request(line.model, line.image_size, lane, line_prompt_tokens(line))
+        return self.request(
+            line.model, line.image_size, lane, line_prompt_tokens(line), line.quality
+        )
 
 
 def price_warnings(

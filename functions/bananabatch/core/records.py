@@ -33,6 +33,15 @@ class SourceObject(Record):
         return f"gs://{self.bucket}/{self.name}"
 
 
+class ProviderCosts(Record):
+    """One provider's share of a job's money: its items (lines naming its models), their
+    estimates and what they actually cost."""
+
+    items: int = 0
+    estimated_usd: float = 0.0
+    actual_usd: float = 0.0
+
+
 class Costs(Record):
     """Money in USD. Estimated before spending, actual from usageMetadata afterwards."""
 
@@ -46,6 +55,9 @@ class Costs(Record):
     # The actual cost split by lane: batch items, and urgent items at the standard price.
     batch_actual_usd: float = 0.0
     urgent_actual_usd: float = 0.0
+    # The same money split by provider (catalog.Provider value: "gemini", "openai"), for
+    # the providers the job's lines used; set when the job ends.
+    by_provider: dict[str, ProviderCosts] = Field(default_factory=dict)
 
 
 # JobRecord.options key set by a cancel request.
@@ -153,6 +165,10 @@ class BatchRecord(Record):
     attempt: int = 1
     state: BatchState
     model: str
+    # Which provider runs it (catalog.Provider: "gemini" for the Developer API, Vertex or
+    # its emulator, "openai"): one model per batch, so one provider. Records written before
+    # there were two providers have none and are Gemini's.
+    provider: str | None = None
     display_name: str
     request_object: str
     request_count: int

@@ -33,7 +33,7 @@ from bananabatch.core.intake import (
     encode_json_string,
     prompt_preview,
 )
-from bananabatch.core.planning import PlannedBatch
+from bananabatch.core.planning import PlannedBatch, batch_key
 from bananabatch.core.pricing import Lane, LinePrices
 
 # A line's length plus its newline, as a C function for map().
@@ -121,7 +121,8 @@ class Priced(NamedTuple):
     tail: str
 
 
-# Where a line is placed: its model (one per batch) and its expected output bytes.
+# Where a line is placed: its batch key (planning.batch_key: its model, one per batch) and
+# its expected output bytes.
 Placement = tuple[str, int]
 
 
@@ -179,8 +180,9 @@ class ShapeStaging:
         priced = self.prices.get(tokens)
         if priced is None:
             shape, book = self.shape, self._book
-            charged = book.request(shape.model, shape.image_size, Lane.BATCH, tokens)
-            standard = book.request(shape.model, shape.image_size, Lane.STANDARD, tokens)
+            model, size, quality = shape.model, shape.image_size, shape.quality
+            charged = book.request(model, size, Lane.BATCH, tokens, quality)
+            standard = book.request(model, size, Lane.STANDARD, tokens, quality)
             tail = manifest_tail(shape.aspect_ratio, shape.image_size, round(charged, 6))
             priced = self.prices[tokens] = Priced(charged, standard, tail)
         return priced
@@ -259,7 +261,8 @@ def stage_line(line: AcceptedLine, digest: str, encode: Encoder, prices: LinePri
         [encode_json_string(line.prompt_preview)],
         [manifest_tail(line.aspect_ratio, line.image_size, round(charged, 6))],
     )
-    placement = (line.model, expected_result_bytes(line.model, line.image_size))
+    key = batch_key(line.model, edits=bool(line.reference_images))
+    placement = (key, expected_result_bytes(line.model, line.image_size))
     request = request_json(encode(line.key, line.request))
     return StagedLines([request], manifest, placement, [(charged, standard, 1)])
 

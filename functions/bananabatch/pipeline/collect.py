@@ -251,7 +251,7 @@ def _collect_leased(
     )
     log.info("batch collected", extra={k: v for k, v in vars(report).items() if k != "batch_id"})
     crash_point("collect.after_collected")
-    files_store.release_request_file(rt, seen)
+    files_store.release_request_file(rt, seen, rt.batch_provider(batch))
     return plan
 
 
@@ -288,7 +288,7 @@ def _refresh(rt: Runtime, batch: BatchRecord) -> ProviderBatch | None:
     if batch.provider_state == PROVIDER_GONE and batch.state in BATCH_PROVIDER_TERMINAL:
         return _no_output(batch)
     try:
-        seen = rt.provider.get(batch.provider_name)
+        seen = rt.batch_provider(batch).get(batch.provider_name)
     except NotFound as exc:
         why = f"the provider no longer knows batch {batch.provider_name}: {exc}"
         if batch.state is BatchState.RUNNING:
@@ -347,9 +347,9 @@ def _collect_rows(
     # (key, mime type) of each image written since the last checkpoint: the next thumbnails
     # message lists them.
     written: list[tuple[str, str]] = []
-    report.resumed_from = batch.cursor
-    cursor = batch.cursor
-    opened = rt.provider.iter_results(seen, start_line=cursor) if seen.output else iter(())
+    report.resumed_from = cursor = batch.cursor
+    results = rt.batch_provider(batch).iter_results
+    opened = results(seen, start_line=cursor) if seen.output else iter(())
     with closed_after(opened) as rows:
         for row in rows:
             cursor = row.line_no + 1

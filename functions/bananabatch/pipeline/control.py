@@ -129,7 +129,7 @@ def _cancel_at_provider(rt: Runtime, batch: BatchRecord) -> int:
     assert batch.provider_name is not None
     with labels(batch_id=batch.batch_id, batch_name=batch.provider_name):
         try:
-            rt.provider.cancel(batch.provider_name)
+            rt.batch_provider(batch).cancel(batch.provider_name)
             return 1
         except NotFound as exc:
             collect.end_unknown_batch(

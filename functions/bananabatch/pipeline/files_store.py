@@ -28,7 +28,7 @@ from bananabatch.config import (
 from bananabatch.errors import PermanentError, TransientError
 from bananabatch.log import get_logger
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.ports import ProviderBatch
+from bananabatch.ports import BatchProvider, ProviderBatch
 
 log = get_logger(__name__)
 
@@ -36,10 +36,13 @@ USAGE_MESSAGE: Final = FILES_STORE_USAGE_MESSAGE
 ALERT: Final = FILES_STORE_ALERT
 
 
-def release_request_file(rt: Runtime, seen: ProviderBatch) -> None:
-    """Delete the uploaded request file of a finished batch, if the provider keeps one."""
+def release_request_file(
+    rt: Runtime, seen: ProviderBatch, provider: BatchProvider | None = None
+) -> None:
+    """Delete the uploaded request file of a finished batch, if its provider (default:
+    Gemini's) keeps one."""
     try:
-        rt.provider.release_input(seen)
+        (provider or rt.provider).release_input(seen)
     except (TransientError, PermanentError) as exc:
         # It expires on its own 48 h after the upload; the store measure shows the cost.
         log.warning(

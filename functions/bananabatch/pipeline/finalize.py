@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bananabatch.core import records as rec
+from bananabatch.core.catalog import provider_of
 from bananabatch.core.messages import completion_message, encode_message, message_attributes
-from bananabatch.core.records import Costs, ItemRecord, JobRecord
+from bananabatch.core.records import Costs, ItemRecord, JobRecord, ProviderCosts
 from bananabatch.core.states import (
     JOB_TERMINAL,
     BatchState,
@@ -76,6 +77,16 @@ class ReportTally:
     gallery: GalleryBuilder = field(default_factory=GalleryBuilder)
     # Items that joined another job's request in flight: served from it, or paid here.
     inflight: dict[str, int] = field(default_factory=lambda: {"joined": 0, "served": 0, "paid": 0})
+    # Per provider of the items' models: [items, estimated, actual].
+    providers: dict[str, list[float]] = field(default_factory=dict)
+
+    def by_provider(self) -> dict[str, ProviderCosts]:
+        return {
+            name: ProviderCosts(
+                items=int(items), estimated_usd=round(estimated, 6), actual_usd=round(actual, 6)
+            )
+            for name, (items, estimated, actual) in sorted(self.providers.items())
+        }
 
 
 def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
@@ -139,6 +150,7 @@ def close_job(
         cache_saved_usd=round(tally.cache_saved_usd, 6),
         batch_actual_usd=round(tally.batch_actual_usd, 6),
         urgent_actual_usd=round(tally.urgent_actual_usd, 6),
+        by_provider=tally.by_provider(),
     )
     now = rt.now()
     final = {
@@ -257,6 +269,10 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
     tally.counts[item.state.value] += 1
     tally.actual_usd += item.actual_usd or 0.0
     tally.estimated_usd += item.estimated_usd
+    share = tally.providers.setdefault(provider_of(item.model).value, [0, 0.0, 0.0])
+    share[0] += 1
+    share[1] += item.estimated_usd
+    share[2] += item.actual_usd or 0.0
     if item.state is ItemState.SUCCEEDED:
         tally.delivered_estimated_usd += item.estimated_usd
     lane = item.lane or cache.LANE_BATCH
@@ -330,7 +346,7 @@ def _write_failed(
             try:
                 with rt.objects.open_read(results, batch.request_object) as stream:
                     for raw in stream:
-                        key, request = rt.provider.decode_request(json.loads(raw))
+                        key, request = rt.batch_provider(batch).decode_request(json.loads(raw))
                         keys = [key] if key in failed else []
                         keys += copies.pop(key, [])
                         failed.discard(key)

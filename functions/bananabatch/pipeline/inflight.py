@@ -425,7 +425,7 @@ def _queue(rt: Runtime, job: JobRecord, item: ItemRecord) -> None:
         why = "its request was not kept when the line joined another job's request"
         _end(rt, [item], ItemState.FAILED, why)
         return
-    line = rt.provider.encode_request(item.key, kept["request"])
+    line = rt.model_provider(item.model).encode_request(item.key, kept["request"])
     data = (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
     request_object = rec.request_object_name(job.job_id, index)
     rt.objects.write_bytes(results, request_object, data, content_type="application/jsonl")

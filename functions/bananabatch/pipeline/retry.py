@@ -141,9 +141,9 @@ def _write_requests(rt: Runtime, batch: BatchRecord, keys: set[str], name: str) 
             for raw in source:
                 if not raw.strip():
                     continue
-                key, request = rt.provider.decode_request(json.loads(raw))
+                key, request = rt.batch_provider(batch).decode_request(json.loads(raw))
                 if key in keys:
-                    line = rt.provider.encode_request(key, request)
+                    line = rt.batch_provider(batch).encode_request(key, request)
                     sink.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
     except NotFound as exc:
         raise PermanentError(
@@ -156,7 +156,8 @@ def _write_requests(rt: Runtime, batch: BatchRecord, keys: set[str], name: str) 
 
 def _keys_in(rt: Runtime, bucket: str, name: str, batch: BatchRecord) -> list[str]:
     with rt.objects.open_read(bucket, name) as source:
-        return [rt.provider.decode_request(json.loads(raw))[0] for raw in source if raw.strip()]
+        decode = rt.batch_provider(batch).decode_request
+        return [decode(json.loads(raw))[0] for raw in source if raw.strip()]
 
 
 # --- `bananabatch retry JOB`: the failed items of a finished job as one new job ------------

@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bananabatch.config import Settings
+from bananabatch.core.catalog import Provider, provider_of
 from bananabatch.core.pricing import PriceBook
+from bananabatch.core.records import BatchRecord
+from bananabatch.errors import ConfigError
 from bananabatch.pipeline.repo import Repo
 from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore
 
@@ -29,6 +32,12 @@ class Runtime:
     # Seconds for measuring how long an invocation has run (the collector's deadline);
     # tests swap it with `clock` so a deadline passes only when they move time.
     monotonic: Callable[[], float] = time.monotonic
+    # The adapters of the providers other than Gemini's (`provider`: the Developer API,
+    # Vertex or its emulator), by catalog.Provider value; wiring's factory makes one the
+    # first time a batch or a line needs it, so a deployment that never sees a gpt-image
+    # line never loads the OpenAI SDK.
+    other_providers: dict[str, BatchProvider] = field(default_factory=dict)
+    provider_factory: Callable[[str], BatchProvider] | None = None
     repo: Repo = field(init=False)
 
     def __post_init__(self) -> None:
@@ -36,6 +45,26 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def provider_for(self, kind: str | None) -> BatchProvider:
+        """The adapter of a provider (a catalog.Provider value; None is Gemini's, as on
+        batch records written before there were others)."""
+        if kind is None or kind == Provider.GEMINI:
+            return self.provider
+        found = self.other_providers.get(kind)
+        if found is None:
+            if self.provider_factory is None:
+                raise ConfigError(f"no {kind} provider is configured on this deployment")
+            found = self.other_providers.setdefault(kind, self.provider_factory(kind))
+        return found
+
+    def batch_provider(self, batch: BatchRecord) -> BatchProvider:
+        """The adapter that runs this batch: the one its record names."""
+        return self.provider_for(batch.provider)
+
+    def model_provider(self, model: str) -> BatchProvider:
+        """The adapter for lines naming this model (catalog.provider_of)."""
+        return self.provider_for(provider_of(model))
 
     def results_uri(self, name: str) -> str:
         """URI of an object, or of a prefix when name ends with "/"."""

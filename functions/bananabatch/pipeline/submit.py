@@ -178,7 +178,7 @@ def submit_batch(
                 # Known not to be served: never asked again (its one alert is out).
                 return _model_gone(rt, batch, gone)
             try:
-                made = rt.provider.create(
+                made = rt.batch_provider(batch).create(
                     model=batch.model,
                     display_name=batch.display_name,
                     request_bucket=rt.settings.results_bucket,
@@ -366,7 +366,7 @@ def record_created(rt: Runtime, batch: BatchRecord, made: ProviderBatch) -> Batc
 def reconcile_submitting(rt: Runtime, batch: BatchRecord) -> BatchRecord:
     """Resolve a batch whose create outcome is unknown, without ever creating it again."""
     with labels(batch_id=batch.batch_id, job_id=batch.job_id):
-        found = rt.provider.find(batch.display_name)
+        found = rt.batch_provider(batch).find(batch.display_name)
         if found is not None:
             log.warning(
                 "reconciled: the provider had created the batch", extra={"batch_name": found.name}

@@ -196,7 +196,7 @@ def _look_up(rt: Runtime, batch: BatchRecord, report: TickReport) -> ProviderBat
     could not be asked, or it does not know the batch, which then ends here)."""
     assert batch.provider_name is not None
     try:
-        return rt.provider.get(batch.provider_name)
+        return rt.batch_provider(batch).get(batch.provider_name)
     except TransientError as exc:
         log.warning("could not poll batch; next tick will", extra={"error": str(exc)})
     except NotFound as exc:
@@ -252,8 +252,8 @@ def _cancel(rt: Runtime, batch: BatchRecord, report: TickReport) -> ProviderBatc
     known this tick."""
     assert batch.provider_name is not None
     try:
-        rt.provider.cancel(batch.provider_name)
-        return rt.provider.get(batch.provider_name)
+        rt.batch_provider(batch).cancel(batch.provider_name)
+        return rt.batch_provider(batch).get(batch.provider_name)
     except TransientError as exc:
         log.warning("could not cancel the batch", extra={"error": str(exc)})
     except NotFound as exc:

@@ -33,6 +33,7 @@ from bananabatch.core.intake.model import (
     ParsedChunk,
     RejectedLine,
 )
+from bananabatch.core.intake.openai_rules import check_openai_fields
 from bananabatch.core.intake.reference import ReferenceParser, SimpleLine
 from bananabatch.core.intake.request import LineShape, encode_json_string
 from bananabatch.core.intake.rules import (
@@ -50,6 +51,7 @@ from bananabatch.core.intake.rules import (
     simple_size,
 )
 from bananabatch.core.intake.stream import BOM
+from bananabatch.core.intake.text import Reject
 from bananabatch.core.references import ReferencePolicy
 
 _validate_simple_json: Final = SIMPLE.validator.validate_json
@@ -82,7 +84,7 @@ def _plain_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
 
 
 _KEY_FIRST, _PROMPT_FIRST = _plain_patterns()
-_ShapeKey = tuple[str, str | None, str | None, LineOptions]
+_ShapeKey = tuple[str, str | None, str | None, LineOptions, str | None, str | None]
 
 
 class LineParser(ReferenceParser):
@@ -98,6 +100,7 @@ class LineParser(ReferenceParser):
         today: date | None = None,
         vertex: bool = False,
         references: ReferencePolicy | None = None,
+        openai: bool = True,
     ) -> None:
         super().__init__(
             default_model=default_model,
@@ -106,6 +109,7 @@ class LineParser(ReferenceParser):
             today=today,
             vertex=vertex,
             references=references,
+            openai=openai,
         )
         self._max_line_bytes = limits.max_line_bytes
         self._max_prompt_chars = limits.max_prompt_chars
@@ -114,11 +118,20 @@ class LineParser(ReferenceParser):
         # The shape of a line with no option set (the job's default model, every option at
         # its default), once a line of it is accepted; its key, if the default model is served.
         self._plain_shape: LineShape | None = None
-        self._plain_key: _ShapeKey | None = (
-            None
-            if self._default_rules is None
-            else (self._default_rules.spec.model_id, None, None, DEFAULT_OPTIONS)
-        )
+        self._plain_key: _ShapeKey | None = None
+        if self._default_rules is not None:
+            # A gpt-image default model gives a plain line its size, quality and format.
+            size, quality, output_format = check_openai_fields(
+                self._default_rules, None, None, None, None
+            )
+            self._plain_key = (
+                self._default_rules.spec.model_id,
+                None,
+                size,
+                DEFAULT_OPTIONS,
+                quality,
+                output_format,
+            )
 
     def parse(self, line_no: int, raw: bytes) -> AcceptedLine | RejectedLine | None:
         """One line (without its newline), as ReferenceParser.parse answers it."""
@@ -166,7 +179,12 @@ class LineParser(ReferenceParser):
         if verdict.reference_images:
             return verdict.accepted()
         shape = self._shape(
-            verdict.rules.spec.model_id, verdict.aspect_ratio, verdict.image_size, verdict.options
+            verdict.rules.spec.model_id,
+            verdict.aspect_ratio,
+            verdict.image_size,
+            verdict.options,
+            verdict.quality,
+            verdict.output_format,
         )
         return FastLine(
             line_no, verdict.key, verdict.prompt, shape, verdict.metadata, verdict.key_generated
@@ -194,13 +212,25 @@ class LineParser(ReferenceParser):
             or (metadata and metadata_problem(metadata) is not None)
         ):
             return None
-        return (rules.spec.model_id, aspect, size, options_of(f))
+        try:
+            size, quality, output_format = check_openai_fields(
+                rules, aspect, size, f.get("quality"), f.get("output_format"), f.get("priority")
+            )
+        except Reject:
+            return None
+        return (rules.spec.model_id, aspect, size, options_of(f), quality, output_format)
 
     def _shape(
-        self, model: str, aspect: str | None, size: str | None, options: LineOptions
+        self,
+        model: str,
+        aspect: str | None,
+        size: str | None,
+        options: LineOptions,
+        quality: str | None = None,
+        output_format: str | None = None,
     ) -> LineShape:
         """The one shape of lines with these options (made the first time)."""
-        shape_key = (model, aspect, size, options)
+        shape_key = (model, aspect, size, options, quality, output_format)
         shape = self._shapes.get(shape_key)
         if shape is None:
             shape = self._shapes[shape_key] = LineShape(*shape_key)

@@ -50,6 +50,10 @@ class AcceptedLine:
     # All text of the request, for a prompt-token estimate (prompt_preview is cut short).
     prompt_chars: int = 0
     key_generated: bool = False
+    # gpt-image lines: the quality and output format asked for (defaults filled in); None
+    # for Gemini lines.
+    quality: str | None = None
+    output_format: str | None = None
 
     @property
     def cache(self) -> bool:
@@ -75,6 +79,8 @@ def accepted_line(
     native: bool,
     prompt_chars: int,
     key_generated: bool,
+    quality: str | None = None,
+    output_format: str | None = None,
 ) -> AcceptedLine:
     """An AcceptedLine, built without the frozen dataclass __init__, which sets each field
     through object.__setattr__ and costs as much as parsing the line's JSON."""
@@ -93,6 +99,8 @@ def accepted_line(
         native=native,
         prompt_chars=prompt_chars,
         key_generated=key_generated,
+        quality=quality,
+        output_format=output_format,
     )
     return line
 
@@ -167,6 +175,8 @@ class FastLine(NamedTuple):
             native=False,
             prompt_chars=len(self.prompt),
             key_generated=self.key_generated,
+            quality=shape.quality,
+            output_format=shape.output_format,
         )
 
 

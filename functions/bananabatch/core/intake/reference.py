@@ -39,6 +39,7 @@ from bananabatch.core.intake.model import (
     text_preview,
 )
 from bananabatch.core.intake.native import check_request, image_config, request_model
+from bananabatch.core.intake.openai_rules import check_native_model, check_openai_fields
 from bananabatch.core.intake.request import reference_part, simple_request
 from bananabatch.core.intake.rules import (
     NATIVE,
@@ -93,6 +94,9 @@ class SimpleLine(NamedTuple):
     reference_parts: tuple[JsonObject, ...]
     metadata: JsonObject | None
     options: LineOptions
+    # gpt-image lines only (rules.check_openai_fields).
+    quality: str | None = None
+    output_format: str | None = None
 
     def accepted(self) -> AcceptedLine:
         return accepted_line(
@@ -100,7 +104,14 @@ class SimpleLine(NamedTuple):
             key=self.key,
             model=self.rules.spec.model_id,
             request=simple_request(
-                self.prompt, self.aspect_ratio, self.image_size, self.options, self.reference_parts
+                self.prompt,
+                self.aspect_ratio,
+                self.image_size,
+                self.options,
+                self.reference_parts,
+                model=self.rules.spec.model_id,
+                quality=self.quality,
+                output_format=self.output_format,
             ),
             aspect_ratio=self.aspect_ratio,
             image_size=self.image_size,
@@ -111,6 +122,8 @@ class SimpleLine(NamedTuple):
             native=False,
             prompt_chars=len(self.prompt),
             key_generated=self.key_generated,
+            quality=self.quality,
+            output_format=self.output_format,
         )
 
 
@@ -140,8 +153,11 @@ class ReferenceParser:
         today: date | None = None,
         vertex: bool = False,
         references: ReferencePolicy | None = None,
+        openai: bool = True,
     ) -> None:
-        """`today` decides which models are shut down (the catalog's lifecycles); `vertex`
+        """`openai` False refuses lines for gpt-image models (the deployment has no
+        OpenAI provider). `today` decides which models are shut down (the catalog's
+        lifecycles); `vertex`
         limits sizes to what Vertex batch produces. `check_references` gives the index of
         the first of a line's reference images that the store cannot serve as an image, or
         None; it does the I/O, so the parser stays pure. `references` is where reference
@@ -149,7 +165,7 @@ class ReferenceParser:
         self._default_model_input = default_model
         self._default_model = canonical_model(default_model)
         self._today = today or datetime.now(UTC).date()
-        self._table = rules_table(self._today, vertex)
+        self._table = rules_table(self._today, vertex, openai)
         self._limits = limits
         self._check_references = check_references
         self._references = references if references is not None else DEFAULT_REFERENCES
@@ -233,6 +249,9 @@ class ReferenceParser:
         size = f.get("image_size")
         if size is not None:
             size = check_size(rules, simple_size(size), "image_size", shown=size)
+        size, quality, output_format = check_openai_fields(
+            rules, aspect, size, f.get("quality"), f.get("output_format"), f.get("priority")
+        )
         refs = tuple(f.get("reference_images") or ())
         parts = self._reference_parts(rules, refs)
         metadata = f.get("metadata")
@@ -251,14 +270,19 @@ class ReferenceParser:
             parts,
             metadata or None,
             options_of(f),
+            quality,
+            output_format,
         )
 
     def _reference_parts(self, rules: ModelRules, refs: tuple[str, ...]) -> tuple[JsonObject, ...]:
         if not refs:
             return ()
         check_reference_count(rules.spec, len(refs), "reference_images")
+        spec = rules.spec
         parts = tuple(
-            reference_part(uri, reference_mime(index, uri, self._references))
+            reference_part(
+                uri, reference_mime(index, uri, self._references, spec), model=spec.model_id
+            )
             for index, uri in enumerate(refs)
         )
         self._readable(None, list(refs))
@@ -277,6 +301,7 @@ class ReferenceParser:
         request = f["request"]
         found = check_request(request)
         rules = self._native_model(f.get("model"), request_model(request))
+        check_native_model(rules)
         self._check_native_parts(request, found.mime_types, found.file_uris)
         prompt_chars = sum(len(t) for t in found.texts)
         if prompt_chars > self._limits.max_prompt_chars:

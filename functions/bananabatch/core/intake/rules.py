@@ -11,6 +11,9 @@ LineOptions (what a line that does not write it gets). Both forms take it, pydan
 its type (a Literal's values are named in the rejection), the parsers carry it in
 AcceptedLine.options / LineShape.options, and lines that differ in it get different shapes.
 If it changes what is asked of the model, request.simple_request writes it into the request.
+
+The fields only gpt-image models take (quality, output format; the size from the aspect
+ratio) are held to their rules in openai_rules.py, beside these.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict, get_type_hints
 
 from bananabatch.core.catalog import (
-    MODELS,
+    ALL_MODELS,
     VERTEX_BATCH_SIZES,
     ModelSpec,
+    Provider,
     Status,
     lifecycle_problem,
     model_spec,
@@ -92,6 +96,9 @@ class _SimpleHead(TypedDict):
     prompt: str
     aspect_ratio: NotRequired[str | None]
     image_size: NotRequired[str | None]
+    # gpt-image models only (check_openai_fields): what each model takes is in the catalog.
+    quality: NotRequired[str | None]
+    output_format: NotRequired[str | None]
     model: NotRequired[str | None]
     reference_images: NotRequired[list[str]]
     # Any JSON; metadata_problem holds it to the stores' limits.
@@ -274,7 +281,7 @@ class ModelRules:
     sizes_note: str = ""
 
 
-KNOWN_MODELS: Final = ", ".join(spec.model_id for spec in MODELS)
+KNOWN_MODELS: Final = ", ".join(spec.model_id for spec in ALL_MODELS)
 _VERTEX_SIZES_NOTE: Final = (
     " (Vertex batch produces 1K images only; send 2K/4K lines to a deployment with provider=gemini)"
 )
@@ -283,7 +290,9 @@ _VERTEX_SIZES_NOTE: Final = (
 def _rules_for(spec: ModelSpec, *, vertex: bool) -> ModelRules:
     sizes = spec.image_sizes
     note = ""
-    if vertex and sizes:
+    # Vertex limits Gemini's batches; a gpt-image line goes to OpenAI whatever the
+    # deployment's Gemini backend is.
+    if vertex and sizes and spec.provider is Provider.GEMINI:
         sizes = tuple(size for size in sizes if size in VERTEX_BATCH_SIZES)
         note = _VERTEX_SIZES_NOTE if sizes != spec.image_sizes else ""
     return ModelRules(
@@ -297,15 +306,24 @@ def _rules_for(spec: ModelSpec, *, vertex: bool) -> ModelRules:
 
 
 @cache
-def rules_table(day: date, vertex: bool) -> Mapping[str, ModelRules]:
+def rules_table(day: date, vertex: bool, openai: bool = True) -> Mapping[str, ModelRules]:
     """The models a line may name on `day`, by model id: a shut-down model has no rules,
-    so a line naming it falls through to model_rules, which says why and names the
-    replacement. `vertex` limits sizes to what Vertex batch produces."""
+    nor has a gpt-image model on a deployment without the OpenAI provider (`openai`), so
+    a line naming one falls through to model_rules, which says why (and names the
+    replacement). `vertex` limits Gemini sizes to what Vertex batch produces."""
     return {
         spec.model_id: _rules_for(spec, vertex=vertex)
-        for spec in MODELS
+        for spec in ALL_MODELS
         if spec.status_on(day) is not Status.SHUT_DOWN
+        and (openai or spec.provider is not Provider.OPENAI)
     }
+
+
+#: Why a gpt-image line is refused where the OpenAI provider is off (config's names).
+OPENAI_DISABLED: Final = (
+    "is served by OpenAI, which this deployment has not enabled (set "
+    "BANANABATCH_OPENAI_ENABLED=true and OPENAI_API_KEY; README: OpenAI gpt-image lines)"
+)
 
 
 def model_rules(
@@ -326,7 +344,10 @@ def model_rules(
     rules = table.get(spec.model_id)
     if rules is not None:
         return rules
-    raise Reject("model", f"{lifecycle_problem(spec.model_id, today)}{origin}")
+    problem = lifecycle_problem(spec.model_id, today)
+    if problem is None:
+        problem = f"{spec.model_id} {OPENAI_DISABLED}"
+    raise Reject("model", f"{problem}{origin}")
 
 
 def check_aspect_ratio(rules: ModelRules, aspect: object, field: str) -> None:
@@ -338,9 +359,10 @@ def check_aspect_ratio(rules: ModelRules, aspect: object, field: str) -> None:
 
 
 def simple_size(size: str) -> str:
-    """A simple line's image size as staged: taken in either case ("2k" is "2K"). A native
-    line's is staged as written, and the service refuses "2k"."""
-    return size.upper()
+    """A simple line's image size as staged: taken in either case ("2k" is "2K",
+    "1024X1536" is gpt-image's "1024x1536"). A native line's is staged as written, and
+    the service refuses "2k"."""
+    return size.lower() if "x" in size.lower() else size.upper()
 
 
 def check_size(rules: ModelRules, size: str, field: str, *, shown: str) -> str:
@@ -374,6 +396,8 @@ IMAGE_MIME_BY_EXTENSION: Final[Mapping[str, str]] = {
     "heif": "image/heif",
 }
 IMAGE_MIMES: Final = frozenset(IMAGE_MIME_BY_EXTENSION.values())
+# Input images /v1/images/edits takes (PNG, JPEG, WebP).
+OPENAI_IMAGE_MIMES: Final = frozenset({"image/png", "image/jpeg", "image/webp"})
 _IMAGE_MIMES_TEXT: Final = ", ".join(sorted(IMAGE_MIMES))
 
 
@@ -394,8 +418,11 @@ def reference_problem(uri: str, policy: ReferencePolicy) -> str | None:
     return policy.problem(uri)
 
 
-def reference_mime(index: int, uri: str, policy: ReferencePolicy) -> str:
-    """The MIME type of a simple line's reference image, or a rejection naming the item."""
+def reference_mime(
+    index: int, uri: str, policy: ReferencePolicy, spec: ModelSpec | None = None
+) -> str:
+    """The MIME type of a simple line's reference image, or a rejection naming the item
+    (`spec`: the line's model, when it limits the types further)."""
     where = f"item {index + 1}: "
     problem = reference_problem(uri, policy)
     if problem is not None:
@@ -409,6 +436,12 @@ def reference_mime(index: int, uri: str, policy: ReferencePolicy) -> str:
             "reference_images",
             f"{where}cannot tell the image type from the name; expected an extension among "
             f"{known} (or use the native form with an explicit mimeType); found {show(uri)}",
+        )
+    if spec is not None and spec.provider is Provider.OPENAI and mime not in OPENAI_IMAGE_MIMES:
+        raise Reject(
+            "reference_images",
+            f"{where}{spec.model_id} takes input images of types "
+            f"{', '.join(sorted(OPENAI_IMAGE_MIMES))}; found {mime} ({show(uri)})",
         )
     return mime
 

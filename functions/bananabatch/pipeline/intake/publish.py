@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import IO, NamedTuple
 
 from bananabatch.core import records as rec
+from bananabatch.core.catalog import provider_of
 from bananabatch.core.planning import PlannedBatch
 from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import BatchState
@@ -240,6 +241,7 @@ def record_batch(rt: Runtime, job: JobRecord, planned: PlannedBatch, now: dateti
             attempt=1,
             state=BatchState.QUEUED,
             model=planned.model,
+            provider=provider_of(planned.model).value,
             display_name=rec.display_name_for(batch_id),
             request_object=rec.request_object_name(job.job_id, planned.index),
             manifest_object=rec.manifest_object_name(job.job_id, planned.index),

@@ -124,8 +124,11 @@ class Reader:
             today=rt.now().date(),
             vertex=settings.provider is ProviderKind.VERTEX,
             references=reference_policy(rt.settings),
+            openai=rt.settings.openai_enabled,
         )
-        self.planner = BatchPlanner(PlanLimits.from_settings(settings))
+        self.planner = BatchPlanner(
+            PlanLimits.from_settings(settings), limits_for=PlanLimits.per_provider(settings)
+        )
         self.prices = LinePrices(rt.prices)
         self.tally = IntakeTally()
         self.use_cache = cache_enabled_for(job.options)
@@ -280,7 +283,8 @@ class Reader:
         elif lane_of(line) is Lane.STANDARD:
             self.served.urgent(line, digest)
         else:
-            self._stage(stage_line(line, digest, self.rt.provider.encode_request, self.prices))
+            encode = self.rt.model_provider(line.model).encode_request
+            self._stage(stage_line(line, digest, encode, self.prices))
 
     def _served_instead(
         self, line: FastLine | AcceptedLine, digest: str, mark: int, hits: Hits
@@ -382,7 +386,8 @@ class Reader:
         plan = self.plans.get(first.shape)
         if plan is not None:
             return plan
-        plan = ShapeStaging(first.shape, self.rt.provider.encode_request, self.prices)
+        encode = self.rt.model_provider(first.shape.model).encode_request
+        plan = ShapeStaging(first.shape, encode, self.prices)
         self.plans[first.shape] = plan
         # The first line of a shape checks its template against the provider's own
         # encoding; a mismatch drops the template for good.
