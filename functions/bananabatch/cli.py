@@ -230,7 +230,10 @@ def local_run(
     with errors_as_one_line():
         require_text_file(file)
         again = f"bananabatch local run {file} --yes" + (" --approve" if approve else "")
-        planned = settings_from_env(backend=Backend.LOCAL, local_root=root, provider=provider)
+        emulated = openai_emulated() if provider is ProviderKind.EMULATOR else {}
+        planned = settings_from_env(
+            backend=Backend.LOCAL, local_root=root, provider=provider, **emulated
+        )
         if not _plan_then_ask(planned, file, yes=yes, dry_run=dry_run, again=again):
             raise typer.Exit(EXIT_OK if dry_run else EXIT_ERROR)
     with errors_as_one_line(), _provider_for(provider, root) as provider_overrides:
@@ -363,17 +366,33 @@ def _print_held(job: JobRecord, file: Path, as_json: bool) -> None:
 
 @contextmanager
 def _provider_for(provider: ProviderKind, root: Path) -> Iterator[dict[str, Any]]:
-    """Start the emulator for an emulator run; pass settings through for a real provider."""
+    """Start the emulators for an emulator run (Gemini's, and OpenAI's for gpt-image
+    lines); pass settings through for a real provider."""
     if provider is not ProviderKind.EMULATOR:
         yield {}
         return
+    from bananabatch.emulator.openai import OpenAIEmulatorConfig, OpenAIEmulatorServer
     from bananabatch.emulator.server import EmulatorServer
 
     config = demo_emulator_config()
     # It reads the local folder's stand-ins for signed reference URLs, and nothing else.
     config.local_files_root = root
-    with EmulatorServer(config) as emulator:
-        yield {"gemini_base_url": emulator.base_url, "gemini_api_key": "local-emulator-key"}
+    openai_config = OpenAIEmulatorConfig(
+        pending_seconds=config.pending_seconds, running_seconds=config.running_seconds
+    )
+    with EmulatorServer(config) as emulator, OpenAIEmulatorServer(openai_config) as openai_emu:
+        yield {
+            "gemini_base_url": emulator.base_url,
+            "gemini_api_key": "local-emulator-key",
+            **openai_emulated(openai_emu.base_url),
+        }
+
+
+def openai_emulated(base_url: str | None = None) -> dict[str, Any]:
+    """The settings of a local run whose gpt-image lines go to the OpenAI emulator (its
+    address once it runs; before, for the plan, only that they are taken)."""
+    found: dict[str, Any] = {"openai_enabled": True, "openai_api_key": "local-emulator-key"}
+    return found | ({"openai_base_url": base_url} if base_url else {})
 
 
 def demo_emulator_config() -> Any:
