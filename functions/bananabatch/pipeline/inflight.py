@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from bananabatch.core import records as rec
-from bananabatch.core.catalog import expected_result_bytes
+from bananabatch.core.catalog import expected_result_bytes, provider_of
 from bananabatch.core.intake import AcceptedLine
 from bananabatch.core.records import BatchRecord, ItemRecord, JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState, JobState
@@ -438,6 +438,7 @@ def _queue(rt: Runtime, job: JobRecord, item: ItemRecord) -> None:
             attempt=1,
             state=BatchState.QUEUED,
             model=item.model,
+            provider=provider_of(item.model),
             display_name=rec.display_name_for(item.batch_id),
             request_object=request_object,
             request_count=1,

@@ -115,6 +115,8 @@ def stage_retries(rt: Runtime, batch: BatchRecord) -> RetryPlan:
                 attempt=attempt,
                 state=BatchState.QUEUED,
                 model=batch.model,
+                # The retry goes to the provider the first attempt went to.
+                provider=batch.provider,
                 display_name=rec.display_name_for(retry_id),
                 request_object=request_object,
                 request_count=len(keys),
