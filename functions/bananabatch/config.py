@@ -51,6 +51,7 @@ ENV_MAX_REQUESTS_PER_BATCH: Final = "BANANABATCH_MAX_REQUESTS_PER_BATCH"
 ENV_MAX_BATCH_BYTES: Final = "BANANABATCH_MAX_BATCH_BYTES"
 ENV_MAX_BATCH_OUTPUT_BYTES: Final = "BANANABATCH_MAX_BATCH_OUTPUT_BYTES"
 ENV_MAX_INPUT_BYTES: Final = "BANANABATCH_MAX_INPUT_BYTES"
+ENV_INTAKE_DEDUP_BYTES: Final = "BANANABATCH_INTAKE_DEDUP_BYTES"
 ENV_MAX_ACTIVE_BATCHES: Final = "BANANABATCH_MAX_ACTIVE_BATCHES"
 ENV_MAX_ATTEMPTS: Final = "BANANABATCH_MAX_ATTEMPTS"
 ENV_STUCK_AFTER_HOURS: Final = "BANANABATCH_STUCK_AFTER_HOURS"
@@ -109,6 +110,9 @@ AUTH_KEY_SENTENCE: Final = (
     "key since September 2026: create an auth key in AI Studio and set "
     f"{ENV_GEMINI_API_KEY} to it."
 )
+
+# Intake's dedup tables: 8 bytes a slot, at most 70% full, two hashes a line.
+DEFAULT_INTAKE_DEDUP_BYTES: Final = 384 * 1024 * 1024
 
 # Vertex batch limits (field-2026-12.md §1 row 7): 200,000 requests and 1 GB of input per
 # job; a job may queue 72 h and then runs up to about 24 h, after which the service itself
@@ -190,6 +194,11 @@ class Settings(BaseModel):
     max_batch_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_batch_output_bytes: int = Field(default=1_500 * 1024 * 1024, gt=0)
     max_input_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    # Memory intake's dedup tables (keys, requests) may take together. A file with more
+    # distinct lines than fit (about 17M at the default) spills: its repeats are counted
+    # first in a pass whose hashes go to the object store (pipeline/intake/spill.py). Sized
+    # for the upload function's 1 GiB with margin (infra; tests/infra checks it).
+    intake_dedup_bytes: int = Field(default=DEFAULT_INTAKE_DEDUP_BYTES, ge=64 * 1024)
     max_active_batches: int = Field(default=50, gt=0)
     max_attempts: int = Field(default=3, gt=0)
     stuck_after_hours: float = Field(default=30.0, gt=0)
@@ -398,6 +407,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "max_batch_bytes": ENV_MAX_BATCH_BYTES,
     "max_batch_output_bytes": ENV_MAX_BATCH_OUTPUT_BYTES,
     "max_input_bytes": ENV_MAX_INPUT_BYTES,
+    "intake_dedup_bytes": ENV_INTAKE_DEDUP_BYTES,
     "max_active_batches": ENV_MAX_ACTIVE_BATCHES,
     "max_attempts": ENV_MAX_ATTEMPTS,
     "stuck_after_hours": ENV_STUCK_AFTER_HOURS,

@@ -50,6 +50,7 @@ from bananabatch.core.intake.rules import (
     prompt_problem,
     simple_size,
 )
+from bananabatch.core.intake.seen import HashTable
 from bananabatch.core.intake.stream import BOM
 from bananabatch.core.intake.text import Reject
 from bananabatch.core.references import ReferencePolicy
@@ -101,6 +102,7 @@ class LineParser(ReferenceParser):
         vertex: bool = False,
         references: ReferencePolicy | None = None,
         openai: bool = True,
+        seen: HashTable | None = None,
     ) -> None:
         super().__init__(
             default_model=default_model,
@@ -110,6 +112,7 @@ class LineParser(ReferenceParser):
             vertex=vertex,
             references=references,
             openai=openai,
+            seen=seen,
         )
         self._max_line_bytes = limits.max_line_bytes
         self._max_prompt_chars = limits.max_prompt_chars
@@ -160,11 +163,7 @@ class LineParser(ReferenceParser):
         generated = key is None
         if key is None:
             key = line_key(line_no)
-        # One probe of the million-entry set (add, then compare sizes), not two.
-        seen = self._seen
-        known = len(seen)
-        seen.add(hash(key) >> 4)
-        if len(seen) == known:
+        if not self._seen.add(hash(key) >> 4):
             return self._duplicate(line_no, raw, key)
         shape = self._shapes.get(shape_key) or self._shape(*shape_key)
         metadata = f.get("metadata") or None
@@ -253,8 +252,7 @@ class LineParser(ReferenceParser):
         add_line_no, add_key, add_prompt = out.line_nos.append, out.keys.append, out.prompts.append
         add_encoded, add_shape = out.encoded.append, out.shapes.append
         add_generated, add_digest = out.generated.append, out.digests.append
-        seen = self._seen
-        claim = seen.add
+        claim = self._seen.add
         max_chars, max_bytes = self._max_prompt_chars, self._max_line_bytes
         key_first, prompt_first = _KEY_FIRST.fullmatch, _PROMPT_FIRST.fullmatch
         # The plain shape, and its hash parts: set once a plain line has been parsed, and
@@ -276,10 +274,7 @@ class LineParser(ReferenceParser):
                     prompt = ""  # the reference parser says why
                 if prompt_problem(prompt, max_chars) is None:
                     key = line_key(line_no) if key_bytes is None else key_bytes.decode()
-                    # One probe of the million-entry set (add, then compare sizes).
-                    known = len(seen)
-                    claim(hash(key) >> 4)
-                    if len(seen) == known:
+                    if not claim(hash(key) >> 4):
                         out.others.append((len(out.line_nos), self._duplicate(line_no, raw, key)))
                         continue
                     add_line_no(line_no)

@@ -64,6 +64,7 @@ from bananabatch.core.intake.rules import (
     rules_table,
     simple_size,
 )
+from bananabatch.core.intake.seen import HashTable, SeenHashes
 from bananabatch.core.intake.stream import BOM
 from bananabatch.core.intake.text import Reject, encodable, json_type, show
 from bananabatch.core.references import UNREADABLE, ReferencePolicy
@@ -134,8 +135,9 @@ Verdict = SimpleLine | AcceptedLine | RejectedLine | None
 class ReferenceParser:
     """Validates the lines of one job, in order; remembers accepted keys to refuse duplicates.
 
-    Keys are remembered as 60-bit hashes, not as strings: a million keys take about 77 MB
-    (32-byte ints plus the set's table) whatever the keys' length. Two different keys
+    Keys are remembered as 60-bit hashes, not as strings, in a SeenHashes table (8 bytes a
+    slot; a Python set took about 77 MB a million keys) whatever the keys' length; intake
+    hands in a table sized for its file and budget (`seen`). Two different keys
     sharing a hash would make the later one a false duplicate (rejected, never merged);
     with a million keys the chance of that is about one in two million. The hash is
     Python's own str hash: it is cached on the string and about ten times cheaper than
@@ -154,6 +156,7 @@ class ReferenceParser:
         vertex: bool = False,
         references: ReferencePolicy | None = None,
         openai: bool = True,
+        seen: HashTable | None = None,
     ) -> None:
         """`openai` False refuses lines for gpt-image models (the deployment has no
         OpenAI provider). `today` decides which models are shut down (the catalog's
@@ -169,7 +172,7 @@ class ReferenceParser:
         self._limits = limits
         self._check_references = check_references
         self._references = references if references is not None else DEFAULT_REFERENCES
-        self._seen: set[int] = set()
+        self._seen: HashTable = SeenHashes() if seen is None else seen
         # Models of accepted lines that did not come back as FastLines (whose shapes say).
         self._models_seen: set[str] = set()
 
@@ -401,10 +404,8 @@ class ReferenceParser:
         raise Reject(paths[index], f"reference image {uris[index]}: {UNREADABLE}")
 
     def _claim(self, key: str) -> None:
-        digest = hash(key) >> 4
-        if digest in self._seen:
+        if not self._seen.add(hash(key) >> 4):
             raise duplicate_key(key)
-        self._seen.add(digest)
 
     def _reject(
         self, line_no: int, raw: bytes, key: str | None, field: str | None, message: str

@@ -19,6 +19,7 @@ from bananabatch.core.states import ItemState, JobState
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import budget, control, finalize, lifecycle
+from bananabatch.pipeline.intake.dedup import DedupOverflow
 from bananabatch.pipeline.intake.read import stage_file
 from bananabatch.pipeline.runtime import Runtime
 
@@ -70,7 +71,11 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
     if refused is not None:
         _fail_job(rt, job, refused)
         return
-    tally = stage_file(rt, job)
+    try:
+        tally = stage_file(rt, job)
+    except DedupOverflow as exc:
+        _fail_job(rt, job, exc.message)
+        return
     if tally.lines == 0:
         _fail_job(rt, job, "the file is empty: expected one JSON object per line")
         return

@@ -20,7 +20,6 @@ from contextlib import ExitStack
 from itertools import groupby
 from typing import IO, cast
 
-from bananabatch.config import ProviderKind
 from bananabatch.core import records as rec
 from bananabatch.core.catalog import model_warnings
 from bananabatch.core.estimate import cache_enabled_for, lane_of
@@ -28,7 +27,6 @@ from bananabatch.core.intake import (
     AcceptedLine,
     FastLine,
     IntakeLimits,
-    LineParser,
     LineShape,
     ParsedChunk,
     RejectedLine,
@@ -36,6 +34,7 @@ from bananabatch.core.intake import (
     encode_json_string,
     iter_line_chunks,
 )
+from bananabatch.core.intake.seen import TableFull
 from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
 from bananabatch.core.pricing import Lane, LinePrices, price_warnings
 from bananabatch.core.records import JobRecord
@@ -50,10 +49,9 @@ from bananabatch.core.staging import (
 )
 from bananabatch.log import get_logger
 from bananabatch.pipeline import cache, inflight
-from bananabatch.pipeline.intake import publish
+from bananabatch.pipeline.intake import dedup, publish
 from bananabatch.pipeline.intake.publish import OpenBatch, Publisher
 from bananabatch.pipeline.intake.served import ServedLines
-from bananabatch.pipeline.references import ReferenceChecker, reference_policy
 from bananabatch.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
@@ -103,8 +101,24 @@ class _Chunk:
 
 def stage_file(rt: Runtime, job: JobRecord) -> IntakeTally:
     """Read the job's input once and stage it: batch files and records, served lines'
-    items, rejected lines. Deterministic, so a redelivered intake stages the same."""
-    reader = Reader(rt, job)
+    items, rejected lines. Deterministic, so a redelivered intake stages the same.
+
+    A file with more distinct lines than the dedup budget holds is read again after its
+    repeats are counted (pipeline/intake/dedup.py); what it stages is the same."""
+    try:
+        return _stage_once(rt, job, None)
+    except TableFull as full:
+        # Outside this block the first pass's tables are garbage (the traceback held them).
+        log.warning("intake dedup tables full; counting repeats first", extra={"why": str(full)})
+    tables = dedup.after_counting(rt, job, IntakeLimits().max_line_bytes, CHUNK_LINES)
+    try:
+        return _stage_once(rt, job, tables)
+    except TableFull as again:
+        raise dedup.overflow(rt, job) from again
+
+
+def _stage_once(rt: Runtime, job: JobRecord, tables: dedup.Tables | None) -> IntakeTally:
+    reader = Reader(rt, job, tables)
     reader.run()
     return reader.tally
 
@@ -112,32 +126,25 @@ def stage_file(rt: Runtime, job: JobRecord) -> IntakeTally:
 class Reader:
     """One pass over the input: validate, dedup, plan, and write the staged files."""
 
-    def __init__(self, rt: Runtime, job: JobRecord) -> None:
+    def __init__(self, rt: Runtime, job: JobRecord, tables: dedup.Tables | None = None) -> None:
         settings = rt.settings
         self.rt = rt
         self.job = job
         self.limits = IntakeLimits()
-        self.parser = LineParser(
-            default_model=job.default_model,
-            limits=self.limits,
-            check_references=ReferenceChecker(rt.objects).first_unusable,
-            today=rt.now().date(),
-            vertex=settings.provider is ProviderKind.VERTEX,
-            references=reference_policy(rt.settings),
-            openai=rt.settings.openai_enabled,
-        )
+        # The hashes of the keys (the parser's) and of the requests this file generates, for
+        # in-file dedup, in tables bounded by the budget (dedup.py). A duplicate finds its
+        # original by request hash when the job ends (cache.resolve_duplicates): a map from
+        # hash to first key would take several times the memory.
+        self.tables = tables or dedup.in_memory(settings.intake_dedup_bytes)
+        self.presized = tables is not None
+        self.parser = dedup.new_parser(rt, job, self.tables.keys, references=True)
         self.planner = BatchPlanner(
             PlanLimits.from_settings(settings), limits_for=PlanLimits.per_provider(settings)
         )
         self.prices = LinePrices(rt.prices)
         self.tally = IntakeTally()
         self.use_cache = cache_enabled_for(job.options)
-        # Hashes of the content hashes of the requests this file generates, for in-file
-        # dedup: an int set takes about 80 MB per million lines, where a map from content
-        # hash to first key would take three times that and break the 256 MB budget. A
-        # duplicate finds its original by request hash when the job ends
-        # (cache.resolve_duplicates).
-        self.seen: set[int] = set()
+        self.seen = self.tables.requests
         self.open_batches: dict[int, OpenBatch] = {}
         self.plans: dict[LineShape, ShapeStaging] = {}
         self.stack = ExitStack()
@@ -162,8 +169,8 @@ class Reader:
             # for, so no thread outlives the intake.
             stack.callback(self.lookups.shutdown, wait=True, cancel_futures=True)
             # The loop allocates millions of short-lived tuples and dicts and creates no
-            # reference cycles, while the dedup sets hold millions of entries that every
-            # full collection would walk: with the cyclic collector on, it took a tenth of
+            # reference cycles: with the cyclic collector on (when the dedup tables were
+            # sets of millions of ints, walked by every full collection) it took a tenth of
             # the loop's time. Reference counting still frees everything as it goes.
             collecting = gc.isenabled()
             gc.disable()
@@ -195,6 +202,9 @@ class Reader:
         for first, raws in _bounded(
             iter_line_chunks(source, max_line_bytes=self.limits.max_line_bytes), CHUNK_LINES
         ):
+            if not self.presized:
+                self.presized = True
+                dedup.reserve(self.tables, self._source_bytes(), raws)
             parsed = parse_chunk(first, raws)
             others = self._others(parsed, rejected_sink)
             rows = len(parsed.line_nos)
@@ -213,21 +223,11 @@ class Reader:
             self._place_chunk(*behind.popleft())
 
     def _marks(self, parsed: ParsedChunk) -> list[int | None]:
-        """Each row's in-file dedup mark, None for a row that opted out.
+        return dedup.row_marks(parsed, self.use_cache)
 
-        hash(), not the digest's bits: in-file dedup only needs equality here, and str's
-        hash is the cheapest 64 bits of it. Two requests sharing it (about one chance in
-        37 million per million-line file) would make the later a duplicate of nothing:
-        cache.resolve_duplicates then fails that one line, saying so; it is never paid for
-        nor given another line's image."""
-        if not self.use_cache:
-            return [None] * len(parsed.line_nos)
-        if all(shape.cache for shape in set(parsed.shapes)):
-            return list(map(hash, parsed.digests))
-        return [
-            hash(d) if shape.cache else None
-            for d, shape in zip(parsed.digests, parsed.shapes, strict=True)
-        ]
+    def _source_bytes(self) -> int | None:
+        info = self.rt.objects.stat(self.job.source.bucket, self.job.source.name)
+        return None if info is None else info.size
 
     def _others(self, parsed: ParsedChunk, rejected_sink: IO[bytes]) -> list[tuple[int, _Waiting]]:
         """The chunk's lines outside its columns: rejected ones written out, accepted ones
@@ -238,13 +238,9 @@ class Reader:
                 self.tally.rejected += 1
                 rejected_sink.write(_rejected_json(line))
                 continue
-            encoded: str | None = None
-            if isinstance(line, FastLine):  # one with metadata
-                encoded, cacheable = encode_json_string(line.prompt), line.shape.cache
-            else:
-                cacheable = line.cache
+            encoded = encode_json_string(line.prompt) if isinstance(line, FastLine) else None
             digest = content_hash(line)
-            mark = hash(digest) if self.use_cache and cacheable else None
+            mark = dedup.line_mark(line, digest, self.use_cache)
             others.append((row, (line, encoded, digest, mark)))
         return others
 
@@ -257,11 +253,8 @@ class Reader:
         seen = self.seen
         # The usual chunk: no cache hit, and no line repeating an earlier one of the file
         # or of the chunk. Then its marks join `seen` in one call, and no line needs a
-        # probe of that million-entry set of its own.
-        marks = chunk.dedup_marks
-        clean = not hits and seen.isdisjoint(marks) and len(set(marks)) == len(marks)
-        if clean:
-            seen.update(marks)
+        # probe of its own.
+        clean = not hits and seen.add_all_new(chunk.dedup_marks)
         row = 0
         for at, waiting in chunk.others:
             self._place_rows(chunk, row, at, hits, clean)
@@ -297,14 +290,10 @@ class Reader:
                 # Cache hits stay out of `seen`: a later repeat is a hit too.
                 self.served.served(line, digest, entry)
                 return True
-        seen = self.seen
-        # One probe of the set (add, then compare sizes), not two.
-        known = len(seen)
-        seen.add(mark)
-        if len(seen) == known:
-            self.served.served(line, digest, None)
-            return True
-        return False
+        if self.seen.add(mark):
+            return False
+        self.served.served(line, digest, None)
+        return True
 
     def _place_rows(self, chunk: _Chunk, start: int, end: int, hits: Hits, clean: bool) -> None:
         """Stage rows start..end of a chunk's columns, in input order, all at once but for
