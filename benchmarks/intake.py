@@ -1,49 +1,71 @@
-"""Intake of a 1,000,000-line JSONL against a bare `json.loads` pass over the same file.
+"""Intake against a bare `json.loads` pass and an `orjson` pass over the same file.
 
-The intake variant is pipeline.intake.handle_upload on the local stack (folder, SQLite,
-emulator), i.e. parse, validate, dedup against the file and the cache, plan, stage each
-batch's request file and manifest (no item record per line: those are created per batch at
-submission), then submit: max_active_batches=1 so submission sends one batch (creating its
-items) and the rest stay queued for the tick, as a real deployment would with capacity
-full. Targets: <= 3x the bare pass, peak RSS <= 256 MB.
+`python -m benchmarks.intake --lines 1000000 5000000 15000000 --rounds 3` (`make bench` runs
+1M lines). The intake variant is pipeline.intake.handle_upload on the local stack (folder,
+SQLite, emulator), i.e. parse, validate, dedup against the file and the cache, plan, stage
+each batch's request file and manifest (no item record per line: those are created per
+batch at submission), then submit: max_active_batches=1 so submission sends one batch
+(creating its items) and the rest stay queued for the tick, as a real deployment would with
+capacity full. The yardsticks only read the file line by line and parse each line: with the
+standard library's json.loads, and with orjson (a dev-only dependency, never deployed).
+Targets: intake <= 3x the json.loads pass on the median round; peak RSS <= 256 MB at 5M
+lines (the upload function has 1 GiB; tests/infra/test_intake_memory.py holds the dedup
+budget within it).
+
+Every variant runs in a fresh process of its own, so its peak RSS (VmHWM) is its own. The
+machine is shared, so the variants alternate: each round runs all three back to back (in an
+order rotated every round), each ratio is taken within its round (intake / json.loads of
+the same round, never a ratio of two bests), and every figure is the median of the rounds
+with its range [min-max], beside the 1-minute load average read around each round.
 
 The intake's local stand-ins keep their files in RAM when the machine has a tmpfs
-(/dev/shm; $BANANABATCH_BENCH_STATE picks another folder): the intake creates ~2,800 files,
-and on this development VM's ext4 the time to create a file swings tenfold with what was
-deleted before (seconds of kernel time in `perf`: find_inode_bit, recently_deleted), which
-measured the disk, not the intake. In production those files are Cloud Storage objects.
-One more run with the files on disk is printed for reference.
-
-Both variants share the machine with whatever else runs on it, so they alternate for
-ROUNDS rounds and the best of each is compared; every round is printed.
+(/dev/shm; $BANANABATCH_BENCH_STATE picks another folder): the intake creates thousands of
+files, and on this development VM's ext4 the time to create a file swings tenfold with what
+was deleted before (seconds of kernel time in `perf`: find_inode_bit, recently_deleted),
+which measured the disk, not the intake. In production those files are Cloud Storage
+objects.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks._child import run_variant
-from benchmarks.common import OUT, fresh_dir, local_settings, mb, target, write_prompts
+from benchmarks.common import OUT, fresh_dir, local_settings, target, write_prompts
 
 TIME_TARGET = 3.0
 RSS_TARGET_MB = 256.0
-# Alternating rounds of the two variants; the best of each is reported (as timeit does:
-# the least disturbed run), and every round is printed.
-ROUNDS = 5
+RSS_TARGET_LINES = 5_000_000
+ROUNDS = 3
+SIZES = (1_000_000, 5_000_000, 15_000_000)
 STATE_ENV = "BANANABATCH_BENCH_STATE"
+RESULTS = OUT / "intake-results.json"
 
 
 def bare_variant(path: str) -> dict[str, Any]:
+    return _yardstick(path, json.loads)
+
+
+def orjson_variant(path: str) -> dict[str, Any]:
+    import orjson
+
+    return _yardstick(path, orjson.loads)
+
+
+def _yardstick(path: str, loads: Any) -> dict[str, Any]:
     started, cpu = time.perf_counter(), time.process_time()
     lines = 0
     with open(path, "rb") as source:
         for line in source:
-            json.loads(line)
+            loads(line)
             lines += 1
     return {
         "seconds": time.perf_counter() - started,
@@ -104,52 +126,96 @@ def state_dir() -> tuple[Path, str]:
     return OUT / "intake", "disk (bench-out/)"
 
 
+def median_range(values: Sequence[float]) -> tuple[float, float, float]:
+    """The median and the range [min, max] of a round's figures."""
+    return statistics.median(values), min(values), max(values)
+
+
+def shown(values: Sequence[float], fmt: str = ".2f", unit: str = "") -> str:
+    mid, low, high = median_range(values)
+    return f"{mid:{fmt}}{unit} [{low:{fmt}}-{high:{fmt}}]"
+
+
 def run(*, lines: int = 1_000_000, rounds: int = ROUNDS) -> dict[str, Any]:
+    """Paired alternating rounds at one size; prints every round and the summary."""
     from bananabatch.emulator import EmulatorConfig, EmulatorServer
 
     path = OUT / "intake" / f"prompts-{lines}.jsonl"
     if not path.exists():
         write_prompts(path, lines)
     ram, where = state_dir()
-    disk = OUT / "intake"
     config = EmulatorConfig(workdir=fresh_dir(OUT / "intake-emulator"))
-    bares: list[dict[str, Any]] = []
-    intakes: list[dict[str, Any]] = []
-    with EmulatorServer(config) as emulator:
-        for _ in range(rounds):
-            bares.append(run_variant("benchmarks.intake:bare_variant", path=str(path)))
-            intakes.append(_intake_in(ram, path, emulator.base_url))
-        on_disk = _intake_in(disk, path, emulator.base_url) if ram != disk else None
-    bare = min(bares, key=lambda r: r["seconds"])
-    ours = min(intakes, key=lambda r: r["seconds"])
-    ratio = ours["seconds"] / bare["seconds"]
+    names = ("intake", "json.loads", "orjson")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    loads: list[float] = []
     size = path.stat().st_size
     print(f"\n== intake: {lines:,} lines, {size / 1e6:,.0f} MB; stand-ins' files in {where} ==")
-    for n, (b, i) in enumerate(zip(bares, intakes, strict=True), 1):
-        print(
-            f"  round {n}: bare json.loads {b['seconds']:6.2f} s, intake {i['seconds']:6.2f} s "
-            f"(cpu {i['cpu_seconds']:5.2f} s) = {i['seconds'] / b['seconds']:.2f}x"
-        )
+    with EmulatorServer(config) as emulator:
+        variants = {
+            "intake": lambda: _intake_in(ram, path, emulator.base_url),
+            "json.loads": lambda: run_variant("benchmarks.intake:bare_variant", path=str(path)),
+            "orjson": lambda: run_variant("benchmarks.intake:orjson_variant", path=str(path)),
+        }
+        for n in range(rounds):
+            before = os.getloadavg()[0]
+            order = names[n % 3 :] + names[: n % 3]
+            for name in order:
+                runs[name].append(variants[name]())
+            loads.append((before + os.getloadavg()[0]) / 2)
+            got = {name: runs[name][-1] for name in names}
+            intake_s = got["intake"]["seconds"]
+            print(
+                f"  round {n + 1} ({' > '.join(order)}; load {loads[-1]:.1f}): "
+                + ", ".join(
+                    f"{name} {got[name]['seconds']:.2f} s ({got[name]['peak_rss_mb']:,.0f} MB)"
+                    for name in names
+                )
+                + f"; intake/json.loads {intake_s / got['json.loads']['seconds']:.2f}"
+                + f", intake/orjson {intake_s / got['orjson']['seconds']:.2f}",
+                flush=True,
+            )
+    return _summary(lines, size, runs, loads)
+
+
+def _summary(
+    lines: int, size: int, runs: dict[str, list[dict[str, Any]]], loads: list[float]
+) -> dict[str, Any]:
+    seconds = {name: [r["seconds"] for r in rs] for name, rs in runs.items()}
+    vs_bare = [i / b for i, b in zip(seconds["intake"], seconds["json.loads"], strict=True)]
+    vs_orjson = [i / o for i, o in zip(seconds["intake"], seconds["orjson"], strict=True)]
+    rss = {name: max(r["peak_rss_mb"] for r in rs) for name, rs in runs.items()}
+    last = runs["intake"][-1]
     print(
-        f"  best of {rounds}: bare {bare['seconds']:.2f} s (peak RSS {mb(bare['peak_rss_mb'])}), "
-        f"intake {ours['seconds']:.2f} s (peak RSS {mb(ours['peak_rss_mb'])}); accepted "
-        f"{ours['accepted']:,} in {ours['batches']} batches, job {ours['state']}"
+        f"  median [range] of {len(loads)} rounds: intake {shown(seconds['intake'], unit=' s')}, "
+        f"json.loads {shown(seconds['json.loads'], unit=' s')}, "
+        f"orjson {shown(seconds['orjson'], unit=' s')}; load {shown(loads, '.1f')}"
     )
     print(
-        f"  intake time / bare json.loads = {ratio:.2f} (target <= {TIME_TARGET}: "
-        f"{target(ratio <= TIME_TARGET)})"
+        f"  intake / json.loads {shown(vs_bare)} (target <= {TIME_TARGET} on the median: "
+        f"{target(statistics.median(vs_bare) <= TIME_TARGET)}); intake / orjson {shown(vs_orjson)}"
+    )
+    rss_note = (
+        f" (target <= {RSS_TARGET_MB:.0f} MB at {RSS_TARGET_LINES:,} lines: "
+        f"{target(rss['intake'] <= RSS_TARGET_MB)})"
+        if lines == RSS_TARGET_LINES
+        else ""
     )
     print(
-        f"  intake peak RSS {mb(ours['peak_rss_mb'])} (target <= {RSS_TARGET_MB:.0f} MB: "
-        f"{target(ours['peak_rss_mb'] <= RSS_TARGET_MB)}); one invocation allows 540 s, 1 GiB"
+        f"  peak RSS (highest of the rounds): intake {rss['intake']:,.0f} MB{rss_note}, "
+        f"json.loads {rss['json.loads']:,.0f} MB, orjson {rss['orjson']:,.0f} MB; accepted "
+        f"{last['accepted']:,} in {last['batches']} batches, job {last['state']}"
     )
-    if on_disk is not None:
-        print(
-            f"  for reference, the same intake with its files on disk: {on_disk['seconds']:.2f} s"
-            f" = {on_disk['seconds'] / bare['seconds']:.2f}x the best bare pass (this disk's "
-            "file creation, not the intake's work; in production the files go to Cloud Storage)"
-        )
-    return {"bare": bare, "intake": ours, "ratio": ratio, "on_disk": on_disk}
+    return {
+        "lines": lines,
+        "bytes": size,
+        "rounds": len(loads),
+        "seconds": {name: median_range(v) for name, v in seconds.items()},
+        "intake_vs_json_loads": median_range(vs_bare),
+        "intake_vs_orjson": median_range(vs_orjson),
+        "peak_rss_mb": rss,
+        "load": median_range(loads),
+        "runs": runs,
+    }
 
 
 def _intake_in(parent: Path, path: Path, base_url: str) -> dict[str, Any]:
@@ -165,3 +231,30 @@ def _intake_in(parent: Path, path: Path, base_url: str) -> dict[str, Any]:
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.intake", description=__doc__)
+    parser.add_argument("--lines", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    results = [run(lines=lines, rounds=args.rounds) for lines in args.lines]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1))
+    print(f"\n  {'lines':>11} | intake s | json.loads s | orjson s | ratio | peak RSS | load")
+    for r in results:
+        s = r["seconds"]
+        print(
+            f"  {r['lines']:>11,} | {s['intake'][0]:.2f} | {s['json.loads'][0]:.2f} | "
+            f"{s['orjson'][0]:.2f} | {r['intake_vs_json_loads'][0]:.2f} "
+            f"[{r['intake_vs_json_loads'][1]:.2f}-{r['intake_vs_json_loads'][2]:.2f}] | "
+            f"{r['peak_rss_mb']['intake']:,.0f} MB | {r['load'][0]:.1f}"
+        )
+    print(f"  (all figures: {RESULTS})")
+
+
+if __name__ == "__main__":
+    main()

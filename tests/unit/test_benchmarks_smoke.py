@@ -93,11 +93,16 @@ def test_collect_benchmark_runs_all_three_variants_on_the_same_file() -> None:
     assert result["thumbnails"]["images"] == 3
 
 
-def test_intake_benchmark_accepts_every_line() -> None:
-    result = intake.run(lines=50)
-    assert result["bare"]["lines"] == 50
-    assert result["intake"]["accepted"] == 50
-    assert result["intake"]["state"] == "RUNNING"
+def test_intake_benchmark_accepts_every_line_against_both_yardsticks() -> None:
+    result = intake.run(lines=50, rounds=2)
+    runs = result["runs"]
+    for name in ("json.loads", "orjson"):
+        assert [r["lines"] for r in runs[name]] == [50, 50]
+    assert [(r["accepted"], r["state"]) for r in runs["intake"]] == [(50, "RUNNING")] * 2
+    median, low, high = result["intake_vs_json_loads"]
+    assert 0 < low <= median <= high
+    assert result["peak_rss_mb"]["intake"] > 0
+    assert result["rounds"] == 2
 
 
 def test_overhead_benchmark_counts_operations_of_a_real_run() -> None:
