@@ -523,7 +523,7 @@ def test_a_download_is_read_one_chunk_at_a_time_never_whole(
     assert len(pulled) == -(-len(data) // 4096)
 
 
-def test_result_files_past_their_expiry_are_not_found(
+def test_a_result_file_gone_within_its_lifetime_is_retried_and_past_it_counts_as_missing(
     objects: FolderObjectStore,
 ) -> None:
     clock = ManualClock()
@@ -532,9 +532,17 @@ def test_result_files_past_their_expiry_are_not_found(
         made = _create(provider, objects, ["a"])
         emu.state.complete(made.name)
         done = provider.get(made.name)
-        clock.advance(provider.output_expires_after.total_seconds() + 1)
-        with pytest.raises(NotFound):
+        assert done.end_time is not None
+        ended = done.end_time
+        provider.clock = lambda: ended + timedelta(hours=1)
+        (file_id,) = result_files(done.output)
+        emu.state.delete_file(file_id)  # answers 404 from now on
+        with pytest.raises(TransientError, match="not found yet"):
             list(provider.iter_results(done))
+        # Past output_expires_after the file is gone for good: no rows, no error; the
+        # collector then fails the batch's lines as missing and retries them.
+        provider.clock = lambda: ended + provider.output_expires_after + timedelta(seconds=1)
+        assert list(provider.iter_results(done)) == []
         provider.close()
 
 

@@ -123,3 +123,23 @@ def test_the_emulator_signs_what_the_sdk_verifies_and_applies_delivery_faults() 
     hooks.faults.drop = 1
     hooks.batch_finished("batch_3", "completed", int(time.time()))
     assert hooks.flush() == []
+
+
+def test_registering_an_endpoint_returns_its_secret_and_deliveries_verify_with_it() -> None:
+    from bananabatch.config import Settings
+    from bananabatch.emulator.openai import OpenAIEmulatorServer
+    from bananabatch.openai_webhooks import register_webhook
+
+    with OpenAIEmulatorServer() as emu:
+        settings = Settings(openai_api_key="k", openai_base_url=emu.base_url)
+        endpoint_id, secret = register_webhook(settings, "https://receiver.test/openai")
+        (registered,) = emu.state.webhooks.endpoints.values()
+        assert (registered.endpoint_id, registered.secret) == (endpoint_id, secret)
+        assert registered.events == [
+            "batch.completed",
+            "batch.failed",
+            "batch.expired",
+            "batch.cancelled",
+        ]
+        body = event()
+        assert verify(secret, dict(headers_for(secret, body)), body).batch_name == "batch_abc123"

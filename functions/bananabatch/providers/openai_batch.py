@@ -32,7 +32,7 @@ import io
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -167,8 +167,10 @@ class OpenAIBatchProvider:
         kind: str = KIND,
         output_expires_after: timedelta = timedelta(days=7),
         reference_url_ttl: timedelta = timedelta(hours=72),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.kind = kind
+        self.clock = clock
         # Signed URLs of gs:// input images: the batch runs within 24 h of its create.
         self.reference_url_ttl = reference_url_ttl
         self.client = client
@@ -311,7 +313,8 @@ class OpenAIBatchProvider:
             raise PermanentError(f"batch {batch.name} ({batch.state}) has no result file")
         line_no = 0
         for file_id in files:
-            for raw in self._lines(file_id, f"downloading {file_id} of {batch.name}"):
+            where = f"downloading {file_id} of {batch.name}"
+            for raw in self._lines(file_id, where, gone_ok=self._past_expiry(batch)):
                 line = raw.strip()
                 if not line:
                     continue
@@ -322,16 +325,29 @@ class OpenAIBatchProvider:
                 if row is not None:
                     yield row
 
-    def _lines(self, file_id: str, where: str) -> Iterator[bytes]:
+    def _past_expiry(self, batch: ProviderBatch) -> bool:
+        """Whether the batch's result files may have expired (output_expires_after runs
+        from their creation, when the batch ended)."""
+        ended = batch.end_time or batch.create_time
+        return ended is not None and self.clock() > ended + self.output_expires_after
+
+    def _lines(self, file_id: str, where: str, *, gone_ok: bool) -> Iterator[bytes]:
         try:
             with self.client.files.with_streaming_response.content(file_id) as response:
                 yield from split_lines(response.iter_bytes(_DOWNLOAD_CHUNK))
         except openai.APIStatusError as exc:
-            if exc.status_code == 404:
-                # Gone (expired past output_expires_after, or deleted): its rows are lost
-                # and the batch's items go the missing-line way.
-                raise NotFound(f"{where}: {_describe(exc)}") from exc
-            raise read_error(exc, where) from exc
+            if exc.status_code != 404:
+                raise read_error(exc, where) from exc
+            if not gone_ok:
+                # Within its lifetime a result file that answers 404 is not readable yet
+                # (or briefly unavailable): try again, never give its rows up.
+                raise TransientError(f"{where}: not found yet ({_describe(exc)})") from exc
+            # Expired: its rows are lost. They go the missing-line way (retried, so paid
+            # again): said loudly, as it means the collector was down past the expiry.
+            log.error(
+                "result file expired before it was collected; its lines count as missing",
+                extra={"file_id": file_id, "error": _describe(exc)},
+            )
         except NETWORK_ERRORS as exc:
             raise TransientError(f"{where}: {exc!r}") from exc
 
