@@ -276,6 +276,12 @@ def results_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
+def joined_request_object(job_id: str, line_no: int) -> str:
+    """Where a line that joined another job's request in flight keeps its own request, in
+    case it must be paid after all (pipeline/inflight.py) or listed in failed.jsonl."""
+    return f"{results_prefix(job_id)}joined/{line_no:09d}.json"
+
+
 def request_object_name(job_id: str, index: int, attempt: int = 1) -> str:
     suffix = "" if attempt == 1 else f"-a{attempt}"
     return f"jobs/{job_id}/requests/batch-{index:04d}{suffix}.jsonl"

@@ -21,7 +21,7 @@ import heapq
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from bananabatch.core import records as rec
 from bananabatch.core.catalog import provider_of
@@ -73,6 +73,9 @@ class ReportTally:
     # Failed in-file duplicates, by the key whose staged request they repeat: they have
     # no request file line of their own, yet belong in failed.jsonl like any failure.
     failed_copies: dict[str, list[str]] = field(default_factory=dict)
+    # Failed items that joined another job's request (key -> line): one that failed unpaid
+    # has no request file line either; its request is kept in the job's joined/ stash.
+    failed_joined: dict[str, int] = field(default_factory=dict)
     # The gallery's data, built as the lines stream by in line order.
     gallery: GalleryBuilder = field(default_factory=GalleryBuilder)
     # Items that joined another job's request in flight: served from it, or paid here.
@@ -247,7 +250,9 @@ def write_item_reports(rt: Runtime, job: JobRecord) -> ReportTally:
     rt.objects.write_bytes(
         results, prefix + joined.COSTS_NAME, costs.to_bytes(), content_type="text/csv"
     )
-    _write_failed(rt, job, set(tally.failed_keys), dict(tally.failed_copies))
+    _write_failed(
+        rt, job, set(tally.failed_keys), dict(tally.failed_copies), dict(tally.failed_joined)
+    )
     return tally
 
 
@@ -290,10 +295,7 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
         elif item.batch_id is not None:
             tally.inflight["paid"] += 1
     if item.state is ItemState.FAILED:
-        if lane == cache.LANE_DUPLICATE and item.duplicate_of is not None:
-            tally.failed_copies.setdefault(item.duplicate_of, []).append(item.key)
-        else:
-            tally.failed_keys.add(item.key)
+        _tally_failure(item, lane, tally)
     return {
         "line": item.line_no,
         "key": item.key,
@@ -306,6 +308,15 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
         "_lane": lane,
         "_item": item,
     }
+
+
+def _tally_failure(item: ItemRecord, lane: str, tally: ReportTally) -> None:
+    if lane == cache.LANE_DUPLICATE and item.duplicate_of is not None:
+        tally.failed_copies.setdefault(item.duplicate_of, []).append(item.key)
+        return
+    tally.failed_keys.add(item.key)
+    if lane == cache.LANE_JOINED:
+        tally.failed_joined[item.key] = item.line_no
 
 
 def _rejected_results(rt: Runtime, job: JobRecord, tally: ReportTally) -> Iterator[dict[str, Any]]:
@@ -331,10 +342,15 @@ def _rejected_results(rt: Runtime, job: JobRecord, tally: ReportTally) -> Iterat
 
 
 def _write_failed(
-    rt: Runtime, job: JobRecord, failed: set[str], copies: dict[str, list[str]]
+    rt: Runtime,
+    job: JobRecord,
+    failed: set[str],
+    copies: dict[str, list[str]],
+    joined_lines: dict[str, int] | None = None,
 ) -> None:
     """Failed items in input form (the native line form), ready to upload again; a failed
-    in-file duplicate is written with the request of the key it repeats (`copies`)."""
+    in-file duplicate is written with the request of the key it repeats (`copies`), and a
+    joined item that failed unpaid with the request its line kept (`joined_lines`)."""
     results = rt.settings.results_bucket
     prefix = rec.results_prefix(job.job_id)
     with rt.objects.open_write(
@@ -372,6 +388,28 @@ def _write_failed(
                     for out in keys + copies.pop(key, []):
                         line = {**staged, "key": out}
                         sink.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
+        _write_failed_joined(rt, job, sink, failed, joined_lines or {})
+
+
+def _write_failed_joined(
+    rt: Runtime, job: JobRecord, sink: IO[bytes], failed: set[str], joined_lines: dict[str, int]
+) -> None:
+    """Joined lines that failed unpaid: no request file of this job holds them."""
+    for key in sorted(failed & set(joined_lines), key=lambda k: joined_lines[k]):
+        kept = _joined_request(rt, job, joined_lines[key])
+        if kept is not None:
+            sink.write((json.dumps({**kept, "key": key}, ensure_ascii=False) + "\n").encode())
+
+
+def _joined_request(rt: Runtime, job: JobRecord, line_no: int) -> dict[str, Any] | None:
+    """The request a joined line kept when intake stashed it ({key, model, request})."""
+    name = rec.joined_request_object(job.job_id, line_no)
+    try:
+        doc = json.loads(rt.objects.read_bytes(rt.settings.results_bucket, name))
+    except NotFound:
+        log.warning("a failed joined line's request was not kept", extra={"line": line_no})
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:

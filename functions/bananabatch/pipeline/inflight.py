@@ -85,7 +85,7 @@ def claim_ttl(rt: Runtime) -> timedelta:
 
 
 def stash_object_name(job_id: str, line_no: int) -> str:
-    return f"{rec.results_prefix(job_id)}joined/{line_no:09d}.json"
+    return rec.joined_request_object(job_id, line_no)
 
 
 def lookup_many(

@@ -23,10 +23,19 @@ def job_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
         problems.append({"batch_id": None, "state": job.state.value, "error": job.last_error})
     now = rt.now()
     grace = int(RECONCILE_GRACE.total_seconds() // 60)
-    for batch in rt.repo.batches(job_id=job.job_id):
-        # A collected batch's old error is history, unless it is why the batch ended.
+    batches = list(rt.repo.batches(job_id=job.job_id))
+    # A batch whose lines went out again in a later attempt: its errors are history.
+    retried = {(b.index, b.attempt - 1) for b in batches if b.attempt > 1}
+    for batch in batches:
+        # A collected batch's old error is history, unless it is why the batch ended and
+        # its lines were not sent again (then it is why they failed).
         ended_by_it = batch.provider_state == PROVIDER_GONE
-        if batch.last_error and (batch.state is not BatchState.COLLECTED or ended_by_it):
+        superseded = (batch.index, batch.attempt) in retried
+        if (
+            batch.last_error
+            and not superseded
+            and (batch.state is not BatchState.COLLECTED or ended_by_it)
+        ):
             problems.append(
                 {"batch_id": batch.batch_id, "state": batch.state.value, "error": batch.last_error}
             )

@@ -178,7 +178,8 @@ def _poll(
     seen = _look_up(rt, batch, report)
     if seen is None:
         return
-    if batch.poll_failures:
+    if batch.poll_failures or batch.last_error:
+        # The provider answered: an earlier poll's failure is history, not a problem now.
         rt.repo.patch_batch(batch.batch_id, lambda _b: {"poll_failures": 0, "last_error": None})
     why = _why_cancel(rt, batch, seen, jobs, stuck_after)
     if why is not None:
