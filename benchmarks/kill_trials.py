@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from tempfile import mkdtemp
 
-from bananabatch.cli import demo_emulator_config
+from bananabatch.cli import RESUMED_SAYS, demo_emulator_config
 from bananabatch.emulator.server import EmulatorServer
 
 LINES = 300
@@ -56,6 +56,11 @@ def _run(
             return -sig, err.decode()
     out, err = proc.communicate(timeout=900)
     return proc.returncode, err.decode() + out.decode()[-400:]
+
+
+def said_resumed(output: str) -> bool:
+    """Whether `local run` said it resumed an unfinished job (its words, from the CLI)."""
+    return f"({RESUMED_SAYS}" in output
 
 
 def main() -> None:
@@ -94,7 +99,7 @@ def main() -> None:
                 totals["kills"] += rc < 0
             had_upload = (root / "buckets" / "inbox" / file.name).exists()
             rc, out = _run(root, file, emu.base_url, None, 0)
-            said = "resuming job" in out
+            said = said_resumed(out)
             jobs = sorted(p.name for p in (root / "buckets" / "results" / "jobs").glob("*"))
             counts = emu.state.submitted_keys("")
             twice = sorted(str(k) for k, n in counts.items() if n > 1)

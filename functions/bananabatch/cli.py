@@ -68,6 +68,9 @@ EXIT_PARTIAL: Final = 3
 EXIT_FAILED: Final = 4
 EXIT_HELD: Final = 5
 BATCH_DONE_STATES: Final = BATCH_PROVIDER_TERMINAL | {BatchState.COLLECTED}
+# What `local run` says when it resumes an unfinished job of the same file (the crash
+# trials read it: benchmarks/kill_trials.py).
+RESUMED_SAYS: Final = "resumed:"
 
 app = typer.Typer(
     help="Bulk image generation on the Gemini Batch API, at batch price.",
@@ -273,7 +276,7 @@ def local_run(
                 control.approve(pipeline.runtime, result.job.job_id)
                 result = run()
         except KeyboardInterrupt:
-            _interrupted_run(pipeline.runtime, seen, file, provider)
+            _interrupted_run(pipeline.runtime, seen, file, provider, approve=approve)
         finally:
             pipeline.close()
         if result.job.state is JobState.HELD:
@@ -319,8 +322,8 @@ def _say_job_first(seen: list[str]) -> Callable[[str, bool], None]:
             return
         seen.append(job_id)
         how = (
-            "resumed: an earlier run of this file did not finish; finished lines are kept"
-            " and not paid again"
+            f"{RESUMED_SAYS} an earlier run of this file did not finish; finished lines are"
+            " kept and not paid again"
             if resumed
             else "Ctrl-C stops waiting, not the job"
         )
@@ -329,10 +332,15 @@ def _say_job_first(seen: list[str]) -> Callable[[str, bool], None]:
     return started
 
 
-def _interrupted_run(rt: Runtime, seen: list[str], file: Path, provider: ProviderKind) -> NoReturn:
+def _interrupted_run(
+    rt: Runtime, seen: list[str], file: Path, provider: ProviderKind, *, approve: bool = False
+) -> NoReturn:
     interrupt_cli.quiet_emulator_shutdown()
-    rerun = f"bananabatch local run {file}" + (
-        f" --provider {provider.value}" if provider is not ProviderKind.EMULATOR else ""
+    # The run goes on as it was asked for: a job stopped before its approval needs it again.
+    rerun = (
+        f"bananabatch local run {file}"
+        + (f" --provider {provider.value}" if provider is not ProviderKind.EMULATOR else "")
+        + (f" {interrupt_cli.APPROVE_FLAG}" if approve else "")
     )
     said = interrupt_cli.after_local_run(
         rt, seen[0] if seen else None, rerun, in_process=provider is ProviderKind.EMULATOR

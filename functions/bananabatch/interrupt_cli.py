@@ -12,6 +12,7 @@ from bananabatch.core.states import BATCH_ACTIVE, ITEM_TERMINAL, JOB_TERMINAL, I
 from bananabatch.pipeline.runtime import Runtime
 
 EXIT_INTERRUPTED: Final = 130
+APPROVE_FLAG: Final = "--approve"
 
 
 def quiet_emulator_shutdown() -> None:
@@ -49,6 +50,14 @@ def after_local_run(rt: Runtime, job_id: str | None, rerun: str, *, in_process: 
         )
     if job.state in JOB_TERMINAL:
         return f"Stopped waiting; job {job_id} had already ended {job.state.value}."
+    if job.state is JobState.HELD:
+        go_on = rerun if rerun.endswith(APPROVE_FLAG) else f"{rerun} {APPROVE_FLAG}"
+        return (
+            f"Stopped waiting (Ctrl-C); the job is kept. Job {job_id} is HELD: {job.error}\n"
+            "Nothing was spent.\n"
+            f"  to go on:   {go_on}   (or: bananabatch approve {job_id})\n"
+            f"  to stop it: bananabatch reject {job_id}"
+        )
     lost = (
         "The emulator that ran its batches stopped with this command; running the file again"
         " sends them again (free: it is the emulator)."

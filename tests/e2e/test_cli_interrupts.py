@@ -205,3 +205,46 @@ def test_ctrl_c_in_watch_says_the_job_is_kept_and_how_to_go_on(
     assert f"to go on:   bananabatch watch {job_id}" in said
     assert f"to stop it: bananabatch cancel {job_id}" in said
     assert _json("status", job_id, "--json")["state"] == "RUNNING"
+
+
+@pytest.mark.parametrize("approve_given", [False, True])
+def test_ctrl_c_while_the_job_is_held_says_to_go_on_with_approve(
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    approve_given: bool,
+) -> None:
+    import io
+
+    import typer
+    from rich.console import Console
+
+    from bananabatch.config import ProviderKind
+
+    monkeypatch.setenv(config.ENV_JOB_BUDGET_USD, "0.001")
+    path = _file(tmp_path)
+    held = runner.invoke(cli.app, ["submit", path.name, "--yes", "--json"])
+    assert held.exit_code == cli.EXIT_HELD, held.output
+    job_id = json.loads(held.stdout)["job_id"]
+    said = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=said, width=200))
+    pipeline = _pipeline()
+    try:
+        # What `local run` says on Ctrl-C with the job HELD (over a cap, nothing spent).
+        with pytest.raises(typer.Exit):
+            cli._interrupted_run(
+                pipeline.runtime,
+                [job_id],
+                Path(path.name),
+                ProviderKind.EMULATOR,
+                approve=approve_given,
+            )
+    finally:
+        pipeline.close()
+    text = " ".join(said.getvalue().split())
+    assert f"Job {job_id} is HELD" in text
+    assert "nothing was spent" in text.lower()
+    assert "to go on: bananabatch local run catalog.jsonl --approve" in text
+    assert f"bananabatch approve {job_id}" in text
+    # A held job is rejected, not cancelled (it never reserved anything).
+    assert f"to stop it: bananabatch reject {job_id}" in text

@@ -165,3 +165,21 @@ def test_planning_closes_a_batch_before_its_output_would_exceed_the_limit() -> N
     assert len(closed) > 1
     # The default leaves room under the 2 GB result-file ceiling of the Files API.
     assert settings.max_batch_output_bytes < 2 * 1024**3
+
+
+def test_kill_trials_reads_a_resume_in_what_local_run_says_when_it_resumes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console
+
+    from bananabatch import cli
+    from benchmarks import kill_trials
+
+    said = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=said, width=80))
+    cli._say_job_first([])("tiles0-0123456789ab", True)
+    assert kill_trials.said_resumed(said.getvalue())
+    fresh = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=fresh, width=80))
+    cli._say_job_first([])("tiles0-0123456789ab", False)
+    assert not kill_trials.said_resumed(fresh.getvalue())
