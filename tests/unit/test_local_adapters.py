@@ -3,11 +3,15 @@ Firestore-like filter semantics, and the bus's subscriptions."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from datetime import UTC
 from pathlib import Path
@@ -66,14 +70,21 @@ def test_bucket_folders_hold_only_object_files(objects: FolderObjectStore) -> No
     ]
 
 
+@pytest.fixture
+def sidecars(tmp_path: Path) -> FolderObjectStore:
+    """A folder store on a filesystem without extended attributes."""
+    return FolderObjectStore(tmp_path / "root", xattrs=False)
+
+
 def test_one_sidecar_per_object_outside_the_bucket_and_none_after_delete(
-    objects: FolderObjectStore,
+    sidecars: FolderObjectStore,
 ) -> None:
+    objects = sidecars
     for i in range(3):
         objects.write_bytes("results", "x.txt", str(i).encode(), content_type="text/markdown")
-    sidecars = _files_under(objects.root / ".meta" / "results")
-    assert len(sidecars) == 1
-    assert json.loads(sidecars[0].read_text())["content_type"] == "text/markdown"
+    written = _files_under(objects.root / ".meta" / "results")
+    assert len(written) == 1
+    assert json.loads(written[0].read_text())["content_type"] == "text/markdown"
     objects.delete("results", "x.txt")
     assert _files_under(objects.root / ".meta" / "results") == []
 
@@ -96,8 +107,9 @@ def test_an_object_typed_as_its_name_says_and_without_metadata_has_no_sidecar(
 
 
 def test_a_sidecar_is_written_for_metadata_or_an_unexpected_type_and_dropped_when_no_longer_needed(
-    objects: FolderObjectStore,
+    sidecars: FolderObjectStore,
 ) -> None:
+    objects = sidecars
     objects.write_bytes("results", "a.png", b"1", content_type="image/png", metadata={"k": "v"})
     objects.write_bytes("results", "b.png", b"2", content_type="image/webp")
     assert len(_files_under(objects.root / ".meta" / "results")) == 2
@@ -111,6 +123,206 @@ def test_a_sidecar_is_written_for_metadata_or_an_unexpected_type_and_dropped_whe
     a = objects.stat("results", "a.png")
     assert a is not None
     assert (a.content_type, dict(a.metadata)) == ("image/png", {})
+
+
+needs_xattrs = pytest.mark.skipif(
+    not FolderObjectStore(Path(tempfile.gettempdir()) / "bananabatch-xattr-probe")._xattrs,
+    reason="this filesystem keeps no user extended attributes; the sidecar tests cover it",
+)
+
+
+@needs_xattrs
+def test_an_object_with_metadata_is_one_file_its_record_rides_on_the_file(
+    objects: FolderObjectStore,
+) -> None:
+    objects.write_bytes("results", "a.png", b"1", content_type="image/png", metadata={"k": "v"})
+    with objects.open_write("results", "b.txt", content_type="text/markdown") as sink:
+        sink.write(b"22")
+    assert _files_under(objects.root / ".meta") == []
+    a, b = objects.stat("results", "a.png"), objects.stat("results", "b.txt")
+    assert a is not None
+    assert b is not None
+    assert (a.content_type, dict(a.metadata)) == ("image/png", {"k": "v"})
+    assert (b.content_type, dict(b.metadata)) == ("text/markdown", {})
+    listed = {i.name: (i.content_type, dict(i.metadata)) for i in objects.list("results")}
+    assert listed == {"a.png": ("image/png", {"k": "v"}), "b.txt": ("text/markdown", {})}
+    # Rewritten without metadata, the object has none: the record went with the old file.
+    objects.write_bytes("results", "a.png", b"3", content_type="image/png")
+    a = objects.stat("results", "a.png")
+    assert a is not None
+    assert (a.content_type, dict(a.metadata)) == ("image/png", {})
+
+
+@needs_xattrs
+def test_a_store_written_with_sidecars_is_read_the_same_by_one_using_attributes(
+    tmp_path: Path,
+) -> None:
+    before = FolderObjectStore(tmp_path / "root", xattrs=False)
+    before.write_bytes("results", "a.png", b"1", content_type="image/png", metadata={"k": "v"})
+    after = FolderObjectStore(tmp_path / "root")
+    info = after.stat("results", "a.png")
+    assert info is not None
+    assert (info.content_type, dict(info.metadata)) == ("image/png", {"k": "v"})
+    # Its next write moves the record onto the file and drops the sidecar.
+    after.write_bytes("results", "a.png", b"2", content_type="image/png", metadata={"k": "w"})
+    assert _files_under(tmp_path / "root" / ".meta") == []
+    info = after.stat("results", "a.png")
+    assert info is not None
+    assert dict(info.metadata) == {"k": "w"}
+
+
+@needs_xattrs
+def test_a_file_edited_in_place_does_not_keep_metadata_written_for_other_bytes(
+    objects: FolderObjectStore,
+) -> None:
+    objects.write_bytes("results", "a.txt", b"short", content_type="text/x-a", metadata={"k": "v"})
+    path = objects.path("results", "a.txt")
+    with path.open("ab") as edit:
+        edit.write(b" and longer")
+    info = objects.stat("results", "a.txt")
+    assert info is not None
+    assert (info.content_type, dict(info.metadata)) == ("text/plain", {})
+
+
+def test_an_attribute_too_large_for_the_filesystem_falls_back_to_a_sidecar(
+    objects: FolderObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: Any) -> None:
+        raise OSError(errno.E2BIG, "Argument list too long")
+
+    monkeypatch.setattr(os, "setxattr", refuse, raising=False)
+    objects.write_bytes("results", "a.png", b"1", content_type="image/png", metadata={"k": "v"})
+    assert len(_files_under(objects.root / ".meta" / "results")) == 1
+    info = objects.stat("results", "a.png")
+    assert info is not None
+    assert dict(info.metadata) == {"k": "v"}
+
+
+@pytest.mark.parametrize("xattrs", [True, False], ids=["attributes", "sidecars"])
+def test_writing_an_object_creates_one_file_and_no_folder_once_its_folder_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xattrs: bool
+) -> None:
+    objects = FolderObjectStore(tmp_path / "root", xattrs=xattrs)
+    if xattrs and not objects._xattrs:
+        pytest.skip("this filesystem keeps no user extended attributes")
+    meta = {"job_id": "j", "key": "k"}
+    objects.write_bytes("results", "jobs/j/images/k0.png", b"0", content_type="image/png")
+    objects.write_bytes(
+        "results", "jobs/j/images/k1.png", b"1", content_type="image/png", metadata=meta
+    )
+    calls: list[str] = []
+    real_open, real_mkdir, real_unlink = os.open, os.mkdir, os.unlink
+
+    def counting_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT:
+            calls.append("create")
+        return real_open(path, flags, *args, **kwargs)
+
+    def counting_mkdir(*args: Any, **kwargs: Any) -> None:
+        calls.append("mkdir")
+        real_mkdir(*args, **kwargs)
+
+    def counting_unlink(*args: Any, **kwargs: Any) -> None:
+        calls.append("unlink")
+        real_unlink(*args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "mkdir", counting_mkdir)
+    monkeypatch.setattr(os, "unlink", counting_unlink)
+    for n in range(2, 6):
+        objects.write_bytes(
+            "results", f"jobs/j/images/k{n}.png", b"x", content_type="image/png", metadata=meta
+        )
+    monkeypatch.undo()
+    # One temp file per object, plus its sidecar where attributes are not kept; before,
+    # every write also made both folders again and unlinked its (already renamed) temp.
+    assert calls == ["create"] * (4 if xattrs else 8)
+    for n in range(6):
+        info = objects.stat("results", f"jobs/j/images/k{n}.png")
+        assert info is not None
+        assert dict(info.metadata) == ({} if n == 0 else meta)
+
+
+def test_a_folder_removed_under_the_store_is_made_again(objects: FolderObjectStore) -> None:
+    objects.write_bytes("results", "jobs/j/a.png", b"1", content_type="image/png")
+    shutil.rmtree(objects.root / "results" / "jobs")
+    shutil.rmtree(objects.root / ".tmp")
+    objects.write_bytes("results", "jobs/j/b.png", b"2", content_type="image/png")
+    assert objects.read_bytes("results", "jobs/j/b.png") == b"2"
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from bananabatch.adapters.local.objects import FolderObjectStore
+
+root, name, where, xattrs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+store = FolderObjectStore(root, xattrs=xattrs)
+chunk = 64 * 1024
+old = b"O" * (40 * chunk)
+store.write_bytes("results", name, old, content_type="image/png", metadata={"v": "old"})
+print("old written", flush=True)
+
+def die(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "mid-write":
+    with store.open_write("results", name, content_type="image/png", metadata={"v": "new"}) as s:
+        for n in range(40):
+            s.write(b"N" * chunk)
+            if n == 20:
+                s.flush()
+                die()
+elif where == "before-rename":
+    os.replace = die
+    store.write_bytes("results", name, b"N" * (40 * chunk), content_type="image/png",
+                      metadata={"v": "new"})
+elif where == "after-stamp":
+    real = store._stamp
+    def stamp_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        die()
+    store._stamp = stamp_then_die
+    store.write_bytes("results", name, b"N" * (40 * chunk), content_type="image/png",
+                      metadata={"v": "new"})
+"""
+
+
+@pytest.mark.parametrize("where", ["mid-write", "after-stamp", "before-rename"])
+@pytest.mark.parametrize("xattrs", [True, False], ids=["attributes", "sidecars"])
+def test_a_writer_killed_at_any_step_leaves_the_previous_version_whole_never_a_part(
+    tmp_path: Path, where: str, xattrs: bool
+) -> None:
+    root = tmp_path / "root"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_WRITER,
+            str(root),
+            "jobs/j/images/k.png",
+            where,
+            "1" if xattrs else "0",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert "old written" in done.stdout
+    store = FolderObjectStore(root, xattrs=xattrs)
+    data = store.read_bytes("results", "jobs/j/images/k.png")
+    assert data == b"O" * (40 * 64 * 1024)
+    info = store.stat("results", "jobs/j/images/k.png")
+    assert info is not None
+    assert dict(info.metadata) == {"v": "old"}
+    assert [i.name for i in store.list("results")] == ["jobs/j/images/k.png"]
+    # What the killed write left is outside every bucket, in .tmp.
+    assert all(
+        ".tmp" in p.parts or ".meta" in p.parts
+        for p in _files_under(root)
+        if p != store.path("results", "jobs/j/images/k.png")
+    )
 
 
 def test_no_temp_file_survives_a_write_or_a_failed_write(objects: FolderObjectStore) -> None:

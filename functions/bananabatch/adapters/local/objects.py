@@ -1,24 +1,33 @@
 """ObjectStore on a folder: bucket `b` is `root/b/`, object `n` is the file `root/b/n`, so the
 images can be browsed in a file manager.
 
-Content type and metadata live in a sidecar outside the bucket folders,
+Content type and metadata, when they say more than the name does, ride on the data file as
+an extended attribute (`user.bananabatch`), set on the temp file before it is published, so
+they appear with the bytes in one rename and cost no file of their own. Where the
+filesystem keeps no extended attributes (or on a system Python offers no call for them)
+they live in a sidecar outside the bucket folders,
 `root/.meta/<bucket>/<name>@<generation>.json`. The generation is the data file's mtime in
 nanoseconds, which every write sets to a fresh, strictly increasing value before the file is
 published. Keying the sidecar by generation lets it be written *before* the data appears, so
 a reader never pairs new bytes with old metadata (and no reader looks for it before it is
-whole, so it needs no temp file of its own), and a file a user drops into a bucket folder by
-hand (no sidecar) is still an object, with a content type guessed from its extension. A write
-whose content type is that guess and which has no metadata writes no sidecar either: it would
-say nothing the name does not, and most objects (images, JSONL) are such, so a write costs
-one file creation instead of two.
+whole, so it needs no temp file of its own). Both records carry the name and size they were
+written for; a file edited in place, or a file a user drops into a bucket folder by hand, is
+still an object, typed by its extension. A write whose content type is that guess and which
+has no metadata records nothing: most objects (images without metadata, JSONL) are such.
 
 Writes go to a temp file under `root/.tmp/` (same filesystem, so the final rename is atomic)
 and are published with os.replace, or os.link when the object must not exist yet: link fails
-atomically if the name is taken, so concurrent if_absent writers cannot both win.
+atomically if the name is taken, so concurrent if_absent writers cannot both win. A process
+killed at any point leaves the previous version (or nothing) visible, never part of a file;
+at worst a temp file in `.tmp`. Per object that is one file created, written, stamped
+(mtime, attribute) through its descriptor and renamed; folders this store made or saw are
+remembered, not made again for every object.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
 import json
 import mimetypes
 import os
@@ -29,6 +38,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from stat import S_ISREG
@@ -41,6 +51,11 @@ from bananabatch.ports import ObjectInfo
 _META_DIR = ".meta"
 _TMP_DIR = ".tmp"
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_XATTR = "user.bananabatch"
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# errno values meaning "this filesystem keeps no (user) extended attributes".
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG}
+_temp_seq = itertools.count()
 _COPY_CHUNK = 1024 * 1024
 # Bucket folders sit next to .meta and .tmp, so a bucket may not start with a dot.
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,221}")
@@ -63,10 +78,14 @@ class FolderObjectStore:
     # System calls, not network waits: nothing to overlap (see ObjectStore).
     write_concurrency = 1
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, xattrs: bool | None = None) -> None:
+        """xattrs: keep content type and metadata in an extended attribute (True), in
+        sidecars (False), or whichever the folder's filesystem supports (None)."""
         self.root = Path(root).resolve()
         self._tmp = self.root / _TMP_DIR
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._dirs: set[Path] = {self._tmp}
+        self._xattrs = _probe_xattrs(self._tmp) if xattrs is None else xattrs
 
     # --- helpers for local tools ---------------------------------------------------------
 
@@ -117,12 +136,14 @@ class FolderObjectStore:
     ) -> Iterator[IO[bytes]]:
         dest = self._writable_path(bucket, name)
         meta = _check_metadata(bucket, name, metadata)
-        temp = self._tmp / f"{uuid.uuid4().hex}.part"
+        temp, fd = self._create_temp()
         try:
-            with temp.open("wb") as sink:
+            with os.fdopen(fd, "wb") as sink:
                 yield sink
+                sink.flush()
+                stamp = self._stamp(sink.fileno(), bucket, name, content_type, meta)
             # Renamed into place: nothing left to remove.
-            self._publish(bucket, name, dest, temp, content_type, meta, if_absent=False)
+            self._publish(bucket, name, dest, temp, stamp, if_absent=False)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -139,12 +160,22 @@ class FolderObjectStore:
     ) -> bool:
         dest = self._writable_path(bucket, name)
         meta = _check_metadata(bucket, name, metadata)
-        temp = self._tmp / f"{uuid.uuid4().hex}.part"
+        temp, fd = self._create_temp()
+        published = False
         try:
-            temp.write_bytes(data)
-            return self._publish(bucket, name, dest, temp, content_type, meta, if_absent)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                stamp = self._stamp(fd, bucket, name, content_type, meta)
+            finally:
+                os.close(fd)
+            published = self._publish(bucket, name, dest, temp, stamp, if_absent)
+            return published
         finally:
-            temp.unlink(missing_ok=True)
+            # A replace consumed the temp file; a link (if_absent) or a failure left it.
+            if if_absent or not published:
+                temp.unlink(missing_ok=True)
 
     def read_bytes(self, bucket: str, name: str) -> bytes:
         with self.open_read(bucket, name) as source:
@@ -222,53 +253,97 @@ class FolderObjectStore:
             directory = directory.joinpath(*parent.split("/"))
         return directory / f"{leaf}@{generation}.json"
 
+    def _create_temp(self) -> tuple[Path, int]:
+        """A new temp file, open for writing: named by process and sequence (no random
+        bytes to draw), a random name if a dead process's file of that name is left."""
+        temp = self._tmp / f"{os.getpid()}-{next(_temp_seq)}.part"
+        try:
+            return temp, os.open(temp, _CREATE_FLAGS, 0o666)
+        except FileExistsError:
+            temp = self._tmp / f"{uuid.uuid4().hex}.part"
+            return temp, os.open(temp, _CREATE_FLAGS, 0o666)
+        except FileNotFoundError:
+            # .tmp was removed under us (a user cleaning the folder): make it again.
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            return temp, os.open(temp, _CREATE_FLAGS, 0o666)
+
+    def _stamp(
+        self, fd: int, bucket: str, name: str, content_type: str, metadata: dict[str, str]
+    ) -> _Stamp:
+        """Give the written temp file its generation and, when they say more than its name,
+        its content type and metadata; all through the open descriptor."""
+        generation = _next_generation()
+        os.utime(fd, ns=(generation, generation))
+        st = os.fstat(fd)
+        # Filesystems with coarse timestamps round what we set; the sidecar must match
+        # what stat will report later.
+        generation = st.st_mtime_ns
+        if not metadata and content_type == guessed_content_type(name):
+            return _Stamp(generation, None)
+        record = json.dumps(
+            {"name": name, "size": st.st_size, "content_type": content_type, "metadata": metadata}
+        ).encode()
+        if self._xattrs:
+            try:
+                os.setxattr(fd, _XATTR, record)
+                return _Stamp(generation, None)
+            except OSError as exc:
+                if exc.errno not in _NO_XATTRS:
+                    raise
+                # Too large for an attribute here, or a filesystem without them.
+        sidecar = self._sidecar(bucket, name, generation)
+        self._ensure_dir(sidecar.parent)
+        side_fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.write(side_fd, record)
+        finally:
+            os.close(side_fd)
+        return _Stamp(generation, sidecar)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory not in self._dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(directory)
+
     def _publish(
         self,
         bucket: str,
         name: str,
         dest: Path,
         temp: Path,
-        content_type: str,
-        metadata: dict[str, str],
+        stamp: _Stamp,
         if_absent: bool,
     ) -> bool:
-        generation = _next_generation()
-        os.utime(temp, ns=(generation, generation))
-        st = temp.stat()
-        # Filesystems with coarse timestamps round what we set; the sidecar must match
-        # what stat will report later.
-        generation = st.st_mtime_ns
-        sidecar: Path | None = None
-        if metadata or content_type != guessed_content_type(name):
-            sidecar = self._sidecar(bucket, name, generation)
-            record = {
-                "name": name,
-                "size": st.st_size,
-                "content_type": content_type,
-                "metadata": metadata,
-            }
-            sidecar.parent.mkdir(parents=True, exist_ok=True)
-            sidecar.write_bytes(json.dumps(record).encode())
         previous = self._generation_of(dest)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if if_absent:
-                os.link(temp, dest)
-            else:
-                os.replace(temp, dest)
+            try:
+                self._ensure_dir(dest.parent)
+                self._place(temp, dest, if_absent)
+            except FileNotFoundError:
+                # The folder was removed since this store saw it: make it again.
+                self._dirs.discard(dest.parent)
+                self._ensure_dir(dest.parent)
+                self._place(temp, dest, if_absent)
         except FileExistsError:
-            if sidecar is not None:
-                sidecar.unlink(missing_ok=True)
+            if stamp.sidecar is not None:
+                stamp.sidecar.unlink(missing_ok=True)
             if if_absent and dest.is_file():
                 return False
             raise self._conflict(bucket, name, dest) from None
         except (NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-            if sidecar is not None:
-                sidecar.unlink(missing_ok=True)
+            if stamp.sidecar is not None:
+                stamp.sidecar.unlink(missing_ok=True)
             raise self._conflict(bucket, name, dest) from exc
-        if previous is not None and previous != generation:
+        if previous is not None and previous != stamp.generation:
             self._sidecar(bucket, name, previous).unlink(missing_ok=True)
         return True
+
+    @staticmethod
+    def _place(temp: Path, dest: Path, if_absent: bool) -> None:
+        if if_absent:
+            os.link(temp, dest)
+        else:
+            os.replace(temp, dest)
 
     def _conflict(self, bucket: str, name: str, dest: Path) -> PermanentError:
         return PermanentError(
@@ -303,17 +378,21 @@ class FolderObjectStore:
         )
 
     def _read_sidecar(self, bucket: str, name: str, st: os.stat_result) -> dict[str, Any] | None:
+        """The object's record: its extended attribute, else its sidecar (a store written
+        where attributes are not kept, or before they were used)."""
+        record: Any = None
+        if self._xattrs:
+            try:
+                record = json.loads(os.getxattr(self.path(bucket, name), _XATTR))
+            except (OSError, ValueError):
+                record = None
+            if _matches(record, name, st):
+                return dict(record)
         try:
             record = json.loads(self._sidecar(bucket, name, st.st_mtime_ns).read_bytes())
         except (OSError, ValueError):
             return None
-        # A file edited in place keeps its mtime only by accident; the size check catches
-        # most such edits, and a stale sidecar is then ignored rather than trusted.
-        if not isinstance(record, dict) or record.get("name") != name:
-            return None
-        if record.get("size") != st.st_size:
-            return None
-        return record
+        return dict(record) if _matches(record, name, st) else None
 
     def _walk(
         self, bucket: str, directory: Path, name_prefix: str, partial: str
@@ -341,6 +420,41 @@ class FolderObjectStore:
             except FileNotFoundError:
                 continue  # deleted while we listed
             yield self._info(bucket, name_prefix + key, st)
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    """What a write gave its temp file: the generation, and the sidecar if one was needed."""
+
+    generation: int
+    sidecar: Path | None
+
+
+def _matches(record: Any, name: str, st: os.stat_result) -> bool:
+    # A file edited in place keeps its mtime (and its attributes) only by accident; the size
+    # check catches most such edits, and a stale record is then ignored rather than trusted.
+    return (
+        isinstance(record, dict) and record.get("name") == name and record.get("size") == st.st_size
+    )
+
+
+def _probe_xattrs(directory: Path) -> bool:
+    """Whether files in directory keep user extended attributes (Linux; tmpfs since 6.6)."""
+    if not hasattr(os, "setxattr"):
+        return False
+    probe = directory / f"xattr-probe-{os.getpid()}-{next(_temp_seq)}"
+    try:
+        fd = os.open(probe, _CREATE_FLAGS, 0o666)
+    except OSError:
+        return False
+    try:
+        os.setxattr(fd, _XATTR, b"{}")
+        return os.getxattr(fd, _XATTR) == b"{}"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 def _segments(bucket: str, name: str) -> list[str]:
