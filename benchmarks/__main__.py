@@ -16,7 +16,7 @@ from collections.abc import Callable
 from benchmarks import collect, e2e_script, intake, overhead
 
 BENCHMARKS: dict[str, Callable[[], object]] = {
-    "collect": lambda: collect.run(lines=500, image_bytes=1_500_000),
+    "collect": lambda: collect.run(),
     "intake": lambda: intake.run(lines=1_000_000),
     "overhead": lambda: overhead.run(lines=200),
     "e2e_script": lambda: e2e_script.run(prompts=(1_000, 10_000, 50_000)),

@@ -81,16 +81,44 @@ def _chunk_bytes(png: bytes, kind: bytes) -> int:
     return total
 
 
-def test_collect_benchmark_runs_all_three_variants_on_the_same_file() -> None:
-    result = collect.run(lines=3, image_bytes=30_000, naive=True)
-    for variant in ("raw", "collector", "naive"):
-        assert result[variant]["images"] == 3, variant
-        assert result[variant]["peak_rss_mb"] > 0
+def test_collect_benchmark_runs_every_variant_on_the_same_file_in_paired_rounds() -> None:
+    result = collect.run_size(lines=3, image_bytes=30_000, rounds=2, naive=True, thumbnails=True)
+    assert len(result["rounds"]) == 2
+    for one in result["rounds"]:
+        assert one["collector"]["images"] == one["minimal"]["images"] == 3
+        assert one["bare"]["bytes_read"] == one["minimal"]["bytes_read"] == result["bytes"]
+        for name in collect.VARIANTS:
+            assert one[name]["peak_rss_mb"] > 0
+            assert one[name]["load"] >= 0
+    assert result["naive"]["images"] == 3
     assert result["bytes"] > 3 * 30_000
-    assert result["ratio"] > 0
+    # Ratios are taken within a round, then summarized: median inside the range.
+    ratio = result["ratio_minimal"]
+    assert ratio["low"] <= ratio["median"] <= ratio["high"]
+    per_round = [r["minimal"]["seconds"] / r["collector"]["seconds"] for r in result["rounds"]]
+    assert ratio["low"] == min(per_round)
     # The collector only asks for thumbnails; the workers' run makes every one.
-    assert result["collector"]["thumbnail_messages"] == 1
+    assert result["rounds"][-1]["collector"]["thumbnail_messages"] == 1
     assert result["thumbnails"]["images"] == 3
+
+
+def test_minimal_loop_writes_the_images_the_collector_writes(tmp_path: Path) -> None:
+    result = collect.run_size(lines=2, image_bytes=20_000, rounds=1)
+    written = sorted((Path("bench-out") / "collect" / "minimal").iterdir())
+    assert len(written) == 2
+    images = sorted(
+        p.read_bytes()
+        for p in (Path("bench-out") / "collect" / "state").rglob("*.png")
+        if "thumb" not in p.name
+    )
+    assert sorted(p.read_bytes() for p in written) == images
+    assert result["images"]["collector"] == 2
+
+
+def test_sizes_are_rows_of_two_megabyte_lines() -> None:
+    assert collect.rows_for(1000) == 500
+    assert collect.rows_for(250) == 125
+    assert collect.rows_for(2000) == 1000
 
 
 def test_intake_benchmark_accepts_every_line_against_both_yardsticks() -> None:
