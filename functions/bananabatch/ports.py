@@ -213,7 +213,10 @@ class ResultRow:
 
     row is the parsed JSON ({"key": ..., "response": {...}} or {"key": ..., "error": {...}}
     or {"key": ..., "status": ...}); malformed is set instead when the line could not be
-    parsed at all. line_no counts from 0 in the result stream.
+    parsed at all. line_no counts from 0 in the result stream. A long image data string may
+    come as a read-only memoryview of its ASCII text in the line instead of a str (the
+    Gemini adapter's rows, providers/_lines.py: saves a copy of megabytes); core.results
+    reads either, and nothing else needs the data.
     """
 
     line_no: int

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import bananabatch.core.b64 as b64_module
 
-Decode = Callable[[str | bytes], bytes | None]
+Decode = Callable[[str | bytes | memoryview], bytes | None]
 
 RAW = bytes(range(256)) * 40 + b"\xfb\xff\xfe"  # long enough for the SIMD loops, + and /
 GOOD = base64.b64encode(RAW).decode()
@@ -95,6 +95,9 @@ def test_valid_data_decodes_the_same_on_both_paths(
     decode: Decode, data: str | bytes, expected: bytes
 ) -> None:
     assert decode(data) == expected
+    # As the collector hands it over: a view of the line's bytes.
+    raw = data.encode() if isinstance(data, str) else data
+    assert decode(memoryview(b"{" + raw + b"}")[1:-1]) == expected
 
 
 @pytest.mark.parametrize(
@@ -126,6 +129,7 @@ def test_valid_data_decodes_the_same_on_both_paths(
 def test_invalid_data_is_refused_on_both_paths(decode: Decode, data: str) -> None:
     assert decode(data) is None
     assert decode(data.encode("utf-8")) is None
+    assert decode(memoryview(b"{" + data.encode("utf-8") + b"}")[1:-1]) is None
 
 
 _ODD = '=-_ \n\t\r\x00é.*{}"\\~+/' + "".join(chr(n) for n in range(128))

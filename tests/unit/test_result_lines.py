@@ -41,8 +41,48 @@ def _image_row(data: str = DATA, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _as_text(node: Any) -> Any:
+    """A copy of the row with every memoryview read as the ASCII text it holds (without
+    recursion: rows may nest deeper than the recursion limit allows)."""
+    root = [node]
+    todo: list[tuple[Any, Any]] = [(root, 0)]
+    while todo:
+        container, slot = todo.pop()
+        value = container[slot]
+        if isinstance(value, memoryview):
+            container[slot] = str(value, "ascii")
+        elif isinstance(value, dict):
+            container[slot] = mapping = dict(value)
+            todo.extend((mapping, key) for key in mapping)
+        elif isinstance(value, list):
+            container[slot] = items = list(value)
+            todo.extend((items, index) for index in range(len(items)))
+    return root[0]
+
+
 def _same_as_parse_row(line: bytes) -> None:
-    assert parse_line(3, line) == parse_row(3, line)
+    expected = parse_row(3, line)
+    assert parse_line(3, line) == expected
+    # With views, the same row once each view is read as its text; and only an ASCII
+    # line's lifted strings are views.
+    viewed = _lines.parse_image_line(3, line)
+    assert viewed.malformed == expected.malformed
+    assert _as_text(viewed.row) == expected.row
+    if not line.isascii():
+        assert viewed == expected
+
+
+def _views_in(node: Any) -> list[memoryview]:
+    views, todo = [], [node]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, memoryview):
+            views.append(value)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return views
 
 
 def test_an_image_line_is_parsed_on_the_fast_path_to_the_same_row() -> None:
@@ -128,6 +168,27 @@ def test_deep_nesting_beside_lifted_data_gives_what_parse_row_gives() -> None:
     _same_as_parse_row(line)
 
 
+def test_with_views_the_image_data_is_a_view_of_the_line_not_a_copy() -> None:
+    line = json.dumps(_image_row()).encode()
+
+    row = _lines.parse_image_line(0, line).row
+    assert row is not None
+    (view,) = _views_in(row)
+    assert view.readonly
+    assert view.obj is line  # no copy of the megabytes
+    assert view == DATA.encode()
+    # Without views (the default, and the Vertex adapter's), a str as parse_row gives.
+    assert _views_in(parse_line(0, line).row) == []
+
+
+def test_with_views_a_line_with_any_non_ascii_byte_keeps_str_values() -> None:
+    line = json.dumps(_image_row(note="café"), ensure_ascii=False).encode()
+
+    viewed = _lines.parse_image_line(0, line)
+    assert _views_in(viewed.row) == []
+    assert viewed == parse_row(0, line)
+
+
 def test_an_escaped_data_string_is_not_lifted() -> None:
     line = json.dumps(_image_row()).replace("/", "\\/").encode()
 
@@ -145,6 +206,9 @@ def test_a_raw_control_character_in_lifted_data_still_ends_malformed() -> None:
     assert parse_row(0, line).row is None
     assert fast.row is not None
     assert classify_row(fast.row).kind is OutcomeKind.MALFORMED
+    viewed = _lines.parse_image_line(0, line).row
+    assert viewed is not None
+    assert classify_row(viewed).kind is OutcomeKind.MALFORMED
 
 
 def test_result_rows_skips_blank_lines_and_counts_skipped_rows_like_common() -> None:
@@ -154,6 +218,10 @@ def test_result_rows_skips_blank_lines_and_counts_skipped_rows_like_common() -> 
         assert list(result_rows(lines, start_line=start, parse=_lines.parse_line)) == list(
             result_rows(lines, start_line=start)
         )
+        viewed = list(result_rows(lines, start_line=start, parse=_lines.parse_image_line))
+        assert [(r.line_no, _as_text(r.row), r.malformed) for r in viewed] == [
+            (r.line_no, r.row, r.malformed) for r in result_rows(lines, start_line=start)
+        ]
 
 
 _TEXT = st.lists(

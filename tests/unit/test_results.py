@@ -17,7 +17,7 @@ from bananabatch.core.results import (
     usage_from_metadata,
 )
 from bananabatch.core.states import ItemState
-from bananabatch.providers._lines import parse_line
+from bananabatch.providers._lines import parse_image_line, parse_line
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00fake-png-body" * 10
 JPEG = b"\xff\xd8\xff\xe0" + b"fake-jpeg-body" * 10
@@ -33,10 +33,16 @@ def row(response: dict[str, Any], key: str = "sku-42") -> dict[str, Any]:
 
 def classify(doc: dict[str, Any]) -> Outcome:
     """Through the one line parser the providers use (providers/_lines.py), then classified,
-    as the collector reads a result file."""
-    parsed = parse_line(0, json.dumps(doc).encode())
+    as the collector reads a result file: with the image data as a str and as a view of
+    the line (the Gemini collector's), which must come to the same outcome."""
+    line = json.dumps(doc).encode()
+    parsed = parse_line(0, line)
     assert parsed.row is not None, parsed.malformed
-    return classify_row(parsed.row)
+    outcome = classify_row(parsed.row)
+    viewed = parse_image_line(0, line)
+    assert viewed.row is not None, viewed.malformed
+    assert classify_row(viewed.row) == outcome
+    return outcome
 
 
 # --- images ---------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ SIMD: Final = _simd is not None
 _ERRORS: Final = (binascii.Error, ValueError)
 
 
-def decode(data: str | bytes) -> bytes | None:
+def decode(data: str | bytes | memoryview) -> bytes | None:
     """The bytes `data` encodes, or None if it is not (strictly) base64."""
     if _simd is not None:
         try:
@@ -45,7 +45,7 @@ def decode(data: str | bytes) -> bytes | None:
     return decode_stdlib(data)
 
 
-def decode_stdlib(data: str | bytes) -> bytes | None:
+def decode_stdlib(data: str | bytes | memoryview) -> bytes | None:
     """The stdlib's answer, which `decode` gives on every input, with or without pybase64."""
     try:
         return binascii.a2b_base64(data, strict_mode=True)
@@ -57,7 +57,7 @@ def decode_stdlib(data: str | bytes) -> bytes | None:
         if isinstance(data, str):
             text = data.strip().replace("-", "+").replace("_", "/")
             return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
-        raw = data.strip().replace(b"-", b"+").replace(b"_", b"/")
+        raw = bytes(data).strip().replace(b"-", b"+").replace(b"_", b"/")
         return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4), strict_mode=True)
     except _ERRORS:
         return None

@@ -286,8 +286,9 @@ def _classify_response(key: str | None, response: Mapping[str, Any]) -> Outcome:
     )
 
 
-# (base64 data, mime type if given) of a candidate's image part.
-_Image = tuple[str, str | None]
+# (base64 data, mime type if given) of a candidate's image part. The data is a str, or a
+# memoryview of the line's ASCII bytes when providers/_lines.py lifted it (the same text).
+_Image = tuple[str | memoryview, str | None]
 
 
 def _pick_candidate(
@@ -344,7 +345,7 @@ def _inline_image(part: Mapping[str, Any]) -> _Image | None:
     data = inline.get("data")
     mime = _get(inline, "mimeType", "mime_type")
     mime = mime.lower() if isinstance(mime, str) and mime else None
-    if isinstance(data, str) and data and (mime is None or mime.startswith("image/")):
+    if isinstance(data, str | memoryview) and data and (mime is None or mime.startswith("image/")):
         return data, mime
     return None
 

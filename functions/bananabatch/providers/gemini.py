@@ -45,7 +45,7 @@ from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
 from bananabatch.providers import classify
 from bananabatch.providers._common import batch_state, parse_time, result_rows, split_lines
-from bananabatch.providers._lines import parse_line
+from bananabatch.providers._lines import parse_image_line
 from bananabatch.providers._references import (
     mentions_gcs,
     redact_signed_urls,
@@ -339,7 +339,7 @@ class GeminiProvider:
                 # Chunks as they come off the socket: re-chunking to a fixed size would
                 # copy every byte twice more before split_lines joins a line's pieces once.
                 lines = split_lines(response.iter_bytes())
-                rows = result_rows(lines, start_line=start_line, parse=parse_line)
+                rows = result_rows(lines, start_line=start_line, parse=parse_image_line)
                 yield from without_signed_urls(rows)
         except TRANSPORT_ERRORS as exc:
             raise TransientError(f"{where}: {exc!r}") from exc
