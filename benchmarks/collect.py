@@ -256,7 +256,9 @@ def prepare(work: Path, emulator: Any, lines: int) -> dict[str, Any]:
 
     fresh_dir(work)
     prompts = write_prompts(work / "prompts.jsonl", lines)
-    settings = local_settings(work / "state", emulator.base_url)
+    # One batch whatever the size: the planner's default cap (1.5 GiB of expected output
+    # per batch) would split the 2 GB file in two.
+    settings = local_settings(work / "state", emulator.base_url, max_batch_output_bytes=8 * 1024**3)
     pipeline = LocalPipeline(build_runtime(settings))
     try:
         job_id = pipeline.upload(prompts)
