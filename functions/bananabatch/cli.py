@@ -25,14 +25,6 @@ from typing import Annotated, Any, Final, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from bananabatch import (
@@ -40,6 +32,7 @@ from bananabatch import (
     cost_cli,
     doctor_cli,
     errors_cli,
+    fetch_cli,
     interrupt_cli,
     log,
     pause_cli,
@@ -850,62 +843,7 @@ def _local_driver(rt: Runtime) -> Any:
 # --- fetch, retry, cancel ---------------------------------------------------------------------
 
 
-@app.command()
-def fetch(
-    job: JobArg,
-    to: Annotated[Path, typer.Option("--to", help="Folder to download the images into.")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Download a job's images with a progress bar; rerun to resume (finished files are skipped).
-
-    Example: bananabatch fetch prompts-3f2a9c1d7e44 --to ./images
-    """
-    with errors_as_one_line():
-        if to.exists() and not to.is_dir():
-            raise PermanentError(
-                f"--to {to} is a file, not a folder: name a folder (it is created if missing)"
-            )
-        require_job(job)
-        rt = open_runtime()
-        bucket = rt.settings.results_bucket
-        objects = list(rt.objects.list(bucket, f"jobs/{job}/images/"))
-        to.mkdir(parents=True, exist_ok=True)
-        fetched = skipped = 0
-        total = sum(o.size for o in objects)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=as_json,
-        ) as progress:
-            task = progress.add_task(f"fetching {len(objects)} images", total=total)
-            for info in objects:
-                target = to / info.name.rsplit("/", 1)[-1]
-                if target.is_file() and target.stat().st_size == info.size:
-                    skipped += 1
-                    progress.advance(task, info.size)
-                    continue
-                partial = target.with_name(target.name + ".part")
-                with rt.objects.open_read(bucket, info.name) as source, partial.open("wb") as sink:
-                    while chunk := source.read(1024 * 1024):
-                        sink.write(chunk)
-                        progress.advance(task, len(chunk))
-                partial.replace(target)
-                fetched += 1
-        result = {
-            "job_id": job,
-            "to": str(to),
-            "fetched": fetched,
-            "skipped": skipped,
-            "images": len(objects),
-        }
-        if as_json:
-            print_json(result)
-        else:
-            console.print(f"{fetched} fetched, {skipped} already there, in {to}")
+app.command()(fetch_cli.fetch)
 
 
 @app.command()
