@@ -406,6 +406,8 @@ def test_counts_fall_back_to_the_items_when_the_job_has_none_yet() -> None:
 
     assert "Succeeded 2" in text
     assert "Rejected 1" in text
+    # The items delivered images: no note says otherwise.
+    assert "No image was delivered" not in text
 
 
 def test_header_names_the_job_state_source_and_error() -> None:

@@ -354,17 +354,15 @@ def _totals(job: JobRecord, counts: Mapping[ItemState, int]) -> str:
         '<section class="totals" aria-label="Totals">\n'
         f'<div class="bar" role="img" aria-label="items by status">{"".join(segments)}</div>\n'
         f'<dl class="tiles counts">{"".join(tiles)}</dl>\n'
-        f"{_money(job)}</section>\n"
+        f"{_money(job, counts)}</section>\n"
     )
 
 
-def _money(job: JobRecord) -> str:
+def _money(job: JobRecord, counts: Mapping[ItemState, int]) -> str:
     """The job's costs, each tile labelled as what it is and marked with the summary.json
     field it shows (data-field), so the page and the file cannot say different things."""
     costs = job.costs
-    delivered = (job.counts.get(ItemState.SUCCEEDED.value, 0) or 0) + (
-        job.counts.get(ItemState.CACHED.value, 0) or 0
-    )
+    delivered = counts.get(ItemState.SUCCEEDED, 0) + counts.get(ItemState.CACHED, 0)
     # finalize claims a saving only for the share of the work that was done: the share
     # shown is of what the delivered images would have cost at standard price.
     saved_label = "Saved against standard price, on delivered images"
