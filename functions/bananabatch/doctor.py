@@ -208,6 +208,8 @@ class Probes:
     gcp: Callable[[Settings], list[Check]]
     # Bytes in the project's Files store; None skips the check.
     files_store: Callable[[Settings], int] | None = None
+    # The OpenAI provider's batches.list (doctor_openai.count_batches); None: the default.
+    openai: Callable[[Settings], int] | None = None
 
 
 def run_doctor(settings: Settings, today: date, probes: Probes | None = None) -> list[Check]:
@@ -235,6 +237,9 @@ def run_doctor(settings: Settings, today: date, probes: Probes | None = None) ->
         checks.append(judge_webhooks(settings, hooks))
     else:
         checks.append(judge_webhooks(settings, None))
+    from bananabatch.doctor_openai import count_batches, openai_checks
+
+    checks += openai_checks(settings, probes.openai or count_batches)
     if settings.backend is Backend.GCP:
         checks += probes.gcp(settings)
     else:

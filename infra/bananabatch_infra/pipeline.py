@@ -129,6 +129,19 @@ WEBHOOK: Final = FunctionSpec(
     "Receive Gemini batch webhooks, verify, publish batch-done",
 )
 PROVIDER_FUNCTIONS: Final = (UPLOAD, TICK, COLLECT)
+
+
+def _openai_secret_users(env_name: str) -> tuple[FunctionSpec, ...]:
+    """The functions an OpenAI secret reaches: the key those that call the provider (the
+    webhook receiver only verifies signatures), the webhook secret the receiver."""
+    return (WEBHOOK,) if env_name == cfg.ENV_OPENAI_WEBHOOK_SECRET else PROVIDER_FUNCTIONS
+
+
+def secret_label(env_name: str) -> str:
+    """A short, stable label of an OpenAI secret for resource names."""
+    return "openai-webhook" if env_name == cfg.ENV_OPENAI_WEBHOOK_SECRET else "openai-key"
+
+
 # Only with a billing account configured (killswitch.py): reads budget notifications, pauses.
 BILLING: Final = FunctionSpec(
     "billing",
@@ -221,6 +234,19 @@ class Pipeline(pulumi.ComponentResource):
         if a.webhook_mode is cfg.WebhookMode.STATIC and a.webhook_signing_secret is not None:
             self.webhook_secret, self.webhook_secret_version = self._secret(
                 "webhook-signing-secret", a.webhook_signing_secret
+            )
+        # OpenAI (gpt-image lines): its key for the functions that call it, and the signing
+        # secret of its project webhook endpoint for the receiver.
+        self.openai_secrets: dict[
+            str, tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]
+        ] = {}
+        if a.openai_enabled and a.openai_api_key is not None:
+            self.openai_secrets[cfg.ENV_OPENAI_API_KEY] = self._secret(
+                "openai-api-key", a.openai_api_key
+            )
+        if a.openai_webhook_on and a.openai_webhook_secret is not None:
+            self.openai_secrets[cfg.ENV_OPENAI_WEBHOOK_SECRET] = self._secret(
+                "openai-webhook-secret", a.openai_webhook_secret
             )
 
         # --- identities ------------------------------------------------------------------
@@ -461,6 +487,13 @@ class Pipeline(pulumi.ComponentResource):
             grants[WEBHOOK.key].append(
                 self._secret_role("webhook-signing", self.webhook_secret, self._member(WEBHOOK.key))
             )
+        for env_name, (secret, _version) in self.openai_secrets.items():
+            for spec in _openai_secret_users(env_name):
+                grants[spec.key].append(
+                    self._secret_role(
+                        f"{spec.key}-{secret_label(env_name)}", secret, self._member(spec.key)
+                    )
+                )
 
     def _gemini_grants(self, grants: dict[str, list[pulumi.Resource]]) -> None:
         """Reading reference images and signing their URLs as itself (Gemini only)."""
@@ -990,6 +1023,9 @@ class Pipeline(pulumi.ComponentResource):
             env[cfg.ENV_REFERENCE_LOCATIONS] = a.reference_locations
         if a.result_retention_days is not None:
             env[cfg.ENV_RESULT_RETENTION_DAYS] = str(a.result_retention_days)
+        if a.openai_enabled:
+            # Intake takes gpt-image lines only where this says so (config.Settings).
+            env[cfg.ENV_OPENAI_ENABLED] = "true"
         return env
 
     def _secret_environment(
@@ -1000,6 +1036,9 @@ class Pipeline(pulumi.ComponentResource):
             pairs.append((cfg.ENV_GEMINI_API_KEY, self.gemini_secret, self.gemini_secret_version))
         if spec is WEBHOOK and self.webhook_secret and self.webhook_secret_version:
             pairs.append((cfg.ENV_WEBHOOK_SECRET, self.webhook_secret, self.webhook_secret_version))
+        for env_name, (secret, version) in self.openai_secrets.items():
+            if spec in _openai_secret_users(env_name):
+                pairs.append((env_name, secret, version))
         return [
             gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
                 key=key,

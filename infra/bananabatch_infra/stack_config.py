@@ -63,9 +63,12 @@ KNOWN_KEYS: Final = frozenset(
         "firestoreDeleteProtection",
         "firestorePitr",
         "alertEmail",
+        "openaiEnabled",
     }
 )
-SECRET_KEYS: Final = frozenset({"geminiApiKey", "webhookSigningSecret"})
+SECRET_KEYS: Final = frozenset(
+    {"geminiApiKey", "webhookSigningSecret", "openaiApiKey", "openaiWebhookSecret"}
+)
 
 # Service account ids are at most 30 characters and the longest suffix is "-collect".
 _PREFIX_RE: Final = re.compile(r"^[a-z][a-z0-9-]{1,20}[a-z0-9]$")
@@ -138,6 +141,13 @@ class PipelineArgs:
     alert_email: str | None = None
     gemini_api_key: pulumi.Input[str] | None = field(default=None, repr=False)
     webhook_signing_secret: pulumi.Input[str] | None = field(default=None, repr=False)
+    # OpenAI Batch for gpt-image lines (issue 19): off, intake rejects them saying so (and
+    # the two secrets below are not deployed). The key reaches the functions that call the
+    # provider; the webhook secret (the project webhook endpoint's whsec_..., optional: the
+    # tick polls anyway) the receiver.
+    openai_enabled: bool = False
+    openai_api_key: pulumi.Input[str] | None = field(default=None, repr=False)
+    openai_webhook_secret: pulumi.Input[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -180,7 +190,12 @@ class PipelineArgs:
 
     @property
     def webhook_on(self) -> bool:
-        return self.webhook_mode is not cfg.WebhookMode.OFF
+        """Whether the webhook receiver is deployed: for Gemini's webhooks, or OpenAI's."""
+        return self.webhook_mode is not cfg.WebhookMode.OFF or self.openai_webhook_on
+
+    @property
+    def openai_webhook_on(self) -> bool:
+        return self.openai_enabled and self.openai_webhook_secret is not None
 
     @property
     def uses_gemini(self) -> bool:
@@ -310,6 +325,11 @@ def _secret_problems(args: PipelineArgs) -> list[str]:
     if args.provider is cfg.ProviderKind.VERTEX and args.webhook_mode is not cfg.WebhookMode.OFF:
         # Vertex batch jobs cannot carry webhooks; the scheduler tick is the only signal.
         out.append("webhookMode must be off with provider vertex (Vertex has no batch webhooks)")
+    if args.openai_enabled and args.openai_api_key is None:
+        out.append(
+            "openaiEnabled needs the OpenAI API key: pulumi config set --secret "
+            "bananabatch:openaiApiKey sk-..."
+        )
     if args.webhook_mode is cfg.WebhookMode.STATIC and args.webhook_signing_secret is None:
         out.append(
             "webhookMode static needs the signing secret Gemini returned when the webhook was "
@@ -371,6 +391,8 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
         )
     values["gemini_api_key"] = config.get_secret("geminiApiKey")
     values["webhook_signing_secret"] = config.get_secret("webhookSigningSecret")
+    values["openai_api_key"] = config.get_secret("openaiApiKey")
+    values["openai_webhook_secret"] = config.get_secret("openaiWebhookSecret")
     return PipelineArgs(**values)
 
 
@@ -413,6 +435,7 @@ _BOOLEANS: Final[Mapping[str, str]] = {
     "forceDestroy": "force_destroy",
     "firestoreDeleteProtection": "firestore_delete_protection",
     "firestorePitr": "firestore_pitr",
+    "openaiEnabled": "openai_enabled",
 }
 
 

@@ -18,6 +18,8 @@ from tests.infra.checks import Deployment, Grant
 
 GEMINI_KEY: Final = "AIza-test-gemini-key"
 SIGNING_SECRET: Final = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA=="
+OPENAI_KEY: Final = "sk-test-openai-key"
+OPENAI_WEBHOOK_SECRET: Final = "whsec_b3BlbmFpLXRlc3Qtc2VjcmV0"
 
 ENTRY_POINTS: Final = ("on_upload", "on_tick", "on_batch_done", "on_gemini_webhook")
 PROVIDER_CALLERS: Final = ("on_upload", "on_tick", "on_batch_done")
@@ -78,6 +80,15 @@ def scenario(name: str) -> PipelineArgs:
         return PipelineArgs(
             project=p, gemini_api_key=GEMINI_KEY, webhook_mode=cfg.WebhookMode.DYNAMIC
         )
+    if name == "gemini-openai":
+        # gpt-image lines through OpenAI, with its webhook (and no Gemini webhook).
+        return PipelineArgs(
+            project=p,
+            gemini_api_key=GEMINI_KEY,
+            openai_enabled=True,
+            openai_api_key=OPENAI_KEY,
+            openai_webhook_secret=OPENAI_WEBHOOK_SECRET,
+        )
     if name == "vertex":
         return PipelineArgs(project=p, provider=cfg.ProviderKind.VERTEX, bucket_location="US")
     if name == "gemini-billing":
@@ -87,7 +98,14 @@ def scenario(name: str) -> PipelineArgs:
     raise KeyError(name)
 
 
-SCENARIOS: Final = ("gemini", "gemini-budgets", "gemini-static", "gemini-dynamic", "vertex")
+SCENARIOS: Final = (
+    "gemini",
+    "gemini-budgets",
+    "gemini-static",
+    "gemini-dynamic",
+    "gemini-openai",
+    "vertex",
+)
 # Every configuration whose IAM differs: the scenarios above and the billing kill switch.
 IAM_SCENARIOS: Final = (*SCENARIOS, "gemini-billing")
 
@@ -361,6 +379,29 @@ def _webhook_and_billing_grants(args: PipelineArgs, grants: dict[Grant, Need]) -
                 pubsub_agent,
             )
         ] = Need(dead_letter_code, "the forwarder acknowledges a dead-lettered notification")
+    if getattr(args, "openai_enabled", False):
+        for entry_point in PROVIDER_CALLERS:
+            grants[
+                Grant(
+                    f"secret:{args.name_prefix}-openai-api-key",
+                    "roles/secretmanager.secretAccessor",
+                    sa(args, ACCOUNT_KEYS[entry_point]),
+                )
+            ] = Need(
+                "functions/bananabatch/wiring.py::build_openai_provider",
+                "the OpenAI key reaches the functions that call OpenAI as a secret variable",
+            )
+    if getattr(args, "openai_webhook_on", False):
+        grants[
+            Grant(
+                f"secret:{args.name_prefix}-openai-webhook-secret",
+                "roles/secretmanager.secretAccessor",
+                sa(args, "webhook"),
+            )
+        ] = Need(
+            "functions/bananabatch/openai_webhooks.py::verify",
+            "OpenAI's webhook deliveries are verified with the endpoint's signing secret",
+        )
     if args.webhook_mode is cfg.WebhookMode.STATIC:
         grants[
             Grant(
@@ -392,6 +433,9 @@ def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
         # intake holds reference images to them (core/references.py)
         env.add(cfg.ENV_REFERENCE_LOCATIONS)
     out = {ep: set(env) for ep in entry_points(args)}
+    if args.openai_enabled:
+        for ep in out:
+            out[ep].add(cfg.ENV_OPENAI_ENABLED)
     if args.webhook_mode is cfg.WebhookMode.DYNAMIC:
         for ep in PROVIDER_CALLERS:
             out[ep].add(cfg.ENV_WEBHOOK_URL)
@@ -407,5 +451,12 @@ def expected_secret_env(args: PipelineArgs) -> dict[str, dict[str, str]]:
     if args.webhook_mode is cfg.WebhookMode.STATIC:
         out["on_gemini_webhook"][cfg.ENV_WEBHOOK_SECRET] = (
             f"{args.name_prefix}-webhook-signing-secret"
+        )
+    if args.openai_enabled:
+        for ep in PROVIDER_CALLERS:
+            out[ep][cfg.ENV_OPENAI_API_KEY] = f"{args.name_prefix}-openai-api-key"
+    if args.openai_webhook_on:
+        out["on_gemini_webhook"][cfg.ENV_OPENAI_WEBHOOK_SECRET] = (
+            f"{args.name_prefix}-openai-webhook-secret"
         )
     return out

@@ -180,6 +180,11 @@ def test_secrets_exist_only_for_what_the_configuration_uses() -> None:
         "bananabatch-webhook-signing-secret",
     }
     assert ids("gemini-dynamic") == {"bananabatch-gemini-api-key"}
+    assert ids("gemini-openai") == {
+        "bananabatch-gemini-api-key",
+        "bananabatch-openai-api-key",
+        "bananabatch-openai-webhook-secret",
+    }
     assert ids("vertex") == set()
 
 
@@ -189,6 +194,8 @@ def test_secret_values_are_secret_outputs_and_appear_nowhere_in_plain_text() -> 
         spec.deployed("gemini-static"), [spec.GEMINI_KEY, spec.SIGNING_SECRET]
     )
     assert problems == []
+    openai = [spec.GEMINI_KEY, spec.OPENAI_KEY, spec.OPENAI_WEBHOOK_SECRET]
+    assert check_secret_values_hidden(spec.deployed("gemini-openai"), openai) == []
 
 
 def test_tick_message_is_json_with_a_source_attribute() -> None:

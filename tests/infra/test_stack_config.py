@@ -118,6 +118,8 @@ def test_bucket_names_default_to_globally_unique_project_scoped_names() -> None:
         ({"namePrefix": "This-Is-Far-Too-Long-A-Prefix"}, {"geminiApiKey": "k"}, {}, "namePrefix"),
         ({"resultsVersioning": "maybe"}, {"geminiApiKey": "k"}, {}, "true or false"),
         ({"firestorePitr": "on"}, {"geminiApiKey": "k"}, {}, "firestorePitr"),
+        ({"openaiEnabled": "true"}, {"geminiApiKey": "k"}, {}, "bananabatch:openaiApiKey"),
+        ({"openaiEnabled": "yes please"}, {"geminiApiKey": "k"}, {}, "true or false"),
         ({"referenceLocations": "gs://assets"}, {"geminiApiKey": "k"}, {}, "referenceLocations"),
         (
             {"referenceLocations": "gs://assets/refs/, s3://x/"},
@@ -179,3 +181,16 @@ def test_reference_locations_are_read_as_the_application_takes_them() -> None:
         {cfg.ENV_REFERENCE_LOCATIONS: args.reference_locations}
     ).reference_locations == ("gs://assets/refs/", "https://")
     assert load({}, {"geminiApiKey": "k"}).reference_locations is None
+
+
+def test_the_openai_provider_is_off_unless_enabled_and_its_secrets_are_secret_outputs() -> None:
+    assert load({}, KEY).openai_enabled is False
+    args = load(
+        {"openaiEnabled": "true"},
+        {"geminiApiKey": "k", "openaiApiKey": "sk-x", "openaiWebhookSecret": "whsec_y"},
+    )
+    assert args.openai_enabled
+    assert args.openai_webhook_on
+    assert args.webhook_on  # the receiver is deployed for OpenAI's deliveries
+    assert isinstance(args.openai_api_key, pulumi.Output)
+    assert isinstance(args.openai_webhook_secret, pulumi.Output)
