@@ -4,6 +4,9 @@ into batches of one provider each, OpenAI's within 50,000 requests and 200 MB.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
 
 from bananabatch.config import Settings
@@ -18,7 +21,9 @@ from bananabatch.core.planning import (
 )
 from bananabatch.core.price_table import PRICE_TABLE
 from bananabatch.core.pricing import Lane, PriceBook
+from bananabatch.core.records import BatchRecord
 from bananabatch.core.results import Usage
+from bananabatch.core.states import BatchState
 from bananabatch.errors import PriceUnknown
 
 BOOK = PriceBook()
@@ -149,3 +154,45 @@ def test_a_mixed_file_makes_batches_of_one_provider_each_and_edits_apart() -> No
     # Gemini takes references in any batch of its model; OpenAI runs one endpoint a batch.
     assert batch_key("gemini-3-pro-image", edits=True) == "gemini-3-pro-image"
     assert key_model(batch_key("gpt-image-2", edits=True)) == "gpt-image-2"
+
+
+@pytest.mark.parametrize(
+    ("model", "fallback"),
+    [("gemini-3.1-flash-image", "gpt-image-2"), ("gpt-image-2", "gpt-image-2.5-flare")],
+)
+def test_a_batch_never_falls_back_across_providers_or_within_openai(
+    tmp_path: Path, model: str, fallback: str
+) -> None:
+    # Its request file is in its provider's format, and an OpenAI line names its model in
+    # its body: moving the batch's model would send what was not asked, or fail.
+    from bananabatch.config import Backend
+    from bananabatch.pipeline.model_gone import _servable_fallback
+    from bananabatch.wiring import build_runtime
+
+    rt = build_runtime(
+        Settings(backend=Backend.LOCAL, local_root=tmp_path, fallback_model=fallback),
+        with_provider=False,
+    )
+    batch = BatchRecord(
+        batch_id="j-b0001-a1",
+        job_id="j",
+        index=1,
+        state=BatchState.SUBMITTING,
+        model=model,
+        display_name="bananabatch-j-b0001-a1",
+        request_object="jobs/j/requests/batch-0001.jsonl",
+        request_count=1,
+        created_at=datetime(2026, 12, 7, tzinfo=UTC),
+        updated_at=datetime(2026, 12, 7, tzinfo=UTC),
+    )
+    why = _servable_fallback(rt, batch, fallback)
+    assert isinstance(why, str)
+    assert "its requests were staged for that model" in why
+    assert isinstance(
+        _servable_fallback(
+            rt,
+            batch.model_copy(update={"model": "gemini-3.1-flash-image"}),
+            "gemini-3.1-flash-lite-image",
+        ),
+        tuple,
+    )

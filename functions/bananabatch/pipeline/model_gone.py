@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from bananabatch.core import alerts
-from bananabatch.core.catalog import ModelSpec, Status, canonical_model, model_spec
+from bananabatch.core.catalog import (
+    ModelSpec,
+    Provider,
+    Status,
+    canonical_model,
+    model_spec,
+    provider_of,
+)
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import BatchRecord, ItemRecord, JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState
@@ -226,6 +233,14 @@ def _servable_fallback(
         return f"the fallback model {fallback} is not in the model catalog (unknown sizes, price)"
     if spec.status_on(rt.now().date()) is Status.SHUT_DOWN:
         return f"the fallback model {name} is shut down"
+    # The staged request file is the provider's own format, and an OpenAI line names its
+    # model inside its body: only a Gemini batch can change model in place.
+    provider = provider_of(batch.model)
+    if provider is not Provider.GEMINI or spec.provider is not provider:
+        return (
+            f"the fallback model {name} ({spec.provider.value}) cannot take a batch of "
+            f"{batch.model} ({provider.value}): its requests were staged for that model"
+        )
     return name, spec
 
 
