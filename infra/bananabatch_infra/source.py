@@ -31,15 +31,17 @@ EXCLUDED_DIR_NAMES: Final = frozenset(
 )
 # Workstation-only code, never imported by main.py: the Gemini Batch emulator and the local
 # runner (directories), the CLI (cli.py and its *_cli.py commands), and the modules only the
-# CLI uses (doctor: set-up checks; deployed: the CLI's side of a deployed stack; status: the
-# status view; model_table: the models listing). Their third-party dependencies are in
-# pyproject's `local` extra, not in requirements.txt. When the deployed code starts importing
-# one of these, tests/infra/test_deployed_closure.py fails: take it off this list.
+# CLI uses (doctor, doctor_openai: set-up checks; deployed: the CLI's side of a deployed
+# stack; status: the status view; model_table: the models listing). Their third-party
+# dependencies are in pyproject's `local` extra, not in requirements.txt. When the deployed
+# code starts importing one of these, tests/infra/test_deployed_closure.py fails: take it off
+# this list.
 EXCLUDED_DIRS: Final = frozenset({"bananabatch/emulator", "bananabatch/local"})
 LOCAL_ONLY_FILES: Final = (
     "bananabatch/cli.py",
     "bananabatch/*_cli.py",
     "bananabatch/doctor.py",
+    "bananabatch/doctor_openai.py",
     "bananabatch/deployed.py",
     "bananabatch/pipeline/status.py",
     "bananabatch/core/model_table.py",
