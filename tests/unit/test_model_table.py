@@ -6,7 +6,14 @@ from datetime import date
 from pathlib import Path
 
 from bananabatch.core import catalog
-from bananabatch.core.model_table import BEGIN, END, markdown_table
+from bananabatch.core.model_table import (
+    BEGIN,
+    END,
+    OPENAI_BEGIN,
+    OPENAI_END,
+    markdown_table,
+    openai_markdown_table,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -50,3 +57,22 @@ def test_the_table_follows_the_day_it_is_rendered_for() -> None:
     assert before[1] == "GA 2026-05-28"
     after = _row(markdown_table(), "gemini-3.1-flash-image")
     assert after[1].startswith("**deprecated** 2026-10-06")
+
+
+def test_the_readme_gpt_image_table_is_exactly_what_the_catalog_and_prices_say() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert text.count(OPENAI_BEGIN) == 1
+    assert text.count(OPENAI_END) == 1
+    shown = text[text.index(OPENAI_BEGIN) : text.index(OPENAI_END) + len(OPENAI_END)]
+    assert shown == openai_markdown_table(), (
+        "README.md's gpt-image table is stale: paste the second table printed by "
+        "`.venv/bin/python -m bananabatch.core.model_table` between its markers"
+    )
+
+
+def test_the_gpt_image_table_shows_each_quality_at_each_size_and_the_shut_model() -> None:
+    table = openai_markdown_table()
+    rows = [r for r in table.splitlines() if r.startswith("| `gpt-image-2` ")]
+    assert [r.split("|")[4].strip() for r in rows] == ["low", "medium (default)", "high"]
+    assert rows[0].split("|")[5].strip() == "0.003"
+    assert "**shut down** 2026-10-23 → `gpt-image-2`" in table
