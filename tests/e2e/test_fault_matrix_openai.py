@@ -26,7 +26,8 @@ from bananabatch import entrypoints
 from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState, JobState
 from bananabatch.emulator.faults import RowFault
 from bananabatch.emulator.openai.webhooks import headers_for
-from bananabatch.pipeline import collect, control
+from bananabatch.pipeline import collect, control, pause
+from tests.e2e.test_fault_matrix_spend import Messages
 from tests.support.openai_stack import (
     gemini_of,
     open_openai_stack,
@@ -83,6 +84,8 @@ def test_a_clean_run_on_openai_satisfies_every_invariant(stack: Stack) -> None:
     assert {b.state for b in batches} == {BatchState.COLLECTED}
     # Every request file went out as OpenAI lines, to the generations endpoint.
     assert {oai.get_batch(n).endpoint for n in oai.batch_names()} == {"/v1/images/generations"}
+    # The uploaded request files were released once collected; only results remain.
+    assert {f.purpose for f in oai.list_files()} == {"batch_output"}
 
 
 # --- submission ledger and backpressure ------------------------------------------------------
@@ -326,3 +329,49 @@ def test_a_forged_or_stale_openai_webhook_is_refused_and_changes_nothing(
         assert oai.flush_webhooks() == [200, 200]
         assert stack.drain() == 2
         assert_invariants(stack, job_id, stack.settle(job_id, rounds=1))
+
+
+# --- refusals that pause submission ----------------------------------------------------------
+
+
+def _queued(stack: Stack, job_id: str) -> list[Any]:
+    return list(stack.repo.batches(job_id=job_id, states=[BatchState.QUEUED]))
+
+
+def test_insufficient_quota_pauses_submission_alerts_once_and_a_probe_resumes(
+    stack: Stack,
+) -> None:
+    fault = stack.faults.refuse_creates("credits_depleted", times=None)
+    messages = Messages(stack)
+    job_id = _upload(stack, PROMPTS)
+    oai = openai_emulator(stack).state
+    assert len(_queued(stack, job_id)) == 2
+    assert (oai.counters.batches_created, oai.counters.creates_refused) == (0, 1)
+    job = stack.repo.require_job(job_id)
+    assert job.paused is not None
+    assert job.paused.startswith("credits_depleted: 429 insufficient_quota")
+    (alert,) = messages.alerts()
+    assert alert["alert"] == "credits_depleted"
+    fault.times = 0
+    summary = assert_invariants(stack, job_id, messages.settle(job_id))
+    assert summary["counts"]["SUCCEEDED"] == 5
+    assert stack.repo.require_job(job_id).paused is None
+    assert len(messages.alerts()) == 1
+
+
+def test_a_refused_openai_key_pauses_is_never_retried_and_alerts_once(stack: Stack) -> None:
+    fault = stack.faults.refuse_creates("unauthenticated", times=None)
+    messages = Messages(stack)
+    job_id = _upload(stack, PROMPTS)
+    for _ in range(4):
+        stack.clock.advance(timedelta(hours=1))
+        stack.tick()
+    assert openai_emulator(stack).state.counters.creates_refused == 1
+    assert len(_queued(stack, job_id)) == 2
+    (alert,) = messages.alerts()
+    assert (alert["alert"], alert["severity"]) == ("auth", "ERROR")
+    assert "OPENAI_API_KEY" in json.dumps(alert)
+    fault.times = 0
+    pause.lift(stack.runtime)
+    assert_invariants(stack, job_id, messages.settle(job_id))
+    assert len(messages.alerts()) == 1
