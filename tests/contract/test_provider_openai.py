@@ -628,3 +628,32 @@ def test_gcs_input_images_of_edit_lines_are_sent_as_signed_urls(
     )
     emu.state.complete(made.name)
     assert classify_row(_rows(provider, made)["e1"]).kind is OutcomeKind.IMAGE
+
+
+def test_a_result_line_s_image_is_lifted_out_of_the_json_scan_and_reads_the_same() -> None:
+    from bananabatch.providers._common import parse_row
+    from bananabatch.providers.openai_batch import parse_result_line
+
+    png = io.BytesIO()
+    Image.effect_noise((128, 128), 64).save(png, format="PNG")
+    b64 = base64.b64encode(png.getvalue()).decode()
+    assert len(b64) > 16 * 1024  # long enough to be lifted
+    answer = {"created": 1, "data": [{"b64_json": b64}], "output_format": "png"}
+    raw = json.dumps(
+        {"custom_id": "k", "response": {"status_code": 200, "body": answer}, "error": None}
+    ).encode()
+    fast = parse_result_line(3, raw)
+    assert fast is not None
+    assert fast.row is not None
+    lifted = fast.row["response"]["candidates"][0]["content"]["parts"][0]["inlineData"]["data"]
+    assert isinstance(lifted, memoryview)  # no 2 MB str copy per line
+    slow = parse_row(3, raw).row
+    assert slow is not None
+    expected = classify_row(openai_rows.to_row(slow) or {})
+    outcome = classify_row(fast.row)
+    assert (outcome.kind, outcome.image, outcome.mime_type) == (
+        expected.kind,
+        expected.image,
+        expected.mime_type,
+    )
+    assert outcome.image == png.getvalue()

@@ -8,14 +8,15 @@ image string once more. Here the long strings are lifted out first: the line is 
 each of them replaced by a short placeholder, and the placeholders are then swapped back
 for the strings, decoded straight from the line (0.16 ms for the same line).
 
-Only the values of "data" fields are lifted (`inlineData.data`: the image), and only long
-ones without a backslash, whose JSON value is then their raw text. The fast result is used
-only when every placeholder came back as a whole string value, exactly once; anything else
-(escapes, invalid UTF-8, invalid JSON, a placeholder turning up elsewhere) falls back to the
-plain `parse_row`, so the row, or the error, is what it would have been. The one check not
-repeated on a lifted string is strict JSON's ban on raw control characters (it would cost a
-pass over megabytes): such a character is not base64 either, so the strict base64 decode in
-`core.results` still turns the row into MALFORMED, with that reason instead of "not JSON".
+Only the values of "data" fields (Gemini's `inlineData.data`: the image) and "b64_json"
+fields (OpenAI's `data[].b64_json`) are lifted, and only long ones without a backslash,
+whose JSON value is then their raw text. The fast result is used only when every placeholder
+came back as a whole string value, exactly once; anything else (escapes, invalid UTF-8,
+invalid JSON, a placeholder turning up elsewhere) falls back to the plain `parse_row`, so
+the row, or the error, is what it would have been. The one check not repeated on a lifted
+string is strict JSON's ban on raw control characters (it would cost a pass over megabytes):
+such a character is not base64 either, so the strict base64 decode in `core.results` still
+turns the row into MALFORMED, with that reason instead of "not JSON".
 
 With `views=True` (the Gemini collector's `parse_image_line`) a lifted string of an
 all-ASCII line is put back as a read-only memoryview of its bytes in the line instead of a
@@ -40,9 +41,10 @@ from bananabatch.providers._common import parse_row
 # Strings at least this long are lifted; below it the scanner is cheaper than the bookkeeping.
 LIFT_MIN_CHARS: Final = 16 * 1024
 _BACKSLASH: Final = ord("\\")
-# What precedes a lifted string: the "data" key and its colon (the tail of the line before
-# the opening quote is matched, so a few bytes at most are scanned).
-_DATA_KEY: Final = re.compile(rb'"data"\s*:\s*\Z')
+# What precedes a lifted string: the "data" (Gemini) or "b64_json" (OpenAI) key and its
+# colon (the tail of the line before the opening quote is matched, so a few bytes at most
+# are scanned).
+_DATA_KEY: Final = re.compile(rb'"(?:data|b64_json)"\s*:\s*\Z')
 _KEY_WINDOW: Final = 64
 # Not in the base64 alphabet, so no lifted string can contain a placeholder.
 _PLACEHOLDER: Final = "~bananabatch-lifted-{}~"

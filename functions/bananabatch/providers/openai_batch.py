@@ -57,6 +57,7 @@ from bananabatch.log import get_logger
 from bananabatch.ports import ObjectStore, ProviderBatch, ResultRow
 from bananabatch.providers import openai_rows
 from bananabatch.providers._common import split_lines
+from bananabatch.providers._lines import parse_image_line
 from bananabatch.providers._references import mentions_gcs, redact_signed_urls, split_gcs_uri
 from bananabatch.providers.gemini import TRANSPORT_ERRORS
 
@@ -381,22 +382,12 @@ class OpenAIBatchProvider:
 
 
 def parse_result_line(line_no: int, line: bytes) -> ResultRow | None:
-    """One output or error line as a row; None for a request the batch never ran."""
-    try:
-        parsed = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        preview = line[:80].decode("utf-8", "replace")
-        return ResultRow(
-            line_no, None, malformed=f"result line {line_no}: not JSON ({exc}); starts {preview!r}"
-        )
-    if not isinstance(parsed, dict):
-        return ResultRow(
-            line_no,
-            None,
-            malformed=(
-                f"result line {line_no}: expected a JSON object, found {type(parsed).__name__}"
-            ),
-        )
+    """One output or error line as a row; None for a request the batch never ran. The
+    image strings are lifted out of the JSON scan (providers/_lines.py)."""
+    parsed_row = parse_image_line(line_no, line)
+    if parsed_row.row is None:
+        return parsed_row
+    parsed = parsed_row.row
     row = openai_rows.to_row(parsed)
     if row is None:
         return None

@@ -151,8 +151,9 @@ def _image_response(body: Mapping[str, Any]) -> dict[str, Any]:
         for entry in data:
             if not isinstance(entry, Mapping):
                 continue
+            # A str, or a memoryview of the line's bytes (providers/_lines.py, views).
             b64 = entry.get("b64_json")
-            if isinstance(b64, str) and b64:
+            if isinstance(b64, str | memoryview) and len(b64):
                 inline: dict[str, Any] = {"data": b64}
                 if mime:
                     inline["mimeType"] = mime
