@@ -18,6 +18,7 @@ from typing import Final
 POINTS: Final = (
     "intake.after_job_created",
     "intake.after_stage",
+    "submit.after_requests_claimed",
     "submit.after_claim",
     "submit.after_create",
     "collect.after_rows",

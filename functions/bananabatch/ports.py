@@ -135,8 +135,8 @@ class StateStore(Protocol):
     def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> set[str]:
         """`create` for many documents of one collection (keyed by id): each one is created
         only if absent, as a conditional write of its own (of two callers racing for an id,
-        exactly one creates it). Returns the ids this call created. For claims taken a
-        chunk of input lines at a time (pipeline/inflight.py)."""
+        exactly one creates it). Returns the ids this call created. For the in-flight
+        claims of a batch's requests, taken at its submission (pipeline/claims.py)."""
         ...
 
     def set(self, path: str, doc: Mapping[str, Any]) -> None:

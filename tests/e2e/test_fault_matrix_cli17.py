@@ -14,7 +14,7 @@ import pytest
 
 from bananabatch.cli import job_view
 from bananabatch.core.states import BatchState, ItemState, JobState
-from bananabatch.pipeline import budget, collect, control
+from bananabatch.pipeline import collect, control
 from bananabatch.ports import ProviderBatch
 from tests.e2e.test_fault_matrix_finish import _settle_all
 from tests.e2e.test_fault_matrix_inflight import _upload
@@ -111,17 +111,3 @@ def test_joined_items_of_a_cancelled_job_that_fail_unpaid_are_in_its_failed_json
         assert item is not None
         assert lines["k2"]["model"] == item.model
         assert "green pear" in json.dumps(lines["k2"]["request"])
-
-
-def test_joined_items_refused_by_the_job_budget_are_in_its_failed_jsonl(
-    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
-) -> None:
-    with open_stack(request, kind, tmp_path, held()) as stack:
-        first = _upload(stack, PROMPTS, name="first.jsonl")
-        second = _upload(stack, PROMPTS, name="second.jsonl", **{budget.JOB_BUDGET_KEY: "0.001"})
-        control.cancel_job(stack.runtime, first)
-        settled = _settle_all(stack, [first, second], between=stack.emulator.state.complete_all)
-        for job_id, completions in settled.items():
-            assert_invariants(stack, job_id, completions)
-        assert stack.repo.require_job(second).state is JobState.FAILED
-        assert set(_failed_lines(stack, second)) == {f"k{n}" for n in range(1, 6)}

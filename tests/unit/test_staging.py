@@ -28,6 +28,7 @@ from bananabatch.core.staging import (
     StagedLines,
     stage_line,
     stage_rows,
+    without_request_hashes,
 )
 
 MODEL = "gemini-3.1-flash-image"
@@ -182,3 +183,27 @@ def test_estimates_do_not_depend_on_the_order_lines_are_added_in(prices: list[fl
             grouped.add_saved(price * 2, price)
     answers = {(e.charged_usd, e.standard_usd, e.saved_usd) for e in (forward, shuffled, grouped)}
     assert len(answers) == 1
+
+
+@given(
+    keys=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=6, unique=True),
+    data=st.data(),
+)
+def test_a_line_that_opts_out_of_the_cache_has_no_request_hash_in_its_manifest_entry(
+    keys: list[str], data: st.DataObject
+) -> None:
+    # Keys may hold quotes, commas and hex: the hash is still the only field dropped.
+    digests = [f"{n:064x}" for n in range(len(keys))]
+    entries = [
+        ManifestEntry(key, n, digest, f"prompt {key}", "1:1", "1K", 0.0391)
+        for n, (key, digest) in enumerate(zip(keys, digests, strict=True))
+    ]
+    staged = StagedLines(["{}"] * len(keys), list(map(encode_entry, entries)), ("m", 1), [])
+    which = data.draw(st.lists(st.booleans(), min_size=len(keys), max_size=len(keys)))
+    after = without_request_hashes(staged, digests, which)
+    for entry, line, dropped in zip(entries, after.manifests, which, strict=True):
+        expected = entry._replace(request_hash=None) if dropped else entry
+        assert line == encode_entry(expected)
+    assert without_request_hashes(staged, digests).manifests == [
+        encode_entry(e._replace(request_hash=None)) for e in entries
+    ]

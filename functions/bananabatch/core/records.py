@@ -153,8 +153,8 @@ class ItemRecord(Record):
     duplicate_of: str | None = None
     # For cache hits and duplicates: what the item would have cost had it been generated.
     saved_usd: float | None = None
-    # Lane "joined": the job whose identical request, in flight when this line arrived,
-    # this item waits for and is served from (pipeline/inflight.py).
+    # Lane "joined": the job whose identical request, in flight when this line's batch was
+    # submitted, this item waits for and is served from (pipeline/claims.py, inflight.py).
     joined_job: str | None = None
 
 
@@ -264,7 +264,7 @@ def cache_path(content_hash: str) -> str:
 
 
 def claim_path(content_hash: str) -> str:
-    """A request's in-flight claim (pipeline/inflight.py)."""
+    """A request's in-flight claim, taken at its batch's submission (pipeline/claims.py)."""
     return f"inflight/{content_hash}"
 
 

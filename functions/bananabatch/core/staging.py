@@ -334,3 +334,18 @@ class IntakeTally:
     @property
     def cache_saved_usd(self) -> float:
         return self.estimates.saved_usd
+
+
+def without_request_hashes(
+    staged: StagedLines, digests: Sequence[str], which: Sequence[bool] | None = None
+) -> StagedLines:
+    """Staged lines whose manifest entries (all, or those `which` marks) carry no request
+    hash: lines that opted out of the cache, which submission must not join to another
+    job's request (pipeline/claims.py). The hash is the first `,"<64 hex>",` of the entry:
+    the key before it is a JSON string, where a quote is always escaped."""
+    marked = which if which is not None else [True] * len(digests)
+    manifests = [
+        entry.replace(f',"{digest}",', ",null,", 1) if drop else entry
+        for entry, digest, drop in zip(staged.manifests, digests, marked, strict=True)
+    ]
+    return staged._replace(manifests=manifests)

@@ -1,7 +1,8 @@
 """The dedup cache: cache/{content_hash} maps a normalized request to an image we already
 have, so an identical request is copied instead of paid for again.
 
-Lookups happen at intake (a hit is copied into the new job and the item is CACHED);
+Lookups happen at intake (a hit is copied into the new job and the item is CACHED), and
+again when a batch is submitted (pipeline/claims.py: a hit made since intake is copied);
 entries are written at each collector checkpoint for the items it stored (`remember`),
 and once more when a job ends, from all its SUCCEEDED items (finalize), which repairs
 anything a crash between the two left out. In-file duplicates are resolved at the same moment: they

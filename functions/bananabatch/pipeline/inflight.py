@@ -1,14 +1,13 @@
 """In-flight request dedup: an identical request (same content hash, cache allowed) that
 another running job has already claimed is joined, not paid again.
 
-The claim is a document per content hash, `inflight/{hash}` = {job_id, claimed_at,
-expire_at}, taken with a conditional create when intake stages the line (a chunk of lines
-in one `create_many`), so of several jobs reading the same file at once exactly one owns
-each request. A later line whose request a live job claimed (RECEIVED, HELD or RUNNING, not
-cancelled, claim not expired) is not staged: intake writes it as a PENDING item in lane
-"joined", naming the owner (`joined_job`), and keeps its request in a small object of its
-own job (`jobs/<job>/joined/<line>.json`) in case it must be paid after all. Such an item
-costs nothing in the job's estimate.
+The claims are taken when a batch is claimed for submission (pipeline/claims.py), so of
+several jobs sending the same request at once exactly one owns it. A line whose request a
+live job claimed (RECEIVED, HELD or RUNNING, not cancelled, claim not expired) is left out
+of its batch's request file: it becomes a PENDING item in lane "joined", naming the owner
+(`joined_job`), its request line kept in a small object of its own job
+(`jobs/<job>/joined/<line>.json`) in case it must be paid after all. Its price stays in the
+job's estimate and reservation, taken at intake, so paying it later reserves nothing more.
 
 Resolution (`resolve`), by the collector after each batch it collects and by the tick (the
 safety net, whatever a crash left), looks at every waiting item of every running job:
@@ -17,15 +16,13 @@ safety net, whatever a crash left), looks at every waiting item of every running
 - the owner's item SUCCEEDED but its cache entry is missing: copied from it, CACHED;
 - the owner's item was BLOCKED: BLOCKED here too (the same request, the same answer);
 - the owner's item FAILED for good (its batch collected, no retry left), or the owner job
-  ended or was cancelled, or the claim expired: the waiting job pays. It first
-  reserves the item's price on the day's budget under both caps (refused: the item FAILS,
-  saying which cap; nothing is spent past it), then takes the claim over with a
-  conditional write (of several waiting jobs, one pays; the others now wait on it), then
-  points the item at a one-request batch of its own (index RELEASE_INDEX + line number,
-  so a repeat after a crash names the same batch) and creates that batch's request file
-  and QUEUED record, which the usual submission, collection and retry machinery take from
-  there. A kill between the item's move and the batch record is repaired by the next pass
-  (a released item whose batch record is missing);
+  ended or was cancelled, or the claim expired: the waiting job pays. It takes the claim
+  over with a conditional write (of several waiting jobs, one pays; the others now wait on
+  it), then points the item at a one-request batch of its own (index RELEASE_INDEX + line
+  number, so a repeat after a crash names the same batch) and creates that batch's request
+  file and QUEUED record, which the usual submission, collection and retry machinery take
+  from there. A kill between the item's move and the batch record is repaired by the next
+  pass (a released item whose batch record is missing);
 - otherwise it waits. A waiting item of a cancelled job FAILS.
 
 A job does not close while it has waiting items (finalize asks `cache.waiting_count`).
@@ -34,39 +31,27 @@ A job does not close while it has waiting items (finalize asks `cache.waiting_co
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from bananabatch.core import records as rec
 from bananabatch.core.catalog import expected_result_bytes, provider_of
-from bananabatch.core.intake import AcceptedLine
 from bananabatch.core.records import BatchRecord, ItemRecord, JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, BatchState, ItemState, JobState
-from bananabatch.errors import NotFound, PermanentError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, cache, finalize, submit
+from bananabatch.pipeline import cache, claims, finalize, submit
 from bananabatch.pipeline.cache import LANE_JOINED, CacheEntry
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc, Where
 
 log = get_logger(__name__)
 
-CLAIMS: Final = rec.claim_path("x").rpartition("/")[0]
 # A released item's batch index: past any planned batch's (intake plans far fewer).
 RELEASE_INDEX: Final = 1_000_000
-# A HELD owner counts: once approved it pays for its staged line, so a waiting job that
-# paid too would pay the same request twice; a rejection (CANCELLED) releases the waiters.
-_LIVE_OWNER: Final = frozenset({JobState.RECEIVED, JobState.HELD, JobState.RUNNING})
 # Lanes whose items are served apart from any request of their own: never an owner.
 _NOT_OWNERS: Final = frozenset({cache.LANE_DUPLICATE, cache.LANE_CACHE, LANE_JOINED})
-
-
-@dataclass(frozen=True)
-class Joined(CacheEntry):
-    """A lookup answer that is not an image: job_id holds this request in flight."""
 
 
 @dataclass
@@ -75,117 +60,6 @@ class Resolution:
     served: int = 0
     released: int = 0
     ended: int = 0
-
-
-def claim_ttl(rt: Runtime) -> timedelta:
-    """How long a claim stands without its owner finishing: every attempt of the owner's
-    batch may run until the watchdog ends it, then one more hour."""
-    hours = rt.settings.watchdog_hours * rt.settings.max_attempts + 1
-    return timedelta(hours=hours)
-
-
-def stash_object_name(job_id: str, line_no: int) -> str:
-    return rec.joined_request_object(job_id, line_no)
-
-
-def lookup_many(
-    rt: Runtime, job: JobRecord, content_hashes: Iterable[str]
-) -> dict[str, CacheEntry]:
-    """cache.lookup_many, and for each request not cached, its claim: taken for this job
-    when free (or held by a job that can no longer serve it), else a `Joined` answer naming
-    the live job that holds it. Intake serves both kinds of answer through `serve`."""
-    wanted = list(dict.fromkeys(content_hashes))
-    hits = cache.lookup_many(rt, wanted)
-    rest = [h for h in wanted if h not in hits]
-    if not rest:
-        return hits
-    mine = _claim_doc(rt, job.job_id)
-    created = rt.state.create_many(CLAIMS, {h: mine for h in rest})
-    taken = [h for h in rest if h not in created]
-    if not taken:
-        return hits
-    held = rt.state.get_many(CLAIMS, taken)
-    owners: dict[str, JobRecord | None] = {}
-    for content_hash in taken:
-        doc = held.get(content_hash)
-        if doc is not None and _live(rt, doc, job.job_id, owners):
-            owner = str(doc["job_id"])
-        else:
-            owner = _take(rt, content_hash, job.job_id, owners)
-        if owner != job.job_id:
-            hits[content_hash] = Joined(content_hash, "", "", "", owner, "")
-    return hits
-
-
-def serve(rt: Runtime, item: ItemRecord, entry: CacheEntry, line: AcceptedLine) -> ItemRecord:
-    """The item of a line intake serves from a lookup answer: a cache hit is copied now
-    (CACHED); a request in flight in another job is joined (waits, its request kept)."""
-    if isinstance(entry, Joined):
-        doc = {"key": line.key, "model": line.model, "request": line.request}
-        rt.objects.write_bytes(
-            rt.settings.results_bucket,
-            stash_object_name(item.job_id, item.line_no),
-            json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
-            content_type="application/json",
-        )
-        return item.model_copy(
-            update={
-                "lane": LANE_JOINED,
-                "joined_job": entry.job_id,
-                "reason": f"waits for the same request in flight in job {entry.job_id}",
-            }
-        )
-    # Copying costs nothing, so it may happen before the budget decision.
-    uri = cache.copy_into(rt, item.job_id, line.key, entry)
-    return item.model_copy(
-        update={
-            "state": ItemState.CACHED,
-            "lane": cache.LANE_CACHE,
-            "image_uri": uri,
-            "mime_type": entry.mime_type,
-            "reason": f"cached: same request as job {entry.job_id} key {entry.key}",
-        }
-    )
-
-
-def _claim_doc(rt: Runtime, job_id: str) -> dict[str, Any]:
-    now = rt.now()
-    return {
-        "job_id": job_id,
-        "claimed_at": now.isoformat(),
-        "expire_at": (now + claim_ttl(rt)).isoformat(),
-    }
-
-
-def _owner_job(rt: Runtime, job_id: str, owners: dict[str, JobRecord | None]) -> JobRecord | None:
-    if job_id not in owners:
-        owners[job_id] = rt.repo.get_job(job_id)
-    return owners[job_id]
-
-
-def _live(
-    rt: Runtime, doc: Mapping[str, Any], me: str, owners: dict[str, JobRecord | None]
-) -> bool:
-    """Whether a claim still stands: ours, or a job's that may yet produce the result."""
-    owner = str(doc.get("job_id", ""))
-    if owner == me:
-        return True
-    if datetime.fromisoformat(str(doc["expire_at"])) <= rt.now():
-        return False
-    job = _owner_job(rt, owner, owners)
-    return job is not None and job.state in _LIVE_OWNER and not job.cancel_requested
-
-
-def _take(rt: Runtime, content_hash: str, me: str, owners: dict[str, JobRecord | None]) -> str:
-    """Take the claim unless a live job holds it; returns who holds it afterwards."""
-
-    def take(doc: Doc | None) -> Doc | None:
-        if doc is not None and _live(rt, doc, me, owners):
-            return None
-        return _claim_doc(rt, me)
-
-    after = rt.state.update(rec.claim_path(content_hash), take)
-    return str((after or {}).get("job_id", me))
 
 
 def resolve(rt: Runtime) -> Resolution:
@@ -236,10 +110,10 @@ def _resolve_job(rt: Runtime, job: JobRecord, done: Resolution) -> bool:
     hits = cache.lookup_many(rt, [h for h in by_hash if h])
     served = [_copied(rt, item, entry) for h, entry in hits.items() for item in by_hash.pop(h)]
     done.served += rt.repo.put_items(served)
-    claims = rt.state.get_many(CLAIMS, [h for h in by_hash if h])
-    owners: dict[str, JobRecord | None] = {}
+    held = rt.state.get_many(claims.CLAIMS, [h for h in by_hash if h])
+    owners: claims.Owners = {}
     for content_hash, items in by_hash.items():
-        doc = claims.get(content_hash) if content_hash else None
+        doc = held.get(content_hash) if content_hash else None
         _decide(rt, job, content_hash, items, doc, owners, done)
     return True
 
@@ -250,12 +124,14 @@ def _decide(
     content_hash: str,
     items: list[ItemRecord],
     doc: Doc | None,
-    owners: dict[str, JobRecord | None],
+    owners: claims.Owners,
     done: Resolution,
 ) -> None:
     """What becomes of the items of one job waiting for one request."""
     owner = str(doc["job_id"]) if doc is not None else None
-    if owner is not None and (owner == job.job_id or _live(rt, doc or {}, job.job_id, owners)):
+    if owner is not None and (
+        owner == job.job_id or claims.live(rt, doc or {}, job.job_id, owners)
+    ):
         found = _owner_items(rt, owner, content_hash)
         success = next((i for i in found if i.state is ItemState.SUCCEEDED), None)
         if success is not None:
@@ -316,11 +192,8 @@ def _pay(
     """The owner cannot serve it: this job pays for the request, once."""
     index = RELEASE_INDEX + item.line_no
     batch_id = rec.batch_id_for(job.job_id, index)
+    # Within the job's reservation already: intake estimated the line before it joined.
     price = item.saved_usd or 0.0
-    refusal = _reserve(rt, job, batch_id, price)
-    if refusal is not None:
-        done.ended += _end(rt, [item], ItemState.FAILED, refusal)
-        return
     if not _take_over(rt, content_hash, job.job_id, seen):
         return  # another waiting job took it first: wait for that one
     crash_point("inflight.after_claim_taken")
@@ -357,56 +230,10 @@ def _take_over(rt: Runtime, content_hash: str, me: str, seen: Doc | None) -> boo
             and doc.get("job_id") == seen.get("job_id")
             and doc.get("claimed_at") == seen.get("claimed_at")
         )
-        return _claim_doc(rt, me) if same else None
+        return claims.claim_doc(rt, me) if same else None
 
     after = rt.state.update(rec.claim_path(content_hash), take)
     return (after or {}).get("job_id") == me
-
-
-def _reserve(rt: Runtime, job: JobRecord, batch_id: str, price: float) -> str | None:
-    """Reserve a released item's price (with the margin) for the job on its budget day,
-    under the job cap (its estimate and every release so far) and the daily cap; once per
-    batch. None when reserved, else why not."""
-    margin = rt.settings.budget_margin
-    amount = budget.with_margin(price, margin)
-    try:
-        cap, source = budget.job_cap(job, rt.settings.job_budget_usd)
-    except PermanentError as exc:
-        return f"not paid: {exc.message}"
-    day = job.budget_day or budget.budget_day(rt.now())
-    daily = rt.settings.daily_budget_usd
-    verdict: dict[str, str | None] = {"refusal": None}
-
-    def fn(doc: Doc | None) -> Doc | None:
-        verdict["refusal"] = None
-        jobs = dict((doc or {}).get("jobs") or {})
-        entry = dict(jobs.get(job.job_id) or {"reserved": 0.0, "spent": 0.0})
-        released = dict(entry.get("inflight") or {})
-        if batch_id in released:
-            return None  # reserved by an earlier pass
-        total = budget.with_margin(job.costs.estimated_usd, margin) + sum(released.values())
-        if cap is not None and total + amount > cap + 1e-9:
-            verdict["refusal"] = (
-                f"not paid: the request it waited for ended without a result, and paying it "
-                f"here would take the job to ${total + amount:.4f} (with the {margin:.0%} "
-                f"margin), over the job budget ${cap:.4f} ({source})"
-            )
-            return None
-        committed = budget.totals(doc, day).committed_usd
-        if daily is not None and committed + amount > daily + 1e-9:
-            verdict["refusal"] = (
-                f"not paid: the request it waited for ended without a result, and paying it "
-                f"here would take {day}'s committed spend to ${committed + amount:.4f}, over "
-                f"the daily budget ${daily:.4f}"
-            )
-            return None
-        entry["reserved"] = round(float(entry.get("reserved", 0.0)) + amount, 6)
-        entry["inflight"] = {**released, batch_id: amount}
-        jobs[job.job_id] = entry
-        return {"day": day, "jobs": jobs}
-
-    rt.state.update(rec.budget_path(day), fn)
-    return verdict["refusal"]
 
 
 def _queue(rt: Runtime, job: JobRecord, item: ItemRecord) -> None:
@@ -417,16 +244,18 @@ def _queue(rt: Runtime, job: JobRecord, item: ItemRecord) -> None:
         return
     results = rt.settings.results_bucket
     index = RELEASE_INDEX + item.line_no
-    try:
-        kept = json.loads(
-            rt.objects.read_bytes(results, stash_object_name(job.job_id, item.line_no))
-        )
-    except NotFound:
+    kept = claims.read_stash(rt, job.job_id, item.line_no)
+    if kept is None:
         why = "its request was not kept when the line joined another job's request"
         _end(rt, [item], ItemState.FAILED, why)
         return
-    line = rt.model_provider(item.model).encode_request(item.key, kept["request"])
-    data = (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    if "line" in kept:
+        # The line as its batch's request file had it (pipeline/claims.py).
+        data = (str(kept["line"]) + "\n").encode()
+    else:
+        # Kept by an intake of an earlier version: the request, to encode.
+        line = rt.model_provider(item.model).encode_request(item.key, kept["request"])
+        data = (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
     request_object = rec.request_object_name(job.job_id, index)
     rt.objects.write_bytes(results, request_object, data, content_type="application/jsonl")
     now = rt.now()

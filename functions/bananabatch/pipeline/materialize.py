@@ -1,16 +1,17 @@
 """Batch items from manifests: a batch-lane line has no item record until its batch is
 about to be submitted, cancelled or rejected (pipeline/intake/__init__.py says why); this
-makes them.
+makes them. On submission, pipeline/claims.py first sets apart the lines another job's
+request in flight (or the cache) serves: those get items of their own, and are skipped here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bananabatch.core.manifest import ManifestEntry, decode_entry, item_from_entry
+from bananabatch.core.manifest import LANE_BATCH, ManifestEntry, decode_entry, item_from_entry
 from bananabatch.core.records import BatchRecord, ItemRecord
 from bananabatch.core.states import ITEM_TERMINAL, ItemState
 from bananabatch.errors import NotFound, PermanentError
@@ -26,6 +27,7 @@ def materialize_items(
     *,
     reason: str | None = None,
     only_absent: bool = False,
+    skip: Collection[str] | None = None,
 ) -> int:
     """Make the batch's items exist and stand in `state`; returns how many were written.
 
@@ -33,7 +35,9 @@ def materialize_items(
     `reason`). Existing items of the batch that are not terminal move to `state` too,
     unless only_absent; terminal items are never touched, so a redelivered or reconciled
     call cannot undo what a collector recorded. A batch without a manifest (a retry batch)
-    just has its existing open items moved.
+    just has its existing open items moved. Lines set apart from the batch at submission
+    (pipeline/claims.py: `skip`, else every key whose item is not the batch's) are neither
+    created nor moved.
 
     Callers run this while nothing else writes the batch's items: on the claim
     QUEUED -> SUBMITTING before the create call, or before a QUEUED batch is cancelled or
@@ -44,7 +48,12 @@ def materialize_items(
     existing = rt.repo.items_of_batch(batch)
     writer = _Writer(rt)
     if batch.manifest_object is not None:
-        for entry in _manifest_entries(rt, batch, batch.manifest_object):
+        entries = list(manifest_entries(rt, batch, batch.manifest_object))
+        if skip is None:
+            skip = set_apart(batch, rt.repo.get_items(batch.job_id, [e.key for e in entries]))
+        for entry in entries:
+            if entry.key in skip:
+                continue
             current = existing.pop(entry.key, None)
             writer.add(target.created(entry, batch) if current is None else target.moved(current))
     for item in existing.values():
@@ -56,6 +65,17 @@ def materialize_items(
             lambda b: None if b.items_materialized else {"items_materialized": True},
         )
     return written
+
+
+def set_apart(batch: BatchRecord, existing: Mapping[str, ItemRecord]) -> set[str]:
+    """The keys, among existing items of the batch's lines, set apart from it at an earlier
+    submission (served by the cache or another job's request, or paid in a batch of their
+    own: pipeline/claims.py and pipeline/inflight.py)."""
+    return {
+        key
+        for key, item in existing.items()
+        if item.batch_id != batch.batch_id or item.lane not in (None, LANE_BATCH)
+    }
 
 
 @dataclass(frozen=True)
@@ -101,7 +121,7 @@ class _Writer:
         return self.written
 
 
-def _manifest_entries(rt: Runtime, batch: BatchRecord, name: str) -> Iterator[ManifestEntry]:
+def manifest_entries(rt: Runtime, batch: BatchRecord, name: str) -> Iterator[ManifestEntry]:
     where = f"{name} of batch {batch.batch_id}"
     try:
         with rt.objects.open_read(rt.settings.results_bucket, name) as stream:

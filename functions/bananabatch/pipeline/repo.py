@@ -103,6 +103,12 @@ class Repo:
         doc = self.store.get(rec.item_path(job_id, key))
         return ItemRecord.model_validate(doc) if doc else None
 
+    def get_items(self, job_id: str, keys: Iterable[str]) -> dict[str, ItemRecord]:
+        """The job's items with these keys that exist, keyed by key, in as few reads as the
+        store allows (a batch's keys at once, at submission)."""
+        docs = self.store.get_many(rec.items_collection(job_id), keys)
+        return {key: ItemRecord.model_validate(doc) for key, doc in docs.items()}
+
     def move_item(
         self,
         job_id: str,

@@ -35,7 +35,7 @@ from bananabatch.errors import (
 )
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import model_gone, pause
+from bananabatch.pipeline import claims, model_gone, pause
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch
@@ -134,6 +134,8 @@ class _Round:
             self.gate = pause.gate(rt)
         if outcome is None:
             return
+        if outcome.provider_state == claims.NOT_SUBMITTED:
+            return  # nothing created: no place taken among the active batches
         if outcome.state is not BatchState.QUEUED:
             self.created += 1
             self.capacity -= 1
@@ -164,14 +166,18 @@ def submit_batch(
         )
         if not claim.moved:
             return claim.record
-        batch = claim.record
-        # The batch's item records are created from its manifest (or, for a retry batch,
-        # moved) before the create call, while no collector can touch them: once the
-        # provider has the batch, collection needs every item to exist. Idempotent, so a
-        # claim again after a reconcile or a quota refusal repeats it harmlessly.
-        materialize_items(rt, batch, ItemState.SUBMITTED)
+        # The batch's requests are claimed against other jobs' in flight and its item
+        # records created from its manifest (or, for a retry batch, moved) before the
+        # create call, while no collector can touch them: once the provider has the
+        # batch, collection needs every item to exist. Lines another job's request (or
+        # the cache) serves are set apart and left out of the request file
+        # (pipeline/claims.py). Idempotent, so a claim again after a reconcile or a quota
+        # refusal repeats it harmlessly.
+        batch = claims.materialize_for_submission(rt, claim.record)
         # A crash here leaves SUBMITTING with nothing created: reconciled after the grace.
         crash_point("submit.after_claim")
+        if batch.request_count == 0:
+            return _nothing_to_submit(rt, batch)
         with labels(job_id=batch.job_id):
             gone = model_gone.gone_models(rt).get(canonical_model(batch.model))
             if gone is not None:
@@ -224,6 +230,26 @@ def submit_batch(
             recorded = record_created(rt, batch, made)
             pause.created_ok(rt, gate or pause.Gate(open=True))
             return recorded
+
+
+def _nothing_to_submit(rt: Runtime, batch: BatchRecord) -> BatchRecord:
+    """Every line of the batch was set apart: it ends with nothing created, announced for
+    collection like any finished batch (which finds its items all apart)."""
+    moved = rt.repo.move_batch(
+        batch.batch_id,
+        BatchState.SUCCEEDED,
+        expect={BatchState.SUBMITTING},
+        change=lambda _b: {
+            "provider_state": claims.NOT_SUBMITTED,
+            "submitting_since": None,
+            "finished_at": rt.now(),
+            "updated_at": rt.now(),
+        },
+    )
+    if moved.moved:
+        log.info("batch not submitted: every line is served by another job's request or the cache")
+        publish_batch_done(rt, moved.record)
+    return moved.record
 
 
 def _model_gone(rt: Runtime, batch: BatchRecord, reason: str) -> BatchRecord:

@@ -135,7 +135,7 @@ class SqliteStateStore:
     def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> set[str]:
         _collection_path(collection)
         created: set[str] = set()
-        # Intake claims every cacheable line of a file with one shared document, so a
+        # A batch's submission claims all its cacheable requests with one shared document, so a
         # mapping is encoded once per call, not once per id.
         encoded: dict[int, str] = {}
         # Sorted ids insert into neighbouring B-tree pages (content hashes arrive at random).

@@ -11,13 +11,16 @@ invocation (nor under Firestore's 500/50/5 ramp-up rule). Its batch's manifest
 records are created per batch when it is submitted (pipeline/materialize.py), so
 the writes spread over the job's life at the pace of max_active_batches. Urgent lines,
 cache hits and in-file duplicates, which are served apart from batches, still get their
-records here, in batches of writes.
+records here, in batches of writes. Intake takes no in-flight claim: a batch's requests are
+claimed when it is submitted (pipeline/claims.py), so the writes again follow the pace of
+submission rather than the size of the file.
 
 The modules, by concern:
 - job: creating the job and admitting it against the budget;
 - read: the read loop (chunks, dedup, placement; the per-line work);
 - publish: the staged files and batch records;
 - served: urgent lines, cache hits and in-file repeats, which get item records here.
+(In-flight requests of other jobs are not intake's: pipeline/claims.py at submission.)
 What a staged line is (request template, manifest line, prices) is core/staging.py.
 """
 

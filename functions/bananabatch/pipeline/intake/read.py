@@ -1,12 +1,15 @@
 """The read loop: one pass over the input validates, dedups and places every line.
 
 Per batch-lane line this writes one request line and one manifest line, no state store
-document (see core/manifest.py). Lines are parsed a chunk at a time and looked up in the
-dedup cache a chunk at a time; to keep the staged order equal to the input order, every
-accepted line waits in its chunk, and the chunk is placed in order once its lookup is
-answered. Per line the work is kept to what depends on the line: a simple line without
-reference images (nearly all lines) comes as a row of the parser's columns, and runs of
-rows of one shape are staged together (core/staging.py).
+document (see core/manifest.py), and takes no in-flight claim: requests are claimed when
+their batch is submitted (pipeline/claims.py). Lines are parsed a chunk at a time and
+looked up in the dedup cache a chunk at a time; to keep the staged order equal to the
+input order, every accepted line waits in its chunk, and the chunk is placed in order once
+its lookup is answered. Per line the work is kept to what depends on the line: a simple
+line without reference images (nearly all lines) comes as a row of the parser's columns,
+and runs of rows of one shape are staged together (core/staging.py). A line that opts out
+of the cache (`cache: false`) is staged with no request hash in its manifest entry, so its
+batch's submission neither joins it to another job's request nor claims it.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ from bananabatch.core.staging import (
     request_sizes,
     stage_line,
     stage_rows,
+    without_request_hashes,
 )
 from bananabatch.log import get_logger
-from bananabatch.pipeline import cache, inflight
+from bananabatch.pipeline import cache
 from bananabatch.pipeline.intake import dedup, publish
 from bananabatch.pipeline.intake.publish import OpenBatch, Publisher
 from bananabatch.pipeline.intake.served import ServedLines
@@ -212,7 +216,7 @@ class Reader:
             tally.accepted += rows + len(others)
             chunk = _Chunk(parsed, self._marks(parsed), others)
             lookup = (
-                self.lookups.submit(inflight.lookup_many, self.rt, self.job, chunk.wanted)
+                self.lookups.submit(cache.lookup_many, self.rt, chunk.wanted)
                 if chunk.wanted
                 else None
             )
@@ -272,12 +276,14 @@ class Reader:
             if plan.lane is Lane.STANDARD:
                 self.served.urgent(line.accepted(), digest)
                 return
-            self._stage(plan.stage([line.key], [line.line_no], [line.prompt], [encoded], [digest]))
+            staged = plan.stage([line.key], [line.line_no], [line.prompt], [encoded], [digest])
+            self._stage(staged if plan.shape.cache else without_request_hashes(staged, [digest]))
         elif lane_of(line) is Lane.STANDARD:
             self.served.urgent(line, digest)
         else:
             encode = self.rt.model_provider(line.model).encode_request
-            self._stage(stage_line(line, digest, encode, self.prices))
+            staged = stage_line(line, digest, encode, self.prices)
+            self._stage(staged if line.cache else without_request_hashes(staged, [digest]))
 
     def _served_instead(
         self, line: FastLine | AcceptedLine, digest: str, mark: int, hits: Hits
@@ -368,7 +374,13 @@ class Reader:
                 [lines.encoded[r] for r in rows],
                 [lines.digests[r] for r in rows],
             )
-        self._stage(stage_rows(plans, *columns))
+        staged = stage_rows(plans, *columns)
+        if len(plans) == 1 and not plans[0].shape.cache:
+            staged = without_request_hashes(staged, columns[4])
+        elif len(plans) > 1 and not all(plan.shape.cache for plan in set(plans)):
+            which = [not plan.shape.cache for plan in plans]
+            staged = without_request_hashes(staged, columns[4], which)
+        self._stage(staged)
 
     def _plan(self, first: FastLine) -> ShapeStaging:
         """The staging of a line's shape; a new one is checked with this line."""

@@ -17,7 +17,7 @@ from bananabatch.core.pricing import Lane, LinePrices
 from bananabatch.core.records import ItemRecord, JobRecord
 from bananabatch.core.staging import IntakeTally
 from bananabatch.core.states import ItemState
-from bananabatch.pipeline import cache, inflight
+from bananabatch.pipeline import cache
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.urgent import urgent_object_name
 
@@ -74,8 +74,17 @@ class ServedLines:
         saved = round(price, 6)
         item = self._item(line, digest, cache.LANE_DUPLICATE, saved_usd=saved)
         if entry is not None:
-            # A cache hit (copied), or the same request in flight in another job (joined).
-            item = inflight.serve(self.rt, item, entry, line)
+            # Copying costs nothing, so it may happen before the budget decision.
+            uri = cache.copy_into(self.rt, item.job_id, line.key, entry)
+            item = item.model_copy(
+                update={
+                    "state": ItemState.CACHED,
+                    "lane": cache.LANE_CACHE,
+                    "image_uri": uri,
+                    "mime_type": entry.mime_type,
+                    "reason": f"cached: same request as job {entry.job_id} key {entry.key}",
+                }
+            )
         self._add(item)
 
     def finish(self) -> None:
