@@ -427,6 +427,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     per_image = costs.get("cost_per_accepted_image_usd")
     if per_image is not None:
         cost.add_row("per accepted image", f"${per_image:.4f}")
+    shares = costs.get("by_provider") or {}
+    if len(shares) > 1:
+        # A file mixing providers: what each one's lines cost (summary.json has the same).
+        for name, share in sorted(shares.items()):
+            cost.add_row(
+                f"  {name}: {share['items']} items, actual (est.)",
+                f"${share['actual_usd']:.4f} (${share['estimated_usd']:.4f})",
+            )
     console.print(cost)
     if summary.get("error"):
         console.print(f"[red]reason:[/] {summary['error']}", soft_wrap=True)

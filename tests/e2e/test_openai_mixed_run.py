@@ -148,3 +148,15 @@ def test_a_deployment_without_openai_rejects_gpt_image_lines_and_runs_the_rest(
     for reason in reasons:
         assert 'field "model": gpt-image-2 is served by OpenAI, which this deployment' in reason
         assert "BANANABATCH_OPENAI_ENABLED" in reason
+
+
+def test_the_human_summary_of_a_mixed_run_shows_each_providers_cost(
+    local_env: Path, tmp_path: Path
+) -> None:
+    source = _mixed(tmp_path / "mixed.jsonl")
+    result = runner.invoke(
+        cli.app, ["local", "run", str(source), "--yes", "--root", str(local_env)]
+    )
+    assert result.exit_code == cli.EXIT_OK, result.output
+    assert "gemini: 3 items, actual (est.)" in result.output
+    assert "openai: 3 items, actual (est.)" in result.output

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from bananabatch.core.catalog import canonical_model
+from bananabatch.core.catalog import Provider, canonical_model
 from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import (
     BATCH_ACTIVE,
@@ -90,11 +90,22 @@ def submit_queued(rt: Runtime, *, job_id: str | None = None) -> int:
     return round_.created
 
 
-def _rate_limited(queued: list[BatchRecord], now: datetime) -> bool:
-    """A rate limit is the project's, not one batch's: while the latest quota backoff (the
-    provider's RetryInfo delay, or ours) runs, no batch of any job is sent."""
-    backoffs = [b.next_submit_after for b in queued if _quota_backoff(b)]
-    return bool(backoffs) and max(d for d in backoffs if d is not None) > now
+def _rate_limited(queued: list[BatchRecord], now: datetime) -> set[str]:
+    """The providers under a rate limit. A rate limit is the provider's project's, not one
+    batch's: while its latest quota backoff (the provider's RetryInfo delay, or ours) runs,
+    no batch of any job is sent to it; the other provider's batches still go."""
+    latest: dict[str, datetime] = {}
+    for batch in queued:
+        after = batch.next_submit_after
+        if after is not None and _quota_backoff(batch):
+            kind = provider_name(batch)
+            latest[kind] = max(after, latest.get(kind, after))
+    return {kind for kind, after in latest.items() if after > now}
+
+
+def provider_name(batch: BatchRecord) -> str:
+    """The provider a batch record names (records from before there were two: Gemini)."""
+    return batch.provider or Provider.GEMINI.value
 
 
 def _job_may_spend(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord | None]) -> bool:
@@ -118,7 +129,8 @@ class _Round:
     gate: pause.Gate
     capacity: int
     now: datetime
-    rate_limited: bool
+    # Providers whose creates are refused for quota until their backoff has passed.
+    rate_limited: set[str]
     created: int = 0
     # Jobs with batches that could not go because submission is paused.
     waiting: set[str] = field(default_factory=set)
@@ -126,7 +138,7 @@ class _Round:
     def holds_back(self, batch: BatchRecord) -> bool:
         """A quota backoff (the project's, or this batch's own) keeps the batch back."""
         after = batch.next_submit_after
-        return self.rate_limited or (after is not None and after > self.now)
+        return provider_name(batch) in self.rate_limited or (after is not None and after > self.now)
 
     def after(self, rt: Runtime, batch: BatchRecord, outcome: BatchRecord | None) -> None:
         if self.gate.probe:
@@ -140,8 +152,8 @@ class _Round:
             self.created += 1
             self.capacity -= 1
         elif outcome.next_submit_after is not None:
-            # Refused for quota: later batches would be refused too.
-            self.rate_limited = True
+            # Refused for quota: later batches to the same provider would be refused too.
+            self.rate_limited.add(provider_name(outcome))
         else:
             # Refused in a way that paused the deployment: nothing else goes this round.
             self.gate = pause.gate(rt)
