@@ -7,6 +7,9 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +132,52 @@ def test_a_request_that_can_never_succeed_is_given_up_and_counted_not_raised(
         assert pool.made == 0
     finally:
         pool.close()
+
+
+_KILLED_RUNNER = """
+import json, sys
+from bananabatch.config import Backend, Settings
+from bananabatch.local.thumbpool import ThumbnailPool
+
+settings = Settings(backend=Backend.LOCAL, local_root=sys.argv[1])
+pool = ThumbnailPool(settings, workers=2)
+pool.submit(sys.argv[2].encode())
+pool.wait()
+print(json.dumps(sorted(pool.worker_pids)), flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_workers_of_a_runner_killed_with_sigkill_do_not_outlive_it(tmp_path: Path) -> None:
+    settings = Settings(backend=Backend.LOCAL, local_root=tmp_path / "state")
+    body = _store_images(settings, "job-k", ["k1"])
+    runner = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUNNER, str(settings.local_root), body.decode()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        pids = json.loads(runner.stdout.readline())
+        assert pids
+        runner.kill()
+        runner.wait()
+        # Generous: a worker checks for its runner about once a second.
+        deadline = time.monotonic() + 60
+        alive = list(pids)
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in pids if _running(pid)]
+            time.sleep(0.2)
+        assert alive == [], f"workers {alive} outlived their runner"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

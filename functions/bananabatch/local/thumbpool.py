@@ -25,6 +25,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -42,6 +44,8 @@ MAX_ATTEMPTS: Final = 5
 # Each worker holds one image and its thumbnail at a time: ~60 MB of interpreter and
 # Pillow. More workers than cores only queue on the CPU.
 MAX_WORKERS: Final = 4
+# How often a worker checks that its runner is still there.
+RUNNER_CHECK_SECONDS: Final = 1.0
 _PRELOAD: Final = ["bananabatch.local.thumbpool", "bananabatch.pipeline.thumbnails"]
 
 
@@ -95,7 +99,7 @@ class ThumbnailPool:
                 self._workers,
                 mp_context=_context(),
                 initializer=_init_worker,
-                initargs=(self._settings.model_dump(mode="json"), _log_target()),
+                initargs=(self._settings.model_dump(mode="json"), _log_target(), os.getpid()),
             )
         try:
             return self._pool.submit(_make, body)
@@ -165,9 +169,13 @@ def _log_target() -> str | None:
 _runtime: Any = None
 
 
-def _init_worker(settings: dict[str, Any], log_file: str | None) -> None:
+def _init_worker(settings: dict[str, Any], log_file: str | None, runner: int) -> None:
     global _runtime
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A runner killed outright (kill -9, out of memory) cannot shut its pool down, and a
+    # worker never sees its queue close (every worker holds both ends): each one leaves
+    # on its own once the runner is gone.
+    threading.Thread(target=_exit_without, args=(runner,), daemon=True).start()
     parsed = Settings.model_validate(settings)
     log.configure(
         parsed.log_level,
@@ -177,6 +185,27 @@ def _init_worker(settings: dict[str, Any], log_file: str | None) -> None:
     from bananabatch.wiring import build_runtime
 
     _runtime = build_runtime(parsed, with_provider=False)
+
+
+def _exit_without(runner: int) -> None:
+    while _alive(runner):
+        time.sleep(RUNNER_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A killed runner stays a zombie until its parent (the shell) reaps it.
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (not Linux): os.kill's answer stands
 
 
 def _make(body: bytes) -> dict[str, Any]:
