@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn
@@ -38,6 +38,8 @@ from bananabatch import (
     pause_cli,
     preview_cli,
     progress_cli,
+    serve_cli,
+    tables_cli,
     webhook_cli,
 )
 from bananabatch.config import Backend, ProviderKind, Settings
@@ -51,6 +53,7 @@ from bananabatch.core.states import (
     JobState,
 )
 from bananabatch.errors import BananaError, PermanentError
+from bananabatch.local import drivers
 from bananabatch.pipeline.budget import JOB_BUDGET_KEY
 from bananabatch.pipeline.runtime import Runtime
 
@@ -88,7 +91,36 @@ YesOpt = Annotated[
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show the plan (lines, rejections, cost) and stop.")
 ]
-JobArg = Annotated[str, typer.Argument(help="The job id (see `bananabatch ls`).")]
+
+
+def complete_job_id(incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion of a job id: the jobs of the configured store whose id starts with
+    what was typed, newest first, each with its state as help. Never fails: a store that
+    cannot be read completes nothing."""
+    try:
+        rt = open_runtime()
+        jobs = [j for j in recent_jobs(rt) if j.job_id.startswith(incomplete)]
+    except Exception:  # noqa: BLE001 - completion must never print an error into the shell
+        return []
+    return [(j.job_id, f"{j.state.value}, {j.line_count:,} lines") for j in jobs]
+
+
+JobArg = Annotated[
+    str,
+    typer.Argument(help="The job id (see `bananabatch ls`).", autocompletion=complete_job_id),
+]
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+FormatOpt = Annotated[
+    Format | None,
+    typer.Option("--format", help="table (default), json or csv; nothing is cut short."),
+]
 
 
 errors_cli.show_flags_as_flags()
@@ -135,13 +167,16 @@ def errors_as_one_line() -> Iterator[None]:
     except BananaError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
 
 
 def settings_from_env(**overrides: Any) -> Settings:
     base = Settings.from_env(os.environ)
-    return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    # A running `local serve` says where its emulators are: no address to set by hand.
+    found = serve_cli.service_emulators(settings)
+    return settings.model_copy(update=found) if found else settings
 
 
 def open_runtime(*, with_provider: bool = False, **overrides: Any) -> Runtime:
@@ -232,7 +267,11 @@ def local_run(
         )
         if not _plan_then_ask(planned, file, yes=yes, dry_run=dry_run, again=again):
             raise typer.Exit(EXIT_OK if dry_run else EXIT_ERROR)
-    with errors_as_one_line(), _provider_for(provider, root) as provider_overrides:
+    with (
+        errors_as_one_line(),
+        _provider_for(provider, root) as provider_overrides,
+        drivers.driving(root, drivers.RUN, emulators=_own(provider_overrides)) as held,
+    ):
         settings = settings_from_env(
             backend=Backend.LOCAL, local_root=root, provider=provider, **provider_overrides
         )
@@ -241,7 +280,11 @@ def local_run(
             build_runtime(settings), thumbnail_workers=thumbnail_workers(settings)
         )
         seen: list[str] = []
-        started = _say_job_first(seen)
+        said = _say_job_first(seen)
+
+        def started(job_id: str, resumed: bool) -> None:
+            held.announce(job_id=job_id)
+            said(job_id, resumed)
 
         def run() -> RunResult:
             # No time limit: a 5,000-line file takes longer than any fixed one, and Ctrl-C
@@ -372,6 +415,11 @@ def _provider_for(provider: ProviderKind, root: Path) -> Iterator[dict[str, Any]
     if provider is not ProviderKind.EMULATOR:
         yield {}
         return
+    running = drivers.service(root)
+    if running is not None and running.emulators:
+        # A local service runs: its emulators, so its tick and this run see the same batches.
+        yield {**running.emulators, SERVICE_EMULATORS: True}
+        return
     from bananabatch.emulator.openai import OpenAIEmulatorConfig, OpenAIEmulatorServer
     from bananabatch.emulator.server import EmulatorServer
 
@@ -387,6 +435,17 @@ def _provider_for(provider: ProviderKind, root: Path) -> Iterator[dict[str, Any]
             "gemini_api_key": "local-emulator-key",
             **openai_emulated(openai_emu.base_url),
         }
+
+
+# Marks provider settings that are the running service's emulators, not this command's.
+SERVICE_EMULATORS: Final = "_service_emulators"
+
+
+def _own(overrides: dict[str, Any]) -> dict[str, str]:
+    """The emulator addresses a command runs in itself (none when they are the service's)."""
+    if overrides.pop(SERVICE_EMULATORS, False):
+        return {}
+    return {k: str(v) for k, v in overrides.items() if k.endswith("_base_url")}
 
 
 def openai_emulated(base_url: str | None = None) -> dict[str, Any]:
@@ -589,38 +648,58 @@ def _submit_locally(rt: Runtime, path: Path, metadata: dict[str, str] | None) ->
 
     pipeline = LocalPipeline(rt)
     try:
-        job_id = pipeline.upload(path, metadata=metadata)
-        # A batch that ended at create was announced on this process's bus, which dies
-        # with the command: collect it now rather than at the tick's re-announcement.
-        pipeline.drain()
+        # Held while intake reads the file, so a service does not read it again meanwhile.
+        with drivers.driving(rt.settings.local_root, drivers.SUBMIT) as held:
+            placed = pipeline.place(path, metadata=metadata)
+            held.announce(job_id=placed.job_id)
+            pipeline.deliver_upload(placed)
+            # A batch that ended at create was announced on this process's bus, which dies
+            # with the command: collect it now rather than at the tick's re-announcement.
+            pipeline.drain()
     finally:
         pipeline.close()
-    return job_id
+    job = rt.repo.get_job(placed.job_id)
+    idle = serve_cli.nothing_drives(rt.settings.local_root, job) if job else None
+    if idle is not None:
+        err.print(
+            f"job {placed.job_id} is submitted; nothing is driving it yet: start"
+            " `bananabatch local serve` (every job) or `bananabatch watch"
+            f" {placed.job_id}` to move it",
+            soft_wrap=True,
+            highlight=False,
+        )
+    return placed.job_id
 
 
 @app.command()
 def status(
-    job: Annotated[str | None, typer.Argument(help="A job id; recent jobs when omitted.")] = None,
+    job: Annotated[
+        str | None,
+        typer.Argument(help="A job id; recent jobs when omitted.", autocompletion=complete_job_id),
+    ] = None,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Show a job's counts per state, cost and age (or a table of recent jobs).
 
-    Example: bananabatch status prompts-3f2a9c1d7e44 --json
+    Example: bananabatch status prompts-3f2a9c1d7e44 --format csv
     """
     with errors_as_one_line():
-        rt = open_runtime()
+        chosen = Format.JSON if as_json else fmt or Format.TABLE
         if job is None:
+            rt = open_runtime()
             jobs = recent_jobs(rt)
-            if as_json:
+            if chosen is Format.JSON:
                 print_json([job_view(rt, j) for j in jobs])
             else:
-                print_jobs(rt, jobs)
+                print_jobs(rt, jobs, chosen)
             return
-        record = rt.repo.require_job(job)
-        if as_json:
+        record = require_job(job)
+        rt = open_runtime()
+        if chosen is Format.JSON:
             print_json(job_view(rt, record))
         else:
-            print_jobs(rt, [record])
+            print_jobs(rt, [record], chosen)
         raise typer.Exit(exit_code_for(record))
 
 
@@ -628,10 +707,7 @@ def status(
 def list_jobs(
     limit: Annotated[int, typer.Option(min=1, help="How many of the newest jobs to show.")] = 20,
     as_json: JsonOpt = False,
-    fmt: Annotated[
-        Format | None,
-        typer.Option("--format", help="table (default), json or csv; nothing is cut short."),
-    ] = None,
+    fmt: FormatOpt = None,
 ) -> None:
     """List recent jobs, newest first.
 
@@ -671,8 +747,16 @@ def job_view(rt: Runtime, job: JobRecord) -> dict[str, Any]:
         # Set while a deployment-wide pause keeps this job's batches queued.
         "paused": job.paused,
         "pauses": job.pauses,
+        # Local stack: what to do when no process moves the job (None when one does).
+        "driven": _nothing_drives(rt, job),
         **status_notes(rt, job),
     }
+
+
+def _nothing_drives(rt: Runtime, job: JobRecord) -> str | None:
+    if rt.settings.backend is not Backend.LOCAL:
+        return None
+    return serve_cli.nothing_drives(rt.settings.local_root, job)
 
 
 def status_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
@@ -695,12 +779,6 @@ JOB_COLUMNS: Final = (
     "cost",
     "age",
 )
-
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    CSV = "csv"
 
 
 def job_rows(rt: Runtime, jobs: list[JobRecord]) -> list[list[str]]:
@@ -736,26 +814,26 @@ def print_jobs(rt: Runtime, jobs: list[JobRecord], fmt: Format = Format.TABLE) -
         writer.writerows(job_rows(rt, jobs))
         return
     pause_cli.print_banner(rt)
-    table = Table()
-    for column in JOB_COLUMNS:
-        # Job ids whole on one line; other cells fold rather than end in "…".
-        table.add_column(
-            column,
-            justify="right" if column not in {"job", "state", "cost"} else "left",
-            no_wrap=column == "job",
-            overflow="fold",
-        )
-    for row in job_rows(rt, jobs):
-        table.add_row(*row)
-    # In a pipe there is no width to fit: the table is printed at its natural width.
-    (console if console.is_terminal else Console(width=10_000)).print(table)
+    tables_cli.print_job_table(console, JOB_COLUMNS, job_rows(rt, jobs))
     for job in jobs:
         notes = status_notes(rt, job)
+        # soft_wrap: a long error is one line in a pipe, never broken into pieces.
         for problem in notes["problems"]:
             where = problem.get("batch_id") or "job"
-            err.print(f"[yellow]{job.job_id}[/] {where}: {problem['error']}")
+            err.print(
+                f"[yellow]{job.job_id}[/] {where}: {problem['error']}",
+                soft_wrap=True,
+                highlight=False,
+            )
         for wait in notes["waiting"]:
-            err.print(f"[yellow]{job.job_id}[/] {wait['batch_id']}: {wait['why']}")
+            err.print(
+                f"[yellow]{job.job_id}[/] {wait['batch_id']}: {wait['why']}",
+                soft_wrap=True,
+                highlight=False,
+            )
+        idle = _nothing_drives(rt, job)
+        if idle is not None:
+            err.print(f"[yellow]{job.job_id}[/] {idle}", soft_wrap=True, highlight=False)
 
 
 def _age(seconds: float) -> str:
@@ -775,47 +853,27 @@ def watch(
 ) -> None:
     """Follow a job with a live progress bar until it ends; exits with the job's code.
 
-    On the local backend, watch also plays the scheduler: it ticks and delivers the batch-done
-    messages, so run `bananabatch emulator` and set GOOGLE_GEMINI_BASE_URL first.
+    On the local backend, without a `bananabatch local serve` running, watch also plays the
+    scheduler for this job while it runs (it ticks and collects).
 
     Example: bananabatch watch prompts-3f2a9c1d7e44
     """
     with errors_as_one_line():
         require_job(job)
-        local = settings_from_env().backend is Backend.LOCAL
-        rt = open_runtime(with_provider=local)
-        driver = _local_driver(rt) if local else None
-        started = time.monotonic()
+        settings = settings_from_env()
+        local = settings.backend is Backend.LOCAL
+        # A running service drives every local job: watch then only follows.
+        drive = local and drivers.service(settings.local_root) is None
+        rt = open_runtime(with_provider=drive)
         try:
-            if driver is not None:
-                # A job whose intake a crash cut off goes on from here too.
-                rt.repo.require_job(job)
-                driver.finish_intake(job)
-            with (
-                progress_cli.job_progress(err, disable=as_json) as shown,
-                progress_cli.refreshed(shown, lambda: _seen(rt, job)),
-            ):
-                while True:
-                    if driver is not None:
-                        driver.tick()
-                        driver.drain()
-                    record = rt.repo.require_job(job)
-                    shown.show(*_seen(rt, job))
-                    if record.state in JOB_TERMINAL or record.state is JobState.HELD:
-                        break
-                    if time.monotonic() - started > timeout:
-                        raise PermanentError(
-                            f"job {job} still {record.state.value} after {timeout:.0f} s"
-                        )
-                    time.sleep(interval)
+            with ExitStack() as driving:
+                ticker = _drive_one(rt, job, interval, driving) if drive else None
+                record = _follow(rt, job, ticker, interval, timeout, as_json)
         except KeyboardInterrupt:
             err.print(
                 interrupt_cli.after_watch(rt, job, local=local), soft_wrap=True, highlight=False
             )
             raise typer.Exit(interrupt_cli.EXIT_INTERRUPTED) from None
-        finally:
-            if driver is not None:
-                driver.close()
         if as_json:
             print_json(job_view(rt, record))
         elif record.state in JOB_TERMINAL:
@@ -842,10 +900,47 @@ def _seen(rt: Runtime, job_id: str) -> progress_cli.Seen:
     return record, live_counts(rt, record), done
 
 
-def _local_driver(rt: Runtime) -> Any:
+def _drive_one(rt: Runtime, job: str, interval: float, stack: ExitStack) -> Any:
+    """This process plays the local scheduler while `watch` runs: the tick on a thread,
+    the collection here. Returns (ticker, pipeline)."""
     from bananabatch.local.runner import LocalPipeline
 
-    return LocalPipeline(rt)
+    pipeline = LocalPipeline(rt)
+    stack.callback(pipeline.close)
+    stack.enter_context(drivers.driving(rt.settings.local_root, drivers.WATCH, job_id=job))
+    # A job whose intake a crash cut off goes on from here too, and so do its finished
+    # batches whose signals died with an earlier process.
+    pipeline.finish_intake(job)
+    pipeline.announce_finished(job)
+    return stack.enter_context(pipeline.ticking(interval)), pipeline
+
+
+def _follow(
+    rt: Runtime, job: str, driving: Any, interval: float, timeout: float, as_json: bool
+) -> JobRecord:
+    """The live progress line until the job ends (or is held); delivers the batch-done
+    signals when this process drives the job."""
+    started = time.monotonic()
+    with (
+        progress_cli.job_progress(err, disable=as_json) as shown,
+        progress_cli.refreshed(shown, lambda: _seen(rt, job)),
+    ):
+        while True:
+            delivered = 0
+            if driving is not None:
+                ticker, pipeline = driving
+                ticker.check()
+                delivered = pipeline.drain()
+            record = rt.repo.require_job(job)
+            shown.show(*_seen(rt, job))
+            if record.state in JOB_TERMINAL or record.state is JobState.HELD:
+                return record
+            if time.monotonic() - started > timeout:
+                raise PermanentError(f"job {job} still {record.state.value} after {timeout:.0f} s")
+            if driving is None:
+                time.sleep(interval)
+            elif not delivered:
+                driving[0].wait(min(interval, 0.5))
 
 
 # --- fetch, retry, cancel ---------------------------------------------------------------------
@@ -962,6 +1057,7 @@ app.command()(cost_cli.reject)
 app.command()(doctor_cli.doctor)
 app.command()(webhook_cli.webhook_register)
 app.command()(pause_cli.resume)
+local_app.command("serve")(serve_cli.serve)
 
 
 def main() -> None:

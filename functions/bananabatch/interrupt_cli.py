@@ -81,7 +81,8 @@ def after_watch(rt: Runtime, job_id: str, *, local: bool) -> str:
     if job.state in JOB_TERMINAL:
         return f"Stopped watching; job {job_id} had already ended {job.state.value}."
     driven = (
-        "On the local stack nothing moves it while no `watch` or `local run` runs."
+        "On the local stack it moves only while `bananabatch local serve` (every job) or a"
+        " `watch` of it runs."
         if local
         else "It goes on in the cloud."
     )

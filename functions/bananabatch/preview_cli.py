@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bananabatch import tables_cli
 from bananabatch.core.estimate import FileEstimate
 from bananabatch.core.intake import RejectedLine
 from bananabatch.errors import PermanentError
@@ -90,18 +91,14 @@ def print_plan(plan: Plan, out: Console) -> None:
         f" {est.rejected:,} rejected",
         title_justify="left",
     )
-    # Folded, never cut: a model id or a price is read whole, on any terminal width.
-    for column in ("model", "size", "lines", "urgent", "repeats/cached"):
+    # Short headers, so the table fits 100 columns; narrower, a block per row below.
+    # "reused": repeats within the file and lines cached from earlier jobs (not paid).
+    for column in ("model", "size", "lines", "urgent", "reused", "standard", "batch", "to pay"):
         table.add_column(
-            column,
-            justify="left" if column in ("model", "size") else "right",
-            overflow="fold",
-            no_wrap=column == "model",
+            column, justify="left" if column in ("model", "size") else "right", no_wrap=True
         )
-    for column in ("standard price", "batch price", "to pay"):
-        table.add_column(column, justify="right", overflow="fold")
-    for g in est.groups:
-        table.add_row(
+    rows = [
+        (
             g.model,
             g.image_size,
             f"{g.lines:,}",
@@ -111,7 +108,21 @@ def print_plan(plan: Plan, out: Console) -> None:
             f"${g.batch_usd:,.2f}",
             f"${g.after_dedup_usd:,.2f}",
         )
-    out.print(table)
+        for g in est.groups
+    ]
+    for row in rows:
+        table.add_row(*row)
+    if tables_cli.fits(out, table):
+        out.print(table)
+    else:
+        # Too narrow for the table: a block per model and size, no figure cut in two.
+        out.print(table.title, highlight=False)
+        for model, size, lines, urgent, repeats, standard, batch, to_pay in rows:
+            out.print(
+                f"  {model} {size}: {lines} lines, {urgent} urgent, {repeats} reused"
+                " (repeats or cached)"
+            )
+            out.print(f"    standard price {standard} · batch price {batch} · to pay {to_pay}")
     for r in plan.rejected[:SHOWN_REJECTIONS]:
         key = f" ({r.key})" if r.key else ""
         out.print(f"  rejected line {r.line_no}{key}: {r.reason}", soft_wrap=True, highlight=False)

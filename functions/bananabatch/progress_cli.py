@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column
+from rich.text import Text
 
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState
 
 REFRESH_SECONDS: Final = 0.5
+BAR_WIDTH: Final = 30
 # What the progress line is drawn from: the job, its item counts, its batches done.
 Seen = tuple[JobRecord | None, dict[str, int], int | None]
 _SHOWN: Final = (
@@ -99,15 +102,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+class _WordsAbove(Progress):
+    """The words of the line (state, counts, money) on a row of their own above the bar:
+    whole on any width (wrapped at spaces on a narrow terminal), never ending in "…"."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        for task in self.tasks:
+            yield Text(task.description, overflow="fold")
+        yield self.make_tasks_table(self.tasks)
+
+
 class JobProgress:
     """One progress bar for one job, updated from any thread."""
 
     def __init__(self, console: Console, *, disable: bool = False) -> None:
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
+        self.bar = _WordsAbove(
+            BarColumn(bar_width=BAR_WIDTH),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TextColumn("{task.fields[rate]}", table_column=Column(overflow="fold")),
             TimeElapsedColumn(),
             console=console,
             disable=disable,

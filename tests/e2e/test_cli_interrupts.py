@@ -201,7 +201,10 @@ def test_ctrl_c_in_watch_says_the_job_is_kept_and_how_to_go_on(
     status, said = terminal.finish(child)
     assert status == 130, said
     assert "Traceback" not in said
-    assert "nothing moves it while no `watch` or `local run` runs" in said
+    assert (
+        "it moves only while `bananabatch local serve` (every job) or a `watch` of it"
+        in " ".join(said.split())
+    )
     assert f"to go on:   bananabatch watch {job_id}" in said
     assert f"to stop it: bananabatch cancel {job_id}" in said
     assert _json("status", job_id, "--json")["state"] == "RUNNING"

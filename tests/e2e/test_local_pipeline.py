@@ -183,3 +183,45 @@ def test_the_demo_jobs_gallery_renders_every_image_in_a_real_chromium(
     screenshot = Path(__file__).resolve().parents[1] / "artifacts" / "demo-gallery.png"
     assert_gallery_renders(job_dir / "index.html", succeeded, screenshot)
     assert screenshot.stat().st_size > 10_000
+
+
+def test_a_finished_batch_is_collected_while_the_emulator_still_renders_another(
+    tmp_path: Path, pipeline: LocalPipeline, emulator: EmulatorServer
+) -> None:
+    """The emulator renders a batch's results when a poll first finds it finished, which
+    takes minutes at catalog size; the images of a batch already rendered must be collected
+    (and counted on the progress line) meanwhile, not after every batch is rendered."""
+    import threading
+
+    from bananabatch.emulator.render import render_png
+
+    release = threading.Event()
+    first_batch_done = threading.Event()
+    gave_up: list[str] = []
+
+    def render(prompt: str, aspect: str | None, size: str | None) -> bytes:
+        # The last batch renders until the test has seen the first one's progress.
+        if prompt.startswith("late") and not release.wait(5):
+            gave_up.append(prompt)
+        return render_png(prompt, aspect, size)
+
+    emulator.state._renderer = render
+    path = tmp_path / "two-batches.jsonl"
+    lines = [f"early {n}" for n in range(5)] + [f"late {n}" for n in range(5)]
+    path.write_text(
+        "".join(json.dumps({"key": f"k{n}", "prompt": p}) + "\n" for n, p in enumerate(lines))
+    )
+    seen: list[int] = []
+
+    def progress(p: object) -> None:
+        succeeded = getattr(p, "counts", {}).get(ItemState.SUCCEEDED.value, 0)
+        seen.append(succeeded)
+        if succeeded >= 5 and not release.is_set():
+            first_batch_done.set()
+            release.set()
+
+    result = pipeline.run_job(path, tick_interval=0.0, timeout=120, on_progress=progress)
+    assert result.job.state is JobState.SUCCEEDED
+    # The first batch's five images were counted while the second still rendered.
+    assert first_batch_done.is_set(), seen
+    assert gave_up == [], seen

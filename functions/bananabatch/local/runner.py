@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
@@ -72,6 +74,52 @@ class RunResult:
     resumed: bool = False
 
 
+# How long a waiting run sleeps when nothing was delivered (a tick wakes it sooner).
+IDLE_SECONDS: Final = 0.2
+
+
+class Ticker:
+    """Calls `tick` every `interval` seconds on a daemon thread until stopped. A tick that
+    fails is kept and raised by `check` in the caller's thread, as the tick's failure was
+    raised by the run before (a failed delivery is already retried by `deliver`)."""
+
+    def __init__(self, tick: Callable[[], None], interval: float) -> None:
+        self._tick = tick
+        self._interval = interval
+        self._stop = threading.Event()
+        self._ticked = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="local-tick", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._failure = exc
+                self._ticked.set()
+                return
+            self._ticked.set()
+            # Without an interval, one tick after another, yielding between them.
+            self._stop.wait(max(self._interval, 0.001))
+
+    def check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, or until the next tick has run."""
+        self._ticked.wait(seconds)
+        self._ticked.clear()
+
+    def stop(self, wait: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(wait)
+
+
 class LocalPipeline:
     """The three event-driven functions plus a bus and a clock-driven tick, in one process."""
 
@@ -107,6 +155,8 @@ class LocalPipeline:
         self.bus.create_subscription(COMPLETIONS_SUBSCRIPTION, self.settings.topic_completions)
         self.deliveries: dict[str, int] = {}
         self.failed_deliveries = 0
+        # The tick runs on a thread of its own while a run waits (see `ticking`).
+        self._counting = threading.Lock()
         self._sleep = sleep
         self.thumbnails = (
             ThumbnailPool(self.settings, thumbnail_workers) if thumbnail_workers else None
@@ -122,11 +172,13 @@ class LocalPipeline:
         headers["Content-Type"] = "application/json"
         body = json.dumps(data)
         for attempt in range(1, MAX_DELIVERIES + 1):
-            self.deliveries[function] = self.deliveries.get(function, 0) + 1
+            with self._counting:
+                self.deliveries[function] = self.deliveries.get(function, 0) + 1
             response = self.clients[function].post("/", data=body, headers=headers)
             if response.status_code < 300:
                 return
-            self.failed_deliveries += 1
+            with self._counting:
+                self.failed_deliveries += 1
             if attempt == MAX_DELIVERIES:
                 raise TransientError(
                     f"{function} failed {MAX_DELIVERIES} deliveries of event {attributes['id']};"
@@ -273,6 +325,23 @@ class LocalPipeline:
         self.deliver("on_upload", attributes, data)
         return True
 
+    def announce_finished(self, job_id: str | None = None) -> int:
+        """Announce again the finished, uncollected batches of a job (of every job when
+        None) that an earlier process left: their batch-done signals lived on its
+        in-process bus and died with it. The tick would announce them too, but only after
+        REANNOUNCE_AFTER; collection is idempotent and leased, so a batch another process is
+        collecting is left to it."""
+        from bananabatch.pipeline import submit
+
+        now = self.runtime.now()
+        announced = 0
+        for batch in self.runtime.repo.batches(job_id=job_id, states=BATCH_PROVIDER_TERMINAL):
+            if batch.lease_until is not None and batch.lease_until > now:
+                continue
+            submit.publish_batch_done(self.runtime, batch)
+            announced += 1
+        return announced
+
     # --- the whole flow ---------------------------------------------------------------
 
     def run_job(
@@ -299,34 +368,22 @@ class LocalPipeline:
             self.deliver_upload(placed)
         else:
             self.finish_intake(job_id, path=path)
+            self.announce_finished(job_id)
         repo = self.runtime.repo
         completions: list[dict[str, Any]] = []
-        next_tick = time.monotonic()
-        while True:
-            self.drain()
-            completions.extend(m for m in self.completions() if m.get("job_id") == job_id)
-            job = repo.get_job(job_id)
-            if on_progress is not None:
-                on_progress(self.progress(job_id, started))
-            if (
-                job is not None
-                and job.state in JOB_TERMINAL
-                # Its completion came on this bus, or another process closed the job (a
-                # concurrent run of the same file) and published it on its own bus.
-                and (any(m.get("state") == job.state.value for m in completions) or job.finalized)
-            ):
-                break
-            if job is not None and job.state is JobState.HELD:
-                break
-            if time.monotonic() - started > timeout:
-                raise TransientError(
-                    f"job {job_id} did not finish within {timeout:.0f} s locally", job_id=job_id
-                )
-            if time.monotonic() >= next_tick:
-                self.tick()
-                next_tick = time.monotonic() + tick_interval
-            else:
-                time.sleep(min(0.2, tick_interval))
+        with self.ticking(tick_interval) as ticker:
+            while True:
+                ticker.check()
+                done, delivered = self._step(job_id, started, completions, on_progress)
+                if done:
+                    break
+                if time.monotonic() - started > timeout:
+                    raise TransientError(
+                        f"job {job_id} did not finish within {timeout:.0f} s locally",
+                        job_id=job_id,
+                    )
+                if not delivered:
+                    ticker.wait(IDLE_SECONDS)
         if self.thumbnails is not None:
             self.thumbnails.wait()
         final = repo.require_job(job_id)
@@ -338,6 +395,49 @@ class LocalPipeline:
             failed_deliveries=self.failed_deliveries,
             resumed=resumed_job is not None,
         )
+
+    def _step(
+        self,
+        job_id: str,
+        started: float,
+        completions: list[dict[str, Any]],
+        on_progress: Callable[[Progress], None] | None,
+    ) -> tuple[bool, int]:
+        """Deliver what is queued and show where the job stands: whether the job waits no
+        more (ended and closed, or held for a person), and how many signals were delivered."""
+        repo = self.runtime.repo
+        delivered = self.drain()
+        completions.extend(m for m in self.completions() if m.get("job_id") == job_id)
+        job = repo.get_job(job_id)
+        if on_progress is not None:
+            on_progress(self.progress(job_id, started))
+        if job is not None and job.state is JobState.HELD:
+            return True, delivered
+        return (
+            job is not None
+            and job.state in JOB_TERMINAL
+            # Its completion came on this bus, or another process closed the job (a
+            # concurrent run of the same file) and published it on its own bus.
+            and (any(m.get("state") == job.state.value for m in completions) or job.finalized)
+        ), delivered
+
+    @contextmanager
+    def ticking(self, interval: float) -> Iterator[Ticker]:
+        """The scheduler's tick every `interval` seconds on a thread of its own, for as long
+        as the block runs, while the caller delivers the batch-done signals it publishes.
+        As in the cloud, where the tick and each collection are separate invocations: a
+        poll that takes long (the emulator renders a batch's results the first time a poll
+        finds it finished, minutes at catalog size) no longer holds up the collection of
+        the batches already announced, so their images are counted as they arrive."""
+        ticker = Ticker(self.tick, interval)
+        ticker.start()
+        try:
+            yield ticker
+        except BaseException:
+            # Ctrl-C or a failure: do not wait out a long poll; the thread is a daemon.
+            ticker.stop(wait=1.0)
+            raise
+        ticker.stop()
 
     def progress(self, job_id: str, started: float) -> Progress:
         repo = self.runtime.repo
