@@ -748,7 +748,7 @@ def job_view(rt: Runtime, job: JobRecord) -> dict[str, Any]:
         "paused": job.paused,
         "pauses": job.pauses,
         # Local stack: what to do when no process moves the job (None when one does).
-        "driven": _nothing_drives(rt, job),
+        "not_driven": _nothing_drives(rt, job),
         **status_notes(rt, job),
     }
 

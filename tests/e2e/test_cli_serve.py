@@ -128,10 +128,10 @@ def test_status_says_plainly_when_nothing_drives_a_submitted_job_and_a_service_t
     said = " ".join(shown.stderr.split())
     assert f"nothing is driving job {job_id} now" in said
     assert "bananabatch local serve" in said
-    assert "nothing is driving" in (_view(home, job_id, **url)["driven"] or "")
+    assert "nothing is driving" in (_view(home, job_id, **url)["not_driven"] or "")
     service = _serve(home, **url)
     try:
-        assert _view(home, job_id, **url)["driven"] is None
+        assert _view(home, job_id, **url)["not_driven"] is None
         assert "nothing is driving" not in bananabatch(home, "status", job_id, **url).stderr
     finally:
         service.sendintr()
