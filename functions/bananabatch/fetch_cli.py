@@ -43,8 +43,17 @@ _STORED: Final = frozenset({"png", "jpg", "jpeg", "webp", "gif", "zip"})
 _ZIP64_FROM: Final = 2**31 - 1
 
 
+def _complete_job(incomplete: str) -> list[tuple[str, str]]:
+    from bananabatch.cli import complete_job_id  # the CLI registers this command
+
+    return complete_job_id(incomplete)
+
+
 def fetch(
-    job: Annotated[str, typer.Argument(help="The job id (see `bananabatch ls`).")],
+    job: Annotated[
+        str,
+        typer.Argument(help="The job id (see `bananabatch ls`).", autocompletion=_complete_job),
+    ],
     to: Annotated[
         Path | None,
         typer.Option("--to", help="Folder to download the images into (rerun to resume)."),
