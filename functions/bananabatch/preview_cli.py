@@ -113,7 +113,7 @@ def print_plan(plan: Plan, out: Console) -> None:
     for row in rows:
         table.add_row(*row)
     if tables_cli.fits(out, table):
-        out.print(table)
+        tables_cli.printer(out).print(table)
     else:
         # Too narrow for the table: a block per model and size, no figure cut in two.
         out.print(table.title, highlight=False)

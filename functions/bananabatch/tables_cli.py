@@ -28,6 +28,14 @@ def job_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
     return table
 
 
+def printer(console: Console) -> Console:
+    """Where a table goes: the console itself on a terminal; in a pipe, a console as wide as
+    the table (a pipe's default 80 columns would cut cells to "…")."""
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, width=PIPE_WIDTH, no_color=True)
+
+
 def fits(console: Console, table: Table) -> bool:
     """Whether the table fits the console at its natural width (a pipe has room for any)."""
     if not console.is_terminal:
@@ -42,7 +50,7 @@ def print_job_table(
     """The table where it fits; in a pipe at its natural width; else a block per job."""
     table = job_table(columns, rows)
     if not console.is_terminal:
-        Console(file=console.file, width=PIPE_WIDTH, no_color=True).print(table)
+        printer(console).print(table)
         return
     if fits(console, table):
         console.print(table)

@@ -101,6 +101,7 @@ def test_in_a_pipe_nothing_is_asked_and_nothing_spent_without_yes(
     assert "not on a terminal, so nothing was asked and nothing spent" in result.stderr
     assert "--yes" in result.stderr
     _plan_was_shown(result.stderr)
+    assert "…" not in result.stderr  # the plan is whole in a pipe
     assert _jobs() == []
     assert emulator.state.submitted_keys("") == {}
 
