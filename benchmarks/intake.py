@@ -16,7 +16,10 @@ Every variant runs in a fresh process of its own, so its peak RSS (VmHWM) is its
 machine is shared, so the variants alternate: each round runs all three back to back (in an
 order rotated every round), each ratio is taken within its round (intake / json.loads of
 the same round, never a ratio of two bests), and every figure is the median of the rounds
-with its range [min-max], beside the 1-minute load average read around each round.
+with its range [min-max], beside the 1-minute load average read around each round. The
+ratio of CPU seconds (each process's own, threads included) is printed beside the ratio of
+wall seconds: on a machine loaded past its cores, wall time measures the queue as much as
+the code.
 
 The intake's local stand-ins keep their files in RAM when the machine has a tmpfs
 (/dev/shm; $BANANABATCH_BENCH_STATE picks another folder): the intake creates thousands of
@@ -74,12 +77,15 @@ def _yardstick(path: str, loads: Any) -> dict[str, Any]:
     }
 
 
-def intake_variant(path: str, root: str, base_url: str) -> dict[str, Any]:
+def intake_variant(
+    path: str, root: str, base_url: str, dedup_bytes: int | None = None
+) -> dict[str, Any]:
     from bananabatch import events
     from bananabatch.pipeline import intake
     from bananabatch.wiring import build_runtime
 
-    rt = build_runtime(local_settings(Path(root), base_url, max_active_batches=1))
+    budget = {} if dedup_bytes is None else {"intake_dedup_bytes": dedup_bytes}
+    rt = build_runtime(local_settings(Path(root), base_url, max_active_batches=1, **budget))
     bucket, name = rt.settings.inbox_bucket, Path(path).name
     with (
         open(path, "rb") as source,
@@ -136,8 +142,11 @@ def shown(values: Sequence[float], fmt: str = ".2f", unit: str = "") -> str:
     return f"{mid:{fmt}}{unit} [{low:{fmt}}-{high:{fmt}}]"
 
 
-def run(*, lines: int = 1_000_000, rounds: int = ROUNDS) -> dict[str, Any]:
-    """Paired alternating rounds at one size; prints every round and the summary."""
+def run(
+    *, lines: int = 1_000_000, rounds: int = ROUNDS, dedup_bytes: int | None = None
+) -> dict[str, Any]:
+    """Paired alternating rounds at one size; prints every round and the summary.
+    `dedup_bytes` sets the intake's dedup budget (a small one makes it spill)."""
     from bananabatch.emulator import EmulatorConfig, EmulatorServer
 
     path = OUT / "intake" / f"prompts-{lines}.jsonl"
@@ -149,10 +158,11 @@ def run(*, lines: int = 1_000_000, rounds: int = ROUNDS) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     loads: list[float] = []
     size = path.stat().st_size
-    print(f"\n== intake: {lines:,} lines, {size / 1e6:,.0f} MB; stand-ins' files in {where} ==")
+    budget = "" if dedup_bytes is None else f"; dedup budget {dedup_bytes:,} bytes"
+    print(f"\n== intake: {lines:,} lines, {size / 1e6:,.0f} MB; files in {where}{budget} ==")
     with EmulatorServer(config) as emulator:
         variants = {
-            "intake": lambda: _intake_in(ram, path, emulator.base_url),
+            "intake": lambda: _intake_in(ram, path, emulator.base_url, dedup_bytes),
             "json.loads": lambda: run_variant("benchmarks.intake:bare_variant", path=str(path)),
             "orjson": lambda: run_variant("benchmarks.intake:orjson_variant", path=str(path)),
         }
@@ -181,8 +191,11 @@ def _summary(
     lines: int, size: int, runs: dict[str, list[dict[str, Any]]], loads: list[float]
 ) -> dict[str, Any]:
     seconds = {name: [r["seconds"] for r in rs] for name, rs in runs.items()}
+    cpu = {name: [r["cpu_seconds"] for r in rs] for name, rs in runs.items()}
     vs_bare = [i / b for i, b in zip(seconds["intake"], seconds["json.loads"], strict=True)]
     vs_orjson = [i / o for i, o in zip(seconds["intake"], seconds["orjson"], strict=True)]
+    cpu_vs_bare = [i / b for i, b in zip(cpu["intake"], cpu["json.loads"], strict=True)]
+    cpu_vs_orjson = [i / o for i, o in zip(cpu["intake"], cpu["orjson"], strict=True)]
     rss = {name: max(r["peak_rss_mb"] for r in rs) for name, rs in runs.items()}
     last = runs["intake"][-1]
     print(
@@ -193,6 +206,11 @@ def _summary(
     print(
         f"  intake / json.loads {shown(vs_bare)} (target <= {TIME_TARGET} on the median: "
         f"{target(statistics.median(vs_bare) <= TIME_TARGET)}); intake / orjson {shown(vs_orjson)}"
+    )
+    print(
+        f"  CPU seconds: intake {shown(cpu['intake'])}, json.loads {shown(cpu['json.loads'])}, "
+        f"orjson {shown(cpu['orjson'])}; intake / json.loads {shown(cpu_vs_bare)}, "
+        f"intake / orjson {shown(cpu_vs_orjson)}"
     )
     rss_note = (
         f" (target <= {RSS_TARGET_MB:.0f} MB at {RSS_TARGET_LINES:,} lines: "
@@ -210,15 +228,20 @@ def _summary(
         "bytes": size,
         "rounds": len(loads),
         "seconds": {name: median_range(v) for name, v in seconds.items()},
+        "cpu_seconds": {name: median_range(v) for name, v in cpu.items()},
         "intake_vs_json_loads": median_range(vs_bare),
         "intake_vs_orjson": median_range(vs_orjson),
+        "cpu_intake_vs_json_loads": median_range(cpu_vs_bare),
+        "cpu_intake_vs_orjson": median_range(cpu_vs_orjson),
         "peak_rss_mb": rss,
         "load": median_range(loads),
         "runs": runs,
     }
 
 
-def _intake_in(parent: Path, path: Path, base_url: str) -> dict[str, Any]:
+def _intake_in(
+    parent: Path, path: Path, base_url: str, dedup_bytes: int | None = None
+) -> dict[str, Any]:
     # A new state folder per run, removed only after the measurement: deleting the previous
     # run's thousands of files just before it made ext4 scan past their freshly freed inodes
     # for every file the intake then created, which cost seconds of kernel time inside the
@@ -227,7 +250,11 @@ def _intake_in(parent: Path, path: Path, base_url: str) -> dict[str, Any]:
     root.mkdir(parents=True)
     try:
         return run_variant(
-            "benchmarks.intake:intake_variant", path=str(path), root=str(root), base_url=base_url
+            "benchmarks.intake:intake_variant",
+            path=str(path),
+            root=str(root),
+            base_url=base_url,
+            dedup_bytes=dedup_bytes,
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -239,19 +266,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.intake", description=__doc__)
     parser.add_argument("--lines", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument(
+        "--dedup-bytes", type=int, default=None, help="the intake's dedup budget (default: 384 MiB)"
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
-    results = [run(lines=lines, rounds=args.rounds) for lines in args.lines]
+    results = [
+        run(lines=lines, rounds=args.rounds, dedup_bytes=args.dedup_bytes) for lines in args.lines
+    ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
-    print(f"\n  {'lines':>11} | intake s | json.loads s | orjson s | ratio | peak RSS | load")
+    print(
+        f"\n  {'lines':>11} | intake s | json.loads s | orjson s | intake/json.loads "
+        "| (CPU) | peak RSS | load"
+    )
     for r in results:
         s = r["seconds"]
+        wall, cpu = r["intake_vs_json_loads"], r["cpu_intake_vs_json_loads"]
         print(
             f"  {r['lines']:>11,} | {s['intake'][0]:.2f} | {s['json.loads'][0]:.2f} | "
-            f"{s['orjson'][0]:.2f} | {r['intake_vs_json_loads'][0]:.2f} "
-            f"[{r['intake_vs_json_loads'][1]:.2f}-{r['intake_vs_json_loads'][2]:.2f}] | "
-            f"{r['peak_rss_mb']['intake']:,.0f} MB | {r['load'][0]:.1f}"
+            f"{s['orjson'][0]:.2f} | {wall[0]:.2f} [{wall[1]:.2f}-{wall[2]:.2f}] | "
+            f"{cpu[0]:.2f} [{cpu[1]:.2f}-{cpu[2]:.2f}] | "
+            f"{r['peak_rss_mb']['intake']:,.0f} MB | {r['load'][0]:.1f} [{r['load'][1]:.1f}-"
+            f"{r['load'][2]:.1f}]"
         )
     print(f"  (all figures: {RESULTS})")
 
