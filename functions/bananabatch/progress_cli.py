@@ -69,17 +69,17 @@ def progress_line(
 
 @dataclass
 class Rate:
-    """Items per second since the first one finished, and the time left at that rate."""
+    """Items per second since watching began, and the time left at that rate."""
 
     clock: Callable[[], float] = time.monotonic
     _first: tuple[float, int] | None = field(default=None, init=False)
 
     def text(self, done: int, total: int | None) -> str:
         now = self.clock()
-        if done <= 0:
-            return ""
         if self._first is None:
-            # The items that were done before we started watching do not count as speed.
+            # Items done before we started watching (a resumed job) are not speed, but the
+            # wait for the first batch is: results land a batch at a time, and a rate taken
+            # from the first burst alone promised "ETA 36s" for a half-hour job.
             self._first = (now, done)
             return ""
         since, base = self._first
