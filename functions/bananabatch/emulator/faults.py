@@ -25,6 +25,13 @@ RowFaultKind = Literal[
     "duplicate",
     # The row has no output line at all.
     "missing",
+    # The row succeeds with a broken image (render.broken_png), for the two-tier cull: a
+    # blank white image; a near-uniform one (one colour, faint noise); a copy of the image
+    # candidate 1 of the same request gets (seed 1); a 64x64 thumbnail.
+    "blank_image",
+    "uniform_image",
+    "copy_image",
+    "small_image",
 ]
 
 JobFaultState = Literal["FAILED", "EXPIRED"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from bananabatch.core.catalog import ModelSpec, effective_size, model_spec
 from bananabatch.emulator.faults import RowFault
-from bananabatch.emulator.render import render_png
+from bananabatch.emulator.render import BROKEN_KINDS, broken_png, render_png, vary_png
 
 Json = dict[str, Any]
 Renderer = Callable[[str, str | None, str | None], bytes]
@@ -81,6 +81,8 @@ class ImageRequest:
     want_text: bool
     want_image: bool
     input_images: int
+    # generationConfig.seed: a seeded request's image varies with it (render.vary_png).
+    seed: int | None = None
 
 
 def parse_request(
@@ -110,7 +112,13 @@ def parse_request(
         want_text="TEXT" in modalities,
         want_image="IMAGE" in modalities,
         input_images=images,
+        seed=_seed(config),
     )
+
+
+def _seed(config: Any) -> int | None:
+    seed = pick(config, "seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _check_references(request: Mapping[str, Any], check_uri: UriCheck) -> None:
@@ -342,7 +350,12 @@ def generate(
         usage = usage_for(spec, req, image=False)
         return RowOutcome(response={"candidates": [candidate], "usageMetadata": usage} | base)
 
-    png = render(req.prompt, req.aspect_ratio, req.image_size)
+    if fault is not None and fault.kind in BROKEN_KINDS:
+        png = broken_png(fault.kind, req.prompt, req.aspect_ratio, req.image_size, render)
+    else:
+        png = render(req.prompt, req.aspect_ratio, req.image_size)
+        if req.seed is not None:
+            png = vary_png(png, req.seed)
     parts: list[Json] = []
     if req.want_text:
         parts.append({"text": reply_text(req.prompt)})

@@ -173,3 +173,68 @@ def padded_renderer(target_bytes: int) -> Callable[[str, str | None, str | None]
         return variant(number, aspect_ratio, image_size)
 
     return render
+
+
+# --- candidates and broken images (two-tier jobs, issue 21) ------------------------------
+
+
+@lru_cache(maxsize=64)
+def vary_png(png: bytes, seed: int) -> bytes:
+    """png with a few seed-placed shapes drawn over it: what a request with
+    `generationConfig.seed` gets, so the candidates of one prompt differ as a real model's
+    do (in structure, not only colour: the cull's difference hash must tell them apart).
+    Deterministic per (image, seed)."""
+    rng = random.Random(seed * 7919 + 17)
+    with Image.open(io.BytesIO(png)) as opened:
+        image = opened.convert("RGB")
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        w = rng.randrange(width // 6, width // 2 + 1)
+        h = rng.randrange(height // 6, height // 2 + 1)
+        shade = rng.randrange(256)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape(
+            (x0 - w // 2, y0 - h // 2, x0 + w // 2, y0 + h // 2),
+            fill=(shade, 255 - shade, shade // 2),
+        )
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+BROKEN_KINDS = ("blank_image", "uniform_image", "copy_image", "small_image")
+
+
+def broken_png(
+    kind: str,
+    prompt: str,
+    aspect_ratio: str | None,
+    image_size: str | None,
+    render: Callable[[str, str | None, str | None], bytes] = render_png,
+) -> bytes:
+    """The broken image a row fault asks for (faults.RowFaultKind)."""
+    width, height = image_dimensions(aspect_ratio, image_size)
+    out = io.BytesIO()
+    if kind == "blank_image":
+        Image.new("RGB", (width, height), (255, 255, 255)).save(out, format="PNG")
+    elif kind == "uniform_image":
+        _, green, _ = _palette(prompt)
+        base = Image.new("RGB", (width, height), (128, green, 96))
+        noise = Image.frombytes(
+            "RGB",
+            (width, height),
+            random.Random(width)
+            .randbytes(width * height * 3)
+            .translate(bytes(1 if v < 64 else 0 for v in range(256))),
+        )
+        ImageChops.add(base, noise).save(out, format="PNG", compress_level=1)
+    elif kind == "copy_image":
+        return vary_png(render(prompt, aspect_ratio, image_size), 1)
+    elif kind == "small_image":
+        with Image.open(io.BytesIO(render(prompt, aspect_ratio, image_size))) as opened:
+            opened.convert("RGB").resize((64, 64)).save(out, format="PNG")
+    else:
+        raise ValueError(f"not a broken-image fault: {kind!r}")
+    return out.getvalue()
