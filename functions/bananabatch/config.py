@@ -8,6 +8,7 @@ checks the two agree, so renaming one here renames it everywhere.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -76,6 +77,15 @@ ENV_OPENAI_WEBHOOK_SECRET: Final = "OPENAI_WEBHOOK_SECRET"
 ENV_OPENAI_OUTPUT_EXPIRES_HOURS: Final = "BANANABATCH_OPENAI_OUTPUT_EXPIRES_HOURS"
 # Whether this deployment takes gpt-image lines (off: they are rejected at intake, saying so).
 ENV_OPENAI_ENABLED: Final = "BANANABATCH_OPENAI_ENABLED"
+# Lanes besides batch (issue 20; core/routing.py): the synchronous providers in failover
+# order ("gemini-standard", "compat:<label>"), the async-callback ones likewise, each
+# OpenAI-compatible gateway's settings (JSON, see CompatLaneConfig), whether third parties
+# may be used at all, and whether an attempt of unknown outcome may go to the next provider.
+ENV_SYNC_LANES: Final = "BANANABATCH_SYNC_LANES"
+ENV_ASYNC_LANES: Final = "BANANABATCH_ASYNC_LANES"
+ENV_COMPAT_LANES: Final = "BANANABATCH_COMPAT_LANES"
+ENV_ALLOW_THIRD_PARTY: Final = "BANANABATCH_ALLOW_THIRD_PARTY"
+ENV_FAILOVER_ON_UNKNOWN: Final = "BANANABATCH_FAILOVER_ON_UNKNOWN"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -150,6 +160,46 @@ UNLIMITED: Final = "unlimited"
 #: estimates of a run under a cap set exactly at them (text and thought tokens the
 #: estimate cannot know), so a cap is checked against estimate x (1 + margin).
 DEFAULT_BUDGET_MARGIN: Final = 0.10
+
+
+#: The synchronous lane that is Gemini's own standard API (today's urgent lane).
+GEMINI_STANDARD_LANE: Final = "gemini-standard"
+#: The prefix of an OpenAI-compatible gateway's lane name: "compat:<label>".
+COMPAT_PREFIX: Final = "compat:"
+_LANE_LABEL: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+class CompatLaneConfig(BaseModel):
+    """One OpenAI-compatible images endpoint (`images.generate` through the openai SDK),
+    under a label of the owner's choosing; its lane is "compat:<label>"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str
+    api_key: str = Field(default="", repr=False)
+    # Which catalog models it serves, and under what name it knows each one
+    # ({"gemini-3-pro-image": "nano-banana-pro"}).
+    models: Mapping[str, str]
+    # Its flat price per image, where the owner knows it better than the price table's
+    # dated default for such gateways (core/price_table.py).
+    usd_per_image: float | None = Field(default=None, ge=0)
+    # A gateway in front of someone else's model is a third party (the default); the
+    # model maker's own OpenAI-compatible endpoint is not.
+    third_party: bool = True
+    timeout_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        out: dict[str, str] = {}
+        for model, name in value.items():
+            spec = catalog.model_spec(model)
+            if spec is None:
+                raise ValueError(f"compat lane model: unknown model {model!r}")
+            out[spec.model_id] = name
+        if not out:
+            raise ValueError("a compat lane serves at least one model")
+        return out
 
 
 class Settings(BaseModel):
@@ -246,6 +296,19 @@ class Settings(BaseModel):
     # Lines for gpt-image models go to OpenAI Batch; off, they are rejected at intake with
     # the reason. The key and the webhook secret come from Secret Manager when deployed.
     openai_enabled: bool = False
+    # Synchronous lanes in failover order: urgent lines go to the first that serves their
+    # model, and to the next when it fails (pipeline/lanes.py). "gemini-standard" is
+    # Gemini's own API; "compat:<label>" a gateway of compat_lanes.
+    sync_lanes: tuple[str, ...] = (GEMINI_STANDARD_LANE,)
+    # Async-callback lanes in failover order (by provider name, e.g. "replicate").
+    async_lanes: tuple[str, ...] = ()
+    compat_lanes: Mapping[str, CompatLaneConfig] = Field(default_factory=dict, repr=False)
+    # May any line go through a third party at all? Off by default: some owners' compliance
+    # forbids intermediaries. A line must also say allow_third_party: true.
+    allow_third_party: bool = False
+    # Off: an attempt whose outcome is unknown (it may have been paid) ends FAILED and is
+    # never sent to the next provider. On: the owner accepts paying twice for speed.
+    failover_on_unknown: bool = False
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -336,6 +399,44 @@ class Settings(BaseModel):
                     raise ValueError(f"reference location: {problem}")
         return value
 
+    @field_validator("sync_lanes", "async_lanes", mode="before")
+    @classmethod
+    def _parse_lane_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("compat_lanes", mode="before")
+    @classmethod
+    def _parse_compat_lanes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @model_validator(mode="after")
+    def _lanes_are_configured(self) -> Settings:
+        for label in self.compat_lanes:
+            if not _LANE_LABEL.fullmatch(label):
+                raise ValueError(
+                    f"compat lane label {label!r}: expected 1-32 of a-z, 0-9, '-', '_'"
+                )
+        for name in self.sync_lanes:
+            if name == GEMINI_STANDARD_LANE:
+                continue
+            label = name.removeprefix(COMPAT_PREFIX)
+            if not name.startswith(COMPAT_PREFIX) or label not in self.compat_lanes:
+                known = [GEMINI_STANDARD_LANE, *(COMPAT_PREFIX + k for k in self.compat_lanes)]
+                raise ValueError(
+                    f"sync lane {name!r}: expected one of {', '.join(known)} (a compat lane "
+                    f"needs its entry in {ENV_COMPAT_LANES})"
+                )
+        if len(set(self.sync_lanes)) != len(self.sync_lanes):
+            raise ValueError(f"sync lanes name a lane twice: {', '.join(self.sync_lanes)}")
+        for name in self.async_lanes:
+            if not _LANE_LABEL.fullmatch(name):
+                raise ValueError(f"async lane {name!r}: expected a provider name such as replicate")
+        return self
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; blank values mean "use the default"."""
@@ -369,6 +470,13 @@ class Settings(BaseModel):
                 continue
             if field_name == "price_overrides":
                 out[env_name] = json.dumps(value)
+            elif field_name == "compat_lanes":
+                if value:
+                    out[env_name] = json.dumps(
+                        {label: lane.model_dump() for label, lane in value.items()}
+                    )
+            elif field_name in ("sync_lanes", "async_lanes"):
+                out[env_name] = ",".join(value)
             elif field_name == "reference_locations":
                 if value:
                     out[env_name] = ",".join(value)
@@ -430,6 +538,11 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "openai_webhook_secret": ENV_OPENAI_WEBHOOK_SECRET,
     "openai_output_expires_hours": ENV_OPENAI_OUTPUT_EXPIRES_HOURS,
     "openai_enabled": ENV_OPENAI_ENABLED,
+    "sync_lanes": ENV_SYNC_LANES,
+    "async_lanes": ENV_ASYNC_LANES,
+    "compat_lanes": ENV_COMPAT_LANES,
+    "allow_third_party": ENV_ALLOW_THIRD_PARTY,
+    "failover_on_unknown": ENV_FAILOVER_ON_UNKNOWN,
 }
 
 

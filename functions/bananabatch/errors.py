@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bananabatch.core.results import Usage
 
 
 class BananaError(Exception):
@@ -119,8 +123,42 @@ class ModelUnavailable(PermanentError):
         self.model = model
 
 
-class ProviderOutcomeUnknown(TransientError):
+class OutcomeUnknown(TransientError):
+    """A paid call may have reached the provider, and we cannot tell whether it did: a read
+    timeout, a connection reset after the request was sent, a worker that died mid-call.
+
+    The provider may be working on it (and billing it). Never repeat it blindly, on the same
+    provider or another: reconcile where the provider can be asked, otherwise record it.
+    The sync and async lanes fail such an attempt over to the next provider only where the
+    owner opted in (Settings.failover_on_unknown), accepting that it may be paid twice.
+    """
+
+
+class ProviderOutcomeUnknown(OutcomeUnknown):
     """A create call failed in a way that leaves open whether the batch exists.
 
     Never retry the create: reconcile by display name first.
     """
+
+
+class ContentRefused(PermanentError):
+    """The provider refused the request under its content policy (a safety block, a
+    moderation refusal). The item ends BLOCKED and is never tried on another provider:
+    sending refused content around until someone takes it is not failover.
+
+    `finish_reason` is the provider's own word for it; `usage` what was billed for the
+    refusal, where the provider bills one and says so (Gemini counts the prompt's tokens).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        finish_reason: str | None = None,
+        usage: Usage | None = None,
+        job_id: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id, key=key)
+        self.finish_reason = finish_reason
+        self.usage = usage

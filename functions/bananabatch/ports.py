@@ -4,6 +4,11 @@ Adapters: `adapters/local` (folder, SQLite, in-process bus), `adapters/gcp` (Clo
 Firestore, Pub/Sub), `providers/` (Gemini Developer API, Vertex AI; the emulator is the
 Gemini adapter pointed at a loopback URL). One contract suite per port, in
 tests/contract, runs against every adapter.
+
+Image lanes (DESIGN.md "Lanes and routing"): besides the batch providers, a SyncImageLane
+answers one request with one image now (Gemini's standard API, any OpenAI-compatible
+images endpoint) and an AsyncImageLane takes a request, answers a task id at once and
+delivers the image later by a signed webhook or a poll (hosted-model providers).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal, Protocol, runtime_checkable
 
+from bananabatch.core.results import Usage
 from bananabatch.core.states import BatchState
 
 # --- object store -----------------------------------------------------------------------
@@ -280,4 +286,110 @@ class BatchProvider(Protocol):
     def files_store_bytes(self) -> int | None:
         """Bytes in the provider's per-project file store (the Developer API's 20 GB Files
         store, result files included); None for a provider without one (Vertex)."""
+        ...
+
+
+# --- image lanes (sync and async-callback) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image to make, in every lane's terms: a lane sends what it can express.
+
+    The Gemini standard lane sends `gemini_request` (the GenerateContentRequest intake
+    staged, native lines included); a lane that speaks another protocol builds its call
+    from `prompt`, `aspect_ratio`, `image_size` and `reference_images`, and refuses (a
+    PermanentError, before any call) a request it cannot express, such as a native line
+    with no prompt.
+    """
+
+    job_id: str
+    key: str
+    # The claimed attempt (pipeline/lanes.py): unique per job, key and attempt, so it can
+    # be sent as an idempotency key or a task label where the provider takes one.
+    attempt_id: str
+    # The catalog's model id ("gemini-3-pro-image"); a lane maps it to its own model name.
+    model: str
+    prompt: str | None = None
+    aspect_ratio: str | None = None
+    image_size: str | None = None
+    reference_images: tuple[str, ...] = ()
+    gemini_request: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The image a lane made, with what it was billed where the provider says so."""
+
+    image: bytes
+    mime_type: str
+    # Tokens billed, for lanes priced by token (Gemini's usageMetadata).
+    usage: Usage | None = None
+    # What the provider says it charged, for lanes that report it; otherwise the lane's
+    # dated per-image price applies (core/price_table.py).
+    cost_usd: float | None = None
+    # The provider's own id of this generation, for logs and support.
+    provider_ref: str | None = None
+
+
+TaskState = Literal["pending", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """Where an async lane's task stands."""
+
+    task_id: str
+    state: TaskState
+    result: ImageResult | None = None  # set when succeeded
+    error: str | None = None  # set when failed
+    # The failure was a content-policy refusal: the item ends BLOCKED, and is never tried
+    # on another provider (errors.ContentRefused).
+    refused: bool = False
+    # False when the provider says the failure happened before any work was billed and the
+    # request may go to the next provider; True (the default) when it may have been paid.
+    maybe_billed: bool = True
+
+
+@runtime_checkable
+class SyncImageLane(Protocol):
+    """One request, one image, now: Gemini's standard API, an OpenAI-compatible images
+    endpoint. Exactly one call per `generate`, never retried inside: retries and failover
+    are the runner's (pipeline/lanes.py), which claims every attempt before the call.
+
+    Raises:
+    - ProviderQuotaExceeded (429) or TransientError (5xx, provider down, connect error,
+      timeout before the request was sent): nothing was made or billed; the next provider
+      may be tried;
+    - OutcomeUnknown: the request may have reached the provider (read timeout, reset after
+      send); never repeated elsewhere unless the owner opted in;
+    - ContentRefused: a content-policy refusal; BLOCKED, never tried elsewhere;
+    - ProviderAuthError: the lane's credentials are refused; PermanentError: the request
+      cannot be made on this lane (nothing sent).
+    """
+
+    # "gemini-standard", "compat:<label>" (the label from the configuration).
+    name: str
+
+    def generate(self, request: ImageRequest, *, timeout_s: float) -> ImageResult: ...
+
+
+@runtime_checkable
+class AsyncImageLane(Protocol):
+    """Submit, get a task id at once, then a signed webhook or a poll: hosted-model
+    providers (Replicate's predictions API). `submit` raises as SyncImageLane.generate
+    does; once it returned a task id, the task is the provider's and only its status
+    decides the item."""
+
+    name: str
+
+    def submit(self, request: ImageRequest, *, webhook_url: str | None) -> str:
+        """Create the task; returns its id."""
+        ...
+
+    def poll(self, task_id: str) -> TaskStatus: ...
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> TaskStatus:
+        """Verify a delivery with the provider's documented scheme and read it; raises
+        webhooks.WebhookRejected (a PermanentError) when it does not verify."""
         ...

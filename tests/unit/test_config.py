@@ -90,3 +90,46 @@ def test_a_fallback_model_that_could_never_serve_is_refused_at_config_load(
 def test_a_catalog_fallback_model_is_taken_by_its_canonical_id() -> None:
     settings = Settings.from_env({config.ENV_FALLBACK_MODEL: "models/gemini-3-pro-image"})
     assert settings.fallback_model == "gemini-3-pro-image"
+
+
+COMPAT = (
+    '{"gw1": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-gw-secret",'
+    ' "models": {"nano-banana-pro": "nb-pro"}, "usd_per_image": 0.05}}'
+)
+
+
+def test_lanes_default_to_gemini_alone_with_third_parties_off() -> None:
+    settings = Settings()
+    assert settings.sync_lanes == (config.GEMINI_STANDARD_LANE,)
+    assert settings.async_lanes == ()
+    assert settings.allow_third_party is False
+    assert settings.failover_on_unknown is False
+
+
+def test_sync_lanes_are_read_in_failover_order_with_their_gateways() -> None:
+    settings = Settings.from_env(
+        {
+            config.ENV_SYNC_LANES: "compat:gw1, gemini-standard",
+            config.ENV_COMPAT_LANES: COMPAT,
+            config.ENV_ALLOW_THIRD_PARTY: "true",
+        }
+    )
+    assert settings.sync_lanes == ("compat:gw1", "gemini-standard")
+    gateway = settings.compat_lanes["gw1"]
+    # Models are named by the catalog's id whatever alias the owner wrote.
+    assert gateway.models == {"gemini-3-pro-image": "nb-pro"}
+    assert (gateway.usd_per_image, gateway.third_party) == (0.05, True)
+    assert Settings.from_env(settings.to_env()) == settings
+    assert "sk-gw-secret" not in repr(settings)
+
+
+def test_a_sync_lane_without_its_gateway_is_refused_at_config_load() -> None:
+    with pytest.raises(ConfigError, match="sync lane 'compat:gw2'"):
+        Settings.from_env({config.ENV_SYNC_LANES: "compat:gw2", config.ENV_COMPAT_LANES: COMPAT})
+
+
+def test_a_gateway_serving_an_unknown_model_is_refused_at_config_load() -> None:
+    with pytest.raises(ConfigError, match="compat_lanes"):
+        Settings.from_env(
+            {config.ENV_COMPAT_LANES: '{"gw": {"base_url": "x", "models": {"dall-e-9": "d"}}}'}
+        )

@@ -95,7 +95,8 @@ def test_a_line_with_only_a_prompt_takes_the_defaults() -> None:
     assert got.aspect_ratio is None
     assert got.image_size is None
     assert got.cache is True
-    assert got.priority == "batch"
+    assert got.priority == "normal"
+    assert got.allow_third_party is False
     assert got.metadata == {}
     assert got.reference_images == ()
     # No imageConfig at all: the model's own defaults apply (1:1, or the reference's ratio).
@@ -351,7 +352,7 @@ def test_an_unknown_default_model_rejects_lines_that_rely_on_it() -> None:
         ({"prompt": None}, "prompt", "expected a string; found null"),
         ({"prompt": "x", "cache": "yes"}, "cache", "expected true or false"),
         ({"prompt": "x", "cache": 1}, "cache", "expected true or false"),
-        ({"prompt": "x", "priority": "now"}, "priority", "batch, urgent"),
+        ({"prompt": "x", "priority": "now"}, "priority", "urgent, normal, bulk;"),
         ({"prompt": "x", "metadata": [1]}, "metadata", "expected an object"),
         (
             {"prompt": "x", "reference_images": "gs://inbox/references/x.png"},

@@ -41,6 +41,7 @@ field_names = st.sampled_from(
     [
         *("key", "prompt", "aspect_ratio", "image_size", "model", "reference_images"),
         *("metadata", "cache", "priority", "request", "extra", "quality", "output_format"),
+        "allow_third_party",
     ]
 )
 # Objects that look like input lines, with values of any type: they reach every branch.
@@ -51,7 +52,7 @@ line_like = st.dictionaries(
         [
             *("1:1", "2K", "gemini-3-pro-image", "batch", "gs://inbox/references/x.png"),
             *("a/b", "__x", "gpt-image-2", "gpt-image-1", "3:2", "16:9", "1024x1536"),
-            *("1536X1024", "low", "high", "ultra", "jpeg", "gif", "urgent"),
+            *("1536X1024", "low", "high", "ultra", "jpeg", "gif", "urgent", "normal", "bulk"),
         ]
     )
     | st.just({"contents": [{"parts": [{"text": "hi"}]}]}),
@@ -277,7 +278,10 @@ def simple_lines(draw: st.DrawFn) -> dict[str, Any]:
         doc["metadata"] = draw(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
     if draw(st.booleans()):
         # The urgent lane is Gemini's synchronous API.
-        doc["priority"] = draw(st.sampled_from(["batch"] if openai else ["batch", "urgent"]))
+        levels = ["batch", "normal", "bulk"]
+        doc["priority"] = draw(st.sampled_from(levels if openai else [*levels, "urgent"]))
+    if draw(st.booleans()):
+        doc["allow_third_party"] = draw(st.booleans())
     if draw(st.booleans()):
         doc["cache"] = draw(st.booleans())
     return doc

@@ -129,8 +129,8 @@ def test_a_size_written_in_capitals_is_the_models_size() -> None:
         (
             {"priority": "urgent"},
             "priority",
-            "expected batch for gpt-image-2: the urgent lane is Gemini's synchronous API; "
-            'found "urgent"',
+            "expected normal or bulk for gpt-image-2: the urgent lane is Gemini's synchronous "
+            'API; found "urgent"',
         ),
         (
             {"reference_images": ["gs://inbox/references/a.heic"]},

@@ -43,8 +43,11 @@ from bananabatch.core.intake.request import (
     simple_request,
 )
 from bananabatch.core.intake.rules import (
+    BULK,
     IMAGE_MIME_BY_EXTENSION,
+    NORMAL,
     PRIORITIES,
+    PRIORITY_LEVELS,
     URGENT,
     LineOptions,
     key_problem,
@@ -54,11 +57,14 @@ from bananabatch.core.intake.stream import BOM, iter_line_chunks, iter_raw_lines
 
 __all__ = [
     "BOM",
+    "BULK",
     "DEFAULT_LIMITS",
     "DEFAULT_REFERENCES",
     "IMAGE_MIME_BY_EXTENSION",
+    "NORMAL",
     "PREVIEW_CHARS",
     "PRIORITIES",
+    "PRIORITY_LEVELS",
     "PROMPT_SLOT",
     "RAW_KEEP_CHARS",
     "RESPONSE_MODALITIES",

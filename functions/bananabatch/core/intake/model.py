@@ -63,6 +63,10 @@ class AcceptedLine:
     def priority(self) -> str:
         return self.options.priority
 
+    @property
+    def allow_third_party(self) -> bool:
+        return self.options.allow_third_party
+
 
 def accepted_line(
     *,

@@ -44,8 +44,8 @@ def check_openai_fields(
     if priority == URGENT:
         raise Reject(
             "priority",
-            f"expected batch for {spec.model_id}: the urgent lane is Gemini's synchronous "
-            f"API; found {show(priority)}",
+            f"expected normal or bulk for {spec.model_id}: the urgent lane is Gemini's "
+            f"synchronous API; found {show(priority)}",
         )
     if size is not None and aspect is not None and spec.size_by_ratio.get(aspect) != size:
         raise Reject(

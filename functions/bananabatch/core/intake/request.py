@@ -174,6 +174,10 @@ class LineShape:
     def priority(self) -> str:
         return self.options.priority
 
+    @property
+    def allow_third_party(self) -> bool:
+        return self.options.allow_third_party
+
     def request(self, prompt: str) -> JsonObject:
         return simple_request(
             prompt,

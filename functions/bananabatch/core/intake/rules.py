@@ -46,10 +46,18 @@ from bananabatch.core.references import ReferencePolicy
 
 # --- options -------------------------------------------------------------------------------
 
-Priority = Literal["batch", "urgent"]
+# How soon a line is wanted, which decides its lane (core/routing.py): urgent goes to the
+# fastest configured synchronous lane at its price, normal to batch at half price, bulk to
+# the cheapest lane the line may use. "batch" is what files written before the three levels
+# call normal: it is taken, and read as normal, so old files keep working.
+Priority = Literal["urgent", "normal", "bulk", "batch"]
 PRIORITIES: Final = get_args(Priority)
-# The priority that sends a line through the synchronous API at the standard price.
 URGENT: Final = "urgent"
+NORMAL: Final = "normal"
+BULK: Final = "bulk"
+# The levels as a line's options carry them ("batch" read as "normal"), fastest first.
+PRIORITY_LEVELS: Final = (URGENT, NORMAL, BULK)
+PRIORITY_SYNONYMS: Final[Mapping[str, str]] = {"batch": NORMAL}
 
 
 class OptionFields(TypedDict):
@@ -57,6 +65,10 @@ class OptionFields(TypedDict):
 
     cache: NotRequired[bool]
     priority: NotRequired[Priority]
+    # May this line go through a third party (a gateway or hosted-model provider that is not
+    # the model's maker)? Only where the deployment allows it too (Settings.allow_third_party):
+    # some owners' compliance forbids intermediaries, so both default to no.
+    allow_third_party: NotRequired[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +76,8 @@ class LineOptions:
     """A line's options: each one as the line wrote it, or its default (written only here)."""
 
     cache: bool = True
-    priority: Priority = "batch"
+    priority: Priority = NORMAL
+    allow_third_party: bool = False
 
 
 OPTION_NAMES: Final = tuple(OptionFields.__annotations__)
@@ -85,6 +98,10 @@ def _options(values: tuple[object, ...]) -> LineOptions:
     given: dict[str, Any] = {
         name: value for name, value in zip(OPTION_NAMES, values, strict=True) if value is not None
     }
+    priority = given.get("priority")
+    if isinstance(priority, str) and priority in PRIORITY_SYNONYMS:
+        # One level, one shape: a "batch" line and a "normal" line are planned together.
+        given["priority"] = PRIORITY_SYNONYMS[priority]
     return LineOptions(**given)
 
 
@@ -137,7 +154,7 @@ _CHOICES: Final[Mapping[str, tuple[object, ...]]] = {
     name: get_args(kind)
     for name, kind in get_type_hints(OptionFields).items()
     if get_origin(kind) is _LITERAL
-}
+} | {"priority": PRIORITY_LEVELS}  # the synonym is taken, not advertised
 
 
 def pydantic_reject(exc: ValidationError, *, simple: bool) -> Reject:
