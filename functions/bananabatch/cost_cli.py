@@ -24,6 +24,7 @@ from bananabatch.core.estimate import FileEstimate, FileEstimator, observed_rate
 from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine, iter_raw_lines
 from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
+from bananabatch.core.rightsize_saving import right_size_saving
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError, PermanentError
 from bananabatch.pipeline import cache, control
@@ -95,6 +96,7 @@ def estimate_file(
         rt.now().date(),
         rt.settings.price_max_age_days,
     )
+    result.right_sizing = right_size_saving(parser.right_sizing(), rt.prices)
     return result
 
 
@@ -160,6 +162,8 @@ def _print_estimate(result: FileEstimate) -> None:
     console.print(table)
     for warning in result.price_warnings:
         console.print(f"[yellow]price warning:[/] {warning}")
+    for line in result.right_sizing.text() if result.right_sizing else ():
+        console.print(line, highlight=False)
     rates = result.rates
     if rates is None:
         console.print("No finished jobs yet: per-image cost assumes every image is accepted.")

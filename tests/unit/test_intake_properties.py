@@ -42,6 +42,7 @@ field_names = st.sampled_from(
         *("key", "prompt", "aspect_ratio", "image_size", "model", "reference_images"),
         *("metadata", "cache", "priority", "request", "extra", "quality", "output_format"),
         "allow_third_party",
+        *("display_size", "max_edge"),
     ]
 )
 # Objects that look like input lines, with values of any type: they reach every branch.
@@ -53,6 +54,7 @@ line_like = st.dictionaries(
             *("1:1", "2K", "gemini-3-pro-image", "batch", "gs://inbox/references/x.png"),
             *("a/b", "__x", "gpt-image-2", "gpt-image-1", "3:2", "16:9", "1024x1536"),
             *("1536X1024", "low", "high", "ultra", "jpeg", "gif", "urgent", "normal", "bulk"),
+            *("600x600", "1920 x 1080", "0x5", 700, 100000),
         ]
     )
     | st.just({"contents": [{"parts": [{"text": "hi"}]}]}),

@@ -24,6 +24,7 @@ from typing import Any, Final
 from bananabatch.core.catalog import model_spec, price_tier
 from bananabatch.core.intake import URGENT, AcceptedLine, LineShape, RejectedLine, content_hash
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook
+from bananabatch.core.rightsize_saving import RightSizeSaving
 from bananabatch.core.states import ItemState
 
 CACHE_OFF_VALUES: Final = frozenset({"off", "false", "no", "0"})
@@ -141,6 +142,8 @@ class FileEstimate:
     rates: ObservedRates | None
     # Stale or uncertain prices behind these figures (pricing.price_warnings).
     price_warnings: list[str] = field(default_factory=list)
+    # What the lines sized from display_size / max_edge save (core/rightsize_saving.py).
+    right_sizing: RightSizeSaving | None = None
 
     @property
     def standard_usd(self) -> float:
@@ -168,6 +171,7 @@ class FileEstimate:
             },
             "observed_rates": None if self.rates is None else self.rates.to_doc(),
             "price_warnings": self.price_warnings,
+            "right_sizing": None if self.right_sizing is None else self.right_sizing.to_doc(),
         }
 
 

@@ -36,6 +36,7 @@ from bananabatch.core.intake.model import (
 from bananabatch.core.intake.openai_rules import check_openai_fields
 from bananabatch.core.intake.reference import ReferenceParser, SimpleLine
 from bananabatch.core.intake.request import LineShape, encode_json_string
+from bananabatch.core.intake.rightsize import right_size
 from bananabatch.core.intake.rules import (
     DEFAULT_OPTIONS,
     PLAIN_KEY,
@@ -166,6 +167,8 @@ class LineParser(ReferenceParser):
         if not self._seen.add(hash(key) >> 4):
             return self._duplicate(line_no, raw, key)
         shape = self._shapes.get(shape_key) or self._shape(*shape_key)
+        if "display_size" in f or "max_edge" in f:
+            self._tally_right_sized(f, shape)
         metadata = f.get("metadata") or None
         return _new_tuple(FastLine, (line_no, key, prompt, shape, metadata, generated))
 
@@ -212,6 +215,10 @@ class LineParser(ReferenceParser):
         ):
             return None
         try:
+            display, edge = f.get("display_size"), f.get("max_edge")
+            if display is not None or edge is not None:
+                sized = right_size(rules, aspect, size, display, edge)
+                aspect, size = sized.aspect_ratio, sized.image_size
             size, quality, output_format = check_openai_fields(
                 rules, aspect, size, f.get("quality"), f.get("output_format"), f.get("priority")
             )
@@ -315,6 +322,21 @@ class LineParser(ReferenceParser):
     def models_used(self) -> set[str]:
         """The models of every line accepted so far (for the job's lifecycle warnings)."""
         return super().models_used() | {shape.model for shape in self._shapes.values()}
+
+    def _tally_right_sized(self, f: SimpleFields, shape: LineShape) -> None:
+        """Count an accepted right-sized line, as the reference parser does (the choice is
+        the one _shape_key made: cached)."""
+        display, edge = f.get("display_size"), f.get("max_edge")
+        if display is None and edge is None:
+            return
+        model = f.get("model")
+        rules = self._default_rules if model is None else self._table.get(model)
+        assert rules is not None, "the line was accepted with these rules"
+        size = f.get("image_size")
+        sized = right_size(rules, f.get("aspect_ratio"), size, display, edge)
+        self._right_sized.add(
+            shape.model, shape.image_size, shape.quality, shape.options.priority, sized.covers
+        )
 
     def _duplicate(self, line_no: int, raw: bytes, key: str) -> RejectedLine:
         exc = duplicate_key(key)

@@ -41,6 +41,7 @@ from bananabatch.core.intake.model import (
 from bananabatch.core.intake.native import check_request, image_config, request_model
 from bananabatch.core.intake.openai_rules import check_native_model, check_openai_fields
 from bananabatch.core.intake.request import reference_part, simple_request
+from bananabatch.core.intake.rightsize import RightSizeTally, right_size
 from bananabatch.core.intake.rules import (
     NATIVE,
     SIMPLE,
@@ -175,6 +176,7 @@ class ReferenceParser:
         self._seen: HashTable = SeenHashes() if seen is None else seen
         # Models of accepted lines that did not come back as FastLines (whose shapes say).
         self._models_seen: set[str] = set()
+        self._right_sized = RightSizeTally()
 
     def parse(self, line_no: int, raw: bytes) -> AcceptedLine | RejectedLine | None:
         """One line (without its newline). None for a blank line."""
@@ -202,6 +204,10 @@ class ReferenceParser:
     def models_used(self) -> set[str]:
         """The models of every line accepted so far (for the job's lifecycle warnings)."""
         return set(self._models_seen)
+
+    def right_sizing(self) -> RightSizeTally:
+        """The lines accepted so far that chose their size from display_size or max_edge."""
+        return self._right_sized
 
     def _parse_line(self, line_no: int, raw: bytes) -> SimpleLine | AcceptedLine | RejectedLine:
         try:
@@ -252,6 +258,11 @@ class ReferenceParser:
         size = f.get("image_size")
         if size is not None:
             size = check_size(rules, simple_size(size), "image_size", shown=size)
+        display, edge = f.get("display_size"), f.get("max_edge")
+        sized = None
+        if display is not None or edge is not None:
+            sized = right_size(rules, aspect, size, display, edge)
+            aspect, size = sized.aspect_ratio, sized.image_size
         size, quality, output_format = check_openai_fields(
             rules, aspect, size, f.get("quality"), f.get("output_format"), f.get("priority")
         )
@@ -261,6 +272,11 @@ class ReferenceParser:
         check_metadata(metadata)
         self._claim(key)
         self._models_seen.add(rules.spec.model_id)
+        options = options_of(f)
+        if sized is not None:
+            self._right_sized.add(
+                rules.spec.model_id, size, quality, options.priority, sized.covers
+            )
         return SimpleLine(
             line_no,
             key,
@@ -272,7 +288,7 @@ class ReferenceParser:
             refs,
             parts,
             metadata or None,
-            options_of(f),
+            options,
             quality,
             output_format,
         )

@@ -113,6 +113,10 @@ class _SimpleHead(TypedDict):
     prompt: str
     aspect_ratio: NotRequired[str | None]
     image_size: NotRequired[str | None]
+    # Instead of image_size: the size the image is shown at ("600x600") or its longest
+    # side; intake picks the size and ratio for it (rightsize.py).
+    display_size: NotRequired[str | None]
+    max_edge: NotRequired[int | None]
     # gpt-image models only (check_openai_fields): what each model takes is in the catalog.
     quality: NotRequired[str | None]
     output_format: NotRequired[str | None]
@@ -184,6 +188,7 @@ def pydantic_reject(exc: ValidationError, *, simple: bool) -> Reject:
 _EXPECTED: Final[Mapping[str, str]] = {
     "string_type": "a string",
     "bool_type": "true or false",
+    "int_type": "an integer",
     "list_type": "a list",
     "dict_type": "an object",
     "model_type": "an object",
