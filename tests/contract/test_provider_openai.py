@@ -443,7 +443,7 @@ def test_cancelling_is_still_running(
 ) -> None:
     made = _create(provider, objects, ["a"])
     emu.state.cancel_batch(made.name)
-    seen = emu.state.batch_json(emu.state._batch(made.name))
+    seen = emu.state.batch_json(emu.state._work(made.name))
     assert seen["status"] == "cancelling"
     assert batch_state("cancelling") is BatchState.RUNNING
 

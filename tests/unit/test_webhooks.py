@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from standardwebhooks import Webhook
 
 from bananabatch.config import DEFAULT_WEBHOOK_ISSUER, Settings, WebhookMode
-from bananabatch.emulator.webhooks import KID_RSA, DynamicScheme, Pending, WebhookDispatcher
+from bananabatch.emulator.base.outbox import Pending
+from bananabatch.emulator.webhooks import KID_RSA, DynamicScheme, WebhookDispatcher
 from bananabatch.errors import ConfigError
 from bananabatch.webhooks import (
     MAX_BODY_BYTES,

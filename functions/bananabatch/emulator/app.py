@@ -6,18 +6,18 @@ HTTP: auth, JSON in and out, the resumable upload protocol, and streamed downloa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bananabatch.emulator import vertex
+from bananabatch.emulator.base.downloads import download
 from bananabatch.emulator.errors import ApiError, invalid, not_found
 from bananabatch.emulator.store import EmulatorState, page
 from bananabatch.log import get_logger
@@ -174,52 +174,7 @@ async def files_item(state: EmulatorState, request: Request) -> Response:
 
 
 def _download(state: EmulatorState, name: str) -> Response:
-    entry = state.download_path(name)
-    faults = state.faults
-    if faults.take_truncated_download():
-        return _truncated(entry.path)
-    if faults.take_slow_download():
-        return _slow(
-            entry.path, faults.slow_chunk_bytes, faults.slow_chunk_seconds, faults.on_slow_chunk
-        )
-    # FileResponse streams from disk and answers Range requests.
-    return FileResponse(entry.path, media_type="application/octet-stream")
-
-
-def _truncated(path: Path) -> Response:
-    """Half the file under a Content-Length for all of it: the server drops the connection
-    when the body runs short, as a download cut off mid-transfer does."""
-    body = path.read_bytes()
-
-    async def half() -> AsyncIterator[bytes]:
-        yield body[: len(body) // 2]
-
-    return StreamingResponse(
-        half(),
-        media_type="application/octet-stream",
-        headers={"Content-Length": str(len(body))},
-    )
-
-
-def _slow(
-    path: Path, chunk_bytes: int, seconds: float, on_chunk: Callable[[float], None] | None
-) -> Response:
-    """The whole file in small chunks, calling on_chunk(seconds) before each: a transfer that
-    takes `seconds` per chunk on the clock the hook moves, and no time on any other."""
-
-    def chunks() -> Iterator[bytes]:
-        with path.open("rb") as source:
-            while chunk := source.read(chunk_bytes):
-                if on_chunk is not None:
-                    on_chunk(seconds)
-                yield chunk
-
-    # A plain iterator: Starlette runs it in its thread pool, so the hook may block.
-    return StreamingResponse(
-        chunks(),
-        media_type="application/octet-stream",
-        headers={"Content-Length": str(path.stat().st_size)},
-    )
+    return download(state.download_path(name).path, state.faults)
 
 
 @_api()

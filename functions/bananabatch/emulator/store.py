@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
 import json
 import math
 import re
 import secrets
-import shutil
 import string
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,6 +31,14 @@ from urllib.request import url2pathname
 import httpx
 
 from bananabatch.core.catalog import STANDARD_KEY_PREFIX
+from bananabatch.emulator.base.state import (
+    FINISHED,
+    PENDING,
+    RUNNING,
+    Accepted,
+    EmulatorStateBase,
+)
+from bananabatch.emulator.base.state import ManualClock as ManualClock  # imported from here too
 from bananabatch.emulator.errors import (
     ApiError,
     create_fault_error,
@@ -98,22 +103,6 @@ _FILE_ID = re.compile(r"^[a-z0-9-]{1,40}$")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
-class ManualClock:
-    """A clock that only moves when told to: `EmulatorConfig(clock=clock)`."""
-
-    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
-
-
 @dataclass
 class EmulatorConfig:
     # Seconds a new batch stays PENDING, then RUNNING; math.inf holds it until forced.
@@ -167,10 +156,6 @@ class UploadSession:
     hasher: Any = field(default_factory=hashlib.sha256)
 
 
-# Stages a batch moves through; a job fault or cancel decides which terminal state it is.
-PENDING, RUNNING, FINISHED = 0, 1, 2
-
-
 @dataclass
 class Batch:
     batch_id: str
@@ -220,15 +205,6 @@ _TERMINAL = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """One request row a batch accepted for (paid) generation."""
-
-    batch_name: str
-    display_name: str
-    key: str | None
-
-
 @dataclass
 class Counters:
     batches_created: int = 0
@@ -255,45 +231,34 @@ def _bare(name: str, collection: str) -> str:
     return name.removeprefix(f"{collection}/")
 
 
-class EmulatorState:
-    """Everything the emulator knows, plus the control API tests and the local runner use."""
+class EmulatorState(EmulatorStateBase[EmulatorConfig, Batch]):
+    """Everything the emulator knows, plus the control API tests and the local runner use
+    (emulator/base/state.py: advance, complete, complete_all, submitted_keys, ...)."""
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
-        self.config = config or EmulatorConfig()
-        self._owns_workdir = self.config.workdir is None
-        self.workdir = self.config.workdir or Path(tempfile.mkdtemp(prefix="bananabatch-emu-"))
-        (self.workdir / "files").mkdir(parents=True, exist_ok=True)
-        (self.workdir / "uploads").mkdir(exist_ok=True)
-        (self.workdir / "batches").mkdir(exist_ok=True)
-        self._lock = threading.RLock()
+        super().__init__(
+            config or EmulatorConfig(),
+            prefix="bananabatch-emu-",
+            subdirs=("files", "uploads", "batches"),
+        )
         self._files: dict[str, FileEntry] = {}
         self._uploads: dict[str, UploadSession] = {}
-        self._batches: dict[str, Batch] = {}
-        self._seq = itertools.count()
         self.counters = Counters()
         # Every fileData URI the service was asked to read, in order (tests look at them).
         self.references_read: list[str] = []
-        self.accepted: list[Accepted] = []
-        self.webhooks = WebhookDispatcher()
+        self.webhooks: WebhookDispatcher = WebhookDispatcher()
         self.models = ModelDirectory(self.config.served_models)
         target = self.config.result_image_bytes
         self._renderer: Renderer = padded_renderer(target) if target else render_png
 
-    @property
-    def faults(self) -> FaultPlan:
-        return self.config.faults
+    def handle(self, work: Batch) -> str:
+        return work.name
 
-    @faults.setter
-    def faults(self, plan: FaultPlan) -> None:
-        with self._lock:
-            self.config.faults = plan
+    def get_work(self, handle: str) -> Batch:
+        return self.get_batch(handle)
 
-    def now(self) -> float:
-        return self.config.clock()
-
-    def close(self) -> None:
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+    def status_of(self, work: Batch) -> str:
+        return work.state
 
     # --- auth ------------------------------------------------------------------------------
 
@@ -529,7 +494,7 @@ class EmulatorState:
                 webhook_config=_webhook_config(spec),
                 stuck=self.faults.is_stuck(display_name),
             )
-            self._batches[batch_id] = batch
+            self._works[batch_id] = batch
             self.counters.batches_created += 1
             self.counters.rows_by_display_name[display_name] += len(keys)
             self.accepted.extend(Accepted(batch.name, display_name, key) for key in keys)
@@ -584,23 +549,13 @@ class EmulatorState:
 
     # --- batches: progress -----------------------------------------------------------------
 
-    def _batch(self, name: str) -> Batch:
+    def _work(self, name: str) -> Batch:
         batch_id = _bare(name, "batches")
         with self._lock:
-            batch = self._batches.get(batch_id)
+            batch = self._works.get(batch_id)
         if batch is None:
             raise not_found(f"Batch batches/{batch_id} not found.")
         return batch
-
-    def _stage(self, batch: Batch, now: float) -> int:
-        elapsed = now - batch.created
-        pending, running = self.config.pending_seconds, self.config.running_seconds
-        by_time = (
-            PENDING if elapsed < pending else RUNNING if elapsed < pending + running else FINISHED
-        )
-        if batch.stuck:
-            by_time = min(by_time, RUNNING)
-        return max(by_time, batch.forced)
 
     def _settle(self, batch: Batch) -> None:
         """Bring a batch up to date with the clock; renders results when it finishes."""
@@ -701,13 +656,13 @@ class EmulatorState:
     # --- batches: API ----------------------------------------------------------------------
 
     def get_batch(self, name: str) -> Batch:
-        batch = self._batch(name)
+        batch = self._work(name)
         self._settle(batch)
         return batch
 
     def list_batches(self, page_size: int, page_token: str | None) -> tuple[list[Batch], str]:
         with self._lock:
-            batches = sorted(self._batches.values(), key=lambda b: b.seq, reverse=True)
+            batches = sorted(self._works.values(), key=lambda b: b.seq, reverse=True)
         shown, token = page(batches, page_size, page_token)
         for batch in shown:
             self._settle(batch)
@@ -715,7 +670,7 @@ class EmulatorState:
 
     def cancel_batch(self, name: str) -> None:
         """Cancel a live batch, keeping the rows already done; a finished batch stays as is."""
-        batch = self._batch(name)
+        batch = self._work(name)
         self._settle(batch)
         with batch.lock:
             if batch.terminal:
@@ -738,9 +693,9 @@ class EmulatorState:
             self.webhooks.batch_finished(batch.name, batch.state, batch.webhook_config)
 
     def delete_batch(self, name: str) -> None:
-        batch = self._batch(name)
+        batch = self._work(name)
         with batch.lock, self._lock:
-            self._batches.pop(batch.batch_id, None)
+            self._works.pop(batch.batch_id, None)
 
     def operation_json(self, batch: Batch, *, for_list: bool = False) -> Json:
         with self._lock:
@@ -867,54 +822,6 @@ class EmulatorState:
         with self._lock:
             self.counters.images_rendered += _has_image(outcome.response)
         return outcome.response
-
-    # --- control API (tests, local runner) -------------------------------------------------
-
-    def advance(self, name: str) -> str:
-        """Move a batch one stage on (PENDING -> RUNNING -> terminal); returns its state."""
-        batch = self._batch(name)
-        with batch.lock:
-            stage = self._stage(batch, self.now())
-            batch.forced = min(FINISHED, stage + 1)
-        return self.get_batch(name).state
-
-    def complete(self, name: str) -> str:
-        """Finish a batch now (rendering its results); returns its terminal state."""
-        batch = self._batch(name)
-        with batch.lock:
-            batch.forced = FINISHED
-        return self.get_batch(name).state
-
-    def complete_all(self) -> list[str]:
-        """Finish every live batch; returns their names."""
-        with self._lock:
-            live = [b.name for b in self._batches.values() if not b.terminal]
-        for name in live:
-            self.complete(name)
-        return live
-
-    def flush_webhooks(self) -> list[int]:
-        """Send every queued webhook delivery now (see emulator/webhooks.py)."""
-        return self.webhooks.flush()
-
-    def batch_state(self, name: str) -> str:
-        return self.get_batch(name).state
-
-    def batch_names(self) -> list[str]:
-        with self._lock:
-            return [b.name for b in sorted(self._batches.values(), key=lambda b: b.seq)]
-
-    def submitted_keys(self, display_name_prefix: str = "") -> Counter[str | None]:
-        """How many times each key was accepted for generation, over batches whose display
-        name starts with the prefix (a job's batches share `bananabatch-<job_id>-`)."""
-        with self._lock:
-            return Counter(
-                a.key for a in self.accepted if a.display_name.startswith(display_name_prefix)
-            )
-
-    def duplicate_keys(self, display_name_prefix: str = "") -> list[str | None]:
-        counts = self.submitted_keys(display_name_prefix)
-        return sorted((k for k, n in counts.items() if n > 1), key=str)
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -38,10 +38,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bananabatch.core.catalog import model_spec
+from bananabatch.emulator.base.state import Accepted
 from bananabatch.emulator.errors import ApiError, create_fault_error, invalid, not_found
 from bananabatch.emulator.faults import JobFault
 from bananabatch.emulator.generate import Json, generate, pick, response_id
-from bananabatch.emulator.store import Accepted, EmulatorState, rfc3339
+from bananabatch.emulator.store import EmulatorState, rfc3339
 from bananabatch.providers.vertex import key_from_labels
 
 VERSIONS: Final = frozenset({"v1", "v1beta1"})

@@ -15,7 +15,8 @@ polling, and must still accept the event if it comes.
 
 Nothing is sent by a timer: deliveries queue up when a batch turns terminal and go out
 when a test (or the local runner) calls `flush()`, so no test depends on timing. Fault
-switches drop, duplicate or hold deliveries; held ones go out after `release()`.
+switches drop, duplicate or hold deliveries; held ones go out after `release()` (the shared
+outbox, emulator/base/outbox.py).
 """
 
 from __future__ import annotations
@@ -23,21 +24,22 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
-import threading
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from standardwebhooks import Webhook
 
-Sender = Callable[[str, Mapping[str, str], bytes], int]
+from bananabatch.emulator.base.outbox import (
+    Pending,
+    WebhookOutbox,
+    new_signing_secret,
+    standard_headers,
+)
+
 KID_RSA = "emulator-rsa-1"
 KID_ED25519 = "emulator-ed25519-1"
 # The issuer the emulator's JWTs name: the receiver's default (config.DEFAULT_WEBHOOK_ISSUER).
@@ -60,16 +62,6 @@ def _scheme_from_env() -> DynamicScheme:
 
 
 @dataclass
-class WebhookFaults:
-    # The next N deliveries vanish (the receiver never hears of them).
-    drop: int = 0
-    # The next N deliveries are sent twice, with the same webhook-id.
-    duplicate: int = 0
-    # The next N deliveries are held until release().
-    delay: int = 0
-
-
-@dataclass
 class Registration:
     webhook_id: str
     uri: str
@@ -78,31 +70,12 @@ class Registration:
 
 
 @dataclass
-class Pending:
-    uri: str
-    headers: dict[str, str]
-    body: bytes
-
-
-def _http_send(uri: str, headers: Mapping[str, str], body: bytes) -> int:
-    return httpx.post(uri, content=body, headers=dict(headers), timeout=10.0).status_code
-
-
-@dataclass
-class WebhookDispatcher:
-    # Wall-clock seconds by default: receivers check the timestamp against their own clock.
-    clock: Callable[[], float] = time.time
-    sender: Sender = _http_send
+class WebhookDispatcher(WebhookOutbox):
     dynamic_scheme: DynamicScheme = field(default_factory=_scheme_from_env)
     issuer: str = JWT_ISSUER
     # The service documents no batch.cancelled; set this to send one anyway.
     announce_cancelled: bool = False
-    faults: WebhookFaults = field(default_factory=WebhookFaults)
     registrations: dict[str, Registration] = field(default_factory=dict)
-    delivered: list[tuple[str, int]] = field(default_factory=list)
-    _queue: list[Pending] = field(default_factory=list)
-    _held: list[Pending] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
     _rsa: rsa.RSAPrivateKey = field(
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
@@ -111,7 +84,7 @@ class WebhookDispatcher:
     # --- registration and keys ----------------------------------------------------------
 
     def register(self, uri: str, events: list[str], name: str | None = None) -> dict[str, Any]:
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        secret = new_signing_secret()
         hook = Registration(uuid.uuid4().hex[:36], uri, secret, events)
         with self._lock:
             self.registrations[hook.webhook_id] = hook
@@ -157,9 +130,7 @@ class WebhookDispatcher:
             out = [Pending(uri, self._dynamic_headers(uri, stamp, body), body) for uri in uris]
         else:
             out = self._registered_deliveries(event, stamp, body)
-        with self._lock:
-            for pending in out:
-                self._enqueue(pending)
+        self.enqueue(out)
 
     def _registered_deliveries(self, event: str, stamp: int, body: bytes) -> list[Pending]:
         """One delivery per registered webhook subscribed to the event, HMAC-signed."""
@@ -169,31 +140,9 @@ class WebhookDispatcher:
         for hook in hooks:
             if hook.events and event not in hook.events:
                 continue
-            msg_id = f"msg_{uuid.uuid4()}"
-            signature = Webhook(hook.secret).sign(msg_id, _dt(stamp), body.decode())
-            headers = {
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(stamp),
-                "webhook-signature": signature,
-                "content-type": "application/json",
-            }
+            headers = standard_headers(hook.secret, f"msg_{uuid.uuid4()}", stamp, body)
             out.append(Pending(hook.uri, headers, body))
         return out
-
-    def _enqueue(self, pending: Pending) -> None:
-        """Queue one delivery through the configured faults (the caller holds the lock)."""
-        if self.faults.drop > 0:
-            self.faults.drop -= 1
-            return
-        # One fault per delivery, in this order, so counts compose predictably.
-        if self.faults.duplicate > 0:
-            self.faults.duplicate -= 1
-            self._queue.extend([pending, pending])
-        elif self.faults.delay > 0:
-            self.faults.delay -= 1
-            self._held.append(pending)
-        else:
-            self._queue.append(pending)
 
     def _dynamic_headers(self, uri: str, stamp: int, body: bytes) -> dict[str, str]:
         msg_id = f"msg_{uuid.uuid4()}"
@@ -213,25 +162,6 @@ class WebhookDispatcher:
             "webhook-signature": signature,
             "content-type": "application/json",
         }
-
-    def flush(self) -> list[int]:
-        """Send every queued delivery now; returns the HTTP statuses received."""
-        with self._lock:
-            batch, self._queue = self._queue, []
-        statuses = []
-        for pending in batch:
-            status = self.sender(pending.uri, pending.headers, pending.body)
-            statuses.append(status)
-            with self._lock:
-                self.delivered.append((pending.headers["webhook-id"], status))
-        return statuses
-
-    def release(self) -> int:
-        """Let held deliveries go out on the next flush; returns how many."""
-        with self._lock:
-            held, self._held = self._held, []
-            self._queue.extend(held)
-        return len(held)
 
 
 def _dt(stamp: int) -> datetime:

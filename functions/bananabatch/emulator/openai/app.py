@@ -7,8 +7,7 @@ module only speaks HTTP: bearer auth, JSON in and out, streamed downloads and th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bananabatch.emulator.base.downloads import download
 from bananabatch.emulator.openai.generate import error, invalid
 from bananabatch.emulator.openai.store import ApiError, OpenAIEmulatorState
 from bananabatch.log import get_logger
@@ -98,43 +98,7 @@ async def files_item(state: OpenAIEmulatorState, request: Request) -> Response:
 
 @_api
 async def files_content(state: OpenAIEmulatorState, request: Request) -> Response:
-    path = state.content_path(request.path_params["file_id"])
-    faults = state.faults
-    if faults.take_truncated_download():
-        return _truncated(path)
-    if faults.take_slow_download():
-        return _slow(path, faults.slow_chunk_bytes, faults.slow_chunk_seconds, faults.on_slow_chunk)
-    return FileResponse(path, media_type="application/octet-stream")
-
-
-def _truncated(path: Path) -> Response:
-    """Half the file under a Content-Length for all of it: the connection drops mid-body."""
-    size = path.stat().st_size
-
-    async def half() -> AsyncIterator[bytes]:
-        with path.open("rb") as source:
-            yield source.read(size // 2)
-
-    return StreamingResponse(
-        half(), media_type="application/octet-stream", headers={"Content-Length": str(size)}
-    )
-
-
-def _slow(
-    path: Path, chunk_bytes: int, seconds: float, on_chunk: Callable[[float], None] | None
-) -> Response:
-    def chunks() -> Iterator[bytes]:
-        with path.open("rb") as source:
-            while chunk := source.read(chunk_bytes):
-                if on_chunk is not None:
-                    on_chunk(seconds)
-                yield chunk
-
-    return StreamingResponse(
-        chunks(),
-        media_type="application/octet-stream",
-        headers={"Content-Length": str(path.stat().st_size)},
-    )
+    return download(state.content_path(request.path_params["file_id"]), state.faults)
 
 
 # --- batches -------------------------------------------------------------------------------

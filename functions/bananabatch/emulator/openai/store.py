@@ -23,13 +23,11 @@ error file, or simply absent). Tests run the provider against every combination.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import secrets
 import shutil
 import string
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -38,6 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from bananabatch.emulator.base.state import (
+    FINISHED,
+    PENDING,
+    RUNNING,
+    Accepted,
+    EmulatorStateBase,
+)
+from bananabatch.emulator.base.state import ManualClock as ManualClock  # imported from here too
 from bananabatch.emulator.faults import CreateFault, FaultPlan, JobFault
 from bananabatch.emulator.openai.generate import (
     EDITS,
@@ -51,7 +57,6 @@ from bananabatch.emulator.openai.generate import (
 )
 from bananabatch.emulator.openai.render import render
 from bananabatch.emulator.openai.webhooks import OpenAIWebhooks
-from bananabatch.emulator.store import Accepted
 
 MAX_REQUESTS: Final = 50_000
 MAX_FILE_BYTES: Final = 200 * 1024 * 1024
@@ -73,7 +78,8 @@ BATCH_FILE_TTL: Final = 30 * 24 * 3600
 WINDOW_SECONDS: Final = 24 * 3600
 TERMINAL: Final = frozenset({"completed", "failed", "expired", "cancelled"})
 _ALPHABET: Final = string.ascii_letters + string.digits
-VALIDATING, IN_PROGRESS, FINISHED = 0, 1, 2
+# The shared lifecycle's stages under OpenAI's names.
+VALIDATING, IN_PROGRESS, FINISHED = PENDING, RUNNING, FINISHED
 
 
 class ApiError(Exception):
@@ -92,20 +98,6 @@ def not_found(what: str) -> ApiError:
 
 def _id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
-
-
-class ManualClock:
-    def __init__(self, start: float = 1_767_225_600.0) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
 
 
 @dataclass
@@ -193,40 +185,32 @@ class Counters:
     rows_by_display_name: Counter[str] = field(default_factory=Counter)
 
 
-class OpenAIEmulatorState:
+class OpenAIEmulatorState(EmulatorStateBase[OpenAIEmulatorConfig, Batch]):
     """Everything the emulator knows, plus the control API tests and the local runner use
-    (the same names as the Gemini emulator's, so tests drive either)."""
+    (the same names as the Gemini emulator's, so tests drive either: emulator/base/state.py)."""
 
     def __init__(self, config: OpenAIEmulatorConfig | None = None) -> None:
-        self.config = config or OpenAIEmulatorConfig()
-        self._owns_workdir = self.config.workdir is None
-        self.workdir = self.config.workdir or Path(tempfile.mkdtemp(prefix="bananabatch-oai-"))
-        for sub in ("files", "batches"):
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        super().__init__(
+            config or OpenAIEmulatorConfig(),
+            prefix="bananabatch-oai-",
+            subdirs=("files", "batches"),
+        )
         self._files: dict[str, FileEntry] = {}
-        self._batches: dict[str, Batch] = {}
-        self._seq = itertools.count()
         self.counters = Counters()
-        self.accepted: list[Accepted] = []
-        self.webhooks = OpenAIWebhooks()
+        self.webhooks: OpenAIWebhooks = OpenAIWebhooks()
         self.renderer: Renderer = render
-
-    @property
-    def faults(self) -> FaultPlan:
-        return self.config.faults
-
-    @faults.setter
-    def faults(self, plan: FaultPlan) -> None:
-        with self._lock:
-            self.config.faults = plan
 
     def now(self) -> int:
         return int(self.config.clock())
 
-    def close(self) -> None:
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+    def handle(self, work: Batch) -> str:
+        return work.batch_id
+
+    def get_work(self, handle: str) -> Batch:
+        return self.get_batch(handle)
+
+    def status_of(self, work: Batch) -> str:
+        return work.status
 
     # --- auth ------------------------------------------------------------------------------
 
@@ -355,7 +339,7 @@ class OpenAIEmulatorState:
                 invalid=problems or None,
                 stuck=plan.is_stuck(display_name),
             )
-            self._batches[batch_id] = batch
+            self._works[batch_id] = batch
             self.counters.batches_created += 1
             # Counted as submitted, as on the Gemini emulator, even when validation will
             # fail it (which runs and bills nothing): the fault matrix's "nothing paid
@@ -371,28 +355,19 @@ class OpenAIEmulatorState:
 
     # --- batches: progress -----------------------------------------------------------------
 
-    def _batch(self, batch_id: str) -> Batch:
+    def _work(self, batch_id: str) -> Batch:
         with self._lock:
-            batch = self._batches.get(batch_id)
+            batch = self._works.get(batch_id)
         if batch is None:
             raise not_found(f"batch: {batch_id}")
         return batch
 
-    def _stage(self, batch: Batch, now: int) -> int:
-        elapsed = now - batch.created
-        pending, running = self.config.pending_seconds, self.config.running_seconds
-        by_time = (
-            VALIDATING
-            if elapsed < pending
-            else IN_PROGRESS
-            if elapsed < pending + running
-            else FINISHED
-        )
-        if batch.stuck:
-            by_time = min(by_time, IN_PROGRESS)
-        if batch.invalid is not None and by_time >= IN_PROGRESS:
-            by_time = FINISHED
-        return max(by_time, batch.forced)
+    def _stage(self, work: Batch, now: float) -> int:
+        stage = super()._stage(work, now)
+        # A batch that fails validation ends as soon as it would start.
+        if work.invalid is not None and stage >= IN_PROGRESS:
+            return FINISHED
+        return stage
 
     def settle(self, batch: Batch) -> None:
         """Bring a batch up to date with the clock; writes its files when it ends."""
@@ -516,13 +491,13 @@ class OpenAIEmulatorState:
     # --- batches: API ----------------------------------------------------------------------
 
     def get_batch(self, batch_id: str) -> Batch:
-        batch = self._batch(batch_id)
+        batch = self._work(batch_id)
         self.settle(batch)
         return batch
 
     def list_batches(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
         with self._lock:
-            ordered = sorted(self._batches.values(), key=lambda b: b.seq, reverse=True)
+            ordered = sorted(self._works.values(), key=lambda b: b.seq, reverse=True)
         start = 0
         if after:
             ids = [b.batch_id for b in ordered]
@@ -578,46 +553,7 @@ class OpenAIEmulatorState:
                 out["errors"] = {"object": "list", "data": batch.invalid}
             return out
 
-    # --- control API (tests, local runner) -------------------------------------------------
-
-    def advance(self, batch_id: str) -> str:
-        batch = self._batch(batch_id)
-        with batch.lock:
-            batch.forced = min(FINISHED, self._stage(batch, self.now()) + 1)
-        return self.get_batch(batch_id).status
-
-    def complete(self, batch_id: str) -> str:
-        batch = self._batch(batch_id)
-        with batch.lock:
-            batch.forced = FINISHED
-        return self.get_batch(batch_id).status
-
-    def complete_all(self) -> list[str]:
-        with self._lock:
-            live = [b.batch_id for b in self._batches.values() if not b.terminal]
-        for batch_id in live:
-            self.complete(batch_id)
-        return live
-
-    def flush_webhooks(self) -> list[int]:
-        return self.webhooks.flush()
-
-    def batch_state(self, batch_id: str) -> str:
-        return self.get_batch(batch_id).status
-
-    def batch_names(self) -> list[str]:
-        with self._lock:
-            return [b.batch_id for b in sorted(self._batches.values(), key=lambda b: b.seq)]
-
-    def submitted_keys(self, display_name_prefix: str = "") -> Counter[str | None]:
-        with self._lock:
-            return Counter(
-                a.key for a in self.accepted if a.display_name.startswith(display_name_prefix)
-            )
-
-    def duplicate_keys(self, display_name_prefix: str = "") -> list[str | None]:
-        counts = self.submitted_keys(display_name_prefix)
-        return sorted((k for k, n in counts.items() if n > 1), key=str)
+    # --- tests ----------------------------------------------------------------------------
 
     def iter_file_lines(self, file_id: str) -> Iterator[Json]:
         """A result file's lines, parsed (tests look inside them)."""

@@ -4,27 +4,25 @@
 payload (`data.id`), signed Standard Webhooks `v1,<HMAC-SHA256>` over
 "<id>.<timestamp>.<body>", which is what the SDK's `webhooks.unwrap` verifies.
 
-As on the Gemini emulator, nothing is sent by a timer: deliveries queue when a batch ends and
-go out on `flush()`; fault switches drop, duplicate or hold them (the Gemini emulator's
-WebhookFaults).
+As on every emulator, nothing is sent by a timer: deliveries queue when a batch ends and go
+out on `flush()`; fault switches drop, duplicate or hold them (emulator/base/outbox.py).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from standardwebhooks import Webhook
-
-from bananabatch.emulator.webhooks import Pending, Sender, WebhookFaults, _http_send
+from bananabatch.emulator.base.outbox import (
+    Pending,
+    WebhookOutbox,
+    new_signing_secret,
+    standard_headers,
+)
 
 EVENTS = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
 
@@ -38,19 +36,11 @@ class Endpoint:
 
 
 @dataclass
-class OpenAIWebhooks:
-    # Wall-clock seconds: the SDK checks the timestamp against time.time().
-    clock: Callable[[], float] = time.time
-    sender: Sender = _http_send
-    faults: WebhookFaults = field(default_factory=WebhookFaults)
+class OpenAIWebhooks(WebhookOutbox):
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    delivered: list[tuple[str, int]] = field(default_factory=list)
-    _queue: list[Pending] = field(default_factory=list)
-    _held: list[Pending] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def register(self, url: str, events: list[str], name: str | None = None) -> dict[str, Any]:
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        secret = new_signing_secret()
         hook = Endpoint(f"we_{uuid.uuid4().hex[:24]}", url, secret, list(events))
         with self._lock:
             self.endpoints[hook.endpoint_id] = hook
@@ -81,50 +71,11 @@ class OpenAIWebhooks:
                 "data": {"id": batch_id},
             }
         ).encode()
-        with self._lock:
-            for hook in hooks:
-                self._enqueue(Pending(hook.url, _signed(hook.secret, stamp, body), body))
-
-    def _enqueue(self, pending: Pending) -> None:
-        if self.faults.drop > 0:
-            self.faults.drop -= 1
-            return
-        if self.faults.duplicate > 0:
-            self.faults.duplicate -= 1
-            self._queue.extend([pending, pending])
-        elif self.faults.delay > 0:
-            self.faults.delay -= 1
-            self._held.append(pending)
-        else:
-            self._queue.append(pending)
-
-    def flush(self) -> list[int]:
-        with self._lock:
-            batch, self._queue = self._queue, []
-        statuses = []
-        for pending in batch:
-            status = self.sender(pending.uri, pending.headers, pending.body)
-            statuses.append(status)
-            with self._lock:
-                self.delivered.append((pending.headers["webhook-id"], status))
-        return statuses
-
-    def release(self) -> int:
-        with self._lock:
-            held, self._held = self._held, []
-            self._queue.extend(held)
-        return len(held)
+        self.enqueue(Pending(hook.url, _signed(hook.secret, stamp, body), body) for hook in hooks)
 
 
 def _signed(secret: str, stamp: int, body: bytes) -> dict[str, str]:
-    msg_id = f"wh_{uuid.uuid4().hex}"
-    when = datetime.fromtimestamp(stamp, UTC)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(stamp),
-        "webhook-signature": Webhook(secret).sign(msg_id, when, body.decode()),
-        "content-type": "application/json",
-    }
+    return standard_headers(secret, f"wh_{uuid.uuid4().hex}", stamp, body)
 
 
 def headers_for(secret: str, body: bytes, stamp: int | None = None) -> Mapping[str, str]:
