@@ -20,11 +20,12 @@ from rich.table import Table
 
 from bananabatch import errors_cli
 from bananabatch.config import ProviderKind, Settings
-from bananabatch.core.estimate import FileEstimate, FileEstimator, observed_rates
+from bananabatch.core.estimate import FileEstimate, FileEstimator, HybridPlan, observed_rates
 from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine, iter_raw_lines
 from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.rightsize_saving import right_size_saving
+from bananabatch.core.routing import router_for
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError, PermanentError
 from bananabatch.pipeline import cache, control
@@ -80,6 +81,7 @@ def estimate_file(
         rt.prices,
         is_cached=lambda digest: cache.lookup(rt, digest) is not None,
         cache_enabled=cache_on,
+        router=router_for(rt.settings, rt.prices),
     )
     with path.open("rb") as stream:
         for line_no, raw in iter_raw_lines(stream, max_line_bytes=limits.max_line_bytes):
@@ -160,6 +162,8 @@ def _print_estimate(result: FileEstimate) -> None:
         "",
     )
     console.print(table)
+    if result.hybrid is not None and result.accepted:
+        _print_hybrid(result.hybrid, result.accepted)
     for warning in result.price_warnings:
         console.print(f"[yellow]price warning:[/] {warning}")
     for line in result.right_sizing.text() if result.right_sizing else ():
@@ -172,6 +176,33 @@ def _print_estimate(result: FileEstimate) -> None:
             f"From {rates.jobs} finished job(s): block rate {rates.block_rate:.1%}, "
             f"regeneration rate {rates.regeneration_rate:.1%}."
         )
+
+
+def _print_hybrid(plan: HybridPlan, accepted: int) -> None:
+    """Lines and cost per lane, next to all-standard and all-batch, and the saving."""
+    table = Table(title="Hybrid plan: where each line goes (before dedup)")
+    table.add_column("lane")
+    for column in ("lines", "share", "cost", "per image"):
+        table.add_column(column, justify="right")
+    for lane in plan.lanes:
+        table.add_row(
+            f"{lane.lane} ({lane.kind.value})",
+            str(lane.lines),
+            f"{lane.lines / accepted:.0%}",
+            _usd(lane.usd),
+            _usd(lane.usd / lane.lines if lane.lines else None),
+        )
+    table.add_section()
+    table.add_row("hybrid", str(accepted), "100%", _usd(plan.hybrid_usd), "")
+    table.add_row("all standard", str(accepted), "", _usd(plan.all_standard_usd), "")
+    table.add_row("all batch", str(accepted), "", _usd(plan.all_batch_usd), "")
+    console.print(table)
+    console.print(
+        f"Saving: {_usd(plan.all_standard_usd - plan.hybrid_usd)} against all-standard, "
+        f"{_usd(plan.all_batch_usd - plan.hybrid_usd)} against all-batch."
+    )
+    for note, lines in sorted(plan.notes.items()):
+        console.print(f"[yellow]routing:[/] {lines} line(s): {note}")
 
 
 def _print_job_state(record: JobRecord, as_json: bool) -> None:

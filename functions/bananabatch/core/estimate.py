@@ -4,10 +4,14 @@ earlier finished jobs.
 
 For each model and size tier the estimate gives three figures:
 - standard: every accepted line at the synchronous (standard) price;
-- batch: what bananabatch would charge without dedup (batch lines at the batch price,
-  urgent lines at the standard price, since they go through the synchronous API);
+- batch: what bananabatch would charge without dedup, each line at the price of the lane
+  the routing sends it to (batch lines at the batch price, urgent lines at the standard
+  price of the synchronous API, bulk lines at their cheapest lane's);
 - after dedup: the same, minus lines that repeat an earlier line of the file or whose
   request already has an image in the cache (those are copied, not paid).
+
+The hybrid plan puts the same lines per lane next to all of them at the standard price
+and all of them in batch, with the saving.
 
 The expected cost per accepted image corrects the price for what earlier jobs saw:
 price × (1 + regeneration rate) ÷ accept rate, where the regeneration rate is the share of
@@ -25,6 +29,7 @@ from bananabatch.core.catalog import model_spec, price_tier
 from bananabatch.core.intake import URGENT, AcceptedLine, LineShape, RejectedLine, content_hash
 from bananabatch.core.pricing import Lane, LinePrices, PriceBook
 from bananabatch.core.rightsize_saving import RightSizeSaving
+from bananabatch.core.routing import BATCH_LANE, GEMINI_STANDARD, LaneKind, Route, Router
 from bananabatch.core.states import ItemState
 
 CACHE_OFF_VALUES: Final = frozenset({"off", "false", "no", "0"})
@@ -134,6 +139,51 @@ class GroupEstimate:
 
 
 @dataclass
+class LaneEstimate:
+    """The lines the routing sends to one lane, and what they cost there (before dedup)."""
+
+    lane: str
+    kind: LaneKind
+    lines: int = 0
+    usd: float = 0.0
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "lane": self.lane,
+            "kind": self.kind.value,
+            "lines": self.lines,
+            "usd": round(self.usd, 6),
+        }
+
+
+@dataclass
+class HybridPlan:
+    """The file routed across the lanes, next to all of it at the standard price and all
+    of it in batch, the way the routing guides' tables put it (issue 20 point 5)."""
+
+    lanes: list[LaneEstimate]
+    all_standard_usd: float
+    all_batch_usd: float
+    # Lines that did not get the lane their priority asks for, by the reason.
+    notes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hybrid_usd(self) -> float:
+        return sum(lane.usd for lane in self.lanes)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "lanes": [lane.to_doc() for lane in self.lanes],
+            "hybrid_usd": round(self.hybrid_usd, 6),
+            "all_standard_usd": round(self.all_standard_usd, 6),
+            "all_batch_usd": round(self.all_batch_usd, 6),
+            "saving_vs_standard_usd": round(self.all_standard_usd - self.hybrid_usd, 6),
+            "saving_vs_batch_usd": round(self.all_batch_usd - self.hybrid_usd, 6),
+            "notes": self.notes,
+        }
+
+
+@dataclass
 class FileEstimate:
     groups: list[GroupEstimate]
     lines: int
@@ -144,6 +194,7 @@ class FileEstimate:
     price_warnings: list[str] = field(default_factory=list)
     # What the lines sized from display_size / max_edge save (core/rightsize_saving.py).
     right_sizing: RightSizeSaving | None = None
+    hybrid: HybridPlan | None = None
 
     @property
     def standard_usd(self) -> float:
@@ -172,6 +223,7 @@ class FileEstimate:
             "observed_rates": None if self.rates is None else self.rates.to_doc(),
             "price_warnings": self.price_warnings,
             "right_sizing": None if self.right_sizing is None else self.right_sizing.to_doc(),
+            "hybrid": None if self.hybrid is None else self.hybrid.to_doc(),
         }
 
 
@@ -181,16 +233,23 @@ class FileEstimator:
 
     is_cached answers whether a content hash already has an image (the caller's lookup);
     cache_enabled False is the per-job opt-out (object metadata `bananabatch-cache: off`).
+    router routes each line across the deployment's lanes (core/routing.py); without one,
+    urgent lines go to Gemini's standard API and the others to batch, as before the lanes.
     """
 
     prices: PriceBook
     is_cached: Callable[[str], bool] = lambda _hash: False
     cache_enabled: bool = True
+    router: Router | None = None
     lines: int = 0
     rejected: int = 0
     _groups: dict[tuple[str, str], GroupEstimate] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
     _prices: LinePrices | None = None
+    _lanes: dict[str, LaneEstimate] = field(default_factory=dict)
+    _all_batch_usd: float = 0.0
+    _all_standard_usd: float = 0.0
+    _notes: dict[str, int] = field(default_factory=dict)
 
     def add(self, line: AcceptedLine | RejectedLine) -> None:
         self.lines += 1
@@ -201,14 +260,14 @@ class FileEstimator:
         group = self._groups.get((line.model, tier))
         if group is None:
             group = self._groups[(line.model, tier)] = GroupEstimate(line.model, tier)
-        lane = lane_of(line)
         prices = self._prices
         if prices is None or prices.book is not self.prices:
             prices = self._prices = LinePrices(self.prices)
+        route = self._route(line)
         standard = prices.line(line, Lane.STANDARD)
-        charged = standard if lane is Lane.STANDARD else prices.line(line, lane)
+        charged = self._plan(line, route, prices, standard)
         group.lines += 1
-        group.urgent_lines += lane is Lane.STANDARD
+        group.urgent_lines += route.kind is LaneKind.SYNC and line.priority == URGENT
         group.standard_usd += standard
         group.batch_usd += charged
         if not (self.cache_enabled and line.cache):
@@ -224,6 +283,35 @@ class FileEstimator:
             self._seen.add(digest)
             group.after_dedup_usd += charged
 
+    def _plan(self, line: AcceptedLine, route: Route, prices: LinePrices, standard: float) -> float:
+        """Count the line in the hybrid plan; returns its price on its lane."""
+        batch = prices.line(line, Lane.BATCH)
+        if route.lane == GEMINI_STANDARD:
+            charged = standard
+        elif route.kind is LaneKind.BATCH:
+            charged = batch
+        else:
+            charged = route.usd  # a per-image price: the prompt's length does not change it
+        lane = self._lanes.get(route.lane)
+        if lane is None:
+            lane = self._lanes[route.lane] = LaneEstimate(route.lane, route.kind)
+        lane.lines += 1
+        lane.usd += charged
+        self._all_standard_usd += standard
+        self._all_batch_usd += batch
+        if route.note:
+            self._notes[route.note] = self._notes.get(route.note, 0) + 1
+        return charged
+
+    def _route(self, line: AcceptedLine) -> Route:
+        if self.router is not None:
+            return self.router.route(
+                line, native=line.native, has_references=bool(line.reference_images)
+            )
+        if lane_of(line) is Lane.STANDARD:
+            return Route(LaneKind.SYNC, (GEMINI_STANDARD,), 0.0)
+        return Route(LaneKind.BATCH, (BATCH_LANE,), 0.0)
+
     def result(self, rates: ObservedRates | None = None) -> FileEstimate:
         groups = sorted(self._groups.values(), key=lambda g: (g.model, g.image_size))
         for group in groups:
@@ -236,6 +324,15 @@ class FileEstimator:
             accepted=accepted,
             rejected=self.rejected,
             rates=rates,
+            hybrid=HybridPlan(
+                lanes=sorted(
+                    self._lanes.values(),
+                    key=lambda lane: (list(LaneKind).index(lane.kind), lane.lane),
+                ),
+                all_standard_usd=self._all_standard_usd,
+                all_batch_usd=self._all_batch_usd,
+                notes=dict(self._notes),
+            ),
         )
 
 

@@ -299,3 +299,59 @@ PRICE_TABLE: Final[tuple[PriceEntry, ...]] = (
         for entry in (_gpt_image(model, STANDARD), _gpt_image(model, BATCH))
     ),
 )
+
+
+# --- lanes priced per image, whatever the tokens (issue 20) --------------------------------
+# Third-party lanes charge a flat price per image: an OpenAI-compatible gateway (compat:
+# <label>) or a hosted-model provider's predictions API (an async-callback lane). Their
+# figures are third-party by nature and dated like the others; a gateway whose price the
+# owner knows better sets `usd_per_image` in its configuration (config.CompatLaneConfig),
+# which wins over the default here.
+
+#: The price-table name of every OpenAI-compatible gateway lane without its own price.
+COMPAT: Final = "compat"
+#: Replicate's predictions API (an async-callback lane).
+REPLICATE: Final = "replicate"
+
+_GUIDES: Final = (
+    "issue 20, quoting users' routing guides (3P): a gateway at about $0.05 per Nano Banana "
+    "Pro image at any resolution"
+)
+_REPLICATE_SRC: Final = (
+    "3P eachlabs.ai reseller listing of google/nano-banana-pro (1K/2K $0.15, 4K $0.30, "
+    "updated 2026-06-01), UNVERIFIED against replicate.com"
+)
+
+
+@dataclass(frozen=True)
+class FlatPriceEntry:
+    """One model on one per-image-priced lane: USD per image by size tier."""
+
+    model: str
+    lane: str
+    per_image: Mapping[str, Figure]
+
+
+def _p(usd: float, source: str, note: str = "") -> Figure:
+    return Figure(usd=usd, source=source, as_of=_FIELD_AS_OF, uncertain=True, note=note)
+
+
+FLAT_PRICE_TABLE: Final[tuple[FlatPriceEntry, ...]] = (
+    FlatPriceEntry(
+        model="gemini-3-pro-image",
+        lane=COMPAT,
+        per_image={
+            tier: _p(0.05, _GUIDES, note="a typical gateway; set usd_per_image for yours")
+            for tier in ("1K", "2K", "4K")
+        },
+    ),
+    FlatPriceEntry(
+        model="gemini-3-pro-image",
+        lane=REPLICATE,
+        per_image={
+            "1K": _p(0.15, _REPLICATE_SRC),
+            "2K": _p(0.15, _REPLICATE_SRC),
+            "4K": _p(0.30, _REPLICATE_SRC),
+        },
+    ),
+)
