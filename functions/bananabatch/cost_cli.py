@@ -178,6 +178,11 @@ def _print_estimate(result: FileEstimate) -> None:
         )
 
 
+def _saving(usd: float) -> str:
+    """A saving, or what it costs more (urgent lines at the standard price)."""
+    return _usd(usd) if usd >= 0 else f"{_usd(-usd)} more"
+
+
 def _print_hybrid(plan: HybridPlan, accepted: int) -> None:
     """Lines and cost per lane, next to all-standard and all-batch, and the saving."""
     table = Table(title="Hybrid plan: where each line goes (before dedup)")
@@ -198,8 +203,8 @@ def _print_hybrid(plan: HybridPlan, accepted: int) -> None:
     table.add_row("all batch", str(accepted), "", _usd(plan.all_batch_usd), "")
     console.print(table)
     console.print(
-        f"Saving: {_usd(plan.all_standard_usd - plan.hybrid_usd)} against all-standard, "
-        f"{_usd(plan.all_batch_usd - plan.hybrid_usd)} against all-batch."
+        f"Saving: {_saving(plan.all_standard_usd - plan.hybrid_usd)} against all-standard, "
+        f"{_saving(plan.all_batch_usd - plan.hybrid_usd)} against all-batch."
     )
     for note, lines in sorted(plan.notes.items()):
         console.print(f"[yellow]routing:[/] {lines} line(s): {note}")
