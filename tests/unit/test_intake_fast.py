@@ -331,3 +331,37 @@ def test_parse_chunk_takes_plain_lines_without_a_json_parse_and_rejects_repeated
     # The first plain line sets the plain shape; after it only the line with an option is
     # parsed as JSON.
     assert parsed == [PLAIN_FIRST, lines[4]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_nearly_plain_lines() | raw_lines, max_size=16), st.integers(1, 6))
+def test_parse_chunk_in_several_chunks_claims_keys_as_line_by_line(
+    lines: list[bytes], size: int
+) -> None:
+    # A chunk's plain keys are claimed together: a key repeated in the chunk, or seen in an
+    # earlier chunk, must still leave the first occurrence accepted and reject the others.
+    lines = [PLAIN_FIRST, *lines]
+    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
+    by_line = LineParser(default_model=MODEL, limits=LIMITS)
+    for start in range(0, len(lines), size):
+        part = lines[start : start + size]
+        singles = [by_line.parse_fast(n, r) for n, r in enumerate(part, 2 + start)]
+        _agree_chunk(by_chunk.parse_chunk(2 + start, part), singles)
+
+
+def test_a_run_of_plain_lines_that_repeats_a_key_keeps_the_first_and_the_row_order() -> None:
+    parser = LineParser(default_model=MODEL, limits=LIMITS)
+    parser.parse_chunk(2, [PLAIN_FIRST, b'{"key": "old", "prompt": "seen before"}'])
+    lines = [
+        b'{"key": "a", "prompt": "one"}',
+        b'{"key": "old", "prompt": "again"}',
+        b'{"key": "b", "prompt": "two"}',
+        b'{"key": "a", "prompt": "three"}',
+        b'{"key": "c", "prompt": "four"}',
+    ]
+    chunk = parser.parse_chunk(4, lines)
+    assert chunk.keys == ["a", "b", "c"]
+    assert chunk.line_nos == [4, 6, 8]
+    assert chunk.prompts == ["one", "two", "four"]
+    assert [(at, other.line_no) for at, other in chunk.others] == [(1, 5), (2, 7)]
+    assert all('duplicate key "' in other.reason for _, other in chunk.others)

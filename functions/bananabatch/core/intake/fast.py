@@ -253,13 +253,20 @@ class LineParser(ReferenceParser):
         accepted here without a JSON parse; any other line goes to parse_fast. One loop
         over the chunk instead of a call and a FastLine per line: a million-line file is
         nearly all plain lines.
+
+        The keys of a run of plain lines are claimed together (_settle), once per run
+        instead of once per line; in a run that repeats a key the first occurrence still
+        wins.
         """
         out = ParsedChunk()
         # Bound methods and constants in locals: the loop runs once per line of the file.
         add_line_no, add_key, add_prompt = out.line_nos.append, out.keys.append, out.prompts.append
         add_encoded, add_shape = out.encoded.append, out.shapes.append
         add_generated, add_digest = out.generated.append, out.digests.append
-        claim = self._seen.add
+        # The plain lines since the last settle: their key hashes, and where they start.
+        run: list[int] = []
+        claim = run.append
+        run_at = run_row = 0
         max_chars, max_bytes = self._max_prompt_chars, self._max_line_bytes
         key_first, prompt_first = _KEY_FIRST.fullmatch, _PROMPT_FIRST.fullmatch
         # The plain shape, and its hash parts: set once a plain line has been parsed, and
@@ -279,11 +286,13 @@ class LineParser(ReferenceParser):
                     prompt = prompt_bytes.decode()
                 except UnicodeDecodeError:
                     prompt = ""  # the reference parser says why
-                if prompt_problem(prompt, max_chars) is None:
+                # prompt_problem's test, inline (a call a line costs ~5% of intake); a
+                # prompt that fails it goes to parse_fast, which says why.
+                if 0 < len(prompt) <= max_chars and not prompt.isspace():
                     key = line_key(line_no) if key_bytes is None else key_bytes.decode()
-                    if not claim(hash(key) >> 4):
-                        out.others.append((len(out.line_nos), self._duplicate(line_no, raw, key)))
-                        continue
+                    if not run:
+                        run_at, run_row = line_no, len(out.line_nos)
+                    claim(hash(key) >> 4)
                     add_line_no(line_no)
                     add_key(key)
                     add_prompt(prompt)
@@ -295,12 +304,37 @@ class LineParser(ReferenceParser):
                     hashing.update(hash_close)
                     add_digest(hashing.hexdigest())
                     continue
+            if run:
+                self._settle(out, run, run_row, raws[run_at - first : line_no - first], run_at)
             self._add_parsed(out, line_no, raw)
             if hash_open is None and self._plain_shape is not None:
                 # This line made the plain shape known: the patterns apply from the next.
                 shape = self._plain_shape
                 hash_open, hash_close = shape.hash_open.copy, shape.hash_close
+        if run:
+            self._settle(out, run, run_row, raws[run_at - first :], run_at)
         return out
+
+    def _settle(
+        self, out: ParsedChunk, run: list[int], row: int, raws: Sequence[bytes], first: int
+    ) -> None:
+        """Claim the key hashes `run` of a run of plain lines (rows `row` on of `out`, lines
+        `raws` numbered from `first`), and empty `run`. When one of them was seen before or
+        repeats in the run, they are claimed again one by one, in order, and a line whose
+        key is taken leaves the rows for `others` as a duplicate: the verdicts of a claim a
+        line."""
+        if not self._seen.add_all_new(run):
+            claim, line_nos, keys = self._seen.add, out.line_nos, out.keys
+            repeats = [at for at, value in enumerate(run, row) if not claim(value)]
+            duplicates = [
+                self._duplicate(line_nos[at], raws[line_nos[at] - first], keys[at])
+                for at in repeats
+            ]
+            out.drop_rows(repeats)
+            # A duplicate sits after the rows kept before it.
+            pairs = enumerate(zip(repeats, duplicates, strict=True))
+            out.others.extend((at - n, duplicate) for n, (at, duplicate) in pairs)
+        run.clear()
 
     def _add_parsed(self, out: ParsedChunk, line_no: int, raw: bytes) -> None:
         """parse_fast's answer for one line, into the chunk's columns or its others."""

@@ -9,8 +9,9 @@ consecutive lines, in columns, as the hot loop of intake wants them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, NamedTuple, TypeAlias, TypeVar
 
 from bananabatch.core.intake.native import camel
 from bananabatch.core.intake.request import (
@@ -215,6 +216,19 @@ class ParsedChunk:
         self.digests: list[str] = []
         self.others: list[tuple[int, FastLine | AcceptedLine | RejectedLine]] = []
 
+    def drop_rows(self, rows: Sequence[int]) -> None:
+        """Take out the rows `rows` (ascending; none of `others` may come after the first)."""
+        if not rows:
+            return
+        start, drop = rows[0], set(rows)
+        _drop(self.line_nos, start, drop)
+        _drop(self.keys, start, drop)
+        _drop(self.prompts, start, drop)
+        _drop(self.encoded, start, drop)
+        _drop(self.shapes, start, drop)
+        _drop(self.generated, start, drop)
+        _drop(self.digests, start, drop)
+
     def fast_line(self, row: int) -> FastLine:
         return FastLine(
             self.line_nos[row],
@@ -224,6 +238,15 @@ class ParsedChunk:
             None,
             self.generated[row],
         )
+
+
+_T = TypeVar("_T")
+
+
+def _drop(column: list[_T], start: int, drop: set[int]) -> None:
+    tail = column[start:]
+    del column[start:]
+    column.extend(value for at, value in enumerate(tail, start) if at not in drop)
 
 
 def content_hash(line: AcceptedLine | FastLine) -> str:
