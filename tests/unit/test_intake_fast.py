@@ -364,4 +364,6 @@ def test_a_run_of_plain_lines_that_repeats_a_key_keeps_the_first_and_the_row_ord
     assert chunk.line_nos == [4, 6, 8]
     assert chunk.prompts == ["one", "two", "four"]
     assert [(at, other.line_no) for at, other in chunk.others] == [(1, 5), (2, 7)]
-    assert all('duplicate key "' in other.reason for _, other in chunk.others)
+    for _, other in chunk.others:
+        assert isinstance(other, RejectedLine)
+        assert 'duplicate key "' in other.reason
