@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -89,7 +89,32 @@ ConfigT = TypeVar("ConfigT", bound=StateConfig)
 WorkT = TypeVar("WorkT", bound=Work)
 
 
-class EmulatorStateBase(abc.ABC, Generic[ConfigT, WorkT]):
+class Ledger:
+    """The requests accepted for paid generation, behind the state's lock: what the fault
+    matrix reads to show that no paid request was accepted twice."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.accepted: list[Accepted] = []
+
+    def accept(self, entries: Iterable[Accepted]) -> None:
+        with self._lock:
+            self.accepted.extend(entries)
+
+    def submitted_keys(self, display_name_prefix: str = "") -> Counter[str | None]:
+        """How many times each key was accepted for generation, over work whose display
+        name starts with the prefix (a job's batches share `bananabatch-<job_id>-`)."""
+        with self._lock:
+            return Counter(
+                a.key for a in self.accepted if a.display_name.startswith(display_name_prefix)
+            )
+
+    def duplicate_keys(self, display_name_prefix: str = "") -> list[str | None]:
+        counts = self.submitted_keys(display_name_prefix)
+        return sorted((k for k, n in counts.items() if n > 1), key=str)
+
+
+class EmulatorStateBase(Ledger, abc.ABC, Generic[ConfigT, WorkT]):
     """Subclasses keep their work in `_works` by id, set `webhooks`, and say how work is
     named (`handle`), looked up (`_work`), brought up to date (`get_work`) and what state it
     shows (`status_of`)."""
@@ -97,15 +122,14 @@ class EmulatorStateBase(abc.ABC, Generic[ConfigT, WorkT]):
     webhooks: WebhookOutbox
 
     def __init__(self, config: ConfigT, *, prefix: str, subdirs: tuple[str, ...]) -> None:
+        super().__init__()
         self.config = config
         self._owns_workdir = config.workdir is None
         self.workdir = config.workdir or Path(tempfile.mkdtemp(prefix=prefix))
         for sub in subdirs:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
         self._works: dict[str, WorkT] = {}
         self._seq = itertools.count()
-        self.accepted: list[Accepted] = []
 
     @property
     def faults(self) -> FaultPlan:
@@ -189,15 +213,3 @@ class EmulatorStateBase(abc.ABC, Generic[ConfigT, WorkT]):
     def batch_names(self) -> list[str]:
         with self._lock:
             return [self.handle(w) for w in sorted(self._works.values(), key=lambda w: w.seq)]
-
-    def submitted_keys(self, display_name_prefix: str = "") -> Counter[str | None]:
-        """How many times each key was accepted for generation, over work whose display
-        name starts with the prefix (a job's batches share `bananabatch-<job_id>-`)."""
-        with self._lock:
-            return Counter(
-                a.key for a in self.accepted if a.display_name.startswith(display_name_prefix)
-            )
-
-    def duplicate_keys(self, display_name_prefix: str = "") -> list[str | None]:
-        counts = self.submitted_keys(display_name_prefix)
-        return sorted((k for k, n in counts.items() if n > 1), key=str)
