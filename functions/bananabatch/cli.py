@@ -32,6 +32,7 @@ from bananabatch import (
     cost_cli,
     doctor_cli,
     errors_cli,
+    expand_cli,
     fetch_cli,
     interrupt_cli,
     log,
@@ -1054,6 +1055,7 @@ def cancel_report(job_id: str, outcome: dict[str, Any]) -> str:
 app.command()(cost_cli.estimate)
 app.command()(cost_cli.approve)
 app.command()(cost_cli.reject)
+app.command()(expand_cli.expand)
 app.command()(doctor_cli.doctor)
 app.command()(webhook_cli.webhook_register)
 app.command()(pause_cli.resume)
