@@ -225,3 +225,33 @@ def test_a_finished_batch_is_collected_while_the_emulator_still_renders_another(
     # The first batch's five images were counted while the second still rendered.
     assert first_batch_done.is_set(), seen
     assert gave_up == [], seen
+
+
+def test_images_copied_from_a_duplicate_line_or_the_cache_get_thumbnails_too(
+    pipeline: LocalPipeline, tmp_path: Path
+) -> None:
+    # A copy is made when its original is collected or cached, before the original's
+    # thumbnail exists (thumbnails come after the collection): the copy must ask for its own.
+    first = tmp_path / "first.jsonl"
+    first.write_text(
+        "".join(
+            json.dumps({"key": f"k{i}", "prompt": f"a lamp, variant {i % 3}"}) + "\n"
+            for i in range(7)
+        )
+    )
+    again = tmp_path / "again.jsonl"
+    again.write_text(
+        "".join(
+            json.dumps({"key": f"c{i}", "prompt": f"a lamp, variant {i}"}) + "\n" for i in range(3)
+        )
+    )
+    results_root = pipeline.settings.local_root / "buckets" / pipeline.settings.results_bucket
+    for path, copies in ((first, 4), (again, 3)):
+        result = _run(pipeline, path)
+        items = list(pipeline.runtime.repo.items(result.job.job_id))
+        with_images = [i for i in items if i.image_uri]
+        assert len(with_images) == len(items), [(i.key, i.state) for i in items]
+        assert sum(i.state is not ItemState.SUCCEEDED for i in items) == copies
+        for item in with_images:
+            thumb = results_root / thumb_object_name(result.job.job_id, item.key)
+            assert thumb.exists(), (item.key, item.state)

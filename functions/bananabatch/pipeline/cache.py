@@ -22,6 +22,7 @@ from bananabatch.core.states import ItemState
 from bananabatch.errors import NotFound
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger
+from bananabatch.pipeline import thumbnails
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 from bananabatch.report.thumbs import thumb_object_name
@@ -34,6 +35,8 @@ LANE_CACHE = "cache"
 LANE_DUPLICATE = "duplicate"
 # Waits for the same request in flight in another job (pipeline/inflight.py).
 LANE_JOINED = "joined"
+# The batch_id of a thumbnails request for copied images (they belong to no batch of theirs).
+THUMBS_FOR_COPIES = "copies"
 # The collection of rec.cache_path documents.
 CACHE_COLLECTION = rec.cache_path("x").rpartition("/")[0]
 # Resolved duplicates written per put_items call.
@@ -85,9 +88,17 @@ def lookup_many(rt: Runtime, content_hashes: Iterable[str]) -> dict[str, CacheEn
     return found
 
 
-def copy_into(rt: Runtime, job_id: str, key: str, source: CacheEntry | ItemRecord) -> str:
+def copy_into(
+    rt: Runtime,
+    job_id: str,
+    key: str,
+    source: CacheEntry | ItemRecord,
+    thumbs_wanted: list[tuple[str, str]] | None = None,
+) -> str:
     """Copy an image (and its thumbnail, when there is one) into job_id's results as key's.
-    Returns the new image's URI."""
+    Returns the new image's URI. A source whose thumbnail is not made yet (thumbnails come
+    after the collection, off its path) puts (key, mime type) in `thumbs_wanted`, for
+    ask_thumbnails: the copy would otherwise never get one."""
     results = rt.settings.results_bucket
     if isinstance(source, CacheEntry):
         bucket, name, mime = source.bucket, source.name, source.mime_type
@@ -101,7 +112,17 @@ def copy_into(rt: Runtime, job_id: str, key: str, source: CacheEntry | ItemRecor
     thumb = thumb_object_name(src_job, src_key)
     if rt.objects.stat(results, thumb) is not None:
         rt.objects.copy(results, thumb, results, thumb_object_name(job_id, key))
+    elif thumbs_wanted is not None:
+        thumbs_wanted.append((key, mime))
     return rt.objects.uri(results, target)
+
+
+def ask_thumbnails(rt: Runtime, job_id: str, images: list[tuple[str, str]]) -> None:
+    """Ask for the thumbnails copy_into could not copy (their images are stored), and
+    forget them."""
+    if images:
+        thumbnails.publish_request(rt, job_id, THUMBS_FOR_COPIES, images)
+        images.clear()
 
 
 def populate(rt: Runtime, job: JobRecord) -> int:
@@ -185,14 +206,17 @@ def resolve_duplicates(rt: Runtime, job: JobRecord) -> int:
             if len(originals) == len(wanted):
                 break
     resolved: list[ItemRecord] = []
+    thumbs: list[tuple[str, str]] = []
     count = 0
     for item in rt.repo.items(job.job_id, where=where):
-        resolved.append(_resolve(rt, item, originals.get(item.request_hash or "")))
+        resolved.append(_resolve(rt, item, originals.get(item.request_hash or ""), thumbs))
         if len(resolved) >= RESOLVE_FLUSH:
             count += rt.repo.put_items(resolved)
             resolved.clear()
+            ask_thumbnails(rt, job.job_id, thumbs)
     if resolved:
         count += rt.repo.put_items(resolved)
+        ask_thumbnails(rt, job.job_id, thumbs)
     return count
 
 
@@ -208,11 +232,13 @@ def _original_view(item: ItemRecord) -> ItemRecord:
     )
 
 
-def _resolve(rt: Runtime, item: ItemRecord, original: ItemRecord | None) -> ItemRecord:
+def _resolve(
+    rt: Runtime, item: ItemRecord, original: ItemRecord | None, thumbs: list[tuple[str, str]]
+) -> ItemRecord:
     now = rt.now()
     if original is not None and original.state in (ItemState.SUCCEEDED, ItemState.CACHED):
         try:
-            uri = copy_into(rt, item.job_id, item.key, original)
+            uri = copy_into(rt, item.job_id, item.key, original, thumbs)
         except NotFound:
             uri = None
         if uri is not None:

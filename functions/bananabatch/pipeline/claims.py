@@ -129,6 +129,8 @@ class _Apart:
     keys: set[str] = field(default_factory=set)
     # New items set apart by this pass, with the line they came from.
     items: list[tuple[ManifestEntry, ItemRecord]] = field(default_factory=list)
+    # Copied images whose thumbnails are still to be made (cache.copy_into).
+    thumbs: list[tuple[str, str]] = field(default_factory=list)
 
 
 def materialize_for_submission(rt: Runtime, batch: BatchRecord) -> BatchRecord:
@@ -149,6 +151,7 @@ def materialize_for_submission(rt: Runtime, batch: BatchRecord) -> BatchRecord:
     if apart.keys:
         batch = _filter_requests(rt, batch, entries, apart)
     rt.repo.put_items(item for _, item in apart.items)
+    cache.ask_thumbnails(rt, batch.job_id, apart.thumbs)
     materialize_items(rt, batch, ItemState.SUBMITTED, skip=apart.keys)
     return batch
 
@@ -166,7 +169,7 @@ def _decide(rt: Runtime, batch: BatchRecord, fresh: list[ManifestEntry], apart: 
         if hit is None:
             rest.append(entry)
             continue
-        uri = cache.copy_into(rt, me, entry.key, hit)
+        uri = cache.copy_into(rt, me, entry.key, hit, apart.thumbs)
         apart.items.append(
             (
                 entry,

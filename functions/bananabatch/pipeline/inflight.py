@@ -108,8 +108,12 @@ def _resolve_job(rt: Runtime, job: JobRecord, done: Resolution) -> bool:
     for item in waiting:
         by_hash.setdefault(item.request_hash or "", []).append(item)
     hits = cache.lookup_many(rt, [h for h in by_hash if h])
-    served = [_copied(rt, item, entry) for h, entry in hits.items() for item in by_hash.pop(h)]
+    thumbs: list[tuple[str, str]] = []
+    served = [
+        _copied(rt, item, entry, thumbs) for h, entry in hits.items() for item in by_hash.pop(h)
+    ]
     done.served += rt.repo.put_items(served)
+    cache.ask_thumbnails(rt, job.job_id, thumbs)
     held = rt.state.get_many(claims.CLAIMS, [h for h in by_hash if h])
     owners: claims.Owners = {}
     for content_hash, items in by_hash.items():
@@ -135,7 +139,9 @@ def _decide(
         found = _owner_items(rt, owner, content_hash)
         success = next((i for i in found if i.state is ItemState.SUCCEEDED), None)
         if success is not None:
-            done.served += rt.repo.put_items(_copied(rt, item, success) for item in items)
+            thumbs: list[tuple[str, str]] = []
+            done.served += rt.repo.put_items(_copied(rt, item, success, thumbs) for item in items)
+            cache.ask_thumbnails(rt, job.job_id, thumbs)
             return
         final = [i for i in found if _final(rt, i)]
         if owner != job.job_id and (not found or len(final) < len(found)):
@@ -279,8 +285,10 @@ def _queue(rt: Runtime, job: JobRecord, item: ItemRecord) -> None:
     )
 
 
-def _copied(rt: Runtime, item: ItemRecord, source: CacheEntry | ItemRecord) -> ItemRecord:
-    uri = cache.copy_into(rt, item.job_id, item.key, source)
+def _copied(
+    rt: Runtime, item: ItemRecord, source: CacheEntry | ItemRecord, thumbs: list[tuple[str, str]]
+) -> ItemRecord:
+    uri = cache.copy_into(rt, item.job_id, item.key, source, thumbs)
     return item.model_copy(
         update={
             "state": ItemState.CACHED,

@@ -42,6 +42,8 @@ class ServedLines:
         self.prices = prices
         self.tally = tally
         self.items: list[ItemRecord] = []
+        # Cache copies whose thumbnails are still to be made (cache.copy_into).
+        self.thumbs: list[tuple[str, str]] = []
         self.urgent_sink: IO[bytes] | None = None
 
     def urgent(self, line: AcceptedLine, digest: str) -> None:
@@ -75,7 +77,7 @@ class ServedLines:
         item = self._item(line, digest, cache.LANE_DUPLICATE, saved_usd=saved)
         if entry is not None:
             # Copying costs nothing, so it may happen before the budget decision.
-            uri = cache.copy_into(self.rt, item.job_id, line.key, entry)
+            uri = cache.copy_into(self.rt, item.job_id, line.key, entry, self.thumbs)
             item = item.model_copy(
                 update={
                     "state": ItemState.CACHED,
@@ -134,6 +136,7 @@ class ServedLines:
         if self.items and (force or len(self.items) >= ITEM_FLUSH):
             self.rt.repo.put_items(self.items)
             self.items.clear()
+            cache.ask_thumbnails(self.rt, self.job.job_id, self.thumbs)
 
 
 def _urgent_json(line: AcceptedLine) -> bytes:
