@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import queue
@@ -188,14 +189,21 @@ def collector_variant(
     batch_id: str,
     requests_file: str | None = None,
     profile: str | None = None,
+    write_workers: int | None = None,
 ) -> dict[str, Any]:
     """The real collector (pipeline.collect) on the local stack. The thumbnails requests it
     publishes are kept on a subscription, as Pub/Sub would, and saved to requests_file
-    (after the timing) for thumbnails_variant. `profile`: a path for cProfile's stats."""
+    (after the timing) for thumbnails_variant. `profile`: a path for cProfile's stats.
+    `write_workers`: the folder store's write threads, in place of the collector's choice
+    (0: writes inline), to measure the choice."""
     from bananabatch.adapters.local.bus import InProcessBus
     from bananabatch.pipeline import collect
     from bananabatch.wiring import build_runtime
 
+    if write_workers is not None:
+        from bananabatch.pipeline import writes
+
+        writes.LOCAL_WRITE_WORKERS = write_workers
     rt = build_runtime(local_settings(Path(root), base_url))
     bus = rt.bus
     assert isinstance(bus, InProcessBus)
@@ -321,6 +329,7 @@ def run_size(
     naive: bool = False,
     thumbnails: bool = False,
     profile_dir: Path | None = None,
+    write_workers: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """One result file of `lines` rows; the paired rounds over it; figures printed."""
     from bananabatch.emulator import EmulatorConfig, EmulatorServer
@@ -345,7 +354,7 @@ def run_size(
         run_variant("benchmarks.collect:bare_variant", url=setup["url"])
         collected = [False]
 
-        def collector() -> dict[str, Any]:
+        def collector(write_workers: int | None = None) -> dict[str, Any]:
             if collected[0]:
                 _restore(snapshot, root)
             collected[0] = True
@@ -355,10 +364,15 @@ def run_size(
                 base_url=emulator.base_url,
                 batch_id=setup["batch_id"],
                 requests_file=str(requests_file),
+                write_workers=write_workers,
             )
 
+        alternatives: dict[str, Callable[[], dict[str, Any]]] = {
+            f"collector-w{n}": functools.partial(collector, n) for n in write_workers
+        }
         results = paired_rounds(
-            {
+            alternatives
+            | {
                 "collector": collector,
                 "minimal": lambda: run_variant(
                     "benchmarks.collect:minimal_variant",
@@ -406,6 +420,17 @@ def run_size(
             else None
         )
     summary = _summarize(results, size)
+    for name in sorted(results[0]):
+        if name.startswith("collector-w"):
+            ratios = [r["minimal"]["seconds"] / r[name]["seconds"] for r in results]
+            cpu = [r["minimal"]["cpu_seconds"] / r[name]["cpu_seconds"] for r in results]
+            summary.setdefault("alternatives", {})[name] = {
+                "seconds": spread([r[name]["seconds"] for r in results]),
+                "cpu_seconds": spread([r[name]["cpu_seconds"] for r in results]),
+                "ratio_minimal": spread(ratios),
+                "cpu_ratio_minimal": spread(cpu),
+                "peak_rss_mb": max(r[name]["peak_rss_mb"] for r in results),
+            }
     _print(lines, size, setup_seconds, results, summary, thumbs, naive_result)
     return summary | {
         "lines": lines,
@@ -491,6 +516,13 @@ def _print(
         f"  collector peak RSS {mb(rss)} (target <= {RSS_TARGET_MB:.0f} MB: {target(rss <= 200)})"
     )
     print(f"  load (1-min average at each variant's start): {_fmt(summary['load'])}")
+    for name, alt in summary.get("alternatives", {}).items():
+        print(
+            f"  {name} (folder store's write threads; 0 = inline): "
+            f"{_fmt(alt['seconds'])} s, CPU {_fmt(alt['cpu_seconds'])} s, "
+            f"x minimal {_fmt(alt['ratio_minimal'])} wall, {_fmt(alt['cpu_ratio_minimal'])} CPU, "
+            f"peak RSS {mb(alt['peak_rss_mb'])}"
+        )
     if thumbs is not None:
         made = max(1, thumbs["images"])
         print(
@@ -510,6 +542,7 @@ def run(
     naive: bool = False,
     thumbnails: bool = False,
     profile_dir: Path | None = None,
+    write_workers: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     """Every size in turn (a fresh emulator and file each), then one table."""
     found = [
@@ -520,6 +553,7 @@ def run(
             naive=naive,
             thumbnails=thumbnails,
             profile_dir=profile_dir,
+            write_workers=write_workers,
         )
         for size in sizes_mb
     ]
@@ -548,6 +582,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--naive", action="store_true")
     parser.add_argument("--thumbnails", action="store_true")
     parser.add_argument("--profile", type=Path, default=None, help="folder for cProfile stats")
+    parser.add_argument(
+        "--write-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run the collector with this many folder-store write threads (0: inline), "
+        "in the same paired rounds",
+    )
     args = parser.parse_args(argv)
     run(
         sizes_mb=tuple(args.sizes),
@@ -555,6 +597,7 @@ def main(argv: list[str] | None = None) -> None:
         naive=args.naive,
         thumbnails=args.thumbnails,
         profile_dir=args.profile,
+        write_workers=tuple(args.write_workers),
     )
 
 

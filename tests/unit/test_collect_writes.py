@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bananabatch.pipeline.collect import _Writes
 from bananabatch.pipeline.outcomes import write_cost
+from bananabatch.pipeline.writes import Writes
 
 WAIT = 5.0
 
@@ -46,7 +46,7 @@ def _eventually(check: Callable[[], bool]) -> None:
 
 def test_submit_waits_while_the_byte_budget_is_full() -> None:
     gate = _Gate()
-    writes = _Writes(workers=4, max_bytes=100)
+    writes = Writes(workers=4, max_bytes=100)
     try:
         writes.submit(gate.write(1), 60)
         writes.submit(gate.write(2), 40)  # exactly fills the budget
@@ -69,7 +69,7 @@ def test_submit_waits_while_the_byte_budget_is_full() -> None:
 
 
 def test_bytes_in_flight_never_exceed_the_budget() -> None:
-    writes = _Writes(workers=3, max_bytes=1000)
+    writes = Writes(workers=3, max_bytes=1000)
     seen: list[int] = []
     try:
         for n in range(200):
@@ -90,7 +90,7 @@ def test_bytes_in_flight_never_exceed_the_budget() -> None:
 
 def test_a_write_bigger_than_the_whole_budget_runs_alone() -> None:
     gate = _Gate()
-    writes = _Writes(workers=4, max_bytes=100)
+    writes = Writes(workers=4, max_bytes=100)
     try:
         writes.submit(gate.write(1), 30)
         big = _in_background(lambda: writes.submit(gate.write(2), 500))
@@ -108,7 +108,7 @@ def test_a_write_bigger_than_the_whole_budget_runs_alone() -> None:
 
 
 def test_drain_reraises_a_failed_write() -> None:
-    writes = _Writes(workers=2, max_bytes=100)
+    writes = Writes(workers=2, max_bytes=100)
     go = threading.Event()
 
     def fail() -> None:
@@ -126,7 +126,7 @@ def test_drain_reraises_a_failed_write() -> None:
 
 
 def test_submit_surfaces_an_earlier_failure_without_waiting_for_drain() -> None:
-    writes = _Writes(workers=1, max_bytes=1000)
+    writes = Writes(workers=1, max_bytes=1000)
     go = threading.Event()
 
     def fail() -> None:
@@ -145,7 +145,7 @@ def test_submit_surfaces_an_earlier_failure_without_waiting_for_drain() -> None:
 
 def test_close_drops_writes_not_started_and_frees_their_bytes() -> None:
     gate = _Gate()
-    writes = _Writes(workers=1, max_bytes=1000)
+    writes = Writes(workers=1, max_bytes=1000)
     writes.submit(gate.write(1), 10)
     writes.submit(gate.write(2), 10)
     _eventually(lambda: gate.started == [1])
@@ -171,3 +171,38 @@ def test_the_cost_of_an_image_write_is_its_encoded_bytes_alone() -> None:
     # The collector decodes nothing: thumbnails are made by other invocations.
     assert write_cost(png) == len(png)
     assert write_cost(b"not an image") == len(b"not an image")
+
+
+def test_inline_writes_run_before_submit_returns_and_raise_their_failure_there() -> None:
+    writes = Writes(workers=0, max_bytes=100)
+    ran: list[int] = []
+    try:
+        writes.submit(lambda: ran.append(threading.get_ident()), 500)
+        assert ran == [threading.get_ident()], "an inline write runs in the caller's thread"
+        assert writes.bytes_in_flight == 0
+        assert writes.peak_bytes == 500
+
+        def fail() -> None:
+            raise OSError("disk full")
+
+        with pytest.raises(OSError, match="disk full"):
+            writes.submit(fail, 10)
+        writes.drain()  # nothing left in flight
+    finally:
+        writes.close()
+
+
+def test_the_collector_uses_few_write_threads_for_a_store_of_system_calls() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from bananabatch.pipeline import writes
+
+    def runtime(concurrency: int) -> Any:
+        return cast(Any, SimpleNamespace(objects=SimpleNamespace(write_concurrency=concurrency)))
+
+    # A folder's writes are system calls: a second thread only fights the read loop for
+    # the GIL. Cloud Storage's wait on the network: they overlap.
+    assert writes.write_workers(runtime(1)) == writes.LOCAL_WRITE_WORKERS
+    assert writes.write_workers(runtime(4)) == writes.WRITE_WORKERS
+    assert writes.LOCAL_WRITE_WORKERS < writes.WRITE_WORKERS

@@ -20,11 +20,8 @@ request on the same HTTP client and deadlock on the connection pool's lock.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -45,22 +42,12 @@ from bananabatch.pipeline.outcomes import (
     write_image,
 )
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.pipeline.writes import Writes, write_workers
 from bananabatch.ports import ProviderBatch, ResultRow
 
 log = get_logger(__name__)
 
 CHECKPOINT_ROWS = 50
-# Image writes run on a small pool: a write (a file, or an upload to Cloud Storage) mostly
-# waits outside the GIL, so it overlaps with reading and parsing the next rows on the main
-# thread. Two workers keep one write going while the next is handed over; on the 2-vCPU
-# benchmark machine more threads only took CPU from the stream the whole batch waits on
-# (profiled, see README).
-WRITE_WORKERS = 2
-# What the pool may hold at once: the encoded bytes of every queued or running write.
-# Memory stays at about this much plus the line being parsed, whatever the file size; one
-# write is always admitted, so an image bigger than the whole budget still goes through,
-# alone.
-MAX_WRITE_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 # How long a collection lease lasts without a checkpoint renewing it: longer than one
 # invocation may run (540 s), so a live collector never loses it, short enough that a
 # crashed one delays its batch by minutes, not hours.
@@ -69,59 +56,6 @@ LEASE: Final = timedelta(minutes=10)
 # project's key, an emulator that died with its process). Such a batch ends FAILED with no
 # output, so its items go to the retry path like any batch that produced nothing.
 PROVIDER_GONE: Final = "NOT_FOUND_AT_PROVIDER"
-
-
-class _Writes:
-    """A pool of object writes bounded by bytes in flight. `drain` waits for all of them
-    and re-raises the first failure, so a checkpoint never moves the cursor past a row whose
-    image is not stored; `submit` also re-raises a failure it finds, to stop early."""
-
-    def __init__(
-        self, workers: int = WRITE_WORKERS, max_bytes: int = MAX_WRITE_BYTES_IN_FLIGHT
-    ) -> None:
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="collect-write")
-        self._in_flight: deque[Future[None]] = deque()
-        self._max_bytes = max_bytes
-        self._bytes = 0
-        self.peak_bytes = 0
-        self._released = threading.Condition()
-
-    @property
-    def bytes_in_flight(self) -> int:
-        with self._released:
-            return self._bytes
-
-    def submit(self, fn: Callable[[], None], size: int) -> None:
-        """Run fn on the pool, once `size` more bytes fit in the budget."""
-        with self._released:
-            while self._bytes and self._bytes + size > self._max_bytes:
-                self._released.wait()
-            self._bytes += size
-            self.peak_bytes = max(self.peak_bytes, self._bytes)
-        try:
-            future = self._pool.submit(fn)
-        except BaseException:
-            self._release(size)
-            raise
-        future.add_done_callback(lambda _done: self._release(size))
-        in_flight = self._in_flight
-        in_flight.append(future)
-        while in_flight and in_flight[0].done():
-            in_flight.popleft().result()
-
-    def _release(self, size: int) -> None:
-        with self._released:
-            self._bytes -= size
-            self._released.notify_all()
-
-    def drain(self) -> None:
-        while self._in_flight:
-            self._in_flight.popleft().result()
-
-    def close(self) -> None:
-        # After a failure: writes not started are dropped (the rows are replayed from the
-        # cursor), writes under way finish before the invocation returns.
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -231,7 +165,7 @@ def _collect_leased(
     if seen is None:
         return None
     batch = rt.repo.require_batch(batch_id)
-    writes = _Writes()
+    writes = Writes(write_workers(rt))
     try:
         _collect_rows(rt, batch, seen, report, should_stop, writes, token)
     finally:
@@ -338,7 +272,7 @@ def _collect_rows(
     seen: ProviderBatch,
     report: CollectReport,
     should_stop: Callable[[], bool],
-    writes: _Writes,
+    writes: Writes,
     token: str,
 ) -> None:
     expected = rt.repo.items_of_batch(batch)
@@ -418,7 +352,7 @@ def _apply_row(
     expected: dict[str, ItemRecord],
     done: set[str],
     report: CollectReport,
-    writes: _Writes,
+    writes: Writes,
     written: list[tuple[str, str]],
 ) -> ItemRecord | None:
     if row.row is None:
@@ -448,7 +382,7 @@ def _item_from_outcome(
     item: ItemRecord,
     outcome: Outcome,
     report: CollectReport,
-    writes: _Writes,
+    writes: Writes,
     written: list[tuple[str, str]],
 ) -> ItemRecord:
     update = outcome_fields(rt, item, outcome, Lane.BATCH)
@@ -468,7 +402,7 @@ def _checkpoint(
     batch: BatchRecord,
     items: list[ItemRecord],
     cursor: int,
-    writes: _Writes,
+    writes: Writes,
     written: list[tuple[str, str]],
     token: str,
 ) -> None:
