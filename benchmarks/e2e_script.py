@@ -225,7 +225,10 @@ LOCAL_VARIANTS = {
     "local": {},
     "local-inline": {"BANANABATCH_LOCAL_THUMBNAIL_WORKERS": "0"},
     "local-nothumbs": {"BANANABATCH_LOCAL_THUMBNAIL_WORKERS": "0"},
+    # Thumbnails as `local`, every PNG decoded by Pillow (pyspng hidden): the decoder's share.
+    "local-pillow": {},
 }
+_PILLOW_ONLY = _ROOT / "benchmarks" / "_pillow_only"
 _NO_THUMBNAILS = (
     "import sys; from bananabatch.pipeline import thumbnails as t; "
     "t.handle_thumbnails = lambda rt, request: t.ThumbnailReport(); "
@@ -243,6 +246,8 @@ def run_local(work: Path, prompts: Path, base_url: str, variant: str = "local") 
         BANANABATCH_DAILY_BUDGET_USD="unlimited",
         **LOCAL_VARIANTS[variant],
     )
+    if variant == "local-pillow":
+        env["PYTHONPATH"] = os.pathsep.join([str(_PILLOW_ONLY), env["PYTHONPATH"]])
     bananabatch = Path(sys.executable).with_name("bananabatch")
     start = (
         [sys.executable, "-c", _NO_THUMBNAILS]

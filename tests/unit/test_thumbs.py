@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -155,3 +156,105 @@ def test_decode_bytes_counts_a_large_jpeg_at_its_reduced_decode_scale() -> None:
 
 def test_decode_bytes_of_undecodable_bytes_is_zero() -> None:
     assert decode_bytes(b"definitely not an image") == 0
+
+
+# --- PNGs decoded by libspng -------------------------------------------------------------
+
+
+def _pillow_only(data: bytes, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    from bananabatch.report import thumbs
+
+    with monkeypatch.context() as patched:
+        patched.setattr(thumbs, "_spng", None)
+        return make_thumbnail(data)
+
+
+def _noisy(mode: str, size: tuple[int, int]) -> Image.Image:
+    image = _scene(size).convert(mode)
+    noise = Image.effect_noise(size, 40).convert(mode)
+    return ImageChops.add(image, noise, scale=1.3)
+
+
+@pytest.mark.parametrize("interlace", [0, 1])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+@pytest.mark.parametrize("size", [(1024, 1024), (1376, 768), (300, 200), (200, 100)])
+def test_a_plain_png_gets_the_very_thumbnail_pillow_makes_of_it(
+    mode: str, size: tuple[int, int], interlace: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bananabatch.report import thumbs
+
+    assert thumbs.png_decoder() == "libspng", "pyspng is a dependency: the fast path is there"
+    data = _encode(_noisy(mode, size), "PNG", compress_level=1, interlace=interlace)
+    taken: list[bool] = []
+    real = thumbs._decode_png_fast
+
+    def spy(source: Any, image: bytes) -> Any:
+        decoded = real(source, image)
+        taken.append(decoded is not None)
+        return decoded
+
+    monkeypatch.setattr(thumbs, "_decode_png_fast", spy)
+    fast = make_thumbnail(data)
+    assert taken == [True], "an 8-bit PNG without transparency or EXIF is decoded by libspng"
+    assert fast == _pillow_only(data, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: _encode(Image.new("I;16", (300, 200), 40000), "PNG"), id="16-bit"),
+        pytest.param(lambda: _encode(Image.new("P", (300, 200), 3), "PNG"), id="palette"),
+        pytest.param(
+            lambda: _encode(Image.new("RGB", (300, 200), (9, 9, 9)), "PNG", transparency=(9, 9, 9)),
+            id="tRNS",
+        ),
+        pytest.param(
+            lambda: _encode(_noisy("RGB", (300, 200)), "PNG", exif=_exif(6)), id="EXIF rotated"
+        ),
+        pytest.param(lambda: _encode(_noisy("LA", (300, 200)), "PNG"), id="grey+alpha"),
+    ],
+)
+def test_other_pngs_are_decoded_by_pillow_alone(make: object) -> None:
+    from bananabatch.report import thumbs
+
+    data = make()  # type: ignore[operator]
+    with Image.open(io.BytesIO(data)) as source:
+        assert thumbs._decode_png_fast(source, data) is None
+    assert make_thumbnail(data)  # and Pillow makes its thumbnail
+
+
+def test_an_exif_rotated_png_is_still_turned_upright() -> None:
+    data = _encode(_noisy("RGB", (300, 200)), "PNG", exif=_exif(6))
+    assert _decode(make_thumbnail(data)).size == (171, 256)
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("cut", [40, 200, 2_000])
+def test_a_truncated_png_fails_as_before_whichever_decoder_tried(cut: int) -> None:
+    from bananabatch.errors import PermanentError
+
+    data = _encode(_noisy("RGB", (300, 200)), "PNG", compress_level=1)
+    with pytest.raises(PermanentError, match="not a decodable image"):
+        make_thumbnail(data[:cut])
+
+
+def test_a_corrupt_png_body_gives_pillows_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bananabatch.errors import PermanentError
+
+    data = bytearray(_encode(_noisy("RGB", (300, 200)), "PNG", compress_level=1))
+    start = data.index(b"IDAT") + 4
+    data[start + 10 : start + 60] = bytes(50)  # zeroed compressed bytes
+    try:
+        expected: bytes | type[Exception] = _pillow_only(bytes(data), monkeypatch)
+    except PermanentError:
+        expected = PermanentError
+    if expected is PermanentError:
+        with pytest.raises(PermanentError):
+            make_thumbnail(bytes(data))
+    else:
+        assert make_thumbnail(bytes(data)) == expected
