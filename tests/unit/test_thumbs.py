@@ -165,7 +165,7 @@ def _pillow_only(data: bytes, monkeypatch: pytest.MonkeyPatch) -> bytes:
     from bananabatch.report import thumbs
 
     with monkeypatch.context() as patched:
-        patched.setattr(thumbs, "_spng", None)
+        patched.setattr(thumbs, "_libspng", lambda: None)
         return make_thumbnail(data)
 
 

@@ -19,20 +19,16 @@ a 1024x1024 PNG it went from about 12 ms to 4.5 ms, most of what is left being t
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bananabatch.errors import PermanentError
-
-try:
-    import pyspng as _spng  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - a dependency; Pillow decodes every PNG without it
-    _spng = None
 
 THUMB_CONTENT_TYPE: Final = "image/jpeg"
 THUMB_EXTENSION: Final = "jpg"
@@ -84,6 +80,17 @@ _SPNG_MODES: Final = {0: "L", 2: "RGB", 6: "RGBA"}
 _EXIF_CHUNK: Final = b"eXIf"
 
 
+@functools.cache
+def _libspng() -> Any:
+    """pyspng, imported on the first PNG (it brings numpy: 0.1-0.3 s that the CLI and a
+    function's cold start need not pay before any thumbnail), or None without it."""
+    try:
+        import pyspng  # type: ignore[import-untyped]
+    except ImportError:  # a dependency; without it Pillow decodes every PNG
+        return None
+    return pyspng
+
+
 def _decode_png_fast(source: ImageFile.ImageFile, image: bytes) -> Image.Image | None:
     """The pixels of a plain 8-bit PNG decoded by libspng (pyspng), or None to let Pillow
     decode it. Pillow's PNG decode is most of a thumbnail's cost (4.4 ms of 6.4 for the
@@ -93,7 +100,7 @@ def _decode_png_fast(source: ImageFile.ImageFile, image: bytes) -> Image.Image |
     transparency, no EXIF. Anything libspng refuses (a truncated or corrupt file) goes to
     Pillow, whose error is the one reported. Pillow has already read the header, so the
     decompression-bomb check has passed."""
-    if _spng is None or source.format != "PNG" or len(image) < 33:
+    if source.format != "PNG" or len(image) < 33 or (spng := _libspng()) is None:
         return None
     # IHDR is the first chunk: width, height, bit depth (byte 24), colour type (25),
     # interlace (28).
@@ -106,7 +113,7 @@ def _decode_png_fast(source: ImageFile.ImageFile, image: bytes) -> Image.Image |
         # PNG it decodes the whole image first, looking for an eXIf chunk after the data.
         return None
     try:
-        pixels = _spng.load(image, format=mode)
+        pixels = spng.load(image, format=mode)
     except Exception:  # noqa: BLE001 - whatever libspng refuses, Pillow decides
         return None
     if pixels.shape[:2] != (source.height, source.width):
@@ -116,7 +123,7 @@ def _decode_png_fast(source: ImageFile.ImageFile, image: bytes) -> Image.Image |
 
 def png_decoder() -> str:
     """Which library decodes plain PNGs for thumbnails here."""
-    return "Pillow" if _spng is None else "libspng"
+    return "Pillow" if _libspng() is None else "libspng"
 
 
 def decode_bytes(image: bytes, *, max_edge: int = DEFAULT_MAX_EDGE) -> int:
