@@ -80,6 +80,12 @@ def completion_message(
             }
             for name, share in sorted(costs.by_provider.items())
         }
+    if costs.by_lane:
+        # Added in place (schema v1 allows it): the actual split across the lanes.
+        message["costs"]["by_lane"] = {
+            name: {"items": share.items, "actual_usd": _usd(share.actual_usd)}
+            for name, share in sorted(costs.by_lane.items())
+        }
     if summary_uri is not None:
         message["summary_uri"] = summary_uri
     if gallery_uri is not None:

@@ -42,6 +42,13 @@ class ProviderCosts(Record):
     actual_usd: float = 0.0
 
 
+class LaneCosts(Record):
+    """One lane's share of a job: items it served and what they actually cost."""
+
+    items: int = 0
+    actual_usd: float = 0.0
+
+
 class Costs(Record):
     """Money in USD. Estimated before spending, actual from usageMetadata afterwards."""
 
@@ -58,6 +65,9 @@ class Costs(Record):
     # The same money split by provider (catalog.Provider value: "gemini", "openai"), for
     # the providers the job's lines used; set when the job ends.
     by_provider: dict[str, ProviderCosts] = Field(default_factory=dict)
+    # The actual split by lane (batch, cache, duplicate, and each sync provider such as
+    # gemini-standard or compat:<label>); set when the job ends.
+    by_lane: dict[str, LaneCosts] = Field(default_factory=dict)
 
 
 # JobRecord.options key set by a cancel request.
@@ -146,10 +156,14 @@ class ItemRecord(Record):
     actual_usd: float | None = None
     usage: dict[str, Any] | None = None
     updated_at: datetime | None = None
-    # How the item is served: "batch", "urgent" (synchronous API), "cache" (copied from an
+    # How the item is served: "batch", "urgent" (an urgent line on a synchronous lane),
+    # "sync" (a bulk line on a synchronous lane), "cache" (copied from an
     # earlier image), "duplicate" (copies duplicate_of's image when the job ends) or
     # "joined" (waits for joined_job's identical request in flight).
     lane: str | None = None
+    # Which provider of a sync lane served it, or last failed it ("gemini-standard",
+    # "compat:<label>"; pipeline/lanes.py): the actual split in the summary.
+    provider_lane: str | None = None
     duplicate_of: str | None = None
     # For cache hits and duplicates: what the item would have cost had it been generated.
     saved_usd: float | None = None

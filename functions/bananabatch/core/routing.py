@@ -296,7 +296,9 @@ def router_for(settings: Settings, book: PriceBook) -> Router:
     }
     lanes = offers(
         settings.sync_lanes,
-        settings.async_lanes,
+        # No line is routed to an async-callback lane until its runner (submit, webhook,
+        # poll) is wired into the pipeline: a line sent there would wait forever.
+        (),
         compat,
         {name: flat_models(name) for name in settings.async_lanes},
     )

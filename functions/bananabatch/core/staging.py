@@ -35,6 +35,7 @@ from bananabatch.core.intake import (
 )
 from bananabatch.core.planning import PlannedBatch, batch_key
 from bananabatch.core.pricing import Lane, LinePrices
+from bananabatch.core.routing import LaneKind, Route
 
 # A line's length plus its newline, as a C function for map().
 _WITH_NEWLINE: Final = (1).__add__
@@ -141,11 +142,19 @@ class ShapeStaging:
     """What every batch-lane line of one LineShape shares: its lane, where it is placed,
     its request template (None: each line is encoded by the provider) and its prices."""
 
-    __slots__ = ("_book", "encode", "lane", "placement", "prices", "shape", "template")
+    __slots__ = ("_book", "encode", "lane", "placement", "prices", "route", "shape", "template")
 
-    def __init__(self, shape: LineShape, encode: Encoder, prices: LinePrices) -> None:
+    def __init__(
+        self, shape: LineShape, encode: Encoder, prices: LinePrices, route: Route | None = None
+    ) -> None:
         self.shape = shape
-        self.lane = lane_of(shape)
+        # Where the shape's lines go (core/routing.py); STANDARD: served apart, on a sync
+        # lane, not staged in a batch.
+        self.route = route
+        if route is None:
+            self.lane = lane_of(shape)
+        else:
+            self.lane = Lane.BATCH if route.kind is LaneKind.BATCH else Lane.STANDARD
         self.placement: Placement = (
             shape.model,
             expected_result_bytes(shape.model, shape.image_size),

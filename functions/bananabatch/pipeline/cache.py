@@ -31,6 +31,8 @@ log = get_logger(__name__)
 
 LANE_BATCH = "batch"
 LANE_URGENT = "urgent"
+# A bulk line whose cheapest lane is a synchronous one (core/routing.py).
+LANE_SYNC = "sync"
 LANE_CACHE = "cache"
 LANE_DUPLICATE = "duplicate"
 # Waits for the same request in flight in another job (pipeline/inflight.py).

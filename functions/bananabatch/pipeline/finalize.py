@@ -26,7 +26,7 @@ from typing import IO, Any
 from bananabatch.core import records as rec
 from bananabatch.core.catalog import provider_of
 from bananabatch.core.messages import completion_message, encode_message, message_attributes
-from bananabatch.core.records import Costs, ItemRecord, JobRecord, ProviderCosts
+from bananabatch.core.records import Costs, ItemRecord, JobRecord, LaneCosts, ProviderCosts
 from bananabatch.core.states import (
     JOB_TERMINAL,
     BatchState,
@@ -69,6 +69,9 @@ class ReportTally:
     estimated_usd: float = 0.0
     delivered_estimated_usd: float = 0.0
     lanes: dict[str, int] = field(default_factory=dict)
+    # The actual split: items and actual cost by the lane that served them, a sync-lane
+    # item by its provider ("gemini-standard", "compat:<label>").
+    split: dict[str, list[float]] = field(default_factory=dict)
     failed_keys: set[str] = field(default_factory=set)
     # Failed in-file duplicates, by the key whose staged request they repeat: they have
     # no request file line of their own, yet belong in failed.jsonl like any failure.
@@ -154,6 +157,10 @@ def close_job(
         batch_actual_usd=round(tally.batch_actual_usd, 6),
         urgent_actual_usd=round(tally.urgent_actual_usd, 6),
         by_provider=tally.by_provider(),
+        by_lane={
+            lane: LaneCosts(items=int(items), actual_usd=round(actual, 6))
+            for lane, (items, actual) in sorted(tally.split.items())
+        },
     )
     now = rt.now()
     final = {
@@ -282,7 +289,10 @@ def _item_result(item: ItemRecord, tally: ReportTally) -> dict[str, Any]:
         tally.delivered_estimated_usd += item.estimated_usd
     lane = item.lane or cache.LANE_BATCH
     tally.lanes[lane] = tally.lanes.get(lane, 0) + 1
-    if lane == cache.LANE_URGENT:
+    share = tally.split.setdefault(item.provider_lane or lane, [0, 0.0])
+    share[0] += 1
+    share[1] += item.actual_usd or 0.0
+    if lane in (cache.LANE_URGENT, cache.LANE_SYNC):
         tally.urgent_actual_usd += item.actual_usd or 0.0
     else:
         tally.batch_actual_usd += item.actual_usd or 0.0

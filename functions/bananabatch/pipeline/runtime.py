@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bananabatch.config import Settings
+from bananabatch.config import GEMINI_STANDARD_LANE, Settings
 from bananabatch.core.catalog import Provider, provider_of
 from bananabatch.core.pricing import PriceBook
 from bananabatch.core.records import BatchRecord
 from bananabatch.errors import ConfigError
 from bananabatch.pipeline.repo import Repo
-from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore
+from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore, SyncImageLane
 
 
 def utcnow() -> datetime:
@@ -38,6 +38,11 @@ class Runtime:
     # line never loads the OpenAI SDK.
     other_providers: dict[str, BatchProvider] = field(default_factory=dict)
     provider_factory: Callable[[str], BatchProvider] | None = None
+    # The synchronous image lanes by name (ports.SyncImageLane; pipeline/lanes.py):
+    # "gemini-standard" is made from `provider` the first time; others come from the
+    # factory wiring sets, or are set here directly (tests).
+    sync_lanes: dict[str, SyncImageLane] = field(default_factory=dict)
+    sync_lane_factory: Callable[[str], SyncImageLane] | None = None
     repo: Repo = field(init=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +62,19 @@ class Runtime:
                 raise ConfigError(f"no {kind} provider is configured on this deployment")
             found = self.other_providers.setdefault(kind, self.provider_factory(kind))
         return found
+
+    def sync_lane(self, name: str) -> SyncImageLane:
+        """The adapter of a synchronous lane, by its configured name."""
+        found = self.sync_lanes.get(name)
+        if found is not None:
+            return found
+        if name == GEMINI_STANDARD_LANE:
+            from bananabatch.providers.gemini_standard import GeminiStandardLane
+
+            return self.sync_lanes.setdefault(name, GeminiStandardLane(self.provider))
+        if self.sync_lane_factory is None:
+            raise ConfigError(f"no adapter for the sync lane {name!r} on this deployment")
+        return self.sync_lanes.setdefault(name, self.sync_lane_factory(name))
 
     def batch_provider(self, batch: BatchRecord) -> BatchProvider:
         """The adapter that runs this batch: the one its record names."""

@@ -1,15 +1,16 @@
-"""The urgent lane: lines marked `"priority": "urgent"` go through the synchronous
-generateContent API at the standard price, right after the job starts, while its batches
-wait. Results land in the same layout as batch results (images/, thumbs/, item state and
-actual cost, here at Lane.STANDARD).
+"""The sync lanes' job-level run: lines routed to a synchronous lane (priority urgent, and
+bulk lines whose cheapest lane is a synchronous one; core/routing.py) are served right
+after the job starts, while its batches wait. Results land in the same layout as batch
+results (images/, thumbs/, item state and actual cost).
 
-Intake stages the urgent requests to `jobs/<id>/requests/urgent.jsonl` (so an approved
-HELD job can run them later). Each item is claimed PENDING -> SUBMITTED in a transaction
-before its call, so a redelivered event never pays for it twice; the price of that rule is
-that a crash in the middle of a call leaves that one item SUBMITTED (outcome unknown).
+Intake stages these requests to `jobs/<id>/requests/urgent.jsonl` with their providers in
+order (so an approved HELD job can run them later). Each item is claimed PENDING ->
+SUBMITTED in a transaction before any call, so a redelivered event never pays for it
+twice; the price of that rule is that a crash in the middle of a call leaves that one item
+SUBMITTED (outcome unknown). Each call is then claimed in the attempt ledger, and failover
+across the providers, with their breakers, is pipeline/lanes.py's.
 
-Calls share a per-process token bucket (the synchronous API has per-minute quotas) and are
-retried a few times, only on TransientError (429, 5xx, timeouts).
+Calls share a per-process token bucket (the synchronous API has per-minute quotas).
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Final
-
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from typing import Final
 
 from bananabatch.core import records as rec
-from bananabatch.core.pricing import Lane
 from bananabatch.core.records import ItemRecord
-from bananabatch.core.results import OutcomeKind, classify_row
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.errors import (
     BananaError,
@@ -35,18 +32,11 @@ from bananabatch.errors import (
     ProviderAuthError,
     ProviderQuotaExceeded,
     QuotaKind,
-    TransientError,
 )
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import pause
-from bananabatch.pipeline.cache import LANE_URGENT
-from bananabatch.pipeline.outcomes import (
-    image_location,
-    outcome_fields,
-    write_image,
-    write_thumbnail_if_decodable,
-)
+from bananabatch.pipeline import lanes, pause
+from bananabatch.pipeline.cache import LANE_SYNC, LANE_URGENT
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 
@@ -56,7 +46,6 @@ URGENT_NAME: Final = "urgent.jsonl"
 # Requests per second through the synchronous API from one process, and the burst size.
 RATE_PER_SECOND: Final = 2.0
 BURST: Final = 5
-ATTEMPTS: Final = 3
 # A claimed urgent item untouched this long lost its process: one call with its retries
 # takes seconds, and a function invocation is stopped after 9 minutes.
 ORPHANED_AFTER: Final = timedelta(minutes=15)
@@ -112,14 +101,19 @@ class UrgentReport:
     failed: int = 0
 
 
+# Item lanes the sync-lane run serves: urgent lines, and bulk lines routed to a sync lane.
+SYNC_ITEM_LANES: Final = (LANE_URGENT, LANE_SYNC)
+_OPEN: Final = [ItemState.PENDING.value, ItemState.SUBMITTED.value]
+
+
 def pending_count(rt: Runtime, job_id: str) -> int:
-    """Urgent items not yet answered: the job cannot end while there are any."""
-    return rt.state.count(
-        rec.items_collection(job_id),
-        [
-            Where("lane", "==", LANE_URGENT),
-            Where("state", "in", [ItemState.PENDING.value, ItemState.SUBMITTED.value]),
-        ],
+    """Sync-lane items not yet answered: the job cannot end while there are any."""
+    return sum(
+        rt.state.count(
+            rec.items_collection(job_id),
+            [Where("lane", "==", lane), Where("state", "in", _OPEN)],
+        )
+        for lane in SYNC_ITEM_LANES
     )
 
 
@@ -135,7 +129,7 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
             if not raw.strip():
                 continue
             staged = json.loads(raw)
-            key, model, request = str(staged["key"]), str(staged["model"]), staged["request"]
+            key = str(staged["key"])
             # Urgent calls are paid at the standard price: a deployment-wide pause (kill
             # switch, depleted credits, refused key) stops them as it stops batch creates.
             # The items stay PENDING; after `resume` the tick's recover() runs them.
@@ -153,10 +147,16 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
             item = rt.repo.get_item(job_id, key)
             if item is None:
                 continue
-            done = _generate_one(rt, item, model, request, bucket)
+            done = lanes.serve(
+                rt,
+                item,
+                lanes.StagedSync.from_doc(staged),
+                before_call=bucket.acquire,
+                paused_by=_paused_by,
+            )
             rt.repo.put_items([done])
             if done.state is ItemState.PENDING:
-                continue  # refused in a way that paused the deployment
+                continue  # a pause, or every provider shut: it waits
             if done.state is ItemState.SUCCEEDED:
                 report.succeeded += 1
             else:
@@ -206,12 +206,13 @@ def recover(rt: Runtime) -> Recovery:
             continue
         stale_pending = orphaned = 0
         with labels(job_id=job_id):
-            for item_doc in rt.state.query(
-                rec.items_collection(job_id),
-                [
-                    Where("lane", "==", LANE_URGENT),
-                    Where("state", "in", [ItemState.PENDING.value, ItemState.SUBMITTED.value]),
-                ],
+            for item_doc in (
+                doc
+                for lane in SYNC_ITEM_LANES
+                for doc in rt.state.query(
+                    rec.items_collection(job_id),
+                    [Where("lane", "==", lane), Where("state", "in", _OPEN)],
+                )
             ):
                 item = ItemRecord.model_validate(item_doc)
                 if item.updated_at is not None and now - item.updated_at < ORPHANED_AFTER:
@@ -239,29 +240,6 @@ def _fail_orphan(rt: Runtime, item: ItemRecord) -> bool:
     ).moved
 
 
-def _call(
-    rt: Runtime, model: str, request: Mapping[str, Any], bucket: TokenBucket
-) -> Mapping[str, Any]:
-    for attempt in Retrying(
-        retry=retry_if_exception(_worth_retrying),
-        stop=stop_after_attempt(ATTEMPTS),
-        wait=wait_exponential(multiplier=0.5, max=4.0),
-        reraise=True,
-    ):
-        with attempt:
-            bucket.acquire()
-            return rt.provider.generate(model=model, request=request)
-    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
-
-
-def _worth_retrying(exc: BaseException) -> bool:
-    """Transient errors, except the 429s that pause the deployment (retrying them at once
-    cannot succeed)."""
-    if isinstance(exc, ProviderQuotaExceeded):
-        return exc.kind not in (QuotaKind.CREDITS_DEPLETED, QuotaKind.SPEND_WINDOW)
-    return isinstance(exc, TransientError)
-
-
 def _paused_by(rt: Runtime, exc: BananaError) -> bool:
     """Start the deployment-wide pause a refusal calls for; True if it was one."""
     answer = str(exc)
@@ -283,39 +261,3 @@ def _paused_by(rt: Runtime, exc: BananaError) -> bool:
         )
         return True
     return False
-
-
-def _generate_one(
-    rt: Runtime,
-    item: ItemRecord,
-    model: str,
-    request: Mapping[str, Any],
-    bucket: TokenBucket,
-) -> ItemRecord:
-    now = rt.now()
-    try:
-        response = _call(rt, model, request, bucket)
-    except BananaError as exc:
-        if _paused_by(rt, exc):
-            # Nothing was generated or paid: the item waits for the pause to end.
-            return item.model_copy(update={"state": ItemState.PENDING, "updated_at": now})
-        log.warning("urgent request failed", extra={"key": item.key, "error": str(exc)})
-        return item.model_copy(
-            update={
-                "state": ItemState.FAILED,
-                "reason": f"urgent request failed after up to {ATTEMPTS} attempts: {exc}",
-                "updated_at": now,
-            }
-        )
-    outcome = classify_row({"key": item.key, "response": dict(response)})
-    update = outcome_fields(rt, item, outcome, Lane.STANDARD)
-    update["updated_at"] = now
-    if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
-        mime = outcome.mime_type or "image/png"
-        name, located = image_location(rt, item, mime)
-        write_image(rt, item, name, outcome.image, mime)
-        # Inline, unlike the batch collector's: the lane is a few items, called one by one
-        # at the synchronous API's pace, so the thumbnail never holds anything up.
-        write_thumbnail_if_decodable(rt, item, outcome.image)
-        update.update(located)
-    return item.model_copy(update=update)

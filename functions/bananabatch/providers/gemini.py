@@ -37,6 +37,7 @@ from bananabatch.config import (
 from bananabatch.errors import (
     ConfigError,
     NotFound,
+    OutcomeUnknown,
     PermanentError,
     ProviderOutcomeUnknown,
     TransientError,
@@ -79,6 +80,13 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 TRANSPORT_ERRORS: Final = _transport_errors()
+# Failures before a request left this machine (no connection, no pool slot): nothing was
+# asked of the service, so another provider may be asked instead.
+NOT_SENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
 # The SDK raises ValueError/KeyError when the upload handshake goes wrong.
 UPLOAD_ERRORS: Final[tuple[type[BaseException], ...]] = (*TRANSPORT_ERRORS, ValueError, KeyError)
 CREATE_ERRORS: Final[tuple[type[BaseException], ...]] = (*TRANSPORT_ERRORS, ValueError)
@@ -379,8 +387,14 @@ class GeminiProvider:
                 json=body,
                 headers=self.endpoint.headers,
             )
-        except TRANSPORT_ERRORS as exc:
+        except NOT_SENT_ERRORS as exc:
             raise TransientError(f"{where}: {exc!r}") from exc
+        except TRANSPORT_ERRORS as exc:
+            # The request went out: the service may be generating (and billing) the image.
+            raise OutcomeUnknown(
+                f"{where}: the request was sent and its answer lost ({exc!r}); "
+                "calling again could pay twice"
+            ) from exc
         if response.status_code != 200:
             refused = _http_error(response, where)
             refused.args = tuple(

@@ -25,7 +25,7 @@ from typing import IO, cast
 
 from bananabatch.core import records as rec
 from bananabatch.core.catalog import model_warnings
-from bananabatch.core.estimate import cache_enabled_for, lane_of
+from bananabatch.core.estimate import cache_enabled_for
 from bananabatch.core.intake import (
     AcceptedLine,
     FastLine,
@@ -41,6 +41,7 @@ from bananabatch.core.intake.seen import TableFull
 from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
 from bananabatch.core.pricing import Lane, LinePrices, price_warnings
 from bananabatch.core.records import JobRecord
+from bananabatch.core.routing import LaneKind, router_for
 from bananabatch.core.staging import (
     IntakeTally,
     Placement,
@@ -152,7 +153,8 @@ class Reader:
         self.open_batches: dict[int, OpenBatch] = {}
         self.plans: dict[LineShape, ShapeStaging] = {}
         self.stack = ExitStack()
-        self.served = ServedLines(rt, job, self.stack, self.prices, self.tally)
+        self.router = router_for(settings, rt.prices)
+        self.served = ServedLines(rt, job, self.stack, self.prices, self.tally, self.router)
         self.publisher = Publisher(rt, job)
         self.lookups = ThreadPoolExecutor(1, thread_name_prefix="intake-cache-lookup")
 
@@ -273,13 +275,17 @@ class Reader:
         if isinstance(line, FastLine):  # one with metadata
             assert encoded is not None
             plan = self._plan(line)
-            if plan.lane is Lane.STANDARD:
-                self.served.urgent(line.accepted(), digest)
+            if plan.lane is Lane.STANDARD and plan.route is not None:
+                self.served.urgent(line.accepted(), digest, plan.route)
                 return
             staged = plan.stage([line.key], [line.line_no], [line.prompt], [encoded], [digest])
             self._stage(staged if plan.shape.cache else without_request_hashes(staged, [digest]))
-        elif lane_of(line) is Lane.STANDARD:
-            self.served.urgent(line, digest)
+        elif (
+            route := self.router.route(
+                line, native=line.native, has_references=bool(line.reference_images)
+            )
+        ).kind is not LaneKind.BATCH:
+            self.served.urgent(line, digest, route)
         else:
             encode = self.rt.model_provider(line.model).encode_request
             staged = stage_line(line, digest, encode, self.prices)
@@ -334,8 +340,10 @@ class Reader:
         for urgent, run in groupby(range(len(rows)), lambda at: staging[at].lane is Lane.STANDARD):
             ats = list(run)
             if urgent:
-                for row in [rows[at] for at in ats]:
-                    self.served.urgent(lines.fast_line(row).accepted(), lines.digests[row])
+                for at in ats:
+                    row, route = rows[at], staging[at].route
+                    assert route is not None
+                    self.served.urgent(lines.fast_line(row).accepted(), lines.digests[row], route)
             else:
                 self._stage_rows(lines, [rows[at] for at in ats], [staging[at] for at in ats])
 
@@ -388,7 +396,7 @@ class Reader:
         if plan is not None:
             return plan
         encode = self.rt.model_provider(first.shape.model).encode_request
-        plan = ShapeStaging(first.shape, encode, self.prices)
+        plan = ShapeStaging(first.shape, encode, self.prices, self.router.route(first.shape))
         self.plans[first.shape] = plan
         # The first line of a shape checks its template against the provider's own
         # encoding; a mismatch drops the template for good.

@@ -8,13 +8,15 @@ they are handled one at a time and their records written in batches of writes.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import IO
 
 from bananabatch.core.estimate import lane_of
-from bananabatch.core.intake import AcceptedLine, FastLine
+from bananabatch.core.intake import URGENT, AcceptedLine, FastLine
 from bananabatch.core.pricing import Lane, LinePrices
 from bananabatch.core.records import ItemRecord, JobRecord
+from bananabatch.core.routing import GEMINI_STANDARD, LaneKind, Route, Router
 from bananabatch.core.staging import IntakeTally
 from bananabatch.core.states import ItemState
 from bananabatch.pipeline import cache
@@ -35,8 +37,10 @@ class ServedLines:
         stack: ExitStack,
         prices: LinePrices,
         tally: IntakeTally,
+        router: Router | None = None,
     ) -> None:
         self.rt = rt
+        self.router = router
         self.job = job
         self.stack = stack
         self.prices = prices
@@ -46,9 +50,11 @@ class ServedLines:
         self.thumbs: list[tuple[str, str]] = []
         self.urgent_sink: IO[bytes] | None = None
 
-    def urgent(self, line: AcceptedLine, digest: str) -> None:
-        """An urgent line: staged for the synchronous lane, with its item written now (the
-        lane reads items; there are few such lines)."""
+    def urgent(self, line: AcceptedLine, digest: str, route: Route | None = None) -> None:
+        """A line routed to a synchronous lane (an urgent line, or a bulk line whose
+        cheapest lane is one): staged with its providers in order, with its item written
+        now (the lane reads items; there are few such lines)."""
+        route = route or Route(LaneKind.SYNC, (GEMINI_STANDARD,), 0.0)
         rt = self.rt
         if self.urgent_sink is None:
             self.urgent_sink = self.stack.enter_context(
@@ -58,13 +64,26 @@ class ServedLines:
                     content_type="application/jsonl",
                 )
             )
-        self.urgent_sink.write(_urgent_json(line))
-        price = self.prices.line(line, Lane.STANDARD)
-        self.tally.estimates.add(price, price)
+        flat = self._flat_prices(line, route)
+        self.urgent_sink.write(_urgent_json(line, route, flat))
+        standard = self.prices.line(line, Lane.STANDARD)
+        price = flat.get(route.lane, standard)
+        self.tally.estimates.add(price, standard)
         self.tally.urgent += 1
-        self._add(
-            self._item(line, digest, cache.LANE_URGENT, attempt=1, estimated_usd=round(price, 6))
-        )
+        lane = cache.LANE_URGENT if line.priority == URGENT else cache.LANE_SYNC
+        self._add(self._item(line, digest, lane, attempt=1, estimated_usd=round(price, 6)))
+
+    def _flat_prices(self, line: AcceptedLine, route: Route) -> dict[str, float]:
+        """The per-image price of each of the route's lanes priced per image."""
+        if self.router is None:
+            return {}
+        out: dict[str, float] = {}
+        for offer in self.router.lanes:
+            if offer.name in route.lanes and offer.name != GEMINI_STANDARD:
+                price = self.router.price(offer, line.model, line.image_size, line.quality)
+                if price is not None:
+                    out[offer.name] = price
+        return out
 
     def served(
         self, parsed: FastLine | AcceptedLine, digest: str, entry: cache.CacheEntry | None
@@ -139,6 +158,30 @@ class ServedLines:
             cache.ask_thumbnails(self.rt, self.job.job_id, self.thumbs)
 
 
-def _urgent_json(line: AcceptedLine) -> bytes:
-    doc = {"key": line.key, "model": line.model, "request": line.request}
+def _urgent_json(line: AcceptedLine, route: Route, prices: Mapping[str, float]) -> bytes:
+    doc: dict[str, object] = {
+        "key": line.key,
+        "model": line.model,
+        "request": line.request,
+        "lanes": list(route.lanes),
+    }
+    if prices:
+        doc["prices"] = dict(prices)
+    if route.lanes != (GEMINI_STANDARD,) and not line.native:
+        # What a lane that does not speak Gemini's request builds its call from.
+        doc["prompt"] = _prompt_of(line.request)
+        doc["aspect_ratio"] = line.aspect_ratio
+        doc["image_size"] = line.image_size
     return (json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def _prompt_of(request: Mapping[str, object]) -> str:
+    """A simple line's prompt: the text of its request's parts."""
+    texts: list[str] = []
+    contents = request.get("contents")
+    for content in contents if isinstance(contents, list) else ():
+        parts = content.get("parts") if isinstance(content, Mapping) else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                texts.append(str(part["text"]))
+    return "\n".join(texts)
