@@ -36,7 +36,7 @@ GATEWAYS = {
     )
     for label in ("gw1", "gw2")
 }
-ROUTED = {
+ROUTED: dict[str, Any] = {
     "sync_lanes": ("gemini-standard", "compat:gw1", "compat:gw2"),
     "compat_lanes": GATEWAYS,
     "allow_third_party": True,
