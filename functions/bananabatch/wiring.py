@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from bananabatch.config import (
+    COMPAT_PREFIX,
     ENV_OPENAI_API_KEY,
     ENV_OPENAI_ENABLED,
+    ENV_SYNC_LANES,
     Backend,
     ProviderKind,
     Settings,
@@ -22,7 +24,7 @@ from bananabatch.core.catalog import Provider
 from bananabatch.core.pricing import PriceBook
 from bananabatch.errors import ConfigError
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore
+from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore, SyncImageLane
 
 _lock = threading.Lock()
 _current: Runtime | None = None
@@ -42,7 +44,23 @@ def build_runtime(settings: Settings, *, with_provider: bool = True) -> Runtime:
         else cast(BatchProvider, NoProvider()),
         prices=PriceBook(overrides=settings.price_overrides),
         provider_factory=other_providers(settings, objects),
+        sync_lane_factory=sync_lane_factory(settings),
     )
+
+
+def sync_lane_factory(settings: Settings) -> Callable[[str], SyncImageLane]:
+    """Makes a configured synchronous lane's adapter the first time a line needs it
+    ("gemini-standard" is the runtime's own, over the batch provider)."""
+
+    def make(name: str) -> SyncImageLane:
+        label = name.removeprefix(COMPAT_PREFIX)
+        if not name.startswith(COMPAT_PREFIX) or label not in settings.compat_lanes:
+            raise ConfigError(f"no sync lane {name!r} is configured ({ENV_SYNC_LANES})")
+        from bananabatch.providers.compat_images import OpenAICompatLane
+
+        return OpenAICompatLane(label, settings.compat_lanes[label])
+
+    return make
 
 
 class NoProvider:

@@ -24,6 +24,7 @@ from PIL import Image
 from bananabatch.config import CompatLaneConfig
 from bananabatch.core.breaker import FIRST_OPEN
 from bananabatch.core.states import ItemState, JobState
+from bananabatch.emulator.compat import CompatEmulatorConfig, CompatEmulatorServer
 from bananabatch.errors import ContentRefused, OutcomeUnknown, TransientError
 from bananabatch.pipeline import lanes
 from bananabatch.ports import ImageRequest, ImageResult, SyncImageLane
@@ -258,3 +259,74 @@ def test_when_every_provider_is_down_the_items_fail_saying_so_and_nothing_is_pai
     assert "every provider failed" in (items["b1"].reason or "")
     assert summary["counts"]["SUCCEEDED"] == 4
     _paid_once(gw1, gw2)
+
+
+# --- with the OpenAI-compatible images emulator behind each gateway (lanes3p's adapter) ---
+
+
+@pytest.fixture
+def two_gateways(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> Iterator[tuple[Stack, CompatEmulatorServer, CompatEmulatorServer]]:
+    config = CompatEmulatorConfig(api_key="gw-key", models=frozenset({"nano-banana-pro"}))
+    second = CompatEmulatorConfig(api_key="gw-key", models=frozenset({"nano-banana-pro"}))
+    with (
+        CompatEmulatorServer(config) as emu1,
+        CompatEmulatorServer(second) as emu2,
+    ):
+        gateways = {
+            label: CompatLaneConfig(
+                base_url=emu.base_url,
+                api_key="gw-key",
+                models={PRO: "nano-banana-pro"},
+                usd_per_image=0.05,
+                timeout_s=2.0,
+            )
+            for label, emu in (("gw1", emu1), ("gw2", emu2))
+        }
+        settings = {**ROUTED, "compat_lanes": gateways}
+        with open_stack(request, kind, tmp_path, **settings) as stack:
+            yield stack, emu1, emu2
+
+
+def _images_per_item(*emulators: CompatEmulatorServer) -> Counter[str]:
+    """Images made per item key, across gateways (their ledgers count by attempt id)."""
+    made: Counter[str] = Counter()
+    for emu in emulators:
+        for attempt_id, n in emu.state.submitted_keys().items():
+            made[str(attempt_id).split("/", 1)[1].rsplit("@", 1)[0]] += n
+    return made
+
+
+def test_the_first_gateway_down_its_items_complete_on_the_next_and_its_breaker_opens(
+    two_gateways: tuple[Stack, CompatEmulatorServer, CompatEmulatorServer],
+) -> None:
+    stack, emu1, emu2 = two_gateways
+    emu1.state.faults.down = True
+    _job_id, summary, items = _run(stack, file_lines())
+    assert summary["counts"]["SUCCEEDED"] == 10
+    assert {items[f"b{i}"].provider_lane for i in range(1, 7)} == {"compat:gw2"}
+    assert emu1.state.counters.calls == 3  # then its breaker opened
+    breaker = stack.runtime.state.get(lanes.breaker_path("compat:gw1"))
+    assert breaker is not None
+    assert breaker["open_until"] is not None
+    made = _images_per_item(emu1, emu2)
+    assert made == Counter({f"b{i}": 1 for i in range(1, 7)})
+    assert summary["costs"]["by_lane"]["compat:gw2"]["items"] == 6
+
+
+def test_a_gateway_answer_lost_after_the_request_was_sent_is_not_repeated_elsewhere(
+    two_gateways: tuple[Stack, CompatEmulatorServer, CompatEmulatorServer],
+) -> None:
+    stack, emu1, emu2 = two_gateways
+    emu1.state.faults.stall = 1  # the first call is made and its answer never comes
+    try:
+        _job_id, _summary, items = _run(stack, file_lines(bulk=2))
+    finally:
+        emu1.state.release_stalled()
+    assert items["b1"].state is ItemState.FAILED
+    assert "outcome unknown on compat:gw1" in (items["b1"].reason or "")
+    assert items["b2"].state is ItemState.SUCCEEDED
+    # gw1 made b1's image (it may bill it); gw2 was never asked for it.
+    assert _images_per_item(emu2)["b1"] == 0
+    assert max(_images_per_item(emu1, emu2).values()) == 1

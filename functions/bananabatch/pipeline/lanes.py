@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bananabatch.config import COMPAT_PREFIX
 from bananabatch.core.breaker import Breaker, Gate
 from bananabatch.core.pricing import Lane
 from bananabatch.core.records import ItemRecord
@@ -37,6 +38,7 @@ from bananabatch.core.states import ItemState
 from bananabatch.errors import (
     BananaError,
     ContentRefused,
+    ModelUnavailable,
     OutcomeUnknown,
     PermanentError,
     PriceUnknown,
@@ -288,7 +290,7 @@ def _attempt(
     tried.called += 1
     request = staged.image_request(job_id, f"{job_id}/{key}@{n}")
     try:
-        result = lane.generate(request, timeout_s=TIMEOUT_S)
+        result = lane.generate(request, timeout_s=_timeout_s(rt, lane_name))
     except ContentRefused as exc:
         finish_attempt(rt, job_id, key, n, REFUSED, str(exc))
         record_call(rt, lane_name, ok=True)
@@ -328,6 +330,12 @@ def _attempt(
     return _succeeded(rt, item, staged, lane_name, result)
 
 
+def _timeout_s(rt: Runtime, lane_name: str) -> float:
+    """How long one call may take: a gateway's own setting, or TIMEOUT_S."""
+    gateway = rt.settings.compat_lanes.get(lane_name.removeprefix(COMPAT_PREFIX))
+    return gateway.timeout_s if gateway is not None else TIMEOUT_S
+
+
 def _refused(
     rt: Runtime,
     item: ItemRecord,
@@ -344,10 +352,10 @@ def _refused(
         # Nothing was generated or paid: the item waits for the pause to end.
         return item.model_copy(update={"state": ItemState.PENDING, "updated_at": rt.now()})
     if isinstance(exc, TransientError) or (
-        isinstance(exc, ProviderAuthError) and lane_name != GEMINI_STANDARD
+        isinstance(exc, ProviderAuthError | ModelUnavailable) and lane_name != GEMINI_STANDARD
     ):
-        # A third party refusing our key is that provider down for us, not a reason to
-        # stop the deployment.
+        # A third party refusing our key, or no longer serving the model, is that provider
+        # down for us, not a reason to stop the deployment or fail the line.
         finish_attempt(rt, job_id, key, n, FAILED, str(exc))
         record_call(rt, lane_name, ok=False)
         tried.errors.append(f"{lane_name}: {exc}")
