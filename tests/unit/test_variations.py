@@ -220,3 +220,10 @@ def test_a_combinatorial_explosion_is_counted_without_being_made() -> None:
     template = load_template({"prompt": prompt, "values": values})
     assert count_lines(template, None, 1000) == 10**12
     assert "10 p0 x 10 p1" in over_limit(template, 10**12, 1000, rows=False)
+
+
+def test_rows_may_be_given_as_just_the_csv_path() -> None:
+    doc = {"prompt": "{title} on {bg}", "values": {"bg": ["oak"]}, "rows": "products.csv"}
+    template = load_template(doc)
+    assert template == load_template({**doc, "rows": {"csv": "products.csv"}})
+    assert template.rows_csv == "products.csv"

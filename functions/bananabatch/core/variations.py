@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import Annotated, Any, Final, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bananabatch.core.intake.rules import key_problem
 from bananabatch.errors import PermanentError
@@ -97,6 +97,13 @@ class TemplateSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     rows: RowsSpec | None = None
     max_lines: int | None = Field(default=None, ge=1)
+
+    @field_validator("rows", mode="before")
+    @classmethod
+    def _rows_as_a_path(cls, given: object) -> object:
+        # `rows: products.csv` is what people write first: the CSV, keys made from its
+        # first column as for {csv: ...} without a key.
+        return {"csv": given} if isinstance(given, str) else given
 
 
 @dataclass(frozen=True)
