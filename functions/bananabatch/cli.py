@@ -463,6 +463,13 @@ def demo_emulator_config() -> Any:
     return EmulatorConfig(pending_seconds=1.0, running_seconds=2.0)
 
 
+def _add_lane_split(cost: Table, split: dict[str, Any]) -> None:
+    """The actual split across the lanes (issue 20): batch, cache, each sync provider."""
+    if len(split) > 1:
+        for name, share in sorted(split.items()):
+            cost.add_row(f"  lane {name}: {share['items']} items", f"${share['actual_usd']:.4f}")
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     if not summary:
         err.print("[red]the job left no summary.json[/]")
@@ -495,6 +502,7 @@ def print_summary(summary: dict[str, Any]) -> None:
                 f"  {name}: {share['items']} items, actual (est.)",
                 f"${share['actual_usd']:.4f} (${share['estimated_usd']:.4f})",
             )
+    _add_lane_split(cost, costs.get("by_lane") or {})
     console.print(cost)
     if summary.get("error"):
         console.print(f"[red]reason:[/] {summary['error']}", soft_wrap=True)

@@ -25,7 +25,7 @@ from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine, iter
 from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.rightsize_saving import right_size_saving
-from bananabatch.core.routing import router_for
+from bananabatch.core.routing import flat_price_warnings, router_for
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError, PermanentError
 from bananabatch.pipeline import cache, control
@@ -98,6 +98,9 @@ def estimate_file(
         rt.now().date(),
         rt.settings.price_max_age_days,
     )
+    if result.hybrid is not None:
+        used = [lane.lane for lane in result.hybrid.lanes]
+        result.price_warnings += flat_price_warnings(used, rt.settings)
     result.right_sizing = right_size_saving(parser.right_sizing(), rt.prices)
     return result
 

@@ -188,3 +188,13 @@ def test_the_default_deployment_routes_as_before_the_levels() -> None:
     assert router.route(Line("urgent")).lanes == ("gemini-standard",)
     assert router.route(Line("normal")).lanes == ("batch",)
     assert router.route(Line("bulk")).lanes == ("batch",)
+
+
+def test_a_gateway_priced_from_the_table_is_warned_about_one_with_its_own_price_is_not() -> None:
+    from bananabatch.core.routing import flat_price_warnings
+
+    warned = flat_price_warnings(["batch", "compat:gw1"], deployment())
+    assert len(warned) == 1
+    assert warned[0].startswith("compat:gw1: priced at the table's typical gateway figure")
+    own = CompatLaneConfig(base_url="http://x/v1", models={PRO: "nb"}, usd_per_image=0.04)
+    assert flat_price_warnings(["compat:gw1"], deployment(compat_lanes={"gw1": own})) == []

@@ -308,3 +308,20 @@ def router_for(settings: Settings, book: PriceBook) -> Router:
         third_party_allowed=settings.allow_third_party,
         gateway_usd={label: g.usd_per_image for label, g in settings.compat_lanes.items()},
     )
+
+
+def flat_price_warnings(lanes_used: Sequence[str], settings: Settings) -> list[str]:
+    """What an estimate must say about the per-image prices of the lanes it used: a
+    gateway without its own usd_per_image is priced from the table's third-party figure."""
+    out: list[str] = []
+    for name in lanes_used:
+        label = name.removeprefix(COMPAT_PREFIX)
+        gateway = settings.compat_lanes.get(label) if name.startswith(COMPAT_PREFIX) else None
+        if gateway is not None and gateway.usd_per_image is None:
+            entries = [e for e in FLAT_PRICE_TABLE if e.lane == COMPAT]
+            as_of = min((f.as_of for e in entries for f in e.per_image.values()), default="?")
+            out.append(
+                f"{name}: priced at the table's typical gateway figure (third-party, uncertain, "
+                f"read {as_of}); set usd_per_image in BANANABATCH_COMPAT_LANES to your price"
+            )
+    return out
