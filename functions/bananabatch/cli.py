@@ -840,6 +840,10 @@ def print_jobs(rt: Runtime, jobs: list[JobRecord], fmt: Format = Format.TABLE) -
                 soft_wrap=True,
                 highlight=False,
             )
+        if notes.get("window"):
+            err.print(
+                f"[yellow]{job.job_id}[/] {notes['window']['why']}", soft_wrap=True, highlight=False
+            )
         idle = _nothing_drives(rt, job)
         if idle is not None:
             err.print(f"[yellow]{job.job_id}[/] {idle}", soft_wrap=True, highlight=False)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bananabatch.core import catalog
 from bananabatch.core.references import location_problem
+from bananabatch.core.window import BatchWindow
 from bananabatch.errors import ConfigError
 
 # --- environment variable names (shared with infra/) -------------------------------------
@@ -86,6 +87,10 @@ ENV_ASYNC_LANES: Final = "BANANABATCH_ASYNC_LANES"
 ENV_COMPAT_LANES: Final = "BANANABATCH_COMPAT_LANES"
 ENV_ALLOW_THIRD_PARTY: Final = "BANANABATCH_ALLOW_THIRD_PARTY"
 ENV_FAILOVER_ON_UNKNOWN: Final = "BANANABATCH_FAILOVER_ON_UNKNOWN"
+# The batch window (core/window.py): a five-field cron expression and its time zone; unset,
+# batches are submitted at once. The stack's batchWindow / batchWindowTimeZone.
+ENV_BATCH_WINDOW: Final = "BANANABATCH_BATCH_WINDOW"
+ENV_BATCH_WINDOW_TZ: Final = "BANANABATCH_BATCH_WINDOW_TZ"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -309,6 +314,10 @@ class Settings(BaseModel):
     # Off: an attempt whose outcome is unknown (it may have been paid) ends FAILED and is
     # never sent to the next provider. On: the owner accepts paying twice for speed.
     failover_on_unknown: bool = False
+    # Uploads accumulate until the next window of this cron expression (in
+    # batch_window_tz) instead of being submitted at once; urgent lines never wait.
+    batch_window: str | None = None
+    batch_window_tz: str = "UTC"
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -344,6 +353,26 @@ class Settings(BaseModel):
         if problem is not None:
             raise ValueError(f"the fallback model cannot be used: {problem}")
         return spec.model_id
+
+    @field_validator("batch_window")
+    @classmethod
+    def _window_is_cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return BatchWindow.parse(value).cron
+
+    @field_validator("batch_window_tz")
+    @classmethod
+    def _window_zone_is_known(cls, value: str) -> str:
+        BatchWindow.parse("0 0 * * *", value)
+        return value
+
+    @property
+    def window(self) -> BatchWindow | None:
+        """The batch window, or None when batches go at once."""
+        if self.batch_window is None or not self.batch_window.strip():
+            return None
+        return BatchWindow.parse(self.batch_window, self.batch_window_tz)
 
     @model_validator(mode="after")
     def _vertex_limits(self) -> Settings:
@@ -543,6 +572,8 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "compat_lanes": ENV_COMPAT_LANES,
     "allow_third_party": ENV_ALLOW_THIRD_PARTY,
     "failover_on_unknown": ENV_FAILOVER_ON_UNKNOWN,
+    "batch_window": ENV_BATCH_WINDOW,
+    "batch_window_tz": ENV_BATCH_WINDOW_TZ,
 }
 
 

@@ -1026,6 +1026,10 @@ class Pipeline(pulumi.ComponentResource):
         if a.openai_enabled:
             # Intake takes gpt-image lines only where this says so (config.Settings).
             env[cfg.ENV_OPENAI_ENABLED] = "true"
+        if a.batch_window is not None:
+            # Uploads wait for the window (core/window.py); the tick submits them then.
+            env[cfg.ENV_BATCH_WINDOW] = a.batch_window
+            env[cfg.ENV_BATCH_WINDOW_TZ] = a.batch_window_time_zone
         return env
 
     def _secret_environment(

@@ -32,7 +32,8 @@ EXCLUDED_DIR_NAMES: Final = frozenset(
 # Workstation-only code, never imported by main.py: the Gemini Batch emulator and the local
 # runner (directories), the CLI (cli.py and its *_cli.py commands), and the modules only the
 # CLI uses (doctor, doctor_openai: set-up checks; deployed: the CLI's side of a deployed
-# stack; status: the status view; model_table: the models listing). Their third-party
+# stack; status: the status view; model_table: the models listing; variations: the
+# templates `expand` reads). Their third-party
 # dependencies are in pyproject's `local` extra, not in requirements.txt. When the deployed
 # code starts importing one of these, tests/infra/test_deployed_closure.py fails: take it off
 # this list.
@@ -45,6 +46,7 @@ LOCAL_ONLY_FILES: Final = (
     "bananabatch/deployed.py",
     "bananabatch/pipeline/status.py",
     "bananabatch/core/model_table.py",
+    "bananabatch/core/variations.py",
 )
 EXCLUDED_SUFFIXES: Final = (".pyc", ".pyo")
 _FIXED_TIME: Final = (1980, 1, 1, 0, 0, 0)

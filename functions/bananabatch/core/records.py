@@ -122,6 +122,9 @@ class JobRecord(Record):
     # Set once the tick has reported this job running past its expected completion, so the
     # alert fires once per job, not once per tick.
     overdue_reported: bool = False
+    # The batch window this job's batches wait for (pipeline/window.py); None: they went
+    # (or go) at once.
+    window_at: datetime | None = None
 
     @property
     def cancel_requested(self) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import BatchState
-from bananabatch.pipeline import inflight
+from bananabatch.pipeline import inflight, window
 from bananabatch.pipeline.cache import LANE_JOINED
 from bananabatch.pipeline.collect import PROVIDER_GONE
 from bananabatch.pipeline.runtime import Runtime
@@ -57,4 +57,9 @@ def job_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
             )
     # Lines that joined an identical request in flight in another job, and how they fared.
     joined = inflight.counts(rt.repo.items(job.job_id, where=[Where("lane", "==", LANE_JOINED)]))
-    return {"problems": problems, "waiting": waiting, "inflight": joined}
+    return {
+        "problems": problems,
+        "waiting": waiting,
+        "inflight": joined,
+        "window": window.note(rt, job),
+    }

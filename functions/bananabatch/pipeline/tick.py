@@ -323,7 +323,8 @@ def report_overdue(rt: Runtime, job: JobRecord) -> bool:
     guards each batch against a stalling provider; this guards the job against whatever
     nothing else foresaw (a pause never lifted, a batch never announced, a bug). Marked on
     the job first, so two ticks never report it twice."""
-    age = rt.now() - job.created_at
+    # A job that waited for its batch window is late only from the window on.
+    age = rt.now() - max(job.created_at, job.window_at or job.created_at)
     expected = timedelta(hours=rt.settings.overdue_hours)
     if job.overdue_reported or age <= expected:
         return False
