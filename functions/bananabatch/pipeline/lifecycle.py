@@ -192,6 +192,12 @@ def mark_finalized(rt: Runtime, job_id: str) -> JobRecord:
 # --- what the tick, a fallback model and `retry` note on a job ----------------------------
 
 
+def mark_window(rt: Runtime, job_id: str, at: datetime) -> JobRecord:
+    """The batch window the job's batches wait for (pipeline/window.py): set once, so a
+    crash or a later release keeps the first answer. The job as it stands."""
+    return rt.repo.patch_job(job_id, lambda job: None if job.window_at else {"window_at": at})
+
+
 def record_error(rt: Runtime, job_id: str, error: str) -> None:
     """The last failure of a periodic step on this job, for `status`."""
     rt.repo.patch_job(job_id, lambda _j: {"last_error": error})

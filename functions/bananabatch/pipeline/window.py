@@ -30,6 +30,7 @@ from bananabatch.core.records import JobRecord
 from bananabatch.core.states import BatchState
 from bananabatch.core.window import waiting_text
 from bananabatch.log import get_logger
+from bananabatch.pipeline import lifecycle
 from bananabatch.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
@@ -42,11 +43,7 @@ def hold_until(rt: Runtime, job_id: str) -> datetime | None:
     if window is None:
         return None
     at = window.next_after(rt.now())
-
-    def mark(job: JobRecord) -> dict[str, Any] | None:
-        return None if job.window_at is not None else {"window_at": at}
-
-    job = rt.repo.patch_job(job_id, mark)
+    job = lifecycle.mark_window(rt, job_id, at)
     if job.window_at == at:
         log.info(
             "batches wait for the batch window",
