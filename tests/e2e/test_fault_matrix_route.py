@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from bananabatch.config import CompatLaneConfig
-from bananabatch.core.breaker import FIRST_OPEN
+from bananabatch.core.breaker import FIRST_OPEN, Breaker
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.emulator.compat import CompatEmulatorConfig, CompatEmulatorServer
 from bananabatch.errors import ContentRefused, OutcomeUnknown, TransientError
@@ -330,3 +330,29 @@ def test_a_gateway_answer_lost_after_the_request_was_sent_is_not_repeated_elsewh
     # gw1 made b1's image (it may bill it); gw2 was never asked for it.
     assert _images_per_item(emu2)["b1"] == 0
     assert max(_images_per_item(emu1, emu2).values()) == 1
+
+
+def test_items_whose_providers_are_all_shut_wait_unpaid_and_the_tick_runs_them_later(
+    routed: Stack,
+) -> None:
+    # Both gateways failed three calls a moment ago (an earlier job): both breakers open.
+    now = routed.runtime.now()
+    for lane in ("compat:gw1", "compat:gw2"):
+        breaker = Breaker(lane)
+        for _ in range(3):
+            breaker = breaker.record(False, now)
+        routed.runtime.state.set(lanes.breaker_path(lane), breaker.to_doc())
+    gw1, gw2 = FakeGateway("compat:gw1"), FakeGateway("compat:gw2")
+    _gateways(routed, gw1, gw2)
+    job_id = routed.upload(routed.write(file_lines(bulk=2)))
+    items = {item.key: item for item in routed.repo.items(job_id)}
+    # Nothing was asked of either gateway: the bulk items wait, unpaid.
+    assert (items["b1"].state, items["b2"].state) == (ItemState.PENDING, ItemState.PENDING)
+    assert gw1.calls == gw2.calls == []
+    assert lanes.attempts(routed.runtime, job_id, "b1") == []
+    summary = assert_invariants(routed, job_id, routed.settle(job_id))
+    assert summary["counts"]["SUCCEEDED"] == 6
+    # The tick ran them once the breakers let a probe through; gw1 answered and closed.
+    assert sorted(gw1.calls) == ["b1", "b2"]
+    assert gw2.calls == []
+    _paid_once(gw1, gw2)
