@@ -97,6 +97,9 @@ def expand(
             raise TemplateError(f"{out} is the template itself: name another output")
         limit = spec.limit(max_lines)
         csv_path = _csv_path(template, spec)
+        if csv_path is not None and out.resolve() == csv_path.resolve():
+            # It would be replaced by the lines made from it.
+            raise TemplateError(f"{out} is the template's CSV: name another output")
         count = _count(spec, csv_path, limit)
         if count > limit:
             raise TemplateError(over_limit(spec, count, limit, rows=csv_path is not None))

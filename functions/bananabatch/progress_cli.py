@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from rich.console import Console, RenderableType
@@ -21,7 +22,7 @@ from rich.table import Column
 from rich.text import Text
 
 from bananabatch.core.records import JobRecord
-from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState
+from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, ItemState, JobState
 
 REFRESH_SECONDS: Final = 0.5
 BAR_WIDTH: Final = 30
@@ -50,15 +51,32 @@ def money(job: JobRecord) -> str:
     return f"est. ${costs.estimated_usd:.2f}"
 
 
+def waiting_for_window(job: JobRecord | None, now: datetime | None = None) -> bool:
+    """Whether the job's batches still wait for the batch window (pipeline/window.py)."""
+    at = job.window_at if job is not None else None
+    return (
+        at is not None
+        and job is not None
+        and job.state is JobState.RUNNING
+        and (at > (now or datetime.now(UTC)))
+    )
+
+
 def progress_line(
-    job: JobRecord | None, counts: dict[str, int], *, batches_done: int | None = None
+    job: JobRecord | None,
+    counts: dict[str, int],
+    *,
+    batches_done: int | None = None,
+    now: datetime | None = None,
 ) -> str:
     """batches_done: how many of the job's batches the provider has finished. A batch's
     images all arrive when it ends, so before the first one does this is the only motion."""
     if job is None:
         return "reading the file"
     parts = [job.state.value.lower()]
-    if job.state in JOB_TERMINAL:
+    if waiting_for_window(job, now) and job.window_at is not None:
+        parts.append(f"batches wait for the batch window at {job.window_at:%Y-%m-%d %H:%M} UTC")
+    elif job.state in JOB_TERMINAL:
         parts.append("writing the gallery's thumbnails")
     elif batches_done is not None and job.batch_count:
         parts.append(f"batches done {batches_done}/{job.batch_count}")
@@ -139,7 +157,8 @@ class JobProgress:
                 total=total,
                 completed=done,
                 description=progress_line(job, counts, batches_done=batches_done),
-                rate=self.rate.text(done, total),
+                # An ETA from the urgent lines alone would promise seconds for hours.
+                rate="" if waiting_for_window(job) else self.rate.text(done, total),
             )
 
 

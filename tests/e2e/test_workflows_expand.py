@@ -136,3 +136,15 @@ def test_a_hostile_template_is_one_error_line_and_leaves_no_output(
         assert says in flat
     assert not (tmp_path / "catalog.jsonl").exists()
     assert not list(tmp_path.glob(".catalog.jsonl.*"))
+
+
+def test_the_output_may_be_neither_the_template_nor_its_csv(
+    local_env: Path, tmp_path: Path
+) -> None:
+    template = write(tmp_path)
+    for target in (template, tmp_path / "products.csv"):
+        before = target.read_text()
+        refused = invoke("expand", str(template), "-o", str(target))
+        assert refused.exit_code == 1
+        assert f"{target} is the template" in " ".join(refused.output.split())
+        assert target.read_text() == before

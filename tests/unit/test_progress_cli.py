@@ -88,3 +88,18 @@ def test_the_line_is_refreshed_while_the_main_thread_is_busy() -> None:
     task = shown.bar.tasks[0]
     assert task.completed >= 100
     assert "batches done 1/8" in task.description
+
+
+def test_a_job_waiting_for_the_batch_window_says_when_instead_of_an_eta() -> None:
+    at = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
+    job = _job().model_copy(update={"window_at": at})
+    before = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
+    line = progress_cli.progress_line(job, {"SUCCEEDED": 1}, batches_done=0, now=before)
+    assert line == (
+        "running · batches wait for the batch window at 2026-12-08 01:00 UTC · succeeded 1 · "
+        "est. $85.36"
+    )
+    assert progress_cli.waiting_for_window(job, before)
+    after = datetime(2026, 12, 8, 1, 0, 1, tzinfo=UTC)
+    assert not progress_cli.waiting_for_window(job, after)
+    assert "batches done 0/8" in progress_cli.progress_line(job, {}, batches_done=0, now=after)
