@@ -31,6 +31,7 @@ POINTS: Final = (
     "urgent.after_claim",
     "inflight.after_claim_taken",
     "inflight.after_item_released",
+    "window.after_mark",
 )
 
 _lock = threading.Lock()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bananabatch import faults
 from bananabatch.core.records import display_name_for
 from bananabatch.core.states import BatchState, ItemState, JobState
 from bananabatch.pipeline import status, tick
@@ -118,5 +119,30 @@ def test_without_a_window_nothing_waits(
     with open_stack(request, kind, tmp_path) as stack:
         job_id = stack.upload(stack.write(LOOKBOOK))
         assert stack.repo.require_job(job_id).window_at is None
+        assert set(created_at_provider(stack, job_id)) == {"b1", "b2"}
+        assert_invariants(stack, job_id, stack.settle(job_id))
+
+
+def test_a_crash_after_the_window_is_marked_keeps_the_batches_for_that_window(
+    request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
+) -> None:
+    """The process dies between recording the job's window and releasing its batches: the
+    redelivered upload finds the job running and does nothing, and the tick's repair
+    releases the batches to the recorded window, neither to "now" nor to a later window
+    computed again (here the repair runs after the window has passed: they go at once)."""
+    with open_stack(request, kind, tmp_path, **WINDOW) as stack:
+        faults.arm("window.after_mark")
+        job_id = stack.upload(stack.write(LOOKBOOK))
+        assert faults.hits("window.after_mark") == 1
+        assert stack.repo.require_job(job_id).window_at == AT
+        batches = list(stack.repo.batches(job_id=job_id))
+        assert batches
+        assert all(b.state is BatchState.QUEUED for b in batches)
+        assert created_at_provider(stack, job_id) == {}
+
+        stack.clock.now = AT + timedelta(minutes=10)
+        report = tick.handle_tick(stack.runtime)
+        assert report.released >= 1
+        assert report.submitted == len(batches)
         assert set(created_at_provider(stack, job_id)) == {"b1", "b2"}
         assert_invariants(stack, job_id, stack.settle(job_id))

@@ -30,6 +30,7 @@ from bananabatch.core import records as rec
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import BatchState
 from bananabatch.errors import PermanentError
+from bananabatch.faults import crash_point
 from bananabatch.pipeline import window
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Doc
@@ -168,6 +169,8 @@ def release_hold(rt: Runtime, job_id: str) -> None:
     """Let a running job's batches go: at once, or at the batch window where one is
     configured (a single write per batch, so no crash can let one out early)."""
     until = window.hold_until(rt, job_id)
+    # A crash here leaves the batches held; the tick releases them to the recorded window.
+    crash_point("window.after_mark")
     for batch in rt.repo.batches(job_id=job_id, states=[BatchState.QUEUED]):
         rt.repo.patch_batch(
             batch.batch_id,
