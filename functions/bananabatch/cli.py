@@ -476,7 +476,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         return
     counts: dict[str, int] = summary["counts"]
     costs: dict[str, Any] = summary["costs"]
-    table = Table(title=f"job {summary['job_id']}: {summary['state']}")
+    # The heading on a line of its own: as the title of a two-column table it was centred
+    # over it and wrapped a word a line ("job" / "prompts-8d9c…:" / "PARTIAL").
+    console.print(f"[bold]job {summary['job_id']}: {summary['state']}[/]", soft_wrap=True)
+    table = Table()
     table.add_column("item state")
     table.add_column("count", justify="right")
     for state, count in counts.items():
