@@ -172,6 +172,15 @@ GEMINI_STANDARD_LANE: Final = "gemini-standard"
 #: The prefix of an OpenAI-compatible gateway's lane name: "compat:<label>".
 COMPAT_PREFIX: Final = "compat:"
 _LANE_LABEL: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+#: A gateway's key may come from its own variable instead of its entry in
+#: BANANABATCH_COMPAT_LANES: a deployment injects each key from its own Secret Manager
+#: secret (infra/), so the lanes' JSON stays plain configuration without keys.
+COMPAT_KEY_ENV_PREFIX: Final = "BANANABATCH_COMPAT_KEY_"
+
+
+def compat_key_env(label: str) -> str:
+    """The variable that holds the key of the gateway `label` ("gw-1" -> ..._KEY_GW_1)."""
+    return COMPAT_KEY_ENV_PREFIX + label.upper().replace("-", "_")
 
 
 class CompatLaneConfig(BaseModel):
@@ -459,6 +468,12 @@ class Settings(BaseModel):
                     f"sync lane {name!r}: expected one of {', '.join(known)} (a compat lane "
                     f"needs its entry in {ENV_COMPAT_LANES})"
                 )
+        key_names = [compat_key_env(label) for label in self.compat_lanes]
+        if len(set(key_names)) != len(key_names):
+            raise ValueError(
+                "compat lane labels differ only by '-' and '_', so their keys' variables "
+                f"({COMPAT_KEY_ENV_PREFIX}<LABEL>) would be the same: rename one"
+            )
         if len(set(self.sync_lanes)) != len(self.sync_lanes):
             raise ValueError(f"sync lanes name a lane twice: {', '.join(self.sync_lanes)}")
         for name in self.async_lanes:
@@ -475,6 +490,13 @@ class Settings(BaseModel):
             if raw is not None and raw.strip() != "":
                 fields[field_name] = raw.strip()
         try:
+            keys = {
+                name: value.strip()
+                for name, value in env.items()
+                if name.startswith(COMPAT_KEY_ENV_PREFIX) and value.strip()
+            }
+            if keys:
+                fields["compat_lanes"] = _with_compat_keys(fields.get("compat_lanes"), keys)
             return cls.model_validate(fields)
         except ValidationError as exc:
             # Named by field, never by value: a refused value may be a credential.
@@ -575,6 +597,35 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "batch_window": ENV_BATCH_WINDOW,
     "batch_window_tz": ENV_BATCH_WINDOW_TZ,
 }
+
+
+def _with_compat_keys(raw: object, keys: Mapping[str, str]) -> dict[str, object]:
+    """The gateways of BANANABATCH_COMPAT_LANES with each key taken from its own variable.
+    Named by variable, never by value, when a key has no gateway or a gateway two keys."""
+    lanes = json.loads(raw) if isinstance(raw, str) else {}
+    if not isinstance(lanes, dict):
+        raise ConfigError(
+            f"invalid configuration from environment: {ENV_COMPAT_LANES}: "
+            "expected a JSON object of gateways by label"
+        )
+    by_env = {compat_key_env(str(label)): str(label) for label in lanes}
+    out: dict[str, object] = dict(lanes)
+    for name, key in sorted(keys.items()):
+        label = by_env.get(name)
+        if label is None:
+            raise ConfigError(
+                f"invalid configuration from environment: {name} is set but "
+                f"{ENV_COMPAT_LANES} has no gateway it is the key of"
+            )
+        lane = out[label]
+        if isinstance(lane, dict):
+            if lane.get("api_key"):
+                raise ConfigError(
+                    f"invalid configuration from environment: the key of compat lane {label!r} "
+                    f"is set twice, in {ENV_COMPAT_LANES} and in {name}: keep one"
+                )
+            out[label] = {**lane, "api_key": key}
+    return out
 
 
 def env_name_for(field_name: str) -> str:

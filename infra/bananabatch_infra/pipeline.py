@@ -137,6 +137,12 @@ def _openai_secret_users(env_name: str) -> tuple[FunctionSpec, ...]:
     return (WEBHOOK,) if env_name == cfg.ENV_OPENAI_WEBHOOK_SECRET else PROVIDER_FUNCTIONS
 
 
+# The functions that call the sync lanes: upload serves a job's urgent lines right after it
+# starts (pipeline/control.py start_running), the tick runs the ones that waited
+# (pipeline/urgent.py recover). Collect and the webhook receiver never call a gateway.
+SYNC_LANE_CALLERS: Final = (UPLOAD, TICK)
+
+
 def secret_label(env_name: str) -> str:
     """A short, stable label of an OpenAI secret for resource names."""
     return "openai-webhook" if env_name == cfg.ENV_OPENAI_WEBHOOK_SECRET else "openai-key"
@@ -248,6 +254,15 @@ class Pipeline(pulumi.ComponentResource):
             self.openai_secrets[cfg.ENV_OPENAI_WEBHOOK_SECRET] = self._secret(
                 "openai-webhook-secret", a.openai_webhook_secret
             )
+
+        # Each OpenAI-compatible gateway's key, a secret of its own (the lanes' JSON in the
+        # environment carries none), for the functions that call the sync lanes.
+        self.compat_key_secrets: dict[
+            str, tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]
+        ] = {
+            label: self._secret(f"compat-key-{label}", key)
+            for label, key in sorted(a.compat_lane_keys.items())
+        }
 
         # --- identities ------------------------------------------------------------------
         specs = [*PROVIDER_FUNCTIONS, *([WEBHOOK] if a.webhook_on else [])]
@@ -492,6 +507,13 @@ class Pipeline(pulumi.ComponentResource):
                 grants[spec.key].append(
                     self._secret_role(
                         f"{spec.key}-{secret_label(env_name)}", secret, self._member(spec.key)
+                    )
+                )
+        for label, (secret, _version) in self.compat_key_secrets.items():
+            for spec in SYNC_LANE_CALLERS:
+                grants[spec.key].append(
+                    self._secret_role(
+                        f"{spec.key}-compat-key-{label}", secret, self._member(spec.key)
                     )
                 )
 
@@ -1030,6 +1052,7 @@ class Pipeline(pulumi.ComponentResource):
             # Uploads wait for the window (core/window.py); the tick submits them then.
             env[cfg.ENV_BATCH_WINDOW] = a.batch_window
             env[cfg.ENV_BATCH_WINDOW_TZ] = a.batch_window_time_zone
+        env |= lane_environment(a)
         return env
 
     def _secret_environment(
@@ -1043,6 +1066,9 @@ class Pipeline(pulumi.ComponentResource):
         for env_name, (secret, version) in self.openai_secrets.items():
             if spec in _openai_secret_users(env_name):
                 pairs.append((env_name, secret, version))
+        if spec in SYNC_LANE_CALLERS:
+            for label, (secret, version) in self.compat_key_secrets.items():
+                pairs.append((cfg.compat_key_env(label), secret, version))
         return [
             gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
                 key=key,
@@ -1166,6 +1192,30 @@ class Pipeline(pulumi.ComponentResource):
             parts.extend([f" {key}='", value, "'"])
         parts.append(" && bananabatch status")
         return pulumi.Output.concat(*parts)
+
+
+def lane_environment(args: PipelineArgs) -> dict[str, str]:
+    """The lane settings every function reads (config.Settings checks them at load, so all
+    get the same): only what differs from the application's defaults; the gateways'
+    JSON without keys, which reach only their callers as secret variables."""
+    env: dict[str, str] = {}
+    if args.sync_lanes != (cfg.GEMINI_STANDARD_LANE,):
+        env[cfg.ENV_SYNC_LANES] = ",".join(args.sync_lanes)
+    if args.async_lanes:
+        env[cfg.ENV_ASYNC_LANES] = ",".join(args.async_lanes)
+    if args.compat_lanes:
+        env[cfg.ENV_COMPAT_LANES] = json.dumps(
+            {
+                label: lane.model_dump(exclude={"api_key"})
+                for label, lane in sorted(args.compat_lanes.items())
+            },
+            sort_keys=True,
+        )
+    if args.allow_third_party:
+        env[cfg.ENV_ALLOW_THIRD_PARTY] = "true"
+    if args.failover_on_unknown:
+        env[cfg.ENV_FAILOVER_ON_UNKNOWN] = "true"
+    return env
 
 
 def _delete_after(

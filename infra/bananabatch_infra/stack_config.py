@@ -8,6 +8,7 @@ and refuses an unusable combination before a single resource is registered, with
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pulumi
+from pydantic import ValidationError
 
 import bananabatch.config as cfg
 from bananabatch.core import catalog
@@ -67,11 +69,27 @@ KNOWN_KEYS: Final = frozenset(
         "firestorePitr",
         "alertEmail",
         "openaiEnabled",
+        "syncLanes",
+        "asyncLanes",
+        "compatLanes",
+        "allowThirdParty",
+        "failoverOnUnknown",
     }
 )
 SECRET_KEYS: Final = frozenset(
     {"geminiApiKey", "webhookSigningSecret", "openaiApiKey", "openaiWebhookSecret"}
 )
+#: Each gateway of compatLanes has its key in the secret `compatKey-<label>`.
+COMPAT_KEY_PREFIX: Final = "compatKey-"
+# A gateway's stack config (camelCase, as Pulumi keys go) -> its CompatLaneConfig field.
+# No key field: keys are secrets of their own, never part of plain configuration.
+_COMPAT_FIELDS: Final = {
+    "baseUrl": "base_url",
+    "models": "models",
+    "usdPerImage": "usd_per_image",
+    "timeoutS": "timeout_s",
+    "thirdParty": "third_party",
+}
 
 # Service account ids are at most 30 characters and the longest suffix is "-collect".
 _PREFIX_RE: Final = re.compile(r"^[a-z][a-z0-9-]{1,20}[a-z0-9]$")
@@ -155,6 +173,15 @@ class PipelineArgs:
     openai_enabled: bool = False
     openai_api_key: pulumi.Input[str] | None = field(default=None, repr=False)
     openai_webhook_secret: pulumi.Input[str] | None = field(default=None, repr=False)
+    # Lanes besides batch (issue 20; the application's settings of the same names): the
+    # sync providers in failover order, the async ones, the OpenAI-compatible gateways by
+    # label WITHOUT their keys, and each gateway's key, a secret of its own.
+    sync_lanes: tuple[str, ...] = (cfg.GEMINI_STANDARD_LANE,)
+    async_lanes: tuple[str, ...] = ()
+    compat_lanes: Mapping[str, cfg.CompatLaneConfig] = field(default_factory=dict)
+    compat_lane_keys: Mapping[str, pulumi.Input[str]] = field(default_factory=dict, repr=False)
+    allow_third_party: bool = False
+    failover_on_unknown: bool = False
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -244,6 +271,7 @@ def _problems(args: PipelineArgs) -> list[str]:
         *_model_problems(args),
         *_secret_problems(args),
         *_billing_problems(args),
+        *_lane_problems(args),
     ]
 
 
@@ -355,6 +383,35 @@ def _secret_problems(args: PipelineArgs) -> list[str]:
     return out
 
 
+def _lane_problems(args: PipelineArgs) -> list[str]:
+    """The lanes as the functions will read them, and a key for every gateway."""
+    out: list[str] = []
+    try:
+        # The functions would refuse these at config load (config.Settings): say it here.
+        cfg.Settings(
+            sync_lanes=args.sync_lanes,
+            async_lanes=args.async_lanes,
+            compat_lanes=args.compat_lanes,
+        )
+    except ValidationError as exc:
+        out += [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
+    for label, lane in args.compat_lanes.items():
+        if lane.api_key:
+            out.append(f"compatLanes.{label}: a key never goes in plain configuration")
+        if label not in args.compat_lane_keys:
+            out.append(
+                f"compat lane {label!r} needs its key: pulumi config set --secret "
+                f"{NAMESPACE}:{COMPAT_KEY_PREFIX}{label} <key>"
+            )
+    for label in args.compat_lane_keys:
+        if label not in args.compat_lanes:
+            out.append(
+                f"{NAMESPACE}:{COMPAT_KEY_PREFIX}{label} is set but compatLanes has no "
+                f"gateway {label!r}"
+            )
+    return out
+
+
 def _billing_problems(args: PipelineArgs) -> list[str]:
     """Alerting, the billing kill switch and logging."""
     out: list[str] = []
@@ -410,7 +467,60 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
     values["webhook_signing_secret"] = config.get_secret("webhookSigningSecret")
     values["openai_api_key"] = config.get_secret("openaiApiKey")
     values["openai_webhook_secret"] = config.get_secret("openaiWebhookSecret")
+    values |= _read_lanes(config)
     return PipelineArgs(**values)
+
+
+def _read_lanes(config: ConfigSource) -> dict[str, Any]:
+    """syncLanes, asyncLanes (comma-separated), compatLanes (an object of gateways by label,
+    set with `pulumi config set --path`), and the secret `compatKey-<label>` of each."""
+    values: dict[str, Any] = {}
+    for key, attr in (("syncLanes", "sync_lanes"), ("asyncLanes", "async_lanes")):
+        raw = _get(config, key)
+        if raw is not None:
+            values[attr] = tuple(part for part in raw.replace(",", " ").split() if part)
+    raw = _get(config, "compatLanes")
+    if raw is None:
+        return values
+    lanes = {label: _compat_lane(label, spec) for label, spec in _json_object(raw).items()}
+    values["compat_lanes"] = lanes
+    keys = {label: config.get_secret(COMPAT_KEY_PREFIX + label) for label in lanes}
+    values["compat_lane_keys"] = {label: key for label, key in keys.items() if key is not None}
+    return values
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InfraConfigError(f"{NAMESPACE}:compatLanes is not a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise InfraConfigError(f"{NAMESPACE}:compatLanes must be an object of gateways by label")
+    return value
+
+
+def _compat_lane(label: str, spec: Any) -> cfg.CompatLaneConfig:
+    where = f"{NAMESPACE}:compatLanes.{label}"
+    if not isinstance(spec, dict):
+        raise InfraConfigError(f"{where} must be an object (baseUrl, models, ...)")
+    unknown = sorted(set(spec) - set(_COMPAT_FIELDS))
+    if any(name.lower().replace("_", "") == "apikey" for name in unknown):
+        raise InfraConfigError(
+            f"{where}: a key never goes in plain configuration; remove it and run "
+            f"pulumi config set --secret {NAMESPACE}:{COMPAT_KEY_PREFIX}{label} <key>"
+        )
+    if unknown:
+        raise InfraConfigError(
+            f"{where}: unknown {', '.join(unknown)}; expected {', '.join(_COMPAT_FIELDS)}"
+        )
+    try:
+        return cfg.CompatLaneConfig(**{_COMPAT_FIELDS[k]: v for k, v in spec.items()})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise InfraConfigError(f"{where}: {problems}") from None
 
 
 # Stack config key -> PipelineArgs field, by how the value is read.
@@ -455,6 +565,8 @@ _BOOLEANS: Final[Mapping[str, str]] = {
     "firestoreDeleteProtection": "firestore_delete_protection",
     "firestorePitr": "firestore_pitr",
     "openaiEnabled": "openai_enabled",
+    "allowThirdParty": "allow_third_party",
+    "failoverOnUnknown": "failover_on_unknown",
 }
 
 

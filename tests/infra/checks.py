@@ -230,7 +230,12 @@ def check_function_env(
             s.get("key"): s.get("secret")
             for s in service.get("secretEnvironmentVariables", []) or []
         }
-        for unknown in sorted((names | set(secrets)) - cfg.ALL_ENV_NAMES):
+        # Besides the constants, config.py reads one key variable per configured gateway.
+        gateways = json.loads(
+            service.get("environmentVariables", {}).get(cfg.ENV_COMPAT_LANES, "{}")
+        )
+        known = cfg.ALL_ENV_NAMES | {cfg.compat_key_env(label) for label in gateways}
+        for unknown in sorted((names | set(secrets)) - known):
             problems.append(
                 f"{entry_point}: sets {unknown}, which bananabatch.config does not read"
             )

@@ -20,9 +20,12 @@ GEMINI_KEY: Final = "AIza-test-gemini-key"
 SIGNING_SECRET: Final = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA=="
 OPENAI_KEY: Final = "sk-test-openai-key"
 OPENAI_WEBHOOK_SECRET: Final = "whsec_b3BlbmFpLXRlc3Qtc2VjcmV0"
+GATEWAY_KEYS: Final = {"gw-1": "sk-test-gateway-one", "gw2": "sk-test-gateway-two"}
 
 ENTRY_POINTS: Final = ("on_upload", "on_tick", "on_batch_done", "on_gemini_webhook")
 PROVIDER_CALLERS: Final = ("on_upload", "on_tick", "on_batch_done")
+# Who calls the sync lanes (gateways): pipeline/control.py start_running, pipeline/urgent.py.
+SYNC_LANE_CALLERS: Final = ("on_upload", "on_tick")
 ACCOUNT_KEYS: Final = {
     "on_upload": "upload",
     "on_tick": "tick",
@@ -89,6 +92,25 @@ def scenario(name: str) -> PipelineArgs:
             openai_api_key=OPENAI_KEY,
             openai_webhook_secret=OPENAI_WEBHOOK_SECRET,
         )
+    if name == "gemini-lanes":
+        # Two OpenAI-compatible gateways after Gemini's own sync API, third parties allowed.
+        return PipelineArgs(
+            project=p,
+            gemini_api_key=GEMINI_KEY,
+            sync_lanes=("gemini-standard", "compat:gw-1", "compat:gw2"),
+            async_lanes=("replicate",),
+            compat_lanes={
+                label: cfg.CompatLaneConfig(
+                    base_url=f"https://{label}.example/v1",
+                    models={"gemini-3-pro-image": "nano-banana-pro"},
+                    usd_per_image=0.05,
+                )
+                for label in GATEWAY_KEYS
+            },
+            compat_lane_keys=dict(GATEWAY_KEYS),
+            allow_third_party=True,
+            failover_on_unknown=True,
+        )
     if name == "vertex":
         return PipelineArgs(project=p, provider=cfg.ProviderKind.VERTEX, bucket_location="US")
     if name == "gemini-billing":
@@ -104,6 +126,7 @@ SCENARIOS: Final = (
     "gemini-static",
     "gemini-dynamic",
     "gemini-openai",
+    "gemini-lanes",
     "vertex",
 )
 # Every configuration whose IAM differs: the scenarios above and the billing kill switch.
@@ -402,6 +425,19 @@ def _webhook_and_billing_grants(args: PipelineArgs, grants: dict[Grant, Need]) -
             "functions/bananabatch/openai_webhooks.py::verify",
             "OpenAI's webhook deliveries are verified with the endpoint's signing secret",
         )
+    for label in getattr(args, "compat_lane_keys", {}):
+        for entry_point in SYNC_LANE_CALLERS:
+            grants[
+                Grant(
+                    f"secret:{args.name_prefix}-compat-key-{label}",
+                    "roles/secretmanager.secretAccessor",
+                    sa(args, ACCOUNT_KEYS[entry_point]),
+                )
+            ] = Need(
+                "functions/bananabatch/wiring.py::sync_lane_factory",
+                "a gateway's key reaches the functions that call the sync lanes (urgent "
+                "lines at job start, and those the tick runs later) as a secret variable",
+            )
     if args.webhook_mode is cfg.WebhookMode.STATIC:
         grants[
             Grant(
@@ -436,6 +472,16 @@ def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
     if args.openai_enabled:
         for ep in out:
             out[ep].add(cfg.ENV_OPENAI_ENABLED)
+    lanes = {
+        cfg.ENV_SYNC_LANES: args.sync_lanes != (cfg.GEMINI_STANDARD_LANE,),
+        cfg.ENV_ASYNC_LANES: bool(args.async_lanes),
+        cfg.ENV_COMPAT_LANES: bool(args.compat_lanes),
+        cfg.ENV_ALLOW_THIRD_PARTY: args.allow_third_party,
+        cfg.ENV_FAILOVER_ON_UNKNOWN: args.failover_on_unknown,
+    }
+    for ep in out:
+        # config.Settings checks the lanes at load, in every function alike.
+        out[ep] |= {name for name, wanted in lanes.items() if wanted}
     if args.webhook_mode is cfg.WebhookMode.DYNAMIC:
         for ep in PROVIDER_CALLERS:
             out[ep].add(cfg.ENV_WEBHOOK_URL)
@@ -459,4 +505,7 @@ def expected_secret_env(args: PipelineArgs) -> dict[str, dict[str, str]]:
         out["on_gemini_webhook"][cfg.ENV_OPENAI_WEBHOOK_SECRET] = (
             f"{args.name_prefix}-openai-webhook-secret"
         )
+    for label in args.compat_lane_keys:
+        for ep in SYNC_LANE_CALLERS:
+            out[ep][cfg.compat_key_env(label)] = f"{args.name_prefix}-compat-key-{label}"
     return out

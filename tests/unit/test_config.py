@@ -123,6 +123,53 @@ def test_sync_lanes_are_read_in_failover_order_with_their_gateways() -> None:
     assert "sk-gw-secret" not in repr(settings)
 
 
+GATEWAY_NO_KEY = (
+    '{"gw-1": {"base_url": "https://gw.example/v1", "models": {"nano-banana-pro": "x"}}}'
+)
+
+
+def test_a_gateway_key_is_read_from_its_own_variable_as_a_deployment_injects_it() -> None:
+    assert config.compat_key_env("gw-1") == "BANANABATCH_COMPAT_KEY_GW_1"
+    settings = Settings.from_env(
+        {
+            config.ENV_SYNC_LANES: "compat:gw-1",
+            config.ENV_COMPAT_LANES: GATEWAY_NO_KEY,
+            "BANANABATCH_COMPAT_KEY_GW_1": " sk-from-secret ",
+        }
+    )
+    assert settings.compat_lanes["gw-1"].api_key == "sk-from-secret"
+    assert "sk-from-secret" not in repr(settings)
+    # Without the variable the gateway has no key (doctor says so), and nothing fails here.
+    assert (
+        Settings.from_env({config.ENV_COMPAT_LANES: GATEWAY_NO_KEY}).compat_lanes["gw-1"].api_key
+        == ""
+    )
+
+
+def test_a_gateway_key_variable_without_its_gateway_or_beside_a_json_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="BANANABATCH_COMPAT_KEY_GW2 is set") as caught:
+        Settings.from_env(
+            {config.ENV_COMPAT_LANES: GATEWAY_NO_KEY, "BANANABATCH_COMPAT_KEY_GW2": "sk-stray"}
+        )
+    assert "sk-stray" not in str(caught.value)
+    with pytest.raises(ConfigError, match="set twice") as caught:
+        Settings.from_env(
+            {
+                config.ENV_COMPAT_LANES: GATEWAY_NO_KEY.replace(
+                    '"models"', '"api_key": "a", "models"'
+                ),
+                "BANANABATCH_COMPAT_KEY_GW_1": "sk-other",
+            }
+        )
+    assert "sk-other" not in str(caught.value)
+
+
+def test_gateway_labels_whose_key_variables_collide_are_refused() -> None:
+    lane = '{"base_url": "u", "models": {"nano-banana-pro": "x"}}'
+    with pytest.raises(ConfigError, match="rename one"):
+        Settings.from_env({config.ENV_COMPAT_LANES: f'{{"a-b": {lane}, "a_b": {lane}}}'})
+
+
 def test_a_sync_lane_without_its_gateway_is_refused_at_config_load() -> None:
     with pytest.raises(ConfigError, match="sync lane 'compat:gw2'"):
         Settings.from_env({config.ENV_SYNC_LANES: "compat:gw2", config.ENV_COMPAT_LANES: COMPAT})

@@ -1,0 +1,285 @@
+"""The lanes of issue 20 are deployable: their settings reach every function, and each
+OpenAI-compatible gateway's key is a Secret Manager secret of its own, read only by the
+functions that call the gateways, never part of plain configuration."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+import bananabatch.config as cfg
+from bananabatch_infra.stack_config import InfraConfigError, PipelineArgs, load_args
+from tests.infra import harness, spec
+from tests.infra.checks import (
+    FUNCTION,
+    SECRET,
+    SECRET_VERSION,
+    Deployment,
+    check_secret_values_hidden,
+    iam_grants,
+    strings_in,
+)
+from tests.infra.test_stack_config import FakeConfig
+
+SCENARIO = "gemini-lanes"
+MAIN = Path(__file__).resolve().parents[2] / "infra" / "__main__.py"
+GATEWAY = {"baseUrl": "https://gw.example/v1", "models": {"gemini-3-pro-image": "nb-pro"}}
+
+
+def _env(dep: Deployment, entry_point: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A function's plain environment, and its secret variables by name -> secret id."""
+    fn = dep.function(entry_point)
+    assert fn is not None, entry_point
+    service = fn.inputs["serviceConfig"]
+    secrets = {s["key"]: s["secret"] for s in service.get("secretEnvironmentVariables") or []}
+    return dict(service["environmentVariables"]), secrets
+
+
+def test_each_gateway_key_is_a_secret_of_its_own_with_a_secret_version() -> None:
+    dep = spec.deployed(SCENARIO)
+    ids = {r.inputs["secretId"] for r in dep.of_type(SECRET)}
+    for label in spec.GATEWAY_KEYS:
+        assert f"bananabatch-compat-key-{label}" in ids
+    versions = [
+        v for v in dep.of_type(SECRET_VERSION) if "compat-key" in str(v.inputs.get("secret"))
+    ]
+    assert len(versions) == len(spec.GATEWAY_KEYS)
+    assert check_secret_values_hidden(dep, spec.GATEWAY_KEYS.values()) == []
+
+
+def test_no_gateway_key_is_in_any_plain_environment_or_output() -> None:
+    dep = spec.deployed(SCENARIO)
+    for entry_point in spec.ENTRY_POINTS:
+        if dep.function(entry_point) is None:
+            continue
+        plain, _secrets = _env(dep, entry_point)
+        gateways = json.loads(plain[cfg.ENV_COMPAT_LANES])
+        assert set(gateways) == set(spec.GATEWAY_KEYS)
+        assert all("api_key" not in lane for lane in gateways.values())
+        for key in spec.GATEWAY_KEYS.values():
+            assert not any(key in text for text in strings_in(plain)), entry_point
+    for value in dep.outputs.values():
+        for key in spec.GATEWAY_KEYS.values():
+            assert not any(key in text for text in strings_in(value))
+
+
+def test_gateway_keys_reach_only_the_functions_that_call_the_sync_lanes() -> None:
+    dep = spec.deployed(SCENARIO)
+    args = spec.scenario(SCENARIO)
+    want = {
+        cfg.compat_key_env(label): f"bananabatch-compat-key-{label}" for label in args.compat_lanes
+    }
+    assert want == {
+        "BANANABATCH_COMPAT_KEY_GW_1": "bananabatch-compat-key-gw-1",
+        "BANANABATCH_COMPAT_KEY_GW2": "bananabatch-compat-key-gw2",
+    }
+    for entry_point in ("on_upload", "on_tick"):
+        _plain, secrets = _env(dep, entry_point)
+        assert {k: v for k, v in secrets.items() if k in want} == want
+    for entry_point in ("on_batch_done",):
+        _plain, secrets = _env(dep, entry_point)
+        assert not set(secrets) & set(want)
+
+
+def test_only_the_calling_functions_service_accounts_may_read_the_gateway_keys() -> None:
+    dep = spec.deployed(SCENARIO)
+    readers: dict[str, set[str]] = {}
+    grants, problems = iam_grants(dep)
+    assert problems == []
+    for grant in grants:
+        if grant.scope.startswith("secret:bananabatch-compat-key-"):
+            assert grant.role == "roles/secretmanager.secretAccessor"
+            assert grant.condition is None
+            readers.setdefault(grant.scope, set()).add(grant.member)
+    args = spec.scenario(SCENARIO)
+    callers = {spec.sa(args, "upload"), spec.sa(args, "tick")}
+    assert readers == {
+        f"secret:bananabatch-compat-key-{label}": callers for label in spec.GATEWAY_KEYS
+    }
+
+
+def test_the_functions_read_the_lanes_and_the_keys_as_deployed() -> None:
+    """What config.Settings makes of a function's environment, with each secret variable
+    filled by its secret's value as Cloud Functions does."""
+    dep = spec.deployed(SCENARIO)
+    by_secret = {f"bananabatch-compat-key-{k}": v for k, v in spec.GATEWAY_KEYS.items()}
+    for entry_point, with_keys in (
+        ("on_upload", True),
+        ("on_tick", True),
+        ("on_batch_done", False),
+    ):
+        plain, secrets = _env(dep, entry_point)
+        values = {name: by_secret[sid] for name, sid in secrets.items() if sid in by_secret}
+        settings = cfg.Settings.from_env(
+            {**plain, **values, cfg.ENV_GEMINI_API_KEY: spec.GEMINI_KEY.replace("AIza", "AQ.")}
+        )
+        assert settings.sync_lanes == ("gemini-standard", "compat:gw-1", "compat:gw2")
+        assert settings.async_lanes == ("replicate",)
+        assert settings.allow_third_party
+        assert settings.failover_on_unknown
+        keys = {label: lane.api_key for label, lane in settings.compat_lanes.items()}
+        assert keys == (dict(spec.GATEWAY_KEYS) if with_keys else dict.fromkeys(keys, ""))
+        assert settings.compat_lanes["gw2"].usd_per_image == 0.05
+
+
+def test_a_stack_without_lanes_sets_no_lane_variables() -> None:
+    for entry_point in spec.PROVIDER_CALLERS:
+        plain, secrets = _env(spec.deployed("gemini"), entry_point)
+        lane_names = {
+            cfg.ENV_SYNC_LANES,
+            cfg.ENV_ASYNC_LANES,
+            cfg.ENV_COMPAT_LANES,
+            cfg.ENV_ALLOW_THIRD_PARTY,
+            cfg.ENV_FAILOVER_ON_UNKNOWN,
+        }
+        assert not set(plain) & lane_names
+        assert not any(k.startswith(cfg.COMPAT_KEY_ENV_PREFIX) for k in secrets)
+
+
+# --- stack configuration ------------------------------------------------------------------
+
+KEY = {"geminiApiKey": "k"}
+
+
+def load(values: dict[str, str], secrets: dict[str, str] | None = None) -> PipelineArgs:
+    return load_args(FakeConfig(values, {**KEY, **(secrets or {})}), FakeConfig({"project": "p-1"}))
+
+
+def test_lane_settings_are_read_from_stack_config_and_keys_as_secret_outputs() -> None:
+    args = load(
+        {
+            "syncLanes": "gemini-standard, compat:gw1",
+            "asyncLanes": "replicate",
+            "compatLanes": json.dumps({"gw1": {**GATEWAY, "usdPerImage": 0.04, "timeoutS": 30}}),
+            "allowThirdParty": "true",
+            "failoverOnUnknown": "yes",
+        },
+        {"compatKey-gw1": "sk-gw1"},
+    )
+    assert args.sync_lanes == ("gemini-standard", "compat:gw1")
+    assert args.async_lanes == ("replicate",)
+    lane = args.compat_lanes["gw1"]
+    assert (lane.base_url, lane.usd_per_image, lane.timeout_s, lane.api_key) == (
+        "https://gw.example/v1",
+        0.04,
+        30.0,
+        "",
+    )
+    assert lane.models == {"gemini-3-pro-image": "nb-pro"}
+    assert args.allow_third_party
+    assert args.failover_on_unknown
+    assert isinstance(args.compat_lane_keys["gw1"], pulumi.Output)
+    assert "sk-gw1" not in repr(args)
+
+
+def test_defaults_are_the_applications() -> None:
+    args, defaults = load({}), cfg.Settings()
+    assert args.sync_lanes == defaults.sync_lanes
+    assert args.async_lanes == defaults.async_lanes
+    assert not args.compat_lanes
+    assert not args.compat_lane_keys
+    assert args.allow_third_party is defaults.allow_third_party is False
+    assert args.failover_on_unknown is defaults.failover_on_unknown is False
+
+
+@pytest.mark.parametrize(
+    ("values", "secrets", "fragment"),
+    [
+        # a key in plain config, under any spelling
+        ({"compatLanes": json.dumps({"gw1": {**GATEWAY, "apiKey": "sk"}})}, {}, "never goes"),
+        ({"compatLanes": json.dumps({"gw1": {**GATEWAY, "api_key": "sk"}})}, {}, "never goes"),
+        # a gateway without its key says how to set it
+        (
+            {"compatLanes": json.dumps({"gw1": GATEWAY})},
+            {},
+            "pulumi config set --secret bananabatch:compatKey-gw1",
+        ),
+        # a sync lane naming no gateway, as the functions would refuse it
+        ({"syncLanes": "gemini-standard,compat:nope"}, {}, "sync lane 'compat:nope'"),
+        ({"compatLanes": json.dumps({"gw1": {**GATEWAY, "bogus": 1}})}, {}, "unknown bogus"),
+        ({"compatLanes": json.dumps({"gw1": {**GATEWAY, "models": {}}})}, {}, "at least one"),
+        ({"compatLanes": "[1]"}, {}, "object of gateways"),
+        ({"compatLanes": "{not json"}, {}, "not a JSON object"),
+        ({"allowThirdParty": "maybe"}, {}, "true or false"),
+        # labels whose key variables would be the same
+        (
+            {"compatLanes": json.dumps({"a-b": GATEWAY, "a_b": GATEWAY})},
+            {"compatKey-a-b": "x", "compatKey-a_b": "y"},
+            "rename one",
+        ),
+    ],
+)
+def test_unusable_lane_configuration_is_refused_with_what_to_do(
+    values: dict[str, str], secrets: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(InfraConfigError, match=fragment):
+        load(values, secrets)
+
+
+def test_a_refused_plain_key_is_never_echoed() -> None:
+    with pytest.raises(InfraConfigError) as caught:
+        load({"compatLanes": json.dumps({"gw1": {**GATEWAY, "apiKey": "sk-leak-me"}})})
+    assert "sk-leak-me" not in str(caught.value)
+
+
+def test_a_pipeline_args_gateway_holding_a_key_is_refused() -> None:
+    gateway = cfg.CompatLaneConfig(
+        base_url="https://gw.example/v1", models={"gemini-3-pro-image": "x"}, api_key="sk"
+    )
+    with pytest.raises(InfraConfigError, match="never goes in plain"):
+        PipelineArgs(
+            project="p",
+            gemini_api_key="k",
+            compat_lanes={"gw1": gateway},
+            compat_lane_keys={"gw1": "sk"},
+        )
+
+
+# --- through infra/__main__.py and pulumi.Config ------------------------------------------
+
+
+@pytest.fixture
+def lanes_stack() -> Iterator[None]:
+    config = {
+        "gcp:project": harness.PROJECT,
+        "bananabatch:geminiApiKey": "AIza-from-stack-config",
+        "bananabatch:syncLanes": "gemini-standard,compat:gw1",
+        # Structured config (`pulumi config set --path`) reaches the program as JSON.
+        "bananabatch:compatLanes": json.dumps({"gw1": GATEWAY}),
+        "bananabatch:compatKey-gw1": "sk-from-stack-config",
+        "bananabatch:allowThirdParty": "true",
+    }
+    pulumi.runtime.set_all_config(
+        config, secret_keys=["bananabatch:geminiApiKey", "bananabatch:compatKey-gw1"]
+    )
+    yield
+    pulumi.runtime.set_all_config({}, secret_keys=[])
+
+
+def test_main_deploys_the_lanes_from_stack_config(
+    lanes_stack: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pulumi, "export", lambda _key, _value: None)
+    harness.MOCKS.reset()
+
+    def program() -> None:
+        runpy.run_path(str(MAIN), run_name="__main__")
+
+    harness.run_program(program)
+    dep = Deployment(resources=tuple(harness.MOCKS.resources))
+    assert check_secret_values_hidden(dep, ["sk-from-stack-config"]) == []
+    assert "bananabatch-compat-key-gw1" in {r.inputs["secretId"] for r in dep.of_type(SECRET)}
+    upload: Any = next(r for r in dep.of_type(FUNCTION) if r.inputs["name"].endswith("on-upload"))
+    service = upload.inputs["serviceConfig"]
+    assert service["environmentVariables"][cfg.ENV_SYNC_LANES] == "gemini-standard,compat:gw1"
+    assert service["environmentVariables"][cfg.ENV_ALLOW_THIRD_PARTY] == "true"
+    keys = [
+        s for s in service["secretEnvironmentVariables"] if s["key"] == "BANANABATCH_COMPAT_KEY_GW1"
+    ]
+    assert [s["secret"] for s in keys] == ["bananabatch-compat-key-gw1"]
