@@ -54,6 +54,7 @@ ENV_MAX_BATCH_BYTES: Final = "BANANABATCH_MAX_BATCH_BYTES"
 ENV_MAX_BATCH_OUTPUT_BYTES: Final = "BANANABATCH_MAX_BATCH_OUTPUT_BYTES"
 ENV_MAX_INPUT_BYTES: Final = "BANANABATCH_MAX_INPUT_BYTES"
 ENV_INTAKE_DEDUP_BYTES: Final = "BANANABATCH_INTAKE_DEDUP_BYTES"
+ENV_TWOTIER_CULL: Final = "BANANABATCH_TWOTIER_CULL"
 ENV_MAX_ACTIVE_BATCHES: Final = "BANANABATCH_MAX_ACTIVE_BATCHES"
 ENV_MAX_ATTEMPTS: Final = "BANANABATCH_MAX_ATTEMPTS"
 ENV_STUCK_AFTER_HOURS: Final = "BANANABATCH_STUCK_AFTER_HOURS"
@@ -264,6 +265,9 @@ class Settings(BaseModel):
     # for the upload function's 1 GiB with margin (infra; tests/infra checks it).
     intake_dedup_bytes: int = Field(default=DEFAULT_INTAKE_DEDUP_BYTES, ge=64 * 1024)
     max_active_batches: int = Field(default=50, gt=0)
+    # Two-tier jobs' cull of draft candidates: empty for the standard one
+    # (core/twotier/cull.py), or `package.module:factory` called with the thresholds.
+    twotier_cull: str = ""
     max_attempts: int = Field(default=3, gt=0)
     stuck_after_hours: float = Field(default=30.0, gt=0)
     job_budget_usd: float | None = Field(default=None, ge=0)
@@ -567,6 +571,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "max_batch_output_bytes": ENV_MAX_BATCH_OUTPUT_BYTES,
     "max_input_bytes": ENV_MAX_INPUT_BYTES,
     "intake_dedup_bytes": ENV_INTAKE_DEDUP_BYTES,
+    "twotier_cull": ENV_TWOTIER_CULL,
     "max_active_batches": ENV_MAX_ACTIVE_BATCHES,
     "max_attempts": ENV_MAX_ATTEMPTS,
     "stuck_after_hours": ENV_STUCK_AFTER_HOURS,

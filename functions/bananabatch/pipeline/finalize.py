@@ -40,6 +40,8 @@ from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import budget, cache, lifecycle, urgent
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.pipeline.twotier import rounds
+from bananabatch.pipeline.twotier import store as twotier_store
 from bananabatch.report import joined
 from bananabatch.report.gallery import GALLERY_LIMIT, GalleryBuilder, rejected_line_item
 
@@ -110,6 +112,12 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
             return job  # items wait for another job's request in flight (pipeline/inflight.py)
         # A user's cancel wins over what the items say (pipeline.control.cancel_job).
         forced = JobState.CANCELLED if job.cancel_requested else None
+        if forced is None and twotier_store.spec_of(job) is not None:
+            # A two-tier job goes on to its next round, or ends as its lines say.
+            forced = rounds.advance(rt, job)
+            if forced is None:
+                return rt.repo.require_job(job_id)
+            job = rt.repo.require_job(job_id)
         return close_job(rt, job, forced=forced)
 
 
@@ -452,6 +460,9 @@ def _write_summary(rt: Runtime, job: JobRecord, tally: ReportTally) -> None:
         },
         "gallery_truncated": tally.gallery.truncated,
     }
+    if twotier_store.spec_of(job) is not None:
+        # Each line's outcome and each stage's cost per accepted image (pipeline/twotier).
+        summary["two_tier"] = twotier_store.report(rt, job.job_id)
     rt.objects.write_bytes(
         rt.settings.results_bucket,
         prefix + SUMMARY_NAME,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from bananabatch.core.messages import PUBLISHABLE_STATES
 from bananabatch.core.records import (
@@ -274,3 +274,52 @@ def _make(
     sources, targets = JOB_MOVE_TABLE[move]
     assert target in targets, f"{move} does not lead to {target}"
     return rt.repo.move_job(job_id, target, expect=sources, change=lambda _job: fields)
+
+
+def twotier_counts(rt: Runtime, job_id: str, *, items: int, batches: int) -> JobRecord:
+    """A two-tier job's counts after a round is staged (pipeline/twotier): its lines are
+    its items (drafts, finals) and its rejected lines, so summary counts still add up.
+    Counts only grow: a finalizer with an older view changes nothing."""
+
+    def grow(job: JobRecord) -> dict[str, Any] | None:
+        lines = job.rejected_count + items
+        if lines <= job.line_count and batches <= job.batch_count:
+            return None
+        return {
+            "line_count": max(lines, job.line_count),
+            "accepted_count": max(items, job.accepted_count),
+            "batch_count": max(batches, job.batch_count),
+            "updated_at": rt.now(),
+        }
+
+    return rt.repo.patch_job(job_id, grow)
+
+
+# JobRecord.options key: who plans a two-tier job's next round, until when.
+TWOTIER_LEASE_OPTION: Final = "twotier-lease"
+
+
+def claim_twotier_lease(rt: Runtime, job_id: str, token: str, *, lasting: timedelta) -> bool:
+    """Take the lease on planning a two-tier job's next round (pipeline/twotier/rounds.py),
+    unless another live one is held: two finalizers planning from the same items would
+    stage the same requests twice. A lease left by a crash expires."""
+    now = rt.now()
+
+    def claim(job: JobRecord) -> dict[str, Any] | None:
+        owner, _, until = job.options.get(TWOTIER_LEASE_OPTION, "").partition("@")
+        if owner and owner != token and until and datetime.fromisoformat(until) > now:
+            return None
+        mark = f"{token}@{(now + lasting).isoformat()}"
+        return {"options": {**job.options, TWOTIER_LEASE_OPTION: mark}}
+
+    job = rt.repo.patch_job(job_id, claim)
+    return job.options.get(TWOTIER_LEASE_OPTION, "").startswith(token + "@")
+
+
+def release_twotier_lease(rt: Runtime, job_id: str, token: str) -> None:
+    def unclaim(job: JobRecord) -> dict[str, Any] | None:
+        if not job.options.get(TWOTIER_LEASE_OPTION, "").startswith(token + "@"):
+            return None
+        return {"options": {k: v for k, v in job.options.items() if k != TWOTIER_LEASE_OPTION}}
+
+    rt.repo.patch_job(job_id, unclaim)

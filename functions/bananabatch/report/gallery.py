@@ -51,6 +51,8 @@ PAGE_ITEMS: Final = 100
 # still a page a browser searches in a moment. Past it the gallery lists the first lines
 # and says so; results.jsonl and costs.csv always list every line.
 GALLERY_LIMIT: Final = 50_000
+# Set on a job's options while its candidates await a person's selection.
+SELECTABLE_OPTION: Final = "twotier-selectable"
 # The function every chunk calls; the page defines it.
 CHUNK_CALLBACK: Final = "bananabatchGalleryChunk"
 
@@ -270,6 +272,10 @@ def _page(job: JobRecord, counts: Mapping[ItemState, int], *, listed: int, chunk
         "thumbExtension": THUMB_EXTENSION,
         "fields": ROW_FIELDS,
         "states": {state.value: _STATE_LABEL[state] for state in _STATE_ORDER},
+        # A two-tier job in manual selection: each image can be ticked and the selection
+        # downloaded for `bananabatch select` (pipeline/twotier).
+        "select": job.options.get(SELECTABLE_OPTION) == "1",
+        "jobId": job.job_id,
     }
     lines = max(job.line_count, sum(counts.values()))
     note = ""

@@ -110,6 +110,9 @@ background:var(--panel);color:var(--ink);text-decoration:none}
 .frame.missing img{display:none}
 .frame.missing::after{content:"image not available yet";color:var(--muted)}
 .lane{color:var(--muted)}
+.pick{font-size:13px;display:block;margin-top:4px}
+.download{font:inherit;font-size:14px;border:1px solid var(--line);border-radius:8px;
+padding:7px 10px;background:var(--panel);color:var(--ink);cursor:pointer}
 """
 
 
@@ -353,8 +356,51 @@ JS: Final = r"""
     body.appendChild(facts);
     var lane = row[F.lane] && row[F.lane] !== "batch" ? " · lane " + row[F.lane] : "";
     body.appendChild(element("div", "model", "line " + row[F.line] + " · " + row[F.model] + lane));
+    if (config.select && frame.tagName === "A") { body.appendChild(picker(key)); }
     article.appendChild(body);
     return article;
+  }
+
+  // Two-tier jobs in manual selection: tick candidates, download the selection file that
+  // `bananabatch select JOB --file selection.json` takes.
+  var picked = {};
+  function picker(key) {
+    var label = element("label", "pick");
+    var box = document.createElement("input");
+    box.type = "checkbox";
+    box.setAttribute("data-key", key);
+    box.checked = !!picked[key];
+    box.addEventListener("change", function () {
+      if (box.checked) { picked[key] = true; } else { delete picked[key]; }
+      showPicked();
+    });
+    label.appendChild(box);
+    label.appendChild(element("span", "", " select for the final model"));
+    return label;
+  }
+  function selectionDoc() {
+    return { job_id: config.jobId, selected: Object.keys(picked).sort() };
+  }
+  function showPicked() {
+    var button = document.getElementById("download-selection");
+    if (button) { button.textContent = "Download selection (" + Object.keys(picked).length + ")"; }
+  }
+  if (config.select) {
+    var button = element("button", "download", "");
+    button.type = "button";
+    button.id = "download-selection";
+    button.addEventListener("click", function () {
+      var text = JSON.stringify(selectionDoc(), null, 2) + "\n";
+      var link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+      link.download = "selection-" + config.jobId + ".json";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+    });
+    document.getElementById("controls").appendChild(button);
+    window.bananabatchSelection = selectionDoc;
+    showPicked();
   }
 
   function metadataList(meta) {

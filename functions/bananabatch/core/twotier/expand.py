@@ -245,7 +245,7 @@ def _draft_line(
         "model": spec.draft_model,
         "request": draft_request(request, n, spec),
     }
-    for name in ("metadata", "cache", "priority"):
+    for name in ("metadata", "cache"):
         if name in base:
             line[name] = base[name]
     return json.dumps(line, ensure_ascii=False, separators=(",", ":"))

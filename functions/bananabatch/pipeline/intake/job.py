@@ -16,12 +16,14 @@ from bananabatch.core import records as rec
 from bananabatch.core.records import Costs, JobRecord, SourceObject
 from bananabatch.core.staging import IntakeTally
 from bananabatch.core.states import ItemState, JobState
+from bananabatch.core.twotier.spec import SpecError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import budget, control, finalize, lifecycle
 from bananabatch.pipeline.intake.dedup import DedupOverflow
 from bananabatch.pipeline.intake.read import stage_file
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.pipeline.twotier import intake as twotier_intake
 
 log = get_logger(__name__)
 
@@ -72,16 +74,23 @@ def _stage(rt: Runtime, job: JobRecord) -> None:
         _fail_job(rt, job, refused)
         return
     try:
-        tally = stage_file(rt, job)
+        # A two-tier file is read as its draft file (pipeline/twotier/intake.py).
+        tiered = twotier_intake.prepare(rt, job)
+    except SpecError as exc:
+        _fail_job(rt, job, str(exc))
+        return
+    try:
+        tally = stage_file(rt, tiered.job if tiered else job)
     except DedupOverflow as exc:
         _fail_job(rt, job, exc.message)
         return
+    extra = twotier_intake.finish(rt, tiered, tally) if tiered else {}
     if tally.lines == 0:
         _fail_job(rt, job, "the file is empty: expected one JSON object per line")
         return
     for warning in tally.warnings:
         log.warning("model warning: %s", warning)
-    _admit(rt, job, tally)
+    _admit(rt, job, tally, extra)
 
 
 def _refusal(rt: Runtime, job: JobRecord) -> str | None:
@@ -99,7 +108,9 @@ def _refusal(rt: Runtime, job: JobRecord) -> str | None:
     return None
 
 
-def _admit(rt: Runtime, job: JobRecord, tally: IntakeTally) -> None:
+def _admit(
+    rt: Runtime, job: JobRecord, tally: IntakeTally, extra: Mapping[str, object] | None = None
+) -> None:
     """Move the staged job to HELD (over a budget cap) or RUNNING."""
     costs = Costs(
         estimated_usd=round(tally.estimated_batch_usd, 6),
@@ -118,6 +129,7 @@ def _admit(rt: Runtime, job: JobRecord, tally: IntakeTally) -> None:
         },
         "costs": costs,
         "warnings": tally.warnings,
+        **(extra or {}),
     }
     hold, day = budget.admit(rt, job, costs.estimated_usd) if tally.accepted else (None, None)
     if hold is not None:

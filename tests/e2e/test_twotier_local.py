@@ -1,0 +1,156 @@
+"""Two-tier jobs on the local stack (issue 21): drafts on the Lite model, the cull of the
+broken images the emulator was told to produce, finals on Pro with the candidate as the
+reference, one completion message, and each stage's cost per accepted image."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bananabatch.config import Backend, Settings
+from bananabatch.core.states import ItemState, JobState
+from bananabatch.emulator.server import EmulatorServer
+from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from bananabatch.local.runner import LocalPipeline, RunResult
+from bananabatch.wiring import build_runtime
+
+LITE = "gemini-3.1-flash-lite-image"
+PRO = "gemini-3-pro-image"
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    config = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
+    with EmulatorServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, emulator: EmulatorServer) -> Iterator[LocalPipeline]:
+    settings = Settings(
+        backend=Backend.LOCAL,
+        local_root=tmp_path / "state",
+        gemini_base_url=emulator.base_url,
+        gemini_api_key="test-key",
+        daily_budget_usd=100.0,
+    )
+    local = LocalPipeline(build_runtime(settings))
+    yield local
+    local.close()
+
+
+def _file(tmp_path: Path, lines: int, header: dict[str, object] | None) -> Path:
+    path = tmp_path / "hero.jsonl"
+    rows = [] if header is None else [json.dumps({"bananabatch": header})]
+    rows += [
+        json.dumps(
+            {
+                "key": f"sku-{n:02d}",
+                "prompt": f"Product shot {n} of a ceramic mug on linen",
+                "aspect_ratio": "1:1",
+                "metadata": {"sku": n},
+            }
+        )
+        for n in range(1, lines + 1)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _job_dir(pipeline: LocalPipeline, result: RunResult) -> Path:
+    root = pipeline.settings.local_root / "buckets" / pipeline.settings.results_bucket
+    return root / "jobs" / result.job.job_id
+
+
+def test_twenty_lines_by_four_candidates_cull_the_broken_drafts_and_finish_on_pro(
+    tmp_path: Path, pipeline: LocalPipeline, emulator: EmulatorServer
+) -> None:
+    faults = emulator.state.faults
+    broken = {
+        "sku-01~c1": "blank_image",
+        "sku-02~c2": "uniform_image",
+        "sku-03~c3": "copy_image",
+        "sku-04~c4": "small_image",
+    }
+    for key, kind in broken.items():
+        faults.row(key, kind)  # type: ignore[arg-type]
+    # Every draft of sku-05 is broken: it is drafted again, and its second round is fine.
+    for n in range(1, 5):
+        faults.row(f"sku-05~c{n}", "blank_image")
+    path = _file(tmp_path, 20, {"final_model": PRO, "candidates": 4, "keep": 1})
+
+    result = pipeline.run_job(path, tick_interval=0.0, timeout=300)
+
+    assert result.job.state is JobState.SUCCEEDED, result.summary
+    summary = result.summary
+    two = summary["two_tier"]
+    assert two["lines"] == {"total": 20, "succeeded": 20, "failed": 0}
+    drafts, finals = two["stages"]["draft"], two["stages"]["final"]
+    assert drafts["model"] == LITE
+    assert finals["model"] == PRO
+    assert drafts["images"] == 84  # 80 + sku-05's second round of 4
+    assert drafts["accepted"] == 84 - 4 - 4
+    assert finals["images"] == 20
+    assert finals["accepted"] == 20
+    assert drafts["cost_per_accepted_image_usd"] == pytest.approx(
+        drafts["actual_usd"] / 76, rel=1e-4
+    )
+    assert finals["cost_per_accepted_image_usd"] == pytest.approx(
+        finals["actual_usd"] / 20, rel=1e-4
+    )
+    assert two["cost_per_accepted_final_image_usd"] == pytest.approx(
+        (drafts["actual_usd"] + finals["actual_usd"]) / 20, rel=1e-4
+    )
+    outcomes = {o["key"]: o for o in two["line_outcomes"]}
+    assert outcomes["sku-05"]["drafts"] == 8
+    # Summary counts add up to its lines: every draft and final is an item.
+    counts = summary["counts"]
+    assert sum(counts.values()) == summary["line_count"] == 104
+    assert counts[ItemState.SUCCEEDED] == 104
+
+    job_dir = _job_dir(pipeline, result)
+    verdicts = {}
+    for name in sorted((job_dir / "twotier").glob("verdicts-*.jsonl")):
+        for raw in name.read_text().splitlines():
+            doc = json.loads(raw)
+            verdicts[doc["key"]] = doc
+    assert verdicts["sku-01~c1"]["reason"].startswith("blank or near-uniform")
+    assert verdicts["sku-02~c2"]["reason"].startswith("blank or near-uniform")
+    assert verdicts["sku-03~c3"]["reason"].startswith("near-duplicate of sku-03~c1")
+    assert verdicts["sku-04~c4"]["reason"].startswith("too small: 64x64")
+    culled = {k for k, v in verdicts.items() if not v["kept"] and "~c" in k}
+    assert culled == set(broken) | {f"sku-05~c{n}" for n in range(1, 5)}
+
+    # Each final went to Pro with its line's prompt and the chosen candidate inline.
+    sources = {}
+    for name in (job_dir / "twotier").glob("finals-*.jsonl"):
+        for raw in name.read_text().splitlines():
+            doc = json.loads(raw)
+            sources[doc["key"]] = doc["candidate"]
+    assert set(sources) == {f"sku-{n:02d}" for n in range(1, 21)}
+    assert sources["sku-01"] != "sku-01~c1"
+    assert sources["sku-05"] in {f"sku-05~c{n}" for n in range(5, 9)}
+    pro_requests = []
+    for request_file in sorted((job_dir / "requests").glob("*.jsonl")):
+        for raw in request_file.read_text().splitlines():
+            line = json.loads(raw)
+            if line["key"] in sources:
+                pro_requests.append(line)
+    assert len(pro_requests) == 20
+    first = next(r for r in pro_requests if r["key"] == "sku-01")
+    parts = first["request"]["contents"][0]["parts"]
+    assert parts[0] == {"text": "Product shot 1 of a ceramic mug on linen"}
+    candidate_png = (job_dir / "images" / f"{sources['sku-01']}.png").read_bytes()
+    assert base64.b64decode(parts[1]["inlineData"]["data"]) == candidate_png
+    assert (job_dir / "images" / "sku-01.png").exists()
+
+    # One completion message, after the finals, not after stage one.
+    completions = result.completions + [
+        m for m in pipeline.completions() if m.get("job_id") == result.job.job_id
+    ]
+    assert len(completions) == 1
+    assert completions[0]["state"] == "SUCCEEDED"
