@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -39,8 +39,10 @@ from bananabatch import (
     pause_cli,
     preview_cli,
     progress_cli,
+    select_cli,
     serve_cli,
     tables_cli,
+    twotier_cli,
     webhook_cli,
 )
 from bananabatch.config import Backend, ProviderKind, Settings
@@ -248,6 +250,11 @@ def local_run(
     ] = False,
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
+    final_model: twotier_cli.FinalModelOpt = None,
+    draft_model: twotier_cli.DraftModelOpt = None,
+    candidates: twotier_cli.CandidatesOpt = None,
+    keep: twotier_cli.KeepOpt = None,
+    selection: twotier_cli.SelectionOpt = None,
 ) -> None:
     """Show the plan for FILE, ask, then run it through the whole pipeline on this machine
     and print a summary. Not on a terminal it runs only with --yes.
@@ -261,12 +268,14 @@ def local_run(
 
     with errors_as_one_line():
         require_text_file(file)
+        tiers = twotier_cli.metadata(final_model, draft_model, candidates, keep, selection)
         again = f"bananabatch local run {file} --yes" + (" --approve" if approve else "")
+        again += "".join(f" --{k.removeprefix('bananabatch-')} {v}" for k, v in tiers.items())
         emulated = openai_emulated() if provider is ProviderKind.EMULATOR else {}
         planned = settings_from_env(
             backend=Backend.LOCAL, local_root=root, provider=provider, **emulated
         )
-        if not _plan_then_ask(planned, file, yes=yes, dry_run=dry_run, again=again):
+        if not _plan_then_ask(planned, file, yes=yes, dry_run=dry_run, again=again, options=tiers):
             raise typer.Exit(EXIT_OK if dry_run else EXIT_ERROR)
     with (
         errors_as_one_line(),
@@ -291,7 +300,9 @@ def local_run(
             # No time limit: a 5,000-line file takes longer than any fixed one, and Ctrl-C
             # stops waiting without harm.
             if as_json:
-                return pipeline.run_job(file, on_start=started, timeout=math.inf)
+                return pipeline.run_job(
+                    file, on_start=started, timeout=math.inf, metadata=tiers or None
+                )
             with progress_cli.job_progress(err) as shown:
 
                 def read() -> progress_cli.Seen | None:
@@ -303,6 +314,7 @@ def local_run(
                         on_progress=lambda _p: shown.show(*_seen(pipeline.runtime, seen[0])),
                         on_start=started,
                         timeout=math.inf,
+                        metadata=tiers or None,
                     )
 
         try:
@@ -333,6 +345,7 @@ def _plan_then_ask(
     dry_run: bool,
     again: str,
     job_cap_usd: float | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> bool:
     """The plan on stderr, then the question (preview_cli.go_ahead). A file whose earlier
     run did not finish resumes its job without a new plan: it was agreed to then."""
@@ -345,7 +358,7 @@ def _plan_then_ask(
     rt = build_runtime(settings, with_provider=False)
     if settings.backend is Backend.LOCAL and unfinished_job_of(rt, file) and not dry_run:
         return True
-    plan = preview_cli.make_plan(rt, file, job_cap_usd=job_cap_usd)
+    plan = preview_cli.make_plan(rt, file, job_cap_usd=job_cap_usd, options=options)
     preview_cli.print_plan(plan, err)
     return preview_cli.go_ahead(plan, err, yes=yes, dry_run=dry_run, again=again)
 
@@ -507,6 +520,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             )
     _add_lane_split(cost, costs.get("by_lane") or {})
     console.print(cost)
+    twotier_cli.print_stages(summary.get("two_tier"), console)
     if summary.get("error"):
         console.print(f"[red]reason:[/] {summary['error']}", soft_wrap=True)
     files = summary["files"]
@@ -595,6 +609,11 @@ def submit(
     as_json: JsonOpt = False,
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
+    final_model: twotier_cli.FinalModelOpt = None,
+    draft_model: twotier_cli.DraftModelOpt = None,
+    candidates: twotier_cli.CandidatesOpt = None,
+    keep: twotier_cli.KeepOpt = None,
+    selection: twotier_cli.SelectionOpt = None,
 ) -> None:
     """Show the plan for FILE, ask, then upload it to the inbox and start its job; prints the
     job id. Not on a terminal it submits only with --yes. Exits 5 when the job is held over
@@ -603,6 +622,9 @@ def submit(
     Example: bananabatch submit prompts.jsonl --budget 2.50 --yes
     """
     metadata = None if budget_usd is None else {JOB_BUDGET_KEY: f"{budget_usd:g}"}
+    tiers = twotier_cli.metadata(final_model, draft_model, candidates, keep, selection)
+    if tiers:
+        metadata = {**(metadata or {}), **tiers}
     with errors_as_one_line():
         settings = settings_from_env()
         local = settings.backend is Backend.LOCAL
@@ -612,7 +634,8 @@ def submit(
         again = f"bananabatch submit {file} --yes" + (
             f" --budget {budget_usd:g}" if budget_usd is not None else ""
         )
-        if not _submit_agreed(settings, path, yes, dry_run, again, budget_usd):
+        again += "".join(f" --{k.removeprefix('bananabatch-')} {v}" for k, v in tiers.items())
+        if not _submit_agreed(settings, path, yes, dry_run, again, budget_usd, tiers):
             raise typer.Exit(EXIT_OK if dry_run else EXIT_ERROR)
         # Locally, on_upload runs in this process and submits, so it needs the provider; a
         # deployed stack only needs the upload (the cloud function does the rest).
@@ -640,11 +663,18 @@ def _submit_agreed(
     dry_run: bool,
     again: str,
     budget_usd: float | None,
+    options: Mapping[str, str] | None = None,
 ) -> bool:
     if path.is_file():
         require_text_file(path)
         return _plan_then_ask(
-            settings, path, yes=yes, dry_run=dry_run, again=again, job_cap_usd=budget_usd
+            settings,
+            path,
+            yes=yes,
+            dry_run=dry_run,
+            again=again,
+            job_cap_usd=budget_usd,
+            options=options,
         )
     # A gs:// object is not read here, so there is no plan: only --yes sends it.
     if dry_run or not yes:
@@ -963,6 +993,7 @@ def _follow(
 
 
 app.command()(fetch_cli.fetch)
+app.command()(select_cli.select)
 
 
 @app.command()

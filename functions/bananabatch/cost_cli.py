@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Final
@@ -18,10 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bananabatch import errors_cli
+from bananabatch import errors_cli, twotier_cli
 from bananabatch.config import ProviderKind, Settings
 from bananabatch.core.estimate import FileEstimate, FileEstimator, HybridPlan, observed_rates
-from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine, iter_raw_lines
+from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine
 from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.rightsize_saving import right_size_saving
@@ -65,6 +65,7 @@ def estimate_file(
     *,
     cache_on: bool = True,
     on_rejected: Callable[[RejectedLine], object] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> FileEstimate:
     """Parse FILE as intake would and price it against rt's cache and finished jobs;
     on_rejected sees each line intake would reject."""
@@ -84,7 +85,10 @@ def estimate_file(
         router=router_for(rt.settings, rt.prices),
     )
     with path.open("rb") as stream:
-        for line_no, raw in iter_raw_lines(stream, max_line_bytes=limits.max_line_bytes):
+        # A two-tier file is priced as its drafts and its finals (twotier_cli).
+        for line_no, raw in twotier_cli.estimate_lines(
+            stream, max_line_bytes=limits.max_line_bytes, options=options
+        ):
             parsed = parser.parse(line_no, raw)
             if parsed is not None:
                 estimator.add(parsed)
@@ -122,10 +126,16 @@ def estimate(
             raise PermanentError(why)
         rt = _runtime(with_provider=False)
         result = estimate_file(rt, file, cache_on=not no_cache)
+        with file.open("rb") as stream:
+            tiers = twotier_cli.measured_rates(rt, stream)
         if as_json:
-            typer.echo(json.dumps(result.to_doc(), indent=2))
+            doc = result.to_doc()
+            if tiers:
+                doc["two_tier_rates"] = twotier_cli.rates_doc(tiers)
+            typer.echo(json.dumps(doc, indent=2))
             return
         _print_estimate(result)
+        twotier_cli.print_rates(tiers, console)
 
 
 def _usd(value: float | None) -> str:

@@ -6,6 +6,7 @@ is spent without --yes; --dry-run stops after the plan.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -67,11 +68,17 @@ class Plan:
         }
 
 
-def make_plan(rt: Runtime, path: Path, *, job_cap_usd: float | None = None) -> Plan:
+def make_plan(
+    rt: Runtime,
+    path: Path,
+    *,
+    job_cap_usd: float | None = None,
+    options: Mapping[str, str] | None = None,
+) -> Plan:
     from bananabatch.cost_cli import estimate_file
 
     rejected: list[RejectedLine] = []
-    estimate = estimate_file(rt, path, on_rejected=rejected.append)
+    estimate = estimate_file(rt, path, on_rejected=rejected.append, options=options)
     caps = [c for c in (job_cap_usd, rt.settings.job_budget_usd) if c is not None]
     return Plan(
         file=path,

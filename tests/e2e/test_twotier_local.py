@@ -154,3 +154,73 @@ def test_twenty_lines_by_four_candidates_cull_the_broken_drafts_and_finish_on_pr
     ]
     assert len(completions) == 1
     assert completions[0]["state"] == "SUCCEEDED"
+
+
+def test_a_manual_selection_round_trips_through_the_gallery_export_and_the_select_command(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from bananabatch import cli, config
+    from tests.support.browser import open_page
+    from tests.support.stacks import assert_invariants, open_stack
+
+    with open_stack(request, "local", tmp_path) as stack:
+        options = {
+            "bananabatch-final-model": PRO,
+            "bananabatch-candidates": "3",
+            "bananabatch-selection": "manual",
+        }
+        path = _file(tmp_path, 2, None)
+        job_id = stack.upload(path, metadata=options)
+        assert stack.settle(job_id, rounds=6) == []  # the drafts are back; it waits
+        job_dir = stack.settings.local_root / "buckets" / stack.settings.results_bucket
+        index = job_dir / "jobs" / job_id / "index.html"
+
+        with open_page() as page:
+            page.goto(index)
+            ticked = ["sku-01~c3", "sku-02~c1"]
+            for key in ticked:
+                page.evaluate(f"document.querySelector('input[data-key=\"{key}\"]').click()")
+            assert page.evaluate("document.getElementById('download-selection').textContent") == (
+                "Download selection (2)"
+            )
+            # What the button hands the browser to save: read it back from its Blob.
+            # (the link's click, which would start the download, only records its name)
+            page.evaluate(
+                "URL.createObjectURL = function (blob) {"
+                " blob.text().then(function (t) { window.savedSelection = t; });"
+                " return 'blob:selection'; };"
+                " HTMLAnchorElement.prototype.click = function () {"
+                " window.savedAs = this.download; }"
+            )
+            page.evaluate("document.getElementById('download-selection').click()")
+            saved = page.wait_for("window.savedSelection", "the downloaded selection file")
+            assert page.evaluate("window.savedAs") == f"selection-{job_id}.json"
+        selection_file = tmp_path / f"selection-{job_id}.json"
+        selection_file.write_text(saved)
+        assert json.loads(saved) == {"job_id": job_id, "selected": ticked}
+
+        monkeypatch.setenv(config.ENV_BACKEND, "local")
+        monkeypatch.setenv(config.ENV_LOCAL_ROOT, str(stack.settings.local_root))
+        monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, stack.settings.gemini_base_url or "")
+        monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "test-key")
+        chosen = CliRunner().invoke(
+            cli.app, ["select", job_id, "--file", str(selection_file), "--json"]
+        )
+        assert chosen.exit_code == 0, chosen.output
+        assert json.loads(chosen.stdout)["selected"] == ticked
+
+        summary = assert_invariants(stack, job_id, stack.settle(job_id, rounds=20))
+        outcomes = {o["key"]: o for o in summary["two_tier"]["line_outcomes"]}
+        assert outcomes["sku-01"]["accepted"] == ["sku-01"]
+        assert outcomes["sku-02"]["accepted"] == ["sku-02"]
+        sources = [
+            json.loads(line)
+            for info in (job_dir / "jobs" / job_id / "twotier").glob("finals-*.jsonl")
+            for line in info.read_text().splitlines()
+        ]
+        assert sorted((s["key"], s["candidate"]) for s in sources) == [
+            ("sku-01", "sku-01~c3"),
+            ("sku-02", "sku-02~c1"),
+        ]

@@ -70,6 +70,7 @@ def _advance(rt: Runtime, job: JobRecord) -> JobState | None:
     plan = plan_round(spec, lines, _views(lines, items, verdicts), sources, selection)
     if plan.failed_items:
         _fail_lines(rt, job, spec, plan)
+        _record_counts(rt, job.job_id)
     if plan.has_work:
         staged = _stage_round(rt, job, spec, plan, items)
         log.info("two-tier round staged", extra={"requests": staged})
