@@ -39,6 +39,7 @@ def select(
     from bananabatch import cli
     from bananabatch.core.twotier.selection import SelectionError, parse_selection
     from bananabatch.errors import PermanentError
+    from bananabatch.pipeline import finalize, submit
     from bananabatch.pipeline.twotier.select import select as record
 
     with cli.errors_as_one_line():
@@ -53,6 +54,9 @@ def select(
         cli.require_job(job)
         rt = cli.open_runtime(with_provider=True)
         made = record(rt, job, chosen)
+        # The finals are staged and sent now rather than at the next tick.
+        finalize.finalize_job_if_done(rt, job)
+        submit.submit_queued(rt, job_id=job)
         if as_json:
             cli.print_json(
                 {

@@ -95,6 +95,7 @@ def test_a_manual_selection_finishes_exactly_what_was_chosen(stack: Stack) -> No
     assert '"select":true' in page
     made = select(stack.runtime, job_id, ["x~c2", "y~c1", "y~c2"])
     assert (made.lines, made.lines_without, made.recorded) == (2, 1, True)
+    finalize.finalize_job_if_done(stack.runtime, job_id)  # what `select` does next
     # The same selection again changes nothing; another is refused, not paid for.
     assert not select(stack.runtime, job_id, ["y~c2", "x~c2", "y~c1"]).recorded
 

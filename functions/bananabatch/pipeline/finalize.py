@@ -114,7 +114,7 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
         forced = JobState.CANCELLED if job.cancel_requested else None
         if forced is None and twotier_store.spec_of(job) is not None:
             # A two-tier job goes on to its next round, or ends as its lines say.
-            forced = rounds.advance(rt, job)
+            forced = rounds.advance(rt, job, write_item_reports)
             if forced is None:
                 return rt.repo.require_job(job_id)
             job = rt.repo.require_job(job_id)
@@ -170,6 +170,10 @@ def close_job(
             for lane, (items, actual) in sorted(tally.split.items())
         },
     )
+    if twotier_store.spec_of(job) is not None:
+        # A two-tier job's accepted images are its finals: both stages' cost over them.
+        per = twotier_store.cost_per_final(rt, job.job_id)
+        costs = costs.model_copy(update={"cost_per_accepted_image_usd": per})
     now = rt.now()
     final = {
         "counts": tally.counts,

@@ -5,7 +5,7 @@ while it waits for a person, the gallery of its candidates with ticks."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from bananabatch.core.records import ItemRecord, JobRecord
@@ -158,12 +158,13 @@ def outcome(plan: RoundPlan, rejected: int) -> JobState:
     return JobState.PARTIAL if succeeded else JobState.FAILED
 
 
-def write_selection_gallery(rt: Runtime, job: JobRecord) -> None:
-    """The gallery of the candidates, each with a tick, and results.jsonl as it stands."""
-    from bananabatch.pipeline import finalize  # finalize calls the rounds
-
+def write_selection_gallery(
+    rt: Runtime, job: JobRecord, item_reports: Callable[[Runtime, JobRecord], Any]
+) -> None:
+    """The gallery of the candidates, each with a tick, and results.jsonl as it stands
+    (item_reports: finalize.write_item_reports)."""
     shown = job.model_copy(update={"options": {**job.options, SELECTABLE_OPTION: "1"}})
-    tally = finalize.write_item_reports(rt, shown)
+    tally = item_reports(rt, shown)
     for file in tally.gallery.files(shown):
         rt.objects.write_bytes(
             rt.settings.results_bucket,

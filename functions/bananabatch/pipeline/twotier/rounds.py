@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 from bananabatch.core import records as rec
 from bananabatch.core.records import ItemRecord, JobRecord
@@ -37,7 +38,12 @@ LEASE = timedelta(minutes=10)
 _OPEN = frozenset(BatchState) - {BatchState.COLLECTED}
 
 
-def advance(rt: Runtime, job: JobRecord) -> JobState | None:
+# Writes results.jsonl and the gallery of a job as its items stand (finalize's, passed in:
+# finalize calls this module).
+ItemReports = Callable[[Runtime, JobRecord], Any]
+
+
+def advance(rt: Runtime, job: JobRecord, item_reports: ItemReports) -> JobState | None:
     """None while the job goes on (a round was staged, or it waits for a selection, or
     another finalizer is planning it); else the state it ends in.
 
@@ -50,12 +56,12 @@ def advance(rt: Runtime, job: JobRecord) -> JobState | None:
     try:
         if rt.repo.count_batches(job_id=job.job_id, states=_OPEN):
             return None
-        return _advance(rt, rt.repo.require_job(job.job_id))
+        return _advance(rt, rt.repo.require_job(job.job_id), item_reports)
     finally:
         lifecycle.release_twotier_lease(rt, job.job_id, token)
 
 
-def _advance(rt: Runtime, job: JobRecord) -> JobState | None:
+def _advance(rt: Runtime, job: JobRecord, item_reports: ItemReports) -> JobState | None:
     spec = store.spec_of(job)
     assert spec is not None, "advance is for two-tier jobs"
     lines = store.tier_lines(rt, job.job_id)
@@ -78,7 +84,7 @@ def _advance(rt: Runtime, job: JobRecord) -> JobState | None:
     if plan.awaiting_selection:
         if new:
             # The candidates are all back: the gallery shows them to be ticked.
-            report.write_selection_gallery(rt, job)
+            report.write_selection_gallery(rt, job, item_reports)
             log.info("two-tier job waits for a selection (bananabatch select)")
         return None
     items = list(rt.repo.items(job.job_id)) if plan.failed_items else items
@@ -210,8 +216,8 @@ def _stage_round(
     made += stage_requests(
         rt, job, spec.final_model, finals, first_index=first + len(made), held=False, now=now
     )
+    # QUEUED and submittable: the next tick sends them (or the caller, right away).
     _record_counts(rt, job.job_id)
-    _submit(rt, job.job_id)
     return len(drafts) + len(finals)
 
 
@@ -222,13 +228,3 @@ def _record_counts(rt: Runtime, job_id: str) -> None:
     waiting = sum(b.request_count for b in rt.repo.unmaterialized_batches(job_id))
     batches = next_index(rt, job_id)
     lifecycle.twotier_counts(rt, job_id, items=items + waiting, batches=batches)
-
-
-def _submit(rt: Runtime, job_id: str) -> None:
-    # The tick submits them anyway; here they go without waiting for it.
-    from bananabatch.pipeline import submit  # submit imports finalize
-
-    try:
-        submit.submit_queued(rt, job_id=job_id)
-    except Exception:
-        log.exception("submitting a two-tier round failed; the tick tries again")

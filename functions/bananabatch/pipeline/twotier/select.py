@@ -1,7 +1,8 @@
 """`bananabatch select`: a person's choice of candidates for a two-tier job in manual
-selection, recorded once, then the finals staged (through finalize_job_if_done, as any
-round). The selection object is written create-if-absent: a second, different selection
-is refused rather than paid for; the same one again changes nothing."""
+selection, recorded once; the caller then has the finals staged (finalize_job_if_done, as
+any round) and submitted, or leaves both to the next tick. The selection object is written
+create-if-absent: a second, different selection is refused rather than paid for; the same
+one again changes nothing."""
 
 from __future__ import annotations
 
@@ -31,8 +32,6 @@ class Selected:
 
 
 def select(rt: Runtime, job_id: str, keys: Sequence[str]) -> Selected:
-    from bananabatch.pipeline import finalize  # finalize calls the rounds
-
     job = rt.repo.require_job(job_id)
     spec = store.spec_of(job)
     if spec is None:
@@ -90,5 +89,4 @@ def select(rt: Runtime, job_id: str, keys: Sequence[str]) -> Selected:
             f"job {job_id}: another selection was recorded at the same moment; it stands",
             job_id=job_id,
         )
-    finalize.finalize_job_if_done(rt, job_id)
     return Selected(job_id, wanted, len(chosen_lines), len(lines - chosen_lines), recorded)

@@ -118,3 +118,9 @@ def report(rt: Runtime, job_id: str) -> dict[str, Any] | None:
         return None
     doc: dict[str, Any] = json.loads(data)
     return doc
+
+
+def cost_per_final(rt: Runtime, job_id: str) -> float | None:
+    doc = report(rt, job_id)
+    value = None if doc is None else doc.get("cost_per_accepted_final_image_usd")
+    return float(value) if isinstance(value, int | float) else None
