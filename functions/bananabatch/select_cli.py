@@ -37,6 +37,7 @@ def select(
     Example: bananabatch select hero-c54c2e5f2c36 --file selection-hero-c54c2e5f2c36.json
     """
     from bananabatch import cli
+    from bananabatch.config import Backend
     from bananabatch.core.twotier.selection import SelectionError, parse_selection
     from bananabatch.errors import PermanentError
     from bananabatch.pipeline import finalize, submit
@@ -52,11 +53,14 @@ def select(
             except SelectionError as exc:
                 raise PermanentError(f"{file}: {exc}") from None
         cli.require_job(job)
-        rt = cli.open_runtime(with_provider=True)
+        local = cli.settings_from_env().backend is Backend.LOCAL
+        rt = cli.open_runtime(with_provider=local)
         made = record(rt, job, chosen)
-        # The finals are staged and sent now rather than at the next tick.
-        finalize.finalize_job_if_done(rt, job)
-        submit.submit_queued(rt, job_id=job)
+        if local:
+            # Locally the finals are staged and sent now; a deployed stack's next tick
+            # (every minute) stages and submits them with the deployment's credentials.
+            finalize.finalize_job_if_done(rt, job)
+            submit.submit_queued(rt, job_id=job)
         if as_json:
             cli.print_json(
                 {

@@ -143,3 +143,33 @@ def test_a_planner_that_finds_the_lease_taken_stages_nothing(stack: Stack) -> No
     finalize.finalize_job_if_done(stack.runtime, job_id)
     summary = assert_invariants(stack, job_id, stack.settle(job_id, rounds=20))
     assert summary["two_tier"]["lines"] == {"total": 2, "succeeded": 2, "failed": 0}
+
+
+def test_a_header_that_cannot_be_used_fails_the_job_at_intake_with_nothing_paid(
+    stack: Stack,
+) -> None:
+    bad = [json.dumps({"bananabatch": {"final_model": "gemini-9-ultra"}}), *_lines("a", None)]
+    job_id = stack.upload(stack.write(bad, name="badheader.jsonl"))
+    completions = stack.settle(job_id, rounds=2)
+    job = stack.repo.require_job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.startswith('header line: "final_model": expected an image model')
+    assert len(completions) == 1
+    assert stack.emulator.state.submitted_keys() == {}
+
+
+def test_a_two_tier_file_past_its_line_limit_is_refused_naming_the_line(stack: Stack) -> None:
+    from bananabatch.core.twotier.spec import MAX_LINES
+
+    header = json.dumps({"bananabatch": {"final_model": PRO}})
+    rows = [json.dumps({"key": f"k{n}", "prompt": "p"}) for n in range(MAX_LINES + 1)]
+    job_id = stack.upload(stack.write([header, *rows], name="huge.jsonl"))
+    stack.settle(job_id, rounds=2)
+    job = stack.repo.require_job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error == (
+        f"a two-tier file takes at most {MAX_LINES:,} lines; line {MAX_LINES + 2} is past it:"
+        " split the file"
+    )
+    assert stack.emulator.state.submitted_keys() == {}

@@ -39,6 +39,10 @@ DEFAULT_DRAFT_MODEL: Final = "gemini-3.1-flash-lite-image"
 DEFAULT_CANDIDATES: Final = 4
 DEFAULT_KEEP: Final = 1
 MAX_CANDIDATES: Final = 16
+# Lines of a two-tier file: its rounds read every item of the job and its lines' requests
+# into memory, so the file is held to a size where that stays small (160k items at most).
+# Hero images come in hundreds or thousands; a larger catalog is split into files.
+MAX_LINES: Final = 10_000
 # Every loop stops at this many times its wanted count of attempts (issue 21).
 ATTEMPT_FACTOR: Final = 3
 
@@ -110,14 +114,20 @@ def _model(name: str, value: object) -> str:
 
 
 def spec_from_mapping(given: Mapping[str, Any], *, where: str) -> TwoTierSpec:
-    """The spec a header (or stored option) writes; raises SpecError naming the field."""
+    """The spec a header (or stored option) writes; raises SpecError naming where and the
+    field."""
+    try:
+        return _spec(given)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _spec(given: Mapping[str, Any]) -> TwoTierSpec:
     unknown = sorted(set(given) - set(_HEADER_NAMES))
     if unknown:
-        raise SpecError(
-            f'{where}: unknown field "{unknown[0]}"; expected one of {", ".join(_HEADER_NAMES)}'
-        )
+        raise SpecError(f'unknown field "{unknown[0]}"; expected one of {", ".join(_HEADER_NAMES)}')
     if "final_model" not in given:
-        raise SpecError(f'{where}: "final_model" is required')
+        raise SpecError('"final_model" is required')
     final = _model("final_model", given["final_model"])
     draft = _model("draft_model", given.get("draft_model", DEFAULT_DRAFT_MODEL))
     candidates = _count(

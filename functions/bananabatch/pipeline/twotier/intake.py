@@ -23,7 +23,9 @@ from bananabatch.core.records import JobRecord, SourceObject
 from bananabatch.core.staging import IntakeTally
 from bananabatch.core.twotier.expand import Expanded, Refused, TierLine, expand_line, more_drafts
 from bananabatch.core.twotier.spec import (
+    MAX_LINES,
     SPEC_OPTION,
+    SpecError,
     TwoTierSpec,
     header_of,
     line_key_of,
@@ -78,6 +80,11 @@ def prepare(rt: Runtime, job: JobRecord) -> Prepared | None:
                 else (expand_line(raw.decode("utf-8", "replace"), line_no, spec))
             )
             if isinstance(out, Expanded):
+                if len(prepared.lines) >= MAX_LINES:
+                    raise SpecError(
+                        f"a two-tier file takes at most {MAX_LINES:,} lines; line {line_no} is "
+                        "past it: split the file"
+                    )
                 prepared.lines.append(out.line)
                 sink.write(out.drafts[0].encode() + b"\n")
             elif isinstance(out, Refused):
