@@ -47,6 +47,9 @@ LOCAL_ONLY_FILES: Final = (
     "bananabatch/pipeline/status.py",
     "bananabatch/core/model_table.py",
     "bananabatch/core/variations.py",
+    # `bananabatch select` (two-tier jobs): the CLI records a selection; the tick acts on it.
+    "bananabatch/core/twotier/selection.py",
+    "bananabatch/pipeline/twotier/select.py",
 )
 EXCLUDED_SUFFIXES: Final = (".pyc", ".pyo")
 _FIXED_TIME: Final = (1980, 1, 1, 0, 0, 0)
