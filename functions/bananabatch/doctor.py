@@ -20,6 +20,7 @@ from bananabatch.config import (
     ENV_GEMINI_API_KEY,
     ENV_GEMINI_BASE_URL,
     Backend,
+    CompatLaneConfig,
     ProviderKind,
     Settings,
     WebhookMode,
@@ -210,9 +211,13 @@ class Probes:
     files_store: Callable[[Settings], int] | None = None
     # The OpenAI provider's batches.list (doctor_openai.count_batches); None: the default.
     openai: Callable[[Settings], int] | None = None
+    # One image on a gateway (doctor_lanes.make_image), made only with probe_lanes.
+    gateway: Callable[[str, CompatLaneConfig], str] | None = None
 
 
-def run_doctor(settings: Settings, today: date, probes: Probes | None = None) -> list[Check]:
+def run_doctor(
+    settings: Settings, today: date, probes: Probes | None = None, *, probe_lanes: bool = False
+) -> list[Check]:
     probes = probes or default_probes()
     checks = [key_form(settings)]
     if checks[0].verdict == "fail":
@@ -240,6 +245,9 @@ def run_doctor(settings: Settings, today: date, probes: Probes | None = None) ->
     from bananabatch.doctor_openai import count_batches, openai_checks
 
     checks += openai_checks(settings, probes.openai or count_batches)
+    from bananabatch.doctor_lanes import lane_checks
+
+    checks += lane_checks(settings, probe=probes.gateway, probe_lanes=probe_lanes)
     if settings.backend is Backend.GCP:
         checks += probes.gcp(settings)
     else:

@@ -21,6 +21,13 @@ _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    probe_lanes: Annotated[
+        bool,
+        typer.Option(
+            "--probe-lanes",
+            help="Also make one image on each gateway in use (the gateway bills it).",
+        ),
+    ] = False,
 ) -> None:
     """Preflight before the first real job: key form, an authenticated call, which catalog
     models the service batches, static webhook registration, and on the gcp backend the
@@ -41,7 +48,7 @@ def doctor(
                 f"{settings.backend.value}, default model {settings.default_model}",
             )
         ]
-        checks += run_doctor(settings, datetime.now(UTC).date())
+        checks += run_doctor(settings, datetime.now(UTC).date(), probe_lanes=probe_lanes)
     ok = passed(checks)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "checks": [c.to_doc() for c in checks]}, indent=2))
