@@ -59,11 +59,14 @@ def on_billing_alert(event: CloudEvent) -> None:
 @functions_framework.http
 def on_gemini_webhook(request: flask.Request) -> tuple[dict[str, Any], int]:
     """A webhook delivery (HTTP): verified, then announced as batch-done. Gemini's at the
-    function's URL; OpenAI's at its sub-path /openai (the URL registered with OpenAI)."""
+    function's URL; OpenAI's at its sub-path /openai (the URL registered with OpenAI);
+    Replicate's at /replicate (the webhook URL each prediction names)."""
     # Read at most one byte past the cap: a bigger body is refused (413) without being read.
     body = request.stream.read(MAX_BODY_BYTES + 1)
     # No provider: the receiver only verifies and publishes (it holds no provider key).
     runtime = wiring.current(with_provider=False)
     if request.path.rstrip("/").endswith(OPENAI_WEBHOOK_PATH):
         return entrypoints.openai_webhook(runtime, dict(request.headers), body)
+    if entrypoints.async_lane_of(request.path) == "replicate":
+        return entrypoints.replicate_webhook(runtime, dict(request.headers), body)
     return entrypoints.gemini_webhook(runtime, dict(request.headers), body)

@@ -92,6 +92,13 @@ ENV_FAILOVER_ON_UNKNOWN: Final = "BANANABATCH_FAILOVER_ON_UNKNOWN"
 # batches are submitted at once. The stack's batchWindow / batchWindowTimeZone.
 ENV_BATCH_WINDOW: Final = "BANANABATCH_BATCH_WINDOW"
 ENV_BATCH_WINDOW_TZ: Final = "BANANABATCH_BATCH_WINDOW_TZ"
+# The Replicate async lane (providers/replicate_lane.py): the client's own names for its
+# token and base URL, the account's webhook signing secret (whsec_..., from
+# `webhooks.default.secret()`), and Replicate's names for catalog models (JSON).
+ENV_REPLICATE_API_TOKEN: Final = "REPLICATE_API_TOKEN"
+ENV_REPLICATE_BASE_URL: Final = "REPLICATE_BASE_URL"
+ENV_REPLICATE_WEBHOOK_SECRET: Final = "BANANABATCH_REPLICATE_WEBHOOK_SECRET"
+ENV_REPLICATE_MODELS: Final = "BANANABATCH_REPLICATE_MODELS"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -331,6 +338,13 @@ class Settings(BaseModel):
     # batch_window_tz) instead of being submitted at once; urgent lines never wait.
     batch_window: str | None = None
     batch_window_tz: str = "UTC"
+    # Replicate (async lane "replicate"): the token and the webhook secret come from Secret
+    # Manager when deployed; the base URL only for an emulator; replicate_models maps
+    # catalog models to Replicate's "owner/name" (empty: the lane's dated defaults).
+    replicate_api_token: str | None = Field(default=None, repr=False)
+    replicate_base_url: str | None = None
+    replicate_webhook_secret: str | None = Field(default=None, repr=False)
+    replicate_models: Mapping[str, str] = Field(default_factory=dict)
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -455,6 +469,34 @@ class Settings(BaseModel):
             return json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("replicate_models", mode="before")
+    @classmethod
+    def _parse_replicate_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("replicate_models")
+    @classmethod
+    def _replicate_models_known(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        out: dict[str, str] = {}
+        for model, name in value.items():
+            spec = catalog.model_spec(model)
+            if spec is None:
+                raise ValueError(f"replicate model: unknown catalog model {model!r}")
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*", name):
+                raise ValueError(f"replicate model {model!r}: expected owner/name; found {name!r}")
+            out[spec.model_id] = name
+        return out
+
+    @field_validator("replicate_webhook_secret")
+    @classmethod
+    def _replicate_secret_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("whsec_"):
+            # Named, never shown: it is a credential.
+            raise ValueError("expected a whsec_... signing secret")
+        return value
+
     @model_validator(mode="after")
     def _lanes_are_configured(self) -> Settings:
         for label in self.compat_lanes:
@@ -523,8 +565,8 @@ class Settings(BaseModel):
                 continue
             if value is None:
                 continue
-            if field_name == "price_overrides":
-                out[env_name] = json.dumps(value)
+            if field_name in ("price_overrides", "replicate_models"):
+                out[env_name] = json.dumps(dict(value))
             elif field_name == "compat_lanes":
                 if value:
                     out[env_name] = json.dumps(
@@ -601,6 +643,10 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "failover_on_unknown": ENV_FAILOVER_ON_UNKNOWN,
     "batch_window": ENV_BATCH_WINDOW,
     "batch_window_tz": ENV_BATCH_WINDOW_TZ,
+    "replicate_api_token": ENV_REPLICATE_API_TOKEN,
+    "replicate_base_url": ENV_REPLICATE_BASE_URL,
+    "replicate_webhook_secret": ENV_REPLICATE_WEBHOOK_SECRET,
+    "replicate_models": ENV_REPLICATE_MODELS,
 }
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Final
 
 from bananabatch import log, openai_webhooks
 from bananabatch.config import WebhookMode
 from bananabatch.errors import BananaError, ConfigError, PermanentError, TransientError
 from bananabatch.events import parse_pubsub_event, parse_upload_event
-from bananabatch.pipeline import collect, intake, pause, thumbnails, tick, webhook
+from bananabatch.pipeline import collect, intake, pause, tasks, thumbnails, tick, webhook
 from bananabatch.pipeline.runtime import Runtime
+from bananabatch.providers.replicate_lane import ReplicateLane
 from bananabatch.webhooks import MAX_ID_CHARS, WebhookRejected, WebhookVerifier, verifier_for
 
 logger = log.get_logger(__name__)
@@ -91,6 +93,10 @@ def batch_done(rt: Runtime, attributes: Mapping[str, Any], data: Any) -> None:
         if kind == thumbnails.KIND:
             thumbnails.handle_thumbnails(rt, thumbnails.parse_request(payload))
             return
+        if kind == tasks.KIND:
+            # An async lane's task announced by its verified callback (pipeline/tasks.py).
+            tasks.handle_done(rt, payload)
+            return
         if kind != BATCH_DONE_KIND:
             raise PermanentError(
                 f"batch-done message: expected kind {BATCH_DONE_KIND!r} or "
@@ -139,6 +145,50 @@ def _verifier(rt: Runtime) -> WebhookVerifier:
         # requests on a warm instance.
         _verifiers[cache_key] = verifier_for(s)
     return _verifiers[cache_key]
+
+
+def async_lane_of(path: str) -> str | None:
+    """The async lane whose callbacks the receiver takes at this path's sub-path, if any."""
+    tail = path.rstrip("/")
+    for lane, sub_path in tasks.WEBHOOK_PATHS.items():
+        if tail.endswith(sub_path):
+            return lane
+    return None
+
+
+@lru_cache(maxsize=4)
+def _replicate_verifier(secret: str) -> ReplicateLane:
+    # No token: the receiver only verifies, and sends nothing to Replicate.
+    return ReplicateLane(api_token=None, webhook_secret=secret)
+
+
+def replicate_webhook(
+    rt: Runtime, headers: Mapping[str, str], body: bytes
+) -> tuple[dict[str, Any], int]:
+    """Verify a Replicate callback with Replicate's scheme (and only it) and announce the
+    task; answers 404 when no Replicate signing secret is configured. Reads no state."""
+    log.configure(rt.settings.log_level)
+    webhook_id = headers.get("webhook-id") or headers.get("Webhook-Id")
+    with log.labels(
+        execution_id=webhook_id[:MAX_ID_CHARS].encode("unicode_escape").decode()
+        if webhook_id
+        else None,
+        entry_point="on_gemini_webhook/replicate",
+    ):
+        secret = rt.settings.replicate_webhook_secret
+        if not secret:
+            return {"error": "Replicate webhooks are not enabled on this deployment"}, 404
+        try:
+            delivery = _replicate_verifier(secret).verify_delivery(headers, body)
+        except WebhookRejected as exc:
+            logger.warning(
+                "webhook refused",
+                extra={"status": exc.status, "error": str(exc), "alert": "webhook_refused"},
+            )
+            return {"error": str(exc)}, exc.status
+        if delivery.status in ("starting", "processing"):
+            return {"status": "ignored", "event": delivery.status}, 200
+        return tasks.publish_done(rt, "replicate", delivery.prediction_id, delivery.webhook_id), 200
 
 
 def openai_webhook(

@@ -24,7 +24,14 @@ from bananabatch.core.catalog import Provider
 from bananabatch.core.pricing import PriceBook
 from bananabatch.errors import ConfigError
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore, SyncImageLane
+from bananabatch.ports import (
+    AsyncImageLane,
+    BatchProvider,
+    EventBus,
+    ObjectStore,
+    StateStore,
+    SyncImageLane,
+)
 
 _lock = threading.Lock()
 _current: Runtime | None = None
@@ -45,6 +52,7 @@ def build_runtime(settings: Settings, *, with_provider: bool = True) -> Runtime:
         prices=PriceBook(overrides=settings.price_overrides),
         provider_factory=other_providers(settings, objects),
         sync_lane_factory=sync_lane_factory(settings),
+        async_lane_factory=async_lane_factory(settings),
     )
 
 
@@ -59,6 +67,19 @@ def sync_lane_factory(settings: Settings) -> Callable[[str], SyncImageLane]:
         from bananabatch.providers.compat_images import OpenAICompatLane
 
         return OpenAICompatLane(label, settings.compat_lanes[label])
+
+    return make
+
+
+def async_lane_factory(settings: Settings) -> Callable[[str], AsyncImageLane]:
+    """Makes an async-callback lane's adapter the first time a task needs it."""
+
+    def make(name: str) -> AsyncImageLane:
+        if name == "replicate":
+            from bananabatch.providers.replicate_lane import from_settings
+
+            return from_settings(settings)
+        raise ConfigError(f"no async lane {name!r}: expected one of replicate")
 
     return make
 

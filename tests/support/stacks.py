@@ -257,11 +257,12 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     def _pull_completions(self) -> list[Completion]: ...
 
-    def webhook(self, headers: Mapping[str, str], body: bytes) -> int:
-        """POST one Gemini webhook delivery to on_gemini_webhook; returns the HTTP status."""
+    def webhook(self, headers: Mapping[str, str], body: bytes, *, path: str = "/") -> int:
+        """POST one webhook delivery to on_gemini_webhook (at a provider's sub-path, e.g.
+        "/openai", "/replicate"); returns the HTTP status."""
         if self._webhook_client is None:
             self._webhook_client = _client(WEBHOOK_FUNCTION, "http")
-        return self._webhook_client.post("/", data=body, headers=dict(headers)).status_code
+        return self._webhook_client.post(path, data=body, headers=dict(headers)).status_code
 
     def settle(
         self, job_id: str, *, rounds: int = 12, between: Callable[[], object] | None = None

@@ -13,7 +13,14 @@ from bananabatch.core.pricing import PriceBook
 from bananabatch.core.records import BatchRecord
 from bananabatch.errors import ConfigError
 from bananabatch.pipeline.repo import Repo
-from bananabatch.ports import BatchProvider, EventBus, ObjectStore, StateStore, SyncImageLane
+from bananabatch.ports import (
+    AsyncImageLane,
+    BatchProvider,
+    EventBus,
+    ObjectStore,
+    StateStore,
+    SyncImageLane,
+)
 
 
 def utcnow() -> datetime:
@@ -43,6 +50,10 @@ class Runtime:
     # factory wiring sets, or are set here directly (tests).
     sync_lanes: dict[str, SyncImageLane] = field(default_factory=dict)
     sync_lane_factory: Callable[[str], SyncImageLane] | None = None
+    # The async-callback image lanes by name (ports.AsyncImageLane; pipeline/tasks.py),
+    # made by wiring's factory the first time a task needs one, or set here (tests).
+    async_lanes: dict[str, AsyncImageLane] = field(default_factory=dict)
+    async_lane_factory: Callable[[str], AsyncImageLane] | None = None
     repo: Repo = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +86,15 @@ class Runtime:
         if self.sync_lane_factory is None:
             raise ConfigError(f"no adapter for the sync lane {name!r} on this deployment")
         return self.sync_lanes.setdefault(name, self.sync_lane_factory(name))
+
+    def async_lane(self, name: str) -> AsyncImageLane:
+        """The adapter of an async-callback lane, by its configured name."""
+        found = self.async_lanes.get(name)
+        if found is not None:
+            return found
+        if self.async_lane_factory is None:
+            raise ConfigError(f"no adapter for the async lane {name!r} on this deployment")
+        return self.async_lanes.setdefault(name, self.async_lane_factory(name))
 
     def batch_provider(self, batch: BatchRecord) -> BatchProvider:
         """The adapter that runs this batch: the one its record names."""

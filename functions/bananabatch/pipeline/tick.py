@@ -33,6 +33,7 @@ from bananabatch.pipeline import (
     inflight,
     lifecycle,
     submit,
+    tasks,
     urgent,
 )
 from bananabatch.pipeline.runtime import Runtime
@@ -71,6 +72,7 @@ class TickReport:
     urgent_resumed: int = 0
     gone: int = 0
     repaired: int = 0
+    tasks_settled: int = 0
     errors: int = 0
 
 
@@ -152,6 +154,9 @@ def handle_tick(rt: Runtime) -> TickReport:
     for job_id in recovered.jobs:
         with _isolated(rt, report, "finalize", job_id=job_id):
             finalize.finalize_job_if_done(rt, job_id)
+    with _isolated(rt, report, "async tasks"):
+        # Async-lane tasks whose callback did not come (pipeline/tasks.py).
+        report.tasks_settled = tasks.poll_overdue(rt)
     # Waiting items whose owner's request ended (or whose owner died): served or paid.
     with _isolated(rt, report, "in-flight requests"):
         inflight.resolve(rt)

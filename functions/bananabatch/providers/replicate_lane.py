@@ -32,6 +32,7 @@ from replicate.client import Client
 from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks, WebhookSigningSecret, WebhookValidationError
 
+from bananabatch.config import Settings
 from bananabatch.errors import OutcomeUnknown, PermanentError, TransientError
 from bananabatch.pipeline.references import sniff_image_mime
 from bananabatch.ports import ImageRequest, ImageResult, TaskStatus
@@ -315,6 +316,17 @@ class ReplicateLane:
 
     def close(self) -> None:
         self._client._client.close()
+
+
+def from_settings(settings: Settings) -> ReplicateLane:
+    """The lane as a deployment configures it (a receiver-only deployment has no token:
+    it only verifies)."""
+    return ReplicateLane(
+        api_token=settings.replicate_api_token,
+        base_url=settings.replicate_base_url,
+        webhook_secret=settings.replicate_webhook_secret,
+        models=settings.replicate_models or None,
+    )
 
 
 def _prediction_of(text: str) -> tuple[str, str, dict[str, Any]]:
