@@ -37,7 +37,7 @@ from bananabatch.core.states import (
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, cache, lifecycle, tasks, urgent
+from bananabatch.pipeline import budget, cache, lifecycle, task_records, urgent
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.twotier import rounds
@@ -110,7 +110,7 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
             return job
         if cache.waiting_count(rt, job_id):
             return job  # items wait for another job's request in flight (pipeline/inflight.py)
-        if tasks.open_tasks(rt, job_id):
+        if task_records.open_tasks(rt, job_id):
             return job  # items wait for an async lane's task (pipeline/tasks.py)
         # A user's cancel wins over what the items say (pipeline.control.cancel_job).
         forced = JobState.CANCELLED if job.cancel_requested else None

@@ -24,24 +24,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 from bananabatch.core.records import ItemRecord
 from bananabatch.core.states import ItemState
 from bananabatch.errors import PermanentError, TransientError
 from bananabatch.log import get_logger, labels
+from bananabatch.pipeline import finalize
 from bananabatch.pipeline.outcomes import image_location, write_image, write_thumbnail_if_decodable
 from bananabatch.pipeline.runtime import Runtime
-from bananabatch.ports import TaskStatus, Where
+from bananabatch.pipeline.task_records import (
+    DONE,
+    PENDING,
+    TaskRecord,
+    open_tasks,
+    remember,
+    task_path,
+)
+from bananabatch.ports import TaskStatus
 
 log = get_logger(__name__)
 
-TASKS: Final = "lane_tasks"
+# What the lane runner uses: remember a task, list the open ones.
+__all__ = [
+    "CALLBACK_GRACE",
+    "KIND",
+    "TaskRecord",
+    "check",
+    "handle_done",
+    "open_tasks",
+    "poll_overdue",
+    "publish_done",
+    "remember",
+    "settle_item",
+    "webhook_url",
+]
+
 KIND: Final = "task"
-PENDING: Final = "pending"
-DONE: Final = "done"
 SCHEMA_VERSION: Final = 1
 # How long a task may go without its callback before the tick asks the provider.
 CALLBACK_GRACE: Final = timedelta(minutes=2)
@@ -49,37 +69,7 @@ CALLBACK_GRACE: Final = timedelta(minutes=2)
 WEBHOOK_PATHS: Final[Mapping[str, str]] = {"replicate": "/replicate"}
 
 
-@dataclass(frozen=True)
-class TaskRecord:
-    lane: str
-    task_id: str
-    job_id: str
-    key: str
-    attempt: int
-    state: str
-    submitted_at: datetime
-    checked_at: datetime | None = None
-
-    @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> TaskRecord:
-        checked = doc.get("checked_at")
-        return cls(
-            lane=str(doc["lane"]),
-            task_id=str(doc["task_id"]),
-            job_id=str(doc["job_id"]),
-            key=str(doc["key"]),
-            attempt=int(doc.get("attempt", 1)),
-            state=str(doc["state"]),
-            submitted_at=datetime.fromisoformat(str(doc["submitted_at"])),
-            checked_at=datetime.fromisoformat(str(checked)) if checked else None,
-        )
-
-
 Settle = Callable[[Runtime, TaskRecord, TaskStatus], None]
-
-
-def task_path(lane: str, task_id: str) -> str:
-    return f"{TASKS}/{lane}:{task_id}"
 
 
 def webhook_url(rt: Runtime, lane: str) -> str | None:
@@ -90,29 +80,6 @@ def webhook_url(rt: Runtime, lane: str) -> str | None:
     if not base or path is None:
         return None
     return base.rstrip("/") + path
-
-
-def remember(rt: Runtime, lane: str, task_id: str, *, job_id: str, key: str, attempt: int) -> None:
-    """Record a task the lane accepted; call it as soon as `submit` answered."""
-    rt.state.create(
-        task_path(lane, task_id),
-        {
-            "lane": lane,
-            "task_id": task_id,
-            "job_id": job_id,
-            "key": key,
-            "attempt": attempt,
-            "state": PENDING,
-            "submitted_at": rt.now().isoformat(),
-        },
-    )
-
-
-def open_tasks(rt: Runtime, job_id: str | None = None) -> list[TaskRecord]:
-    where = [Where("state", "==", PENDING)]
-    if job_id is not None:
-        where.append(Where("job_id", "==", job_id))
-    return [TaskRecord.from_doc(doc) for doc in rt.state.query(TASKS, where)]
 
 
 # --- the receiver's half: no state, no provider token ---------------------------------------
@@ -213,8 +180,6 @@ def _claim(rt: Runtime, record: TaskRecord) -> bool:
 def settle_item(rt: Runtime, record: TaskRecord, status: TaskStatus) -> None:
     """Write the item's outcome: SUCCEEDED with its image, BLOCKED for a content refusal,
     FAILED otherwise; then finalize the job if nothing of it is open any more."""
-    from bananabatch.pipeline import finalize
-
     item = rt.repo.get_item(record.job_id, record.key)
     if item is None:
         log.error("task for an item that does not exist", extra={"key": record.key})
