@@ -153,11 +153,10 @@ class CompatEmulatorState(Ledger):
             self.faults.take_slow()
             user = body.get("user")
             generation = "gen_" + "".join(secrets.choice(_ALPHABET) for _ in range(20))
-            # Keyed by prompt (a test's lines have distinct prompts), so the same line paid
-            # on two attempts shows as a duplicate; the caller's `user` (the attempt id) is
-            # kept beside it.
-            attempt = user if isinstance(user, str) else ""
-            self.accepted.extend(Accepted(generation, attempt, prompt) for _ in range(n))
+            # Keyed by the caller's `user` (the lane sends its attempt id there), or by the
+            # prompt when it sends none.
+            key = user if isinstance(user, str) and user else prompt
+            self.accepted.extend(Accepted(generation, key, key) for _ in range(n))
             self.counters.images += n
         ratio, size = _ratio_and_size(body)
         image = render_png(prompt, ratio, size)
