@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bananabatch import errors_cli, twotier_cli
+from bananabatch import errors_cli, tables_cli, twotier_cli
 from bananabatch.config import ProviderKind, Settings
 from bananabatch.core.estimate import FileEstimate, FileEstimator, HybridPlan, observed_rates
 from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine
@@ -174,7 +174,7 @@ def _print_estimate(result: FileEstimate) -> None:
         _usd(result.after_dedup_usd),
         "",
     )
-    console.print(table)
+    tables_cli.printer(console).print(table)
     if result.hybrid is not None and result.accepted:
         _print_hybrid(result.hybrid, result.accepted)
     for warning in result.price_warnings:
@@ -214,7 +214,7 @@ def _print_hybrid(plan: HybridPlan, accepted: int) -> None:
     table.add_row("hybrid", str(accepted), "100%", _usd(plan.hybrid_usd), "")
     table.add_row("all standard", str(accepted), "", _usd(plan.all_standard_usd), "")
     table.add_row("all batch", str(accepted), "", _usd(plan.all_batch_usd), "")
-    console.print(table)
+    tables_cli.printer(console).print(table)
     console.print(
         f"Saving: {_saving(plan.all_standard_usd - plan.hybrid_usd)} against all-standard, "
         f"{_saving(plan.all_batch_usd - plan.hybrid_usd)} against all-batch."

@@ -162,6 +162,9 @@ def test_the_estimate_command_prints_json_with_every_figure_per_model_and_size(
     assert table.exit_code == 0, table.output
     assert "Estimate: 7 accepted lines, 0 rejected" in table.output
     assert "No finished jobs yet" in table.output
+    # In a pipe the tables are whole: no model name or dollar figure cut to "…".
+    assert "…" not in table.output
+    assert "gemini-3.1-flash-image" in table.output
     refused = CliRunner().invoke(app, ["approve", "no-such-job"])
     assert refused.exit_code == 1
     assert "no job no-such-job" in refused.output
