@@ -31,9 +31,9 @@ EXCLUDED_DIR_NAMES: Final = frozenset(
 )
 # Workstation-only code, never imported by main.py: the Gemini Batch emulator and the local
 # runner (directories), the CLI (cli.py and its *_cli.py commands), and the modules only the
-# CLI uses (doctor, doctor_openai: set-up checks; deployed: the CLI's side of a deployed
-# stack; status: the status view; model_table: the models listing; variations: the
-# templates `expand` reads). Their third-party
+# CLI uses (doctor, doctor_openai, doctor_lanes: set-up checks; deployed: the CLI's side
+# of a deployed stack; status: the status view; model_table: the models listing;
+# variations: the templates `expand` reads). Their third-party
 # dependencies are in pyproject's `local` extra, not in requirements.txt. When the deployed
 # code starts importing one of these, tests/infra/test_deployed_closure.py fails: take it off
 # this list.
@@ -43,6 +43,7 @@ LOCAL_ONLY_FILES: Final = (
     "bananabatch/*_cli.py",
     "bananabatch/doctor.py",
     "bananabatch/doctor_openai.py",
+    "bananabatch/doctor_lanes.py",
     "bananabatch/deployed.py",
     "bananabatch/pipeline/status.py",
     "bananabatch/core/model_table.py",

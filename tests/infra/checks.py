@@ -249,6 +249,21 @@ def check_function_env(
         for name in (cfg.ENV_GEMINI_API_KEY, cfg.ENV_WEBHOOK_SECRET):
             if name in names:
                 problems.append(f"{entry_point}: {name} is a plain environment variable")
+        problems += [f"{entry_point}: {p}" for p in _gateway_keys_in_plain(names, gateways)]
+    return problems
+
+
+def _gateway_keys_in_plain(names: set[str], gateways: Mapping[str, Any]) -> list[str]:
+    """Gateway keys belong in secret variables only: neither as plain variables nor in the
+    gateways' JSON."""
+    problems = [
+        f"{name} (a gateway key) is a plain variable"
+        for name in sorted(names)
+        if name.startswith(cfg.COMPAT_KEY_ENV_PREFIX)
+    ]
+    for label, lane in gateways.items():
+        if isinstance(lane, Mapping) and lane.get("api_key"):
+            problems.append(f"gateway {label}'s key is in the plain {cfg.ENV_COMPAT_LANES}")
     return problems
 
 
@@ -284,12 +299,17 @@ def check_secret_values_hidden(dep: Deployment, values: Iterable[str]) -> list[s
     for r in dep.resources:
         for key, value in r.inputs.items():
             wrapped = is_secret(value) or (r.typ == SECRET_VERSION and key == "secretData")
-            if not wrapped and any(s in secret_values for s in strings_in(value)):
+            if not wrapped and _holds(strings_in(value), secret_values):
                 problems.append(f"{r.name}.{key}: holds a secret value in plain text")
     for key, value in dep.outputs.items():
-        if any(s in secret_values for s in strings_in(value)):
+        if _holds(strings_in(value), secret_values):
             problems.append(f"stack output {key} exposes a secret value")
     return problems
+
+
+def _holds(texts: Iterable[str], secret_values: set[str]) -> bool:
+    """Whether any text contains a secret value, whole or inside it (a JSON document)."""
+    return any(secret in text for text in texts for secret in secret_values)
 
 
 # --- triggers, subscriptions, schedule ----------------------------------------------------

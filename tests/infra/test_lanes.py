@@ -21,10 +21,12 @@ from tests.infra.checks import (
     SECRET,
     SECRET_VERSION,
     Deployment,
+    check_function_env,
     check_secret_values_hidden,
     iam_grants,
     strings_in,
 )
+from tests.infra.test_checks_catch_breakage import function, mutate
 from tests.infra.test_stack_config import FakeConfig
 
 SCENARIO = "gemini-lanes"
@@ -140,6 +142,40 @@ def test_a_stack_without_lanes_sets_no_lane_variables() -> None:
         }
         assert not set(plain) & lane_names
         assert not any(k.startswith(cfg.COMPAT_KEY_ENV_PREFIX) for k in secrets)
+
+
+def _lanes_env(dep: Deployment) -> list[str]:
+    args = spec.scenario(SCENARIO)
+    return check_function_env(dep, spec.expected_plain_env(args), spec.expected_secret_env(args))
+
+
+def test_the_environment_check_notices_a_gateway_key_in_plain_configuration() -> None:
+    dep = spec.deployed(SCENARIO)
+    assert _lanes_env(dep) == []
+    key_name = cfg.compat_key_env("gw2")
+    upload = function(dep, "on_upload")
+
+    def as_plain_variable(inputs: dict[str, Any]) -> None:
+        service = inputs["serviceConfig"]
+        service["secretEnvironmentVariables"] = [
+            s for s in service["secretEnvironmentVariables"] if s["key"] != key_name
+        ]
+        service["environmentVariables"][key_name] = spec.GATEWAY_KEYS["gw2"]
+
+    def inside_the_lanes_json(inputs: dict[str, Any]) -> None:
+        plain = inputs["serviceConfig"]["environmentVariables"]
+        lanes = json.loads(plain[cfg.ENV_COMPAT_LANES])
+        lanes["gw2"]["api_key"] = spec.GATEWAY_KEYS["gw2"]
+        plain[cfg.ENV_COMPAT_LANES] = json.dumps(lanes)
+
+    problems = _lanes_env(mutate(dep, upload, as_plain_variable))
+    assert any("(a gateway key) is a plain variable" in p for p in problems), problems
+    problems = _lanes_env(mutate(dep, upload, inside_the_lanes_json))
+    assert any("gateway gw2's key is in the plain" in p for p in problems), problems
+    hidden = check_secret_values_hidden(
+        mutate(dep, upload, inside_the_lanes_json), spec.GATEWAY_KEYS.values()
+    )
+    assert any("plain text" in p for p in hidden), hidden
 
 
 # --- stack configuration ------------------------------------------------------------------
