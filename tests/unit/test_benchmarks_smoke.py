@@ -16,7 +16,7 @@ from bananabatch.config import Settings
 from bananabatch.core.catalog import expected_result_bytes
 from bananabatch.core.planning import BatchPlanner, PlanLimits, PlannedBatch
 from bananabatch.emulator.render import pad_png, padded_renderer, render_png
-from benchmarks import collect, e2e_script, intake, overhead
+from benchmarks import collect, e2e_script, intake, overhead, thumbs
 
 
 @pytest.fixture(autouse=True)
@@ -147,17 +147,53 @@ def test_overhead_benchmark_counts_operations_of_a_real_run() -> None:
 def test_e2e_benchmark_runs_the_user_script_and_local_run_to_the_same_images() -> None:
     # check_outputs raises unless both wrote every image, byte for byte the same, and the
     # local run made every thumbnail.
-    [result] = e2e_script.run(prompts=(4,), rounds=1, variants=("local", "local-nothumbs"))
+    [result] = e2e_script.run(
+        prompts=(4,), rounds=1, variants=("local", "local-pillow", "local-nothumbs")
+    )
     [row] = result["rounds"]
-    assert row["checked"]["local"] == {
-        "local_images": 4,
-        "script_images": 4,
-        "thumbnails": 4,
-        "different": 0,
-    }
+    for variant in ("local", "local-pillow"):
+        assert row["checked"][variant] == {
+            "local_images": 4,
+            "script_images": 4,
+            "thumbnails": 4,
+            "different": 0,
+        }
     assert row["checked"]["local-nothumbs"]["thumbnails"] == 0
-    assert set(row["ratio"]) == {"local", "local-nothumbs"}
+    assert set(row["ratio"]) == {"local", "local-pillow", "local-nothumbs"}
     assert all(mb > 0 for mb in row["rss_mb"].values())
+    # The tree's CPU holds the thumbnail workers: never less than the main process's own.
+    assert all(row["tree_cpu_seconds"][k] >= row["cpu_seconds"][k] > 0 for k in row["cpu_seconds"])
+    assert result["variants"]["local"]["cpu_ratio_median"] > 0
+
+
+def test_the_pillow_only_variant_hides_pyspng_from_every_process_it_starts() -> None:
+    import subprocess
+    import sys
+
+    env = e2e_script._env()
+    env["PYTHONPATH"] = str(e2e_script._PILLOW_ONLY) + ":" + env["PYTHONPATH"]
+    probe = "from bananabatch.report import thumbs; print(thumbs.png_decoder())"
+    hidden = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], env=e2e_script._env(), capture_output=True, text=True
+    )
+    assert (hidden.stdout.strip(), shown.stdout.strip()) == ("Pillow", "libspng")
+
+
+def test_thumbs_benchmark_compares_both_decoders_on_both_image_sizes() -> None:
+    found = thumbs.run(rounds=1, repeat=1)
+    assert set(found) == set(thumbs.SIZES)
+    for figures in found.values():
+        assert figures["libspng_ms"][0] > 0
+        assert figures["pillow_ms"][0] > 0
+
+
+def test_collect_benchmark_measures_other_write_thread_counts_in_the_same_rounds() -> None:
+    result = collect.run_size(lines=2, image_bytes=20_000, rounds=1, write_workers=(0, 2))
+    assert set(result["alternatives"]) == {"collector-w0", "collector-w2"}
+    assert all(r["collector-w0"]["images"] == 2 for r in result["rounds"])
 
 
 def test_counting_state_counts_one_write_per_document_of_set_many() -> None:
