@@ -6,6 +6,7 @@ pipe nothing is asked and nothing is spent without --yes."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,25 @@ def test_the_demo_path_plans_without_an_emulator_url(
     result = runner.invoke(cli.app, ["local", "run", "catalog.jsonl", "--dry-run"])
     assert result.exit_code == cli.EXIT_OK, result.output
     _plan_was_shown(result.stderr)
+
+
+def test_a_file_of_many_bad_lines_is_planned_keeping_only_the_first_rejections(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The plan once kept every rejected line with its raw text: 790 MB for a 145 MB file.
+    bad = "".join(json.dumps({"key": f"k{i}", "prompt": ""}) + "\n" for i in range(150))
+    (tmp_path / "bad.jsonl").write_text(bad)
+    result = runner.invoke(cli.app, ["submit", "bad.jsonl", "--dry-run"])
+    assert result.exit_code == cli.EXIT_OK, result.output
+    assert "150 rejected" in result.stderr
+    assert "rejected line 10 (k9)" in result.stderr
+    assert "rejected line 11 " not in result.stderr
+    assert "… and 140 more (all in rejected.jsonl)" in result.stderr
+    from bananabatch import preview_cli
+    from bananabatch.wiring import build_runtime
+
+    rt = build_runtime(config.Settings.from_env(os.environ))
+    plan = preview_cli.make_plan(rt, tmp_path / "bad.jsonl")
+    assert plan.estimate.rejected == 150
+    assert [r.line_no for r in plan.rejected] == list(range(1, 101))
+    assert all(r.raw == "" for r in plan.rejected)
