@@ -17,6 +17,7 @@ from bananabatch.config import (
     ENV_ALLOW_THIRD_PARTY,
     ENV_ASYNC_LANES,
     ENV_COMPAT_LANES,
+    ENV_REPLICATE_API_TOKEN,
     ENV_SYNC_LANES,
     GEMINI_STANDARD_LANE,
     CompatLaneConfig,
@@ -118,6 +119,15 @@ def _gateway_checks(settings: Settings, label: str, gateway: CompatLaneConfig) -
 def _async_lane_checks(settings: Settings) -> list[Check]:
     out: list[Check] = []
     for name in settings.async_lanes:
+        if name == "replicate" and not settings.replicate_api_token:
+            out.append(
+                Check(
+                    f"lane {name}",
+                    "fail",
+                    f"no token: set {ENV_REPLICATE_API_TOKEN} (deployed: pulumi config set "
+                    "--secret bananabatch:replicateApiToken r8_...)",
+                )
+            )
         if not settings.allow_third_party:
             out.append(
                 Check(

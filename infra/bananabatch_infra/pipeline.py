@@ -143,6 +143,19 @@ def _openai_secret_users(env_name: str) -> tuple[FunctionSpec, ...]:
 SYNC_LANE_CALLERS: Final = (UPLOAD, TICK)
 
 
+def _replicate_secret_users(env_name: str) -> tuple[FunctionSpec, ...]:
+    """The token reaches the functions that submit (upload, tick), poll (tick) and fetch
+    (collect, on a verified callback: pipeline/tasks.py); the signing secret the receiver,
+    which holds no token (entrypoints.replicate_webhook)."""
+    return (WEBHOOK,) if env_name == cfg.ENV_REPLICATE_WEBHOOK_SECRET else PROVIDER_FUNCTIONS
+
+
+def _replicate_label(env_name: str) -> str:
+    if env_name == cfg.ENV_REPLICATE_WEBHOOK_SECRET:
+        return "replicate-webhook"
+    return "replicate-token"
+
+
 def secret_label(env_name: str) -> str:
     """A short, stable label of an OpenAI secret for resource names."""
     return "openai-webhook" if env_name == cfg.ENV_OPENAI_WEBHOOK_SECRET else "openai-key"
@@ -255,14 +268,7 @@ class Pipeline(pulumi.ComponentResource):
                 "openai-webhook-secret", a.openai_webhook_secret
             )
 
-        # Each OpenAI-compatible gateway's key, a secret of its own (the lanes' JSON in the
-        # environment carries none), for the functions that call the sync lanes.
-        self.compat_key_secrets: dict[
-            str, tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]
-        ] = {
-            label: self._secret(f"compat-key-{label}", key)
-            for label, key in sorted(a.compat_lane_keys.items())
-        }
+        self._lane_secrets()
 
         # --- identities ------------------------------------------------------------------
         specs = [*PROVIDER_FUNCTIONS, *([WEBHOOK] if a.webhook_on else [])]
@@ -335,7 +341,10 @@ class Pipeline(pulumi.ComponentResource):
             )
             webhook_url = self.functions[WEBHOOK.key].url
         creator_env: dict[str, pulumi.Input[str]] = {}
-        if a.webhook_mode is cfg.WebhookMode.DYNAMIC and webhook_url is not None:
+        # Dynamic Gemini webhooks name the receiver per batch; Replicate's predictions name
+        # it (with its /replicate sub-path, pipeline/tasks.py) per task.
+        wants_url = a.webhook_mode is cfg.WebhookMode.DYNAMIC or a.replicate_webhook_on
+        if wants_url and webhook_url is not None:
             creator_env[cfg.ENV_WEBHOOK_URL] = webhook_url
         self.functions[UPLOAD.key] = self._function(
             UPLOAD, grants[UPLOAD.key] + build_grants, extra_env=creator_env
@@ -431,6 +440,32 @@ class Pipeline(pulumi.ComponentResource):
 
     # --- building blocks -------------------------------------------------------------------
 
+    def _lane_secrets(self) -> None:
+        """The lanes' secrets (issue 20), each in Secret Manager on its own."""
+        a = self._args
+
+        # Replicate (the async lane): its token for the functions that submit, poll and
+        # fetch; its webhook signing secret for the receiver.
+        self.replicate_secrets: dict[
+            str, tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]
+        ] = {}
+        if a.replicate_enabled and a.replicate_api_token is not None:
+            self.replicate_secrets[cfg.ENV_REPLICATE_API_TOKEN] = self._secret(
+                "replicate-api-token", a.replicate_api_token
+            )
+        if a.replicate_webhook_on and a.replicate_webhook_secret is not None:
+            self.replicate_secrets[cfg.ENV_REPLICATE_WEBHOOK_SECRET] = self._secret(
+                "replicate-webhook-secret", a.replicate_webhook_secret
+            )
+        # Each OpenAI-compatible gateway's key, a secret of its own (the lanes' JSON in the
+        # environment carries none), for the functions that call the sync lanes.
+        self.compat_key_secrets: dict[
+            str, tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]
+        ] = {
+            label: self._secret(f"compat-key-{label}", key)
+            for label, key in sorted(a.compat_lane_keys.items())
+        }
+
     def _runtime_grants(self, specs: list[FunctionSpec]) -> dict[str, list[pulumi.Resource]]:
         """Each function's runtime roles, keyed by function, so it can wait for them."""
         a = self._args
@@ -507,6 +542,13 @@ class Pipeline(pulumi.ComponentResource):
                 grants[spec.key].append(
                     self._secret_role(
                         f"{spec.key}-{secret_label(env_name)}", secret, self._member(spec.key)
+                    )
+                )
+        for env_name, (secret, _version) in self.replicate_secrets.items():
+            for spec in _replicate_secret_users(env_name):
+                grants[spec.key].append(
+                    self._secret_role(
+                        f"{spec.key}-{_replicate_label(env_name)}", secret, self._member(spec.key)
                     )
                 )
         for label, (secret, _version) in self.compat_key_secrets.items():
@@ -1066,6 +1108,9 @@ class Pipeline(pulumi.ComponentResource):
         for env_name, (secret, version) in self.openai_secrets.items():
             if spec in _openai_secret_users(env_name):
                 pairs.append((env_name, secret, version))
+        for env_name, (secret, version) in self.replicate_secrets.items():
+            if spec in _replicate_secret_users(env_name):
+                pairs.append((env_name, secret, version))
         if spec in SYNC_LANE_CALLERS:
             for label, (secret, version) in self.compat_key_secrets.items():
                 pairs.append((cfg.compat_key_env(label), secret, version))
@@ -1215,6 +1260,8 @@ def lane_environment(args: PipelineArgs) -> dict[str, str]:
         env[cfg.ENV_ALLOW_THIRD_PARTY] = "true"
     if args.failover_on_unknown:
         env[cfg.ENV_FAILOVER_ON_UNKNOWN] = "true"
+    if args.replicate_enabled and args.replicate_models:
+        env[cfg.ENV_REPLICATE_MODELS] = args.replicate_models
     return env
 
 

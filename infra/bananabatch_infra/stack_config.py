@@ -74,10 +74,18 @@ KNOWN_KEYS: Final = frozenset(
         "compatLanes",
         "allowThirdParty",
         "failoverOnUnknown",
+        "replicateModels",
     }
 )
 SECRET_KEYS: Final = frozenset(
-    {"geminiApiKey", "webhookSigningSecret", "openaiApiKey", "openaiWebhookSecret"}
+    {
+        "geminiApiKey",
+        "webhookSigningSecret",
+        "openaiApiKey",
+        "openaiWebhookSecret",
+        "replicateApiToken",
+        "replicateWebhookSecret",
+    }
 )
 #: Each gateway of compatLanes has its key in the secret `compatKey-<label>`.
 COMPAT_KEY_PREFIX: Final = "compatKey-"
@@ -182,6 +190,13 @@ class PipelineArgs:
     compat_lane_keys: Mapping[str, pulumi.Input[str]] = field(default_factory=dict, repr=False)
     allow_third_party: bool = False
     failover_on_unknown: bool = False
+    # The Replicate async lane, deployed when asyncLanes names "replicate": its API token
+    # for the functions that submit, poll and fetch; its webhook signing secret (optional:
+    # the tick polls anyway) for the receiver; Replicate's names for catalog models (JSON,
+    # plain; empty: the lane's dated defaults).
+    replicate_api_token: pulumi.Input[str] | None = field(default=None, repr=False)
+    replicate_webhook_secret: pulumi.Input[str] | None = field(default=None, repr=False)
+    replicate_models: str | None = None
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -224,8 +239,20 @@ class PipelineArgs:
 
     @property
     def webhook_on(self) -> bool:
-        """Whether the webhook receiver is deployed: for Gemini's webhooks, or OpenAI's."""
-        return self.webhook_mode is not cfg.WebhookMode.OFF or self.openai_webhook_on
+        """Whether the webhook receiver is deployed: for Gemini's, OpenAI's or Replicate's."""
+        return (
+            self.webhook_mode is not cfg.WebhookMode.OFF
+            or self.openai_webhook_on
+            or self.replicate_webhook_on
+        )
+
+    @property
+    def replicate_enabled(self) -> bool:
+        return "replicate" in self.async_lanes
+
+    @property
+    def replicate_webhook_on(self) -> bool:
+        return self.replicate_enabled and self.replicate_webhook_secret is not None
 
     @property
     def openai_webhook_on(self) -> bool:
@@ -392,6 +419,7 @@ def _lane_problems(args: PipelineArgs) -> list[str]:
             sync_lanes=args.sync_lanes,
             async_lanes=args.async_lanes,
             compat_lanes=args.compat_lanes,
+            replicate_models=args.replicate_models or {},
         )
     except ValidationError as exc:
         out += [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
@@ -403,6 +431,11 @@ def _lane_problems(args: PipelineArgs) -> list[str]:
                 f"compat lane {label!r} needs its key: pulumi config set --secret "
                 f"{NAMESPACE}:{COMPAT_KEY_PREFIX}{label} <key>"
             )
+    if args.replicate_enabled and args.replicate_api_token is None:
+        out.append(
+            "asyncLanes names replicate, which needs its API token: pulumi config set "
+            f"--secret {NAMESPACE}:replicateApiToken r8_..."
+        )
     for label in args.compat_lane_keys:
         if label not in args.compat_lanes:
             out.append(
@@ -468,6 +501,8 @@ def load_args(config: ConfigSource, gcp_config: ConfigSource) -> PipelineArgs:
     values["openai_api_key"] = config.get_secret("openaiApiKey")
     values["openai_webhook_secret"] = config.get_secret("openaiWebhookSecret")
     values |= _read_lanes(config)
+    values["replicate_api_token"] = config.get_secret("replicateApiToken")
+    values["replicate_webhook_secret"] = config.get_secret("replicateWebhookSecret")
     return PipelineArgs(**values)
 
 
@@ -545,6 +580,7 @@ _STRINGS: Final[Mapping[str, str]] = {
     "fallbackModel": "fallback_model",
     "referenceLocations": "reference_locations",
     "alertEmail": "alert_email",
+    "replicateModels": "replicate_models",
 }
 _FLOATS: Final[Mapping[str, str]] = {
     "jobBudgetUsd": "job_budget_usd",

@@ -21,6 +21,9 @@ SIGNING_SECRET: Final = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA=="
 OPENAI_KEY: Final = "sk-test-openai-key"
 OPENAI_WEBHOOK_SECRET: Final = "whsec_b3BlbmFpLXRlc3Qtc2VjcmV0"
 GATEWAY_KEYS: Final = {"gw-1": "sk-test-gateway-one", "gw2": "sk-test-gateway-two"}
+REPLICATE_TOKEN: Final = "r8_test-replicate-token"
+REPLICATE_WEBHOOK_SECRET: Final = "whsec_cmVwbGljYXRlLXRlc3Q="
+REPLICATE_MODELS: Final = '{"gemini-3-pro-image": "google/nano-banana-pro"}'
 
 ENTRY_POINTS: Final = ("on_upload", "on_tick", "on_batch_done", "on_gemini_webhook")
 PROVIDER_CALLERS: Final = ("on_upload", "on_tick", "on_batch_done")
@@ -110,6 +113,9 @@ def scenario(name: str) -> PipelineArgs:
             compat_lane_keys=dict(GATEWAY_KEYS),
             allow_third_party=True,
             failover_on_unknown=True,
+            replicate_api_token=REPLICATE_TOKEN,
+            replicate_webhook_secret=REPLICATE_WEBHOOK_SECRET,
+            replicate_models=REPLICATE_MODELS,
         )
     if name == "vertex":
         return PipelineArgs(project=p, provider=cfg.ProviderKind.VERTEX, bucket_location="US")
@@ -237,7 +243,48 @@ def explained_grants(args: PipelineArgs) -> dict[Grant, Need]:
     _function_grants(args, grants)
     _reference_grants(args, grants)
     _webhook_and_billing_grants(args, grants)
+    _lane_grants(args, grants)
     return grants
+
+
+def _lane_grants(args: PipelineArgs, grants: dict[Grant, Need]) -> None:
+    """The lanes' secrets (issue 20): Replicate's token and webhook secret, gateway keys."""
+    if getattr(args, "replicate_enabled", False):
+        for entry_point in PROVIDER_CALLERS:
+            grants[
+                Grant(
+                    f"secret:{args.name_prefix}-replicate-api-token",
+                    "roles/secretmanager.secretAccessor",
+                    sa(args, ACCOUNT_KEYS[entry_point]),
+                )
+            ] = Need(
+                "functions/bananabatch/providers/replicate_lane.py::from_settings",
+                "the Replicate token reaches the functions that submit, poll and fetch tasks",
+            )
+    if getattr(args, "replicate_webhook_on", False):
+        grants[
+            Grant(
+                f"secret:{args.name_prefix}-replicate-webhook-secret",
+                "roles/secretmanager.secretAccessor",
+                sa(args, "webhook"),
+            )
+        ] = Need(
+            "functions/bananabatch/entrypoints.py::replicate_webhook",
+            "Replicate's callbacks are verified with the account's signing secret",
+        )
+    for label in getattr(args, "compat_lane_keys", {}):
+        for entry_point in SYNC_LANE_CALLERS:
+            grants[
+                Grant(
+                    f"secret:{args.name_prefix}-compat-key-{label}",
+                    "roles/secretmanager.secretAccessor",
+                    sa(args, ACCOUNT_KEYS[entry_point]),
+                )
+            ] = Need(
+                "functions/bananabatch/wiring.py::sync_lane_factory",
+                "a gateway's key reaches the functions that call the sync lanes (urgent "
+                "lines at job start, and those the tick runs later) as a secret variable",
+            )
 
 
 def _function_grants(args: PipelineArgs, grants: dict[Grant, Need]) -> None:
@@ -425,19 +472,6 @@ def _webhook_and_billing_grants(args: PipelineArgs, grants: dict[Grant, Need]) -
             "functions/bananabatch/openai_webhooks.py::verify",
             "OpenAI's webhook deliveries are verified with the endpoint's signing secret",
         )
-    for label in getattr(args, "compat_lane_keys", {}):
-        for entry_point in SYNC_LANE_CALLERS:
-            grants[
-                Grant(
-                    f"secret:{args.name_prefix}-compat-key-{label}",
-                    "roles/secretmanager.secretAccessor",
-                    sa(args, ACCOUNT_KEYS[entry_point]),
-                )
-            ] = Need(
-                "functions/bananabatch/wiring.py::sync_lane_factory",
-                "a gateway's key reaches the functions that call the sync lanes (urgent "
-                "lines at job start, and those the tick runs later) as a secret variable",
-            )
     if args.webhook_mode is cfg.WebhookMode.STATIC:
         grants[
             Grant(
@@ -472,16 +506,7 @@ def expected_plain_env(args: PipelineArgs) -> dict[str, set[str]]:
     if args.openai_enabled:
         for ep in out:
             out[ep].add(cfg.ENV_OPENAI_ENABLED)
-    lanes = {
-        cfg.ENV_SYNC_LANES: args.sync_lanes != (cfg.GEMINI_STANDARD_LANE,),
-        cfg.ENV_ASYNC_LANES: bool(args.async_lanes),
-        cfg.ENV_COMPAT_LANES: bool(args.compat_lanes),
-        cfg.ENV_ALLOW_THIRD_PARTY: args.allow_third_party,
-        cfg.ENV_FAILOVER_ON_UNKNOWN: args.failover_on_unknown,
-    }
-    for ep in out:
-        # config.Settings checks the lanes at load, in every function alike.
-        out[ep] |= {name for name, wanted in lanes.items() if wanted}
+    _lane_plain_env(args, out)
     if args.webhook_mode is cfg.WebhookMode.DYNAMIC:
         for ep in PROVIDER_CALLERS:
             out[ep].add(cfg.ENV_WEBHOOK_URL)
@@ -505,7 +530,40 @@ def expected_secret_env(args: PipelineArgs) -> dict[str, dict[str, str]]:
         out["on_gemini_webhook"][cfg.ENV_OPENAI_WEBHOOK_SECRET] = (
             f"{args.name_prefix}-openai-webhook-secret"
         )
+    _lane_secret_env(args, out)
+    return out
+
+
+def _lane_plain_env(args: PipelineArgs, out: dict[str, set[str]]) -> None:
+    """The lanes' plain settings (issue 20), read by every function alike."""
+    lanes = {
+        cfg.ENV_SYNC_LANES: args.sync_lanes != (cfg.GEMINI_STANDARD_LANE,),
+        cfg.ENV_ASYNC_LANES: bool(args.async_lanes),
+        cfg.ENV_COMPAT_LANES: bool(args.compat_lanes),
+        cfg.ENV_ALLOW_THIRD_PARTY: args.allow_third_party,
+        cfg.ENV_FAILOVER_ON_UNKNOWN: args.failover_on_unknown,
+    }
+    for ep in out:
+        # config.Settings checks the lanes at load, in every function alike.
+        out[ep] |= {name for name, wanted in lanes.items() if wanted}
+    if args.replicate_enabled and args.replicate_models:
+        for ep in out:
+            out[ep].add(cfg.ENV_REPLICATE_MODELS)
+    if args.replicate_webhook_on:
+        # Each prediction names the receiver's /replicate sub-path (pipeline/tasks.py).
+        for ep in PROVIDER_CALLERS:
+            out[ep].add(cfg.ENV_WEBHOOK_URL)
+
+
+def _lane_secret_env(args: PipelineArgs, out: dict[str, dict[str, str]]) -> None:
+    """Replicate's token and webhook secret, and each gateway's key."""
+    if args.replicate_enabled:
+        for ep in PROVIDER_CALLERS:
+            out[ep][cfg.ENV_REPLICATE_API_TOKEN] = f"{args.name_prefix}-replicate-api-token"
+    if args.replicate_webhook_on:
+        out["on_gemini_webhook"][cfg.ENV_REPLICATE_WEBHOOK_SECRET] = (
+            f"{args.name_prefix}-replicate-webhook-secret"
+        )
     for label in args.compat_lane_keys:
         for ep in SYNC_LANE_CALLERS:
             out[ep][cfg.compat_key_env(label)] = f"{args.name_prefix}-compat-key-{label}"
-    return out

@@ -111,6 +111,7 @@ def test_the_functions_read_the_lanes_and_the_keys_as_deployed() -> None:
     filled by its secret's value as Cloud Functions does."""
     dep = spec.deployed(SCENARIO)
     by_secret = {f"bananabatch-compat-key-{k}": v for k, v in spec.GATEWAY_KEYS.items()}
+    by_secret["bananabatch-replicate-api-token"] = spec.REPLICATE_TOKEN
     for entry_point, with_keys in (
         ("on_upload", True),
         ("on_tick", True),
@@ -128,6 +129,57 @@ def test_the_functions_read_the_lanes_and_the_keys_as_deployed() -> None:
         keys = {label: lane.api_key for label, lane in settings.compat_lanes.items()}
         assert keys == (dict(spec.GATEWAY_KEYS) if with_keys else dict.fromkeys(keys, ""))
         assert settings.compat_lanes["gw2"].usd_per_image == 0.05
+        assert settings.replicate_api_token == spec.REPLICATE_TOKEN
+        assert settings.replicate_models == {"gemini-3-pro-image": "google/nano-banana-pro"}
+
+
+def test_replicates_token_reaches_the_callers_and_its_signing_secret_the_receiver_only() -> None:
+    dep = spec.deployed(SCENARIO)
+    ids = {r.inputs["secretId"] for r in dep.of_type(SECRET)}
+    assert {"bananabatch-replicate-api-token", "bananabatch-replicate-webhook-secret"} <= ids
+    assert (
+        check_secret_values_hidden(dep, [spec.REPLICATE_TOKEN, spec.REPLICATE_WEBHOOK_SECRET]) == []
+    )
+    _plain, receiver = _env(dep, "on_gemini_webhook")
+    assert receiver == {cfg.ENV_REPLICATE_WEBHOOK_SECRET: "bananabatch-replicate-webhook-secret"}
+    url = dep.function("on_gemini_webhook")
+    assert url is not None
+    for entry_point in spec.PROVIDER_CALLERS:
+        plain, secrets = _env(dep, entry_point)
+        assert secrets[cfg.ENV_REPLICATE_API_TOKEN] == "bananabatch-replicate-api-token"
+        assert cfg.ENV_REPLICATE_WEBHOOK_SECRET not in secrets
+        # Each prediction names the receiver (its /replicate sub-path, pipeline/tasks.py).
+        assert plain[cfg.ENV_WEBHOOK_URL] == url.state["url"]
+        assert plain[cfg.ENV_REPLICATE_MODELS] == spec.REPLICATE_MODELS
+    grants, _problems = iam_grants(dep)
+    readers: dict[str, set[str]] = {
+        g.scope: set() for g in grants if g.scope.startswith("secret:bananabatch-replicate-")
+    }
+    for g in grants:
+        if g.scope in readers:
+            readers[g.scope].add(g.member)
+    args = spec.scenario(SCENARIO)
+    assert readers == {
+        "secret:bananabatch-replicate-api-token": {
+            spec.sa(args, "upload"),
+            spec.sa(args, "tick"),
+            spec.sa(args, "collect"),
+        },
+        "secret:bananabatch-replicate-webhook-secret": {spec.sa(args, "webhook")},
+    }
+
+
+def test_replicate_secrets_are_not_deployed_unless_its_lane_is_named() -> None:
+    args = PipelineArgs(
+        project=harness.PROJECT,
+        gemini_api_key=spec.GEMINI_KEY,
+        replicate_api_token="r8_unused",
+        replicate_webhook_secret="whsec_unused",
+    )
+    assert not args.replicate_enabled
+    assert not args.webhook_on
+    dep = harness.deploy(args)
+    assert not [r for r in dep.of_type(SECRET) if "replicate" in r.inputs["secretId"]]
 
 
 def test_a_stack_without_lanes_sets_no_lane_variables() -> None:
@@ -196,9 +248,12 @@ def test_lane_settings_are_read_from_stack_config_and_keys_as_secret_outputs() -
             "allowThirdParty": "true",
             "failoverOnUnknown": "yes",
         },
-        {"compatKey-gw1": "sk-gw1"},
+        {"compatKey-gw1": "sk-gw1", "replicateApiToken": "r8_x", "replicateWebhookSecret": "w"},
     )
     assert args.sync_lanes == ("gemini-standard", "compat:gw1")
+    assert isinstance(args.replicate_api_token, pulumi.Output)
+    assert isinstance(args.replicate_webhook_secret, pulumi.Output)
+    assert args.replicate_webhook_on
     assert args.async_lanes == ("replicate",)
     lane = args.compat_lanes["gw1"]
     assert (lane.base_url, lane.usd_per_image, lane.timeout_s, lane.api_key) == (
@@ -243,6 +298,13 @@ def test_defaults_are_the_applications() -> None:
         ({"compatLanes": "[1]"}, {}, "object of gateways"),
         ({"compatLanes": "{not json"}, {}, "not a JSON object"),
         ({"allowThirdParty": "maybe"}, {}, "true or false"),
+        # Replicate needs its token; its model names are checked as the functions would
+        ({"asyncLanes": "replicate"}, {}, "bananabatch:replicateApiToken"),
+        (
+            {"asyncLanes": "replicate", "replicateModels": '{"dall-e-9": "a/b"}'},
+            {"replicateApiToken": "r8"},
+            "unknown catalog model",
+        ),
         # labels whose key variables would be the same
         (
             {"compatLanes": json.dumps({"a-b": GATEWAY, "a_b": GATEWAY})},

@@ -176,8 +176,23 @@ def test_a_failed_probe_fails_saying_why(error: Exception, fragment: str) -> Non
 
 
 def test_async_lanes_are_warned_about_third_parties_off_and_not_yet_routed() -> None:
-    off = by_name(lane_checks(settings(async_lanes=("replicate",))))["lane replicate"]
+    token = {"replicate_api_token": "r8_x"}
+    off = by_name(lane_checks(settings(async_lanes=("replicate",), **token)))["lane replicate"]
     assert [c.verdict for c in off] == ["warn"]
     assert "will never be used" in off[0].detail
-    on = by_name(lane_checks(settings(async_lanes=("replicate",), allow_third_party=True)))
+    on = by_name(lane_checks(settings(async_lanes=("replicate",), allow_third_party=True, **token)))
     assert [c.verdict for c in on["lane replicate"]] == ["warn"]
+    assert "no line is routed to it" in on["lane replicate"][0].detail
+
+
+def test_replicate_named_without_its_token_fails_naming_the_variable_and_the_stack_secret() -> None:
+    lane = by_name(lane_checks(settings(async_lanes=("replicate",), allow_third_party=True)))[
+        "lane replicate"
+    ]
+    assert [c.verdict for c in lane] == ["fail", "warn"]
+    assert "REPLICATE_API_TOKEN" in lane[0].detail
+    assert "bananabatch:replicateApiToken" in lane[0].detail
+    with_token = settings(
+        async_lanes=("replicate",), allow_third_party=True, replicate_api_token="r8_x"
+    )
+    assert [c.verdict for c in by_name(lane_checks(with_token))["lane replicate"]] == ["warn"]
