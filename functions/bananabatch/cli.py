@@ -35,6 +35,7 @@ from bananabatch import (
     expand_cli,
     fetch_cli,
     interrupt_cli,
+    lanes_cli,
     log,
     pause_cli,
     preview_cli,
@@ -443,11 +444,16 @@ def _provider_for(provider: ProviderKind, root: Path) -> Iterator[dict[str, Any]
     openai_config = OpenAIEmulatorConfig(
         pending_seconds=config.pending_seconds, running_seconds=config.running_seconds
     )
-    with EmulatorServer(config) as emulator, OpenAIEmulatorServer(openai_config) as openai_emu:
+    with (
+        EmulatorServer(config) as emulator,
+        OpenAIEmulatorServer(openai_config) as openai_emu,
+        lanes_cli.emulated_lanes() as lanes,
+    ):
         yield {
             "gemini_base_url": emulator.base_url,
             "gemini_api_key": "local-emulator-key",
             **openai_emulated(openai_emu.base_url),
+            **lanes,
         }
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Final
 import typer
 from rich.console import Console
 
-from bananabatch import config
+from bananabatch import config, lanes_cli
 from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import JOB_TERMINAL, JobState
@@ -98,7 +98,13 @@ def serve(
             with drivers.driving(root, drivers.SERVICE) as held:
                 _refuse_beside_a_private_emulator(root)
                 with _providers(settings, root) as overrides:
-                    held.announce(emulators=dict(overrides))
+                    # The lanes' settings are objects, not addresses: a run that uses this
+                    # service's emulators does not get them (lanes_cli.py).
+                    held.announce(
+                        emulators={
+                            k: v for k, v in overrides.items() if k not in lanes_cli.LANE_SETTINGS
+                        }
+                    )
                     _serve(settings.model_copy(update=overrides), root, interval, overrides)
         except drivers.AlreadyDriven as exc:
             pid = exc.holder.pid if exc.holder else "?"
