@@ -148,6 +148,19 @@ def test_twenty_lines_by_four_candidates_cull_the_broken_drafts_and_finish_on_pr
     assert base64.b64decode(parts[1]["inlineData"]["data"]) == candidate_png
     assert (job_dir / "images" / "sku-01.png").exists()
 
+    # The next estimate of a two-tier file uses what this job measured, and says on what.
+    import io
+
+    from bananabatch.twotier_cli import measured_rates
+
+    draft, final = measured_rates(pipeline.runtime, io.BytesIO(path.read_bytes()))
+    assert draft.row is not None
+    assert (draft.row.generated, draft.row.first_attempts, draft.row.accepted) == (84, 80, 76)
+    assert draft.effective == pytest.approx(0.0168 * (1 + 4 / 80) / (76 / 84))
+    assert draft.describe().endswith("measured on 84 images")
+    assert final.row is not None
+    assert (final.row.generated, final.row.accepted) == (20, 20)
+
     # One completion message, after the finals, not after stage one.
     completions = result.completions + [
         m for m in pipeline.completions() if m.get("job_id") == result.job.job_id
