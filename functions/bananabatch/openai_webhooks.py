@@ -24,7 +24,7 @@ import openai
 
 from bananabatch.config import ENV_OPENAI_WEBHOOK_SECRET, Settings
 from bananabatch.errors import ConfigError, PermanentError
-from bananabatch.webhooks import MAX_BODY_BYTES, Delivery, WebhookRejected, check_key
+from bananabatch.webhooks import Delivery, WebhookRejected, check_key, standard_webhook_headers
 
 #: The batch events OpenAI sends; all four are terminal states of a batch.
 BATCH_EVENTS: Final = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
@@ -48,23 +48,7 @@ def verify(secret: str | None, headers: Mapping[str, str], body: bytes) -> Deliv
         raise ConfigError(
             f"OpenAI webhooks need the endpoint's signing secret: set {ENV_OPENAI_WEBHOOK_SECRET}"
         )
-    if len(body) > MAX_BODY_BYTES:
-        raise WebhookRejected(
-            413, f"delivery body: expected at most {MAX_BODY_BYTES} bytes; found {len(body)}"
-        )
-    lower = {k.lower(): v for k, v in headers.items()}
-    webhook_id, stamp = lower.get("webhook-id"), lower.get("webhook-timestamp")
-    if not webhook_id or not stamp or not lower.get("webhook-signature"):
-        raise WebhookRejected(
-            401,
-            "unsigned delivery: expected webhook-id, webhook-timestamp and webhook-signature"
-            " headers",
-        )
-    check_key(webhook_id, "webhook-id")
-    if not stamp.isdigit():
-        raise WebhookRejected(
-            400, f"webhook-timestamp: expected Unix seconds; found {stamp[:40]!r}"
-        )
+    lower, webhook_id, stamp = standard_webhook_headers(headers, body)
     try:
         _client(secret).webhooks.verify_signature(body, lower, secret=secret)
     except openai.InvalidWebhookSignatureError as exc:
@@ -76,7 +60,7 @@ def verify(secret: str | None, headers: Mapping[str, str], body: bytes) -> Deliv
         event = _client(secret).webhooks.unwrap(body, lower, secret=secret)
     except ValueError as exc:
         raise WebhookRejected(400, f"delivery body: expected a JSON event; {exc}") from exc
-    return _delivery(webhook_id, int(stamp), event)
+    return _delivery(webhook_id, stamp, event)
 
 
 def _delivery(webhook_id: str, stamp: int, event: Any) -> Delivery:

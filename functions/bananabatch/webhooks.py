@@ -374,6 +374,34 @@ def check_key(value: str, what: str) -> str:
     return value
 
 
+def standard_webhook_headers(
+    headers: Mapping[str, str], body: bytes
+) -> tuple[dict[str, str], str, int]:
+    """The checks of a Standard Webhooks delivery (OpenAI's, Replicate's) made before its
+    secret is touched: the body's size, the three headers, an id without control characters,
+    a timestamp in Unix seconds. Returns the headers lower-cased, the id and the timestamp;
+    WebhookRejected (413, 401, 400) says what is wrong. The signature, and how stale a
+    timestamp may be, are each provider's to check."""
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookRejected(
+            413, f"delivery body: expected at most {MAX_BODY_BYTES} bytes; found {len(body)}"
+        )
+    lower = {k.lower(): v for k, v in headers.items()}
+    webhook_id, stamp = lower.get("webhook-id"), lower.get("webhook-timestamp")
+    if not webhook_id or not stamp or not lower.get("webhook-signature"):
+        raise WebhookRejected(
+            401,
+            "unsigned delivery: expected webhook-id, webhook-timestamp and webhook-signature"
+            " headers",
+        )
+    check_key(webhook_id, "webhook-id")
+    if not stamp.isdigit():
+        raise WebhookRejected(
+            400, f"webhook-timestamp: expected Unix seconds; found {stamp[:40]!r}"
+        )
+    return lower, webhook_id, int(stamp)
+
+
 def _check_member_names(value: Any, depth: int = 0) -> None:
     if depth > 32:
         raise WebhookRejected(400, "delivery body: nested deeper than 32 levels")

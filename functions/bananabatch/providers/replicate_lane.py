@@ -37,7 +37,7 @@ from bananabatch.errors import OutcomeUnknown, PermanentError, TransientError
 from bananabatch.pipeline.references import sniff_image_mime
 from bananabatch.ports import ImageRequest, ImageResult, TaskStatus
 from bananabatch.providers.lane_errors import TRANSPORT, status_error, transport_error
-from bananabatch.webhooks import MAX_BODY_BYTES, WebhookRejected, check_key
+from bananabatch.webhooks import WebhookRejected, check_key, standard_webhook_headers
 
 LANE: Final = "replicate"
 #: Replicate's names for the catalog's models (replicate.com/google, read 2026-12-07).
@@ -287,26 +287,10 @@ class ReplicateLane:
             raise WebhookRejected(
                 404, "Replicate webhooks are not enabled: no signing secret is configured"
             )
-        if len(body) > MAX_BODY_BYTES:
-            raise WebhookRejected(
-                413, f"delivery body: expected at most {MAX_BODY_BYTES} bytes; found {len(body)}"
-            )
-        lower = {k.lower(): v for k, v in headers.items()}
-        webhook_id, stamp = lower.get("webhook-id"), lower.get("webhook-timestamp")
-        if not webhook_id or not stamp or not lower.get("webhook-signature"):
-            raise WebhookRejected(
-                401,
-                "unsigned delivery: expected webhook-id, webhook-timestamp and "
-                "webhook-signature headers",
-            )
-        check_key(webhook_id, "webhook-id")
-        if not stamp.isdigit():
-            raise WebhookRejected(
-                400, f"webhook-timestamp: expected Unix seconds; found {stamp[:40]!r}"
-            )
-        if abs(self._clock() - int(stamp)) > TOLERANCE_SECONDS:
+        lower, webhook_id, stamp = standard_webhook_headers(headers, body)
+        if abs(self._clock() - stamp) > TOLERANCE_SECONDS:
             raise WebhookRejected(401, f"stale or future delivery {webhook_id}: timestamp {stamp}")
-        return lower, webhook_id, int(stamp)
+        return lower, webhook_id, stamp
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> TaskStatus:
         """Verify a delivery and read the prediction it carries (its image fetched when it
