@@ -251,3 +251,41 @@ def test_ctrl_c_while_the_job_is_held_says_to_go_on_with_approve(
     assert f"bananabatch approve {job_id}" in text
     # A held job is rejected, not cancelled (it never reserved anything).
     assert f"to stop it: bananabatch reject {job_id}" in text
+
+
+def test_a_rerun_after_a_kill_mid_urgent_call_settles_the_urgent_lane_at_once(
+    tmp_path: Path, env: dict[str, str], held_emulator: EmulatorServer
+) -> None:
+    # The tick waits urgent.ORPHANED_AFTER (15 minutes) before it calls a claimed urgent item
+    # lost, for a deployed worker may be slow rather than dead; a rerun of `local run`, the
+    # only driver of the job, knows the earlier run is dead: it hung 15 minutes without this.
+    held_emulator.state.config.pending_seconds = 0.0
+    lines = [
+        *LINES[:2],
+        {"key": "now", "prompt": "a hero banner", "priority": "urgent"},
+        {"key": "soon", "prompt": "a hero logo", "priority": "urgent"},
+    ]
+    path = _file(tmp_path, lines=lines)
+    first = _pipeline()
+    faults.arm("urgent.after_claim")
+    try:
+        job_id = first.upload(path)
+        assert faults.hits("urgent.after_claim") == 1
+        states = {i.key: i.state.value for i in first.runtime.repo.items(job_id)}
+        assert (states["now"], states["soon"]) == ("SUBMITTED", "PENDING")
+    finally:
+        faults.reset()
+        first.close()
+    calls_before = held_emulator.state.counters.sync_requests
+    again = _pipeline()
+    try:
+        result = again.run_job(path, tick_interval=0, timeout=60)
+    finally:
+        again.close()
+    assert result.resumed
+    assert result.job.state is JobState.PARTIAL
+    items = {i.key: i for i in again.runtime.repo.items(result.job.job_id)}
+    assert items["now"].state.value == "FAILED"
+    assert "outcome unknown" in (items["now"].reason or "")
+    assert items["soon"].state.value == "SUCCEEDED"
+    assert held_emulator.state.counters.sync_requests == calls_before + 1

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -31,8 +33,9 @@ from bananabatch.config import Backend, ProviderKind, Settings
 from bananabatch.core.records import JobRecord, SourceObject, is_jsonl_name, job_id_for
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, ItemState, JobState
 from bananabatch.errors import BananaError, NotFound, PermanentError, TransientError
+from bananabatch.local import drivers
 from bananabatch.local.thumbpool import ThumbnailPool
-from bananabatch.pipeline import thumbnails
+from bananabatch.pipeline import thumbnails, urgent
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import BatchProvider
 
@@ -285,6 +288,18 @@ class LocalPipeline:
         than paying for every line again (`finish_intake` completes an intake it cut off)."""
         return unfinished_job_of(self.runtime, path, name=name)
 
+    def recover_sync_lanes(self, job_id: str) -> None:
+        """Settle at once the synchronous-lane items a dead run of this job left: run the
+        PENDING ones, fail the SUBMITTED ones as outcome unknown (never called again). The
+        tick does the same only after urgent.ORPHANED_AFTER (15 minutes), for a deployed
+        stack cannot tell a dead worker from a slow one; here, when no other live process
+        drives the job (drivers.py), the one that claimed them is known to be dead."""
+        mine = os.getpid()
+        root = self.settings.local_root
+        if any(d.pid != mine for d in drivers.drivers_of(root, job_id)):
+            return
+        urgent.recover(self.runtime, job_id=job_id, orphaned_after=timedelta(0))
+
     def _inbox_source(self, object_name: str) -> SourceObject | None:
         info = self.runtime.objects.stat(self.settings.inbox_bucket, object_name)
         if info is None or info.generation is None:
@@ -369,6 +384,7 @@ class LocalPipeline:
         else:
             self.finish_intake(job_id, path=path)
             self.announce_finished(job_id)
+            self.recover_sync_lanes(job_id)
         repo = self.runtime.repo
         completions: list[dict[str, Any]] = []
         with self.ticking(tick_interval) as ticker:

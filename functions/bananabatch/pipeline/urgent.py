@@ -188,7 +188,9 @@ class Recovery:
     jobs: list[str] = field(default_factory=list)
 
 
-def recover(rt: Runtime) -> Recovery:
+def recover(
+    rt: Runtime, *, job_id: str | None = None, orphaned_after: timedelta = ORPHANED_AFTER
+) -> Recovery:
     """The tick's rule for urgent items of RUNNING jobs that a dead process left behind.
 
     A SUBMITTED item claimed longer than ORPHANED_AFTER ago lost its process in the middle
@@ -196,10 +198,16 @@ def recover(rt: Runtime) -> Recovery:
     with a reason that says so (it is in failed.jsonl, ready for `bananabatch retry`).
     A PENDING item that old was never reached (the process died before it): the lane runs
     again for its job. A live run of the lane may be at work on the same job; claims are
-    transactional, so the two only share the work, never pay twice."""
+    transactional, so the two only share the work, never pay twice.
+
+    `job_id` and `orphaned_after` 0 are for a caller that knows the process is dead (a
+    local run resuming a job whose earlier run was killed): it need not wait 15 minutes."""
     done = Recovery()
     now = rt.now()
-    for doc in rt.state.query("jobs", [Where("state", "==", JobState.RUNNING.value)]):
+    where = [Where("state", "==", JobState.RUNNING.value)]
+    if job_id is not None:
+        where.append(Where("job_id", "==", job_id))
+    for doc in rt.state.query("jobs", where):
         job_id = str(doc["job_id"])
         # Most jobs have no urgent line: skip them without a query each, every tick.
         if not doc.get("urgent_count") or not pending_count(rt, job_id):
@@ -215,7 +223,7 @@ def recover(rt: Runtime) -> Recovery:
                 )
             ):
                 item = ItemRecord.model_validate(item_doc)
-                if item.updated_at is not None and now - item.updated_at < ORPHANED_AFTER:
+                if item.updated_at is not None and now - item.updated_at < orphaned_after:
                     continue
                 if item.state is ItemState.PENDING:
                     stale_pending += 1
