@@ -24,6 +24,8 @@ from bananabatch.config import (
     Settings,
     compat_key_env,
 )
+from bananabatch.core.pricing import PriceBook
+from bananabatch.core.routing import router_for
 from bananabatch.doctor import Check
 
 #: A probe makes one image on a gateway and returns a sentence about it; raises on failure.
@@ -137,16 +139,43 @@ def _async_lane_checks(settings: Settings) -> list[Check]:
                     f"while {ENV_ALLOW_THIRD_PARTY} is off: it will never be used",
                 )
             )
-        else:
+        elif not _undercuts_batch(settings, name):
             out.append(
                 Check(
                     f"lane {name}",
                     "warn",
-                    f"named in {ENV_ASYNC_LANES}, but no async-callback lane runs in this "
-                    "build yet: no line is routed to it",
+                    f"named in {ENV_ASYNC_LANES}, but its dated per-image price is above "
+                    "batch for every model and size it serves: no line is routed to it",
+                )
+            )
+        else:
+            out.append(
+                Check(
+                    f"lane {name}",
+                    "ok",
+                    "bulk lines that allow third parties go to it where it is their cheapest lane",
                 )
             )
     return out
+
+
+def _undercuts_batch(settings: Settings, name: str) -> bool:
+    """Whether routing can send a line to the async lane: its price below batch's for
+    some model and size it serves (core/routing.py)."""
+    router = router_for(settings, PriceBook())
+    lane = next((o for o in router.lanes if o.name == name), None)
+    batch = router.lanes[0]
+    if lane is None or lane.models is None:
+        return False
+    for model in lane.models:
+        for size in ("1K", "2K", "4K"):
+            price, batch_price = (
+                router.price(lane, model, size, None),
+                router.price(batch, model, size, None),
+            )
+            if price is not None and batch_price is not None and price < batch_price:
+                return True
+    return False
 
 
 def _probe(label: str, gateway: CompatLaneConfig, probe: GatewayProbe, *, asked: bool) -> Check:

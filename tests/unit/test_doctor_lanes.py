@@ -175,14 +175,22 @@ def test_a_failed_probe_fails_saying_why(error: Exception, fragment: str) -> Non
     assert "sk-secret-value" not in str(checks)
 
 
-def test_async_lanes_are_warned_about_third_parties_off_and_not_yet_routed() -> None:
+def test_async_lanes_are_warned_about_third_parties_off_and_a_price_above_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     token = {"replicate_api_token": "r8_x"}
     off = by_name(lane_checks(settings(async_lanes=("replicate",), **token)))["lane replicate"]
     assert [c.verdict for c in off] == ["warn"]
     assert "will never be used" in off[0].detail
     on = by_name(lane_checks(settings(async_lanes=("replicate",), allow_third_party=True, **token)))
     assert [c.verdict for c in on["lane replicate"]] == ["warn"]
+    # The dated table prices Replicate above batch for every model it hosts.
     assert "no line is routed to it" in on["lane replicate"][0].detail
+    from bananabatch.core import routing
+
+    monkeypatch.setattr(routing, "flat_price", lambda *_args: 0.01)
+    on = by_name(lane_checks(settings(async_lanes=("replicate",), allow_third_party=True, **token)))
+    assert [c.verdict for c in on["lane replicate"]] == ["ok"]
 
 
 def test_replicate_named_without_its_token_fails_naming_the_variable_and_the_stack_secret() -> None:

@@ -198,3 +198,25 @@ def test_a_gateway_priced_from_the_table_is_warned_about_one_with_its_own_price_
     assert warned[0].startswith("compat:gw1: priced at the table's typical gateway figure")
     own = CompatLaneConfig(base_url="http://x/v1", models={PRO: "nb"}, usd_per_image=0.04)
     assert flat_price_warnings(["compat:gw1"], deployment(compat_lanes={"gw1": own})) == []
+
+
+def test_a_deployments_async_lane_is_offered_and_routed_to_when_it_is_the_cheapest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bananabatch.core import routing
+
+    settings = deployment(
+        sync_lanes=("gemini-standard",), compat_lanes={}, async_lanes=("replicate",)
+    )
+    assert [o.name for o in router_for(settings, PriceBook()).lanes] == [
+        "batch",
+        "gemini-standard",
+        "replicate",
+    ]
+    # At the table's dated price ($0.30 at 4K against batch's $0.12) Replicate is not.
+    assert router_for(settings, PriceBook()).route(Line("bulk")).lanes == ("batch",)
+    monkeypatch.setattr(routing, "flat_price", lambda *_args: 0.04)
+    bulk = router_for(settings, PriceBook()).route(Line("bulk"))
+    assert (bulk.kind, bulk.lanes) == (LaneKind.ASYNC, ("replicate",))
+    # Never without the line's permission for a third party.
+    assert router_for(settings, PriceBook()).route(Line("bulk", third=False)).lanes == ("batch",)

@@ -296,9 +296,7 @@ def router_for(settings: Settings, book: PriceBook) -> Router:
     }
     lanes = offers(
         settings.sync_lanes,
-        # No line is routed to an async-callback lane until its runner (submit, webhook,
-        # poll) is wired into the pipeline: a line sent there would wait forever.
-        (),
+        settings.async_lanes,
         compat,
         {name: flat_models(name) for name in settings.async_lanes},
     )

@@ -20,6 +20,11 @@ a per-provider circuit breaker and an attempt ledger (issue 20 point 3).
   a refused key) pause it as before, and the item waits PENDING.
 
 Up to ROUNDS passes over the providers, with a short backoff between passes.
+
+A line routed to async-callback lanes (StagedSync.kind ASYNC_KIND) goes through the same
+passes, claims and breakers; an attempt is a create (`submit`) with the receiver's URL for
+its callback, and once the provider has answered a task id the task is remembered and the
+item stays SUBMITTED: its callback or the tick's poll settles it (pipeline/tasks.py).
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ REFUSED: Final = "refused"  # content policy
 ANSWERED: Final = "answered"  # answered without an image
 PAUSED: Final = "paused"  # a refusal that paused the deployment
 INVALID: Final = "invalid"  # the request cannot be made on this lane
+TASK: Final = "task"  # an async lane accepted it: its task settles it (pipeline/tasks.py)
+#: StagedSync.kind of a line routed to async-callback lanes.
+ASYNC_KIND: Final = "async"
 
 
 def attempts_collection(job_id: str) -> str:
@@ -95,6 +103,8 @@ class StagedSync:
     prompt: str | None = None
     aspect_ratio: str | None = None
     image_size: str | None = None
+    # "sync", or ASYNC_KIND: the lanes are async-callback ones (submit, then a task).
+    kind: str = "sync"
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> StagedSync:
@@ -107,6 +117,7 @@ class StagedSync:
             prompt=doc.get("prompt"),
             aspect_ratio=doc.get("aspect_ratio"),
             image_size=doc.get("image_size"),
+            kind=str(doc.get("kind") or "sync"),
         )
 
     def image_request(self, job_id: str, attempt_id: str) -> ImageRequest:
@@ -238,6 +249,7 @@ def serve(
     claimed (SUBMITTED) by the caller. `before_call` runs before each call (the rate
     limit); `paused_by` starts the deployment pause a Gemini refusal calls for."""
     tried = _Tried()
+    call = _submit_task if staged.kind == ASYNC_KIND else _attempt
     for round_no in range(ROUNDS):
         if round_no:
             sleep(min(4.0, 0.5 * 2 ** (round_no - 1)))
@@ -248,7 +260,7 @@ def serve(
                 tried.shut += 1
                 continue
             called_this_round = True
-            done = _attempt(rt, item, staged, lane_name, tried, before_call, paused_by)
+            done = call(rt, item, staged, lane_name, tried, before_call, paused_by)
             if done is not None:
                 return done
         if not called_this_round:
@@ -304,30 +316,87 @@ def _attempt(
             rt, item, lane_name, ItemState.FAILED, str(exc), exc.usage, exc.outcome.finish_reason
         )
     except OutcomeUnknown as exc:
-        finish_attempt(rt, job_id, key, n, UNKNOWN, str(exc))
-        record_call(rt, lane_name, ok=False)
-        tried.errors.append(f"{lane_name}: outcome unknown ({exc})")
-        if rt.settings.failover_on_unknown:
-            log.warning("outcome unknown; failing over as configured", extra={"key": key})
-            return None
-        log.error("outcome unknown; not repeated on another provider", extra={"key": key})
-        return item.model_copy(
-            update={
-                "state": ItemState.FAILED,
-                "provider_lane": lane_name,
-                "reason": (
-                    f"outcome unknown on {lane_name}: {exc}; not sent to another provider, "
-                    "which could pay twice (BANANABATCH_FAILOVER_ON_UNKNOWN allows it); "
-                    "`bananabatch retry` if no image arrived"
-                ),
-                "updated_at": rt.now(),
-            }
-        )
+        return _unknown(rt, item, lane_name, n, exc, tried)
     except BananaError as exc:
         return _refused(rt, item, lane_name, n, exc, tried, paused_by)
     finish_attempt(rt, job_id, key, n, SUCCEEDED)
     record_call(rt, lane_name, ok=True)
     return _succeeded(rt, item, staged, lane_name, result)
+
+
+def _submit_task(
+    rt: Runtime,
+    item: ItemRecord,
+    staged: StagedSync,
+    lane_name: str,
+    tried: _Tried,
+    before_call: Callable[[], None],
+    paused_by: Callable[[Runtime, BananaError], bool],
+) -> ItemRecord | None:
+    """One attempt on an async-callback lane: claimed, submitted with the receiver's URL
+    for its callback, its task remembered. The item stays SUBMITTED (returned so) and its
+    task settles it (pipeline/tasks.py); failures before the task exists are the sync
+    attempt's (a definite one fails over, an unknown one does not, a refusal is BLOCKED)."""
+    # tasks -> finalize -> urgent -> lanes: imported here.
+    from bananabatch.pipeline import tasks
+
+    job_id, key = item.job_id, item.key
+    try:
+        lane = rt.async_lane(lane_name)
+    except BananaError as exc:
+        tried.errors.append(f"{lane_name}: {exc}")
+        return None
+    before_call()
+    n = claim_attempt(rt, job_id, key, lane_name)
+    tried.called += 1
+    request = staged.image_request(job_id, f"{job_id}/{key}@{n}")
+    try:
+        task_id = lane.submit(request, webhook_url=tasks.webhook_url(rt, lane_name))
+    except ContentRefused as exc:
+        finish_attempt(rt, job_id, key, n, REFUSED, str(exc))
+        record_call(rt, lane_name, ok=True)
+        return _ended(
+            rt, item, lane_name, ItemState.BLOCKED, str(exc), exc.usage, exc.finish_reason
+        )
+    except OutcomeUnknown as exc:
+        return _unknown(rt, item, lane_name, n, exc, tried)
+    except BananaError as exc:
+        return _refused(rt, item, lane_name, n, exc, tried, paused_by)
+    # Remembered first: from here the callback, or the tick's poll, settles the item.
+    tasks.remember(rt, lane_name, task_id, job_id=job_id, key=key, attempt=n)
+    finish_attempt(rt, job_id, key, n, TASK, task_id)
+    record_call(rt, lane_name, ok=True)
+    log.info("task submitted", extra={"lane": lane_name, "key": key, "task_id": task_id})
+    return item.model_copy(
+        update={"state": ItemState.SUBMITTED, "provider_lane": lane_name, "updated_at": rt.now()}
+    )
+
+
+def _unknown(
+    rt: Runtime, item: ItemRecord, lane_name: str, n: int, exc: OutcomeUnknown, tried: _Tried
+) -> ItemRecord | None:
+    """An attempt whose outcome is unknown: FAILED, never repeated elsewhere, unless the
+    owner opted in (Settings.failover_on_unknown)."""
+    key = item.key
+    finish_attempt(rt, item.job_id, key, n, UNKNOWN, str(exc))
+    record_call(rt, lane_name, ok=False)
+    tried.errors.append(f"{lane_name}: outcome unknown ({exc})")
+    if rt.settings.failover_on_unknown:
+        log.warning("outcome unknown; failing over as configured", extra={"key": key})
+        return None
+    log.error("outcome unknown; not repeated on another provider", extra={"key": key})
+    return item.model_copy(
+        update={
+            "state": ItemState.FAILED,
+            "provider_lane": lane_name,
+            "reason": (
+                f"outcome unknown on {lane_name}: {exc}; not sent to another provider, "
+                "which could pay twice (BANANABATCH_FAILOVER_ON_UNKNOWN allows it); "
+                "`bananabatch retry` if no image arrived"
+            ),
+            "updated_at": rt.now(),
+        }
+    )
 
 
 def _timeout_s(rt: Runtime, lane_name: str) -> float:

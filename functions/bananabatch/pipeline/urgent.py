@@ -35,7 +35,7 @@ from bananabatch.errors import (
 )
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import lanes, pause
+from bananabatch.pipeline import lanes, pause, task_records
 from bananabatch.pipeline.cache import LANE_SYNC, LANE_URGENT
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
@@ -99,6 +99,8 @@ class UrgentReport:
     attempted: int = 0
     succeeded: int = 0
     failed: int = 0
+    # Handed to an async-callback lane: their tasks settle them (pipeline/tasks.py).
+    submitted: int = 0
 
 
 # Item lanes the sync-lane run serves: urgent lines, and bulk lines routed to a sync lane.
@@ -154,6 +156,11 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
                 before_call=bucket.acquire,
                 paused_by=_paused_by,
             )
+            if done.state is ItemState.SUBMITTED:
+                # An async lane's task: its callback or the tick's poll settles the item,
+                # maybe already; writing it here could undo that.
+                report.submitted += 1
+                continue
             rt.repo.put_items([done])
             if done.state is ItemState.PENDING:
                 continue  # a pause, or every provider shut: it waits
@@ -213,6 +220,11 @@ def recover(
         if not doc.get("urgent_count") or not pending_count(rt, job_id):
             continue
         stale_pending = orphaned = 0
+        # Items an async lane's task serves: its callback or the tick's poll ends them.
+        tasked = {
+            str(task["key"])
+            for task in rt.state.query(task_records.TASKS, [Where("job_id", "==", job_id)])
+        }
         with labels(job_id=job_id):
             for item_doc in (
                 doc
@@ -224,6 +236,8 @@ def recover(
             ):
                 item = ItemRecord.model_validate(item_doc)
                 if item.updated_at is not None and now - item.updated_at < orphaned_after:
+                    continue
+                if item.key in tasked:
                     continue
                 if item.state is ItemState.PENDING:
                     stale_pending += 1

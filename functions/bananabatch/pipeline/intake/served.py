@@ -20,6 +20,7 @@ from bananabatch.core.routing import GEMINI_STANDARD, LaneKind, Route, Router
 from bananabatch.core.staging import IntakeTally
 from bananabatch.core.states import ItemState
 from bananabatch.pipeline import cache
+from bananabatch.pipeline.lanes import ASYNC_KIND
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.urgent import urgent_object_name
 
@@ -167,6 +168,8 @@ def _urgent_json(line: AcceptedLine, route: Route, prices: Mapping[str, float]) 
     }
     if prices:
         doc["prices"] = dict(prices)
+    if route.kind is LaneKind.ASYNC:
+        doc["kind"] = ASYNC_KIND
     if route.lanes != (GEMINI_STANDARD,) and not line.native:
         # What a lane that does not speak Gemini's request builds its call from.
         doc["prompt"] = _prompt_of(line.request)
