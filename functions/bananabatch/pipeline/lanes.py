@@ -230,7 +230,7 @@ def attempts(rt: Runtime, job_id: str, key: str | None = None) -> list[dict[str,
 
 
 @dataclass
-class _Tried:
+class Tried:
     errors: list[str] = field(default_factory=list)
     called: int = 0
     shut: int = 0  # skipped for an open breaker
@@ -248,8 +248,11 @@ def serve(
     """The item after its providers were tried (module docstring). The item must be
     claimed (SUBMITTED) by the caller. `before_call` runs before each call (the rate
     limit); `paused_by` starts the deployment pause a Gemini refusal calls for."""
-    tried = _Tried()
-    call = _submit_task if staged.kind == ASYNC_KIND else _attempt
+    tried = Tried()
+    call = _attempt
+    if staged.kind == ASYNC_KIND:
+        # async_lanes builds on this module's helpers: imported here.
+        from bananabatch.pipeline.async_lanes import submit_task as call
     for round_no in range(ROUNDS):
         if round_no:
             sleep(min(4.0, 0.5 * 2 ** (round_no - 1)))
@@ -286,7 +289,7 @@ def _attempt(
     item: ItemRecord,
     staged: StagedSync,
     lane_name: str,
-    tried: _Tried,
+    tried: Tried,
     before_call: Callable[[], None],
     paused_by: Callable[[Runtime, BananaError], bool],
 ) -> ItemRecord | None:
@@ -306,74 +309,26 @@ def _attempt(
     except ContentRefused as exc:
         finish_attempt(rt, job_id, key, n, REFUSED, str(exc))
         record_call(rt, lane_name, ok=True)
-        return _ended(
+        return ended(
             rt, item, lane_name, ItemState.BLOCKED, str(exc), exc.usage, exc.finish_reason
         )
     except AnsweredWithoutImage as exc:
         finish_attempt(rt, job_id, key, n, ANSWERED, str(exc))
         record_call(rt, lane_name, ok=True)
-        return _ended(
+        return ended(
             rt, item, lane_name, ItemState.FAILED, str(exc), exc.usage, exc.outcome.finish_reason
         )
     except OutcomeUnknown as exc:
-        return _unknown(rt, item, lane_name, n, exc, tried)
+        return unknown_outcome(rt, item, lane_name, n, exc, tried)
     except BananaError as exc:
-        return _refused(rt, item, lane_name, n, exc, tried, paused_by)
+        return definite_refusal(rt, item, lane_name, n, exc, tried, paused_by)
     finish_attempt(rt, job_id, key, n, SUCCEEDED)
     record_call(rt, lane_name, ok=True)
     return _succeeded(rt, item, staged, lane_name, result)
 
 
-def _submit_task(
-    rt: Runtime,
-    item: ItemRecord,
-    staged: StagedSync,
-    lane_name: str,
-    tried: _Tried,
-    before_call: Callable[[], None],
-    paused_by: Callable[[Runtime, BananaError], bool],
-) -> ItemRecord | None:
-    """One attempt on an async-callback lane: claimed, submitted with the receiver's URL
-    for its callback, its task remembered. The item stays SUBMITTED (returned so) and its
-    task settles it (pipeline/tasks.py); failures before the task exists are the sync
-    attempt's (a definite one fails over, an unknown one does not, a refusal is BLOCKED)."""
-    # tasks -> finalize -> urgent -> lanes: imported here.
-    from bananabatch.pipeline import tasks
-
-    job_id, key = item.job_id, item.key
-    try:
-        lane = rt.async_lane(lane_name)
-    except BananaError as exc:
-        tried.errors.append(f"{lane_name}: {exc}")
-        return None
-    before_call()
-    n = claim_attempt(rt, job_id, key, lane_name)
-    tried.called += 1
-    request = staged.image_request(job_id, f"{job_id}/{key}@{n}")
-    try:
-        task_id = lane.submit(request, webhook_url=tasks.webhook_url(rt, lane_name))
-    except ContentRefused as exc:
-        finish_attempt(rt, job_id, key, n, REFUSED, str(exc))
-        record_call(rt, lane_name, ok=True)
-        return _ended(
-            rt, item, lane_name, ItemState.BLOCKED, str(exc), exc.usage, exc.finish_reason
-        )
-    except OutcomeUnknown as exc:
-        return _unknown(rt, item, lane_name, n, exc, tried)
-    except BananaError as exc:
-        return _refused(rt, item, lane_name, n, exc, tried, paused_by)
-    # Remembered first: from here the callback, or the tick's poll, settles the item.
-    tasks.remember(rt, lane_name, task_id, job_id=job_id, key=key, attempt=n)
-    finish_attempt(rt, job_id, key, n, TASK, task_id)
-    record_call(rt, lane_name, ok=True)
-    log.info("task submitted", extra={"lane": lane_name, "key": key, "task_id": task_id})
-    return item.model_copy(
-        update={"state": ItemState.SUBMITTED, "provider_lane": lane_name, "updated_at": rt.now()}
-    )
-
-
-def _unknown(
-    rt: Runtime, item: ItemRecord, lane_name: str, n: int, exc: OutcomeUnknown, tried: _Tried
+def unknown_outcome(
+    rt: Runtime, item: ItemRecord, lane_name: str, n: int, exc: OutcomeUnknown, tried: Tried
 ) -> ItemRecord | None:
     """An attempt whose outcome is unknown: FAILED, never repeated elsewhere, unless the
     owner opted in (Settings.failover_on_unknown)."""
@@ -405,13 +360,13 @@ def _timeout_s(rt: Runtime, lane_name: str) -> float:
     return gateway.timeout_s if gateway is not None else TIMEOUT_S
 
 
-def _refused(
+def definite_refusal(
     rt: Runtime,
     item: ItemRecord,
     lane_name: str,
     n: int,
     exc: BananaError,
-    tried: _Tried,
+    tried: Tried,
     paused_by: Callable[[Runtime, BananaError], bool],
 ) -> ItemRecord | None:
     """A definite refusal: nothing was made."""
@@ -442,7 +397,7 @@ def _refused(
     )
 
 
-def _ended(
+def ended(
     rt: Runtime,
     item: ItemRecord,
     lane_name: str,
