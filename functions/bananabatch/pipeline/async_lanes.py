@@ -12,7 +12,7 @@ from bananabatch.core.records import ItemRecord
 from bananabatch.core.states import ItemState
 from bananabatch.errors import BananaError, ContentRefused, OutcomeUnknown
 from bananabatch.log import get_logger
-from bananabatch.pipeline import lanes, tasks
+from bananabatch.pipeline import lanes, task_records
 from bananabatch.pipeline.lanes import StagedSync, Tried
 from bananabatch.pipeline.runtime import Runtime
 
@@ -43,7 +43,7 @@ def submit_task(
     tried.called += 1
     request = staged.image_request(job_id, f"{job_id}/{key}@{n}")
     try:
-        task_id = lane.submit(request, webhook_url=tasks.webhook_url(rt, lane_name))
+        task_id = lane.submit(request, webhook_url=task_records.webhook_url(rt, lane_name))
     except ContentRefused as exc:
         lanes.finish_attempt(rt, job_id, key, n, lanes.REFUSED, str(exc))
         lanes.record_call(rt, lane_name, ok=True)
@@ -55,7 +55,7 @@ def submit_task(
     except BananaError as exc:
         return lanes.definite_refusal(rt, item, lane_name, n, exc, tried, paused_by)
     # Remembered first: from here the callback, or the tick's poll, settles the item.
-    tasks.remember(rt, lane_name, task_id, job_id=job_id, key=key, attempt=n)
+    task_records.remember(rt, lane_name, task_id, job_id=job_id, key=key, attempt=n)
     lanes.finish_attempt(rt, job_id, key, n, lanes.TASK, task_id)
     lanes.record_call(rt, lane_name, ok=True)
     log.info("task submitted", extra={"lane": lane_name, "key": key, "task_id": task_id})

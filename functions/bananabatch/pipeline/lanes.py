@@ -236,6 +236,22 @@ class Tried:
     shut: int = 0  # skipped for an open breaker
 
 
+#: One attempt on one provider: the item's final record, or None to go on (_attempt; the
+#: async-callback lanes' is async_lanes.submit_task).
+Attempt = Callable[
+    [
+        Runtime,
+        ItemRecord,
+        StagedSync,
+        str,
+        Tried,
+        Callable[[], None],
+        Callable[[Runtime, BananaError], bool],
+    ],
+    ItemRecord | None,
+]
+
+
 def serve(
     rt: Runtime,
     item: ItemRecord,
@@ -244,15 +260,14 @@ def serve(
     before_call: Callable[[], None] = lambda: None,
     paused_by: Callable[[Runtime, BananaError], bool] = lambda _rt, _exc: False,
     sleep: Callable[[float], None] = time.sleep,
+    attempt: Attempt | None = None,
 ) -> ItemRecord:
     """The item after its providers were tried (module docstring). The item must be
     claimed (SUBMITTED) by the caller. `before_call` runs before each call (the rate
-    limit); `paused_by` starts the deployment pause a Gemini refusal calls for."""
+    limit); `paused_by` starts the deployment pause a Gemini refusal calls for; `attempt`
+    makes one attempt (a synchronous call unless given)."""
     tried = Tried()
-    call = _attempt
-    if staged.kind == ASYNC_KIND:
-        # async_lanes builds on this module's helpers: imported here.
-        from bananabatch.pipeline.async_lanes import submit_task as call
+    call = attempt or _attempt
     for round_no in range(ROUNDS):
         if round_no:
             sleep(min(4.0, 0.5 * 2 ** (round_no - 1)))
@@ -309,9 +324,7 @@ def _attempt(
     except ContentRefused as exc:
         finish_attempt(rt, job_id, key, n, REFUSED, str(exc))
         record_call(rt, lane_name, ok=True)
-        return ended(
-            rt, item, lane_name, ItemState.BLOCKED, str(exc), exc.usage, exc.finish_reason
-        )
+        return ended(rt, item, lane_name, ItemState.BLOCKED, str(exc), exc.usage, exc.finish_reason)
     except AnsweredWithoutImage as exc:
         finish_attempt(rt, job_id, key, n, ANSWERED, str(exc))
         record_call(rt, lane_name, ok=True)

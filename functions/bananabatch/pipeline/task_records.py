@@ -14,6 +14,8 @@ from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
 
 TASKS: Final = "lane_tasks"
+# The receiver's sub-path for each provider's deliveries (one verification scheme each).
+WEBHOOK_PATHS: Final[Mapping[str, str]] = {"replicate": "/replicate"}
 PENDING: Final = "pending"
 DONE: Final = "done"
 
@@ -42,6 +44,16 @@ class TaskRecord:
             submitted_at=datetime.fromisoformat(str(doc["submitted_at"])),
             checked_at=datetime.fromisoformat(str(checked)) if checked else None,
         )
+
+
+def webhook_url(rt: Runtime, lane: str) -> str | None:
+    """Where the provider sends this lane's callbacks: the receiver's URL and the lane's
+    sub-path; None (poll only) where the deployment has no webhook URL."""
+    base = rt.settings.webhook_url
+    path = WEBHOOK_PATHS.get(lane)
+    if not base or path is None:
+        return None
+    return base.rstrip("/") + path
 
 
 def task_path(lane: str, task_id: str) -> str:

@@ -37,10 +37,12 @@ from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.task_records import (
     DONE,
     PENDING,
+    WEBHOOK_PATHS,
     TaskRecord,
     open_tasks,
     remember,
     task_path,
+    webhook_url,
 )
 from bananabatch.ports import TaskStatus
 
@@ -50,6 +52,7 @@ log = get_logger(__name__)
 __all__ = [
     "CALLBACK_GRACE",
     "KIND",
+    "WEBHOOK_PATHS",
     "TaskRecord",
     "check",
     "handle_done",
@@ -65,21 +68,9 @@ KIND: Final = "task"
 SCHEMA_VERSION: Final = 1
 # How long a task may go without its callback before the tick asks the provider.
 CALLBACK_GRACE: Final = timedelta(minutes=2)
-# The receiver's sub-path for each provider's deliveries (one verification scheme each).
-WEBHOOK_PATHS: Final[Mapping[str, str]] = {"replicate": "/replicate"}
 
 
 Settle = Callable[[Runtime, TaskRecord, TaskStatus], None]
-
-
-def webhook_url(rt: Runtime, lane: str) -> str | None:
-    """Where the provider sends this lane's callbacks: the receiver's URL and the lane's
-    sub-path; None (poll only) where the deployment has no webhook URL."""
-    base = rt.settings.webhook_url
-    path = WEBHOOK_PATHS.get(lane)
-    if not base or path is None:
-        return None
-    return base.rstrip("/") + path
 
 
 # --- the receiver's half: no state, no provider token ---------------------------------------

@@ -35,7 +35,7 @@ from bananabatch.errors import (
 )
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import lanes, pause, task_records
+from bananabatch.pipeline import async_lanes, lanes, pause, task_records
 from bananabatch.pipeline.cache import LANE_SYNC, LANE_URGENT
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
@@ -149,12 +149,14 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
             item = rt.repo.get_item(job_id, key)
             if item is None:
                 continue
+            sync = lanes.StagedSync.from_doc(staged)
             done = lanes.serve(
                 rt,
                 item,
-                lanes.StagedSync.from_doc(staged),
+                sync,
                 before_call=bucket.acquire,
                 paused_by=_paused_by,
+                attempt=async_lanes.submit_task if sync.kind == lanes.ASYNC_KIND else None,
             )
             if done.state is ItemState.SUBMITTED:
                 # An async lane's task: its callback or the tick's poll settles the item,
