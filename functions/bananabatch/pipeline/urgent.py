@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from bananabatch.core import records as rec
@@ -222,25 +222,8 @@ def recover(
         if not doc.get("urgent_count") or not pending_count(rt, job_id):
             continue
         stale_pending = orphaned = 0
-        # Items an async lane's task serves: its callback or the tick's poll ends them.
-        tasked = {
-            str(task["key"])
-            for task in rt.state.query(task_records.TASKS, [Where("job_id", "==", job_id)])
-        }
         with labels(job_id=job_id):
-            for item_doc in (
-                doc
-                for lane in SYNC_ITEM_LANES
-                for doc in rt.state.query(
-                    rec.items_collection(job_id),
-                    [Where("lane", "==", lane), Where("state", "in", _OPEN)],
-                )
-            ):
-                item = ItemRecord.model_validate(item_doc)
-                if item.updated_at is not None and now - item.updated_at < orphaned_after:
-                    continue
-                if item.key in tasked:
-                    continue
+            for item in _stale_items(rt, job_id, now - orphaned_after):
                 if item.state is ItemState.PENDING:
                     stale_pending += 1
                 elif _fail_orphan(rt, item):
@@ -252,6 +235,25 @@ def recover(
         if stale_pending or orphaned:
             done.jobs.append(job_id)
     return done
+
+
+def _stale_items(rt: Runtime, job_id: str, before: datetime) -> Iterator[ItemRecord]:
+    """The job's open sync-lane items untouched since `before`, but for those an async
+    lane's task serves: its callback or the tick's poll ends them."""
+    tasked = {
+        str(task["key"])
+        for task in rt.state.query(task_records.TASKS, [Where("job_id", "==", job_id)])
+    }
+    for lane in SYNC_ITEM_LANES:
+        for doc in rt.state.query(
+            rec.items_collection(job_id),
+            [Where("lane", "==", lane), Where("state", "in", _OPEN)],
+        ):
+            item = ItemRecord.model_validate(doc)
+            if item.updated_at is not None and item.updated_at > before:
+                continue
+            if item.key not in tasked:
+                yield item
 
 
 def _fail_orphan(rt: Runtime, item: ItemRecord) -> bool:
