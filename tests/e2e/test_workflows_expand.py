@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bananabatch import cli, config
-from bananabatch.emulator.server import EmulatorServer
-from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from bananabatch import cli
+from tests.support.local_cli import local_cli_env
 
 runner = CliRunner()
 TEMPLATE = """\
@@ -36,14 +35,7 @@ PRODUCTS = "sku,title\n1001,a yellow sneaker\n1002,a red boot\n1003,a green hat\
 
 @pytest.fixture
 def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    config_ = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
-    with EmulatorServer(config_) as emulator:
-        root = tmp_path / "state"
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv(config.ENV_BACKEND, "local")
-        monkeypatch.setenv(config.ENV_LOCAL_ROOT, str(root))
-        monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator.base_url)
-        monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "test-key")
+    with local_cli_env(tmp_path, monkeypatch) as root:
         yield root
 
 

@@ -14,10 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from bananabatch import cli, config
+from bananabatch import cli
 from bananabatch.core.catalog import image_dimensions
-from bananabatch.emulator.server import EmulatorServer
-from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from tests.support.local_cli import local_cli_env
 
 runner = CliRunner()
 PRO = "gemini-3-pro-image"
@@ -40,14 +39,7 @@ CHOSEN = {
 
 @pytest.fixture
 def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    config_ = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
-    with EmulatorServer(config_) as emulator:
-        root = tmp_path / "state"
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv(config.ENV_BACKEND, "local")
-        monkeypatch.setenv(config.ENV_LOCAL_ROOT, str(root))
-        monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator.base_url)
-        monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "test-key")
+    with local_cli_env(tmp_path, monkeypatch) as root:
         yield root
 
 
