@@ -8,6 +8,7 @@ checks the two agree, so renaming one here renames it everywhere.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -99,6 +100,9 @@ ENV_REPLICATE_API_TOKEN: Final = "REPLICATE_API_TOKEN"
 ENV_REPLICATE_BASE_URL: Final = "REPLICATE_BASE_URL"
 ENV_REPLICATE_WEBHOOK_SECRET: Final = "BANANABATCH_REPLICATE_WEBHOOK_SECRET"
 ENV_REPLICATE_MODELS: Final = "BANANABATCH_REPLICATE_MODELS"
+# The deployment's own Replicate price per image, where the owner knows it better than the
+# price table's dated figure: one number for every size, or a JSON object by size tier.
+ENV_REPLICATE_USD_PER_IMAGE: Final = "BANANABATCH_REPLICATE_USD_PER_IMAGE"
 
 #: Every name above, for the infra test that checks Pulumi sets only names we read.
 ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
@@ -189,6 +193,45 @@ COMPAT_KEY_ENV_PREFIX: Final = "BANANABATCH_COMPAT_KEY_"
 def compat_key_env(label: str) -> str:
     """The variable that holds the key of the gateway `label` ("gw-1" -> ..._KEY_GW_1)."""
     return COMPAT_KEY_ENV_PREFIX + label.upper().replace("-", "_")
+
+
+#: The size tiers a per-image price may be set for (core/catalog.py's image sizes).
+SIZE_TIERS: Final = ("512", "1K", "2K", "4K")
+
+
+def usd_per_image(value: object) -> float | dict[str, float] | None:
+    """An owner's price per image: one number for every size, or an object of numbers by
+    size tier ({"1K": 0.03, "4K": 0.06}), as a value or its JSON text; blank is None.
+    Raises ValueError saying what was expected."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"expected a price in USD or a JSON object of prices by size tier; found {value!r}"
+            ) from None
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        unknown = sorted(str(tier) for tier in value if tier not in SIZE_TIERS)
+        if unknown:
+            raise ValueError(
+                f"unknown size tier {', '.join(unknown)}: expected {', '.join(SIZE_TIERS)} "
+                "(or one number for every size)"
+            )
+        if not value:
+            raise ValueError("a price by size tier names at least one tier")
+        return {str(tier): _one_usd(usd, f"at {tier}") for tier, usd in value.items()}
+    return _one_usd(value, "")
+
+
+def _one_usd(value: object, where: str) -> float:
+    at = f" {where}" if where else ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a price in USD{at}; found {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"a price{at} must be a number >= 0; found {value}")
+    return float(value)
 
 
 class CompatLaneConfig(BaseModel):
@@ -345,6 +388,10 @@ class Settings(BaseModel):
     replicate_base_url: str | None = None
     replicate_webhook_secret: str | None = Field(default=None, repr=False)
     replicate_models: Mapping[str, str] = Field(default_factory=dict)
+    # What Replicate charges this deployment per image (routing, estimates and the cost of
+    # the items it serves): one price for every size, or prices by size tier; a size it
+    # does not name keeps the price table's dated figure. None: the table's figure.
+    replicate_usd_per_image: float | Mapping[str, float] | None = None
 
     @field_validator("gemini_api_key")
     @classmethod
@@ -489,6 +536,11 @@ class Settings(BaseModel):
             out[spec.model_id] = name
         return out
 
+    @field_validator("replicate_usd_per_image", mode="before")
+    @classmethod
+    def _parse_replicate_price(cls, value: object) -> object:
+        return usd_per_image(value)
+
     @field_validator("replicate_webhook_secret")
     @classmethod
     def _replicate_secret_shape(cls, value: str | None) -> str | None:
@@ -565,7 +617,9 @@ class Settings(BaseModel):
                 continue
             if value is None:
                 continue
-            if field_name in ("price_overrides", "replicate_models"):
+            if field_name in ("price_overrides", "replicate_models") or (
+                field_name == "replicate_usd_per_image" and isinstance(value, Mapping)
+            ):
                 out[env_name] = json.dumps(dict(value))
             elif field_name == "compat_lanes":
                 if value:
@@ -647,6 +701,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "replicate_base_url": ENV_REPLICATE_BASE_URL,
     "replicate_webhook_secret": ENV_REPLICATE_WEBHOOK_SECRET,
     "replicate_models": ENV_REPLICATE_MODELS,
+    "replicate_usd_per_image": ENV_REPLICATE_USD_PER_IMAGE,
 }
 
 

@@ -25,7 +25,7 @@ from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine
 from bananabatch.core.pricing import price_warnings
 from bananabatch.core.records import JobRecord
 from bananabatch.core.rightsize_saving import right_size_saving
-from bananabatch.core.routing import flat_price_warnings, router_for
+from bananabatch.core.routing import flat_price_warnings, price_source, router_for
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import BananaError, PermanentError
 from bananabatch.pipeline import cache, control
@@ -105,6 +105,8 @@ def estimate_file(
     if result.hybrid is not None:
         used = [lane.lane for lane in result.hybrid.lanes]
         result.price_warnings += flat_price_warnings(used, rt.settings)
+        for lane in result.hybrid.lanes:
+            lane.price_source = price_source(rt.settings, lane.lane)
     result.right_sizing = right_size_saving(parser.right_sizing(), rt.prices)
     return result
 
@@ -219,6 +221,9 @@ def _print_hybrid(plan: HybridPlan, accepted: int) -> None:
         f"Saving: {_saving(plan.all_standard_usd - plan.hybrid_usd)} against all-standard, "
         f"{_saving(plan.all_batch_usd - plan.hybrid_usd)} against all-batch."
     )
+    for lane in plan.lanes:
+        if lane.price_source is not None:
+            console.print(f"price of {lane.lane}: {lane.price_source}", highlight=False)
     for note, lines in sorted(plan.notes.items()):
         console.print(f"[yellow]routing:[/] {lines} line(s): {note}")
 

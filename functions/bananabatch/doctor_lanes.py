@@ -18,6 +18,7 @@ from bananabatch.config import (
     ENV_ASYNC_LANES,
     ENV_COMPAT_LANES,
     ENV_REPLICATE_API_TOKEN,
+    ENV_REPLICATE_USD_PER_IMAGE,
     ENV_SYNC_LANES,
     GEMINI_STANDARD_LANE,
     CompatLaneConfig,
@@ -25,7 +26,7 @@ from bananabatch.config import (
     compat_key_env,
 )
 from bananabatch.core.pricing import PriceBook
-from bananabatch.core.routing import router_for
+from bananabatch.core.routing import price_source, router_for
 from bananabatch.doctor import Check
 
 #: A probe makes one image on a gateway and returns a sentence about it; raises on failure.
@@ -114,7 +115,14 @@ def _gateway_checks(settings: Settings, label: str, gateway: CompatLaneConfig) -
         )
     if not out:
         served = ", ".join(f"{m} as {n}" for m, n in sorted(gateway.models.items()))
-        out.append(Check(name, "ok", f"{gateway.base_url}, key set; serves {served}"))
+        out.append(
+            Check(
+                name,
+                "ok",
+                f"{gateway.base_url}, key set; serves {served}; price: "
+                f"{price_source(settings, COMPAT_PREFIX + label)}",
+            )
+        )
     return out
 
 
@@ -140,12 +148,18 @@ def _async_lane_checks(settings: Settings) -> list[Check]:
                 )
             )
         elif not _undercuts_batch(settings, name):
+            fix = (
+                f"; set {ENV_REPLICATE_USD_PER_IMAGE} if you pay less"
+                if name == "replicate" and settings.replicate_usd_per_image is None
+                else ""
+            )
             out.append(
                 Check(
                     f"lane {name}",
                     "warn",
-                    f"named in {ENV_ASYNC_LANES}, but its dated per-image price is above "
-                    "batch for every model and size it serves: no line is routed to it",
+                    f"named in {ENV_ASYNC_LANES}, but its per-image price is above batch for "
+                    f"every model and size it serves: no line is routed to it (price: "
+                    f"{price_source(settings, name)}{fix})",
                 )
             )
         else:
@@ -153,7 +167,8 @@ def _async_lane_checks(settings: Settings) -> list[Check]:
                 Check(
                     f"lane {name}",
                     "ok",
-                    "bulk lines that allow third parties go to it where it is their cheapest lane",
+                    "bulk lines that allow third parties go to it where it is their cheapest "
+                    f"lane (price: {price_source(settings, name)})",
                 )
             )
     return out

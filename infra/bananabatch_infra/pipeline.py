@@ -1262,6 +1262,9 @@ def lane_environment(args: PipelineArgs) -> dict[str, str]:
         env[cfg.ENV_FAILOVER_ON_UNKNOWN] = "true"
     if args.replicate_enabled and args.replicate_models:
         env[cfg.ENV_REPLICATE_MODELS] = args.replicate_models
+    price = cfg.usd_per_image(args.replicate_usd_per_image)
+    if args.replicate_enabled and price is not None:
+        env[cfg.ENV_REPLICATE_USD_PER_IMAGE] = json.dumps(price, sort_keys=True)
     return env
 
 

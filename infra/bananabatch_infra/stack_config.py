@@ -75,6 +75,7 @@ KNOWN_KEYS: Final = frozenset(
         "allowThirdParty",
         "failoverOnUnknown",
         "replicateModels",
+        "replicateUsdPerImage",
     }
 )
 SECRET_KEYS: Final = frozenset(
@@ -197,6 +198,9 @@ class PipelineArgs:
     replicate_api_token: pulumi.Input[str] | None = field(default=None, repr=False)
     replicate_webhook_secret: pulumi.Input[str] | None = field(default=None, repr=False)
     replicate_models: str | None = None
+    # What Replicate charges this deployment per image (one number, or a JSON object by
+    # size tier; config.usd_per_image): routing, estimates and the cost of its items.
+    replicate_usd_per_image: str | None = None
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -420,9 +424,13 @@ def _lane_problems(args: PipelineArgs) -> list[str]:
             async_lanes=args.async_lanes,
             compat_lanes=args.compat_lanes,
             replicate_models=args.replicate_models or {},
+            replicate_usd_per_image=args.replicate_usd_per_image,
         )
     except ValidationError as exc:
-        out += [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
+        for e in exc.errors():
+            problem = str(e["msg"]).removeprefix("Value error, ")
+            key = _STACK_KEY_OF.get(str(e["loc"][0]) if e["loc"] else "")
+            out.append(f"{NAMESPACE}:{key}: {problem}" if key else problem)
     for label, lane in args.compat_lanes.items():
         if lane.api_key:
             out.append(f"compatLanes.{label}: a key never goes in plain configuration")
@@ -558,6 +566,11 @@ def _compat_lane(label: str, spec: Any) -> cfg.CompatLaneConfig:
         raise InfraConfigError(f"{where}: {problems}") from None
 
 
+# The settings whose refusal names the stack config key that sets them.
+_STACK_KEY_OF: Final = {
+    "replicate_models": "replicateModels",
+    "replicate_usd_per_image": "replicateUsdPerImage",
+}
 # Stack config key -> PipelineArgs field, by how the value is read.
 _STRINGS: Final[Mapping[str, str]] = {
     "bucketLocation": "bucket_location",
@@ -581,6 +594,7 @@ _STRINGS: Final[Mapping[str, str]] = {
     "referenceLocations": "reference_locations",
     "alertEmail": "alert_email",
     "replicateModels": "replicate_models",
+    "replicateUsdPerImage": "replicate_usd_per_image",
 }
 _FLOATS: Final[Mapping[str, str]] = {
     "jobBudgetUsd": "job_budget_usd",

@@ -6,8 +6,9 @@ signed callbacks (or the tick's poll). Each row ends with the four invariants, t
 Replicate emulator's own ledger included (no prompt created twice).
 
 The dated table prices Replicate above batch for Nano Banana Pro (a reseller's $0.15 at
-1K against batch's $0.067), so routing would never pick it: these tests price it at $0.04
-(`cheap_replicate`), as a deployment would see it on the day Replicate undercuts batch.
+1K against batch's $0.067), so routing would never pick it: these deployments set their
+Replicate price to $0.04 (BANANABATCH_REPLICATE_USD_PER_IMAGE), as an owner who pays less
+than the table says would.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bananabatch.core import routing
 from bananabatch.core.states import ItemState, JobState
 from bananabatch.emulator.base.outbox import WebhookFaults
 from bananabatch.emulator.replicate import ReplicateEmulatorConfig, ReplicateEmulatorServer
@@ -29,16 +29,6 @@ from tests.support.stacks import WEBHOOK_URL, Stack, StackKind, assert_invariant
 
 RECEIVER_PATH = urlsplit(WEBHOOK_URL).path
 REPLICATE_USD = 0.04
-
-
-@pytest.fixture(autouse=True)
-def cheap_replicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = routing.flat_price
-
-    def price(table_lane: str, model: str, tier: str) -> float | None:
-        return REPLICATE_USD if table_lane == "replicate" else table(table_lane, model, tier)
-
-    monkeypatch.setattr(routing, "flat_price", price)
 
 
 @pytest.fixture
@@ -65,6 +55,7 @@ def stack(
         replicate_base_url=replicate.base_url,
         replicate_api_token="r8_test",
         replicate_webhook_secret=replicate.state.signing_secret,
+        replicate_usd_per_image=REPLICATE_USD,
     ) as opened:
 
         def deliver(uri: str, headers: Mapping[str, str], body: bytes) -> int:

@@ -24,6 +24,7 @@ GATEWAY_KEYS: Final = {"gw-1": "sk-test-gateway-one", "gw2": "sk-test-gateway-tw
 REPLICATE_TOKEN: Final = "r8_test-replicate-token"
 REPLICATE_WEBHOOK_SECRET: Final = "whsec_cmVwbGljYXRlLXRlc3Q="
 REPLICATE_MODELS: Final = '{"gemini-3-pro-image": "google/nano-banana-pro"}'
+REPLICATE_USD_PER_IMAGE: Final = '{"1K": 0.04, "4K": 0.08}'
 
 ENTRY_POINTS: Final = ("on_upload", "on_tick", "on_batch_done", "on_gemini_webhook")
 PROVIDER_CALLERS: Final = ("on_upload", "on_tick", "on_batch_done")
@@ -116,6 +117,7 @@ def scenario(name: str) -> PipelineArgs:
             replicate_api_token=REPLICATE_TOKEN,
             replicate_webhook_secret=REPLICATE_WEBHOOK_SECRET,
             replicate_models=REPLICATE_MODELS,
+            replicate_usd_per_image=REPLICATE_USD_PER_IMAGE,
         )
     if name == "vertex":
         return PipelineArgs(project=p, provider=cfg.ProviderKind.VERTEX, bucket_location="US")
@@ -549,6 +551,9 @@ def _lane_plain_env(args: PipelineArgs, out: dict[str, set[str]]) -> None:
     if args.replicate_enabled and args.replicate_models:
         for ep in out:
             out[ep].add(cfg.ENV_REPLICATE_MODELS)
+    if args.replicate_enabled and args.replicate_usd_per_image:
+        for ep in out:
+            out[ep].add(cfg.ENV_REPLICATE_USD_PER_IMAGE)
     if args.replicate_webhook_on:
         # Each prediction names the receiver's /replicate sub-path (pipeline/tasks.py).
         for ep in PROVIDER_CALLERS:

@@ -131,6 +131,7 @@ def test_the_functions_read_the_lanes_and_the_keys_as_deployed() -> None:
         assert settings.compat_lanes["gw2"].usd_per_image == 0.05
         assert settings.replicate_api_token == spec.REPLICATE_TOKEN
         assert settings.replicate_models == {"gemini-3-pro-image": "google/nano-banana-pro"}
+        assert settings.replicate_usd_per_image == {"1K": 0.04, "4K": 0.08}
 
 
 def test_replicates_token_reaches_the_callers_and_its_signing_secret_the_receiver_only() -> None:
@@ -247,10 +248,12 @@ def test_lane_settings_are_read_from_stack_config_and_keys_as_secret_outputs() -
             "compatLanes": json.dumps({"gw1": {**GATEWAY, "usdPerImage": 0.04, "timeoutS": 30}}),
             "allowThirdParty": "true",
             "failoverOnUnknown": "yes",
+            "replicateUsdPerImage": "0.03",
         },
         {"compatKey-gw1": "sk-gw1", "replicateApiToken": "r8_x", "replicateWebhookSecret": "w"},
     )
     assert args.sync_lanes == ("gemini-standard", "compat:gw1")
+    assert args.replicate_usd_per_image == "0.03"
     assert isinstance(args.replicate_api_token, pulumi.Output)
     assert isinstance(args.replicate_webhook_secret, pulumi.Output)
     assert args.replicate_webhook_on
@@ -304,6 +307,17 @@ def test_defaults_are_the_applications() -> None:
             {"asyncLanes": "replicate", "replicateModels": '{"dall-e-9": "a/b"}'},
             {"replicateApiToken": "r8"},
             "unknown catalog model",
+        ),
+        # Replicate's own price: a number >= 0, or numbers by size tier, as the functions check
+        (
+            {"asyncLanes": "replicate", "replicateUsdPerImage": "-0.01"},
+            {"replicateApiToken": "r8"},
+            "bananabatch:replicateUsdPerImage: a price must be a number >= 0",
+        ),
+        (
+            {"asyncLanes": "replicate", "replicateUsdPerImage": '{"8K": 0.1}'},
+            {"replicateApiToken": "r8"},
+            "replicateUsdPerImage: unknown size tier 8K",
         ),
         # labels whose key variables would be the same
         (

@@ -212,6 +212,13 @@ MODELS: Final[tuple[ModelSpec, ...]] = (
 #: Every model a line may name, of every provider (catalog_openai.py: the gpt-image ones).
 ALL_MODELS: Final[tuple[ModelSpec, ...]] = MODELS + OPENAI_MODELS
 
+#: Replicate's names for the catalog's models (replicate.com/google, read 2026-12-07); a
+#: deployment's BANANABATCH_REPLICATE_MODELS replaces them (providers/replicate_lane.py).
+REPLICATE_NAMES: Final[Mapping[str, str]] = {
+    "gemini-3-pro-image": "google/nano-banana-pro",
+    "gemini-3.1-flash-image": "google/nano-banana-2",
+}
+
 #: The model for lines that name none. ONE place: config, the stack config and the
 #: emulator read it from here. It must be GA with documented batch support (a test checks):
 #: the cheapest such model on CATALOG_AS_OF (field-2026-12.md §1 row 3).

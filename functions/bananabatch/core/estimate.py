@@ -146,14 +146,20 @@ class LaneEstimate:
     kind: LaneKind
     lines: int = 0
     usd: float = 0.0
+    # Where a per-image-priced lane's price comes from (routing.price_source): the
+    # deployment's own price or the dated table; None for the lanes priced by token.
+    price_source: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "lane": self.lane,
             "kind": self.kind.value,
             "lines": self.lines,
             "usd": round(self.usd, 6),
         }
+        if self.price_source is not None:
+            doc["price_source"] = self.price_source
+        return doc
 
 
 @dataclass

@@ -23,10 +23,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final, Protocol
 
-from bananabatch.config import COMPAT_PREFIX, GEMINI_STANDARD_LANE
-from bananabatch.core.catalog import Provider, canonical_model, model_spec, price_tier, provider_of
+from bananabatch.config import (
+    COMPAT_PREFIX,
+    ENV_COMPAT_LANES,
+    ENV_REPLICATE_USD_PER_IMAGE,
+    GEMINI_STANDARD_LANE,
+)
+from bananabatch.core.catalog import (
+    REPLICATE_NAMES,
+    Provider,
+    canonical_model,
+    model_spec,
+    price_tier,
+    provider_of,
+)
 from bananabatch.core.intake.rules import BULK, URGENT
-from bananabatch.core.price_table import COMPAT, FLAT_PRICE_TABLE
+from bananabatch.core.price_table import COMPAT, FLAT_PRICE_TABLE, REPLICATE
 from bananabatch.core.pricing import Lane, PriceBook
 from bananabatch.errors import PriceUnknown
 
@@ -216,6 +228,33 @@ def flat_models(table_lane: str) -> frozenset[str]:
     return frozenset(entry.model for entry in FLAT_PRICE_TABLE if entry.lane == table_lane)
 
 
+#: A deployment's own price per image for a lane: one for every size, or by size tier.
+OwnPrice = float | Mapping[str, float]
+
+
+def own_price(own: OwnPrice | None, tier: str) -> float | None:
+    """The deployment's price at a size tier, or None where it sets none (the dated
+    table's figure applies there)."""
+    if own is None or not isinstance(own, Mapping):
+        return own
+    return own.get(tier)
+
+
+def _async_own_prices(settings: Settings) -> dict[str, OwnPrice]:
+    """The async lanes' prices the deployment sets, by lane name."""
+    own = settings.replicate_usd_per_image
+    return {} if own is None else {REPLICATE: own}
+
+
+def _async_models(settings: Settings, name: str) -> frozenset[str]:
+    """The models an async lane is offered for: those with a dated price, and, when the
+    deployment sets its own price, every model the lane knows a name for."""
+    models = flat_models(name)
+    if name == REPLICATE and settings.replicate_usd_per_image is not None:
+        models |= frozenset(settings.replicate_models or REPLICATE_NAMES)
+    return models
+
+
 class Routable(Protocol):
     """An AcceptedLine or a LineShape: what the router reads."""
 
@@ -242,11 +281,13 @@ class Router:
         *,
         third_party_allowed: bool,
         gateway_usd: Mapping[str, float | None] | None = None,
+        async_usd: Mapping[str, OwnPrice] | None = None,
     ) -> None:
         self.lanes = tuple(lanes)
         self.book = book
         self.third_party_allowed = third_party_allowed
         self._gateway_usd = dict(gateway_usd or {})
+        self._async_usd = dict(async_usd or {})
         self._memo: dict[tuple[object, ...], Route] = {}
 
     def price(
@@ -265,7 +306,8 @@ class Router:
         if lane.name.startswith(COMPAT_PREFIX):
             own = self._gateway_usd.get(lane.name.removeprefix(COMPAT_PREFIX))
             return own if own is not None else flat_price(COMPAT, model, tier)
-        return flat_price(lane.name, model, tier)
+        set_here = own_price(self._async_usd.get(lane.name), tier)
+        return set_here if set_here is not None else flat_price(lane.name, model, tier)
 
     def route(self, line: Routable, *, native: bool = False, has_references: bool = False) -> Route:
         model, size, quality = line.model, line.image_size, line.quality
@@ -298,14 +340,50 @@ def router_for(settings: Settings, book: PriceBook) -> Router:
         settings.sync_lanes,
         settings.async_lanes,
         compat,
-        {name: flat_models(name) for name in settings.async_lanes},
+        {name: _async_models(settings, name) for name in settings.async_lanes},
     )
     return Router(
         lanes,
         book,
         third_party_allowed=settings.allow_third_party,
         gateway_usd={label: g.usd_per_image for label, g in settings.compat_lanes.items()},
+        async_usd=_async_own_prices(settings),
     )
+
+
+def _usd_text(own: OwnPrice) -> str:
+    if isinstance(own, Mapping):
+        return ", ".join(f"{tier} ${usd:.4f}" for tier, usd in own.items())
+    return f"${own:.4f}"
+
+
+def _table_as_of(table_lane: str) -> str:
+    entries = [e for e in FLAT_PRICE_TABLE if e.lane == table_lane]
+    return min((f.as_of for e in entries for f in e.per_image.values()), default="?")
+
+
+def price_source(settings: Settings, lane_name: str) -> str | None:
+    """Where a per-image-priced lane's price comes from, in a few words: the deployment's
+    own price (and the setting that holds it) or the price table's dated figure; None for
+    the lanes priced by token (batch, Gemini's standard API)."""
+    if lane_name.startswith(COMPAT_PREFIX):
+        gateway = settings.compat_lanes.get(lane_name.removeprefix(COMPAT_PREFIX))
+        if gateway is not None and gateway.usd_per_image is not None:
+            return (
+                f"deployment price ${gateway.usd_per_image:.4f} per image "
+                f"(usd_per_image in {ENV_COMPAT_LANES})"
+            )
+        return f"dated table: a typical gateway's figure, read {_table_as_of(COMPAT)}"
+    if lane_name in settings.async_lanes:
+        own = _async_own_prices(settings).get(lane_name)
+        table = f"dated table, read {_table_as_of(lane_name)}"
+        if own is None:
+            return table
+        setting = f"({ENV_REPLICATE_USD_PER_IMAGE})"
+        if isinstance(own, Mapping) and not {"1K", "2K", "4K"} <= set(own):
+            return f"deployment price {_usd_text(own)} {setting}; other sizes: {table}"
+        return f"deployment price {_usd_text(own)} per image {setting}"
+    return None
 
 
 def flat_price_warnings(lanes_used: Sequence[str], settings: Settings) -> list[str]:
@@ -316,10 +394,14 @@ def flat_price_warnings(lanes_used: Sequence[str], settings: Settings) -> list[s
         label = name.removeprefix(COMPAT_PREFIX)
         gateway = settings.compat_lanes.get(label) if name.startswith(COMPAT_PREFIX) else None
         if gateway is not None and gateway.usd_per_image is None:
-            entries = [e for e in FLAT_PRICE_TABLE if e.lane == COMPAT]
-            as_of = min((f.as_of for e in entries for f in e.per_image.values()), default="?")
             out.append(
                 f"{name}: priced at the table's typical gateway figure (third-party, uncertain, "
-                f"read {as_of}); set usd_per_image in BANANABATCH_COMPAT_LANES to your price"
+                f"read {_table_as_of(COMPAT)}); set usd_per_image in BANANABATCH_COMPAT_LANES "
+                "to your price"
+            )
+        elif name == REPLICATE and settings.replicate_usd_per_image is None:
+            out.append(
+                f"{name}: priced at the table's dated figure (third-party, uncertain, read "
+                f"{_table_as_of(REPLICATE)}); set {ENV_REPLICATE_USD_PER_IMAGE} to your price"
             )
     return out

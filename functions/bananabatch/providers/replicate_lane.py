@@ -33,6 +33,7 @@ from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks, WebhookSigningSecret, WebhookValidationError
 
 from bananabatch.config import Settings
+from bananabatch.core import catalog
 from bananabatch.errors import OutcomeUnknown, PermanentError, TransientError
 from bananabatch.pipeline.references import sniff_image_mime
 from bananabatch.ports import ImageRequest, ImageResult, TaskStatus
@@ -40,11 +41,8 @@ from bananabatch.providers.lane_errors import TRANSPORT, status_error, transport
 from bananabatch.webhooks import WebhookRejected, check_key, standard_webhook_headers
 
 LANE: Final = "replicate"
-#: Replicate's names for the catalog's models (replicate.com/google, read 2026-12-07).
-DEFAULT_MODELS: Final[Mapping[str, str]] = {
-    "gemini-3-pro-image": "google/nano-banana-pro",
-    "gemini-3.1-flash-image": "google/nano-banana-2",
-}
+#: Replicate's names for the catalog's models (dated data in core/catalog.py).
+DEFAULT_MODELS: Final[Mapping[str, str]] = catalog.REPLICATE_NAMES
 TOLERANCE_SECONDS: Final = 5 * 60
 # Replicate's content-policy failure: "... flagged as sensitive ... (E005)".
 _REFUSAL_MARKERS: Final = ("(E005)", "flagged as sensitive")
