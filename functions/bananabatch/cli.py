@@ -263,7 +263,7 @@ def local_run(
     Example: bananabatch local run examples/prompts.jsonl --yes
     """
     from bananabatch.local.runner import LocalPipeline, RunResult
-    from bananabatch.local.thumbpool import thumbnail_workers
+    from bananabatch.local.thumbpool import on_demand, thumbnail_workers
     from bananabatch.pipeline import control
     from bananabatch.wiring import build_runtime
 
@@ -288,7 +288,9 @@ def local_run(
         )
         _quiet_pipeline_logs(settings)
         pipeline = LocalPipeline(
-            build_runtime(settings), thumbnail_workers=thumbnail_workers(settings)
+            build_runtime(settings),
+            thumbnail_workers=thumbnail_workers(settings),
+            thumbnails_on_demand=on_demand(settings),
         )
         seen: list[str] = []
         said = _say_job_first(seen)
@@ -334,8 +336,14 @@ def local_run(
         elif as_json:
             print_json(result.summary)
         else:
-            print_summary(result.summary)
+            _print_local_summary(result.summary, root, on_demand(settings))
         raise typer.Exit(exit_code_for(result.job))
+
+
+def _print_local_summary(summary: dict[str, Any], root: Path, thumbnails_on_demand: bool) -> None:
+    print_summary(summary)
+    if thumbnails_on_demand:
+        console.print(serve_cli.gallery_hint(root, summary["job_id"]), soft_wrap=True)
 
 
 def _plan_then_ask(
@@ -693,8 +701,9 @@ def _submit_agreed(
 
 def _submit_locally(rt: Runtime, path: Path, metadata: dict[str, str] | None) -> str:
     from bananabatch.local.runner import LocalPipeline
+    from bananabatch.local.thumbpool import on_demand
 
-    pipeline = LocalPipeline(rt)
+    pipeline = LocalPipeline(rt, thumbnails_on_demand=on_demand(rt.settings))
     try:
         # Held while intake reads the file, so a service does not read it again meanwhile.
         with drivers.driving(rt.settings.local_root, drivers.SUBMIT) as held:
@@ -956,8 +965,9 @@ def _drive_one(rt: Runtime, job: str, interval: float, stack: ExitStack) -> Any:
     """This process plays the local scheduler while `watch` runs: the tick on a thread,
     the collection here. Returns (ticker, pipeline)."""
     from bananabatch.local.runner import LocalPipeline
+    from bananabatch.local.thumbpool import on_demand
 
-    pipeline = LocalPipeline(rt)
+    pipeline = LocalPipeline(rt, thumbnails_on_demand=on_demand(rt.settings))
     stack.callback(pipeline.close)
     stack.enter_context(drivers.driving(rt.settings.local_root, drivers.WATCH, job_id=job))
     # A job whose intake a crash cut off goes on from here too, and so do its finished
@@ -1015,8 +1025,9 @@ def retry(job: JobArg, as_json: JsonOpt = False) -> None:
         rt = open_runtime(with_provider=True)
         if rt.settings.backend is Backend.LOCAL:
             from bananabatch.local.runner import LocalPipeline
+            from bananabatch.local.thumbpool import on_demand
 
-            pipeline = LocalPipeline(rt)
+            pipeline = LocalPipeline(rt, thumbnails_on_demand=on_demand(rt.settings))
             try:
                 made = retry_failed_items(rt, job, pipeline.upload)
             finally:

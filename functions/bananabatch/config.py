@@ -30,6 +30,7 @@ ENV_PROJECT: Final = "GOOGLE_CLOUD_PROJECT"
 ENV_REGION: Final = "BANANABATCH_REGION"
 ENV_LOCAL_ROOT: Final = "BANANABATCH_LOCAL_ROOT"
 ENV_LOCAL_THUMBNAIL_WORKERS: Final = "BANANABATCH_LOCAL_THUMBNAIL_WORKERS"
+ENV_LOCAL_THUMBNAILS: Final = "BANANABATCH_LOCAL_THUMBNAILS"
 ENV_INBOX_BUCKET: Final = "BANANABATCH_INBOX_BUCKET"
 ENV_RESULTS_BUCKET: Final = "BANANABATCH_RESULTS_BUCKET"
 ENV_FIRESTORE_DATABASE: Final = "BANANABATCH_FIRESTORE_DATABASE"
@@ -113,6 +114,16 @@ ALL_ENV_NAMES: Final[frozenset[str]] = frozenset(
 class Backend(StrEnum):
     LOCAL = "local"
     GCP = "gcp"
+
+
+class LocalThumbnails(StrEnum):
+    """When the local stack makes the gallery's thumbnails."""
+
+    # When the gallery asks for one (`bananabatch local serve`) or a zip is made: never
+    # during a run, whose wall time they once tripled (README, issue 18).
+    ON_DEMAND = "on-demand"
+    # While the run collects, as the cloud does (worker processes, see thumbnail_workers).
+    DURING_RUN = "during-run"
 
 
 class ProviderKind(StrEnum):
@@ -280,6 +291,7 @@ class Settings(BaseModel):
     # `local run` makes thumbnails in this many worker processes while it collects (0: in
     # turn on its own thread, as on_batch_done invocations); None: one per core, up to 4.
     local_thumbnail_workers: int | None = Field(default=None, ge=0)
+    local_thumbnails: LocalThumbnails = LocalThumbnails.ON_DEMAND
     inbox_bucket: str = "inbox"
     results_bucket: str = "results"
     firestore_database: str = "(default)"
@@ -643,6 +655,7 @@ _FIELD_ENV: Final[dict[str, str]] = {
     "region": ENV_REGION,
     "local_root": ENV_LOCAL_ROOT,
     "local_thumbnail_workers": ENV_LOCAL_THUMBNAIL_WORKERS,
+    "local_thumbnails": ENV_LOCAL_THUMBNAILS,
     "inbox_bucket": ENV_INBOX_BUCKET,
     "results_bucket": ENV_RESULTS_BUCKET,
     "firestore_database": ENV_FIRESTORE_DATABASE,

@@ -3,8 +3,11 @@ job's results as one zip. A plain function; cli.py registers it with `app.comman
 
 The zip is what a person hands on: one folder named after the job holding the images, the
 reports (results.jsonl, costs.csv, summary.json, rejected.jsonl, failed.jsonl) and the
-gallery (index.html, its data files and the thumbnails made so far), so that, unpacked
-anywhere, index.html opens with every image and no server. The pipeline's own files
+gallery (index.html, its data files and the thumbnails), so that, unpacked anywhere,
+index.html opens with every image and no server. On the local stack, whose runs leave
+thumbnails to the gallery server (config.LocalThumbnails), the missing ones are made and
+stored first; in the cloud the zip holds those made so far (the page shows the full image
+for any other). The pipeline's own files
 (requests/, manifests/) stay out. Objects are streamed into the archive a megabyte at a
 time, so a job of any size zips in a bounded memory; images are stored as they are (PNG,
 JPEG and WebP are compressed already), text is deflated. The archive is written under a
@@ -29,6 +32,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from bananabatch.config import Backend
 from bananabatch.core.states import JOB_TERMINAL
 from bananabatch.errors import PermanentError
 from bananabatch.ports import ObjectInfo
@@ -149,6 +153,8 @@ def _fetch_zip(job: str, target: Path, *, as_json: bool) -> dict[str, Any]:
     rt = cli.open_runtime()
     bucket = rt.settings.results_bucket
     prefix = f"jobs/{job}/"
+    if rt.settings.backend is Backend.LOCAL:
+        _make_missing_thumbnails(rt, job, as_json=as_json)
     objects = [info for info in rt.objects.list(bucket, prefix) if _belongs(info, prefix)]
     objects.sort(key=lambda info: (_order(info.name[len(prefix) :]), info.name))
     if record.state not in JOB_TERMINAL:
@@ -191,6 +197,31 @@ def _fetch_zip(job: str, target: Path, *, as_json: bool) -> dict[str, Any]:
         "images": images,
         "bytes": target.stat().st_size,
     }
+
+
+def _make_missing_thumbnails(rt: Any, job: str, *, as_json: bool) -> None:
+    """The thumbnails of the job's images that have none yet (the zip has no server to make
+    them when its gallery is opened); an image that does not decode keeps none."""
+    from bananabatch.pipeline.thumbnails import store_thumbnail
+
+    bucket = rt.settings.results_bucket
+    made = {
+        info.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        for info in rt.objects.list(bucket, f"jobs/{job}/thumbs/")
+    }
+    missing = [
+        info
+        for info in rt.objects.list(bucket, f"jobs/{job}/images/")
+        if info.name.rsplit("/", 1)[-1].rsplit(".", 1)[0] not in made
+    ]
+    if not missing:
+        return
+    with _progress(as_json) as progress:
+        task = progress.add_task(f"making {len(missing)} thumbnails", total=len(missing))
+        for info in missing:
+            key = info.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            store_thumbnail(rt, job, key, rt.objects.read_bytes(bucket, info.name))
+            progress.advance(task)
 
 
 def _belongs(info: ObjectInfo, prefix: str) -> bool:

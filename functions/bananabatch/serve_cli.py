@@ -6,6 +6,10 @@ killed `submit` cut off, and says when each job ends. With the emulator as provi
 GOOGLE_GEMINI_BASE_URL set it runs the emulators itself and tells the other commands where
 they are (local/drivers.py), so `bananabatch submit` in another terminal needs no set-up.
 
+It also serves the jobs' galleries on loopback (local/gallery_server.py), making each
+thumbnail the first time a gallery page shows it: `local run` makes none, so its time is
+the images' and the records' alone.
+
 It is safe to stop (Ctrl-C or kill -9: every step is a conditional write; the next service
 goes on where this one stopped) and to start twice (the second finds the first and stops).
 """
@@ -48,6 +52,18 @@ def nothing_drives(root: Path, job: JobRecord) -> str | None:
     )
 
 
+def gallery_hint(root: Path, job_id: str) -> str:
+    """Where a local job's gallery shows its thumbnails: a local run makes none, and the
+    service's gallery server makes each as a page shows it."""
+    found = drivers.service(root)
+    if found is not None and found.gallery:
+        return f"gallery with thumbnails: {found.gallery}/jobs/{job_id}/index.html"
+    return (
+        "thumbnails: made as `bananabatch local serve` shows the gallery (opened from the"
+        " folder, the gallery shows the full images)"
+    )
+
+
 def service_emulators(settings: Settings) -> dict[str, Any]:
     """The settings that point a local command at the emulators a running service serves,
     when the provider is the emulator and no address was given; {} otherwise."""
@@ -81,12 +97,23 @@ def serve(
     interval: Annotated[
         float, typer.Option(min=0.1, help="Seconds between the scheduler's ticks.")
     ] = 2.0,
+    gallery_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Loopback port of the galleries (thumbnails made as pages show them);"
+            " 0: any free one, printed at start.",
+        ),
+    ] = 0,
 ) -> None:
     """Drive every submitted local job until Ctrl-C: tick, collect, finish; no `watch` needed.
 
     Runs the emulators itself unless GOOGLE_GEMINI_BASE_URL (or a real provider) is set;
-    `submit`, `status`, `watch` and `cancel` in other terminals find them. Safe to stop at
-    any moment and to start twice (the second says where the first runs and stops).
+    `submit`, `status`, `watch` and `cancel` in other terminals find them. Serves every
+    job's gallery at the printed address, making thumbnails as its pages show them. Safe
+    to stop at any moment and to start twice (the second says where the first runs and
+    stops).
 
     Example: bananabatch local serve
     """
@@ -105,13 +132,38 @@ def serve(
                             k: v for k, v in overrides.items() if k not in lanes_cli.LANE_SETTINGS
                         }
                     )
-                    _serve(settings.model_copy(update=overrides), root, interval, overrides)
+                    with _gallery(settings, gallery_port) as gallery:
+                        held.announce(gallery=gallery.base_url)
+                        _serve(settings.model_copy(update=overrides), root, interval, overrides)
         except drivers.AlreadyDriven as exc:
             pid = exc.holder.pid if exc.holder else "?"
             raise PermanentError(
                 f"a local service (pid {pid}) already drives the jobs in {root}: one is"
                 " enough (stop it with Ctrl-C to start another)"
             ) from None
+
+
+@contextmanager
+def _gallery(settings: Settings, port: int) -> Iterator[Any]:
+    from bananabatch.local.gallery_server import GalleryServer
+    from bananabatch.wiring import build_runtime
+
+    try:
+        server = GalleryServer(build_runtime(settings, with_provider=False), port).start()
+    except OSError as exc:
+        raise PermanentError(
+            f"the gallery cannot listen on 127.0.0.1:{port} ({exc.strerror}): pass another"
+            " --gallery-port, or 0 for any free one"
+        ) from None
+    err.print(
+        f"galleries at {server.base_url}/ (thumbnails are made as pages show them)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _refuse_beside_a_private_emulator(root: Path) -> None:

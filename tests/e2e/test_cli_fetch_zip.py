@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bananabatch import cli
+from bananabatch.report.thumbs import make_thumbnail
 from tests.e2e.test_cli import EXAMPLES, as_json, invoke, local_env  # noqa: F401  (fixture)
 from tests.e2e.test_cli import emulator as emulator
 
@@ -37,6 +38,9 @@ def test_fetch_zip_holds_the_images_reports_and_gallery_of_a_job(
     job_id = _run_examples(local_env)
     job_dir = local_env / "buckets" / "results" / "jobs" / job_id
     target = tmp_path / "out" / "spring.zip"
+    # The run left thumbnails to the gallery server; the zip, opened with no server, makes
+    # them as it is written.
+    assert not list(job_dir.glob("thumbs/*"))
 
     result = invoke("fetch", job_id, "--zip", str(target), "--json")
 
@@ -53,7 +57,14 @@ def test_fetch_zip_holds_the_images_reports_and_gallery_of_a_job(
         images = sorted(name for name in inside if name.startswith("images/"))
         assert len(images) == 14
         assert any(name.startswith("gallery/items-") for name in inside)
-        assert any(name.startswith("thumbs/") for name in inside)
+        thumbs = sorted(name for name in inside if name.startswith("thumbs/"))
+        assert [t.removeprefix("thumbs/").removesuffix(".jpg") for t in thumbs] == [
+            i.removeprefix("images/").rsplit(".", 1)[0] for i in images
+        ]
+        for image, thumb in zip(images, thumbs, strict=True):
+            zipped = archive.read(f"{job_id}/{thumb}")
+            assert zipped == make_thumbnail(archive.read(f"{job_id}/{image}")), thumb
+            assert (job_dir / thumb).read_bytes() == zipped  # stored for the gallery too
         for name in images + sorted(REPORTS):
             assert archive.read(f"{job_id}/{name}") == (job_dir / name).read_bytes(), name
         # Images are stored as they are (already compressed); text is deflated.

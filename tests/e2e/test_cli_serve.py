@@ -5,22 +5,27 @@ other commands run as a person's second terminal would, as processes of their ow
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
+from PIL import Image
 
 from bananabatch import cli, config
 from bananabatch.emulator.server import EmulatorServer
 from bananabatch.emulator.store import EmulatorConfig
+from bananabatch.report.thumbs import make_thumbnail
 from tests.support import terminal
 
 LINES = [{"key": f"sku-{n:03d}", "prompt": f"catalog shot {n}"} for n in range(6)]
@@ -158,3 +163,59 @@ def test_a_service_killed_mid_job_is_started_again_and_each_line_is_paid_once(
     terminal.finish(again)
     assert view["state"] == "SUCCEEDED"
     assert sorted(held_emulator.state.submitted_keys("").values()) == [1] * len(LINES)
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def test_the_service_makes_a_thumbnail_the_gallery_asks_for_once_and_serves_it_after(
+    home: Path,
+) -> None:
+    # `local run` makes no thumbnails: its job is done when its images and records are.
+    ran = bananabatch(home, "local", "run", "catalog.jsonl", "--yes", "--json")
+    assert ran.returncode == cli.EXIT_OK, ran
+    job_id = json.loads(ran.stdout)["job_id"]
+    job_dir = home / "state" / "buckets" / "results" / "jobs" / job_id
+    image = (job_dir / "images" / "sku-002.png").read_bytes()
+    assert not list(job_dir.glob("thumbs/*"))
+    service = terminal.spawn(
+        ["local", "serve", "--interval", "0.2", "--gallery-port", "0"], cwd=home, env=_env(home)
+    )
+    try:
+        service.expect(r"galleries at (http://127\.0\.0\.1:\d+)/")
+        base = service.match.group(1)
+        service.expect("local service for")
+        thumb_url = f"{base}/jobs/{job_id}/thumbs/sku-002.jpg"
+
+        status, kind, first = _get(thumb_url)
+
+        assert (status, kind) == (200, "image/jpeg")
+        assert first == make_thumbnail(image)  # what the thumbnail workers would write
+        stored = job_dir / "thumbs" / "sku-002.jpg"
+        assert stored.read_bytes() == first
+        with Image.open(io.BytesIO(first)) as decoded:
+            assert decoded.format == "JPEG"
+            assert max(decoded.size) == 256
+        # The second request reads the stored one (replaced here, so it shows).
+        other = io.BytesIO()
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(other, format="JPEG")
+        replacement = stored.with_name("replacement.tmp")
+        replacement.write_bytes(other.getvalue())
+        replacement.replace(stored)
+        assert _get(thumb_url) == (200, "image/jpeg", other.getvalue())
+        # The page itself, and a thumbnail whose image does not exist (the page falls back).
+        status, kind, page = _get(f"{base}/jobs/{job_id}/index.html")
+        assert (status, kind.split(";")[0]) == (200, "text/html")
+        assert b"thumbs/" in page or b"thumbExtension" in page
+        assert _get(f"{base}/jobs/{job_id}/thumbs/no-such-key.jpg")[0] == 404
+        assert [p.name for p in job_dir.glob("thumbs/*")] == ["sku-002.jpg"]
+    finally:
+        service.sendintr()
+    status, said = terminal.finish(service)
+    assert status == cli.EXIT_OK, said
+    assert "Traceback" not in said

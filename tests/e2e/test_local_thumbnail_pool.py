@@ -1,5 +1,6 @@
-"""`local run` makes thumbnails in worker processes while it collects, and ends with every
-one made (local/thumbpool.py)."""
+"""`local run` makes no thumbnails by default (the gallery server makes each on demand); made
+during the run (BANANABATCH_LOCAL_THUMBNAILS=during-run) they come from worker processes
+while it collects, and the run ends with every one made (local/thumbpool.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from bananabatch.emulator.store import EmulatorConfig, ManualClock
 from bananabatch.local.runner import LocalPipeline
 from bananabatch.local.thumbpool import ThumbnailPool
 from bananabatch.pipeline import thumbnails
-from bananabatch.report.thumbs import thumb_object_name
+from bananabatch.report.thumbs import make_thumbnail, thumb_object_name
 from bananabatch.wiring import build_runtime
 
 
@@ -71,6 +72,38 @@ def test_a_run_with_a_thumbnail_pool_ends_with_every_thumbnail_made_in_other_pro
         assert os.getpid() not in pool.worker_pids
         # None went through on_batch_done inline: 3 batches collected, no thumbnails there.
         assert result.deliveries["on_batch_done"] == 3
+    finally:
+        pipeline.close()
+
+
+def test_a_run_with_thumbnails_on_demand_makes_none_and_each_is_made_when_asked_for(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"key": f"k{n:02d}", "prompt": f"a plum {n}"}) + "\n" for n in range(7))
+    )
+    pipeline = LocalPipeline(
+        build_runtime(_settings(tmp_path, emulator)),
+        thumbnail_workers=2,
+        thumbnails_on_demand=True,
+    )
+    try:
+        result = pipeline.run_job(prompts, tick_interval=0.0, timeout=120)
+        assert pipeline.thumbnails is None  # no pool started for thumbnails nobody made
+        assert result.job.state is JobState.SUCCEEDED
+        assert result.summary["counts"][ItemState.SUCCEEDED] == 7
+        rt = pipeline.runtime
+        results = rt.settings.results_bucket
+        job_id = result.job.job_id
+        assert not list(rt.objects.list(results, f"jobs/{job_id}/thumbs/"))
+        # The collector's requests were dropped, not delivered: 2 batches collected.
+        assert result.deliveries["on_batch_done"] == 2
+        image = rt.objects.read_bytes(results, rec.image_object_name(job_id, "k03", "image/png"))
+        made = thumbnails.ensure_thumbnail(rt, job_id, "k03")
+        assert made is not None
+        assert made == make_thumbnail(image)
+        assert rt.objects.read_bytes(results, thumb_object_name(job_id, "k03")) == made
     finally:
         pipeline.close()
 

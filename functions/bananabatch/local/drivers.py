@@ -40,6 +40,8 @@ class Driver:
     # The settings of the emulators the process runs in itself (their addresses and keys;
     # {} when it runs none).
     emulators: dict[str, Any] = field(default_factory=dict)
+    # The service's gallery server (local/gallery_server.py), once it listens.
+    gallery: str | None = None
 
 
 class AlreadyDriven(Exception):

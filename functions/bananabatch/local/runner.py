@@ -34,7 +34,7 @@ from bananabatch.core.records import JobRecord, SourceObject, is_jsonl_name, job
 from bananabatch.core.states import BATCH_PROVIDER_TERMINAL, JOB_TERMINAL, ItemState, JobState
 from bananabatch.errors import BananaError, NotFound, PermanentError, TransientError
 from bananabatch.local import drivers
-from bananabatch.local.thumbpool import ThumbnailPool
+from bananabatch.local.thumbpool import ThumbnailPool, on_demand
 from bananabatch.pipeline import thumbnails, urgent
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import BatchProvider
@@ -132,12 +132,15 @@ class LocalPipeline:
         *,
         sleep: Callable[[float], None] = time.sleep,
         thumbnail_workers: int = 0,
+        thumbnails_on_demand: bool = False,
     ) -> None:
         """sleep waits out the backoff between redeliveries; tests pass one that returns at
         once, since nothing in a redelivery depends on the time between attempts.
         thumbnail_workers > 0 makes thumbnails in that many worker processes while the
         run goes on (local/thumbpool.py); 0 delivers their messages to on_batch_done in
-        turn, one invocation each, as the cloud does."""
+        turn, one invocation each, as the cloud does. thumbnails_on_demand drops them
+        instead: the gallery server makes a thumbnail when it is first asked for
+        (pipeline.thumbnails.ensure_thumbnail), so no run spends time on them."""
         if runtime.settings.backend is not Backend.LOCAL:
             raise PermanentError(
                 "local run needs the local backend (folder, SQLite, in-process bus)"
@@ -161,8 +164,11 @@ class LocalPipeline:
         # The tick runs on a thread of its own while a run waits (see `ticking`).
         self._counting = threading.Lock()
         self._sleep = sleep
+        self.thumbnails_on_demand = thumbnails_on_demand
         self.thumbnails = (
-            ThumbnailPool(self.settings, thumbnail_workers) if thumbnail_workers else None
+            ThumbnailPool(self.settings, thumbnail_workers)
+            if thumbnail_workers and not thumbnails_on_demand
+            else None
         )
 
     # --- delivery ---------------------------------------------------------------------
@@ -259,11 +265,12 @@ class LocalPipeline:
             )
         ):
             for message in messages:
-                if self.thumbnails is not None and message.attributes.get("kind") == (
-                    thumbnails.KIND
-                ):
-                    self.thumbnails.submit(message.data)
-                    continue
+                if message.attributes.get("kind") == thumbnails.KIND:
+                    if self.thumbnails_on_demand:
+                        continue  # pulled is acknowledged: made when the gallery asks
+                    if self.thumbnails is not None:
+                        self.thumbnails.submit(message.data)
+                        continue
                 attributes, data = events.pubsub_published_event(
                     project=LOCAL_PROJECT,
                     topic=self.settings.topic_batch_done,
@@ -569,7 +576,7 @@ def cancel_locally(settings: Settings, job_id: str) -> dict[str, Any]:
         runtime.provider = cast(BatchProvider, EmulatorGone(runtime.provider, why))
     # Subscribed before the cancel publishes: a message published before the subscription
     # exists is not delivered to it (as on Pub/Sub).
-    pipeline = LocalPipeline(runtime)
+    pipeline = LocalPipeline(runtime, thumbnails_on_demand=on_demand(settings))
     try:
         outcome = control.cancel_job(runtime, job_id)
         # Cut off while reading its file: the rest of intake runs now, and since the job is

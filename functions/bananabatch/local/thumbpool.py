@@ -1,4 +1,6 @@
-"""Thumbnails on other cores for `bananabatch local run`.
+"""Thumbnails on other cores for `bananabatch local run`, when it makes them during the run
+(BANANABATCH_LOCAL_THUMBNAILS=during-run; by default the gallery server makes each one when
+it is first shown, see pipeline/thumbnails.ensure_thumbnail).
 
 In the cloud every thumbnails message is its own on_batch_done invocation, in parallel with
 the collector. Delivered inline by the local runner they ran one after another on the
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bananabatch import log
-from bananabatch.config import Settings
+from bananabatch.config import LocalThumbnails, Settings
 from bananabatch.errors import PermanentError
 from bananabatch.log import get_logger
 
@@ -47,6 +49,12 @@ MAX_WORKERS: Final = 4
 # How often a worker checks that its runner is still there.
 RUNNER_CHECK_SECONDS: Final = 1.0
 _PRELOAD: Final = ["bananabatch.local.thumbpool", "bananabatch.pipeline.thumbnails"]
+
+
+def on_demand(settings: Settings) -> bool:
+    """Whether local commands leave thumbnails to the gallery server (the default): their
+    LocalPipeline(thumbnails_on_demand=...) drops the collector's thumbnails requests."""
+    return settings.local_thumbnails is LocalThumbnails.ON_DEMAND
 
 
 def thumbnail_workers(settings: Settings) -> int:

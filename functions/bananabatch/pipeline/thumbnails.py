@@ -12,6 +12,11 @@ A redelivered message rewrites the same names (idempotent). A bad image is logge
 skipped, and so is an image that is not there: neither would be different on a retry, and
 the gallery falls back to the full image for any thumbnail that is missing. Store errors
 are raised, so the platform retries the message.
+
+On the local stack nothing makes them during a run (config.LocalThumbnails.ON_DEMAND): the
+gallery server of `bananabatch local serve` and `fetch --zip` call ensure_thumbnail for
+one that is missing, which makes it exactly as handle_thumbnails would and stores it where
+handle_thumbnails puts it, so later requests read it.
 """
 
 from __future__ import annotations
@@ -143,3 +148,47 @@ def handle_thumbnails(rt: Runtime, request: ThumbnailRequest) -> ThumbnailReport
             },
         )
     return report
+
+
+# The mime types whose names an image may have (records.extension_for), most likely first;
+# the last stands for every other type (".bin").
+_IMAGE_TYPES: Final = ("image/png", "image/jpeg", "image/webp", "image/gif", "")
+
+
+def ensure_thumbnail(rt: Runtime, job_id: str, key: str) -> bytes | None:
+    """The thumbnail of job_id's image `key`: the stored one, or else made now from the image
+    and stored under the name handle_thumbnails uses (same bytes as it would write). None
+    when there is no image, or it does not decode (the gallery shows the image, or its
+    placeholder). Safe to call from many threads or processes at once: a store write is
+    published whole by a rename, and racing writers write the same bytes."""
+    results = rt.settings.results_bucket
+    try:
+        return rt.objects.read_bytes(results, thumb_object_name(job_id, key))
+    except NotFound:
+        pass
+    for mime in _IMAGE_TYPES:
+        try:
+            image = rt.objects.read_bytes(results, rec.image_object_name(job_id, key, mime))
+        except NotFound:
+            continue
+        return store_thumbnail(rt, job_id, key, image)
+    return None
+
+
+def store_thumbnail(rt: Runtime, job_id: str, key: str, image: bytes) -> bytes | None:
+    """Make the image's thumbnail and store it; None (logged) when the image does not decode."""
+    try:
+        thumb = make_thumbnail(image)
+    except PermanentError as exc:
+        log.warning(
+            "no thumbnail: the image does not decode; the gallery shows the image",
+            extra={"job_id": job_id, "key": key, "error": str(exc)},
+        )
+        return None
+    rt.objects.write_bytes(
+        rt.settings.results_bucket,
+        thumb_object_name(job_id, key),
+        thumb,
+        content_type=THUMB_CONTENT_TYPE,
+    )
+    return thumb
