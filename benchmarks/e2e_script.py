@@ -8,9 +8,12 @@ RUNNING wait: what is left is the work on each side). Each variant is a fresh pr
 started the way a user starts it (`python script.py`, `bananabatch local run FILE --yes`);
 its wall time runs from start to exit, and its peak RSS is the sum over its process tree
 (sampled every 50 ms from /proc, so a pool of workers counts) beside the main process's own
-high-water mark (wait4's ru_maxrss). `local run` must have made every thumbnail by the time
-it exits; the benchmark counts them, and checks the images are byte-identical to the
-script's, after the timing.
+high-water mark (wait4's ru_maxrss). A variant that makes thumbnails during the run must
+have made every one by the time it exits; `local` (thumbnails on demand, the default) must
+have made none, and after the timing the benchmark makes the gallery's first page of them
+(FIRST_PAGE) as the gallery server does (pipeline/thumbnails.ensure_thumbnail), checks them
+byte-identical to make_thumbnail's and reports how long that page took. The images are
+checked byte-identical to the script's, after the timing.
 
 Rounds are paired and alternate which variant goes first; each round gives one ratio, and
 the figure is the median ratio with its range, never a ratio of two bests, beside the
@@ -234,16 +237,23 @@ def run_script(work: Path, prompts: Path, base_url: str, model: str) -> Timed:
     return timed([sys.executable, str(script), str(prompts), str(out), model], env, work)
 
 
-# How `local run` may be started: the default (thumbnails in worker processes), thumbnails
-# delivered inline (the behaviour before issue 18), and no thumbnails at all (the floor of
-# making them on demand later; its outputs are checked for images only).
+# How `local run` may be started: the default (thumbnails made on demand by the gallery
+# server, none during the run), thumbnails made during the run in worker processes (the
+# default before on-demand), delivered inline (the behaviour before issue 18), and no
+# thumbnails at all (a stub; the floor `local` should now sit on).
+_DURING_RUN = {"BANANABATCH_LOCAL_THUMBNAILS": "during-run"}
 LOCAL_VARIANTS = {
     "local": {},
-    "local-inline": {"BANANABATCH_LOCAL_THUMBNAIL_WORKERS": "0"},
-    "local-nothumbs": {"BANANABATCH_LOCAL_THUMBNAIL_WORKERS": "0"},
-    # Thumbnails as `local`, every PNG decoded by Pillow (pyspng hidden): the decoder's share.
-    "local-pillow": {},
+    "local-pool": _DURING_RUN,
+    "local-inline": {**_DURING_RUN, "BANANABATCH_LOCAL_THUMBNAIL_WORKERS": "0"},
+    "local-nothumbs": {**_DURING_RUN, "BANANABATCH_LOCAL_THUMBNAIL_WORKERS": "0"},
+    # Thumbnails as `local-pool`, every PNG decoded by Pillow (pyspng hidden).
+    "local-pillow": _DURING_RUN,
 }
+# The variants whose run makes no thumbnail (the gallery makes them when shown).
+ON_DEMAND = frozenset({"local"})
+# Cards on a gallery page (report/gallery.PAGE_ITEMS): the thumbnails opening it makes.
+FIRST_PAGE = 100
 _PILLOW_ONLY = _ROOT / "benchmarks" / "_pillow_only"
 _NO_THUMBNAILS = (
     "import sys; from bananabatch.pipeline import thumbnails as t; "
@@ -282,7 +292,7 @@ def check_outputs(work: Path, prompts: int, variant: str) -> dict[str, int]:
     root = work / f"root-{variant}"
     images = sorted(root.glob("buckets/results/jobs/*/images/*.png"))
     thumbs = list(root.glob("buckets/results/jobs/*/thumbs/*.jpg"))
-    thumbnails = variant != "local-nothumbs"
+    thumbnails = variant not in ON_DEMAND and variant != "local-nothumbs"
     different = 0
     for image in images:
         theirs = script_out / image.name
@@ -299,9 +309,33 @@ def check_outputs(work: Path, prompts: int, variant: str) -> dict[str, int]:
         or found["script_images"] != prompts
         or different
         or (thumbnails and found["thumbnails"] != prompts)
+        or (variant in ON_DEMAND and found["thumbnails"])
     ):
         raise RuntimeError(f"outputs do not match at {prompts} prompts: {found}")
+    if variant in ON_DEMAND:
+        found["first_page_ms"] = first_page_on_demand(root, images[:FIRST_PAGE])
     return found
+
+
+def first_page_on_demand(root: Path, images: Sequence[Path]) -> int:
+    """Make the thumbnails of `images` as the gallery server does, check each against
+    make_thumbnail's, and return the milliseconds they took (one after another, as one
+    server thread would)."""
+    from bananabatch.config import Settings
+    from bananabatch.pipeline.thumbnails import ensure_thumbnail
+    from bananabatch.report.thumbs import make_thumbnail
+    from bananabatch.wiring import build_runtime
+
+    rt = build_runtime(Settings(local_root=root), with_provider=False)
+    took = 0.0
+    for image in images:
+        job_id, key = image.parent.parent.name, image.stem
+        start = time.perf_counter()
+        made = ensure_thumbnail(rt, job_id, key)
+        took += time.perf_counter() - start
+        if made is None or made != make_thumbnail(image.read_bytes()):
+            raise RuntimeError(f"the on-demand thumbnail of {image} is not make_thumbnail's")
+    return round(took * 1000)
 
 
 def _digest(path: Path) -> str:
@@ -371,6 +405,13 @@ def run_size(
                 ),
                 flush=True,
             )
+            for k in variants:
+                if "first_page_ms" in checked[k]:
+                    print(
+                        f"    {k}: the gallery's first page, {FIRST_PAGE} thumbnails made on"
+                        f" demand after the run: {checked[k]['first_page_ms']} ms",
+                        flush=True,
+                    )
     loads = [x for r in rows for x in r["load"]]
     summary: dict[str, Any] = {"prompts": prompts, "rounds": rows, "variants": {}}
     script_s = [r["seconds"]["script"] for r in rows]
