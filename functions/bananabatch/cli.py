@@ -306,7 +306,9 @@ def local_run(
                 return pipeline.run_job(
                     file, on_start=started, timeout=math.inf, metadata=tiers or None
                 )
-            with progress_cli.job_progress(err) as shown:
+            with progress_cli.job_progress(
+                err, thumbnails_after_end=not on_demand(settings)
+            ) as shown:
 
                 def read() -> progress_cli.Seen | None:
                     return _seen(pipeline.runtime, seen[0]) if seen else None

@@ -68,16 +68,19 @@ def progress_line(
     *,
     batches_done: int | None = None,
     now: datetime | None = None,
+    thumbnails_after_end: bool = True,
 ) -> str:
     """batches_done: how many of the job's batches the provider has finished. A batch's
-    images all arrive when it ends, so before the first one does this is the only motion."""
+    images all arrive when it ends, so before the first one does this is the only motion.
+    thumbnails_after_end: whether thumbnails are still being made once the job ended (not
+    on the local stack, whose gallery server makes them on demand)."""
     if job is None:
         return "reading the file"
     parts = [job.state.value.lower()]
     if waiting_for_window(job, now) and job.window_at is not None:
         parts.append(f"batches wait for the batch window at {job.window_at:%Y-%m-%d %H:%M} UTC")
     elif job.state in JOB_TERMINAL:
-        parts.append("writing the gallery's thumbnails")
+        parts.append("writing the gallery's thumbnails" if thumbnails_after_end else "finishing")
     elif batches_done is not None and job.batch_count:
         parts.append(f"batches done {batches_done}/{job.batch_count}")
     parts += [f"{s.value.lower()} {counts[s.value]:,}" for s in _SHOWN if counts.get(s.value)]
@@ -133,7 +136,10 @@ class _WordsAbove(Progress):
 class JobProgress:
     """One progress bar for one job, updated from any thread."""
 
-    def __init__(self, console: Console, *, disable: bool = False) -> None:
+    def __init__(
+        self, console: Console, *, disable: bool = False, thumbnails_after_end: bool = True
+    ) -> None:
+        self.thumbnails_after_end = thumbnails_after_end
         self.bar = _WordsAbove(
             BarColumn(bar_width=BAR_WIDTH),
             MofNCompleteColumn(table_column=Column(no_wrap=True)),
@@ -156,15 +162,22 @@ class JobProgress:
                 self.task,
                 total=total,
                 completed=done,
-                description=progress_line(job, counts, batches_done=batches_done),
+                description=progress_line(
+                    job,
+                    counts,
+                    batches_done=batches_done,
+                    thumbnails_after_end=self.thumbnails_after_end,
+                ),
                 # An ETA from the urgent lines alone would promise seconds for hours.
                 rate="" if waiting_for_window(job) else self.rate.text(done, total),
             )
 
 
 @contextmanager
-def job_progress(console: Console, *, disable: bool = False) -> Iterator[JobProgress]:
-    shown = JobProgress(console, disable=disable)
+def job_progress(
+    console: Console, *, disable: bool = False, thumbnails_after_end: bool = True
+) -> Iterator[JobProgress]:
+    shown = JobProgress(console, disable=disable, thumbnails_after_end=thumbnails_after_end)
     with shown.bar:
         yield shown
 

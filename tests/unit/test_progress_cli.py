@@ -48,6 +48,13 @@ def test_an_ended_job_still_draining_says_it_writes_thumbnails() -> None:
     assert "spent $85.00" in line
 
 
+def test_an_ended_local_job_whose_thumbnails_come_on_demand_says_it_is_finishing() -> None:
+    job = _job(JobState.SUCCEEDED, actual=85.0)
+    line = progress_cli.progress_line(job, {"SUCCEEDED": 5000}, thumbnails_after_end=False)
+    assert "thumbnails" not in line
+    assert line.startswith("succeeded · finishing · ")
+
+
 def test_rate_and_eta_do_not_count_items_done_before_watching_began() -> None:
     now = [100.0]
     rate = progress_cli.Rate(clock=lambda: now[0])
