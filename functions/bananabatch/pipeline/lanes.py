@@ -24,7 +24,9 @@ Up to ROUNDS passes over the providers, with a short backoff between passes.
 A line routed to async-callback lanes (StagedSync.kind ASYNC_KIND) goes through the same
 passes, claims and breakers; an attempt is a create (`submit`) with the receiver's URL for
 its callback, and once the provider has answered a task id the task is remembered and the
-item stays SUBMITTED: its callback or the tick's poll settles it (pipeline/tasks.py).
+item stays SUBMITTED: its callback or the tick's poll settles it (pipeline/tasks.py). One
+attempt, of either kind, is pipeline/lane_call.py's; the passes, the ledger, the breakers
+and the outcomes they share are here.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from bananabatch.core.results import Usage
 from bananabatch.core.states import ItemState
 from bananabatch.errors import (
     BananaError,
-    ContentRefused,
     ModelUnavailable,
     OutcomeUnknown,
     PermanentError,
@@ -55,7 +56,6 @@ from bananabatch.pipeline.outcomes import image_location, write_image, write_thu
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ImageRequest, ImageResult
 from bananabatch.providers.gemini_standard import NAME as GEMINI_STANDARD
-from bananabatch.providers.gemini_standard import AnsweredWithoutImage
 
 log = get_logger(__name__)
 
@@ -236,8 +236,8 @@ class Tried:
     shut: int = 0  # skipped for an open breaker
 
 
-#: One attempt on one provider: the item's final record, or None to go on (_attempt; the
-#: async-callback lanes' is async_lanes.submit_task).
+#: One attempt on one provider: the item's record once it answered, or None to go on
+#: (pipeline/lane_call.py's `attempt`, by the lane's kind).
 Attempt = Callable[
     [
         Runtime,
@@ -260,14 +260,13 @@ def serve(
     before_call: Callable[[], None] = lambda: None,
     paused_by: Callable[[Runtime, BananaError], bool] = lambda _rt, _exc: False,
     sleep: Callable[[float], None] = time.sleep,
-    attempt: Attempt | None = None,
+    attempt: Attempt,
 ) -> ItemRecord:
     """The item after its providers were tried (module docstring). The item must be
     claimed (SUBMITTED) by the caller. `before_call` runs before each call (the rate
     limit); `paused_by` starts the deployment pause a Gemini refusal calls for; `attempt`
-    makes one attempt (a synchronous call unless given)."""
+    makes one attempt on one provider."""
     tried = Tried()
-    call = attempt or _attempt
     for round_no in range(ROUNDS):
         if round_no:
             sleep(min(4.0, 0.5 * 2 ** (round_no - 1)))
@@ -278,7 +277,7 @@ def serve(
                 tried.shut += 1
                 continue
             called_this_round = True
-            done = call(rt, item, staged, lane_name, tried, before_call, paused_by)
+            done = attempt(rt, item, staged, lane_name, tried, before_call, paused_by)
             if done is not None:
                 return done
         if not called_this_round:
@@ -297,47 +296,6 @@ def serve(
             "updated_at": now,
         }
     )
-
-
-def _attempt(
-    rt: Runtime,
-    item: ItemRecord,
-    staged: StagedSync,
-    lane_name: str,
-    tried: Tried,
-    before_call: Callable[[], None],
-    paused_by: Callable[[Runtime, BananaError], bool],
-) -> ItemRecord | None:
-    """One attempt on one provider: the item's final record, or None to go on."""
-    job_id, key = item.job_id, item.key
-    try:
-        lane = rt.sync_lane(lane_name)
-    except BananaError as exc:
-        tried.errors.append(f"{lane_name}: {exc}")
-        return None
-    before_call()
-    n = claim_attempt(rt, job_id, key, lane_name)
-    tried.called += 1
-    request = staged.image_request(job_id, f"{job_id}/{key}@{n}")
-    try:
-        result = lane.generate(request, timeout_s=_timeout_s(rt, lane_name))
-    except ContentRefused as exc:
-        finish_attempt(rt, job_id, key, n, REFUSED, str(exc))
-        record_call(rt, lane_name, ok=True)
-        return ended(rt, item, lane_name, ItemState.BLOCKED, str(exc), exc.usage, exc.finish_reason)
-    except AnsweredWithoutImage as exc:
-        finish_attempt(rt, job_id, key, n, ANSWERED, str(exc))
-        record_call(rt, lane_name, ok=True)
-        return ended(
-            rt, item, lane_name, ItemState.FAILED, str(exc), exc.usage, exc.outcome.finish_reason
-        )
-    except OutcomeUnknown as exc:
-        return unknown_outcome(rt, item, lane_name, n, exc, tried)
-    except BananaError as exc:
-        return definite_refusal(rt, item, lane_name, n, exc, tried, paused_by)
-    finish_attempt(rt, job_id, key, n, SUCCEEDED)
-    record_call(rt, lane_name, ok=True)
-    return _succeeded(rt, item, staged, lane_name, result)
 
 
 def unknown_outcome(
@@ -367,7 +325,7 @@ def unknown_outcome(
     )
 
 
-def _timeout_s(rt: Runtime, lane_name: str) -> float:
+def timeout_s(rt: Runtime, lane_name: str) -> float:
     """How long one call may take: a gateway's own setting, or TIMEOUT_S."""
     gateway = rt.settings.compat_lanes.get(lane_name.removeprefix(COMPAT_PREFIX))
     return gateway.timeout_s if gateway is not None else TIMEOUT_S
@@ -430,7 +388,7 @@ def ended(
     return item.model_copy(update=update)
 
 
-def _succeeded(
+def succeeded(
     rt: Runtime, item: ItemRecord, staged: StagedSync, lane_name: str, result: ImageResult
 ) -> ItemRecord:
     update: dict[str, Any] = {

@@ -35,7 +35,7 @@ from bananabatch.errors import (
 )
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import async_lanes, lanes, pause, task_records
+from bananabatch.pipeline import lane_call, lanes, pause, task_records
 from bananabatch.pipeline.cache import LANE_SYNC, LANE_URGENT
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import Where
@@ -156,7 +156,7 @@ def run_urgent(rt: Runtime, job_id: str, *, bucket: TokenBucket = BUCKET) -> Urg
                 sync,
                 before_call=bucket.acquire,
                 paused_by=_paused_by,
-                attempt=async_lanes.submit_task if sync.kind == lanes.ASYNC_KIND else None,
+                attempt=lane_call.attempt,
             )
             if done.state is ItemState.SUBMITTED:
                 # An async lane's task: its callback or the tick's poll settles the item,
