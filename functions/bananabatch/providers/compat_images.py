@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 import openai
 
 from bananabatch.config import COMPAT_PREFIX, CompatLaneConfig
-from bananabatch.errors import OutcomeUnknown, PermanentError
+from bananabatch.errors import OutcomeUnknown
 from bananabatch.pipeline.references import sniff_image_mime
 from bananabatch.ports import ImageRequest, ImageResult
-from bananabatch.providers.lane_errors import TRANSPORT, status_error, transport_error
+from bananabatch.providers.lane_errors import (
+    TRANSPORT,
+    lane_request_problem,
+    status_error,
+    transport_error,
+)
 from bananabatch.providers.openai_batch import quota_kind, retry_after
 
 # What the SDK raises when no answer came back (lane_errors.transport_error reads it).
@@ -92,29 +98,17 @@ class OpenAICompatLane:
         return self._result(request, answer)
 
     def _model_name(self, request: ImageRequest) -> str:
-        name = self.config.models.get(request.model)
-        if name is None:
-            raise PermanentError(
-                f"{self.name}: model {request.model!r} is not served by this lane; expected "
-                f"one of {', '.join(sorted(self.config.models))}",
-                job_id=request.job_id,
-                key=request.key,
-            )
-        if request.prompt is None or not request.prompt.strip():
-            raise PermanentError(
-                f"{self.name}: a request without a text prompt (a native Gemini line) cannot "
-                "be sent to an OpenAI-compatible images endpoint",
-                job_id=request.job_id,
-                key=request.key,
-            )
-        if request.reference_images:
-            raise PermanentError(
-                f"{self.name}: reference images cannot be sent through images.generate "
-                f"(found {len(request.reference_images)})",
-                job_id=request.job_id,
-                key=request.key,
-            )
-        return name
+        problem = lane_request_problem(
+            request,
+            self.config.models,
+            lane=self.name,
+            not_served="not served by this lane",
+            sent_to="an OpenAI-compatible images endpoint",
+            reference_problem=_no_references,
+        )
+        if problem is not None:
+            raise problem
+        return self.config.models[request.model]
 
     def _status_error(self, request: ImageRequest, exc: openai.APIStatusError) -> Exception:
         code = (exc.code or "").lower() if isinstance(exc.code, str) else ""
@@ -185,3 +179,9 @@ class OpenAICompatLane:
 def _created_ref(answer: Any) -> str | None:
     created = getattr(answer, "created", None)
     return f"created:{created}" if isinstance(created, int) else None
+
+
+def _no_references(references: Sequence[str]) -> str | None:
+    if not references:
+        return None
+    return f"reference images cannot be sent through images.generate (found {len(references)})"

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx
 
@@ -31,6 +32,9 @@ from bananabatch.errors import (
     QuotaKind,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from bananabatch.ports import ImageRequest
 
 
 def _httpx_classes(*names: str) -> tuple[type[BaseException], ...]:
@@ -108,3 +112,32 @@ def retry_after_header(value: str | None) -> timedelta | None:
     except ValueError:
         return None
     return timedelta(seconds=seconds) if seconds >= 0 else None
+
+
+def lane_request_problem(
+    request: ImageRequest,
+    models: Mapping[str, str],
+    *,
+    lane: str,
+    not_served: str,
+    sent_to: str,
+    reference_problem: Callable[[Sequence[str]], str | None],
+) -> PermanentError | None:
+    """Why a one-image lane, which takes a prompt rather than a native Gemini request, cannot
+    make `request` (None when it can): a model it does not serve (`not_served` says how the
+    lane puts it), no text prompt (`sent_to` names where it would go), or reference images
+    it cannot read (`reference_problem` says why). Found before anything is sent or paid."""
+    problem: str | None = None
+    if request.model not in models:
+        problem = (
+            f"model {request.model!r} is {not_served}; expected one of {', '.join(sorted(models))}"
+        )
+    elif request.prompt is None or not request.prompt.strip():
+        problem = (
+            f"a request without a text prompt (a native Gemini line) cannot be sent to {sent_to}"
+        )
+    else:
+        problem = reference_problem(request.reference_images)
+    if problem is None:
+        return None
+    return PermanentError(f"{lane}: {problem}", job_id=request.job_id, key=request.key)

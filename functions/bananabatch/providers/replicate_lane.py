@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -37,7 +37,12 @@ from bananabatch.core import catalog
 from bananabatch.errors import OutcomeUnknown, PermanentError, TransientError
 from bananabatch.pipeline.references import sniff_image_mime
 from bananabatch.ports import ImageRequest, ImageResult, TaskStatus
-from bananabatch.providers.lane_errors import TRANSPORT, status_error, transport_error
+from bananabatch.providers.lane_errors import (
+    TRANSPORT,
+    lane_request_problem,
+    status_error,
+    transport_error,
+)
 from bananabatch.webhooks import WebhookRejected, check_key, standard_webhook_headers
 
 LANE: Final = "replicate"
@@ -142,30 +147,17 @@ class ReplicateLane:
         return check_key(str(prediction.id), "prediction id")
 
     def _model(self, request: ImageRequest) -> str:
-        model = self.models.get(request.model)
-        if model is None:
-            raise PermanentError(
-                f"{self.name}: model {request.model!r} is not hosted on this lane; expected "
-                f"one of {', '.join(sorted(self.models))}",
-                job_id=request.job_id,
-                key=request.key,
-            )
-        if request.prompt is None or not request.prompt.strip():
-            raise PermanentError(
-                f"{self.name}: a request without a text prompt (a native Gemini line) cannot "
-                "be sent to Replicate",
-                job_id=request.job_id,
-                key=request.key,
-            )
-        unreadable = [u for u in request.reference_images if not u.startswith("https://")]
-        if unreadable:
-            raise PermanentError(
-                f"{self.name}: Replicate reads reference images by https URL only; found "
-                f"{unreadable[0].split('?', 1)[0]!r}",
-                job_id=request.job_id,
-                key=request.key,
-            )
-        return model
+        problem = lane_request_problem(
+            request,
+            self.models,
+            lane=self.name,
+            not_served="not hosted on this lane",
+            sent_to="Replicate",
+            reference_problem=_unreadable_references,
+        )
+        if problem is not None:
+            raise problem
+        return self.models[request.model]
 
     def _status_error(self, request: ImageRequest, exc: ReplicateError) -> Exception:
         status = exc.status or 0
@@ -335,3 +327,13 @@ def _retry_after(detail: str) -> timedelta | None:
     client's error keeps the body, not the headers."""
     match = _RESETS_IN.search(detail)
     return timedelta(seconds=int(match.group(1))) if match else None
+
+
+def _unreadable_references(references: Sequence[str]) -> str | None:
+    unreadable = [u for u in references if not u.startswith("https://")]
+    if not unreadable:
+        return None
+    return (
+        "Replicate reads reference images by https URL only; found "
+        f"{unreadable[0].split('?', 1)[0]!r}"
+    )
