@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from bananabatch.emulator.base.lane_faults import LaneFaults, StallGate
+from bananabatch.emulator.base.routes import HttpError
 from bananabatch.emulator.base.state import Accepted, Ledger
 from bananabatch.emulator.render import render_png
 
@@ -28,7 +29,7 @@ _RATIO_BY_SIZE: Final = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2
 _ALPHABET: Final = string.ascii_letters + string.digits
 
 
-class CompatError(Exception):
+class CompatError(HttpError):
     """An HTTP error answer in OpenAI's shape."""
 
     def __init__(

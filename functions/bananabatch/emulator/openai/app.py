@@ -6,8 +6,6 @@ module only speaks HTTP: bearer auth, JSON in and out, streamed downloads and th
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,43 +17,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bananabatch.emulator.base.downloads import download
+from bananabatch.emulator.base.routes import authed, error_response, json_object
 from bananabatch.emulator.openai.generate import error, invalid
 from bananabatch.emulator.openai.store import ApiError, OpenAIEmulatorState
 from bananabatch.log import get_logger
 
 _log = get_logger("bananabatch.emulator.openai")
 
-Handler = Callable[[Request], Awaitable[Response]]
 MAX_LIST_LIMIT = 100
 
-
-def _error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
-
-
-def _api(fn: Callable[[OpenAIEmulatorState, Request], Awaitable[Response]]) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        state: OpenAIEmulatorState = request.app.state.emulator
-        try:
-            state.check_key(request.headers.get("authorization"))
-            return await fn(state, request)
-        except ApiError as exc:
-            return _error_response(exc)
-
-    return endpoint
+_api = authed(OpenAIEmulatorState.check_key)
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            invalid(f"We could not parse the JSON body of your request: {exc.msg}")
-        ) from exc
-    if not isinstance(body, dict):
-        raise ApiError(invalid("The request body must be a JSON object."))
-    return body
+    return await json_object(
+        request,
+        unreadable=lambda why: ApiError(
+            invalid(f"We could not parse the JSON body of your request: {why}")
+        ),
+        not_object=lambda: ApiError(invalid("The request body must be a JSON object.")),
+    )
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -160,7 +141,7 @@ async def webhook_endpoints_create(state: OpenAIEmulatorState, request: Request)
 
 async def _no_route(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    return _error_response(
+    return error_response(
         ApiError(
             error(
                 status,
@@ -174,7 +155,7 @@ async def _no_route(request: Request, exc: Exception) -> Response:
 
 async def _crash(request: Request, exc: Exception) -> Response:
     _log.exception("openai emulator handler failed", extra={"path": request.url.path})
-    return _error_response(
+    return error_response(
         ApiError(error(500, f"emulator error: {type(exc).__name__}: {exc}", None, "server_error"))
     )
 

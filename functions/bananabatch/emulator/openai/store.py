@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from bananabatch.emulator.base.routes import HttpError
 from bananabatch.emulator.base.state import (
     FINISHED,
     PENDING,
@@ -82,7 +83,7 @@ _ALPHABET: Final = string.ascii_letters + string.digits
 VALIDATING, IN_PROGRESS, FINISHED = PENDING, RUNNING, FINISHED
 
 
-class ApiError(Exception):
+class ApiError(HttpError):
     """An HTTP error answer: status, OpenAI's error object, extra headers."""
 
     def __init__(self, answered: Answer, headers: Mapping[str, str] | None = None) -> None:

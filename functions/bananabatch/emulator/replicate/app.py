@@ -6,8 +6,6 @@ Replicate's delivery host). State lives in ReplicateEmulatorState."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,40 +14,24 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from bananabatch.emulator.base.routes import authed, json_object, origin
 from bananabatch.emulator.replicate.store import ReplicateApiError, ReplicateEmulatorState
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _api(fn: Callable[[ReplicateEmulatorState, Request], Awaitable[Response]]) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        state: ReplicateEmulatorState = request.app.state.emulator
-        try:
-            state.check_token(request.headers.get("authorization"))
-            return await fn(state, request)
-        except ReplicateApiError as exc:
-            return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
-
-    return endpoint
+_api = authed(ReplicateEmulatorState.check_token)
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ReplicateApiError(400, "Invalid JSON", exc.msg) from exc
-    if not isinstance(body, dict):
-        raise ReplicateApiError(400, "Invalid JSON", "expected an object")
-    return body
+    return await json_object(
+        request,
+        unreadable=lambda why: ReplicateApiError(400, "Invalid JSON", why),
+        not_object=lambda: ReplicateApiError(400, "Invalid JSON", "expected an object"),
+    )
 
 
-def _origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}"
-
-
-async def _create(state: ReplicateEmulatorState, request: Request, model: str) -> Response:
-    body = await _json(request)
-    prediction, stall = await run_in_threadpool(state.create, model, body, _origin(request))
+async def _create(
+    state: ReplicateEmulatorState, request: Request, model: str, body: dict[str, Any]
+) -> Response:
+    prediction, stall = await run_in_threadpool(state.create, model, body, origin(request))
     if stall:
         # Created (and billed) above; the answer is held, so a client that times out
         # never learns the prediction's id.
@@ -60,7 +42,7 @@ async def _create(state: ReplicateEmulatorState, request: Request, model: str) -
 @_api
 async def model_predictions(state: ReplicateEmulatorState, request: Request) -> Response:
     model = f"{request.path_params['owner']}/{request.path_params['name']}"
-    return await _create(state, request, model)
+    return await _create(state, request, model, await _json(request))
 
 
 @_api
@@ -71,10 +53,7 @@ async def version_predictions(state: ReplicateEmulatorState, request: Request) -
     model = str(version).split(":", 1)[0] if isinstance(version, str) else ""
     if "/" not in model:
         raise ReplicateApiError(422, "Invalid version", "version: expected owner/name:version")
-    prediction, stall = await run_in_threadpool(state.create, model, body, _origin(request))
-    if stall:
-        await run_in_threadpool(state.gate.wait)
-    return JSONResponse(state.prediction_json(prediction), status_code=201)
+    return await _create(state, request, model, body)
 
 
 @_api

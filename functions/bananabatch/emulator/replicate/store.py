@@ -44,6 +44,7 @@ from bananabatch.emulator.base.outbox import (
     new_signing_secret,
     standard_headers,
 )
+from bananabatch.emulator.base.routes import HttpError
 from bananabatch.emulator.base.state import (
     FINISHED,
     PENDING,
@@ -66,7 +67,7 @@ _ALPHABET: Final = string.ascii_lowercase + string.digits
 DEFAULT_MODELS: Final = frozenset({"google/nano-banana-pro", "google/nano-banana-2"})
 
 
-class ReplicateApiError(Exception):
+class ReplicateApiError(HttpError):
     """An HTTP error answer as Replicate gives it (RFC 7807 problem details)."""
 
     def __init__(
