@@ -367,3 +367,92 @@ def test_a_run_of_plain_lines_that_repeats_a_key_keeps_the_first_and_the_row_ord
     for _, other in chunk.others:
         assert isinstance(other, RejectedLine)
         assert 'duplicate key "' in other.reason
+
+
+# --- parse_chunk on chunks of plain lines only (one regex pass over the chunk) --------------
+
+_LAYOUTS = {
+    "json.dumps": '{{"key": {k}, "prompt": {p}}}',
+    "compact": '{{"key":{k},"prompt":{p}}}',
+    "spaced": ' {{ "key" : {k} ,  "prompt":{p} }} ',
+    "tabbed": '{{"key":\t{k}, "prompt": {p}}}',
+    "prompt first": '{{"prompt": {p}, "key": {k}}}',
+    "prompt alone": '{{"prompt": {p}}}',
+}
+
+
+@st.composite
+def _plain_lines(draw: st.DrawFn) -> bytes:
+    """Lines in the layouts writers use, nearly all plain; now and then a key or a prompt
+    at the edges of the plain patterns (the chunk path must then answer as the loop)."""
+    key = draw(st.from_regex(r"[a-z][a-z0-9_.-]{0,11}", fullmatch=True) | _edge_keys)
+    prompt = draw(st.from_regex(r"[a-z ,]{1,30}", fullmatch=True) | prompts | _edge_prompts)
+    layout = draw(st.sampled_from(sorted(_LAYOUTS)))
+    ascii_only = draw(st.booleans())
+    line = _LAYOUTS[layout].format(
+        k=json.dumps(key, ensure_ascii=ascii_only), p=json.dumps(prompt, ensure_ascii=ascii_only)
+    )
+    return line.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_plain_lines(), min_size=1, max_size=24), st.integers(1, 8))
+def test_chunks_of_plain_lines_are_answered_as_line_by_line(lines: list[bytes], size: int) -> None:
+    # After the first chunk the plain shape is known, and a chunk of plain lines only is
+    # recognised whole: its rows, duplicates and rejections must be the loop's.
+    lines = [PLAIN_FIRST, *lines]
+    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
+    by_line = LineParser(default_model=MODEL, limits=LIMITS)
+    for start in range(0, len(lines), size):
+        part = lines[start : start + size]
+        singles = [by_line.parse_fast(n, r) for n, r in enumerate(part, 2 + start)]
+        _agree_chunk(by_chunk.parse_chunk(2 + start, part), singles)
+
+
+def _json_lines(count: int, start: int = 0, **dumps: Any) -> list[bytes]:
+    return [
+        json.dumps({"key": f"k{n}", "prompt": f"a banana, study {n}"}, **dumps).encode()
+        for n in range(start, start + count)
+    ]
+
+
+def test_a_chunk_of_plain_lines_is_taken_whole_and_any_other_line_by_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looped: list[int] = []
+    loop = LineParser._parse_lines
+
+    def counting(self: LineParser, first: int, raws: Any) -> Any:
+        looped.append(first)
+        return loop(self, first, raws)
+
+    monkeypatch.setattr(LineParser, "_parse_lines", counting)
+    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
+    by_line = LineParser(default_model=MODEL, limits=LIMITS)
+    whole = [
+        _json_lines(4),  # json.dumps' layout
+        _json_lines(3, 4, separators=(",", ":")),
+        [b'{"prompt": "one"}', b'{"prompt": "two", "key": "k7"}', b'{ "prompt":"three" }'],
+        # A key repeated in the chunk and one seen in an earlier chunk: rejected as duplicates.
+        [b'{"key": "k1", "prompt": "again"}', b'{"key": "z", "prompt": "a"}', *_json_lines(1, 20)],
+        [b'{"key": "z", "prompt": "b"}', '{"key": "y.1", "prompt": "ü ✓"}'.encode()],
+    ]
+    by_line_only = [
+        [*_json_lines(2, 30), b'{"key": "e", "prompt": "say \\"hi\\""}'],  # an escape
+        [*_json_lines(2, 40), b'{"key": "t", "prompt": "a\tb"}'],  # a raw control character
+        [*_json_lines(2, 50), b'{"key": "x", "prompt": "   "}'],  # a blank prompt
+        [*_json_lines(2, 60), b""],  # a blank line
+        [*_json_lines(2, 70), b'{"key": "y", "prompt": "ok", "image_size": "2K"}'],
+        [*_json_lines(2, 80), b'{"key": "bad\xff", "prompt": "ok"}'],  # not UTF-8
+        [*_json_lines(2, 90), b'{"prompt": "the key after"}'],  # key first and prompt first
+        [*_json_lines(2, 95), '{"key": "é", "prompt": "ok"}'.encode()],  # not a plain key
+    ]
+    first = 2
+    for part in [[PLAIN_FIRST], *whole, *by_line_only]:
+        singles = [by_line.parse_fast(n, r) for n, r in enumerate(part, first)]
+        looped.clear()
+        chunk = by_chunk.parse_chunk(first, part)
+        _agree_chunk(chunk, singles)
+        taken_whole = part in whole
+        assert looped == ([] if taken_whole else [first]), part
+        first += len(part)

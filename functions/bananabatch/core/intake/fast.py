@@ -60,33 +60,64 @@ _validate_simple_json: Final = SIMPLE.validator.validate_json
 _new_tuple: Final = tuple.__new__
 
 
-def _plain_patterns() -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+def _plain_pattern_texts(prompt_char: str) -> tuple[str, str]:
     """The plain line, `{"key": ..., "prompt": ...}` in either order or a prompt alone,
     recognised without parsing JSON: nearly every line of a large file is one, and a regex
     match costs less than a JSON parse plus the checks on the dict it builds.
 
-    Each pattern admits only strings that need no JSON unescaping, so the captured bytes
-    are the values themselves once decoded: a key that rules.PLAIN_KEY matches (so
-    key_problem accepts it), a prompt without `"`, `\\` or a control character (JSON forbids
-    raw ones), still to be decoded as UTF-8 and held to prompt_problem. Anything else
-    (escapes, other fields, other spacing than spaces and tabs) fails the match and takes
-    parse_fast, which accepts it or hands it to the reference parser.
+    Each pattern admits only strings that need no JSON unescaping, so the captured text is
+    the values themselves (once decoded from UTF-8): a key that rules.PLAIN_KEY matches (so
+    key_problem accepts it), a prompt of `prompt_char`s (no `"`, `\\` or control character:
+    JSON forbids raw ones), still to be held to prompt_problem. Anything else (escapes,
+    other fields, other spacing than spaces and tabs) fails the match and takes parse_fast,
+    which accepts it or hands it to the reference parser.
 
-    Both patterns name their groups `key` (None when absent) and `prompt`.
+    Both name their groups `key` (empty or None when absent), `encoded` (the prompt as its
+    JSON string, quotes included) and `prompt`.
     """
-    ws = rb"[ \t]*"
-    comma = ws + rb"," + ws
-    key = rb'"key"' + ws + rb":" + ws + rb'"(?P<key>' + PLAIN_KEY.encode() + rb')"'
-    prompt = rb'"prompt"' + ws + rb":" + ws + rb'"(?P<prompt>[^"\\\x00-\x1f]+)"'
-    open_, close = ws + rb"\{" + ws, ws + rb"\}" + ws
+    ws = r"[ \t]*"
+    comma = ws + r"," + ws
+    key = r'"key"' + ws + r":" + ws + r'"(?P<key>' + PLAIN_KEY + r')"'
+    prompt = r'"prompt"' + ws + r":" + ws + r'(?P<encoded>"(?P<prompt>' + prompt_char + r'+)")'
+    open_, close = ws + r"\{" + ws, ws + r"\}" + ws
     return (
-        re.compile(open_ + key + comma + prompt + close),
-        re.compile(open_ + prompt + rb"(?:" + comma + key + rb")?" + close),
+        open_ + key + comma + prompt + close,
+        open_ + prompt + r"(?:" + comma + key + r")?" + close,
     )
 
 
-_KEY_FIRST, _PROMPT_FIRST = _plain_patterns()
+# The bytes a plain line never has but for the newline that ends it: with none in a chunk,
+# a prompt is any run of characters but `"` (and a match still spans one line; see
+# _plain_chunk), which the regex engine takes in far fewer steps than a set of characters.
+_NEEDS_ESCAPE: Final = bytes([*range(0x0A), *range(0x0B, 0x20), ord("\\")])
+_KEY_FIRST_TEXT, _PROMPT_FIRST_TEXT = _plain_pattern_texts(r'[^"\\\x00-\x1f]')
+_KEY_FIRST_ANY, _PROMPT_FIRST_ANY = _plain_pattern_texts(r'[^"]')
+# One line, as bytes (fullmatch).
+_KEY_FIRST: Final = re.compile(_KEY_FIRST_TEXT.encode())
+_PROMPT_FIRST: Final = re.compile(_PROMPT_FIRST_TEXT.encode())
+# A whole chunk's text without _NEEDS_ESCAPE, a line a match (findall gives each line's
+# groups: key, encoded, prompt for the key first; encoded, prompt, key for the prompt
+# first). json.dumps' own layout first: without the optional spacing it takes half the time.
+_JSON_DUMPS_LINES: Final = re.compile(
+    r'(?m)^\{"key": "(' + PLAIN_KEY + r')", "prompt": ("([^"]+)")\}$'
+)
+_KEY_FIRST_LINES: Final = re.compile(f"(?m)^{_KEY_FIRST_ANY}$")
+_PROMPT_FIRST_LINES: Final = re.compile(f"(?m)^{_PROMPT_FIRST_ANY}$")
 _ShapeKey = tuple[str, str | None, str | None, LineOptions, str | None, str | None]
+
+
+def _digests(shape: LineShape, prompts: Sequence[str]) -> list[str]:
+    """shape.content_hash of lines whose prompts need no escaping, from the shape's hash of
+    its head (copied) rather than hashing the head again for each."""
+    hash_open, hash_close = shape.hash_open.copy, shape.hash_close
+    digests: list[str] = []
+    add = digests.append
+    for prompt in prompts:
+        hashing = hash_open()
+        hashing.update(prompt.encode())
+        hashing.update(hash_close)
+        add(hashing.hexdigest())
+    return digests
 
 
 class LineParser(ReferenceParser):
@@ -250,9 +281,20 @@ class LineParser(ReferenceParser):
         other line apart. The same verdicts and reasons as parse_fast line by line.
 
         A plain line (_KEY_FIRST, _PROMPT_FIRST) of a file whose plain shape is known is
-        accepted here without a JSON parse; any other line goes to parse_fast. One loop
-        over the chunk instead of a call and a FastLine per line: a million-line file is
-        nearly all plain lines.
+        accepted here without a JSON parse; any other line goes to parse_fast. A chunk of
+        plain lines only (nearly every chunk of a large file) is recognised in one regex
+        pass over its text (_plain_chunk); any other chunk line by line (_parse_lines).
+        """
+        shape = self._plain_shape
+        if first != 1 and shape is not None and raws:
+            plain = self._plain_chunk(first, raws, shape)
+            if plain is not None:
+                return plain
+        return self._parse_lines(first, raws)
+
+    def _parse_lines(self, first: int, raws: Sequence[bytes]) -> ParsedChunk:
+        """parse_chunk, a line at a time: one loop over the chunk instead of a call and a
+        FastLine per line.
 
         The keys of a run of plain lines are claimed together (_settle), once per run
         instead of once per line; in a run that repeats a key the first occurrence still
@@ -313,6 +355,52 @@ class LineParser(ReferenceParser):
                 hash_open, hash_close = shape.hash_open.copy, shape.hash_close
         if run:
             self._settle(out, run, run_row, raws[run_at - first :], run_at)
+        return out
+
+    def _plain_chunk(
+        self, first: int, raws: Sequence[bytes], shape: LineShape
+    ) -> ParsedChunk | None:
+        """parse_chunk's answer for a chunk whose every line is plain (_KEY_FIRST, or
+        _PROMPT_FIRST) with a prompt that passes prompt_problem's test, from one regex pass
+        over the chunk's text and a C-level step per column; None for any other chunk (the
+        loop line by line answers it).
+
+        The same lines as the loop's: text that decodes as a whole decodes piece by piece;
+        a pattern here admits a line iff the loop's does, given no _NEEDS_ESCAPE byte; and
+        a match runs from a line's start to a line's end, so as many matches as lines means
+        each line is one match (a match across lines would leave fewer).
+        """
+        if max(map(len, raws)) > self._max_line_bytes:
+            return None
+        data = b"\n".join(raws)
+        if len(data.translate(None, _NEEDS_ESCAPE)) != len(data):
+            return None
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            return None
+        count = len(raws)
+        found = _JSON_DUMPS_LINES.findall(text)
+        if len(found) != count:
+            found = _KEY_FIRST_LINES.findall(text)
+        if len(found) == count:
+            keys, encoded, prompts = (list(column) for column in zip(*found, strict=True))
+            generated = [False] * count
+        elif not found and len(found := _PROMPT_FIRST_LINES.findall(text)) == count:
+            encoded, prompts, given = (list(column) for column in zip(*found, strict=True))
+            keys = [key or line_key(n) for n, key in enumerate(given, first)]
+            generated = [not key for key in given]
+        else:
+            return None
+        if max(map(len, prompts)) > self._max_prompt_chars or any(map(str.isspace, prompts)):
+            return None
+        out = ParsedChunk()
+        out.line_nos = list(range(first, first + count))
+        out.keys, out.prompts, out.encoded = keys, prompts, encoded
+        out.shapes = [shape] * count
+        out.generated = generated
+        out.digests = _digests(shape, prompts)
+        self._settle(out, [hash(key) >> 4 for key in keys], 0, raws, first)
         return out
 
     def _settle(
