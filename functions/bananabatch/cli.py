@@ -59,6 +59,7 @@ from bananabatch.core.states import (
 from bananabatch.errors import BananaError, PermanentError
 from bananabatch.local import drivers
 from bananabatch.pipeline.budget import JOB_BUDGET_KEY
+from bananabatch.pipeline.cache import LANE_SYNC, LANE_URGENT
 from bananabatch.pipeline.runtime import Runtime
 
 EXIT_OK: Final = 0
@@ -493,10 +494,17 @@ def demo_emulator_config() -> Any:
 
 
 def _add_lane_split(cost: Table, split: dict[str, Any]) -> None:
-    """The actual split across the lanes (issue 20): batch, cache, each sync provider."""
+    """The actual split across the lanes (issue 20): batch, cache, each sync provider. Items
+    split under their priority lane ("urgent", "sync") instead of a provider were served by
+    none (every provider failed, or the call was lost): said so, not listed as spend."""
     if len(split) > 1:
         for name, share in sorted(split.items()):
-            cost.add_row(f"  lane {name}: {share['items']} items", f"${share['actual_usd']:.4f}")
+            items = share["items"]
+            if name in (LANE_URGENT, LANE_SYNC) and not share["actual_usd"]:
+                plural = "item" if items == 1 else "items"
+                cost.add_row(f"  {name}: {items} {plural} not served (failed)", "—")
+                continue
+            cost.add_row(f"  lane {name}: {items} items", f"${share['actual_usd']:.4f}")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

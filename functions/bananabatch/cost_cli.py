@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bananabatch import errors_cli, tables_cli, twotier_cli
+from bananabatch import errors_cli, preview_cli, tables_cli, twotier_cli
 from bananabatch.config import ProviderKind, Settings
 from bananabatch.core.estimate import FileEstimate, FileEstimator, HybridPlan, observed_rates
 from bananabatch.core.intake import IntakeLimits, LineParser, RejectedLine
@@ -127,16 +127,19 @@ def estimate(
         if why is not None:
             raise PermanentError(why)
         rt = _runtime(with_provider=False)
-        result = estimate_file(rt, file, cache_on=not no_cache)
+        rejected = preview_cli.FirstRejections()
+        result = estimate_file(rt, file, cache_on=not no_cache, on_rejected=rejected.append)
         with file.open("rb") as stream:
             tiers = twotier_cli.measured_rates(rt, stream)
         if as_json:
             doc = result.to_doc()
+            # The first of them (`rejected` counts them all), as the run's plan lists them.
+            doc["rejected_lines"] = preview_cli.rejections_doc(rejected.lines)
             if tiers:
                 doc["two_tier_rates"] = twotier_cli.rates_doc(tiers)
             typer.echo(json.dumps(doc, indent=2))
             return
-        _print_estimate(result)
+        _print_estimate(result, rejected.lines)
         twotier_cli.print_rates(tiers, console)
 
 
@@ -144,7 +147,7 @@ def _usd(value: float | None) -> str:
     return "—" if value is None else f"${value:,.4f}"
 
 
-def _print_estimate(result: FileEstimate) -> None:
+def _print_estimate(result: FileEstimate, rejected: list[RejectedLine]) -> None:
     table = Table(title=f"Estimate: {result.accepted} accepted lines, {result.rejected} rejected")
     for column in ("model", "size", "lines", "urgent", "dups", "cached"):
         table.add_column(column, justify="left" if column in ("model", "size") else "right")
@@ -177,6 +180,7 @@ def _print_estimate(result: FileEstimate) -> None:
         "",
     )
     tables_cli.printer(console).print(table)
+    preview_cli.print_rejections(console, rejected, result.rejected)
     if result.hybrid is not None and result.accepted:
         _print_hybrid(result.hybrid, result.accepted)
     for warning in result.price_warnings:

@@ -41,6 +41,21 @@ class FirstRejections:
             self.lines.append(RejectedLine(line.line_no, line.key, line.field, line.reason, raw=""))
 
 
+def rejections_doc(lines: list[RejectedLine]) -> list[dict[str, Any]]:
+    """Rejected lines as the JSON outputs list them."""
+    return [{"line": r.line_no, "key": r.key, "field": r.field, "reason": r.reason} for r in lines]
+
+
+def print_rejections(out: Console, lines: list[RejectedLine], count: int, where: str = "") -> None:
+    """The first SHOWN_REJECTIONS rejected lines with their reasons, and how many more
+    (`count` is all of them; `where` says where those are)."""
+    for r in lines[:SHOWN_REJECTIONS]:
+        key = f" ({r.key})" if r.key else ""
+        out.print(f"  rejected line {r.line_no}{key}: {r.reason}", soft_wrap=True, highlight=False)
+    if count > SHOWN_REJECTIONS:
+        out.print(f"  … and {count - SHOWN_REJECTIONS:,} more{where}", highlight=False)
+
+
 @dataclass
 class Plan:
     file: Path
@@ -72,10 +87,7 @@ class Plan:
         return {
             "file": str(self.file),
             "estimate": self.estimate.to_doc(),
-            "rejected_lines": [
-                {"line": r.line_no, "key": r.key, "field": r.field, "reason": r.reason}
-                for r in self.rejected
-            ],
+            "rejected_lines": rejections_doc(self.rejected),
             "reserved_with_margin_usd": round(self.reserved_usd, 6),
             "job_budget_usd": self.job_cap_usd,
             "daily_budget_usd": self.daily_cap_usd,
@@ -146,11 +158,7 @@ def print_plan(plan: Plan, out: Console) -> None:
                 " (repeats or cached)"
             )
             out.print(f"    standard price {standard} · batch price {batch} · to pay {to_pay}")
-    for r in plan.rejected[:SHOWN_REJECTIONS]:
-        key = f" ({r.key})" if r.key else ""
-        out.print(f"  rejected line {r.line_no}{key}: {r.reason}", soft_wrap=True, highlight=False)
-    if est.rejected > SHOWN_REJECTIONS:
-        out.print(f"  … and {est.rejected - SHOWN_REJECTIONS:,} more (all in rejected.jsonl)")
+    print_rejections(out, plan.rejected, est.rejected, where=" (all in rejected.jsonl)")
     out.print(_money_line(plan), soft_wrap=True, highlight=False)
     out.print(_budget_line(plan), soft_wrap=True, highlight=False)
 
