@@ -379,15 +379,21 @@ class LineParser(ReferenceParser):
             text = data.decode()
         except UnicodeDecodeError:
             return None
+        # What a chunk holds at once is kept small: intake's peak memory is held to a bound.
+        del data
         count = len(raws)
         found = _JSON_DUMPS_LINES.findall(text)
         if len(found) != count:
             found = _KEY_FIRST_LINES.findall(text)
         if len(found) == count:
+            del text
             keys, encoded, prompts = (list(column) for column in zip(*found, strict=True))
+            del found
             generated = [False] * count
         elif not found and len(found := _PROMPT_FIRST_LINES.findall(text)) == count:
+            del text
             encoded, prompts, given = (list(column) for column in zip(*found, strict=True))
+            del found
             keys = [key or line_key(n) for n, key in enumerate(given, first)]
             generated = [not key for key in given]
         else:
