@@ -64,6 +64,7 @@ def main(argv: list[str]) -> None:
     function = getattr(importlib.import_module(module_name), function_name)
     result = dict(function(**json.loads(raw)))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["minor_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     print(MARK + json.dumps(result), flush=True)
 
 

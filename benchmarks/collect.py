@@ -190,12 +190,14 @@ def collector_variant(
     requests_file: str | None = None,
     profile: str | None = None,
     write_workers: int | None = None,
+    write_budget_mb: int | None = None,
 ) -> dict[str, Any]:
     """The real collector (pipeline.collect) on the local stack. The thumbnails requests it
     publishes are kept on a subscription, as Pub/Sub would, and saved to requests_file
     (after the timing) for thumbnails_variant. `profile`: a path for cProfile's stats.
     `write_workers`: the folder store's write threads, in place of the collector's choice
-    (0: writes inline), to measure the choice."""
+    (0: writes inline), to measure the choice; `write_budget_mb`: the write pool's bytes in
+    flight (writes.MAX_WRITE_BYTES_IN_FLIGHT), likewise."""
     from bananabatch.adapters.local.bus import InProcessBus
     from bananabatch.pipeline import collect
     from bananabatch.wiring import build_runtime
@@ -204,6 +206,10 @@ def collector_variant(
         from bananabatch.pipeline import writes
 
         writes.LOCAL_WRITE_WORKERS = write_workers
+    if write_budget_mb is not None:
+        from bananabatch.pipeline import writes
+
+        writes.MAX_WRITE_BYTES_IN_FLIGHT = write_budget_mb * 1024 * 1024
     rt = build_runtime(local_settings(Path(root), base_url))
     bus = rt.bus
     assert isinstance(bus, InProcessBus)
@@ -233,7 +239,14 @@ def collector_variant(
         "images": report.images,
         "rows": report.rows,
         "thumbnail_messages": len(published),
+        "write_budget_bytes": writes_budget(),
     }
+
+
+def writes_budget() -> int:
+    from bananabatch.pipeline import writes
+
+    return writes.Writes(workers=0).max_bytes
 
 
 def thumbnails_variant(root: str, base_url: str, requests_file: str) -> dict[str, Any]:
@@ -330,6 +343,7 @@ def run_size(
     thumbnails: bool = False,
     profile_dir: Path | None = None,
     write_workers: tuple[int, ...] = (),
+    write_budgets_mb: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """One result file of `lines` rows; the paired rounds over it; figures printed."""
     from bananabatch.emulator import EmulatorConfig, EmulatorServer
@@ -354,7 +368,9 @@ def run_size(
         run_variant("benchmarks.collect:bare_variant", url=setup["url"])
         collected = [False]
 
-        def collector(write_workers: int | None = None) -> dict[str, Any]:
+        def collector(
+            write_workers: int | None = None, write_budget_mb: int | None = None
+        ) -> dict[str, Any]:
             if collected[0]:
                 _restore(snapshot, root)
             collected[0] = True
@@ -365,10 +381,14 @@ def run_size(
                 batch_id=setup["batch_id"],
                 requests_file=str(requests_file),
                 write_workers=write_workers,
+                write_budget_mb=write_budget_mb,
             )
 
         alternatives: dict[str, Callable[[], dict[str, Any]]] = {
             f"collector-w{n}": functools.partial(collector, n) for n in write_workers
+        } | {
+            f"collector-b{n}": functools.partial(collector, write_budget_mb=n)
+            for n in write_budgets_mb
         }
         results = paired_rounds(
             alternatives
@@ -421,7 +441,7 @@ def run_size(
         )
     summary = _summarize(results, size)
     for name in sorted(results[0]):
-        if name.startswith("collector-w"):
+        if name.startswith("collector-"):
             ratios = [r["minimal"]["seconds"] / r[name]["seconds"] for r in results]
             cpu = [r["minimal"]["cpu_seconds"] / r[name]["cpu_seconds"] for r in results]
             summary.setdefault("alternatives", {})[name] = {
@@ -518,7 +538,8 @@ def _print(
     print(f"  load (1-min average at each variant's start): {_fmt(summary['load'])}")
     for name, alt in summary.get("alternatives", {}).items():
         print(
-            f"  {name} (folder store's write threads; 0 = inline): "
+            f"  {name} (w: folder store's write threads, 0 = inline; b: MB of writes in"
+            " flight): "
             f"{_fmt(alt['seconds'])} s, CPU {_fmt(alt['cpu_seconds'])} s, "
             f"x minimal {_fmt(alt['ratio_minimal'])} wall, {_fmt(alt['cpu_ratio_minimal'])} CPU, "
             f"peak RSS {mb(alt['peak_rss_mb'])}"
@@ -543,6 +564,7 @@ def run(
     thumbnails: bool = False,
     profile_dir: Path | None = None,
     write_workers: tuple[int, ...] = (),
+    write_budgets_mb: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     """Every size in turn (a fresh emulator and file each), then one table."""
     found = [
@@ -554,6 +576,7 @@ def run(
             thumbnails=thumbnails,
             profile_dir=profile_dir,
             write_workers=write_workers,
+            write_budgets_mb=write_budgets_mb,
         )
         for size in sizes_mb
     ]
@@ -590,6 +613,14 @@ def main(argv: list[str] | None = None) -> None:
         help="also run the collector with this many folder-store write threads (0: inline), "
         "in the same paired rounds",
     )
+    parser.add_argument(
+        "--write-budgets",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run the collector with this many MB of image writes in flight, in the"
+        " same paired rounds",
+    )
     args = parser.parse_args(argv)
     run(
         sizes_mb=tuple(args.sizes),
@@ -598,6 +629,7 @@ def main(argv: list[str] | None = None) -> None:
         thumbnails=args.thumbnails,
         profile_dir=args.profile,
         write_workers=tuple(args.write_workers),
+        write_budgets_mb=tuple(args.write_budgets),
     )
 
 

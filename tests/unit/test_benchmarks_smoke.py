@@ -199,6 +199,16 @@ def test_collect_benchmark_measures_other_write_thread_counts_in_the_same_rounds
     assert all(r["collector-w0"]["images"] == 2 for r in result["rounds"])
 
 
+def test_collect_benchmark_measures_other_write_budgets_in_the_same_rounds() -> None:
+    result = collect.run_size(lines=2, image_bytes=20_000, rounds=1, write_budgets_mb=(8,))
+    assert set(result["alternatives"]) == {"collector-b8"}
+    [one] = result["rounds"]
+    assert one["collector-b8"]["images"] == 2
+    assert one["collector-b8"]["write_budget_bytes"] == 8 * 1024 * 1024
+    assert one["collector"]["write_budget_bytes"] == 64 * 1024 * 1024
+    assert one["collector"]["minor_faults"] > 0
+
+
 def test_counting_state_counts_one_write_per_document_of_set_many() -> None:
     class Store:
         def set_many(self, docs: object) -> int:
