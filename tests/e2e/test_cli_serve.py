@@ -219,3 +219,35 @@ def test_the_service_makes_a_thumbnail_the_gallery_asks_for_once_and_serves_it_a
     status, said = terminal.finish(service)
     assert status == cli.EXIT_OK, said
     assert "Traceback" not in said
+
+
+@pytest.mark.browser
+def test_a_gallery_opened_from_the_service_shows_every_thumbnail_made_on_demand(
+    home: Path, tmp_path: Path
+) -> None:
+    from tests.support.browser import assert_rendered, inspect_url
+
+    ran = bananabatch(home, "local", "run", "catalog.jsonl", "--yes", "--json")
+    assert ran.returncode == cli.EXIT_OK, ran
+    job_id = json.loads(ran.stdout)["job_id"]
+    job_dir = home / "state" / "buckets" / "results" / "jobs" / job_id
+    assert not list(job_dir.glob("thumbs/*"))
+    keys = {line["key"] for line in LINES}
+    service = terminal.spawn(["local", "serve", "--interval", "0.2"], cwd=home, env=_env(home))
+    try:
+        service.expect(r"galleries at (http://127\.0\.0\.1:\d+)/")
+        base = service.match.group(1)
+        service.expect("local service for")
+
+        report = inspect_url(f"{base}/jobs/{job_id}/index.html", tmp_path / "gallery.png")
+
+        assert_rendered(report, keys)
+        # Each card shows its thumbnail (made when the page asked), not the full image.
+        assert report.sources == {key: f"thumbs/{key}.jpg" for key in keys}
+        for key in keys:
+            image = (job_dir / "images" / f"{key}.png").read_bytes()
+            assert (job_dir / "thumbs" / f"{key}.jpg").read_bytes() == make_thumbnail(image)
+    finally:
+        service.sendintr()
+    status, said = terminal.finish(service)
+    assert status == cli.EXIT_OK, said

@@ -120,7 +120,11 @@ def assert_rendered(report: PageReport, expected_keys: set[str]) -> None:
 
 def inspect_page(page: Path, screenshot: Path) -> PageReport:
     """Open `page` from disk, wait for it and its `img[data-key]` images, screenshot it."""
-    url = page.resolve().as_uri()
+    return inspect_url(page.resolve().as_uri(), screenshot)
+
+
+def inspect_url(url: str, screenshot: Path) -> PageReport:
+    """inspect_page for a page at `url` (a server's, such as `local serve`'s gallery)."""
     with _chromium() as websocket_url:
         # A private loop, never installed as the thread's current one: asyncio.run would leave
         # the thread without a loop, and Pulumi's mocks (tests/infra) bind to that loop.
