@@ -902,6 +902,15 @@ def print_jobs(rt: Runtime, jobs: list[JobRecord], fmt: Format = Format.TABLE) -
             err.print(
                 f"[yellow]{job.job_id}[/] {notes['window']['why']}", soft_wrap=True, highlight=False
             )
+        for shared in notes.get("shared", []):
+            mine = shared["lines_of_this_job"]
+            err.print(
+                f"[yellow]{job.job_id}[/] {mine} line{'s ride' if mine != 1 else ' rides'} in "
+                f"shared batch {shared['batch_id']} ({shared['state']}, {shared['lines']} lines "
+                f"of {shared['jobs']} jobs, packed at the batch window)",
+                soft_wrap=True,
+                highlight=False,
+            )
         idle = _nothing_drives(rt, job)
         if idle is not None:
             err.print(f"[yellow]{job.job_id}[/] {idle}", soft_wrap=True, highlight=False)

@@ -32,6 +32,11 @@ POINTS: Final = (
     "inflight.after_claim_taken",
     "inflight.after_item_released",
     "window.after_mark",
+    "pack.after_claim",
+    "pack.after_materialize",
+    "pack.after_files",
+    "pack.after_items",
+    "pack.after_batches",
 )
 
 _lock = threading.Lock()

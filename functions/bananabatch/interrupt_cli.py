@@ -33,6 +33,10 @@ def where_it_stands(rt: Runtime, job: JobRecord) -> str:
         if state is not ItemState.REJECTED
     )
     flying = rt.repo.count_batches(job_id=job.job_id, states=BATCH_ACTIVE)
+    if job.window_at is not None:
+        from bananabatch.pipeline import pack
+
+        flying += len(pack.shared_batches_of(rt, job.job_id, BATCH_ACTIVE))
     batches = f"{flying} batch{'es' if flying != 1 else ''} in flight"
     return f"{job.state.value}: {done:,} of {job.line_count:,} lines done, {batches}"
 

@@ -24,6 +24,7 @@ from tests.support.stacks import (
     StackKind,
     assert_invariants,
     open_stack,
+    paid_keys,
 )
 
 # The stacks' clock starts at 2026-01-01 00:00 UTC, 01:00 in Paris: the nightly 02:00 Paris
@@ -97,14 +98,24 @@ def test_uploads_wait_for_the_window_then_go_in_one_tick_and_each_file_ends_alon
         stack.tick()
         assert created_at_provider(stack, first) == created_at_provider(stack, second) == {}
 
-        # At the window, one tick submits every waiting file's batches.
+        # At the window, one tick packs the waiting files' three planned batches (4 + 2
+        # lines, at most 3 a batch on the stacks) into two full shared batches and submits
+        # them; each file's lines are paid once, under its own job.
+        planned = [b for j in (first, second) for b in stack.repo.batches(job_id=j)]
+        assert len(planned) == 3
         stack.clock.now = AT
         report = tick.handle_tick(stack.runtime)
-        total = sum(1 for j in (first, second) for _ in stack.repo.batches(job_id=j))
-        assert report.submitted == total
-        assert set(created_at_provider(stack, first)) == {"a1", "a2", "a3", "a4"}
-        assert set(created_at_provider(stack, second)) == {"b1", "b2"}
-        assert status.job_notes(stack.runtime, stack.repo.require_job(first))["window"] is None
+        assert report.submitted == 2
+        assert created_at_provider(stack, first) == created_at_provider(stack, second) == {}
+        assert paid_keys(stack, first) == {"a1": 1, "a2": 1, "a3": 1, "a4": 1}
+        assert paid_keys(stack, second) == {"b1": 1, "b2": 1}
+        for job_id in (first, second):
+            for batch in stack.repo.batches(job_id=job_id):
+                assert batch.state is BatchState.COLLECTED
+                assert batch.provider_state == "PACKED"
+        notes = status.job_notes(stack.runtime, stack.repo.require_job(first))
+        assert notes["window"] is None
+        assert [n["lines_of_this_job"] for n in notes["shared"]] == [3, 1]
 
         completions = settle_all(stack, (first, second))
         for job_id, lines in ((first, CATALOG), (second, LOOKBOOK)):

@@ -44,6 +44,8 @@ ITEM_ALLOWED = {
 BATCH_ALLOWED = {
     (BS.QUEUED, BS.SUBMITTING),
     (BS.QUEUED, BS.CANCELLED),
+    # packed into shared batches at the batch window (pipeline/pack.py)
+    (BS.QUEUED, BS.COLLECTED),
     (BS.SUBMITTING, BS.RUNNING),
     (BS.SUBMITTING, BS.QUEUED),
     *((BS.SUBMITTING, t) for t in (BS.SUCCEEDED, BS.FAILED, BS.CANCELLED, BS.EXPIRED)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
@@ -219,6 +220,22 @@ class BatchRecord(Record):
     # results; any other delivery of the batch-done signal leaves it alone.
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    # The batch window's packing (pipeline/pack.py). On a shared batch: the jobs whose
+    # lines it carries (its job_id is then the pack's id, which no job record has), each
+    # line keyed `<job_id>/<key>` in its request file. On a job's own planned batch: the
+    # pack that took its lines (set while still QUEUED, which keeps every other submitter
+    # off it; it then ends COLLECTED with provider_state PACKED).
+    members: list[str] = Field(default_factory=list)
+    packed_into: str | None = None
+
+    @property
+    def job_ids(self) -> list[str]:
+        """The jobs whose items this batch carries."""
+        return list(self.members) if self.members else [self.job_id]
+
+    def request_key(self, job_id: str, key: str) -> str:
+        """An item's key as this batch's request and result files have it."""
+        return pack_key(job_id, key) if self.members else key
 
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
@@ -253,6 +270,27 @@ def job_id_for(source: SourceObject) -> str:
 
 def batch_id_for(job_id: str, index: int, attempt: int = 1) -> str:
     return f"{job_id}-b{index:04d}-a{attempt}"
+
+
+PACK_PREFIX: Final = "pack-"
+
+
+def pack_id_for(window_at: datetime, provider: str, model: str, sources: Iterable[str]) -> str:
+    """A pack's id: its window and a digest of what it packs, so a repeat names it again."""
+    digest = hashlib.sha256("\n".join([provider, model, *sorted(sources)]).encode()).hexdigest()[
+        :10
+    ]
+    return f"{PACK_PREFIX}{window_at.strftime('%Y%m%dt%H%M')}-{digest}"
+
+
+def pack_key(job_id: str, key: str) -> str:
+    """A line's key in a shared batch's request file: job ids never contain "/"."""
+    return f"{job_id}/{key}"
+
+
+def split_pack_key(packed: str) -> tuple[str, str]:
+    job_id, _, key = packed.partition("/")
+    return job_id, key
 
 
 def display_name_for(batch_id: str) -> str:

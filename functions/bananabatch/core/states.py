@@ -82,7 +82,11 @@ _ITEM_MOVES: Final[Mapping[ItemState, frozenset[ItemState]]] = {
 }
 
 _BATCH_MOVES: Final[Mapping[BatchState, frozenset[BatchState]]] = {
-    BatchState.QUEUED: frozenset({BatchState.SUBMITTING, BatchState.CANCELLED}),
+    # QUEUED -> COLLECTED only for a batch whose lines the batch window packed into shared
+    # batches (pipeline/pack.py): it never reaches the provider and has nothing to collect.
+    BatchState.QUEUED: frozenset(
+        {BatchState.SUBMITTING, BatchState.CANCELLED, BatchState.COLLECTED}
+    ),
     # SUBMITTING -> QUEUED only when the provider definitely created nothing (429, or the
     # display name is absent after reconciliation).
     BatchState.SUBMITTING: frozenset(

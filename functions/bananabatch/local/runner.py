@@ -353,11 +353,15 @@ class LocalPipeline:
         in-process bus and died with it. The tick would announce them too, but only after
         REANNOUNCE_AFTER; collection is idempotent and leased, so a batch another process is
         collecting is left to it."""
-        from bananabatch.pipeline import submit
+        from bananabatch.pipeline import pack, submit
 
         now = self.runtime.now()
         announced = 0
-        for batch in self.runtime.repo.batches(job_id=job_id, states=BATCH_PROVIDER_TERMINAL):
+        finished = list(self.runtime.repo.batches(job_id=job_id, states=BATCH_PROVIDER_TERMINAL))
+        if job_id is not None:
+            # The job's lines the batch window packed with other files' (pipeline/pack.py).
+            finished += pack.shared_batches_of(self.runtime, job_id, BATCH_PROVIDER_TERMINAL)
+        for batch in finished:
             if batch.lease_until is not None and batch.lease_until > now:
                 continue
             submit.publish_batch_done(self.runtime, batch)
@@ -585,7 +589,10 @@ def cancel_locally(settings: Settings, job_id: str) -> dict[str, Any]:
         if why is not None:
             # A batch that finished at the emulator but whose collection died with the
             # process: the collector finds it gone and ends it, so the job can close now.
-            for batch in runtime.repo.batches(job_id=job_id):
+            from bananabatch.pipeline import pack
+
+            mine = [*runtime.repo.batches(job_id=job_id), *pack.shared_batches_of(runtime, job_id)]
+            for batch in mine:
                 if batch.state in BATCH_PROVIDER_TERMINAL:
                     submit.publish_batch_done(runtime, batch)
         pipeline.drain()

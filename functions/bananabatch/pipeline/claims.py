@@ -133,13 +133,16 @@ class _Apart:
     thumbs: list[tuple[str, str]] = field(default_factory=list)
 
 
-def materialize_for_submission(rt: Runtime, batch: BatchRecord) -> BatchRecord:
-    """Claim a batch's requests and make its items, just claimed for submission (the
-    module's docstring). Returns the batch as it must go to the provider: request_count 0
-    means no line of its own is left. Idempotent."""
+def materialize_for_submission(
+    rt: Runtime, batch: BatchRecord, state: ItemState = ItemState.SUBMITTED
+) -> BatchRecord:
+    """Claim a batch's requests and make its items (in `state`), just claimed for
+    submission or for a pack of the batch window (the module's docstring). Returns the
+    batch as it must go to the provider: request_count 0 means no line of its own is
+    left. Idempotent."""
     if batch.manifest_object is None:
         # A retry or released batch: its items, and their claims, exist already.
-        materialize_items(rt, batch, ItemState.SUBMITTED)
+        materialize_items(rt, batch, state)
         return batch
     entries = list(manifest_entries(rt, batch, batch.manifest_object))
     existing = rt.repo.get_items(batch.job_id, [e.key for e in entries])
@@ -152,7 +155,7 @@ def materialize_for_submission(rt: Runtime, batch: BatchRecord) -> BatchRecord:
         batch = _filter_requests(rt, batch, entries, apart)
     rt.repo.put_items(item for _, item in apart.items)
     cache.ask_thumbnails(rt, batch.job_id, apart.thumbs)
-    materialize_items(rt, batch, ItemState.SUBMITTED, skip=apart.keys)
+    materialize_items(rt, batch, state, skip=apart.keys)
     return batch
 
 

@@ -84,7 +84,7 @@ def handle_batch_done(
     with labels(job_id=batch.job_id, batch_id=batch_id, batch_name=batch.provider_name):
         if batch.state is BatchState.COLLECTED:
             log.info("batch already collected; checking the job is finalized")
-            finalize.finalize_job_if_done(rt, batch.job_id)
+            _finalize_jobs(rt, batch)
             return report
         token = uuid.uuid4().hex
         if not _take_lease(rt, batch_id, token):
@@ -112,8 +112,15 @@ def handle_batch_done(
             submit.submit_queued(rt, job_id=batch.job_id)
         # Other jobs' lines that joined this batch's requests are served (or paid) now.
         inflight.resolve(rt)
-        finalize.finalize_job_if_done(rt, batch.job_id)
+        _finalize_jobs(rt, batch)
         return report
+
+
+def _finalize_jobs(rt: Runtime, batch: BatchRecord) -> None:
+    """Close the batch's job, or each member job of a shared batch (pipeline/pack.py)."""
+    for job_id in batch.job_ids:
+        with labels(job_id=job_id):
+            finalize.finalize_job_if_done(rt, job_id)
 
 
 class _LeaseLost(Exception):
@@ -278,9 +285,9 @@ def _collect_rows(
     expected = rt.repo.items_of_batch(batch)
     done = {key for key, item in expected.items() if item.state in ITEM_TERMINAL}
     pending: list[ItemRecord] = []
-    # (key, mime type) of each image written since the last checkpoint: the next thumbnails
-    # message lists them.
-    written: list[tuple[str, str]] = []
+    # (job, key, mime type) of each image written since the last checkpoint: the next
+    # thumbnails message of each job lists them.
+    written: list[tuple[str, str, str]] = []
     report.resumed_from = cursor = batch.cursor
     results = rt.batch_provider(batch).iter_results
     opened = results(seen, start_line=cursor) if seen.output else iter(())
@@ -288,11 +295,12 @@ def _collect_rows(
         for row in rows:
             cursor = row.line_no + 1
             report.rows += 1
-            updated = _apply_row(rt, row, expected, done, report, writes, written)
-            if updated is not None:
+            applied = _apply_row(rt, row, expected, done, report, writes, written)
+            if applied is not None:
+                key, updated = applied
                 pending.append(updated)
-                expected[updated.key] = updated
-                done.add(updated.key)
+                expected[key] = updated
+                done.add(key)
             if report.rows % CHECKPOINT_ROWS == 0:
                 _checkpoint(rt, batch, pending, cursor, writes, written, token)
                 pending.clear()
@@ -353,8 +361,9 @@ def _apply_row(
     done: set[str],
     report: CollectReport,
     writes: Writes,
-    written: list[tuple[str, str]],
-) -> ItemRecord | None:
+    written: list[tuple[str, str, str]],
+) -> tuple[str, ItemRecord] | None:
+    """The row's item as it now stands, under the key the batch's files give it."""
     if row.row is None:
         log.error("unparseable result line", extra={"line": row.line_no, "error": row.malformed})
         return None
@@ -374,7 +383,7 @@ def _apply_row(
         log.warning("second output for a key; keeping the first", extra={"key": key})
         return None
     item = expected[key]
-    return _item_from_outcome(rt, item, outcome, report, writes, written)
+    return key, _item_from_outcome(rt, item, outcome, report, writes, written)
 
 
 def _item_from_outcome(
@@ -383,7 +392,7 @@ def _item_from_outcome(
     outcome: Outcome,
     report: CollectReport,
     writes: Writes,
-    written: list[tuple[str, str]],
+    written: list[tuple[str, str, str]],
 ) -> ItemRecord:
     update = outcome_fields(rt, item, outcome, Lane.BATCH)
     if outcome.kind is OutcomeKind.IMAGE and outcome.image is not None:
@@ -392,7 +401,7 @@ def _item_from_outcome(
         image = outcome.image
         writes.submit(lambda: write_image(rt, item, name, image, mime), write_cost(image))
         update.update(located)
-        written.append((item.key, mime))
+        written.append((item.job_id, item.key, mime))
         report.images += 1
     return item.model_copy(update=update)
 
@@ -403,7 +412,7 @@ def _checkpoint(
     items: list[ItemRecord],
     cursor: int,
     writes: Writes,
-    written: list[tuple[str, str]],
+    written: list[tuple[str, str, str]],
     token: str,
 ) -> None:
     # Images first, then the thumbnails request, items, cursor: after a crash between any
@@ -416,8 +425,11 @@ def _checkpoint(
     current = rt.repo.require_batch(batch.batch_id)
     if current.lease_owner != token:
         raise _LeaseLost()
-    if written:
-        thumbnails.publish_request(rt, batch.job_id, batch.batch_id, written)
+    by_job: dict[str, list[tuple[str, str]]] = {}
+    for job_id, key, mime in written:
+        by_job.setdefault(job_id, []).append((key, mime))
+    for job_id, images in by_job.items():
+        thumbnails.publish_request(rt, job_id, batch.batch_id, images)
     if items:
         rt.repo.put_items(items)
         # After the images and items, so an entry never points at an image not yet there.

@@ -11,7 +11,7 @@ from bananabatch.core.records import BatchRecord, JobRecord
 from bananabatch.core.states import ITEM_TERMINAL, JOB_TERMINAL, BatchState, ItemState, JobState
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, collect, finalize, lifecycle, submit, urgent
+from bananabatch.pipeline import budget, collect, finalize, lifecycle, pack, submit, urgent
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 
@@ -110,12 +110,19 @@ def cancel_job(rt: Runtime, job_id: str) -> dict[str, Any]:
         # provider if its create went through, and never queues it again if not.
         cancelled = 0
         for batch in rt.repo.batches(job_id=job_id):
-            if batch.state is BatchState.QUEUED:
+            if batch.state is BatchState.QUEUED and batch.packed_into is None:
                 cancelled += submit.cancel_unsubmitted(
                     rt, batch, submit.CANCELLED_BEFORE_SUBMISSION
                 )
             elif batch.state is BatchState.RUNNING and batch.provider_name:
                 cancelled += _cancel_at_provider(rt, batch)
+        # Lines packed with other jobs' at the batch window (pipeline/pack.py): their shared
+        # batch stops only when none of its jobs may spend; until then this job's lines are
+        # left out at submission, or collected (paid) and not retried.
+        if job.window_at is not None:
+            for batch in pack.shared_batches_of(rt, job_id, [BatchState.RUNNING]):
+                if batch.provider_name and pack.all_stopped(rt, batch, {}):
+                    cancelled += _cancel_at_provider(rt, batch)
         log.warning("job cancellation requested", extra={"batches": cancelled})
         finalize.finalize_job_if_done(rt, job_id)
         return {"job_id": job_id, "cancelled_batches": cancelled}

@@ -37,7 +37,7 @@ from bananabatch.core.states import (
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, cache, lifecycle, task_records, urgent
+from bananabatch.pipeline import budget, cache, lifecycle, pack, task_records, urgent
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.twotier import rounds
@@ -108,6 +108,8 @@ def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
         open_batches = rt.repo.count_batches(job_id=job_id, states=_OPEN_BATCH_STATES)
         if open_batches or (job.urgent_count and urgent.pending_count(rt, job_id)):
             return job
+        if job.window_at is not None and pack.open_shared(rt, job_id):
+            return job  # its lines ride in a shared batch of the window (pipeline/pack.py)
         if cache.waiting_count(rt, job_id):
             return job  # items wait for another job's request in flight (pipeline/inflight.py)
         if task_records.open_tasks(rt, job_id):

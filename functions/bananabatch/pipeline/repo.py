@@ -136,9 +136,13 @@ class Repo:
             yield ItemRecord.model_validate(doc)
 
     def items_of_batch(self, batch: BatchRecord) -> dict[str, ItemRecord]:
+        """The batch's items, keyed as its request file keys them (`<job>/<key>` in a
+        shared batch of the batch window, pipeline/pack.py)."""
+        where = [Where("batch_id", "==", batch.batch_id)]
         return {
-            item.key: item
-            for item in self.items(batch.job_id, where=[Where("batch_id", "==", batch.batch_id)])
+            batch.request_key(job_id, item.key): item
+            for job_id in batch.job_ids
+            for item in self.items(job_id, where=where)
         }
 
     def count_items(self, job_id: str, state: ItemState) -> int:

@@ -37,7 +37,7 @@ from bananabatch.core.row_errors import RETRYABLE_GRPC_CODES, RETRYABLE_HTTP_COD
 from bananabatch.core.states import JOB_TERMINAL, BatchState, ItemState
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import lifecycle
+from bananabatch.pipeline import lifecycle, pack
 from bananabatch.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
@@ -84,7 +84,14 @@ def stage_retries(rt: Runtime, batch: BatchRecord) -> RetryPlan:
         if existing is not None:
             keys = _keys_in(rt, results, request_object, batch)
         else:
-            keys = sorted(key for key, item in items.items() if is_retryable(item))
+            # A shared batch (pipeline/pack.py) retries only the lines of members that
+            # may still spend: one member's cancel stops its own retries, not the others'.
+            stopped = pack.stopped_members(rt, batch, {}) if batch.members else set()
+            keys = sorted(
+                key
+                for key, item in items.items()
+                if is_retryable(item) and item.job_id not in stopped
+            )
             if not keys:
                 return plan
             _write_requests(rt, batch, set(keys), request_object)
@@ -121,6 +128,12 @@ def stage_retries(rt: Runtime, batch: BatchRecord) -> RetryPlan:
                 request_object=request_object,
                 request_count=len(keys),
                 request_bytes=info.size if info is not None else 0,
+                # From the keys, which a repeat after a crash reads back from the file.
+                members=(
+                    list(dict.fromkeys(rec.split_pack_key(key)[0] for key in keys))
+                    if batch.members
+                    else []
+                ),
                 created_at=now,
                 updated_at=now,
             )

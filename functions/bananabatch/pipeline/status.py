@@ -8,7 +8,7 @@ from typing import Any
 
 from bananabatch.core.records import JobRecord
 from bananabatch.core.states import BatchState
-from bananabatch.pipeline import inflight, window
+from bananabatch.pipeline import inflight, pack, window
 from bananabatch.pipeline.cache import LANE_JOINED
 from bananabatch.pipeline.collect import PROVIDER_GONE
 from bananabatch.pipeline.runtime import Runtime
@@ -62,4 +62,6 @@ def job_notes(rt: Runtime, job: JobRecord) -> dict[str, Any]:
         "waiting": waiting,
         "inflight": joined,
         "window": window.note(rt, job),
+        # Shared batches of the batch window carrying this job's lines (pipeline/pack.py).
+        "shared": pack.note(rt, job.job_id) if job.window_at is not None else [],
     }

@@ -35,7 +35,7 @@ from bananabatch.errors import (
 )
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import claims, model_gone, pause
+from bananabatch.pipeline import claims, model_gone, pack, pause
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch
@@ -69,10 +69,17 @@ def submit_queued(rt: Runtime, *, job_id: str | None = None) -> int:
     capacity = rt.settings.max_active_batches - rt.repo.count_batches(states=BATCH_ACTIVE)
     now = rt.now()
     queued = list(rt.repo.batches(states=[BatchState.QUEUED]))
+    if gate.open and any(pack.may_pack(batch, now) for batch in queued):
+        # At the batch window, the waiting files' batches are packed into shared ones
+        # first, whoever submits (pipeline/pack.py); a claimed source is never sent alone.
+        pack.pack_due(rt, queued)
+        queued = list(rt.repo.batches(states=[BatchState.QUEUED]))
     round_ = _Round(gate, capacity, now, rate_limited=_rate_limited(queued, now))
     jobs: dict[str, JobRecord | None] = {}
     for batch in queued:
         if job_id is not None and batch.job_id != job_id:
+            continue
+        if batch.packed_into is not None:
             continue
         if not _job_may_spend(rt, batch, jobs):
             continue
@@ -109,7 +116,13 @@ def provider_name(batch: BatchRecord) -> str:
 
 
 def _job_may_spend(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord | None]) -> bool:
-    """Whether the batch's job may spend now (jobs caches the records read this round)."""
+    """Whether the batch's job may spend now (jobs caches the records read this round); a
+    shared batch of the batch window, while any of its members may."""
+    if batch.members:
+        if not pack.all_stopped(rt, batch, jobs):
+            return True
+        cancel_unsubmitted(rt, batch, pack.STOPPED_REASON)
+        return False
     if batch.job_id not in jobs:
         jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
     job = jobs[batch.job_id]
@@ -185,7 +198,8 @@ def submit_batch(
         # the cache) serves are set apart and left out of the request file
         # (pipeline/claims.py). Idempotent, so a claim again after a reconcile or a quota
         # refusal repeats it harmlessly.
-        batch = claims.materialize_for_submission(rt, claim.record)
+        # A shared batch first leaves out the lines of members that stopped meanwhile.
+        batch = claims.materialize_for_submission(rt, pack.filter_stopped(rt, claim.record))
         # A crash here leaves SUBMITTING with nothing created: reconciled after the grace.
         crash_point("submit.after_claim")
         if batch.request_count == 0:
@@ -413,10 +427,16 @@ def reconcile_submitting(rt: Runtime, batch: BatchRecord) -> BatchRecord:
         since = batch.submitting_since or batch.updated_at
         if rt.now() - since < RECONCILE_GRACE:
             return batch
-        job = rt.repo.get_job(batch.job_id)
-        if job is None or job.cancel_requested or job.state in JOB_TERMINAL:
+        job = None if batch.members else rt.repo.get_job(batch.job_id)
+        over = (
+            pack.all_stopped(rt, batch, {})
+            if batch.members
+            else job is None or job.cancel_requested or job.state in JOB_TERMINAL
+        )
+        if over:
             log.warning("reconciled: the provider never created the batch; its job is over")
-            cancel_unsubmitted(rt, batch, _stopped_reason(job))
+            why = pack.STOPPED_REASON if batch.members else _stopped_reason(job)
+            cancel_unsubmitted(rt, batch, why)
             return rt.repo.get_batch(batch.batch_id) or batch
         log.warning("reconciled: the provider never created the batch; queueing it again")
         return rt.repo.move_batch(

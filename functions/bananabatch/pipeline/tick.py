@@ -32,6 +32,7 @@ from bananabatch.pipeline import (
     finalize,
     inflight,
     lifecycle,
+    pack,
     submit,
     tasks,
     urgent,
@@ -349,6 +350,9 @@ def report_overdue(rt: Runtime, job: JobRecord) -> bool:
 
 
 def _cancel_requested(rt: Runtime, batch: BatchRecord, jobs: dict[str, JobRecord | None]) -> bool:
+    if batch.members:
+        # A shared batch of the window stops only when none of its jobs may spend.
+        return pack.all_stopped(rt, batch, jobs)
     if batch.job_id not in jobs:
         jobs[batch.job_id] = rt.repo.get_job(batch.job_id)
     job = jobs[batch.job_id]

@@ -1,24 +1,14 @@
 """The batch window on a deployment (issue 21 point 4): a job admitted while one is
-configured keeps its batches queued until the next window after its admission, and the tick
-submits them then, with every other job's that waited for the same window.
-
-Why each job keeps its own batches rather than having its lines packed with other jobs'
-into shared provider batches: a batch belongs to one job throughout (its request file and
-manifest under jobs/<job_id>/, its items created from that manifest when it is claimed,
-its collection writing that job's images and counters, its cancel and watchdog acting on
-that job). A provider batch shared by several jobs would need every one of those to work
-per line instead: a cancel of one job would stop the others' paid work at the provider,
-and one lost result file would touch several jobs. Submission, the ledger and collection
-stay exactly as they are, so the money invariants (never submit twice, never lose a
-result) hold with nothing new to prove; what the window changes is only *when* a queued
-batch may be created. Each job's batches are already planned full within the limits
-(core/planning.py), so the window gathers many files' batches into one submission round.
+configured keeps its batches queued until the next window after its admission; at the
+window, submission first packs the queued lines of every file that waited into shared
+batches per model (pipeline/pack.py), then submits them.
 
 The time is computed once per job, when its hold is released (budget.release_hold, also
 on approval and on the tick's repair of a release a crash interrupted), and written on the
 job (JobRecord.window_at) for `status`; the batches carry it as next_submit_after, which
-submission already honours. Urgent lines are served before any of this (control).
-Batches made later for retries go at once: the job's run has begun.
+submission honours and by which packing recognises the batches that waited for it. Urgent
+lines are served before any of this (control). Batches made later for retries go at once:
+the job's run has begun.
 """
 
 from __future__ import annotations
