@@ -381,11 +381,12 @@ def test_an_urgent_call_cut_off_by_a_crash_is_failed_not_repeated_and_the_rest_r
 
 
 # These have scenarios of their own: finalize.after_claim is recovered by a tick, not by
-# redelivery, urgent.after_claim needs urgent lines, and the inflight points need a line
-# that joined another job's request (tests/e2e/test_fault_matrix_inflight.py).
+# redelivery, urgent.after_claim needs urgent lines, the inflight points need a line
+# that joined another job's request (tests/e2e/test_fault_matrix_inflight.py), and the pack
+# points need files waiting for the batch window (tests/e2e/test_fault_matrix_window_pack.py).
 _OWN_SCENARIOS = ("finalize.after_claim", "urgent.after_claim")
 REDELIVERED_POINTS = [
-    p for p in faults.POINTS if p not in _OWN_SCENARIOS and not p.startswith("inflight.")
+    p for p in faults.POINTS if p not in _OWN_SCENARIOS and not p.startswith(("inflight.", "pack."))
 ]
 
 

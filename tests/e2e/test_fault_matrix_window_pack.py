@@ -38,6 +38,18 @@ def two_waiting_files(stack: Stack) -> tuple[str, str]:
     return first, second
 
 
+def sent_at_the_window_and_held(stack: Stack) -> tuple[str, str, str]:
+    """Two files wait; at the window their shared batch is sent and stays RUNNING at the
+    provider until the test says. Returns the two jobs and the shared batch."""
+    stack.faults.stick(f"{SHARED}*")
+    first, second = two_waiting_files(stack)
+    stack.clock.now = AT
+    assert tick.handle_tick(stack.runtime).submitted == 2
+    [shared] = shared_batches(stack)
+    assert stack.repo.require_batch(shared).state is BatchState.RUNNING
+    return first, second, shared
+
+
 def shared_batches(stack: Stack) -> list[str]:
     return sorted(b.batch_id for b in stack.repo.batches() if b.members and b.attempt == 1)
 
@@ -67,8 +79,9 @@ def test_a_crash_at_any_step_of_packing_is_completed_by_the_next_tick_and_paid_o
 
         stack.clock.advance(timedelta(minutes=1))
         again = tick.handle_tick(stack.runtime)
+        # The catalog's full batch goes as its own; its a4 and the lookbook share one.
         assert again.submitted == 2
-        assert len(shared_batches(stack)) == 2
+        assert len(shared_batches(stack)) == 1
         assert paid_keys(stack, first) == {"a1": 1, "a2": 1, "a3": 1, "a4": 1}
         assert paid_keys(stack, second) == {"b1": 1, "b2": 1}
         summaries = each_ends_alone(stack, (first, second))
@@ -80,20 +93,13 @@ def test_one_jobs_cancel_leaves_the_shared_batch_running_for_the_others(
     request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
 ) -> None:
     with open_stack(request, kind, tmp_path, **WINDOW) as stack:
-        stack.faults.stick(f"{SHARED}*")
-        first, second = two_waiting_files(stack)
-        stack.clock.now = AT
-        assert tick.handle_tick(stack.runtime).submitted == 2
+        first, second, shared = sent_at_the_window_and_held(stack)
         control.cancel_job(stack.runtime, second)
-        # The lookbook's two lines share batches with the catalog's: nothing is cancelled.
-        for batch_id in shared_batches(stack):
-            assert stack.repo.require_batch(batch_id).state is BatchState.RUNNING
-        name = stack.repo.require_batch(shared_batches(stack)[0]).provider_name
-        assert name is not None
-        stack.emulator.state.complete(name.rsplit("/", 1)[-1])
-        name = stack.repo.require_batch(shared_batches(stack)[1]).provider_name
-        assert name is not None
-        stack.emulator.state.complete(name.rsplit("/", 1)[-1])
+        # The lookbook's two lines share a batch with the catalog's a4: nothing is cancelled.
+        running = stack.repo.require_batch(shared)
+        assert running.state is BatchState.RUNNING
+        assert running.provider_name is not None
+        stack.emulator.state.complete(running.provider_name.rsplit("/", 1)[-1])
         summaries = each_ends_alone(stack, (first, second))
         assert stack.repo.require_job(first).state is JobState.SUCCEEDED
         assert stack.repo.require_job(second).state is JobState.CANCELLED
@@ -105,23 +111,17 @@ def test_when_every_job_of_a_shared_batch_cancels_it_is_cancelled_at_the_provide
     request: pytest.FixtureRequest, kind: StackKind, tmp_path: Path
 ) -> None:
     with open_stack(request, kind, tmp_path, **WINDOW) as stack:
-        stack.faults.stick(f"{SHARED}*")
-        first, second = two_waiting_files(stack)
-        stack.clock.now = AT
-        assert tick.handle_tick(stack.runtime).submitted == 2
+        first, second, shared = sent_at_the_window_and_held(stack)
         control.cancel_job(stack.runtime, first)
-        mixed = [b for b in shared_batches(stack) if second in stack.repo.require_batch(b).members]
-        only_first = [b for b in shared_batches(stack) if b not in mixed]
-        # The batch carrying only the catalog's lines stops now; the mixed one runs on.
-        assert [stack.repo.require_batch(b).state for b in mixed] == [BatchState.RUNNING]
+        # The lookbook may still spend: the shared batch runs on.
+        assert stack.repo.require_batch(shared).state is BatchState.RUNNING
         control.cancel_job(stack.runtime, second)
         stack.drain()
         stack.tick()
         stack.drain()
-        for batch_id in only_first + mixed:
-            batch = stack.repo.require_batch(batch_id)
-            assert batch.state in {BatchState.CANCELLED, BatchState.COLLECTED}
-            assert batch.provider_state in {"JOB_STATE_CANCELLED", "BATCH_STATE_CANCELLED"}
+        batch = stack.repo.require_batch(shared)
+        assert batch.state in {BatchState.CANCELLED, BatchState.COLLECTED}
+        assert batch.provider_state in {"JOB_STATE_CANCELLED", "BATCH_STATE_CANCELLED"}
         each_ends_alone(stack, (first, second))
         for job_id in (first, second):
             assert stack.repo.require_job(job_id).state is JobState.CANCELLED
@@ -134,7 +134,7 @@ def test_a_job_cancelled_after_packing_but_before_sending_has_its_lines_left_out
         first, second = two_waiting_files(stack)
         stack.clock.now = AT
         queued = list(stack.repo.batches(states=[BatchState.QUEUED]))
-        assert pack.pack_due(stack.runtime, queued) == 2
+        assert pack.pack_due(stack.runtime, queued) == 1
         control.cancel_job(stack.runtime, second)
         stack.tick()
         stack.drain()

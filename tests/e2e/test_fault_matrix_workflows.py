@@ -98,24 +98,28 @@ def test_uploads_wait_for_the_window_then_go_in_one_tick_and_each_file_ends_alon
         stack.tick()
         assert created_at_provider(stack, first) == created_at_provider(stack, second) == {}
 
-        # At the window, one tick packs the waiting files' three planned batches (4 + 2
-        # lines, at most 3 a batch on the stacks) into two full shared batches and submits
-        # them; each file's lines are paid once, under its own job.
+        # At the window, one tick packs the waiting files' partial batches into one shared
+        # batch and submits it with the full one: of the three planned batches (a1-a3 full
+        # at 3 a batch on the stacks, a4 alone, b1-b2), two go. Each file's lines are paid
+        # once, under its own job.
         planned = [b for j in (first, second) for b in stack.repo.batches(job_id=j)]
-        assert len(planned) == 3
+        assert sorted(b.request_count for b in planned) == [1, 2, 3]
         stack.clock.now = AT
         report = tick.handle_tick(stack.runtime)
         assert report.submitted == 2
-        assert created_at_provider(stack, first) == created_at_provider(stack, second) == {}
+        assert set(created_at_provider(stack, first)) == {"a1", "a2", "a3"}
+        assert created_at_provider(stack, second) == {}
         assert paid_keys(stack, first) == {"a1": 1, "a2": 1, "a3": 1, "a4": 1}
         assert paid_keys(stack, second) == {"b1": 1, "b2": 1}
-        for job_id in (first, second):
-            for batch in stack.repo.batches(job_id=job_id):
-                assert batch.state is BatchState.COLLECTED
-                assert batch.provider_state == "PACKED"
+        packed = [b for b in planned if b.request_count < 3]
+        for batch in packed:
+            after = stack.repo.require_batch(batch.batch_id)
+            assert (after.state, after.provider_state) == (BatchState.COLLECTED, "PACKED")
         notes = status.job_notes(stack.runtime, stack.repo.require_job(first))
         assert notes["window"] is None
-        assert [n["lines_of_this_job"] for n in notes["shared"]] == [3, 1]
+        assert [(n["lines_of_this_job"], n["lines"], n["jobs"]) for n in notes["shared"]] == [
+            (1, 3, 2)
+        ]
 
         completions = settle_all(stack, (first, second))
         for job_id, lines in ((first, CATALOG), (second, LOOKBOOK)):

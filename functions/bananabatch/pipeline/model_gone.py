@@ -198,6 +198,10 @@ def _plan(
     fallback = rt.settings.fallback_model
     if not fallback:
         return "no fallback model is configured (BANANABATCH_FALLBACK_MODEL)"
+    if batch.members:
+        # The fallback's extra cost is reserved per job, and a shared batch of the batch
+        # window (pipeline/pack.py) has several.
+        return "a shared batch of the batch window does not fall back to another model"
     if job is None or not job.may_spend:
         return "its job no longer spends"
     found = _servable_fallback(rt, batch, fallback)
