@@ -212,3 +212,30 @@ def test_a_content_refusal_on_replicate_is_blocked_and_never_tried_elsewhere(
     assert replicate.state.counters.creates == 2
     assert summary["counts"]["BLOCKED"] == 1
     assert stack.repo.require_job(job_id).state is JobState.PARTIAL
+
+
+def test_while_replicates_breaker_is_open_new_bulk_lines_go_to_batch_and_are_made_there(
+    stack: Stack, replicate: ReplicateEmulatorServer
+) -> None:
+    # Only one async provider exists (replicate): the lane a bulk line fails over to is
+    # batch, for the lines that arrive while the async lane's breaker is open. (Lines
+    # already staged for it wait for it, unpaid: the row above.)
+    replicate.state.lane_faults.down = True
+    first = stack.upload(stack.write(file_lines()))
+    breaker = stack.runtime.state.get(lanes.breaker_path("replicate"))
+    assert breaker is not None
+    assert breaker["open_until"] is not None
+    later = file_lines("sneaker 4", "sneaker 5")[3:]
+    second = stack.upload(stack.write(later, name="later.jsonl"))
+    _finish(stack, replicate)
+    summary, items = _settled(stack, replicate, second)
+    assert summary["counts"]["SUCCEEDED"] == 2
+    assert {k: items[k].lane for k in ("b1", "b2")} == {"b1": "batch", "b2": "batch"}
+    assert {k: items[k].provider_lane for k in ("b1", "b2")} == {"b1": None, "b2": None}
+    assert _ledger(stack, second, "b1") == []
+    assert "replicate" not in summary["costs"].get("by_lane", {})
+    assert replicate.state.counters.creates == 0
+    # The first job's lines stay the async lane's (the row above); it ends too, with
+    # every line in one terminal state and none created twice.
+    replicate.state.lane_faults.down = False
+    _settled(stack, replicate, first)

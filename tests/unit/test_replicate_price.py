@@ -170,3 +170,9 @@ def test_doctor_shows_replicates_price_and_its_source(tmp_path: Path) -> None:
     assert warn.verdict == "warn"
     assert "dated table, read 2026-12-07" in warn.detail
     assert f"set {ENV_REPLICATE_USD_PER_IMAGE} if you pay less" in warn.detail
+
+
+def test_an_async_lane_whose_breaker_is_open_is_not_offered_so_bulk_lines_go_to_batch() -> None:
+    router = router_for(deployment(0.04), PriceBook(), shut={"replicate"})
+    assert [o.name for o in router.lanes] == ["batch", "gemini-standard"]
+    assert router.route(Line()).lanes == ("batch",)

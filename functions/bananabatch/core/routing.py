@@ -18,7 +18,7 @@ Failover stays within a kind (sync or async): the runner of that kind takes the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final, Protocol
@@ -330,17 +330,20 @@ class Router:
         return found
 
 
-def router_for(settings: Settings, book: PriceBook) -> Router:
-    """The router of a deployment's settings."""
+def router_for(settings: Settings, book: PriceBook, *, shut: Collection[str] = ()) -> Router:
+    """The router of a deployment's settings. The async lanes named in `shut` (their
+    breaker open) are not offered: a bulk line goes to the next cheapest lane, batch at
+    worst, instead of waiting for a provider that is down."""
     compat = {
         label: (frozenset(gateway.models), gateway.third_party)
         for label, gateway in settings.compat_lanes.items()
     }
+    open_async = [name for name in settings.async_lanes if name not in shut]
     lanes = offers(
         settings.sync_lanes,
-        settings.async_lanes,
+        open_async,
         compat,
-        {name: _async_models(settings, name) for name in settings.async_lanes},
+        {name: _async_models(settings, name) for name in open_async},
     )
     return Router(
         lanes,

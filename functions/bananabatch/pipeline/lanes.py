@@ -32,7 +32,7 @@ and the outcomes they share are here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -160,6 +160,21 @@ def may_call(rt: Runtime, lane: str) -> bool:
     if taken and taken[0]:
         log.warning("provider breaker: probing", extra={"lane": lane})
     return bool(taken and taken[0])
+
+
+def shut_lanes(rt: Runtime, names: Iterable[str]) -> frozenset[str]:
+    """The lanes among `names` whose breaker is open now and not yet due for a probe
+    (read only: no probe is taken). Intake routes a file's lines without them, so a bulk
+    line goes to the next cheapest lane (batch at worst) instead of waiting for them."""
+    now = rt.now()
+    shut = frozenset(
+        name
+        for name in names
+        if Breaker.from_doc(name, rt.state.get(breaker_path(name))).gate(now) is Gate.SHUT
+    )
+    if shut:
+        log.warning("breaker open: new lines are routed without", extra={"lanes": sorted(shut)})
+    return shut
 
 
 def record_call(rt: Runtime, lane: str, *, ok: bool) -> Breaker:

@@ -53,7 +53,7 @@ from bananabatch.core.staging import (
     without_request_hashes,
 )
 from bananabatch.log import get_logger
-from bananabatch.pipeline import cache
+from bananabatch.pipeline import cache, lanes
 from bananabatch.pipeline.intake import dedup, publish
 from bananabatch.pipeline.intake.publish import OpenBatch, Publisher
 from bananabatch.pipeline.intake.served import ServedLines
@@ -153,7 +153,9 @@ class Reader:
         self.open_batches: dict[int, OpenBatch] = {}
         self.plans: dict[LineShape, ShapeStaging] = {}
         self.stack = ExitStack()
-        self.router = router_for(settings, rt.prices)
+        # Async lanes whose breaker is open take no new line (batch at worst takes them).
+        shut = lanes.shut_lanes(rt, settings.async_lanes)
+        self.router = router_for(settings, rt.prices, shut=shut)
         self.served = ServedLines(rt, job, self.stack, self.prices, self.tally, self.router)
         self.publisher = Publisher(rt, job)
         self.lookups = ThreadPoolExecutor(1, thread_name_prefix="intake-cache-lookup")
