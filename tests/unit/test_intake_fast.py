@@ -456,3 +456,33 @@ def test_a_chunk_of_plain_lines_is_taken_whole_and_any_other_line_by_line(
         taken_whole = part in whole
         assert looped == ([] if taken_whole else [first]), part
         first += len(part)
+
+
+def test_after_chunks_with_odd_lines_the_whole_chunk_pass_backs_off_until_one_is_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A file whose every chunk holds a line that is not plain would pay for a missed pass
+    # over each chunk; after a miss the next chunks go line by line, twice as many after
+    # each miss in a row, and one chunk taken whole resets it.
+    tried: list[int] = []
+    attempt = LineParser._plain_chunk
+
+    def counting(self: LineParser, first: int, raws: Any, shape: Any) -> Any:
+        tried.append(first)
+        return attempt(self, first, raws, shape)
+
+    monkeypatch.setattr(LineParser, "_plain_chunk", counting)
+    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
+    by_line = LineParser(default_model=MODEL, limits=LIMITS)
+    odd = b'{"key": "odd%d", "prompt": "x", "image_size": "2K"}'
+    mixed = [[*_json_lines(2, 10 * n), odd % n] for n in range(3)]
+    plain = [_json_lines(3, 100 + 10 * n) for n in range(4)]
+    first, firsts = 2, []
+    for part in [[PLAIN_FIRST], *mixed, *plain]:
+        firsts.append(first)
+        singles = [by_line.parse_fast(n, r) for n, r in enumerate(part, first)]
+        _agree_chunk(by_chunk.parse_chunk(first, part), singles)
+        first += len(part)
+    # Tried: the first mixed chunk (a miss: skip one), the third (a miss: skip two), the
+    # third plain one (taken whole: no skip), the fourth.
+    assert tried == [firsts[1], firsts[3], firsts[6], firsts[7]]

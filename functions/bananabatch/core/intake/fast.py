@@ -103,6 +103,9 @@ _JSON_DUMPS_LINES: Final = re.compile(
 )
 _KEY_FIRST_LINES: Final = re.compile(f"(?m)^{_KEY_FIRST_ANY}$")
 _PROMPT_FIRST_LINES: Final = re.compile(f"(?m)^{_PROMPT_FIRST_ANY}$")
+# The most chunks parsed line by line, after whole-chunk passes that missed, before the next
+# try (see LineParser._plain_skip).
+PLAIN_BACKOFF: Final = 32
 _ShapeKey = tuple[str, str | None, str | None, LineOptions, str | None, str | None]
 
 
@@ -154,6 +157,12 @@ class LineParser(ReferenceParser):
         # its default), once a line of it is accepted; its key, if the default model is served.
         self._plain_shape: LineShape | None = None
         self._plain_key: _ShapeKey | None = None
+        # After a chunk that is not all plain lines, the next `_plain_skip` chunks go line by
+        # line without trying the whole-chunk pass, twice as many after each miss in a row
+        # (up to PLAIN_BACKOFF): a file whose every chunk holds an odd line pays for the
+        # missed pass on few chunks, a file with an odd line here and there on one.
+        self._plain_skip = 0
+        self._plain_backoff = 1
         if self._default_rules is not None:
             # A gpt-image default model gives a plain line its size, quality and format.
             size, quality, output_format = check_openai_fields(
@@ -286,10 +295,17 @@ class LineParser(ReferenceParser):
         pass over its text (_plain_chunk); any other chunk line by line (_parse_lines).
         """
         shape = self._plain_shape
-        if first != 1 and shape is not None and raws:
-            plain = self._plain_chunk(first, raws, shape)
-            if plain is not None:
-                return plain
+        if first == 1 or shape is None or not raws:
+            return self._parse_lines(first, raws)
+        if self._plain_skip:
+            self._plain_skip -= 1
+            return self._parse_lines(first, raws)
+        plain = self._plain_chunk(first, raws, shape)
+        if plain is not None:
+            self._plain_backoff = 1
+            return plain
+        self._plain_skip = self._plain_backoff
+        self._plain_backoff = min(2 * self._plain_backoff, PLAIN_BACKOFF)
         return self._parse_lines(first, raws)
 
     def _parse_lines(self, first: int, raws: Sequence[bytes]) -> ParsedChunk:
