@@ -35,6 +35,7 @@ from bananabatch.errors import NotFound
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
 from bananabatch.pipeline import cache, files_store, finalize, inflight, retry, submit, thumbnails
+from bananabatch.pipeline.live_closing import WhenLive
 from bananabatch.pipeline.outcomes import (
     image_location,
     outcome_fields,
@@ -120,7 +121,8 @@ def _finalize_jobs(rt: Runtime, batch: BatchRecord) -> None:
     """Close the batch's job, or each member job of a shared batch (pipeline/pack.py)."""
     for job_id in batch.job_ids:
         with labels(job_id=job_id):
-            finalize.finalize_job_if_done(rt, job_id)
+            # After the tick, if it is closing the job in this process now (local runner).
+            finalize.finalize_job_if_done(rt, job_id, when_live=WhenLive.WAIT)
 
 
 class _LeaseLost(Exception):

@@ -13,6 +13,10 @@ A crash between any two leaves the job with a step undone and its mark unset: a
 redelivered batch-done (finalize_job_if_done on a terminal job) or the tick (which looks
 for RUNNING jobs with nothing open and terminal jobs not `finalized`) does the undone
 steps again. Only the claim decides who publishes, so no redo publishes twice.
+
+Within one process, two threads closing the same job at once (the local runner's ticker
+beside its drain) meet in pipeline/live_closing.py: the tick leaves the job to a live
+collector, a collector runs after a live tick.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from bananabatch.core.states import (
 from bananabatch.errors import NotFound, PermanentError
 from bananabatch.faults import crash_point
 from bananabatch.log import get_logger, labels
-from bananabatch.pipeline import budget, cache, lifecycle, pack, task_records, urgent
+from bananabatch.pipeline import budget, cache, lifecycle, live_closing, pack, task_records, urgent
+from bananabatch.pipeline.live_closing import WhenLive
 from bananabatch.pipeline.materialize import materialize_items
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.pipeline.twotier import rounds
@@ -97,8 +102,21 @@ class ReportTally:
         }
 
 
-def finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
+def finalize_job_if_done(
+    rt: Runtime, job_id: str, *, when_live: WhenLive = WhenLive.RUN
+) -> JobRecord:
     """Close the job when its last batch is collected; otherwise do nothing."""
+    with live_closing.closing(rt.state, job_id, when_live) as mine:
+        if not mine:
+            log.info(
+                "job being finalized by another thread of this process; leaving it there",
+                extra={"job_id": job_id},
+            )
+            return rt.repo.require_job(job_id)
+        return _finalize_job_if_done(rt, job_id)
+
+
+def _finalize_job_if_done(rt: Runtime, job_id: str) -> JobRecord:
     with labels(job_id=job_id):
         job = rt.repo.require_job(job_id)
         if job.state in JOB_TERMINAL:

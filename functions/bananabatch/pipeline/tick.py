@@ -37,6 +37,7 @@ from bananabatch.pipeline import (
     tasks,
     urgent,
 )
+from bananabatch.pipeline.live_closing import WhenLive
 from bananabatch.pipeline.runtime import Runtime
 from bananabatch.ports import ProviderBatch, Where
 
@@ -305,7 +306,8 @@ def repair_unfinished_jobs(rt: Runtime, report: TickReport) -> int:
     for doc in rt.state.query("jobs", [Where("state", "==", JobState.RUNNING.value)]):
         job_id = str(doc["job_id"])
         with labels(job_id=job_id), _isolated(rt, report, "finalize", job_id=job_id):
-            after = finalize.finalize_job_if_done(rt, job_id)
+            # A finalizer live in this process (the local runner's drain) is no crash.
+            after = finalize.finalize_job_if_done(rt, job_id, when_live=WhenLive.SKIP)
             repaired += after.state in JOB_TERMINAL
             if after.state is JobState.RUNNING:
                 report_overdue(rt, after)
@@ -319,7 +321,7 @@ def repair_unfinished_jobs(rt: Runtime, report: TickReport) -> int:
         job_id = str(doc["job_id"])
         with labels(job_id=job_id), _isolated(rt, report, "finish closing", job_id=job_id):
             log.warning("job ended but its closing is unfinished; finishing it")
-            after = finalize.finalize_job_if_done(rt, job_id)
+            after = finalize.finalize_job_if_done(rt, job_id, when_live=WhenLive.SKIP)
             repaired += after.finalized
     return repaired
 
