@@ -344,9 +344,8 @@ def local_run(
 
 
 def _print_local_summary(summary: dict[str, Any], root: Path, thumbnails_on_demand: bool) -> None:
-    print_summary(summary)
-    if thumbnails_on_demand:
-        console.print(serve_cli.gallery_hint(root, summary["job_id"]), soft_wrap=True)
+    hint = serve_cli.gallery_hint(root, summary["job_id"]) if thumbnails_on_demand else None
+    print_summary(summary, gallery_note=hint)
 
 
 def _plan_then_ask(
@@ -507,7 +506,9 @@ def _add_lane_split(cost: Table, split: dict[str, Any]) -> None:
             cost.add_row(f"  lane {name}: {items} items", f"${share['actual_usd']:.4f}")
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: dict[str, Any], *, gallery_note: str | None = None) -> None:
+    """The job's summary for a person; its last line is the gallery's path, what they open
+    next (`gallery_note`, where its thumbnails come from, goes just above it)."""
     if not summary:
         err.print("[red]the job left no summary.json[/]")
         return
@@ -558,6 +559,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         console.print(f"  {label:<15} {_display_path(files[key])}", soft_wrap=True)
     summary_uri = files["results"].rsplit("/", 1)[0] + "/summary.json"
     console.print(f"  {'summary.json':<15} {_display_path(summary_uri)}", soft_wrap=True)
+    if gallery_note:
+        console.print(gallery_note, soft_wrap=True)
     console.print(f"[bold]gallery[/]          {_display_path(files['gallery'])}", soft_wrap=True)
 
 

@@ -68,9 +68,11 @@ def test_local_run_json_reports_counts_that_add_up_and_exits_3_for_a_partial_job
 def test_local_run_prints_a_human_summary_ending_with_the_gallery_path(local_env: Path) -> None:
     result = invoke("local", "run", str(EXAMPLES), "--yes", "--root", str(local_env))
     assert result.exit_code == cli.EXIT_PARTIAL, result.output
-    last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("gallery")
-    assert last.endswith("index.html")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("gallery")
+    assert lines[-1].endswith("index.html")
+    # Just above it: a local run makes no thumbnails, and says who will.
+    assert lines[-2].startswith("thumbnails: made as `bananabatch local serve` shows")
     for words in (
         "estimate at standard price",
         "estimate at batch price",
