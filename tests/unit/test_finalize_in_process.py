@@ -68,14 +68,22 @@ def _start(name: str, rt: Any, when: WhenLive, out: dict[str, object]) -> thread
     return thread
 
 
+def _held_open(
+    recorder: Recorder, name: str, rt: Any, when: WhenLive, out: dict[str, object]
+) -> threading.Thread:
+    """A thread inside its closing of job-1, held there until recorder.hold[name] is set."""
+    recorder.hold[name] = threading.Event()
+    recorder.entered[name] = threading.Event()
+    thread = _start(name, rt, when, out)
+    recorder.entered[name].wait()
+    return thread
+
+
 def test_the_tick_leaves_a_job_to_a_collector_closing_it_in_this_process(
     recorder: Recorder,
 ) -> None:
     rt, out = _runtime(), dict[str, object]()
-    recorder.hold["collector"] = threading.Event()
-    recorder.entered["collector"] = threading.Event()
-    collector = _start("collector", rt, WhenLive.WAIT, out)
-    recorder.entered["collector"].wait()
+    collector = _held_open(recorder, "collector", rt, WhenLive.WAIT, out)
 
     # The tick's repair meets the live closing: it returns the job as stored, untouched.
     assert _close(rt, "job-1", WhenLive.SKIP) == "as is"
@@ -88,10 +96,7 @@ def test_the_tick_leaves_a_job_to_a_collector_closing_it_in_this_process(
 
 def test_a_collector_closes_the_job_only_after_a_live_tick_is_done(recorder: Recorder) -> None:
     rt, out = _runtime(), dict[str, object]()
-    recorder.hold["tick"] = threading.Event()
-    recorder.entered["tick"] = threading.Event()
-    tick = _start("tick", rt, WhenLive.SKIP, out)
-    recorder.entered["tick"].wait()
+    tick = _held_open(recorder, "tick", rt, WhenLive.SKIP, out)
 
     collector = _start("collector", rt, WhenLive.WAIT, out)
     collector.join(timeout=0.2)
@@ -126,15 +131,12 @@ def test_a_closing_never_waits_for_its_own_thread_further_up_the_stack(
 
 def test_closings_of_other_jobs_or_other_stores_do_not_meet(recorder: Recorder) -> None:
     rt, out = _runtime(), dict[str, object]()
-    recorder.hold["collector"] = threading.Event()
-    recorder.entered["collector"] = threading.Event()
-    collector = _start("collector", rt, WhenLive.WAIT, out)
-    recorder.entered["collector"].wait()
+    collector = _held_open(recorder, "collector", rt, WhenLive.WAIT, out)
 
     # Another job of the same store, and the same job id in another store (a second stack
     # in one test process), each close at once.
-    assert _close(rt, "job-2", WhenLive.SKIP) == ("closed by MainThread")
-    assert _close(_runtime(), "job-1", WhenLive.SKIP) == ("closed by MainThread")
+    assert _close(rt, "job-2", WhenLive.SKIP) == "closed by MainThread"
+    assert _close(_runtime(), "job-1", WhenLive.SKIP) == "closed by MainThread"
 
     recorder.hold["collector"].set()
     collector.join()
