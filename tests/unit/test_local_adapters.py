@@ -855,3 +855,25 @@ def test_concurrent_publishers_lose_nothing_and_share_no_id(bus: InProcessBus) -
     assert bus.pending("s") == 800
     assert len(set(ids)) == 800
     assert len({m.data for m in bus.pull("s", max_messages=1000)}) == 800
+
+
+def test_a_jobs_items_in_line_order_page_through_the_line_index_from_the_last_line(
+    state: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Quadratic before: every page of 500 sorted the whole job again (10.1 s of a 50k-item
+    # job's closing in `local run`).
+    monkeypatch.setattr(state_module, "PAGE_SIZE", 7)
+    lines = [(n * 37) % 100 + 1 for n in range(100)]
+    state.set_many(
+        (f"jobs/J/items/k{n:03d}", {"key": f"k{n:03d}", "line_no": line})
+        for n, line in enumerate(lines)
+    )
+    found: list[Any] = []
+    plans = _plans_of(state, lambda: found.extend(state.query("jobs/J/items", order_by="line_no")))
+    assert [d["line_no"] for d in found] == list(range(1, 101))
+    assert len(plans) == 15  # 100 rows in pages of 7
+    for plan in plans:
+        assert "docs_by_line" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    # Every page after the first starts at the last line seen, not at the job's start.
+    assert all("<expr>>?" in plan for plan in plans[1:]), plans

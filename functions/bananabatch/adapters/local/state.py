@@ -49,6 +49,10 @@ CREATE INDEX IF NOT EXISTS docs_by_state ON docs (collection, json_extract(data,
 -- the job's size; with it 2.6 ms. Its entries end with the primary key, so the rows come
 -- in id order, as the keyset paging asks.
 CREATE INDEX IF NOT EXISTS docs_by_batch ON docs (collection, json_extract(data, '$.batch_id'));
+-- A job's items in line order (its reports, in-file duplicates): each keyset page starts
+-- where the last ended instead of sorting the whole job again, 10.1 s of a 50k-item
+-- job's closing without it (quadratic in the job's size), 0.12 s with it.
+CREATE INDEX IF NOT EXISTS docs_by_line ON docs (collection, json_extract(data, '$.line_no'));
 """
 # Rows; rows per collection; rows per (collection, id), (collection, state) or
 # (collection, batch).
@@ -56,6 +60,7 @@ _SEED_STATS = [
     ("docs", "docs", "1000000 1000 1"),
     ("docs", "docs_by_state", "1000000 1000 200"),
     ("docs", "docs_by_batch", "1000000 1000 50"),
+    ("docs", "docs_by_line", "1000000 1000 1"),
 ]
 _UPSERT = (
     "INSERT INTO docs (collection, id, data) VALUES (?, ?, ?) "
@@ -280,12 +285,17 @@ class SqliteStateStore:
             if last is not None and sort_expr is None:
                 page_clauses.append("id > ?")
                 page_params.append(last[1])
-            elif last is not None:
+            elif last is not None and last[0] is None:
+                # NULLs sort first: the rest of the NULLs by id, then every non-NULL.
                 e = sort_expr
-                page_clauses.append(
-                    f"({e} > ? OR ({e} IS ? AND id > ?) OR (? IS NULL AND {e} IS NOT NULL))"
-                )
-                page_params.extend([last[0], last[0], last[1], last[0]])
+                page_clauses.append(f"(({e} IS NULL AND id > ?) OR {e} IS NOT NULL)")
+                page_params.append(last[1])
+            elif last is not None:
+                # `e >= ?` on its own is what lets an index on the expression start the page
+                # at the last key; (e, id) > (?, ?) as one condition scans from the start.
+                e = sort_expr
+                page_clauses.append(f"{e} >= ? AND ({e} > ? OR id > ?)")
+                page_params.extend([last[0], last[0], last[1]])
             order = "id" if sort_expr is None else f"{sort_expr}, id"
             select_key = "NULL" if sort_expr is None else sort_expr
             sql = (
