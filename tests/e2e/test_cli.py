@@ -16,6 +16,7 @@ from bananabatch import cli, config
 from bananabatch.emulator.faults import FaultPlan
 from bananabatch.emulator.server import EmulatorServer
 from bananabatch.emulator.store import EmulatorConfig, ManualClock
+from tests.support.local_cli import point_cli_at
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "prompts.jsonl"
@@ -31,13 +32,7 @@ def emulator() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer) -> Path:
-    root = tmp_path / "state"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(config.ENV_BACKEND, "local")
-    monkeypatch.setenv(config.ENV_LOCAL_ROOT, str(root))
-    monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator.base_url)
-    monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "test-key")
-    return root
+    return point_cli_at(tmp_path, monkeypatch, emulator.base_url)
 
 
 def invoke(*args: str) -> Any:

@@ -22,12 +22,19 @@ def local_cli_env(
     directory is tmp_path."""
     emulator_config = EmulatorConfig(pending_seconds=0.0, running_seconds=0.0, clock=ManualClock())
     with EmulatorServer(emulator_config) as emulator:
-        root = tmp_path / "state"
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv(config.ENV_BACKEND, "local")
-        monkeypatch.setenv(config.ENV_LOCAL_ROOT, str(root))
-        monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator.base_url)
-        monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "test-key")
+        root = point_cli_at(tmp_path, monkeypatch, emulator.base_url)
         for name, value in (extra or {}).items():
             monkeypatch.setenv(name, value)
         yield root
+
+
+def point_cli_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator_url: str) -> Path:
+    """The environment a CLI test runs in: the local backend, a state folder under tmp_path
+    (returned), the emulator at emulator_url; the working directory is tmp_path."""
+    root = tmp_path / "state"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(config.ENV_BACKEND, "local")
+    monkeypatch.setenv(config.ENV_LOCAL_ROOT, str(root))
+    monkeypatch.setenv(config.ENV_GEMINI_BASE_URL, emulator_url)
+    monkeypatch.setenv(config.ENV_GEMINI_API_KEY, "test-key")
+    return root

@@ -333,6 +333,16 @@ def test_parse_chunk_takes_plain_lines_without_a_json_parse_and_rejects_repeated
     assert parsed == [PLAIN_FIRST, lines[4]]
 
 
+def _agree_in_chunks(lines: list[bytes], size: int) -> None:
+    """The lines parsed in chunks of `size` answer as one parser taking them line by line."""
+    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
+    by_line = LineParser(default_model=MODEL, limits=LIMITS)
+    for start in range(0, len(lines), size):
+        part = lines[start : start + size]
+        singles = [by_line.parse_fast(n, r) for n, r in enumerate(part, 2 + start)]
+        _agree_chunk(by_chunk.parse_chunk(2 + start, part), singles)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_nearly_plain_lines() | raw_lines, max_size=16), st.integers(1, 6))
 def test_parse_chunk_in_several_chunks_claims_keys_as_line_by_line(
@@ -340,13 +350,7 @@ def test_parse_chunk_in_several_chunks_claims_keys_as_line_by_line(
 ) -> None:
     # A chunk's plain keys are claimed together: a key repeated in the chunk, or seen in an
     # earlier chunk, must still leave the first occurrence accepted and reject the others.
-    lines = [PLAIN_FIRST, *lines]
-    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
-    by_line = LineParser(default_model=MODEL, limits=LIMITS)
-    for start in range(0, len(lines), size):
-        part = lines[start : start + size]
-        singles = [by_line.parse_fast(n, r) for n, r in enumerate(part, 2 + start)]
-        _agree_chunk(by_chunk.parse_chunk(2 + start, part), singles)
+    _agree_in_chunks([PLAIN_FIRST, *lines], size)
 
 
 def test_a_run_of_plain_lines_that_repeats_a_key_keeps_the_first_and_the_row_order() -> None:
@@ -400,13 +404,7 @@ def _plain_lines(draw: st.DrawFn) -> bytes:
 def test_chunks_of_plain_lines_are_answered_as_line_by_line(lines: list[bytes], size: int) -> None:
     # After the first chunk the plain shape is known, and a chunk of plain lines only is
     # recognised whole: its rows, duplicates and rejections must be the loop's.
-    lines = [PLAIN_FIRST, *lines]
-    by_chunk = LineParser(default_model=MODEL, limits=LIMITS)
-    by_line = LineParser(default_model=MODEL, limits=LIMITS)
-    for start in range(0, len(lines), size):
-        part = lines[start : start + size]
-        singles = [by_line.parse_fast(n, r) for n, r in enumerate(part, 2 + start)]
-        _agree_chunk(by_chunk.parse_chunk(2 + start, part), singles)
+    _agree_in_chunks([PLAIN_FIRST, *lines], size)
 
 
 def _json_lines(count: int, start: int = 0, **dumps: Any) -> list[bytes]:
